@@ -1,0 +1,68 @@
+"""One exception hierarchy for neurolake.
+
+Every error a user can cause (a bad URL, a corrupt file, an unknown run) is a
+:class:`NeurolakeError` whose message says what went wrong, where, and what to
+do next. The CLI prints the message as one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+
+class NeurolakeError(Exception):
+    """Base class of every error neurolake raises on purpose."""
+
+
+class LakeError(NeurolakeError):
+    """The lake itself is missing, unreadable or of an unsupported format."""
+
+
+class NotALakeError(LakeError):
+    """The URL exists but holds no ``lake.json``."""
+
+
+class LakeVersionError(LakeError):
+    """The lake was written by a newer neurolake."""
+
+
+class RunError(NeurolakeError):
+    """A run is unknown, corrupt, or conflicts with an existing one."""
+
+
+class RunNotFoundError(RunError):
+    """No run of that id in the lake."""
+
+
+class RunConflictError(RunError):
+    """A run of that id exists with a different manifest."""
+
+
+class CorruptFileError(NeurolakeError):
+    """A file of the lake cannot be parsed (``run.json``, a commit marker, a table)."""
+
+
+class PlanError(NeurolakeError):
+    """Invalid planning input (negative frame counts, duplicate utterance ids, ...)."""
+
+
+class OutOfRangeError(NeurolakeError):
+    """Rows were requested or written outside the range that is allowed."""
+
+
+class LayerNotFoundError(NeurolakeError):
+    """A layer name that the run did not capture."""
+
+
+class IntegrityError(NeurolakeError):
+    """Committed data is missing or does not match its checksum."""
+
+
+class SpecError(NeurolakeError):
+    """A user-given specification (corpus, model, binarisation, ...) is invalid."""
+
+
+class InputError(NeurolakeError):
+    """One input item (an audio file, a transcript line) cannot be processed."""
+
+
+class SchemaError(NeurolakeError):
+    """A table handed to the store lacks required columns or has the wrong types."""

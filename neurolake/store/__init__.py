@@ -1,0 +1,28 @@
+"""The lake format (DESIGN §4): catalog, run manifests, activation cubes, tables, commits.
+
+Knows nothing about models; every path is an fsspec URL.
+"""
+
+from neurolake.store.commit import CommitMarker
+from neurolake.store.cube import LayerSpec
+from neurolake.store.derived import Derived, spec_hash
+from neurolake.store.lake import Lake
+from neurolake.store.location import Location
+from neurolake.store.plan import Plan, PlannedUtterance, WorkUnit, plan_work_units
+from neurolake.store.run import Run, RunInfo, UnitWriter
+
+__all__ = [
+    "CommitMarker",
+    "Derived",
+    "Lake",
+    "LayerSpec",
+    "Location",
+    "Plan",
+    "PlannedUtterance",
+    "Run",
+    "RunInfo",
+    "UnitWriter",
+    "WorkUnit",
+    "plan_work_units",
+    "spec_hash",
+]

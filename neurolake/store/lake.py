@@ -1,0 +1,105 @@
+"""The lake: ``lake.json`` at the root of any fsspec URL, and the runs below it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, Sequence
+
+from neurolake.errors import CorruptFileError, LakeVersionError, NotALakeError
+from neurolake.store.cube import DEFAULT_ZSTD_LEVEL, LayerSpec
+from neurolake.store.location import Location
+from neurolake.store.plan import Plan
+from neurolake.store.run import Run, RunInfo
+
+log = logging.getLogger(__name__)
+
+FORMAT = "neurolake"
+VERSION = 1
+
+
+class Lake:
+    """A neurolake lake at a URL (directory path, ``file://``, ``memory://``, ``s3://``, ``gs://``)."""
+
+    def __init__(self, loc: Location):
+        self.loc = loc
+
+    @property
+    def url(self) -> str:
+        return self.loc.url
+
+    def __repr__(self) -> str:
+        return f"Lake({self.url!r})"
+
+    @classmethod
+    def open(cls, url: str, storage_options: Mapping[str, Any] | None = None, create: bool = False) -> "Lake":
+        """Open the lake at ``url``; with ``create=True`` make one where nothing is yet.
+
+        A location that exists and holds other files but no ``lake.json`` is never turned
+        into a lake: that is :class:`NotALakeError`, as is a missing location without ``create``.
+        """
+        loc = Location.from_url(url, dict(storage_options or {}))
+        if loc.exists("lake.json"):
+            cls._check_header(loc)
+            return cls(loc)
+        if not create:
+            raise NotALakeError(
+                f"{loc.url} is not a neurolake lake (no lake.json); "
+                "check --lake / $NEUROLAKE_LAKE, or create one with `neurolake demo` or Lake.create()"
+            )
+        return cls.create(url, storage_options)
+
+    @classmethod
+    def create(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> "Lake":
+        """Create a lake at ``url`` (or open the one already there)."""
+        loc = Location.from_url(url, dict(storage_options or {}))
+        if loc.exists("lake.json"):
+            cls._check_header(loc)
+            return cls(loc)
+        if loc.list_names():
+            raise NotALakeError(
+                f"{loc.url} exists and is not empty but holds no lake.json; "
+                "refusing to turn it into a lake: choose an empty or new location"
+            )
+        loc.makedirs()
+        loc.write_json({"format": FORMAT, "version": VERSION}, "lake.json")
+        log.info("created lake at %s", loc.url)
+        return cls(loc)
+
+    @staticmethod
+    def _check_header(loc: Location) -> None:
+        header = loc.read_json("lake.json")
+        where = loc.describe("lake.json")
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
+            raise NotALakeError(f"{where} does not describe a neurolake lake (format {header.get('format') if isinstance(header, dict) else header!r})")
+        version = header.get("version")
+        if not isinstance(version, int):
+            raise CorruptFileError(f"{where} has no integer version")
+        if version > VERSION:
+            raise LakeVersionError(
+                f"{where} has format version {version}, newer than this neurolake reads ({VERSION}); upgrade neurolake"
+            )
+
+    # ------------------------------------------------------------ runs
+
+    def list_runs(self) -> list[str]:
+        return [name for name in self.loc.list_names("runs") if self.loc.exists("runs", name, "run.json")]
+
+    def run(self, run_id: str) -> Run:
+        return Run.load(self.loc, run_id)
+
+    def create_run(
+        self,
+        run_id: str,
+        *,
+        model: Mapping[str, Any],
+        corpus: Mapping[str, Any],
+        layers: Sequence[LayerSpec],
+        plan: Plan,
+        zstd_level: int = DEFAULT_ZSTD_LEVEL,
+    ) -> Run:
+        return Run.create(
+            self.loc, run_id, model=model, corpus=corpus, layers=layers, plan=plan, zstd_level=zstd_level
+        )
+
+    def run_infos(self, with_size: bool = True) -> list[RunInfo]:
+        return [self.run(r).info(with_size=with_size) for r in self.list_runs()]

@@ -1,0 +1,169 @@
+"""URLs of the lake: one small wrapper over an fsspec filesystem and a root path.
+
+Every path in the lake is handled here, so the rest of the store never touches
+``os.path`` and works the same on a local directory, ``memory://``, ``s3://`` or ``gs://``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+
+from neurolake.errors import CorruptFileError, LakeError
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    return protocol in ("file", "local")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A directory-like place: an fsspec filesystem plus a root path inside it.
+
+    ``url`` is the form a user gave (normalised), ``path`` the filesystem's own path.
+    """
+
+    fs: fsspec.AbstractFileSystem
+    path: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_url(cls, url: str, storage_options: dict[str, Any] | None = None) -> "Location":
+        options = dict(storage_options or {})
+        try:
+            fs, path = fsspec.core.url_to_fs(str(url), **options)
+        except (ImportError, ValueError) as exc:
+            raise LakeError(f"cannot open {url!r}: {exc}") from exc
+        return cls(fs=fs, path=path.rstrip("/") or "/", storage_options=options)
+
+    # ------------------------------------------------------------ naming
+
+    @property
+    def protocol(self) -> str:
+        p = self.fs.protocol
+        return p if isinstance(p, str) else p[0]
+
+    @property
+    def is_local(self) -> bool:
+        return _is_local(self.fs)
+
+    @property
+    def url(self) -> str:
+        """The location as a URL that fsspec and zarr understand."""
+        if self.is_local:
+            return self.path
+        return f"{self.protocol}://{self.path.lstrip('/')}" if self.protocol != "memory" else f"memory://{self.path}"
+
+    def child(self, *parts: str) -> "Location":
+        return Location(self.fs, posixpath.join(self.path, *parts), self.storage_options)
+
+    def join(self, *parts: str) -> str:
+        """Filesystem path of a key below this location."""
+        return posixpath.join(self.path, *parts)
+
+    def __str__(self) -> str:
+        return self.url
+
+    # ------------------------------------------------------------ reading
+
+    def _fresh(self, path: str) -> None:
+        # Object-store filesystems cache listings; other processes commit units meanwhile.
+        if not self.is_local:
+            self.fs.invalidate_cache(path)
+
+    def exists(self, *parts: str) -> bool:
+        path = self.join(*parts)
+        self._fresh(path)
+        return self.fs.exists(path)
+
+    def read_bytes(self, *parts: str) -> bytes:
+        return self.fs.cat_file(self.join(*parts))
+
+    def read_json(self, *parts: str) -> Any:
+        """Parse a JSON file; a file that is not valid JSON is a :class:`CorruptFileError`."""
+        raw = self.read_bytes(*parts)
+        try:
+            return json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise CorruptFileError(
+                f"{self.describe(*parts)} is not valid JSON ({exc}); "
+                "restore it or remove the run it belongs to"
+            ) from exc
+
+    def list_names(self, *parts: str) -> list[str]:
+        """Base names of the entries directly below a directory; empty if it does not exist."""
+        path = self.join(*parts)
+        self._fresh(path)
+        try:
+            entries = self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        names = sorted({posixpath.basename(e.rstrip("/")) for e in entries})
+        return [n for n in names if n and posixpath.join(path, n) != path]
+
+    def find(self, *parts: str) -> list[str]:
+        """Every file below a directory, as paths relative to it."""
+        base = self.join(*parts).rstrip("/")
+        self._fresh(base)
+        try:
+            found = self.fs.find(base)
+        except FileNotFoundError:
+            return []
+        return sorted(posixpath.relpath(f, base) for f in found)
+
+    def size(self, *parts: str) -> int:
+        """Total bytes below a directory (0 if absent)."""
+        try:
+            return int(self.fs.du(self.join(*parts), total=True))
+        except FileNotFoundError:
+            return 0
+
+    def describe(self, *parts: str) -> str:
+        """A path that a user can find again, for error messages."""
+        return self.child(*parts).url if parts else self.url
+
+    # ------------------------------------------------------------ writing
+
+    def makedirs(self, *parts: str) -> None:
+        if self.is_local:
+            self.fs.makedirs(self.join(*parts), exist_ok=True)
+
+    def write_bytes(self, data: bytes, *parts: str) -> None:
+        """Write a whole file so that readers see either nothing or all of it.
+
+        Object stores make a PUT visible atomically; on a local disk we write a
+        temporary file beside the target and rename it.
+        """
+        target = self.join(*parts)
+        if self.is_local:
+            directory = posixpath.dirname(target)
+            os.makedirs(directory, exist_ok=True)
+            tmp = posixpath.join(directory, f".{posixpath.basename(target)}.{uuid.uuid4().hex}.tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, target)
+        else:
+            self.fs.pipe_file(target, data)
+
+    def write_json(self, obj: Any, *parts: str) -> None:
+        self.write_bytes(canonical_json(obj, indent=1).encode("utf-8"), *parts)
+
+    def remove(self, *parts: str) -> None:
+        try:
+            self.fs.rm_file(self.join(*parts))
+        except FileNotFoundError:
+            pass
+
+
+def canonical_json(obj: Any, indent: int | None = None) -> str:
+    """JSON with sorted keys, so equal objects give equal bytes (and equal hashes)."""
+    if indent is None:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(obj, sort_keys=True, indent=indent, ensure_ascii=False) + "\n"

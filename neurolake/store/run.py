@@ -1,0 +1,530 @@
+"""A run: one model over one corpus, its immutable manifest, its units and their data."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import platform
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import metadata
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from neurolake.errors import (
+    CorruptFileError,
+    IntegrityError,
+    LayerNotFoundError,
+    OutOfRangeError,
+    RunConflictError,
+    RunError,
+    SchemaError,
+)
+from neurolake.store import cube, tables
+from neurolake.store.commit import CommitMarker, LayerEntry, TableEntry, sha256_hex
+from neurolake.store.cube import LayerSpec
+from neurolake.store.derived import Derived
+from neurolake.store.location import Location, canonical_json
+from neurolake.store.plan import Plan, WorkUnit
+
+log = logging.getLogger(__name__)
+
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+MANIFEST_VERSION = 1
+# Keys of run.json that may differ between two creations of "the same" run.
+_INCIDENTAL_KEYS = ("created_at", "software")
+
+
+def check_run_id(run_id: str) -> str:
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise RunError(
+            f"invalid run id {run_id!r}: use letters, digits, '.', '_' and '-' (at most 128, not starting with a symbol)"
+        )
+    return run_id
+
+
+def software_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("neurolake", "numpy", "zarr", "pyarrow", "torch", "torchaudio", "ray", "duckdb"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _identity(manifest: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in manifest.items() if k not in _INCIDENTAL_KEYS}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What ``neurolake runs`` shows for one run."""
+
+    run_id: str
+    status: str
+    model: str
+    corpus: str
+    n_utterances: int
+    n_frames: int
+    frames_committed: int
+    units_committed: int
+    units_total: int
+    layers: int
+    created_at: str
+    size_bytes: int | None = None
+
+    @property
+    def progress(self) -> float:
+        return self.units_committed / self.units_total if self.units_total else 1.0
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["progress"] = round(self.progress, 4)
+        return d
+
+
+def _spec_label(spec: Any) -> str:
+    if isinstance(spec, Mapping):
+        return str(spec.get("spec") or spec.get("name") or canonical_json(spec))
+    return str(spec)
+
+
+class Run:
+    """Handle on ``runs/<run_id>/`` of a lake. Create runs with :meth:`Lake.create_run`."""
+
+    def __init__(self, lake_loc: Location, run_id: str, manifest: dict):
+        self.run_id = run_id
+        self.loc = lake_loc.child("runs", run_id)
+        self.manifest = manifest
+        self._shards_seen: dict[str, set[int]] = {}
+
+    # ------------------------------------------------------------ creation / loading
+
+    @classmethod
+    def load(cls, lake_loc: Location, run_id: str) -> "Run":
+        from neurolake.errors import RunNotFoundError
+
+        check_run_id(run_id)
+        loc = lake_loc.child("runs", run_id)
+        if not loc.exists("run.json"):
+            known = lake_loc.list_names("runs")
+            hint = f"; runs in this lake: {', '.join(known)}" if known else "; the lake has no runs yet"
+            raise RunNotFoundError(f"no run {run_id!r} in {lake_loc.url}{hint}")
+        manifest = loc.read_json("run.json")
+        where = loc.describe("run.json")
+        if not isinstance(manifest, dict) or manifest.get("run_id") != run_id:
+            raise CorruptFileError(f"{where} does not describe run {run_id!r}")
+        for key in ("plan", "layers", "model", "corpus"):
+            if key not in manifest:
+                raise CorruptFileError(f"{where} lacks the key {key!r}")
+        run = cls(lake_loc, run_id, manifest)
+        try:
+            run.plan, run.layers  # parse now so a corrupt manifest fails here, naming the file
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(f"{where} is malformed ({exc!r})") from exc
+        return run
+
+    @classmethod
+    def create(
+        cls,
+        lake_loc: Location,
+        run_id: str,
+        *,
+        model: Mapping[str, Any],
+        corpus: Mapping[str, Any],
+        layers: Sequence[LayerSpec],
+        plan: Plan,
+        zstd_level: int = cube.DEFAULT_ZSTD_LEVEL,
+    ) -> "Run":
+        """Write ``run.json`` (once) and the cube's array metadata.
+
+        Creating a run that exists with the same manifest returns it (so a crashed
+        creation or a resumed ingest can call this again); a different manifest is refused.
+        """
+        check_run_id(run_id)
+        names = [layer.name for layer in layers]
+        if len(set(names)) != len(names):
+            raise RunError(f"layer names repeat in {names}")
+        manifest = {
+            "run_id": run_id,
+            "manifest_version": MANIFEST_VERSION,
+            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "model": dict(model),
+            "corpus": dict(corpus),
+            "layers": [layer.to_dict() for layer in layers],
+            "plan": plan.to_dict(),
+            "storage": {"codec": "zstd", "zstd_level": int(zstd_level), "chunk_rows": plan.chunk_rows},
+            "software": software_versions(),
+        }
+        # Round-trip through JSON so comparisons see what a reader would see.
+        import json
+
+        manifest = json.loads(canonical_json(manifest))
+        loc = lake_loc.child("runs", run_id)
+        if loc.exists("run.json"):
+            existing = cls.load(lake_loc, run_id)
+            old, new = _identity(existing.manifest), _identity(manifest)
+            if old != new:
+                differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise RunConflictError(
+                    f"run {run_id!r} already exists in {lake_loc.url} with a different "
+                    f"{', '.join(differ)}; choose another run id or remove the old run"
+                )
+            run = existing
+        else:
+            loc.write_json(manifest, "run.json")
+            run = cls(lake_loc, run_id, manifest)
+        cube.create_cube(
+            run.cube_loc, list(layers), plan.total_rows, plan.rows_per_shard, plan.chunk_rows, zstd_level
+        )
+        return run
+
+    # ------------------------------------------------------------ manifest views
+
+    @cached_property
+    def plan(self) -> Plan:
+        return Plan.from_dict(self.manifest["plan"])
+
+    @cached_property
+    def layers(self) -> list[LayerSpec]:
+        return [LayerSpec.from_dict(d) for d in self.manifest["layers"]]
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def layer(self, name: str) -> LayerSpec:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise LayerNotFoundError(
+            f"run {self.run_id!r} has no layer {name!r}; its layers are: {', '.join(self.layer_names)}"
+        )
+
+    @property
+    def cube_loc(self) -> Location:
+        return self.loc.child("activations.zarr")
+
+    # ------------------------------------------------------------ commits
+
+    def commits(self) -> dict[str, CommitMarker]:
+        """Commit markers of the visible (committed) units, by unit id."""
+        markers = {}
+        for name in self.loc.list_names("commits"):
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            where = self.loc.describe("commits", name)
+            marker = CommitMarker.from_dict(self.loc.read_json("commits", name), where)
+            markers[marker.unit_id] = marker
+        return markers
+
+    def committed_units(self) -> list[WorkUnit]:
+        done = self.commits()
+        return [u for u in self.plan.units if u.unit_id in done]
+
+    def pending_units(self) -> list[WorkUnit]:
+        """Units without a commit marker: what a resumed ingest still has to run."""
+        done = self.commits()
+        return [u for u in self.plan.units if u.unit_id not in done]
+
+    def committed_frame_ids(self) -> np.ndarray:
+        """Every row that holds a frame of a committed unit, ascending. ``[frames] int64``"""
+        parts = [np.arange(m.row_start, m.used_stop, dtype=np.int64) for m in self._sorted_markers()]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def _sorted_markers(self) -> list[CommitMarker]:
+        return sorted(self.commits().values(), key=lambda m: m.row_start)
+
+    def unit_writer(self, unit_id: str) -> "UnitWriter":
+        return UnitWriter(self, self.plan.unit(unit_id))
+
+    # ------------------------------------------------------------ activations
+
+    def _array(self, layer: str):
+        self.layer(layer)
+        return cube.open_layer(self.cube_loc, layer)
+
+    def _check_shards(self, layer: str, shard_indices: Iterable[int]) -> None:
+        needed = set(int(s) for s in shard_indices)
+        seen = self._shards_seen.get(layer)
+        if seen is None or not needed <= seen:
+            seen = set()
+            for rel in self.cube_loc.find(layer, "c"):
+                head = rel.split("/", 1)[0]
+                if head.isdigit():
+                    seen.add(int(head))
+            self._shards_seen[layer] = seen
+        missing = sorted(needed - seen)
+        if missing:
+            path = self.cube_loc.describe(cube.shard_key(layer, missing[0]))
+            raise IntegrityError(
+                f"{len(missing)} shard(s) of committed data are missing, first {path}; "
+                f"re-run the unit that owns rows from {missing[0] * self.plan.rows_per_shard}"
+            )
+
+    def _check_committed(self, frame_ids: np.ndarray) -> None:
+        markers = self._sorted_markers()
+        starts = np.array([m.row_start for m in markers], dtype=np.int64)
+        stops = np.array([m.used_stop for m in markers], dtype=np.int64)
+        idx = np.searchsorted(starts, frame_ids, side="right") - 1
+        ok = idx >= 0
+        ok[ok] &= frame_ids[ok] < stops[idx[ok]]
+        if not ok.all():
+            bad = frame_ids[~ok]
+            raise OutOfRangeError(
+                f"{bad.size} frame id(s) of run {self.run_id!r} are not rows of a committed unit "
+                f"(first: {int(bad[0])}; the run has {self.plan.n_frames} planned frames, "
+                f"{int((stops - starts).sum())} committed)"
+            )
+
+    def read_rows(self, layer: str, frame_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Activations of ``layer`` at the given frames, in the order given. ``[n, units]``
+
+        Rows are gathered chunk by chunk (each touched chunk is decoded once, whatever
+        the number of rows taken from it). Frames outside committed units are refused.
+        """
+        ids = np.asarray(frame_ids, dtype=np.int64).reshape(-1)
+        spec = self.layer(layer)
+        if ids.size == 0:
+            return np.zeros((0, spec.units), dtype=spec.dtype)
+        self._check_committed(ids)
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        self._check_shards(layer, np.unique(uniq // self.plan.rows_per_shard))
+        data = self._array(layer).get_orthogonal_selection((uniq, slice(None)))
+        return data[inverse]
+
+    def read_range(self, layer: str, row_start: int, row_stop: int) -> np.ndarray:
+        """Rows ``[row_start, row_stop)`` of a layer, which must lie in committed units."""
+        if row_stop <= row_start:
+            return np.zeros((0, self.layer(layer).units), dtype=self.layer(layer).dtype)
+        self._check_committed(np.array([row_start, row_stop - 1], dtype=np.int64))
+        rps = self.plan.rows_per_shard
+        self._check_shards(layer, range(row_start // rps, (row_stop - 1) // rps + 1))
+        return self._array(layer)[row_start:row_stop]
+
+    def layer_dask(self, layer: str):
+        """The whole layer as a dask array ``[total_rows, units]``, one block per shard.
+
+        Rows of uncommitted units and padding rows read as zeros; select real frames with
+        :meth:`committed_frame_ids`.
+        """
+        import dask.array as da
+
+        arr = self._array(layer)
+        return da.from_zarr(arr, chunks=(self.plan.rows_per_shard, arr.shape[1]))
+
+    # ------------------------------------------------------------ tables
+
+    def table_keys(self, name: str) -> list[str]:
+        """Paths (relative to the run) of the committed Parquet files of a table."""
+        if name not in tables.SCHEMAS:
+            raise SchemaError(f"unknown table {name!r}; tables are {', '.join(tables.TABLE_NAMES)}")
+        return [m.tables[name].key for m in self._sorted_markers() if name in m.tables]
+
+    def read_table(self, name: str, verify: bool = True) -> pa.Table:
+        """The committed rows of a table, in row order, checked against their checksums."""
+        parts = []
+        for marker in self._sorted_markers():
+            entry = marker.tables.get(name)
+            if entry is None:
+                continue
+            parts.append(tables.decode_parquet(self._read_table_bytes(entry, verify)))
+        if not parts:
+            return tables.SCHEMAS[name].empty_table()
+        return pa.concat_tables(parts, promote_options="default")
+
+    def _read_table_bytes(self, entry: TableEntry, verify: bool) -> bytes:
+        where = self.loc.describe(entry.key)
+        try:
+            data = self.loc.read_bytes(entry.key)
+        except FileNotFoundError as exc:
+            raise IntegrityError(f"{where} is missing although its unit is committed; re-run the unit") from exc
+        if verify and sha256_hex(data) != entry.sha256:
+            raise IntegrityError(f"checksum mismatch for {where}; the file changed after commit; re-run the unit")
+        return data
+
+    # ------------------------------------------------------------ checks and status
+
+    def verify(self) -> list[str]:
+        """Check every committed unit: files present, checksums equal. Returns the problems found."""
+        problems: list[str] = []
+        self._shards_seen.clear()
+        for marker in self._sorted_markers():
+            for entry in marker.tables.values():
+                try:
+                    self._read_table_bytes(entry, verify=True)
+                except IntegrityError as exc:
+                    problems.append(str(exc))
+            for layer_name, entry in marker.layers.items():
+                try:
+                    self._check_shards(
+                        layer_name,
+                        range(marker.row_start // self.plan.rows_per_shard, marker.row_stop // self.plan.rows_per_shard),
+                    )
+                    data = self._array(layer_name)[marker.row_start : marker.row_stop]
+                except IntegrityError as exc:
+                    problems.append(str(exc))
+                    continue
+                if hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest() != entry.sha256:
+                    problems.append(
+                        f"checksum mismatch for layer {layer_name!r} rows [{marker.row_start}, {marker.row_stop}) "
+                        f"of unit {marker.unit_id} in {self.cube_loc.describe(layer_name)}; re-run the unit"
+                    )
+        return problems
+
+    def info(self, with_size: bool = False) -> RunInfo:
+        markers = self.commits()
+        n_units = len(self.plan.units)
+        if not markers:
+            status = "planned"
+        elif len(markers) < n_units:
+            status = "partial"
+        else:
+            status = "complete"
+        return RunInfo(
+            run_id=self.run_id,
+            status=status,
+            model=_spec_label(self.manifest["model"]),
+            corpus=_spec_label(self.manifest["corpus"]),
+            n_utterances=self.plan.n_utterances,
+            n_frames=self.plan.n_frames,
+            frames_committed=sum(m.rows_used for m in markers.values()),
+            units_committed=len(markers),
+            units_total=n_units,
+            layers=len(self.layers),
+            created_at=str(self.manifest.get("created_at", "")),
+            size_bytes=self.loc.size() if with_size else None,
+        )
+
+    # ------------------------------------------------------------ derived data
+
+    def derived(self, kind: str, spec: Mapping[str, Any]) -> Derived:
+        """Derived data of this run for a spec: ``derived/<kind>/<spec-hash>/``."""
+        return Derived.at(self.loc.child("derived"), kind, spec)
+
+
+class UnitWriter:
+    """Writes one work unit: layer rows (whole shards only), table files, then the marker.
+
+    Rows are appended per layer in frame order; each time a shard fills up it is
+    written. :meth:`commit` pads the last shard, writes the tables not yet written and
+    finally the commit marker. Starting a writer removes the unit's old marker, so a
+    re-run unit is invisible until it commits again.
+    """
+
+    def __init__(self, run: Run, unit: WorkUnit):
+        self.run = run
+        self.unit = unit
+        self._layers = {layer.name: layer for layer in run.layers}
+        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in self._layers}
+        self._pending_rows = dict.fromkeys(self._layers, 0)
+        self._flushed = dict.fromkeys(self._layers, 0)
+        self._hashes = {name: hashlib.sha256() for name in self._layers}
+        self._arrays: dict[str, Any] = {}
+        self._tables: dict[str, TableEntry] = {}
+        self._committed = False
+        run.loc.remove("commits", f"{unit.unit_id}.json")
+
+    # ------------------------------------------------------------ activations
+
+    def append(self, layer: str, block: np.ndarray) -> None:
+        """Append ``[n, units]`` rows of ``layer`` after those already appended."""
+        spec = self._layers.get(layer)
+        if spec is None:
+            raise LayerNotFoundError(
+                f"run {self.run.run_id!r} has no layer {layer!r}; its layers are: {', '.join(self._layers)}"
+            )
+        block = np.asarray(block)
+        if block.ndim != 2 or block.shape[1] != spec.units:
+            raise SchemaError(f"layer {layer!r} takes [rows, {spec.units}] blocks, got shape {block.shape}")
+        written = self._flushed[layer] + self._pending_rows[layer]
+        if written + block.shape[0] > self.unit.rows_used:
+            first = self.unit.row_start + written
+            raise OutOfRangeError(
+                f"unit {self.unit.unit_id} of run {self.run.run_id!r} owns frame rows "
+                f"[{self.unit.row_start}, {self.unit.used_stop}); refusing rows [{first}, {first + block.shape[0]}) "
+                f"of layer {layer!r}"
+            )
+        self._pending[layer].append(block.astype(spec.dtype, copy=False))
+        self._pending_rows[layer] += block.shape[0]
+        rps = self.run.plan.rows_per_shard
+        if self._pending_rows[layer] >= rps:
+            self._flush(layer, whole_shards_only=True)
+
+    def _flush(self, layer: str, whole_shards_only: bool) -> None:
+        rps = self.run.plan.rows_per_shard
+        data = np.concatenate(self._pending[layer]) if len(self._pending[layer]) > 1 else self._pending[layer][0]
+        if whole_shards_only:
+            n = (data.shape[0] // rps) * rps
+            head, rest = data[:n], data[n:]
+        else:
+            pad = self.unit.row_stop - self.unit.row_start - self._flushed[layer] - data.shape[0]
+            head = np.concatenate([data, np.zeros((pad, data.shape[1]), dtype=data.dtype)]) if pad else data
+            rest = data[:0]
+        start = self.unit.row_start + self._flushed[layer]
+        if head.shape[0]:
+            if layer not in self._arrays:
+                self._arrays[layer] = cube.open_layer(self.run.cube_loc, layer, writable=True)
+            head = np.ascontiguousarray(head)
+            cube.write_rows(self._arrays[layer], start, head)
+            self._hashes[layer].update(head.tobytes())
+            self._flushed[layer] += head.shape[0]
+        self._pending[layer] = [rest] if rest.shape[0] else []
+        self._pending_rows[layer] = rest.shape[0]
+
+    # ------------------------------------------------------------ tables
+
+    def write_table(self, name: str, data: pa.Table | Mapping[str, Any]) -> TableEntry:
+        """Write this unit's rows of ``utterances``, ``frames`` or ``errors``."""
+        table = tables.conform(name, data, self.run.run_id)
+        lo, hi = self.unit.row_start, self.unit.used_stop
+        id_column = {"frames": "frame_id", "utterances": "first_frame_id"}.get(name)
+        if id_column and table.num_rows:
+            ids = table.column(id_column).to_numpy(zero_copy_only=False)
+            if ids.min() < lo or ids.max() >= hi:
+                raise OutOfRangeError(
+                    f"table {name!r} of unit {self.unit.unit_id} has {id_column} values outside the unit's rows [{lo}, {hi})"
+                )
+        key = f"tables/{name}/{self.unit.unit_id}.parquet"
+        data_bytes = tables.encode_parquet(table)
+        self.run.loc.write_bytes(data_bytes, key)
+        entry = TableEntry(key=key, rows=table.num_rows, sha256=sha256_hex(data_bytes))
+        self._tables[name] = entry
+        return entry
+
+    # ------------------------------------------------------------ commit
+
+    def commit(self) -> CommitMarker:
+        """Finish every layer, write missing tables, then the marker that makes the unit visible."""
+        for layer in self._layers:
+            got = self._flushed[layer] + self._pending_rows[layer]
+            if got != self.unit.rows_used:
+                raise IntegrityError(
+                    f"unit {self.unit.unit_id}: layer {layer!r} got {got} rows but the unit has {self.unit.rows_used} frames"
+                )
+        for layer in self._layers:
+            if self._flushed[layer] < self.unit.row_stop - self.unit.row_start:
+                self._flush(layer, whole_shards_only=False)
+        for name in ("utterances", "frames"):
+            if name not in self._tables:
+                raise SchemaError(f"unit {self.unit.unit_id}: write the {name!r} table before committing")
+        if "errors" not in self._tables:
+            self.write_table("errors", {})
+        marker = CommitMarker(
+            unit_id=self.unit.unit_id,
+            row_start=self.unit.row_start,
+            row_stop=self.unit.row_stop,
+            rows_used=self.unit.rows_used,
+            utterance_ids=tuple(self.unit.utterance_ids),
+            tables=dict(sorted(self._tables.items())),
+            layers={name: LayerEntry(rows=self.unit.row_stop - self.unit.row_start, sha256=h.hexdigest()) for name, h in self._hashes.items()},
+        )
+        self.run.loc.write_json(marker.to_dict(), "commits", f"{self.unit.unit_id}.json")
+        self._committed = True
+        log.debug("committed unit %s of run %s", self.unit.unit_id, self.run.run_id)
+        return marker

@@ -1,0 +1,107 @@
+"""Arrow schemas of the per-unit Parquet tables (DESIGN §5) and their encoding."""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from neurolake.errors import SchemaError
+
+TABLE_NAMES = ("utterances", "frames", "errors")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "utterances": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("utterance_id", pa.string()),
+            ("speaker_id", pa.string()),
+            ("chapter_id", pa.string()),
+            ("audio_uri", pa.string()),
+            ("duration_s", pa.float64()),
+            ("n_frames", pa.int64()),
+            ("first_frame_id", pa.int64()),
+            ("reference", pa.string()),
+            ("hypothesis", pa.string()),
+            ("wer", pa.float64()),
+            ("cer", pa.float64()),
+            ("n_word_errors", pa.int32()),
+        ]
+    ),
+    "frames": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("frame_id", pa.int64()),
+            ("utterance_id", pa.string()),
+            ("frame_index", pa.int32()),
+            ("start_s", pa.float64()),
+            ("end_s", pa.float64()),
+            ("ref_token", pa.string()),
+            ("pred_token", pa.string()),
+            ("pred_prob", pa.float32()),
+            ("phoneme", pa.string()),
+            ("word", pa.string()),
+            ("word_index", pa.int32()),
+            ("word_error", pa.bool_()),
+            ("token_error", pa.bool_()),
+        ]
+    ),
+    "errors": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("utterance_id", pa.string()),
+            ("audio_uri", pa.string()),
+            ("stage", pa.string()),
+            ("message", pa.string()),
+        ]
+    ),
+}
+
+# Parquet row groups: DuckDB parallelises over row groups and prunes with their statistics.
+ROW_GROUP_SIZE = 256 * 1024
+
+
+def conform(name: str, data: pa.Table | Mapping[str, Any], run_id: str) -> pa.Table:
+    """Return ``data`` as a table of schema ``SCHEMAS[name]`` (plus any extra columns).
+
+    ``run_id`` is filled in when absent. Missing required columns, or values that cannot
+    be cast to the schema's types, raise :class:`SchemaError` naming the column.
+    """
+    if name not in SCHEMAS:
+        raise SchemaError(f"unknown table {name!r}; tables are {', '.join(TABLE_NAMES)}")
+    schema = SCHEMAS[name]
+    table = data if isinstance(data, pa.Table) else pa.table(dict(data)) if data else pa.table({})
+    n = table.num_rows
+    columns: list[pa.Array] = []
+    for f in schema:
+        if f.name in table.column_names:
+            col = table.column(f.name)
+        elif f.name == "run_id":
+            col = pa.array([run_id] * n, pa.string())
+        elif n == 0:
+            col = pa.array([], f.type)
+        else:
+            raise SchemaError(f"table {name!r} lacks the column {f.name!r} ({f.type})")
+        try:
+            columns.append(col.cast(f.type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise SchemaError(f"column {name}.{f.name} cannot be read as {f.type}: {exc}") from exc
+    fields = list(schema)
+    for extra in table.column_names:
+        if extra not in schema.names:
+            columns.append(table.column(extra))
+            fields.append(table.schema.field(extra))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def encode_parquet(table: pa.Table) -> bytes:
+    """Parquet bytes (zstd); the same table always gives the same bytes."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_SIZE)
+    return buf.getvalue()
+
+
+def decode_parquet(data: bytes) -> pa.Table:
+    return pq.read_table(io.BytesIO(data))

@@ -1,0 +1,66 @@
+"""Shared fixtures: lakes on a local directory, in memory, and on a real S3 endpoint on loopback."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server in this process, on 127.0.0.1 only; yields its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, monkeypatch):
+    """A fresh bucket; returns ``(bucket_name, storage_options)`` for s3fs."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    name = f"lake-{uuid.uuid4().hex[:12]}"
+    boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    ).create_bucket(Bucket=name)
+    options = {
+        "key": "testing",
+        "secret": "testing",
+        "client_kwargs": {"endpoint_url": s3_server, "region_name": "us-east-1"},
+    }
+    return name, options
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def lake_target(request, tmp_path):
+    """``(url, storage_options)`` of an empty place for a lake, on each backend."""
+    if request.param == "local":
+        yield str(tmp_path / "lake"), {}
+    elif request.param == "memory":
+        import fsspec
+
+        url = f"memory://lake-{uuid.uuid4().hex[:12]}"
+        yield url, {}
+        fsspec.filesystem("memory").rm(url.replace("memory://", "/"), recursive=True)
+    else:
+        bucket, options = request.getfixturevalue("s3_bucket")
+        yield f"s3://{bucket}/lake", options
