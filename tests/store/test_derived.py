@@ -1,0 +1,24 @@
+from neurolake.store import Lake, spec_hash
+
+from tests.store.unitdata import create_run
+
+
+def test_derived_reuse(lake_target):
+    url, opts = lake_target
+    run = create_run(Lake.create(url, opts))
+    spec = {"layers": ["enc.conv1"], "quantile": 0.9}
+    d = run.derived("neurons", spec)
+    assert d.spec_hash == spec_hash({"quantile": 0.9, "layers": ["enc.conv1"]})  # key order is irrelevant
+    assert d.loc.url.endswith(f"runs/r1/derived/neurons/{d.spec_hash}")
+    assert not d.complete
+    d.write_bytes(b"\x00\x01", "stats.bin")
+    assert not run.derived("neurons", spec).complete  # written but not committed
+    d.commit()
+    again = Lake.open(url, opts).run("r1").derived("neurons", dict(spec))
+    assert again.complete and again.read_bytes("stats.bin") == b"\x00\x01"
+    assert again.read_json("spec.json") == spec
+    other = run.derived("neurons", {"layers": ["enc.conv1"], "quantile": 0.99})
+    assert other.spec_hash != d.spec_hash and not other.complete
+    from neurolake.store.derived import list_derived
+
+    assert [x.spec for x in list_derived(run.loc.child("derived"), "neurons")] == [spec]
