@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import logging
+import os
 import platform
 import re
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
@@ -37,6 +40,21 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MANIFEST_VERSION = 1
 # Keys of run.json that may differ between two creations of "the same" run.
 _INCIDENTAL_KEYS = ("created_at", "software")
+
+
+# Shards are compressed and written on a pool shared by every writer of the process
+# (zstd, SHA-256 and file I/O release the GIL).
+_WRITE_THREADS = max(2, os.cpu_count() or 2)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _write_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_WRITE_THREADS, thread_name_prefix="neurolake-shard")
+        return _pool
 
 
 def check_run_id(run_id: str) -> str:
@@ -370,7 +388,9 @@ class Run:
                 except IntegrityError as exc:
                     problems.append(str(exc))
                     continue
-                if hashlib.sha256(np.ascontiguousarray(data).tobytes()).hexdigest() != entry.sha256:
+                rps = self.plan.rows_per_shard
+                digests = [cube.rows_digest(data[lo : lo + rps]) for lo in range(0, data.shape[0], rps)]
+                if cube.combine_digests(digests) != entry.sha256:
                     problems.append(
                         f"checksum mismatch for layer {layer_name!r} rows [{marker.row_start}, {marker.row_stop}) "
                         f"of unit {marker.unit_id} in {self.cube_loc.describe(layer_name)}; re-run the unit"
@@ -424,10 +444,10 @@ class UnitWriter:
         self._pending: dict[str, list[np.ndarray]] = {name: [] for name in self._layers}
         self._pending_rows = dict.fromkeys(self._layers, 0)
         self._flushed = dict.fromkeys(self._layers, 0)
-        self._hashes = {name: hashlib.sha256() for name in self._layers}
-        self._arrays: dict[str, Any] = {}
+        self._shard_digests: dict[str, list[Future]] = {name: [] for name in self._layers}
+        self._in_flight: deque[Future] = deque()
         self._tables: dict[str, TableEntry] = {}
-        self._committed = False
+        self._zstd_level = int(run.manifest.get("storage", {}).get("zstd_level", cube.DEFAULT_ZSTD_LEVEL))
         run.loc.remove("commits", f"{unit.unit_id}.json")
 
     # ------------------------------------------------------------ activations
@@ -467,15 +487,30 @@ class UnitWriter:
             head = np.concatenate([data, np.zeros((pad, data.shape[1]), dtype=data.dtype)]) if pad else data
             rest = data[:0]
         start = self.unit.row_start + self._flushed[layer]
-        if head.shape[0]:
-            if layer not in self._arrays:
-                self._arrays[layer] = cube.open_layer(self.run.cube_loc, layer, writable=True)
-            head = np.ascontiguousarray(head)
-            cube.write_rows(self._arrays[layer], start, head)
-            self._hashes[layer].update(head.tobytes())
-            self._flushed[layer] += head.shape[0]
+        for lo in range(0, head.shape[0], rps):
+            self._submit_shard(layer, (start + lo) // rps, head[lo : lo + rps])
+        self._flushed[layer] += head.shape[0]
         self._pending[layer] = [rest] if rest.shape[0] else []
         self._pending_rows[layer] = rest.shape[0]
+
+    def _submit_shard(self, layer: str, shard_index: int, block: np.ndarray) -> None:
+        # Backpressure: at most a few shards per core wait to be compressed and written,
+        # so a slow disk or bucket holds the producer back instead of filling memory.
+        while len(self._in_flight) >= 2 * _WRITE_THREADS:
+            self._in_flight.popleft().result()
+        future = _write_pool().submit(self._write_shard, layer, shard_index, block)
+        self._in_flight.append(future)
+        self._shard_digests[layer].append(future)
+
+    def _write_shard(self, layer: str, shard_index: int, block: np.ndarray) -> bytes:
+        data, digest = cube.encode_shard(block, self.run.plan.chunk_rows, self._zstd_level)
+        self.run.cube_loc.write_bytes(data, cube.shard_key(layer, shard_index))
+        return digest
+
+    def flush(self) -> None:
+        """Wait until every whole shard appended so far is on storage (the unit stays invisible)."""
+        while self._in_flight:
+            self._in_flight.popleft().result()
 
     # ------------------------------------------------------------ tables
 
@@ -522,9 +557,15 @@ class UnitWriter:
             rows_used=self.unit.rows_used,
             utterance_ids=tuple(self.unit.utterance_ids),
             tables=dict(sorted(self._tables.items())),
-            layers={name: LayerEntry(rows=self.unit.row_stop - self.unit.row_start, sha256=h.hexdigest()) for name, h in self._hashes.items()},
+            layers={
+                name: LayerEntry(
+                    rows=self.unit.row_stop - self.unit.row_start,
+                    sha256=cube.combine_digests([f.result() for f in futures]),
+                )
+                for name, futures in self._shard_digests.items()
+            },
         )
+        self._in_flight.clear()
         self.run.loc.write_json(marker.to_dict(), "commits", f"{self.unit.unit_id}.json")
-        self._committed = True
         log.debug("committed unit %s of run %s", self.unit.unit_id, self.run.run_id)
         return marker

@@ -87,6 +87,8 @@ def write_unit(run: Run, unit_id: str, commit: bool = True, block_rows: int = 10
     writer.write_table("frames", frames)
     if commit:
         writer.commit()
+    else:
+        writer.flush()
 
 
 def write_units_in_process(url: str, storage_options: dict, run_id: str, unit_ids: list[str]) -> list[str]:

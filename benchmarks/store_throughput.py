@@ -1,0 +1,151 @@
+"""Store throughput: activations written through the lake versus raw ``.npy`` files.
+
+Writes the same float16 activation bytes (ReLU-like: about half zeros) twice to the same
+disk in one run — once through ``neurolake.store`` (Zarr v3, zstd, sharded, with tables and
+commit markers), once as one raw ``.npy`` file per shard — and prints MB/s for both, their
+ratio (target >= 0.5), and the compression ratio. Then gathers a random 5 % of rows per
+layer with ``Run.read_rows`` versus reading the same chunks whole (target >= 0.5).
+
+    python benchmarks/store_throughput.py [--gb 1.0] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from neurolake.store import Lake, LayerSpec, plan_work_units
+
+UNITS = 512
+N_LAYERS = 4
+ROWS_PER_SHARD = 4096
+CHUNK_ROWS = 256
+UNIT_ROWS = 32768
+
+
+def activation_pool(n_blocks: int, rows: int, seed: int = 0) -> list[np.ndarray]:
+    """Distinct ReLU-like float16 blocks ``[rows, UNITS]`` with per-unit scales."""
+    rng = np.random.default_rng(seed)
+    scale = rng.gamma(2.0, 0.5, UNITS).astype(np.float32)
+    return [
+        (np.maximum(rng.standard_normal((rows, UNITS), dtype=np.float32), 0) * scale).astype(np.float16)
+        for _ in range(n_blocks)
+    ]
+
+
+def block_for(pool: list[np.ndarray], layer: int, shard: int) -> np.ndarray:
+    return pool[(layer * 7 + shard) % len(pool)]
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--gb", type=float, default=1.0, help="activation gigabytes to write (default 1.0)")
+    ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: a temp dir)")
+    args = ap.parse_args()
+
+    base = Path(tempfile.mkdtemp(prefix="nl-bench-", dir=args.dir))
+    try:
+        bytes_per_row = N_LAYERS * UNITS * 2
+        rows = int(np.ceil(args.gb * 1e9 / bytes_per_row / ROWS_PER_SHARD)) * ROWS_PER_SHARD
+        n_shards = rows // ROWS_PER_SHARD
+        total_bytes = rows * bytes_per_row
+        pool = activation_pool(16, ROWS_PER_SHARD)
+        print(f"{N_LAYERS} layers x {UNITS} units x {rows} rows float16 = {total_bytes / 1e9:.2f} GB")
+
+        # ---- raw .npy, one file per shard and layer
+        raw_dir = base / "raw"
+        raw_dir.mkdir()
+        t0 = time.perf_counter()
+        for layer in range(N_LAYERS):
+            for s in range(n_shards):
+                np.save(raw_dir / f"l{layer}_s{s}.npy", block_for(pool, layer, s))
+        raw_s = time.perf_counter() - t0
+
+        # ---- the store: utterances of ~1,000 frames packed into units
+        lengths = [(f"utt{i:06d}", 1024) for i in range(rows // 1024)]
+        plan = plan_work_units(lengths, rows_per_shard=ROWS_PER_SHARD, unit_rows=UNIT_ROWS, chunk_rows=CHUNK_ROWS)
+        assert plan.total_rows == rows
+        lake = Lake.create(str(base / "lake"))
+        layers = [LayerSpec(f"layer{i}", UNITS) for i in range(N_LAYERS)]
+        t0 = time.perf_counter()
+        run = lake.create_run("bench", model={"spec": "bench"}, corpus={"spec": "bench"}, layers=layers, plan=plan)
+        for unit in plan.units:
+            writer = run.unit_writer(unit.unit_id)
+            for li, layer in enumerate(layers):
+                for s in range(unit.row_start // ROWS_PER_SHARD, unit.row_stop // ROWS_PER_SHARD):
+                    writer.append(layer.name, block_for(pool, li, s))
+            utts = unit.utterances
+            writer.write_table(
+                "utterances",
+                {
+                    "utterance_id": [u.utterance_id for u in utts], "speaker_id": ["s"] * len(utts),
+                    "chapter_id": ["c"] * len(utts), "audio_uri": ["a"] * len(utts),
+                    "duration_s": [u.n_frames / 50 for u in utts], "n_frames": [u.n_frames for u in utts],
+                    "first_frame_id": [u.first_row for u in utts], "reference": [""] * len(utts),
+                    "hypothesis": [""] * len(utts), "wer": [0.0] * len(utts), "cer": [0.0] * len(utts),
+                    "n_word_errors": [0] * len(utts),
+                },
+            )
+            n = unit.rows_used
+            writer.write_table(
+                "frames",
+                {
+                    "frame_id": np.arange(unit.row_start, unit.used_stop), "utterance_id": np.repeat([u.utterance_id for u in utts], [u.n_frames for u in utts]),
+                    "frame_index": np.concatenate([np.arange(u.n_frames) for u in utts]), "start_s": np.zeros(n), "end_s": np.zeros(n),
+                    "ref_token": ["A"] * n, "pred_token": ["A"] * n, "pred_prob": np.ones(n, np.float32), "phoneme": ["AH"] * n,
+                    "word": ["A"] * n, "word_index": np.zeros(n, np.int32), "word_error": np.zeros(n, bool), "token_error": np.zeros(n, bool),
+                },
+            )
+            writer.commit()
+        store_s = time.perf_counter() - t0
+        stored = dir_bytes(base / "lake" / "runs" / "bench" / "activations.zarr")
+
+        raw_mbs = total_bytes / raw_s / 1e6
+        store_mbs = total_bytes / store_s / 1e6
+        print(f"write  raw .npy : {raw_s:7.2f} s  {raw_mbs:8.1f} MB/s")
+        print(f"write  store    : {store_s:7.2f} s  {store_mbs:8.1f} MB/s   (activations + tables + commits)")
+        print(f"write  ratio store/raw = {store_mbs / raw_mbs:.2f}   (target >= 0.5)")
+        print(f"compression ratio = {total_bytes / stored:.2f}  ({total_bytes / 1e6:.0f} MB -> {stored / 1e6:.0f} MB)")
+
+        # ---- gather 5 % of rows versus reading the same chunks whole
+        run = lake.run("bench")
+        rng = np.random.default_rng(1)
+        ids = np.sort(rng.choice(run.committed_frame_ids(), size=rows // 20, replace=False))
+        chunks = np.unique(ids // CHUNK_ROWS)
+        t0 = time.perf_counter()
+        for layer in layers:
+            got = run.read_rows(layer.name, ids)
+        gather_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for layer in layers:
+            arr = run._array(layer.name)
+            whole = arr.get_orthogonal_selection(
+                (np.concatenate([np.arange(c * CHUNK_ROWS, (c + 1) * CHUNK_ROWS) for c in chunks]), slice(None))
+            ) if chunks.size < rows // CHUNK_ROWS else arr[:]
+        chunks_s = time.perf_counter() - t0
+        li = N_LAYERS - 1
+        shard_of = ids // ROWS_PER_SHARD
+        expect = np.stack([block_for(pool, li, s)[r % ROWS_PER_SHARD] for s, r in zip(shard_of, ids)])
+        assert np.array_equal(got, expect), "gathered rows differ from what was written"
+        assert whole.shape[1] == UNITS
+        print(
+            f"gather 5% rows : {gather_s:7.2f} s for {ids.size} rows x {N_LAYERS} layers "
+            f"({chunks.size}/{rows // CHUNK_ROWS} chunks touched)"
+        )
+        print(f"read same chunks whole: {chunks_s:7.2f} s")
+        print(f"gather ratio chunks-whole/gather = {chunks_s / gather_s:.2f}   (target >= 0.5)")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
