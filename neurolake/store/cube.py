@@ -7,6 +7,7 @@ decides *which* rows may be written or read; this module only talks to Zarr.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
