@@ -120,6 +120,7 @@ class Run:
         self.loc = lake_loc.child("runs", run_id)
         self.manifest = manifest
         self._shards_seen: dict[str, set[int]] = {}
+        self._markers: dict[str, CommitMarker] = {}
 
     # ------------------------------------------------------------ creation / loading
 
@@ -231,15 +232,21 @@ class Run:
     # ------------------------------------------------------------ commits
 
     def commits(self) -> dict[str, CommitMarker]:
-        """Commit markers of the visible (committed) units, by unit id."""
-        markers = {}
-        for name in self.loc.list_names("commits"):
-            if not name.endswith(".json") or name.startswith("."):
-                continue
-            where = self.loc.describe("commits", name)
-            marker = CommitMarker.from_dict(self.loc.read_json("commits", name), where)
-            markers[marker.unit_id] = marker
-        return markers
+        """Commit markers of the visible (committed) units, by unit id.
+
+        One listing per call; a marker's content is read once and cached, since a unit's
+        marker only ever reappears with the same content (re-runs rewrite identical data).
+        """
+        names = [n for n in self.loc.list_names("commits") if n.endswith(".json") and not n.startswith(".")]
+        cache = {}
+        for name in names:
+            marker = self._markers.get(name)
+            if marker is None:
+                where = self.loc.describe("commits", name)
+                marker = CommitMarker.from_dict(self.loc.read_json("commits", name), where)
+            cache[name] = marker
+        self._markers = cache
+        return {m.unit_id: m for m in cache.values()}
 
     def committed_units(self) -> list[WorkUnit]:
         done = self.commits()

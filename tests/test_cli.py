@@ -1,0 +1,49 @@
+import json
+
+from neurolake.cli import build_parser, main
+from neurolake.store import Lake
+
+from tests.store.unitdata import create_run, write_unit
+
+
+def test_every_verb_has_help(capsys):
+    parser = build_parser()
+    verbs = parser._subparsers._group_actions[0].choices
+    assert {"demo", "runs", "verify"} <= set(verbs)
+    for verb in verbs:
+        try:
+            main([verb, "--help"])
+        except SystemExit as exc:
+            assert exc.code == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"usage: neurolake {verb}") and "--lake" in out
+
+
+def test_demo_creates_lake_and_runs_lists_it(tmp_path, capsys):
+    url = str(tmp_path / "lake")
+    assert main(["demo", "--lake", url]) == 0
+    assert f"lake: {url}" in capsys.readouterr().out
+    assert Lake.open(url).list_runs() == []
+    run = create_run(Lake.open(url))
+    write_unit(run, run.plan.units[0].unit_id)
+    assert main(["runs", "--lake", url, "--format", "json"]) == 0
+    (info,) = json.loads(capsys.readouterr().out)
+    assert info["run_id"] == "r1" and info["status"] == "partial"
+    assert info["units_committed"] == 1 and info["frames_committed"] == run.plan.units[0].rows_used
+    assert main(["runs", "--lake", url]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:3] == ["run", "status", "units"]
+    assert f"1/{len(run.plan.units)}" in table
+
+
+def test_verify_reports_problems(tmp_path, capsys, monkeypatch):
+    url = str(tmp_path / "lake")
+    run = create_run(Lake.create(url))
+    write_unit(run, run.plan.units[0].unit_id)
+    monkeypatch.setenv("NEUROLAKE_LAKE", url)
+    assert main(["verify"]) == 0
+    assert "1 run(s) checked, 0 problem(s)" in capsys.readouterr().out
+    (tmp_path / "lake" / "runs" / "r1" / "tables" / "frames" / "u000000.parquet").write_bytes(b"garbage")
+    assert main(["verify", "--run", "r1"]) == 1
+    out = capsys.readouterr().out
+    assert "checksum mismatch" in out and "1 problem(s)" in out
