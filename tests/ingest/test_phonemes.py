@@ -1,0 +1,318 @@
+"""Pronunciations, letter-to-phone alignment, TextGrid parsing and frame phonemes."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from neurolake.errors import InputError
+from neurolake.ingest.phonemes import (
+    SPOKEN_NOISE,
+    AlignmentScoring,
+    TextGridTier,
+    cmudict_pronunciations,
+    find_phones_tier,
+    frame_phonemes_from_intervals,
+    letter_phonemes,
+    letter_to_sound,
+    needleman_wunsch,
+    pronounce,
+    read_textgrid,
+    strip_stress,
+    word_letter_phonemes,
+)
+
+
+def test_strip_stress():
+    assert [strip_stress(p) for p in ["AH0", "OW1", "EY2", "L", "sil", "ə"]] == [
+        "AH", "OW", "EY", "L", "sil", "ə",
+    ]
+
+
+def test_pronounce_uses_cmudict_first_pronunciation_without_stress():
+    # CMUdict: hello -> HH AH0 L OW1 (first of two); don't -> D OW1 N T.
+    assert pronounce("HELLO") == ("HH", "AH", "L", "OW")
+    assert pronounce("hello") == ("HH", "AH", "L", "OW")
+    assert pronounce("DON'T") == ("D", "OW", "N", "T")
+
+
+def test_out_of_vocabulary_words_fall_back_to_letter_rules():
+    assert "ZORBLAX" not in cmudict_pronunciations()
+    # Longest match first: Z | OR -> AO R | B | L | A -> AE | X -> K S.
+    assert pronounce("ZORBLAX") == ("Z", "AO", "R", "B", "L", "AE", "K", "S")
+    # Final silent E after a consonant is dropped: B | L | A -> AE | K.
+    assert letter_to_sound("BLAKE") == ("B", "L", "AE", "K")
+    # Nothing pronounceable: spoken noise, never an exception.
+    assert pronounce("'") == (SPOKEN_NOISE,)
+    assert pronounce("ÉÉ") == (SPOKEN_NOISE,)
+
+
+def test_needleman_wunsch_hand_cases():
+    def same(x, y):
+        return 1.0 if x == y else -1.0
+
+    # A C vs A B C, match +1, mismatch -1, gap -1:
+    #   A/A, -/B, C/C = 1 - 1 + 1 = 1 (best); A/A, C/B, -/C = 1 - 1 - 1 = -1.
+    assert needleman_wunsch("AC", "ABC", same, gap=-1.0) == [(0, 0), (None, 1), (1, 2)]
+    # A vs A A: A/A, -/A and -/A, A/A both score 0; gaps go as late as possible.
+    assert needleman_wunsch("A", "AA", same, gap=-1.0) == [(0, 0), (None, 1)]
+    assert needleman_wunsch("", "AB", same, gap=-1.0) == [(None, 0), (None, 1)]
+
+
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [
+        # B/B (+3), O/AA (+2), X/K (+3), S unpaired (-1) = 7; X/S with K unpaired also
+        # scores 7, and late gaps make the extra S follow X's K: X spells K S.
+        ("BOX", [("B",), ("AA",), ("K", "S")]),
+        # K silent (gap), N/N, I/AY, G and H silent, T/T. A silent first letter takes the
+        # next sound (N); G and H repeat the last sound before them (AY).
+        ("KNIGHT", [("N",), ("N",), ("AY",), ("AY",), ("AY",), ("T",)]),
+        # M/M, A/EY, K/K, final E silent: repeats K.
+        ("MAKE", [("M",), ("EY",), ("K",), ("K",)]),
+        # T/DH (+3), H silent, E/AH.
+        ("THE", [("DH",), ("DH",), ("AH",)]),
+        # O/W, AH unpaired, N/N, E silent = 2 - 1 + 3 - 1 = 3; starting with W unpaired and
+        # O/AH also scores 3. Either way O spells W AH.
+        ("ONE", [("W", "AH"), ("N",), ("N",)]),
+    ],
+)
+def test_letter_phonemes_hand_cases(word, expected):
+    assert list(word_letter_phonemes(word)) == expected
+
+
+def test_consonant_weight_decides_one():
+    # With consonant matches scored like any match, O/W, N silent, E/AH, N unpaired also
+    # scores 2 - 1 + 2 - 1 = 2, ties with O/W AH, N/N (2 - 1 + 2 - 1) and the late-gap
+    # tie-break picks it: the final E would carry "AH N". The weight is what prevents that.
+    flat = AlignmentScoring(consonant_match=2.0)
+    assert letter_phonemes(list("ONE"), ("W", "AH", "N"), flat) == [("W",), ("W",), ("AH", "N")]
+
+
+def _merge_runs(items):
+    return [key for key, _ in itertools.groupby(items)]
+
+
+def test_letter_phonemes_hands_out_every_phone_once_in_order():
+    # Silent letters only repeat a neighbouring phone, so merging runs of the per-letter
+    # phones gives back the pronunciation (with its own runs merged).
+    lexicon = cmudict_pronunciations()
+    words = random.Random(0).sample(sorted(w for w in lexicon if w.isalpha()), 2000)
+    for word in words:
+        per_letter = word_letter_phonemes(word)
+        assert len(per_letter) == len(word)
+        assert all(per_letter)
+        flat = [p for phones in per_letter for p in phones]
+        assert _merge_runs(flat) == _merge_runs(lexicon[word]), word
+
+
+def test_letter_phonemes_needs_a_pronunciation():
+    with pytest.raises(InputError):
+        letter_phonemes(["A"], ())
+
+
+MFA_TEXTGRID = '''File type = "ooTextFile"
+Object class = "TextGrid"
+
+xmin = 0 
+xmax = 1.02 
+tiers? <exists> 
+size = 2 
+item []: 
+    item [1]:
+        class = "IntervalTier" 
+        name = "words" 
+        xmin = 0 
+        xmax = 1.02 
+        intervals: size = 3 
+        intervals [1]:
+            xmin = 0 
+            xmax = 0.21 
+            text = "" 
+        intervals [2]:
+            xmin = 0.21 
+            xmax = 0.6 
+            text = "hello" 
+        intervals [3]:
+            xmin = 0.6 
+            xmax = 1.02 
+            text = "" 
+    item [2]:
+        class = "IntervalTier" 
+        name = "phones" 
+        xmin = 0 
+        xmax = 1.02 
+        intervals: size = 6 
+        intervals [1]:
+            xmin = 0 
+            xmax = 0.21 
+            text = "" 
+        intervals [2]:
+            xmin = 0.21 
+            xmax = 0.3 
+            text = "HH" 
+        intervals [3]:
+            xmin = 0.3 
+            xmax = 0.38 
+            text = "AH0" 
+        intervals [4]:
+            xmin = 0.38 
+            xmax = 0.47 
+            text = "L" 
+        intervals [5]:
+            xmin = 0.47 
+            xmax = 0.6 
+            text = "OW1" 
+        intervals [6]:
+            xmin = 0.6 
+            xmax = 1.02 
+            text = "" 
+'''
+
+SHORT_TEXTGRID = '''File type = "ooTextFile"
+Object class = "TextGrid"
+
+0
+1.02
+<exists>
+2
+"IntervalTier"
+"words"
+0
+1.02
+3
+0
+0.21
+""
+0.21
+0.6
+"hello"
+0.6
+1.02
+""
+"IntervalTier"
+"phones"
+0
+1.02
+6
+0
+0.21
+""
+0.21
+0.3
+"HH"
+0.3
+0.38
+"AH0"
+0.38
+0.47
+"L"
+0.47
+0.6
+"OW1"
+0.6
+1.02
+""
+'''
+
+EXPECTED_TIERS = [
+    TextGridTier("words", "IntervalTier", [(0.0, 0.21, ""), (0.21, 0.6, "hello"), (0.6, 1.02, "")]),
+    TextGridTier(
+        "phones",
+        "IntervalTier",
+        [
+            (0.0, 0.21, ""),
+            (0.21, 0.3, "HH"),
+            (0.3, 0.38, "AH0"),
+            (0.38, 0.47, "L"),
+            (0.47, 0.6, "OW1"),
+            (0.6, 1.02, ""),
+        ],
+    ),
+]
+
+
+def test_read_textgrid_long_format():
+    assert read_textgrid(MFA_TEXTGRID) == EXPECTED_TIERS
+
+
+def test_read_textgrid_short_format_and_encodings():
+    assert read_textgrid(SHORT_TEXTGRID) == EXPECTED_TIERS
+    assert read_textgrid(MFA_TEXTGRID.encode("utf-16")) == EXPECTED_TIERS
+    assert read_textgrid(MFA_TEXTGRID.encode("utf-8")) == EXPECTED_TIERS
+
+
+def test_read_textgrid_point_tier_and_quote_escape():
+    text = '''File type = "ooTextFile"
+Object class = "TextGrid"
+xmin = 0
+xmax = 2
+tiers? <exists>
+size = 1
+item []:
+    item [1]:
+        class = "TextTier"
+        name = "events"
+        xmin = 0
+        xmax = 2
+        points: size = 1
+        points [1]:
+            number = 1.5
+            mark = "say ""hi"""
+'''
+    assert read_textgrid(text) == [TextGridTier("events", "TextTier", [(1.5, 1.5, 'say "hi"')])]
+
+
+def test_read_textgrid_rejects_garbage_and_truncation():
+    with pytest.raises(InputError, match="not a TextGrid"):
+        read_textgrid("hello world")
+    with pytest.raises(InputError, match="truncated"):
+        read_textgrid(MFA_TEXTGRID[: MFA_TEXTGRID.index("intervals [4]")])
+
+
+def test_find_phones_tier():
+    assert find_phones_tier(EXPECTED_TIERS) is EXPECTED_TIERS[1]
+    speaker = TextGridTier("1089 - phones", "IntervalTier", [])
+    assert find_phones_tier([EXPECTED_TIERS[0], speaker]) is speaker
+    with pytest.raises(InputError, match="'words'"):
+        find_phones_tier(EXPECTED_TIERS[:1])
+
+
+def test_frame_phonemes_from_textgrid_tier():
+    # 10 frames of 0.1 s: centres 0.05, 0.15, ..., 0.95.
+    #   0.05, 0.15 in [0, 0.21) "" -> None; 0.25 HH; 0.35 AH0 -> AH; 0.45 L; 0.55 OW1 -> OW;
+    #   0.65 .. 0.95 in [0.6, 1.02) "" -> None.
+    phones = find_phones_tier(read_textgrid(MFA_TEXTGRID)).intervals
+    assert frame_phonemes_from_intervals(phones, 10, 0.1).tolist() == [
+        None, None, "HH", "AH", "L", "OW", None, None, None, None,
+    ]
+
+
+def test_frame_phonemes_from_intervals_edges():
+    # Frames of 0.02 s, centres 0.01, 0.03, ..., 0.11. An interval holds its start and not
+    # its end: 0.03 belongs to [0.03, 0.07). Frame 5 (0.11) is past the last interval.
+    intervals = [(0.07, 0.1, "sil"), (0.0, 0.03, "S"), (0.03, 0.07, "IY1")]
+    out = frame_phonemes_from_intervals(intervals, 6, 0.02)
+    assert out.tolist() == ["S", "IY", "IY", "sil", "sil", None]
+    assert out.dtype == object
+    assert frame_phonemes_from_intervals([], 3, 0.02).tolist() == [None, None, None]
+    assert np.asarray(frame_phonemes_from_intervals(intervals, 0, 0.02)).shape == (0,)
+
+
+@dataclass(frozen=True)
+class _Span:
+    start_s: float
+    end_s: float
+    label: str
+
+
+def test_frame_phonemes_accept_interval_records():
+    # Same intervals as above, as records with named fields (as corpus readers return them).
+    records = [_Span(0.07, 0.1, "sil"), _Span(0.0, 0.03, "S"), _Span(0.03, 0.07, "IY1")]
+    assert frame_phonemes_from_intervals(records, 6, 0.02).tolist() == [
+        "S", "IY", "IY", "sil", "sil", None,
+    ]
