@@ -8,6 +8,7 @@ asking again with an equal spec finds and reuses it.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -41,8 +42,6 @@ class Derived:
         if not _KIND.match(kind):
             raise SpecError(f"invalid derived-data kind {kind!r} (lower-case letters, digits, '-', '_')")
         h = spec_hash(spec)
-        import json
-
         normalised = json.loads(canonical_json(dict(spec)))
         return cls(loc=base.child(kind, h), kind=kind, spec=normalised, spec_hash=h)
 

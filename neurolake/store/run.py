@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 import os
 import platform
@@ -25,6 +26,7 @@ from neurolake.errors import (
     OutOfRangeError,
     RunConflictError,
     RunError,
+    RunNotFoundError,
     SchemaError,
 )
 from neurolake.store import cube, tables
@@ -126,8 +128,6 @@ class Run:
 
     @classmethod
     def load(cls, lake_loc: Location, run_id: str) -> "Run":
-        from neurolake.errors import RunNotFoundError
-
         check_run_id(run_id)
         loc = lake_loc.child("runs", run_id)
         if not loc.exists("run.json"):
@@ -181,8 +181,6 @@ class Run:
             "software": software_versions(),
         }
         # Round-trip through JSON so comparisons see what a reader would see.
-        import json
-
         manifest = json.loads(canonical_json(manifest))
         loc = lake_loc.child("runs", run_id)
         if loc.exists("run.json"):
