@@ -9,14 +9,26 @@ from tests.store.unitdata import create_run, write_unit
 def test_every_verb_has_help(capsys):
     parser = build_parser()
     verbs = parser._subparsers._group_actions[0].choices
-    assert {"demo", "runs", "verify"} <= set(verbs)
-    for verb in verbs:
+    assert {"demo", "runs", "verify", "corpus"} <= set(verbs)
+    for verb in [v for v in verbs if v != "corpus"] + ["corpus synth"]:
         try:
-            main([verb, "--help"])
+            main(verb.split() + ["--help"])
         except SystemExit as exc:
             assert exc.code == 0
         out = capsys.readouterr().out
-        assert out.startswith(f"usage: neurolake {verb}") and "--lake" in out
+        assert out.startswith(f"usage: neurolake {verb}")
+        assert "--lake" in out or verb.startswith("corpus")
+
+
+def test_corpus_synth(tmp_path, capsys):
+    from neurolake.ingest.corpora import read_librispeech
+
+    assert main(["corpus", "synth", str(tmp_path / "c"), "--utterances", "12", "--seed", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("wrote 12 utterances") and "held-out accent: en-029" in out
+    assert len(read_librispeech(str(tmp_path / "c")).utterances) == 12
+    assert main(["corpus", "synth", str(tmp_path / "c"), "--utterances", "12"]) == 2  # not empty
+    assert capsys.readouterr().err.startswith("neurolake: error: ")
 
 
 def test_demo_creates_lake_and_runs_lists_it(tmp_path, capsys):
