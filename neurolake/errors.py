@@ -66,3 +66,11 @@ class InputError(NeurolakeError):
 
 class SchemaError(NeurolakeError):
     """A table handed to the store lacks required columns or has the wrong types."""
+
+
+class QueryError(NeurolakeError):
+    """A SQL statement or predicate that is invalid or not allowed."""
+
+
+class GroupError(NeurolakeError):
+    """A contrast group that is unknown, empty, or conflicts with an existing one."""

@@ -155,6 +155,15 @@ class Location:
     def write_json(self, obj: Any, *parts: str) -> None:
         self.write_bytes(canonical_json(obj, indent=1).encode("utf-8"), *parts)
 
+    def remove_tree(self, *parts: str) -> None:
+        """Delete a directory and everything below it (nothing if absent)."""
+        path = self.join(*parts)
+        self._fresh(path)
+        try:
+            self.fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+
     def remove(self, *parts: str) -> None:
         try:
             self.fs.rm_file(self.join(*parts))

@@ -290,7 +290,8 @@ class Run:
                 f"re-run the unit that owns rows from {missing[0] * self.plan.rows_per_shard}"
             )
 
-    def _check_committed(self, frame_ids: np.ndarray) -> None:
+    def check_frame_ids(self, frame_ids: np.ndarray) -> None:
+        """Raise :class:`OutOfRangeError` unless every id is a frame row of a committed unit."""
         markers = self._sorted_markers()
         starts = np.array([m.row_start for m in markers], dtype=np.int64)
         stops = np.array([m.used_stop for m in markers], dtype=np.int64)
@@ -315,7 +316,7 @@ class Run:
         spec = self.layer(layer)
         if ids.size == 0:
             return np.zeros((0, spec.units), dtype=spec.dtype)
-        self._check_committed(ids)
+        self.check_frame_ids(ids)
         uniq, inverse = np.unique(ids, return_inverse=True)
         self._check_shards(layer, np.unique(uniq // self.plan.rows_per_shard))
         data = self._array(layer).get_orthogonal_selection((uniq, slice(None)))
@@ -325,7 +326,7 @@ class Run:
         """Rows ``[row_start, row_stop)`` of a layer, which must lie in committed units."""
         if row_stop <= row_start:
             return np.zeros((0, self.layer(layer).units), dtype=self.layer(layer).dtype)
-        self._check_committed(np.array([row_start, row_stop - 1], dtype=np.int64))
+        self.check_frame_ids(np.array([row_start, row_stop - 1], dtype=np.int64))
         rps = self.plan.rows_per_shard
         self._check_shards(layer, range(row_start // rps, (row_stop - 1) // rps + 1))
         return self._array(layer)[row_start:row_stop]

@@ -1,0 +1,117 @@
+"""Contrast groups: named sets of frames of one run, chosen by an SQL predicate.
+
+A group is materialised (its frame ids written once) as derived data of its run,
+``derived/groups/<spec-hash>/``: ``frames.parquet`` (name, run_id, frame_id),
+``group.json`` (size, creation time) and ``spec.json`` (name, run, predicate and the
+committed units it was computed over). Group names are unique in a lake. The
+``groups`` and ``group_frames`` views show them to SQL, so a predicate can use another
+group (e.g. its complement).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from neurolake.errors import GroupError
+from neurolake.query.engine import QueryEngine
+from neurolake.query.fingerprint import commits_fingerprint
+from neurolake.store import Derived, Lake, Run
+from neurolake.store.derived import list_derived
+from neurolake.store.tables import decode_parquet, encode_parquet
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+KIND = "groups"
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    run_id: str
+    predicate: str
+    n_frames: int
+    created_at: str
+    derived: Derived
+
+    def frame_ids(self) -> np.ndarray:
+        """The group's frame ids, ascending. ``[n_frames] int64``"""
+        table = decode_parquet(self.derived.read_bytes("frames.parquet"))
+        return table.column("frame_id").to_numpy()
+
+
+def group_query(predicate: str) -> str:
+    """The SELECT that materialises a group (frames joined with their utterances)."""
+    return (
+        "SELECT frame_id FROM frames JOIN utterances USING (run_id, utterance_id) "
+        f"WHERE run_id = $run_id AND ({predicate}) ORDER BY frame_id"
+    )
+
+
+def _all_groups(lake: Lake) -> list[Group]:
+    out = []
+    for run_id in lake.list_runs():
+        run = lake.run(run_id)
+        for d in list_derived(run.loc.child("derived"), KIND):
+            info = d.read_json("group.json")
+            out.append(Group(d.spec["name"], d.spec["run_id"], d.spec["predicate"], int(info["n_frames"]), str(info["created_at"]), d))
+    return sorted(out, key=lambda g: g.name)
+
+
+def list_groups(lake: Lake) -> list[Group]:
+    return _all_groups(lake)
+
+
+def get_group(lake: Lake, name: str) -> Group:
+    for group in _all_groups(lake):
+        if group.name == name:
+            return group
+    known = [g.name for g in _all_groups(lake)]
+    hint = f"; groups in this lake: {', '.join(known)}" if known else "; the lake has no groups yet (neurolake group create)"
+    raise GroupError(f"no group named {name!r}{hint}")
+
+
+def create_group(lake: Lake, name: str, run_id: str, where: str, replace: bool = False) -> Group:
+    """Materialise the frames of ``run_id`` that satisfy ``where`` as group ``name``.
+
+    ``where`` is an SQL predicate over the columns of ``frames`` joined with
+    ``utterances`` (e.g. ``word_error AND wer > 0.3``). Asking again with the same name,
+    run and predicate over the same committed units returns the stored group. A name
+    taken by a different group is refused unless ``replace``.
+    """
+    if not _NAME.match(name):
+        raise GroupError(f"invalid group name {name!r}: letters, digits, '_', '.', '-', starting with a letter or '_'")
+    if not where or not where.strip():
+        raise GroupError("give a predicate with --where, e.g. --where \"word_error\"")
+    run = lake.run(run_id)
+    spec = {"name": name, "run_id": run_id, "predicate": where.strip(), "commits": commits_fingerprint(run)}
+    derived = run.derived(KIND, spec)
+    for old in _all_groups(lake):
+        if old.name != name:
+            continue
+        if old.derived.spec == derived.spec:
+            return old
+        if not replace:
+            raise GroupError(
+                f"a group named {name!r} already exists (run {old.run_id}, predicate {old.predicate!r}); "
+                "choose another name or replace it"
+            )
+        old.derived.loc.remove("spec.json")
+        old.derived.loc.remove_tree()
+
+    with QueryEngine(lake) as engine:
+        table = engine.arrow(group_query(spec["predicate"]).replace("$run_id", "?"), [run_id])
+    ids = table.column("frame_id").to_numpy()
+    if ids.size == 0:
+        raise GroupError(f"the predicate {where!r} selects no frames of run {run_id!r}; an empty group cannot be mined")
+    frames = pa.table(
+        {"name": pa.array([name] * ids.size, pa.string()), "run_id": pa.array([run_id] * ids.size, pa.string()), "frame_id": pa.array(ids, pa.int64())}
+    )
+    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    derived.write_bytes(encode_parquet(frames), "frames.parquet")
+    derived.write_json({"n_frames": int(ids.size), "created_at": created}, "group.json")
+    derived.commit()
+    return Group(name, run_id, spec["predicate"], int(ids.size), created, derived)

@@ -1,0 +1,104 @@
+"""Arrow schemas of the SQL views that are not plain Parquet tables of the store."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from neurolake.store.cube import LayerSpec
+from neurolake.store.derived import Derived
+from neurolake.store.run import RunInfo
+from neurolake.store.tables import SCHEMAS as TABLES
+
+RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("status", pa.string()),
+        ("model", pa.string()),
+        ("corpus", pa.string()),
+        ("n_utterances", pa.int64()),
+        ("n_frames", pa.int64()),
+        ("frames_committed", pa.int64()),
+        ("units_committed", pa.int64()),
+        ("units_total", pa.int64()),
+        ("n_layers", pa.int64()),
+        ("created_at", pa.string()),
+    ]
+)
+
+LAYERS = pa.schema(
+    [("run_id", pa.string()), ("layer", pa.string()), ("units", pa.int64()), ("dtype", pa.string()), ("module", pa.string())]
+)
+
+NEURONS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("layer", pa.string()),
+        ("unit", pa.int64()),
+        ("mean", pa.float64()),
+        ("std", pa.float64()),
+        ("q50", pa.float64()),
+        ("q90", pa.float64()),
+        ("q99", pa.float64()),
+        ("max", pa.float64()),
+        ("active_rate", pa.float64()),
+        ("n_frames", pa.int64()),
+    ]
+)
+
+GROUPS = pa.schema(
+    [
+        ("name", pa.string()),
+        ("run_id", pa.string()),
+        ("predicate", pa.string()),
+        ("n_frames", pa.int64()),
+        ("created_at", pa.string()),
+    ]
+)
+
+GROUP_FRAMES = pa.schema([("name", pa.string()), ("run_id", pa.string()), ("frame_id", pa.int64())])
+
+PATTERNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("mining_id", pa.string()),
+        ("pattern_id", pa.int64()),
+        ("items", pa.list_(pa.string())),
+        ("size", pa.int64()),
+        ("support_target", pa.int64()),
+        ("support_background", pa.int64()),
+        ("score", pa.float64()),
+        ("p_value", pa.float64()),
+    ]
+)
+
+
+def run_row(info: RunInfo) -> dict:
+    return {
+        "run_id": info.run_id,
+        "status": info.status,
+        "model": info.model,
+        "corpus": info.corpus,
+        "n_utterances": info.n_utterances,
+        "n_frames": info.n_frames,
+        "frames_committed": info.frames_committed,
+        "units_committed": info.units_committed,
+        "units_total": info.units_total,
+        "n_layers": info.layers,
+        "created_at": info.created_at,
+    }
+
+
+def layer_row(run_id: str, layer: LayerSpec) -> dict:
+    return {"run_id": run_id, "layer": layer.name, "units": layer.units, "dtype": layer.dtype, "module": layer.module}
+
+
+def group_row(d: Derived) -> dict:
+    """A ``groups`` row from a group's spec and its ``group.json`` (size, creation time)."""
+    info = d.read_json("group.json")
+    return {
+        "name": d.spec["name"],
+        "run_id": d.spec["run_id"],
+        "predicate": d.spec["predicate"],
+        "n_frames": int(info["n_frames"]),
+        "created_at": str(info["created_at"]),
+    }
