@@ -1,0 +1,119 @@
+"""Contrast groups, activation gather and neuron statistics against numpy/pyarrow."""
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from neurolake.errors import GroupError, OutOfRangeError, QueryError, RunNotFoundError
+from neurolake.query.engine import QueryEngine
+from neurolake.query.gather import gather_activations
+from neurolake.query.groups import create_group, get_group, list_groups
+from neurolake.query.neurons import neuron_statistics
+from neurolake.store import Lake
+
+from tests.store.unitdata import LAYERS, create_run, expected_rows, write_unit
+
+
+@pytest.fixture
+def lake(tmp_path):
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    for u in run.plan.units[:-1]:
+        write_unit(run, u.unit_id)
+    return lake
+
+
+def _frames(lake):
+    return lake.run("r1").read_table("frames")
+
+
+def test_group_of_misrecognised_word_frames(lake):
+    frames = _frames(lake)
+    g = create_group(lake, "errors", "r1", "word_error")
+    expected = frames.filter(frames.column("word_error")).column("frame_id").to_numpy()
+    np.testing.assert_array_equal(g.frame_ids(), expected)
+    assert g.n_frames == expected.size > 0
+    # the complement, through the group_frames view
+    c = create_group(lake, "correct", "r1", "frame_id NOT IN (SELECT frame_id FROM group_frames WHERE name = 'errors')")
+    assert np.intersect1d(c.frame_ids(), g.frame_ids()).size == 0
+    assert c.n_frames + g.n_frames == frames.num_rows
+    with QueryEngine(lake) as q:
+        rows = q.arrow("SELECT name, run_id, predicate, n_frames FROM groups ORDER BY name").to_pylist()
+    assert rows == [
+        {"name": "correct", "run_id": "r1", "predicate": c.predicate, "n_frames": c.n_frames},
+        {"name": "errors", "run_id": "r1", "predicate": "word_error", "n_frames": g.n_frames},
+    ]
+    assert [x.name for x in list_groups(lake)] == ["correct", "errors"]
+
+
+def test_group_predicates_over_utterances_and_phonemes(lake):
+    frames = _frames(lake)
+    g = create_group(lake, "early-A", "r1", "ref_token = 'A' AND frame_index < 20 AND wer > 0.3")
+    mask = pc.and_(pc.equal(frames.column("ref_token"), "A"), pc.less(frames.column("frame_index"), 20))
+    np.testing.assert_array_equal(g.frame_ids(), frames.filter(mask).column("frame_id").to_numpy())
+    p = create_group(lake, "AH", "r1", "phoneme = 'AH'")
+    assert p.n_frames == frames.num_rows
+
+
+def test_group_reuse_conflicts_and_errors(lake):
+    g = create_group(lake, "errors", "r1", "word_error")
+    assert create_group(lake, "errors", "r1", "word_error").derived.spec_hash == g.derived.spec_hash
+    with pytest.raises(GroupError, match="already exists"):
+        create_group(lake, "errors", "r1", "token_error")
+    r = create_group(lake, "errors", "r1", "token_error", replace=True)
+    assert [x.predicate for x in list_groups(lake)] == ["token_error"] and r.n_frames > 0
+    with pytest.raises(GroupError, match="selects no frames"):
+        create_group(lake, "none", "r1", "frame_index < 0")
+    with pytest.raises(QueryError, match="nope"):
+        create_group(lake, "bad", "r1", "nope > 3")
+    with pytest.raises(QueryError):
+        create_group(lake, "bad", "r1", "word_error AND AND")
+    with pytest.raises(RunNotFoundError):
+        create_group(lake, "x", "r9", "word_error")
+    with pytest.raises(GroupError, match="no group named 'nope'.*groups in this lake: errors"):
+        get_group(lake, "nope")
+    with pytest.raises(GroupError, match="invalid group name"):
+        create_group(lake, "1 bad", "r1", "word_error")
+
+
+def test_gather_group_and_ids(lake):
+    g = create_group(lake, "errors", "r1", "word_error")
+    got = gather_activations(lake, ["enc.conv2", "enc.conv1"], group="errors")
+    np.testing.assert_array_equal(got.frame_ids, g.frame_ids())
+    for li, layer in enumerate(LAYERS):
+        np.testing.assert_array_equal(got.layers[layer.name], expected_rows(li, layer.units, g.frame_ids()))
+    lazy = gather_activations(lake, ["enc.conv1"], run_id="r1", frame_ids=[40, 3, 3, 17], as_dask=True)
+    np.testing.assert_array_equal(lazy.frame_ids, [3, 17, 40])
+    np.testing.assert_array_equal(lazy.layers["enc.conv1"].compute(), expected_rows(0, 24, [3, 17, 40]))
+    last = lake.run("r1").plan.units[-1]
+    with pytest.raises(OutOfRangeError):
+        gather_activations(lake, ["enc.conv1"], run_id="r1", frame_ids=[last.row_start])
+    from neurolake.errors import LayerNotFoundError
+
+    with pytest.raises(LayerNotFoundError):
+        gather_activations(lake, ["enc.conv7"], group="errors")
+
+
+def test_neuron_statistics_match_numpy(lake):
+    run = lake.run("r1")
+    ids = run.committed_frame_ids()
+    table = neuron_statistics(lake, "r1", bins=4096)
+    assert table.num_rows == 24 + 10
+    for li, layer in enumerate(LAYERS):
+        x = expected_rows(li, layer.units, ids).astype(np.float64)
+        sub = table.filter(pc.equal(table.column("layer"), layer.name))
+        assert sub.column("unit").to_pylist() == list(range(layer.units))
+        np.testing.assert_allclose(sub.column("mean").to_numpy(), x.mean(0), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(sub.column("std").to_numpy(), x.std(0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(sub.column("max").to_numpy(), x.max(0))
+        np.testing.assert_allclose(sub.column("active_rate").to_numpy(), (x > 0).mean(0))
+        bin_width = (x.max(0) - x.min(0)) / 4096
+        for q, col in ((0.5, "q50"), (0.9, "q90"), (0.99, "q99")):
+            exact = np.quantile(x, q, axis=0)
+            assert np.all(np.abs(sub.column(col).to_numpy() - exact) <= 2 * bin_width + 1e-6), col
+    # stored once, reused, visible in SQL
+    again = neuron_statistics(lake, "r1", bins=4096)
+    assert again.equals(table)
+    with QueryEngine(lake) as q:
+        n = q.arrow("SELECT count(*) AS n FROM neurons WHERE run_id = 'r1' AND layer = 'enc.conv2'").column("n")[0].as_py()
+    assert n == 10
