@@ -85,6 +85,84 @@ def cmd_corpus_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_arrow(table, fmt: str, out: str | None) -> None:
+    from neurolake.query.output import write_table
+
+    write_table(table, fmt, out, sys.stdout)
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from neurolake.query.engine import QueryEngine
+    from neurolake.store import Lake
+
+    with QueryEngine(Lake.open(_lake_url(args))) as engine:
+        table = engine.arrow(args.query)
+    _print_arrow(table, args.format, args.out)
+    return 0
+
+
+def cmd_group_create(args: argparse.Namespace) -> int:
+    from neurolake.query.groups import create_group
+    from neurolake.store import Lake
+
+    g = create_group(Lake.open(_lake_url(args)), args.name, args.run, args.where, replace=args.replace)
+    print(f"group {g.name}: {g.n_frames} frames of run {g.run_id} where {g.predicate}")
+    return 0
+
+
+def cmd_group_list(args: argparse.Namespace) -> int:
+    from neurolake.query.groups import list_groups
+    from neurolake.store import Lake
+    from neurolake.store.report import format_table
+
+    groups = list_groups(Lake.open(_lake_url(args)))
+    if not groups:
+        print("no groups yet")
+        return 0
+    print(format_table(("group", "run", "frames", "created", "predicate"), [(g.name, g.run_id, g.n_frames, g.created_at, g.predicate) for g in groups]))
+    return 0
+
+
+def cmd_group_show(args: argparse.Namespace) -> int:
+    from neurolake.query.engine import QueryEngine
+    from neurolake.query.groups import get_group
+    from neurolake.store import Lake
+
+    lake = Lake.open(_lake_url(args))
+    g = get_group(lake, args.name)
+    print(f"group {g.name}: run {g.run_id}, {g.n_frames} frames, created {g.created_at}")
+    print(f"predicate: {g.predicate}")
+    with QueryEngine(lake) as engine:
+        sample = engine.arrow(
+            "SELECT f.frame_id, f.utterance_id, f.frame_index, f.ref_token, f.pred_token, f.phoneme, f.word, f.word_error "
+            "FROM frames f JOIN group_frames g USING (run_id, frame_id) WHERE g.name = ? ORDER BY hash(f.frame_id) LIMIT ?",
+            [g.name, args.sample],
+        )
+    print(f"sample of {sample.num_rows} frames:")
+    _print_arrow(sample, "table", None)
+    return 0
+
+
+def cmd_group_export(args: argparse.Namespace) -> int:
+    from neurolake.query.output import export_activations
+    from neurolake.store import Lake
+
+    lake = Lake.open(_lake_url(args))
+    written = export_activations(lake, args.name, [x for x in args.layers.split(",") if x], args.out)
+    print(f"wrote {written}")
+    return 0
+
+
+def cmd_neurons(args: argparse.Namespace) -> int:
+    from neurolake.query.neurons import neuron_statistics
+    from neurolake.store import Lake
+
+    layers = [x for x in (args.layers or "").split(",") if x] or None
+    table = neuron_statistics(Lake.open(_lake_url(args)), args.run, layers)
+    print(f"neuron statistics of {table.num_rows} units; query them with: neurolake sql \"SELECT * FROM neurons WHERE run_id = '{args.run}'\"")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -122,6 +200,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lake_arg(p)
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("sql", help="run a read-only SQL query over the lake's views")
+    _add_lake_arg(p)
+    p.add_argument("query", metavar="SQL", help="one SELECT statement over runs, layers, utterances, frames, errors, neurons, groups, group_frames, patterns")
+    p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    p.add_argument("--out", metavar="FILE", help="write the result to FILE instead of stdout (needed for parquet)")
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("group", help="contrast groups: named sets of frames chosen by SQL")
+    group = p.add_subparsers(dest="group_verb", metavar="VERB")
+    group.required = True
+    p = group.add_parser("create", help="materialise the frames of a run that satisfy a predicate")
+    _add_lake_arg(p)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--run", required=True, metavar="ID")
+    p.add_argument("--where", required=True, metavar="PREDICATE", help="SQL predicate over frames joined with utterances")
+    p.add_argument("--replace", action="store_true", help="replace a group of the same name")
+    p.set_defaults(func=cmd_group_create)
+    p = group.add_parser("list", help="the groups of the lake")
+    _add_lake_arg(p)
+    p.set_defaults(func=cmd_group_list)
+    p = group.add_parser("show", help="size, predicate and a sample of a group's frames")
+    _add_lake_arg(p)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--sample", type=int, default=10, metavar="N")
+    p.set_defaults(func=cmd_group_show)
+    p = group.add_parser("export", help="write a group's activations to .npy/.npz or .parquet")
+    _add_lake_arg(p)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--layers", required=True, metavar="L1,L2", help="comma-separated layer names")
+    p.add_argument("--out", required=True, metavar="FILE", help=".npy (one layer), .npz or .parquet")
+    p.set_defaults(func=cmd_group_export)
+
+    p = sub.add_parser("neurons", help="compute per-neuron statistics (mean, std, quantiles, active rate)")
+    _add_lake_arg(p)
+    p.add_argument("--run", required=True, metavar="ID")
+    p.add_argument("--layers", metavar="L1,L2", help="comma-separated layer names (default: all)")
+    p.set_defaults(func=cmd_neurons)
 
     p = sub.add_parser(
         "verify", help="check committed units against their checksums and report missing data"
