@@ -20,7 +20,15 @@ import pyarrow as pa
 
 from neurolake.errors import InputError, SpecError
 from neurolake.ingest.ctc import forced_align, greedy_decode
-from neurolake.ingest.phonemes import frame_phonemes_from_intervals, word_letter_phonemes
+from neurolake.ingest.phonemes import (
+    ARPABET,
+    NON_PHONE_LABELS,
+    frame_phonemes_from_intervals,
+    interval_fields,
+    intervals_to_arpabet,
+    strip_stress,
+    word_letter_phonemes,
+)
 from neurolake.ingest.wer import EditOp, align_sequences, cer
 
 __all__ = [
@@ -198,6 +206,24 @@ def _lexicon_phonemes(
     return phoneme
 
 
+def _arpabet_intervals(
+    intervals: Iterable[tuple[float, float, str] | object],
+) -> list[tuple[float, float, str]]:
+    """Ground-truth intervals with ARPAbet labels (no stress), whatever they came with.
+
+    A TextGrid from an ARPAbet aligner model is already in the inventory (``"AH0"``); the
+    synthetic corpus's sidecars are espeak-ng IPA. The labels are taken as ARPAbet only when
+    every phone label is an ARPAbet phone once its stress digit is stripped - IPA labels are
+    lower case, so a set of them never passes - and are mapped from IPA otherwise.
+    """
+    rows = [interval_fields(interval) for interval in intervals]
+    # Silence labels say nothing about which inventory the phone labels use.
+    phones = {label.strip() for _, _, label in rows} - NON_PHONE_LABELS
+    if all(strip_stress(label) in ARPABET for label in phones):
+        return [(start, end, strip_stress(label.strip())) for start, end, label in rows]
+    return intervals_to_arpabet(rows)
+
+
 @dataclass(frozen=True)
 class UtteranceLabels:
     """Labels of one utterance.
@@ -286,7 +312,12 @@ def label_utterance(
       (:func:`~neurolake.ingest.wer.align_sequences`); ``False`` outside words, since
       insertions belong to no reference word.
     - ``phoneme``: with ``phone_intervals`` (ground truth), the label of the interval that
-      covers the frame's centre (:func:`~neurolake.ingest.phonemes.frame_phonemes_from_intervals`).
+      covers the frame's centre (:func:`~neurolake.ingest.phonemes.frame_phonemes_from_intervals`),
+      in ARPAbet without stress: labels that are all ARPAbet once stress digits are stripped
+      (an ARPAbet TextGrid) are kept so; others are espeak-ng IPA and are mapped by
+      :func:`~neurolake.ingest.phonemes.intervals_to_arpabet`, an interval whose label gives
+      several phones being split evenly among them. Silence labels (``""`` gives ``None``,
+      ``sil``/``sp``/``spn`` are kept) pass through.
       Otherwise from the lexicon: each word's pronunciation is shared out over its letters
       (:func:`~neurolake.ingest.phonemes.word_letter_phonemes`); inside a word a frame takes
       the letter it is aligned to, or for a blank the letter aligned last before it, and a
@@ -306,7 +337,8 @@ def label_utterance(
         frame_rate_hz: output frames per second (give this or ``frame_shift_s``).
         frame_shift_s: seconds between output frames.
         phone_intervals: ground-truth ``(start_s, end_s, phoneme)`` intervals in seconds
-            (tuples, or records with ``start_s``/``end_s``/``label`` attributes).
+            (tuples, or records with ``start_s``/``end_s``/``label`` attributes); labels in
+            ARPAbet (stress digits allowed) or espeak-ng IPA.
         utterance_id: copied into every row.
         first_frame_id: lake row of frame 0.
 
@@ -359,7 +391,8 @@ def label_utterance(
     word_wrong = np.append(word_alignment.reference_ops != EditOp.CORRECT, False)
 
     if phone_intervals is not None:
-        phoneme = frame_phonemes_from_intervals(phone_intervals, n_frames, shift)
+        intervals = _arpabet_intervals(phone_intervals)
+        phoneme = frame_phonemes_from_intervals(intervals, n_frames, shift)
         phoneme_source = "intervals"
     else:
         phoneme = _lexicon_phonemes(

@@ -10,6 +10,11 @@ Two sources give a frame its phoneme:
 - **Ground-truth intervals** ``(start_s, end_s, label)``, from a synthetic-speech sidecar or
   the phones tier of a TextGrid (:func:`read_textgrid`, :func:`find_phones_tier`);
   :func:`frame_phonemes_from_intervals` gives each frame the label covering its centre.
+
+The project's phone inventory is ARPAbet without stress (:data:`ARPABET`, CMUdict's 39
+phones). The synthetic corpus's sidecars carry espeak-ng IPA labels instead;
+:func:`ipa_to_arpabet` and :func:`intervals_to_arpabet` map them, so that a frame's
+phoneme means the same thing whichever corpus it came from.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -25,12 +31,17 @@ import numpy as np
 from neurolake.errors import InputError
 
 __all__ = [
+    "ARPABET",
+    "NON_PHONE_LABELS",
     "SPOKEN_NOISE",
     "AlignmentScoring",
     "TextGridTier",
     "cmudict_pronunciations",
     "find_phones_tier",
     "frame_phonemes_from_intervals",
+    "interval_fields",
+    "intervals_to_arpabet",
+    "ipa_to_arpabet",
     "letter_phonemes",
     "letter_to_sound",
     "needleman_wunsch",
@@ -45,6 +56,13 @@ logger = logging.getLogger(__name__)
 #: Phoneme given to a word that neither CMUdict nor the letter rules can pronounce
 #: (the label Kaldi and Montreal Forced Aligner use for spoken noise).
 SPOKEN_NOISE = "spn"
+
+#: CMUdict's phones without stress digits: the phone inventory of every ``phoneme`` label.
+ARPABET = frozenset({
+    "AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW",
+    "B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R", "S", "SH",
+    "T", "TH", "V", "W", "Y", "Z", "ZH",
+})
 
 _STRESS = re.compile(r"^([A-Z]+)[012]$")
 
@@ -423,12 +441,172 @@ def find_phones_tier(tiers: Iterable[TextGridTier]) -> TextGridTier:
     raise InputError(f"the TextGrid has no interval tier named 'phones' (tiers: {names})")
 
 
-def _interval_fields(interval: object) -> tuple[float, float, str]:
-    # Records such as the corpus reader's ``Interval`` carry named fields; tuples do not.
+def interval_fields(interval: object) -> tuple[float, float, str]:
+    """``(start_s, end_s, label)`` of an interval given as a tuple or as a record with
+    ``start_s``, ``end_s`` and ``label`` attributes (the corpus reader's ``Interval``)."""
     if hasattr(interval, "start_s"):
         return float(interval.start_s), float(interval.end_s), str(interval.label)
     start, end, label = interval
     return float(start), float(end), str(label)
+
+
+# ------------------------------------------------------------------ IPA -> ARPAbet
+
+# espeak-ng's IPA phone labels (stress marks already removed by the synthesiser) and their
+# ARPAbet phones. The keys are every label espeak-ng gives in the eight English accents
+# (en-us, en-us-nyc, en-gb, en-gb-x-rp, en-gb-scotland, en-gb-x-gbclan, en-gb-x-gbcwmd,
+# en-029) over the synthetic vocabulary and a few thousand CMUdict words, plus the few
+# other spellings of the same phones named in the comments.
+#
+# Rules of the mapping:
+# - An accent's variant of a vowel maps to the ARPAbet phone of the vowel class it realises
+#   when the class is clear from the words espeak-ng uses it for (West Midlands "ei" is
+#   the FLEECE vowel of "green" -> IY, not EY), otherwise to the nearest phone by sound.
+# - Centring diphthongs that espeak-ng uses only where the spelling has an r (non-rhotic
+#   "chair", "poor", Caribbean "car") map to vowel + R, as CMUdict writes those words;
+#   "iə" and "aɪə" also cover a vowel followed by schwa with no r ("idea", "quiet"), so
+#   they map to vowel + AH, which is what is spoken in both cases.
+# - A sound that replaces a phone in an accent maps to that phone ("ɾ" and "ʔ" are /t/).
+_IPA_TO_ARPABET: dict[str, tuple[str, ...]] = {
+    # Plosives, with the dental t of Caribbean "three" and the glottal stop of US
+    # "button" (both stand for a t), and the US flap, which espeak-ng makes only from /t/
+    # ("city", "water"; "ladder" keeps its d).
+    "p": ("P",), "b": ("B",), "t": ("T",), "d": ("D",), "k": ("K",),
+    "ɡ": ("G",), "g": ("G",),  # IPA script g and the ASCII letter
+    "t̪": ("T",), "ʔ": ("T",), "ɾ": ("T",),
+    # Affricates.
+    "tʃ": ("CH",), "dʒ": ("JH",),
+    # Fricatives; "x" is the ch of "loch", which CMUdict writes K.
+    "f": ("F",), "v": ("V",), "θ": ("TH",), "ð": ("DH",), "s": ("S",), "z": ("Z",),
+    "ʃ": ("SH",), "ʒ": ("ZH",), "h": ("HH",), "x": ("K",),
+    # Nasals, syllabic ones included ("button" ends in a syllabic n).
+    "m": ("M",), "n": ("N",), "ŋ": ("NG",), "n̩": ("N",), "m̩": ("M",),
+    # Liquids: the approximant r, the Scottish trill, and syllabic l ("table"), which
+    # espeak-ng writes as one label and CMUdict as AH L.
+    "ɹ": ("R",), "r": ("R",), "l": ("L",), "əl": ("AH", "L"), "l̩": ("AH", "L"),
+    # Glides: Scottish voiceless "wh" ("which") is W, as CMUdict's first pronunciations
+    # have it; "ʲ" is the glide espeak-ng's Scottish voice puts in "Julia".
+    "w": ("W",), "ʍ": ("W",), "j": ("Y",), "ʲ": ("Y",),
+    # Front vowels. "i" is the unstressed final vowel of "happy" (CMUdict IY); Scottish
+    # "e" is mostly that vowel too ("city", "lady"), its "eː" the FACE vowel of "day".
+    "iː": ("IY",), "i": ("IY",), "ɪ": ("IH",), "ᵻ": ("IH",),  # ᵻ: US "before", "boxes"
+    "e": ("IY",), "eː": ("EY",), "ɛ": ("EH",),
+    "æ": ("AE",), "a": ("AE",),  # "a" is the TRAP vowel of the British and Caribbean voices
+    # Central vowels: schwa, the reduced "ɐ" of "again", STRUT.
+    "ə": ("AH",), "ɐ": ("AH",), "ʌ": ("AH",),
+    # Back vowels. British LOT "ɒ" is CMUdict's AA; Scottish "o" is the vowel of "door",
+    # its "oː" the GOAT vowel; Scottish "ʉ" is FOOT ("book"), "ʉː" GOOSE ("blue").
+    "ɑː": ("AA",), "aː": ("AA",), "aa": ("AA",), "ɒ": ("AA",),
+    "ɔː": ("AO",), "ɔ": ("AO",), "o": ("AO",), "oː": ("OW",),
+    "ʊ": ("UH",), "ʉ": ("UH",), "uː": ("UW",), "ʉː": ("UW",),
+    # R-coloured vowels: NURSE and lettER. Scottish "ɜ" is the lettER vowel of "after",
+    # "əɹ"/"ʌɹ" its NURSE vowels of "bird"/"word"; New York "əɪ" is the NURSE of "bird".
+    "ɜː": ("ER",), "ɜ": ("ER",), "ɚ": ("ER",), "ɝ": ("ER",),  # ɝ: other sources' NURSE
+    "əɹ": ("ER",), "ʌɹ": ("ER",), "əɪ": ("ER",),
+    # Vowel + r written as one label by the US and Scottish voices.
+    "ɪɹ": ("IH", "R"), "ɛɹ": ("EH", "R"), "ʊɹ": ("UH", "R"), "ʉɹ": ("UH", "R"),
+    "ɔːɹ": ("AO", "R"), "ɑːɹ": ("AA", "R"), "aɪɚ": ("AY", "ER"),
+    # Closing diphthongs. West Midlands "ei" is FLEECE ("green") and "əu" GOOSE ("blue");
+    # its "ʌʊ" is GOAT. Scottish "ʌʉ" is MOUTH ("house").
+    "aɪ": ("AY",), "eɪ": ("EY",), "ei": ("IY",), "ɔɪ": ("OY",), "oɪ": ("OY",),
+    "aʊ": ("AW",), "æʊ": ("AW",), "ʌʉ": ("AW",),
+    "oʊ": ("OW",), "əʊ": ("OW",), "ʌʊ": ("OW",), "əu": ("UW",),
+    # Centring diphthongs (see the rules above). New York "ɛə" is its raised TRAP vowel
+    # ("and", "glass"), not SQUARE.
+    "eə": ("EH", "R"), "ʊə": ("UH", "R"), "oə": ("AO", "R"), "ɔə": ("AO", "R"),
+    "ɑə": ("AA", "R"), "ɛə": ("AE",), "iə": ("IY", "AH"), "aɪə": ("AY", "AH"),
+}
+
+#: Interval labels of silence and noise (MFA TextGrids, Kaldi): not phones of any inventory,
+#: so mapping between inventories leaves them as they are.
+NON_PHONE_LABELS = frozenset({"", "sil", "sp", SPOKEN_NOISE})
+
+# Marks an unlisted label may carry that do not change its ARPAbet phone: IPA and ASCII
+# length marks, tie bars, aspiration and palatalisation (as suffixes), stress marks.
+_IGNORABLE_MARKS = str.maketrans(dict.fromkeys("ːˑ:\u0361\u035cʰʷˈˌ"))
+# The table without length marks, for unlisted short forms ("ɑ", "u"); where the short form
+# is itself listed ("e" next to "eː") the listed entry wins.
+_BARE_IPA_TO_ARPABET = {
+    **{label.translate(_IGNORABLE_MARKS): phones for label, phones in _IPA_TO_ARPABET.items()},
+    **_IPA_TO_ARPABET,
+}
+_LONGEST_IPA = max(len(label) for label in _BARE_IPA_TO_ARPABET)
+
+
+@functools.lru_cache(maxsize=None)
+def _unlisted_ipa_to_arpabet(label: str) -> tuple[str, ...]:
+    """ARPAbet of a label missing from the table: without its ignorable marks, then as a
+    sequence of table labels (longest first), both against the table without length marks
+    too; ``(SPOKEN_NOISE,)`` when neither works.
+
+    Cached, so that the warning for an unmappable label is logged once per process.
+    """
+    bare = unicodedata.normalize("NFC", label).translate(_IGNORABLE_MARKS)
+    if bare.endswith("ʲ") and len(bare) > 1:
+        bare = bare[:-1]
+    phones = _BARE_IPA_TO_ARPABET.get(bare)
+    if phones is not None:
+        return phones
+    pieces: list[str] = []
+    i = 0
+    while i < len(bare):
+        for size in range(min(_LONGEST_IPA, len(bare) - i), 0, -1):
+            found = _BARE_IPA_TO_ARPABET.get(bare[i : i + size])
+            if found is not None:
+                pieces.extend(found)
+                i += size
+                break
+        else:
+            logger.warning(
+                "no ARPAbet phone for the IPA label %r; its frames get %r", label, SPOKEN_NOISE
+            )
+            return (SPOKEN_NOISE,)
+    return tuple(pieces)
+
+
+def ipa_to_arpabet(label: str) -> tuple[str, ...]:
+    """ARPAbet phones (no stress) of one espeak-ng IPA phone label.
+
+    Most labels give one phone (``"aɪ" -> ("AY",)``); a few give several
+    (``"ɔːɹ" -> ("AO", "R")``, syllabic ``"əl" -> ("AH", "L")``). Every label espeak-ng
+    produces for the English voices is in the table; another label is looked up without
+    length marks, tie bars and aspiration/palatalisation marks (``"ɛː"`` as ``"ɛ"``), then
+    read as a sequence of listed labels. A label that still does not map gives
+    ``(SPOKEN_NOISE,)`` and a warning, once per label.
+    """
+    phones = _IPA_TO_ARPABET.get(label)
+    return phones if phones is not None else _unlisted_ipa_to_arpabet(label)
+
+
+def intervals_to_arpabet(
+    intervals: Iterable[tuple[float, float, str] | object],
+) -> list[tuple[float, float, str]]:
+    """Map timed IPA phone intervals to ARPAbet with :func:`ipa_to_arpabet`.
+
+    An interval whose label gives ``k`` phones is split into ``k`` equal consecutive parts
+    (the last ends exactly where the interval did), since the sidecar has no timing inside
+    a label. Silence and noise labels (``""``, ``sil``, ``sp``, ``spn``) are kept as they are.
+
+    Args:
+        intervals: ``(start_s, end_s, label)`` tuples, or records with ``start_s``,
+            ``end_s`` and ``label`` attributes.
+
+    Returns:
+        ``(start_s, end_s, phone)`` tuples in input order.
+    """
+    out: list[tuple[float, float, str]] = []
+    for interval in intervals:
+        start, end, label = interval_fields(interval)
+        label = label.strip()
+        if label in NON_PHONE_LABELS:
+            out.append((start, end, label))
+            continue
+        phones = ipa_to_arpabet(label)
+        step = (end - start) / len(phones)
+        for i, phone in enumerate(phones):
+            out.append((start + i * step, end if i == len(phones) - 1 else start + (i + 1) * step,
+                        phone))
+    return out
 
 
 def frame_phonemes_from_intervals(
@@ -452,7 +630,7 @@ def frame_phonemes_from_intervals(
     Returns:
         ``[n_frames] object`` array of ``str`` or ``None``.
     """
-    rows = sorted(_interval_fields(interval) for interval in intervals)
+    rows = sorted(interval_fields(interval) for interval in intervals)
     out = np.full(n_frames, None, dtype=object)
     if not rows or n_frames == 0:
         return out

@@ -227,3 +227,55 @@ def test_invariants_on_random_utterances(seed):
     assert all(p is None for p in f["phoneme"][outside])
     assert not f["word_error"][outside].any()
     assert np.array_equal(f["token_error"], f["ref_token"] != f["pred_token"])
+
+
+def test_ipa_intervals_are_mapped_to_arpabet_and_split():
+    # The frames of the test above under espeak-ng IPA labels. "ɔːɹ" is two phones, AO R,
+    # sharing [0.16, 0.28) equally: AO up to 0.22, R after it. Frame centres 0.17, 0.19,
+    # 0.21 (frames 8-10) fall in AO, 0.23 and 0.25 (11-12) in R.
+    intervals = [(0.0, 0.1, "ð"), (0.1, 0.16, "ə"), (0.16, 0.28, "ɔːɹ")]
+    labels = label_utterance(
+        LOG_PROBS, TOKENS, "THE CAT", frame_rate_hz=50, phone_intervals=intervals
+    )
+    assert labels.frames["phoneme"].tolist() == (
+        ["DH"] * 5 + ["AH"] * 3 + ["AO"] * 3 + ["R"] * 2
+    )
+    assert labels.utterance["phoneme_source"] == "intervals"
+
+
+def test_arpabet_intervals_keep_their_phones_and_silences():
+    # An ARPAbet TextGrid: stress digits go, silence labels stay ("" leaves no phoneme).
+    # "sil" and "" are not ARPAbet, but they do not make the labels count as IPA.
+    intervals = [(0.0, 0.04, ""), (0.04, 0.1, "DH"), (0.1, 0.16, "AH0"), (0.16, 0.22, "sil"),
+                 (0.22, 0.26, "T")]
+    labels = label_utterance(
+        LOG_PROBS, TOKENS, "THE CAT", frame_rate_hz=50, phone_intervals=intervals
+    )
+    assert labels.frames["phoneme"].tolist() == (
+        [None] * 2 + ["DH"] * 3 + ["AH"] * 3 + ["sil"] * 3 + ["T"] * 2
+    )
+
+
+def test_synthetic_utterance_frames_get_arpabet_phonemes():
+    from neurolake.ingest.espeak import SpeechRequest, synthesize_in_subprocess
+    from neurolake.ingest.phonemes import ARPABET, pronounce
+
+    # British voices: "chair" and "fire" are non-rhotic centring diphthongs (eə, aɪə), each
+    # one IPA label that becomes two ARPAbet phones.
+    text = "the chair by the fire"
+    (speech,) = synthesize_in_subprocess([SpeechRequest(text, accent="en-gb-x-rp")])
+    n_frames = int(speech.duration_s * 50)
+    tokens = ["-", "|", *"ABCDEFGHIJKLMNOPQRSTUVWXYZ'"]
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(n_frames, len(tokens)))
+    log_probs = (logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32)
+
+    labels = label_utterance(log_probs, tokens, text, frame_rate_hz=50,
+                             phone_intervals=speech.phones)
+    phonemes = [p for p in labels.frames["phoneme"].tolist() if p is not None]
+    assert phonemes and set(phonemes) <= ARPABET
+    # Every phone of the words' CMUdict pronunciations but the last ER of "fire" (the
+    # voice says a schwa there, AH) labels some frame.
+    expected = {p for word in text.split() for p in pronounce(word)} - {"ER"}
+    assert expected <= set(phonemes)
+    assert labels.utterance["phoneme_source"] == "intervals"

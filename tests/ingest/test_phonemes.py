@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from dataclasses import dataclass
 
@@ -11,12 +12,15 @@ import pytest
 
 from neurolake.errors import InputError
 from neurolake.ingest.phonemes import (
+    ARPABET,
     SPOKEN_NOISE,
     AlignmentScoring,
     TextGridTier,
     cmudict_pronunciations,
     find_phones_tier,
     frame_phonemes_from_intervals,
+    intervals_to_arpabet,
+    ipa_to_arpabet,
     letter_phonemes,
     letter_to_sound,
     needleman_wunsch,
@@ -316,3 +320,102 @@ def test_frame_phonemes_accept_interval_records():
     assert frame_phonemes_from_intervals(records, 6, 0.02).tolist() == [
         "S", "IY", "IY", "sil", "sil", None,
     ]
+
+
+# espeak-ng's labels for four words, as its voices say them (stress marks removed), and the
+# ARPAbet they map to: in every case the word's CMUdict pronunciation.
+@pytest.mark.parametrize(
+    ("word", "ipa", "expected"),
+    [
+        ("chair", ["tʃ", "ɛɹ"], ["CH", "EH", "R"]),  # en-us
+        ("chair", ["tʃ", "eə"], ["CH", "EH", "R"]),  # en-gb: the non-rhotic vowel keeps its R
+        ("judge", ["dʒ", "ʌ", "dʒ"], ["JH", "AH", "JH"]),
+        ("boat", ["b", "oʊ", "t"], ["B", "OW", "T"]),  # en-us
+        ("boat", ["b", "əʊ", "t"], ["B", "OW", "T"]),  # en-gb
+        ("boat", ["b", "oː", "t"], ["B", "OW", "T"]),  # en-gb-scotland
+        ("boat", ["b", "ʌʊ", "t"], ["B", "OW", "T"]),  # en-gb-x-gbcwmd
+        ("bird", ["b", "ɜː", "d"], ["B", "ER", "D"]),  # en-gb
+        ("bird", ["b", "əɪ", "d"], ["B", "ER", "D"]),  # en-us-nyc
+        ("bird", ["b", "əɹ", "d"], ["B", "ER", "D"]),  # en-gb-scotland
+        ("table", ["t", "eɪ", "b", "əl"], ["T", "EY", "B", "AH", "L"]),  # syllabic l
+    ],
+)
+def test_ipa_to_arpabet_words(word, ipa, expected):
+    assert [phone for label in ipa for phone in ipa_to_arpabet(label)] == expected
+    assert list(pronounce(word)) == expected
+
+
+def test_ipa_to_arpabet_single_labels():
+    cases = {
+        "aɪ": ("AY",), "eɪ": ("EY",), "oʊ": ("OW",), "əʊ": ("OW",), "aʊ": ("AW",),
+        "ɔɪ": ("OY",), "tʃ": ("CH",), "dʒ": ("JH",), "ɜː": ("ER",), "ɝ": ("ER",),
+        "ɚ": ("ER",), "n̩": ("N",), "ŋ": ("NG",), "ʒ": ("ZH",), "θ": ("TH",), "ð": ("DH",),
+        "ɹ": ("R",), "r": ("R",), "ɡ": ("G",), "j": ("Y",), "h": ("HH",),
+        "ɾ": ("T",),  # the US flap of "city"
+        "ei": ("IY",),  # West Midlands FLEECE, "green"
+        "əu": ("UW",),  # West Midlands GOOSE, "blue"
+        "ɔːɹ": ("AO", "R"), "aɪə": ("AY", "AH"), "iə": ("IY", "AH"),
+    }
+    assert {label: ipa_to_arpabet(label) for label in cases} == cases
+
+
+def test_unlisted_labels_drop_length_and_release_marks():
+    # Length marks, aspiration and palatalisation do not change the phone; a sequence of
+    # listed labels maps piece by piece.
+    assert ipa_to_arpabet("ɛː") == ("EH",)
+    assert ipa_to_arpabet("ɑ") == ("AA",)  # listed only as "ɑː"
+    assert ipa_to_arpabet("u") == ("UW",)
+    assert ipa_to_arpabet("tʰ") == ("T",)
+    assert ipa_to_arpabet("dʲ") == ("D",)
+    assert ipa_to_arpabet("ɒɹ") == ("AA", "R")
+
+
+def test_unmappable_label_is_spoken_noise_with_one_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="neurolake.ingest.phonemes"):
+        assert ipa_to_arpabet("ǂ") == (SPOKEN_NOISE,)
+        assert ipa_to_arpabet("ǂ") == (SPOKEN_NOISE,)
+        assert ipa_to_arpabet("ɫǁ") == (SPOKEN_NOISE,)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2
+    assert "'ǂ'" in warned[0] and "'ɫǁ'" in warned[1]
+
+
+def test_intervals_to_arpabet_splits_evenly():
+    intervals = [
+        (0.0, 0.1, "tʃ"),
+        (0.1, 0.4, "eə"),  # EH R: 0.15 s each
+        (0.4, 0.45, ""),  # a silence label passes through
+        (0.45, 0.6, "aɪɚ"),  # AY ER: 0.075 s each
+        _Span(0.6, 0.69, " ɔːɹ "),  # a record; the label is stripped; AO R: 0.045 s each
+    ]
+    out = intervals_to_arpabet(intervals)
+    expected = [
+        (0.0, 0.1, "CH"),
+        (0.1, 0.25, "EH"), (0.25, 0.4, "R"),
+        (0.4, 0.45, ""),
+        (0.45, 0.525, "AY"), (0.525, 0.6, "ER"),
+        (0.6, 0.645, "AO"), (0.645, 0.69, "R"),
+    ]
+    assert [label for _, _, label in out] == [label for _, _, label in expected]
+    np.testing.assert_allclose([(s, e) for s, e, _ in out], [(s, e) for s, e, _ in expected])
+    # The last part ends exactly where the interval did, so parts tile it without a gap.
+    assert out[2][1] == 0.4 and out[7][1] == 0.69
+    assert intervals_to_arpabet([]) == []
+
+
+def test_every_synthetic_label_maps_to_arpabet(tmp_path, caplog):
+    from neurolake.ingest.corpora import read_librispeech, read_phone_intervals
+    from neurolake.ingest.synth import synthesize_corpus
+
+    # Every English accent (en-029 as the held-out one); 60 utterances reach all of them.
+    synthesize_corpus(str(tmp_path / "corpus"), 60, 0)
+    corpus = read_librispeech(str(tmp_path / "corpus"))
+    labels: set[str] = set()
+    for utterance in corpus:
+        labels.update(p.label for p in read_phone_intervals(utterance))
+    assert len(corpus) == 60 and len(labels) > 60
+    with caplog.at_level(logging.WARNING, logger="neurolake.ingest.phonemes"):
+        mapped = {label: ipa_to_arpabet(label) for label in labels}
+    assert not caplog.records
+    unmapped = {label: phones for label, phones in mapped.items() if not set(phones) <= ARPABET}
+    assert not unmapped
