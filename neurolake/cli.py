@@ -51,6 +51,38 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models_show(args: argparse.Namespace) -> int:
+    from neurolake.ingest.models import load_model
+    from neurolake.store.report import format_table
+
+    adapter = load_model(args.spec)
+    layers = adapter.select_layers(args.layers.split(",")) if args.layers else adapter.capturable_layers()
+    print(f"{args.spec}: {len(adapter.tokens)} tokens, {adapter.frame_rate_hz:g} frames/s, weights sha256 {adapter.spec['weights_sha256'][:12]}")
+    print(format_table(("layer", "units"), [(layer.name, layer.units) for layer in layers]))
+    return 0
+
+
+def _split(value: str | None) -> list[str] | None:
+    items = [x.strip() for x in (value or "").split(",") if x.strip()]
+    return items or None
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from neurolake.ingest.pipeline import default_run_id, ingest, plan_ingest
+    from neurolake.ingest.report import format_dry_run, format_summary
+
+    if args.dry_run:
+        _, planned = plan_ingest(args.corpus, args.model, _split(args.layers), unit_rows=args.unit_rows)
+        print(format_dry_run(planned, args.run or default_run_id(args.corpus, args.model)))
+        return 0
+    summary = ingest(
+        _lake_url(args), args.corpus, args.model, layers=_split(args.layers), run_id=args.run,
+        ray_address=args.ray_address, actors=args.actors, unit_rows=args.unit_rows, progress=None if not args.quiet else False,
+    )
+    print(format_summary(summary))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
@@ -195,6 +227,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus at OUT")
     p.set_defaults(func=cmd_corpus_synth)
+
+    p = sub.add_parser("models", help="inspect models")
+    models = p.add_subparsers(dest="models_verb", metavar="VERB")
+    models.required = True
+    p = models.add_parser("show", help="capturable layers of a model with their units")
+    p.add_argument("spec", metavar="SPEC", help="demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH or python:MODULE:FACTORY")
+    p.add_argument("--layers", metavar="GLOB,..", help="only layers matching these globs")
+    p.set_defaults(func=cmd_models_show)
+
+    p = sub.add_parser("ingest", help="stream a corpus through a model on Ray into the lake (resumes)")
+    _add_lake_arg(p)
+    p.add_argument("--corpus", required=True, metavar="SPEC", help="LibriSpeech split/parent directory or URL, or a .jsonl/.csv/.parquet manifest")
+    p.add_argument("--model", required=True, metavar="SPEC", help="demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH or python:MODULE:FACTORY")
+    p.add_argument("--layers", metavar="GLOB,..", help="layers to capture (default: all capturable layers)")
+    p.add_argument("--run", metavar="ID", help="run id (default: <model>-<corpus>); an existing run resumes")
+    p.add_argument("--ray-address", metavar="A", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--actors", type=int, metavar="N", help="model actors (default: one per GPU, else half the CPUs)")
+    p.add_argument("--unit-rows", type=int, metavar="ROWS", help="frames per work unit (default: ~64 MB of activations)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (utterances, hours, frames, units, bytes) and stop")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("runs", help="list the runs of a lake with status, progress and sizes")
     _add_lake_arg(p)

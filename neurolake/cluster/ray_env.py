@@ -1,0 +1,31 @@
+"""Connecting to Ray: a cluster when an address is given, else a local instance sized to the machine."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
+    """Initialise Ray once per process; returns the cluster's resources.
+
+    ``address`` (or ``$RAY_ADDRESS``) joins an existing cluster; otherwise a local Ray
+    starts with this machine's CPUs (and GPUs, which Ray detects itself).
+    """
+    import ray
+
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        if address:
+            log.info("connecting to Ray at %s", address)
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=num_cpus or os.cpu_count() or 1,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+    return ray.cluster_resources()

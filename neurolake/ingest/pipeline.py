@@ -1,0 +1,189 @@
+"""``neurolake ingest``: stream a corpus through a model on Ray into the lake, exactly once.
+
+Why Ray core actors rather than Ray Data: a work unit is the unit of writing and of
+commit (a writer owns whole shards), so the natural task is "process unit U", not a
+stream of rows. Each model actor is built once and turns whole units into committed
+data; CPU tasks decode a unit's audio ahead of it. No activations pass through the
+driver: actors write the lake themselves. The driver keeps at most two units in
+flight per actor, so decoding cannot run ahead of the models and fill memory, and a
+slow store holds the actor (its writer applies backpressure) and hence the driver.
+Actors are restarted when their process dies and the unit is retried; re-running a
+unit rewrites identical bytes, and resuming runs only uncommitted units.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from neurolake.cluster.progress import progress_bar
+from neurolake.cluster.ray_env import connect
+from neurolake.ingest.models import load_model
+from neurolake.ingest.planning import PlannedCorpus, plan_corpus
+from neurolake.ingest.unit import UnitProcessor, UnitResult, decode_unit
+from neurolake.store import Lake, LayerSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    lake_url: str
+    units_total: int
+    units_run: int
+    units_already_committed: int
+    utterances_done: int = 0
+    utterances_failed: int = 0
+    utterances_skipped: int = 0
+    plan_errors: int = 0
+    audio_seconds: float = 0.0
+    frames: int = 0
+    bytes_raw: int = 0
+    wall_seconds: float = 0.0
+    nodes: dict[str, int] = field(default_factory=dict)
+
+
+def default_run_id(corpus_spec: str, model_spec: str) -> str:
+    corpus = re.sub(r"[^A-Za-z0-9._-]+", "-", str(corpus_spec).rstrip("/").rsplit("/", 1)[-1]).strip("-.") or "corpus"
+    model = re.sub(r"[^A-Za-z0-9._-]+", "-", model_spec.split(":", 1)[0]) or "model"
+    return f"{model}-{corpus}"[:120]
+
+
+def plan_ingest(
+    corpus: str,
+    model: str,
+    layers: Sequence[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    unit_rows: int | None = None,
+) -> tuple[Any, PlannedCorpus]:
+    """The adapter and the plan (headers only), for ``--dry-run`` and for :func:`ingest`."""
+    adapter = load_model(model)
+    chosen = adapter.select_layers(layers) if layers else adapter.capturable_layers()
+    specs = [LayerSpec(layer.name, layer.units, module=layer.module_path) for layer in chosen]
+    return adapter, plan_corpus(corpus, adapter, specs, storage_options=storage_options, unit_rows=unit_rows)
+
+
+def _actor_class():
+    import ray
+
+    @ray.remote(max_restarts=-1, max_task_retries=-1)
+    class UnitActor:
+        def __init__(self, *args, threads: int = 1, **kwargs):
+            import torch
+
+            torch.set_num_threads(max(1, threads))
+            self.processor = UnitProcessor(*args, **kwargs)
+
+        def process(self, unit, utterances, decoded, extra_errors):
+            result = self.processor.process(unit, utterances, decoded, extra_errors)
+            return result, ray.get_runtime_context().get_node_id()
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    return UnitActor
+
+
+def ingest(
+    lake_url: str,
+    corpus: str,
+    model: str,
+    *,
+    layers: Sequence[str] | None = None,
+    run_id: str | None = None,
+    ray_address: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    actors: int | None = None,
+    unit_rows: int | None = None,
+    max_batch: int = 16,
+    progress: bool | None = None,
+    on_unit_done=None,
+) -> IngestSummary:
+    """Ingest ``corpus`` through ``model`` into run ``run_id`` of the lake; resumes if it exists."""
+    import ray
+
+    t0 = time.perf_counter()
+    lake = Lake.open(lake_url, storage_options, create=True)
+    run_id = run_id or default_run_id(corpus, model)
+    adapter, planned = plan_ingest(corpus, model, layers, storage_options, unit_rows)
+    run = lake.create_run(run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers, plan=planned.plan)
+    pending = run.pending_units()
+    summary = IngestSummary(
+        run_id=run_id, lake_url=lake.url, units_total=len(planned.plan.units), units_run=len(pending),
+        units_already_committed=len(planned.plan.units) - len(pending), plan_errors=len(planned.errors),
+        utterances_skipped=planned.skipped,
+    )
+    if not pending:
+        summary.wall_seconds = time.perf_counter() - t0
+        return summary
+
+    resources = connect(ray_address)
+    cpus = int(resources.get("CPU", 1))
+    gpus = int(resources.get("GPU", 0))
+    n_actors = actors or (gpus if gpus else max(1, cpus // 2))
+    threads = max(1, cpus // n_actors - (1 if cpus > n_actors else 0)) if not gpus else 1
+    options = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+    Actor = _actor_class()
+    layer_names = [layer.name for layer in planned.layers]
+    pool = [
+        Actor.options(**options).remote(
+            lake.url, run_id, model, layer_names, storage_options=dict(storage_options or {}),
+            device="cuda" if gpus else "cpu", max_batch=max_batch, threads=threads,
+        )
+        for _ in range(n_actors)
+    ]
+    decode = ray.remote(num_cpus=1, max_retries=3)(decode_unit)
+    first_unit = planned.plan.units[0].unit_id
+
+    queue = list(pending)
+    in_flight: dict[Any, tuple[int, Any]] = {}
+    load = [0] * n_actors
+    bar = progress_bar(planned.audio_seconds, f"ingest {run_id}", unit="s audio", enabled=progress)
+
+    def submit() -> None:
+        while queue and min(load) < 2:
+            unit = queue.pop(0)
+            a = load.index(min(load))
+            utts = [planned.utterances[p.utterance_id] for p in unit.utterances]
+            decoded = decode.remote(utts, adapter.sample_rate, dict(storage_options or {}))
+            extra = planned.errors if unit.unit_id == first_unit else []
+            in_flight[pool[a].process.remote(unit, utts, decoded, extra)] = (a, unit)
+            load[a] += 1
+
+    submit()
+    try:
+        while in_flight:
+            done, _ = ray.wait(list(in_flight), num_returns=1)
+            a, unit = in_flight.pop(done[0])
+            load[a] -= 1
+            result, node = ray.get(done[0])
+            _account(summary, result, node)
+            elapsed = max(time.perf_counter() - t0, 1e-9)
+            bar.update(result.audio_seconds)
+            bar.set_postfix_str(
+                f"{summary.utterances_done} utt, {summary.frames / elapsed:,.0f} frames/s, {summary.bytes_raw / 1e6:,.0f} MB"
+            )
+            if on_unit_done is not None:
+                on_unit_done(result)
+            submit()
+    finally:
+        bar.close()
+        for actor in pool:
+            ray.kill(actor)
+    summary.utterances_failed += len([e for e in planned.errors if e["utterance_id"]])
+    summary.wall_seconds = time.perf_counter() - t0
+    return summary
+
+
+def _account(summary: IngestSummary, result: UnitResult, node: str) -> None:
+    summary.utterances_done += result.utterances_done
+    summary.utterances_failed += result.utterances_failed
+    summary.audio_seconds += result.audio_seconds
+    summary.frames += result.frames
+    summary.bytes_raw += result.bytes_raw
+    summary.nodes[node] = summary.nodes.get(node, 0) + 1

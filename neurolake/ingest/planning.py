@@ -1,0 +1,146 @@
+"""Ingest planning: from a corpus and a model to the row space of a run, headers only.
+
+Every utterance's sample count comes from its audio header (no decoding), its exact
+output-frame count from the model adapter, and the store's planner packs the utterances
+into work units. Items that cannot be planned (unreadable header, wrong sample rate,
+too short for one frame, a broken transcript line) become ``errors`` rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from neurolake.errors import InputError, SpecError
+from neurolake.ingest.audio import audio_info
+from neurolake.ingest.corpora import Corpus, Utterance, open_corpus
+from neurolake.ingest.models import ModelAdapter
+from neurolake.store import LayerSpec, Plan, plan_work_units
+from neurolake.store.plan import DEFAULT_ROWS_PER_SHARD
+
+log = logging.getLogger(__name__)
+
+# A unit's activations are held by one worker while it runs; ~64 MB keeps that small
+# and the number of files (one Parquet file per table and unit) modest.
+TARGET_UNIT_BYTES = 64 * 1024 * 1024
+LIBRISPEECH_RATE = 16_000
+
+
+@dataclass(frozen=True)
+class PlannedCorpus:
+    """What an ingest will do: the plan, the utterances in it, and what was left out."""
+
+    corpus_spec: str
+    plan: Plan
+    layers: list[LayerSpec]
+    utterances: dict[str, Utterance]
+    num_samples: dict[str, int]  # at the model's rate
+    errors: list[dict] = field(default_factory=list)
+    skipped: int = 0  # audio without a transcript line
+
+    @property
+    def audio_seconds(self) -> float:
+        return sum(self.num_samples.values()) / LIBRISPEECH_RATE
+
+    def bytes_per_layer(self) -> dict[str, int]:
+        """Uncompressed bytes of each layer's array (rows of the plan x units x itemsize)."""
+        import numpy as np
+
+        return {layer.name: self.plan.total_rows * layer.units * np.dtype(layer.dtype).itemsize for layer in self.layers}
+
+    def corpus_manifest(self) -> dict[str, Any]:
+        return {
+            "spec": self.corpus_spec,
+            "n_utterances": self.plan.n_utterances,
+            "seconds": round(self.audio_seconds, 3),
+            "n_errors": len(self.errors),
+        }
+
+
+def error_row(utterance_id: str | None, audio_uri: str | None, stage: str, message: str) -> dict:
+    return {"utterance_id": utterance_id or "", "audio_uri": audio_uri or "", "stage": stage, "message": message}
+
+
+def unit_rows_for(layers: Sequence[LayerSpec], rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) -> int:
+    """Frames per work unit so that a unit holds about :data:`TARGET_UNIT_BYTES` of activations."""
+    import numpy as np
+
+    row_bytes = max(1, sum(layer.units * np.dtype(layer.dtype).itemsize for layer in layers))
+    return max(rows_per_shard, (TARGET_UNIT_BYTES // row_bytes) // rows_per_shard * rows_per_shard)
+
+
+def _is_manifest(spec: str) -> bool:
+    return spec.lower().rsplit(".", 1)[-1] in ("jsonl", "csv", "parquet")
+
+
+def plan_corpus(
+    corpus_spec: str,
+    adapter: ModelAdapter,
+    layers: Sequence[LayerSpec],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
+    unit_rows: int | None = None,
+    header_threads: int = 16,
+) -> PlannedCorpus:
+    """Read the corpus and every audio header; return the plan of an ingest."""
+    corpus: Corpus = open_corpus(corpus_spec, storage_options=storage_options)
+    errors = [
+        error_row(e.utterance_id, e.audio_uri, "corpus", f"{e.source_uri}" + (f" line {e.line}" if e.line else "") + f": {e.message}")
+        for e in corpus.errors
+    ]
+    if corpus.untranscribed_audio:
+        log.warning("%d audio files have no transcript line and are skipped", len(corpus.untranscribed_audio))
+    expected_rate = None if _is_manifest(str(corpus_spec)) else LIBRISPEECH_RATE
+
+    def header(utt: Utterance):
+        try:
+            return utt, audio_info(utt.audio_uri, storage_options=storage_options), None
+        except InputError as exc:
+            return utt, None, str(exc)
+
+    planned: list[tuple[str, int]] = []
+    utterances: dict[str, Utterance] = {}
+    num_samples: dict[str, int] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(header_threads, (os.cpu_count() or 2) * 8))) as pool:
+        for utt, info, problem in pool.map(header, corpus.utterances):
+            if problem is not None:
+                errors.append(error_row(utt.utterance_id, utt.audio_uri, "header", problem))
+                continue
+            if info.num_samples == 0:
+                errors.append(error_row(utt.utterance_id, utt.audio_uri, "header", f"{utt.audio_uri}: empty audio (0 samples)"))
+                continue
+            if expected_rate is not None and info.sample_rate != expected_rate:
+                errors.append(error_row(
+                    utt.utterance_id, utt.audio_uri, "header",
+                    f"{utt.audio_uri}: sample rate {info.sample_rate} Hz, but LibriSpeech audio is {expected_rate} Hz",
+                ))
+                continue
+            samples = math.ceil(info.num_samples * adapter.sample_rate / info.sample_rate)
+            frames = adapter.num_frames(samples)
+            if frames < 1:
+                errors.append(error_row(
+                    utt.utterance_id, utt.audio_uri, "header",
+                    f"{utt.audio_uri}: {info.duration_s:.3f} s is too short for one output frame of the model",
+                ))
+                continue
+            planned.append((utt.utterance_id, frames))
+            utterances[utt.utterance_id] = utt
+            num_samples[utt.utterance_id] = samples
+    if not planned:
+        first = f"; first: {errors[0]['message']}" if errors else ""
+        raise SpecError(f"no utterance of {corpus_spec} can be ingested ({len(errors)} errors{first})")
+    plan = plan_work_units(planned, rows_per_shard=rows_per_shard, unit_rows=unit_rows or unit_rows_for(layers, rows_per_shard))
+    return PlannedCorpus(
+        corpus_spec=str(corpus_spec),
+        plan=plan,
+        layers=list(layers),
+        utterances=utterances,
+        num_samples=num_samples,
+        errors=errors,
+        skipped=len(corpus.untranscribed_audio),
+    )

@@ -1,0 +1,182 @@
+"""Processing one work unit: decode, forward with capture, labels, write, commit.
+
+Plain code without Ray: :mod:`neurolake.ingest.pipeline` runs :func:`decode_unit` as
+CPU tasks and :class:`UnitProcessor` inside model actors (built once per actor, then a
+pure transformation per unit), but both also run in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from neurolake.errors import InputError, NeurolakeError
+from neurolake.ingest.audio import load_audio
+from neurolake.ingest.corpora import Utterance, read_alignments
+from neurolake.ingest.labels import label_utterance
+from neurolake.ingest.models import ModelAdapter, load_model
+from neurolake.ingest.planning import error_row
+from neurolake.store import Lake, WorkUnit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One utterance after decoding: the waveform ``[samples] float32`` or the reason it failed."""
+
+    utterance_id: str
+    audio: np.ndarray | None
+    phones: tuple | None
+    error: str | None = None
+
+
+def decode_unit(utterances: Sequence[Utterance], sample_rate: int, storage_options: Mapping[str, Any] | None = None) -> list[Decoded]:
+    """Decode every utterance of a unit (and read its ground-truth phones where the corpus has them)."""
+    sidecars: dict[str, dict] = {}
+    out = []
+    for utt in utterances:
+        try:
+            audio = load_audio(utt.audio_uri, sample_rate, storage_options=storage_options)
+        except InputError as exc:
+            out.append(Decoded(utt.utterance_id, None, None, str(exc)))
+            continue
+        phones = None
+        if utt.phones_uri:
+            try:
+                if utt.phones_uri not in sidecars:
+                    sidecars[utt.phones_uri] = read_alignments(utt.phones_uri, storage_options=storage_options)
+                alignment = sidecars[utt.phones_uri].get(utt.utterance_id)
+                phones = alignment.phones if alignment is not None else None
+            except (InputError, OSError) as exc:
+                log.warning("phone timings of %s unreadable (%s); using the lexicon", utt.utterance_id, exc)
+        out.append(Decoded(utt.utterance_id, audio, phones))
+    return out
+
+
+@dataclass(frozen=True)
+class UnitResult:
+    unit_id: str
+    utterances_done: int
+    utterances_failed: int
+    audio_seconds: float
+    frames: int
+    bytes_raw: int
+    seconds: float
+
+
+class UnitProcessor:
+    """Holds a model (built once) and writes whole work units of one run."""
+
+    def __init__(
+        self,
+        lake_url: str,
+        run_id: str,
+        model_spec: str,
+        layers: Sequence[str],
+        storage_options: Mapping[str, Any] | None = None,
+        device: str = "cpu",
+        max_batch: int = 16,
+        max_batch_samples: int = 16_000 * 160,
+    ):
+        self.run = Lake.open(lake_url, storage_options).run(run_id)
+        self.adapter: ModelAdapter = load_model(model_spec, device=device)
+        self.layers = list(layers)
+        self.max_batch = max_batch
+        self.max_batch_samples = max_batch_samples
+        self.device = device
+        expected = self.run.manifest["model"].get("weights_sha256")
+        if expected and expected != self.adapter.spec.get("weights_sha256"):
+            raise NeurolakeError(
+                f"model {model_spec!r} has other weights than run {run_id!r} was created with; use a new run id"
+            )
+
+    def _batches(self, decoded: list[Decoded]) -> list[list[int]]:
+        """Indices of decoded utterances grouped by similar length (less padding per batch)."""
+        ok = sorted((i for i, d in enumerate(decoded) if d.audio is not None), key=lambda i: decoded[i].audio.shape[0])
+        batches, current = [], []
+        for i in ok:
+            longest = decoded[i].audio.shape[0]
+            if current and (len(current) >= self.max_batch or longest * (len(current) + 1) > self.max_batch_samples):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    def process(self, unit: WorkUnit, utterances: Sequence[Utterance], decoded: list[Decoded], extra_errors: Sequence[dict] = ()) -> UnitResult:
+        """Forward, label and write ``unit``, then commit it."""
+        t0 = time.perf_counter()
+        by_id = {u.utterance_id: u for u in utterances}
+        planned = {p.utterance_id: p for p in unit.utterances}
+        tokens = self.adapter.tokens
+        errors = list(extra_errors)
+        acts: dict[str, dict[str, np.ndarray]] = {}  # utterance -> layer -> [frames, units]
+        utt_rows, frame_tables = {}, {}
+        for d in decoded:
+            if d.error is not None:
+                errors.append(error_row(d.utterance_id, by_id[d.utterance_id].audio_uri, "decode", d.error))
+        for batch in self._batches(decoded):
+            items = [decoded[i] for i in batch]
+            lengths = [d.audio.shape[0] for d in items]
+            wave = torch.zeros(len(items), max(lengths))
+            for row, d in enumerate(items):
+                wave[row, : lengths[row]] = torch.tensor(d.audio)
+            out = self.adapter.forward(wave.to(self.device), torch.tensor(lengths), self.layers)
+            log_probs = out.log_probs.cpu().numpy()
+            captured = {name: t.cpu().numpy() for name, t in out.captured.items()}
+            for row, d in enumerate(items):
+                n = int(out.frame_lengths[row])
+                p = planned[d.utterance_id]
+                utt = by_id[d.utterance_id]
+                if n != p.n_frames:
+                    errors.append(error_row(d.utterance_id, utt.audio_uri, "decode",
+                                            f"{utt.audio_uri}: decoded audio gives {n} frames, its header {p.n_frames}"))
+                    continue
+                acts[d.utterance_id] = {name: captured[name][row, :n] for name in self.layers}
+                try:
+                    labels = label_utterance(
+                        log_probs[row, :n], tokens, utt.transcript,
+                        frame_shift_s=self.adapter.frame_shift_s, phone_intervals=d.phones,
+                        utterance_id=d.utterance_id, first_frame_id=p.first_row,
+                    )
+                except NeurolakeError as exc:
+                    errors.append(error_row(d.utterance_id, utt.audio_uri, "labels", str(exc)))
+                    continue
+                urow = labels.utterance_table().to_pylist()[0]
+                urow.update(
+                    speaker_id=utt.speaker_id, chapter_id=utt.chapter_id, audio_uri=utt.audio_uri,
+                    duration_s=d.audio.shape[0] / self.adapter.sample_rate,
+                )
+                utt_rows[d.utterance_id] = urow
+                frame_tables[d.utterance_id] = labels.frames_table()
+
+        writer = self.run.unit_writer(unit.unit_id)
+        spec_by_name = {layer.name: layer for layer in self.run.layers}
+        for name in self.layers:
+            units = spec_by_name[name].units
+            for p in unit.utterances:
+                block = acts.get(p.utterance_id, {}).get(name)
+                writer.append(name, block if block is not None else np.zeros((p.n_frames, units), np.float16))
+        order = [p.utterance_id for p in unit.utterances if p.utterance_id in utt_rows]
+        writer.write_table("utterances", pa.Table.from_pylist([utt_rows[u] for u in order]) if order else {})
+        writer.write_table("frames", pa.concat_tables([frame_tables[u] for u in order]) if order else {})
+        writer.write_table("errors", pa.Table.from_pylist(errors) if errors else {})
+        writer.commit()
+        failed = len({e["utterance_id"] for e in errors if e["utterance_id"] in planned})
+        return UnitResult(
+            unit_id=unit.unit_id,
+            utterances_done=len(order),
+            utterances_failed=failed,
+            audio_seconds=sum(d.audio.shape[0] for d in decoded if d.audio is not None) / self.adapter.sample_rate,
+            frames=unit.rows_used,
+            bytes_raw=unit.rows_used * sum(spec_by_name[n].units * 2 for n in self.layers),
+            seconds=time.perf_counter() - t0,
+        )

@@ -1,0 +1,139 @@
+"""End-to-end ingest on a real local Ray: bad input, resume, conflicts, killed actors, S3."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from neurolake.errors import RunConflictError
+from neurolake.ingest.pipeline import ingest
+from neurolake.ingest.synth import synthesize_corpus
+from neurolake.store import Lake
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "python:tests.ingest.demo_factory:build"
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    synthesize_corpus(str(root), n_utterances=24, seed=4, holdout_accent=None, test_fraction=0.0)
+    return root / "train"
+
+
+def _run_files(lake_dir: Path, run_id: str) -> dict[str, bytes]:
+    base = lake_dir / "runs" / run_id
+    return {
+        p.relative_to(base).as_posix(): p.read_bytes()
+        for p in sorted(base.rglob("*"))
+        if p.is_file() and p.name != "run.json" and not p.relative_to(base).as_posix().startswith("derived")
+    }
+
+
+def test_ingest_resume_and_conflicts(ray_session, corpus, tmp_path):
+    lake_dir = tmp_path / "lake"
+    s = ingest(str(lake_dir), str(corpus), MODEL, run_id="r", unit_rows=300, progress=False)
+    run = Lake.open(str(lake_dir)).run("r")
+    info = run.info()
+    assert info.status == "complete" and s.units_run == info.units_total > 2
+    assert s.utterances_done == info.n_utterances and s.utterances_failed == 0
+    utts = run.read_table("utterances")
+    frames = run.read_table("frames")
+    assert frames.num_rows == run.plan.n_frames == s.frames
+    # every utterance's frames are its planned rows, in order
+    for p in (p for u in run.plan.units for p in u.utterances):
+        row = utts.filter(utts.column("utterance_id").to_numpy(zero_copy_only=False) == p.utterance_id).to_pylist()[0]
+        assert (row["first_frame_id"], row["n_frames"]) == (p.first_row, p.n_frames)
+    assert run.verify() == []
+    before = _run_files(lake_dir, "r")
+
+    # Resume: nothing to do; a lost unit is redone byte for byte.
+    assert ingest(str(lake_dir), str(corpus), MODEL, run_id="r", unit_rows=300, progress=False).units_run == 0
+    victim = run.plan.units[1].unit_id
+    (lake_dir / "runs" / "r" / "commits" / f"{victim}.json").unlink()
+    again = ingest(str(lake_dir), str(corpus), MODEL, run_id="r", unit_rows=300, progress=False)
+    assert (again.units_run, again.units_already_committed) == (1, info.units_total - 1)
+    assert _run_files(lake_dir, "r") == before
+
+    # A different layer set or model under the same run id is refused.
+    with pytest.raises(RunConflictError, match="layers"):
+        ingest(str(lake_dir), str(corpus), MODEL, layers=["conv1*"], run_id="r", unit_rows=300, progress=False)
+    with pytest.raises(RunConflictError, match="model"):
+        ingest(str(lake_dir), str(corpus), "python:tests.ingest.toy_factory:build", run_id="r", unit_rows=300, progress=False)
+
+
+def test_bad_input_becomes_error_rows(ray_session, corpus, tmp_path):
+    bad = tmp_path / "bad"
+    import shutil
+
+    shutil.copytree(corpus, bad)
+    flacs = sorted(bad.rglob("*.flac"))
+    flacs[0].write_bytes(b"this is not audio at all" * 50)            # non-audio
+    data = flacs[1].read_bytes()
+    flacs[1].write_bytes(data[: len(data) // 2])                        # truncated
+    flacs[2].write_bytes(b"")                                           # empty
+    audio, rate = sf.read(flacs[3])
+    sf.write(flacs[3], audio[::2], rate // 2, format="FLAC")            # wrong sample rate
+    trans = sorted(bad.rglob("*.trans.txt"))[0]
+    chapter = trans.name.replace(".trans.txt", "")
+    (trans.parent / f"{chapter}-0090.flac").write_bytes(flacs[4].read_bytes())
+    (trans.parent / f"{chapter}-0091.flac").write_bytes(flacs[4].read_bytes())
+    with open(trans, "ab") as fh:
+        fh.write(f"{chapter}-0090\n".encode())                          # empty transcript line
+        fh.write(f"{chapter}-0091 CAF\xe9 OLE\n".encode("latin-1"))     # not UTF-8
+    ids = {f.name.replace(".flac", "") for f in flacs[:4]}
+
+    s = ingest(str(tmp_path / "lake"), str(bad), MODEL, run_id="bad", unit_rows=300, progress=False)
+    run = Lake.open(str(tmp_path / "lake")).run("bad")
+    errors = run.read_table("errors").to_pylist()
+    by_id = {e["utterance_id"]: e for e in errors}
+    assert ids | {f"{chapter}-0090", f"{chapter}-0091"} <= set(by_id)
+    assert "sample rate" in by_id[flacs[3].name[:-5]]["message"]
+    assert by_id[flacs[1].name[:-5]]["stage"] in ("header", "decode")
+    assert {by_id[f"{chapter}-0090"]["stage"], by_id[f"{chapter}-0091"]["stage"]} == {"corpus"}
+    good = {p.utterance_id for u in run.plan.units for p in u.utterances} - set(by_id)
+    assert set(run.read_table("utterances").column("utterance_id").to_pylist()) == good
+    assert s.utterances_done == len(good) == 24 - 4
+    assert run.info().status == "complete"
+
+
+def test_killed_actor_is_replaced_and_lake_is_unchanged(ray_session, corpus, tmp_path):
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    ingest(str(clean), str(corpus), MODEL, run_id="k", unit_rows=300, progress=False)
+    kills = []
+
+    def kill_once(result):
+        if not kills:
+            kills.append(subprocess.run(["pkill", "-9", "-f", "ray::UnitActor"]).returncode)
+
+    s = ingest(str(killed), str(corpus), MODEL, run_id="k", unit_rows=300, progress=False, on_unit_done=kill_once)
+    assert kills == [0]
+    assert s.units_run == Lake.open(str(killed)).run("k").info().units_committed
+    assert _run_files(killed, "k") == _run_files(clean, "k")
+
+
+def test_lake_on_s3(ray_session, corpus, s3_bucket):
+    bucket, opts = s3_bucket
+    url = f"s3://{bucket}/lake"
+    s = ingest(url, str(corpus), MODEL, run_id="s3", unit_rows=600, progress=False, storage_options=opts)
+    run = Lake.open(url, opts).run("s3")
+    assert run.info().status == "complete" and s.utterances_done == run.plan.n_utterances
+    assert run.read_table("frames").num_rows == run.plan.n_frames
+    assert run.verify() == []
