@@ -127,7 +127,9 @@ def ingest(
     gpus = int(resources.get("GPU", 0))
     n_actors = actors or (gpus if gpus else max(1, cpus // 2))
     threads = max(1, cpus // n_actors - (1 if cpus > n_actors else 0)) if not gpus else 1
-    options = {"num_gpus": 1} if gpus else {"num_cpus": 1}
+    # SPREAD: one model per node first, so a cluster's nodes all work from the start.
+    options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
+    options["scheduling_strategy"] = "SPREAD"
     Actor = _actor_class()
     layer_names = [layer.name for layer in planned.layers]
     pool = [

@@ -137,3 +137,46 @@ def test_lake_on_s3(ray_session, corpus, s3_bucket):
     assert run.info().status == "complete" and s.utterances_done == run.plan.n_utterances
     assert run.read_table("frames").num_rows == run.plan.n_frames
     assert run.verify() == []
+
+
+def test_two_node_cluster(corpus, tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=2)
+    try:
+        ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}, log_to_driver=False)
+        s = ingest(str(tmp_path / "lake"), str(corpus), MODEL, run_id="two", unit_rows=200, actors=2, progress=False)
+        assert len(s.nodes) == 2 and sum(s.nodes.values()) == s.units_run
+        assert Lake.open(str(tmp_path / "lake")).run("two").info().status == "complete"
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_killed_driver_converges(corpus, tmp_path):
+    import signal
+    import time
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = ["-m", "neurolake.cli", "ingest", "--corpus", str(corpus), "--model", MODEL, "--run", "d", "--unit-rows", "200", "--quiet"]
+    subprocess.run([os.sys.executable, *cmd, "--lake", str(clean)], env=env, check=True, cwd=REPO)
+    proc = subprocess.Popen([os.sys.executable, *cmd, "--lake", str(killed)], env=env, cwd=REPO, start_new_session=True)
+    commits = killed / "runs" / "d" / "commits"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (commits.exists() and any(commits.glob("*.json"))):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = Lake.open(str(killed)).run("d").info()
+    assert 1 <= partial.units_committed < partial.units_total
+    subprocess.run([os.sys.executable, *cmd, "--lake", str(killed)], env=env, check=True, cwd=REPO)
+    assert _run_files(killed, "d") == _run_files(clean, "d")
