@@ -34,7 +34,7 @@ def _add_lake_arg(p: argparse.ArgumentParser) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from neurolake.demo import run_demo
 
-    run_demo(_lake_url(args), out=sys.stdout)
+    run_demo(_lake_url(args), out=sys.stdout, utterances=args.utterances)
     return 0
 
 
@@ -209,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job end to end on embedded defaults")
     _add_lake_arg(p)
+    p.add_argument("--utterances", type=int, default=100, metavar="N", help="synthetic utterances (default 100)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("corpus", help="make or inspect speech corpora")

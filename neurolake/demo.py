@@ -1,16 +1,79 @@
-"""``neurolake demo``: the main job end to end on embedded defaults."""
+"""``neurolake demo``: the main job end to end on embedded defaults.
+
+Synthesises a small corpus (with an accent held out of the demo model's training, so
+there are errors to study), ingests it with the bundled model on a local Ray into the
+lake, and prints what landed: runs, hours, frames, layers, WER and the worst utterances.
+Running it again reuses the corpus and the committed units.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import TextIO
 
 from neurolake.store import Lake
-from neurolake.store.report import format_runs_table
+from neurolake.store.report import format_runs_table, format_table
+
+log = logging.getLogger(__name__)
+
+DEMO_UTTERANCES = 100
+DEMO_SEED = 7
+DEMO_RUN = "demo"
 
 
-def run_demo(lake_url: str, out: TextIO) -> Lake:
-    """Create (or open) the lake at ``lake_url`` and show what it holds."""
+def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, progress: bool | None = None) -> Lake:
+    """Synthesise, ingest and summarise; returns the lake."""
+    from neurolake.ingest.pipeline import ingest
+    from neurolake.ingest.synth import synthesize_corpus
+    from neurolake.query.engine import QueryEngine
+
     lake = Lake.open(lake_url, create=True)
     out.write(f"lake: {lake.url}\n")
-    out.write(format_runs_table(lake.run_infos()) + "\n")
+    corpus = lake.loc.child("corpora", "demo-synth")
+    if corpus.exists("SPEAKERS.TXT"):
+        out.write(f"corpus: {corpus.url} (already synthesised)\n")
+    else:
+        summary = synthesize_corpus(corpus.url, n_utterances=utterances, seed=DEMO_SEED, storage_options=lake.loc.storage_options or None)
+        splits = ", ".join(f"{k} {v}" for k, v in sorted(summary.splits.items()))
+        out.write(
+            f"corpus: {summary.n_utterances} synthetic utterances, {summary.audio_seconds / 60:.1f} min "
+            f"({splits}; held-out accent {summary.holdout_accent}) in {corpus.url}\n"
+        )
+    result = ingest(lake.url, corpus.url, "demo", run_id=DEMO_RUN, storage_options=lake.loc.storage_options, progress=progress)
+    from neurolake.ingest.report import format_summary
+
+    out.write(format_summary(result) + "\n\n")
+    out.write(format_runs_table(lake.run_infos()) + "\n\n")
+    with QueryEngine(lake) as q:
+        overall = q.arrow(
+            "SELECT count(*) AS utterances, round(sum(duration_s) / 3600, 3) AS hours, sum(n_frames) AS frames, "
+            "round(sum(n_word_errors) / sum(n_reference_words), 3) AS wer, round(avg(cer), 3) AS mean_cer "
+            "FROM utterances WHERE run_id = ?", [DEMO_RUN],
+        ).to_pylist()[0]
+        layers = q.arrow("SELECT layer, units FROM layers WHERE run_id = ? ORDER BY layer", [DEMO_RUN]).to_pylist()
+        by_split = q.arrow(
+            "SELECT regexp_extract(audio_uri, 'demo-synth/([^/]+)/', 1) AS split, count(*) AS utterances, "
+            "round(sum(n_word_errors) / sum(n_reference_words), 3) AS wer, round(avg(cer), 3) AS cer "
+            "FROM utterances WHERE run_id = ? GROUP BY split ORDER BY split", [DEMO_RUN],
+        ).to_pylist()
+        worst = q.arrow(
+            "SELECT utterance_id, round(wer, 2) AS wer, reference, hypothesis FROM utterances "
+            "WHERE run_id = ? ORDER BY wer DESC, utterance_id LIMIT 5", [DEMO_RUN],
+        ).to_pylist()
+        n_errors = q.arrow("SELECT count(*) AS n FROM errors WHERE run_id = ?", [DEMO_RUN]).column("n")[0].as_py()
+        err_frames = q.arrow("SELECT count(*) FILTER (WHERE word_error) AS e, count(*) AS n FROM frames WHERE run_id = ?", [DEMO_RUN]).to_pylist()[0]
+    layer_list = ", ".join(f"{row['layer']}[{row['units']}]" for row in layers)
+    out.write(
+        f"run {DEMO_RUN}: {overall['utterances']} utterances, {overall['hours']} h, {overall['frames']:,} frames, "
+        f"{len(layers)} layers ({layer_list})\n"
+        f"overall WER {overall['wer']}, mean CER {overall['mean_cer']}; {err_frames['e']:,} of {err_frames['n']:,} frames "
+        f"inside misrecognised words; {n_errors} input errors\n\n"
+    )
+    out.write(format_table(("split", "utterances", "WER", "CER"), [(r["split"], r["utterances"], r["wer"], r["cer"]) for r in by_split]) + "\n\n")
+    out.write("worst utterances:\n")
+    out.write(format_table(("utterance", "WER", "reference", "hypothesis"), [(w["utterance_id"], w["wer"], w["reference"], w["hypothesis"]) for w in worst]) + "\n")
+    out.write(
+        "\nnext: neurolake sql \"SELECT phoneme, avg(word_error::INT) AS err FROM frames GROUP BY phoneme ORDER BY err DESC\" "
+        f"--lake {lake.url}\n"
+    )
     return lake

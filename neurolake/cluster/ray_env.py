@@ -27,5 +27,6 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
+                logging_level=logging.ERROR,
             )
     return ray.cluster_resources()

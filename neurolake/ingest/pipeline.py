@@ -54,6 +54,29 @@ def default_run_id(corpus_spec: str, model_spec: str) -> str:
     return f"{model}-{corpus}"[:120]
 
 
+def default_layers(adapter) -> list:
+    """What to capture when no ``--layers`` is given: the model's blocks, not every sub-module.
+
+    The longest run of numbered sibling modules when there is one of three or more (the
+    transformer layers of wav2vec2, the convolutions of Wav2Letter), else the capturable
+    top-level modules (``frontend, conv1..conv7, head`` of the demo model). Dropout and
+    activation-only modules are left out: they repeat their neighbour's values.
+    """
+    layers = adapter.capturable_layers()
+    modules = dict(adapter.module.named_modules())
+    skip = ("Dropout", "ReLU", "GELU", "Tanh", "Identity")
+    layers = [layer for layer in layers if not type(modules.get(layer.name)).__name__.startswith(skip)]
+    runs: dict[str, list] = {}
+    for layer in layers:
+        parent, _, last = layer.name.rpartition(".")
+        if parent and last.isdigit():
+            runs.setdefault(parent, []).append(layer)
+    longest = max(runs.values(), key=len, default=[])
+    if len(longest) >= 3:
+        return longest
+    return [layer for layer in layers if "." not in layer.name] or layers
+
+
 def plan_ingest(
     corpus: str,
     model: str,
@@ -63,7 +86,7 @@ def plan_ingest(
 ) -> tuple[Any, PlannedCorpus]:
     """The adapter and the plan (headers only), for ``--dry-run`` and for :func:`ingest`."""
     adapter = load_model(model)
-    chosen = adapter.select_layers(layers) if layers else adapter.capturable_layers()
+    chosen = adapter.select_layers(layers) if layers else default_layers(adapter)
     specs = [LayerSpec(layer.name, layer.units, module=layer.module_path) for layer in chosen]
     return adapter, plan_corpus(corpus, adapter, specs, storage_options=storage_options, unit_rows=unit_rows)
 
