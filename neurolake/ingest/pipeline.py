@@ -149,7 +149,8 @@ def ingest(
     cpus = int(resources.get("CPU", 1))
     gpus = int(resources.get("GPU", 0))
     n_actors = actors or (gpus if gpus else max(1, cpus // 2))
-    threads = max(1, cpus // n_actors - (1 if cpus > n_actors else 0)) if not gpus else 1
+    # On CPU the models get every core: decoding and writing are a small share of the work.
+    threads = max(1, cpus // n_actors) if not gpus else 1
     # SPREAD: one model per node first, so a cluster's nodes all work from the start.
     options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
     options["scheduling_strategy"] = "SPREAD"
