@@ -83,7 +83,7 @@ class TrainingSettings:
     """
 
     minutes: float = 25.0
-    batch_seconds: float = 120.0
+    batch_seconds: float = 30.0
     peak_lr: float = 3e-3
     weight_decay: float = 1e-2
     warmup_fraction: float = 0.15
@@ -353,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     result["utterances"], result["seconds"])
     training = {
         "settings": dataclasses.asdict(settings),
-        "corpus": {"source": corpus.source, "train_utterances": len(splits[TRAIN_SPLIT]),
+        # Sizes only: the corpus path is a detail of the machine that trained.
+        "corpus": {"train_utterances": len(splits[TRAIN_SPLIT]),
                    "train_seconds": round(sum(len(e.waveform) for e in splits[TRAIN_SPLIT]) / SAMPLE_RATE, 1)},
         "threads": args.threads,
         **summary,

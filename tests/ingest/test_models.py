@@ -110,7 +110,9 @@ def _on_grid(layer: torch.Tensor, pool: int, frames: int) -> torch.Tensor:
 
 
 def _assert_close(actual: torch.Tensor, expected: torch.Tensor) -> None:
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+    # Float32 rounding differs between batch shapes; scale the absolute slack to the layer's range.
+    scale = max(1.0, float(expected.detach().abs().max())) if expected.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5 * scale)
 
 
 # ------------------------------------------------------------------ frame counts
@@ -261,6 +263,7 @@ def test_wav2vec2_captures_equal_the_model_internals(adapters, name):
         x = torch.nn.functional.layer_norm(waveform, waveform.shape) if adapter.normalize_waveform else waveform
         conv0 = model.feature_extractor.conv_layers[0](x[:, None], None)[0]
         features, _ = model.feature_extractor(x, None)
+        projection = model.encoder.feature_projection(features)
         transformer, _ = model.extract_features(x)
         emissions, _ = model(x)
     geometry = {layer.name: layer.units for layer in adapter.capturable_layers()}
@@ -268,7 +271,7 @@ def test_wav2vec2_captures_equal_the_model_internals(adapters, name):
     # 3200 frames/s pooled by 64 onto 50 frames/s; the layer covers every window in full.
     assert conv0.shape[2] >= 64 * frames
     _assert_close(out.captured["feature_extractor.conv_layers.0"], _on_grid(conv0.transpose(1, 2), 64, frames))
-    _assert_close(out.captured["encoder.feature_projection"], model.encoder.feature_projection(features))
+    _assert_close(out.captured["encoder.feature_projection"], projection)
     _assert_close(out.captured["encoder.transformer.layers.0"], transformer[0])
     _assert_close(out.captured["encoder.transformer.layers.1"], transformer[1])
     _assert_close(out.log_probs, torch.log_softmax(emissions, dim=-1))
