@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from neurolake.cli import build_parser, main
 from neurolake.store import Lake
 
@@ -19,7 +21,7 @@ def _leaf_verbs(parser, prefix=()):
 
 def test_every_verb_has_help(capsys):
     leaves = [" ".join(v) for v in _leaf_verbs(build_parser())]
-    assert {"demo", "runs", "verify", "corpus synth", "sql", "group create", "group list", "group show",
+    assert {"demo", "runs", "verify", "corpus synth", "models show", "ingest", "sql", "group create", "group list", "group show",
             "group export", "neurons"} <= set(leaves)
     for verb in leaves:
         try:
@@ -28,7 +30,7 @@ def test_every_verb_has_help(capsys):
             assert exc.code == 0
         out = capsys.readouterr().out
         assert out.startswith(f"usage: neurolake {verb}")
-        assert "--lake" in out or verb == "corpus synth"
+        assert "--lake" in out or verb in ("corpus synth", "models show")
 
 
 def test_corpus_synth(tmp_path, capsys):
@@ -42,12 +44,9 @@ def test_corpus_synth(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("neurolake: error: ")
 
 
-def test_demo_creates_lake_and_runs_lists_it(tmp_path, capsys):
+def test_runs_lists_runs(tmp_path, capsys):
     url = str(tmp_path / "lake")
-    assert main(["demo", "--lake", url]) == 0
-    assert f"lake: {url}" in capsys.readouterr().out
-    assert Lake.open(url).list_runs() == []
-    run = create_run(Lake.open(url))
+    run = create_run(Lake.create(url))
     write_unit(run, run.plan.units[0].unit_id)
     assert main(["runs", "--lake", url, "--format", "json"]) == 0
     (info,) = json.loads(capsys.readouterr().out)
@@ -57,6 +56,29 @@ def test_demo_creates_lake_and_runs_lists_it(tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:3] == ["run", "status", "units"]
     assert f"1/{len(run.plan.units)}" in table
+
+
+@pytest.mark.slow
+def test_demo_end_to_end(tmp_path, capsys):
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    url = str(tmp_path / "lake")
+    assert main(["demo", "--lake", url, "--utterances", "30"]) == 0
+    out = capsys.readouterr().out
+    run = Lake.open(url).run("demo")
+    info = run.info()
+    assert info.status == "complete" and info.n_utterances == 30
+    utts = run.read_table("utterances")
+    assert utts.num_rows == 30 and run.read_table("errors").num_rows == 0
+    assert "worst utterances:" in out and "overall WER" in out and "test-holdout" in out
+    worst = max(utts.column("wer").to_pylist())
+    assert f"{round(worst, 2)}" in out
+    # a second demo reuses the corpus and the committed units
+    assert main(["demo", "--lake", url, "--utterances", "30"]) == 0
+    assert "already synthesised" in capsys.readouterr().out
+    ray.shutdown()
 
 
 def test_verify_reports_problems(tmp_path, capsys, monkeypatch):
