@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from neurolake.errors import InputError, SpecError
+from neurolake.schemas import SCHEMAS
 from neurolake.ingest.ctc import forced_align, greedy_decode
 from neurolake.ingest.phonemes import (
     ARPABET,
@@ -45,23 +46,7 @@ __all__ = [
 WORD_BOUNDARY_TOKENS = (" ", "|")
 
 #: Arrow types of the per-frame columns, in the order of DESIGN §5 (without ``run_id``).
-FRAME_SCHEMA = pa.schema(
-    [
-        ("frame_id", pa.int64()),
-        ("utterance_id", pa.string()),
-        ("frame_index", pa.int32()),
-        ("start_s", pa.float64()),
-        ("end_s", pa.float64()),
-        ("ref_token", pa.string()),
-        ("pred_token", pa.string()),
-        ("pred_prob", pa.float32()),
-        ("phoneme", pa.string()),
-        ("word", pa.string()),
-        ("word_index", pa.int32()),
-        ("word_error", pa.bool_()),
-        ("token_error", pa.bool_()),
-    ]
-)
+FRAME_SCHEMA = pa.schema([f for f in SCHEMAS["frames"] if f.name != "run_id"])
 
 #: Arrow types of the per-utterance columns this module computes (corpus columns such as
 #: speaker and audio URI come from the corpus record).

@@ -1,0 +1,58 @@
+"""Arrow schemas of the lake's tables (DESIGN §5): the contract between ingest, store and query.
+
+Only pyarrow here, so that label kernels can produce rows of the right types without
+importing the store.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+TABLE_NAMES = ("utterances", "frames", "errors")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "utterances": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("utterance_id", pa.string()),
+            ("speaker_id", pa.string()),
+            ("chapter_id", pa.string()),
+            ("audio_uri", pa.string()),
+            ("duration_s", pa.float64()),
+            ("n_frames", pa.int64()),
+            ("first_frame_id", pa.int64()),
+            ("reference", pa.string()),
+            ("hypothesis", pa.string()),
+            ("wer", pa.float64()),
+            ("cer", pa.float64()),
+            ("n_word_errors", pa.int32()),
+        ]
+    ),
+    "frames": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("frame_id", pa.int64()),
+            ("utterance_id", pa.string()),
+            ("frame_index", pa.int32()),
+            ("start_s", pa.float64()),
+            ("end_s", pa.float64()),
+            ("ref_token", pa.string()),
+            ("pred_token", pa.string()),
+            ("pred_prob", pa.float32()),
+            ("phoneme", pa.string()),
+            ("word", pa.string()),
+            ("word_index", pa.int32()),
+            ("word_error", pa.bool_()),
+            ("token_error", pa.bool_()),
+        ]
+    ),
+    "errors": pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("utterance_id", pa.string()),
+            ("audio_uri", pa.string()),
+            ("stage", pa.string()),
+            ("message", pa.string()),
+        ]
+    ),
+}
