@@ -64,3 +64,54 @@ def lake_target(request, tmp_path):
     else:
         bucket, options = request.getfixturevalue("s3_bucket")
         yield f"s3://{bucket}/lake", options
+
+
+@pytest.fixture(scope="session")
+def s3_auth_server(tmp_path_factory):
+    """A moto S3 server (own process, 127.0.0.1) that checks credentials.
+
+    Yields ``(endpoint, bucket, good_storage_options)``: a user allowed ``s3:*`` and a
+    bucket made with its keys; any other key is refused.
+    """
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import boto3
+
+    port = _free_port()
+    # The first three requests (create the user, its key and its policy) need no signature.
+    env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+            break
+        except OSError:
+            if time.time() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+    iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+    iam.create_user(UserName="researcher")
+    key = iam.create_access_key(UserName="researcher")["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
+    iam.put_user_policy(UserName="researcher", PolicyName="s3", PolicyDocument=json.dumps(policy))
+    good = {
+        "key": key["AccessKeyId"],
+        "secret": key["SecretAccessKey"],
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=good["key"], aws_secret_access_key=good["secret"],
+                 region_name="us-east-1").create_bucket(Bucket="private")
+    yield endpoint, "private", good
+    proc.kill()
+    proc.wait()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Mapping, Sequence
 
-from neurolake.errors import CorruptFileError, LakeVersionError, NotALakeError
+from neurolake.errors import CorruptFileError, LakeError, LakeVersionError, NotALakeError
 from neurolake.store.cube import DEFAULT_ZSTD_LEVEL, LayerSpec
 from neurolake.store.location import Location
 from neurolake.store.plan import Plan
@@ -15,6 +15,19 @@ log = logging.getLogger(__name__)
 
 FORMAT = "neurolake"
 VERSION = 1
+
+
+def _readable_header(loc: Location) -> bool:
+    """Whether ``lake.json`` exists; access problems become one clear :class:`LakeError`."""
+    try:
+        return loc.exists("lake.json")
+    except PermissionError as exc:
+        raise LakeError(
+            f"access to {loc.url} was refused ({exc}); check the credentials "
+            "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, a profile, or storage_options)"
+        ) from exc
+    except OSError as exc:
+        raise LakeError(f"cannot reach {loc.url} ({exc}); check the URL and the endpoint") from exc
 
 
 class Lake:
@@ -38,7 +51,7 @@ class Lake:
         into a lake: that is :class:`NotALakeError`, as is a missing location without ``create``.
         """
         loc = Location.from_url(url, dict(storage_options or {}))
-        if loc.exists("lake.json"):
+        if _readable_header(loc):
             cls._check_header(loc)
             return cls(loc)
         if not create:
@@ -52,7 +65,7 @@ class Lake:
     def create(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> "Lake":
         """Create a lake at ``url`` (or open the one already there)."""
         loc = Location.from_url(url, dict(storage_options or {}))
-        if loc.exists("lake.json"):
+        if _readable_header(loc):
             cls._check_header(loc)
             return cls(loc)
         if loc.list_names():

@@ -101,3 +101,24 @@ def test_s3_through_fsspec_fallback(s3_bucket):
         n = q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py()
     assert n == run.plan.units[0].rows_used
 
+
+
+def test_s3_wrong_credentials_is_one_clear_error(s3_auth_server, monkeypatch, capsys):
+    from neurolake.cli import main
+    from neurolake.errors import LakeError
+
+    endpoint, bucket, good = s3_auth_server
+    lake = Lake.create(f"s3://{bucket}/lake", good)
+    run = create_run(lake)
+    write_unit(run, run.plan.units[0].unit_id)
+    with QueryEngine(Lake.open(f"s3://{bucket}/lake", good)) as q:
+        assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == run.plan.units[0].rows_used
+    bad = dict(good, key="AKIAWRONGWRONGWRONG", secret="wrong")
+    with pytest.raises(LakeError, match=f"access to s3://{bucket}/lake was refused.*check the credentials"):
+        Lake.open(f"s3://{bucket}/lake", bad)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    assert main(["sql", "SELECT 1", "--lake", f"s3://{bucket}/lake"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was refused" in err
