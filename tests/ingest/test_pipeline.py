@@ -62,6 +62,21 @@ def test_ingest_resume_and_conflicts(ray_session, corpus, tmp_path):
         row = utts.filter(utts.column("utterance_id").to_numpy(zero_copy_only=False) == p.utterance_id).to_pylist()[0]
         assert (row["first_frame_id"], row["n_frames"]) == (p.first_row, p.n_frames)
     assert run.verify() == []
+
+    # The query side on an ingested run: SQL, a group, its activations.
+    from neurolake.query.engine import QueryEngine
+    from neurolake.query.gather import gather_activations
+    from neurolake.query.groups import create_group
+
+    lake = Lake.open(str(lake_dir))
+    with QueryEngine(lake) as q:
+        n_err = q.arrow("SELECT count(*) AS n FROM frames WHERE run_id = 'r' AND word_error").column("n")[0].as_py()
+    err_ids = frames.filter(frames.column("word_error")).column("frame_id").to_numpy()
+    assert n_err == err_ids.size > 0
+    group = create_group(lake, "r-errors", "r", "word_error")
+    np.testing.assert_array_equal(group.frame_ids(), err_ids)
+    got = gather_activations(lake, ["conv2"], group="r-errors")
+    np.testing.assert_array_equal(got.layers["conv2"], run.read_rows("conv2", err_ids))
     before = _run_files(lake_dir, "r")
 
     # Resume: nothing to do; a lost unit is redone byte for byte.

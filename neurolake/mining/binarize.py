@@ -1,0 +1,90 @@
+"""Binarisation: activations ``[frames, units]`` to active/inactive items.
+
+Stateless kernels (numpy only). A spec is a small dict so it can key derived data:
+
+- ``{"method": "quantile", "q": 0.9}``: active where the value exceeds the unit's q-quantile
+  over a reference population (the run's ``neurons`` statistics: q in 0.5, 0.9, 0.99);
+- ``{"method": "topk", "k": 10}``: the k largest units of each frame (ties broken by unit index);
+- ``{"method": "zscore", "z": 2.0}``: active where ``(value - mean) / std > z`` (the unit's
+  mean and std from the statistics);
+- ``{"method": "absolute", "threshold": 0.0}``: active where ``value > threshold``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from neurolake.errors import SpecError
+
+QUANTILE_COLUMNS = {0.5: "q50", 0.9: "q90", 0.99: "q99"}
+METHODS = ("quantile", "topk", "zscore", "absolute")
+
+
+def normalise_spec(spec: Mapping[str, Any]) -> dict:
+    """Check a binarisation spec and return it with defaults filled in."""
+    method = spec.get("method")
+    if method not in METHODS:
+        raise SpecError(f"binarisation method {method!r} unknown; use one of {', '.join(METHODS)}")
+    if method == "quantile":
+        q = float(spec.get("q", 0.9))
+        if q not in QUANTILE_COLUMNS:
+            raise SpecError(f"quantile binarisation takes q in {sorted(QUANTILE_COLUMNS)} (the neurons statistics), got {q}")
+        return {"method": method, "q": q}
+    if method == "topk":
+        k = int(spec.get("k", 10))
+        if k < 1:
+            raise SpecError(f"top-k binarisation needs k >= 1, got {k}")
+        return {"method": method, "k": k}
+    if method == "zscore":
+        return {"method": method, "z": float(spec.get("z", 2.0))}
+    return {"method": method, "threshold": float(spec.get("threshold", 0.0))}
+
+
+def parse_spec(text: str) -> dict:
+    """``"quantile:0.9"``, ``"topk:10"``, ``"zscore:2"``, ``"absolute:0"`` -> a spec dict."""
+    method, _, value = text.partition(":")
+    key = {"quantile": "q", "topk": "k", "zscore": "z", "absolute": "threshold"}.get(method)
+    if key is None:
+        raise SpecError(f"binarisation {text!r}: write METHOD:VALUE with METHOD one of {', '.join(METHODS)}")
+    try:
+        spec = {"method": method, key: float(value)} if value else {"method": method}
+    except ValueError as exc:
+        raise SpecError(f"binarisation {text!r}: {value!r} is not a number") from exc
+    return normalise_spec(spec)
+
+
+def binarize(
+    x: np.ndarray,
+    spec: Mapping[str, Any],
+    *,
+    mean: np.ndarray | None = None,
+    std: np.ndarray | None = None,
+    thresholds: np.ndarray | None = None,
+) -> np.ndarray:
+    """Active items of ``x`` ``[frames, units]`` under ``spec``; returns ``[frames, units]`` bool.
+
+    ``thresholds`` (``[units]``, the chosen quantile) is needed by ``quantile``, ``mean`` and
+    ``std`` (``[units]``) by ``zscore``.
+    """
+    spec = normalise_spec(spec)
+    x = np.asarray(x, dtype=np.float32)
+    method = spec["method"]
+    if method == "absolute":
+        return x > spec["threshold"]
+    if method == "quantile":
+        if thresholds is None:
+            raise SpecError("quantile binarisation needs the neurons statistics of the layer")
+        return x > np.asarray(thresholds, dtype=np.float32)[None, :]
+    if method == "zscore":
+        if mean is None or std is None:
+            raise SpecError("z-score binarisation needs the neurons statistics of the layer")
+        safe = np.where(np.asarray(std) > 0, std, np.inf).astype(np.float32)
+        return (x - np.asarray(mean, dtype=np.float32)[None, :]) / safe[None, :] > spec["z"]
+    k = min(spec["k"], x.shape[1])
+    # stable argsort of -x: equal values keep unit order, so ties go to the lower unit index
+    top = np.argsort(-x, axis=1, kind="stable")[:, :k]
+    out = np.zeros(x.shape, dtype=bool)
+    np.put_along_axis(out, top, True, axis=1)
+    return out
