@@ -83,6 +83,28 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mine(args: argparse.Namespace) -> int:
+    from neurolake.mining.mine import mine
+    from neurolake.mining.report import format_mining
+    from neurolake.store import Lake
+
+    lake = Lake.open(_lake_url(args))
+    if args.run:
+        from neurolake.query.groups import get_group
+
+        for name in (args.target, args.background):
+            if get_group(lake, name).run_id != args.run:
+                from neurolake.errors import GroupError
+
+                raise GroupError(f"group {name!r} does not belong to run {args.run!r}")
+    result = mine(
+        lake, args.target, args.background, layers=_split(args.layers), binarization=args.binarize,
+        algo=args.algo, min_support=args.min_support, max_size=args.max_size, workers=args.workers,
+    )
+    print(format_mining(result, top=args.top))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
@@ -292,6 +314,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, metavar="ID")
     p.add_argument("--layers", metavar="L1,L2", help="comma-separated layer names (default: all)")
     p.set_defaults(func=cmd_neurons)
+
+    p = sub.add_parser("mine", help="find groups of neurons active together in a target group and not in a background")
+    _add_lake_arg(p)
+    p.add_argument("--run", metavar="ID", help="the run (checked against the groups' run)")
+    p.add_argument("--target", required=True, metavar="GROUP")
+    p.add_argument("--background", required=True, metavar="GROUP")
+    p.add_argument("--layers", metavar="L1,L2", help="layers whose units are the items (default: all)")
+    p.add_argument("--algo", choices=["lcm", "diffnorm"], default="lcm")
+    p.add_argument("--binarize", default="quantile:0.9", metavar="SPEC",
+                   help="quantile:Q (Q in 0.5, 0.9, 0.99), topk:K, zscore:Z or absolute:T (default quantile:0.9)")
+    p.add_argument("--min-support", type=float, default=0.1, metavar="F", help="fraction of the target frames (default 0.1)")
+    p.add_argument("--max-size", type=int, default=4, metavar="N", help="largest pattern reported (default 4)")
+    p.add_argument("--workers", type=int, metavar="N", help="mine LCM's search space on N Ray workers")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="patterns to print (default 10)")
+    p.set_defaults(func=cmd_mine)
 
     p = sub.add_parser(
         "verify", help="check committed units against their checksums and report missing data"
