@@ -1,0 +1,1094 @@
+"""Compiled kernels of the LCM closed itemset miner (see :mod:`neurolake.mining.lcm`).
+
+Everything here works on *internal* item ids ``0 .. n_items - 1`` (frequent items of the
+whole database, renumbered by increasing support) and on weighted transaction databases in
+CSR form:
+
+- ``ptr``   ``[n + 1] int64``  start of each transaction in ``items``
+- ``items`` ``[nnz] int32``     internal item ids, strictly increasing within a transaction
+- ``w``     ``[n] int64``       weight of each transaction (number of merged input rows)
+
+Nodes whose rows all have unit weight (the root of a database before merging, and its
+descendants while they stay unmerged) can instead be mined from a vertical bit matrix
+``[items, ceil(rows / 64)] uint64``: the supports of all item pairs come from popcounts, so
+every child's closure and prefix-preservation test is read off one row of the pair-count
+matrix, and the children's rows are extracted word by word. A cost model picks the form.
+
+A node of the enumeration tree is a closed itemset ``P`` with its *core* item (the item whose
+addition created it; -1 at the root) and its conditional database: the transactions that
+contain ``P``, with the items of ``P`` and the items that are infrequent among them removed,
+and identical transactions merged. Items below the core ("prefix" items) are only needed
+for the prefix-preservation test, so two transactions are merged when their items above the
+core agree, and the merged transaction keeps the intersection of their prefix items: an item
+is in every occurrence of a future extension exactly when it is in every merged transaction
+of it, which is all the test needs.
+
+The depth-first search is iterative: each level's database and occurrence lists live in
+stack-like arenas (``iarena`` for item ids and transaction indices, ``larena`` for offsets,
+weights and pair counts, ``barena`` for bit matrices) that grow by doubling and are popped
+when a subtree is done, so memory stays proportional to the databases on the current path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+# Odd 64-bit multiplier for the suffix hash (Knuth's MMIX LCG constant); int64 arithmetic
+# wraps in compiled code, which is what a multiplicative hash wants.
+_HASH_MULT = 6364136223846793005
+
+# When a unit-weight node is mined from a bit matrix: never, when the cost model says so,
+# or always (to test the bit path on its own).
+BITS_NEVER = 0
+BITS_AUTO = 1
+BITS_ALWAYS = 2
+# Cost of one popcount word operation relative to one item visit of a row scan: about
+# 0.2 ns against 2-4 ns measured on binarised activations; kept on the safe side because
+# building the children from bits also costs words per kept item.
+BIT_WORD_COST = 0.25
+# Largest bit matrix or pair-count matrix (in 8-byte words) built for one node.
+MAX_DENSE_WORDS = 1 << 27
+# Fewest rows for which the cost model may choose bits. A node's children are built from
+# bits at about the cost of their unmerged rows, while small row sets merge into few
+# distinct weighted rows (chess, mushroom); large ones over many items rarely merge.
+MIN_DENSE_ROWS = 4096
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """Number of set bits of a uint64 (one instruction where the CPU has one)."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@intrinsic
+def _lowest_bit(typingctx, x):
+    """Index of the lowest set bit of a non-zero uint64."""
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return sig, codegen
+
+
+@njit(cache=True)
+def _grow_i32(a, need):
+    """Return ``a`` or a copy at least ``need`` long (doubling), preserving its contents."""
+    if need <= a.shape[0]:
+        return a
+    size = a.shape[0] * 2
+    if size < need:
+        size = need
+    b = np.empty(size, np.int32)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True)
+def _grow_i64(a, need):
+    """Return ``a`` or a copy at least ``need`` long (doubling), preserving its contents."""
+    if need <= a.shape[0]:
+        return a
+    size = a.shape[0] * 2
+    if size < need:
+        size = need
+    b = np.empty(size, np.int64)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True)
+def canonical_rows(indptr, indices):
+    """Sort every row of a CSR matrix and drop repeated items within a row.
+
+    Args:
+        indptr: ``[n + 1] int64`` row starts.
+        indices: ``[nnz] int64`` item ids.
+
+    Returns:
+        ``(indptr, indices)`` with strictly increasing items per row; the inputs themselves
+        when they already are.
+    """
+    n = indptr.shape[0] - 1
+    clean = True
+    for r in range(n):
+        for p in range(indptr[r] + 1, indptr[r + 1]):
+            if indices[p] <= indices[p - 1]:
+                clean = False
+                break
+        if not clean:
+            break
+    if clean:
+        return indptr, indices
+    out_ptr = np.empty(n + 1, np.int64)
+    out = np.empty(indices.shape[0], np.int64)
+    pos = 0
+    out_ptr[0] = 0
+    for r in range(n):
+        row = np.sort(indices[indptr[r] : indptr[r + 1]])
+        for x in range(row.shape[0]):
+            if x == 0 or row[x] != row[x - 1]:
+                out[pos] = row[x]
+                pos += 1
+        out_ptr[r + 1] = pos
+    return out_ptr, out[:pos]
+
+
+@njit(cache=True)
+def dense_to_csr(matrix):
+    """CSR rows of the non-zero entries of a 2-D array ``[rows, items]``.
+
+    Returns:
+        ``(indptr [rows + 1] int64, indices [nnz] int64)``, items increasing in each row.
+    """
+    n, m = matrix.shape
+    indptr = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        c = 0
+        for k in range(m):
+            if matrix[r, k]:
+                c += 1
+        indptr[r + 1] = indptr[r] + c
+    indices = np.empty(indptr[n], np.int64)
+    for r in range(n):
+        pos = indptr[r]
+        for k in range(m):
+            if matrix[r, k]:
+                indices[pos] = k
+                pos += 1
+    return indptr, indices
+
+
+@njit(cache=True)
+def project_rows(indptr, indices, remap, n_items):
+    """Map items to internal ids, drop unmapped items and empty rows, sort every row.
+
+    Sorting is a double transpose (bucket by item, then refill rows item by item), which
+    costs ``O(nnz + n_items)`` instead of a comparison sort per row.
+
+    Args:
+        indptr: ``[n + 1] int64`` row starts of the input rows (no repeated item in a row).
+        indices: ``[nnz] int64`` original item ids.
+        remap: ``[max_item + 1] int64`` internal id of each original item, -1 to drop it.
+        n_items: number of internal ids.
+
+    Returns:
+        ``(ptr, items, w)``: the non-empty projected rows as a database with unit weights.
+    """
+    n = indptr.shape[0] - 1
+    col_count = np.zeros(n_items + 1, np.int64)
+    row_len = np.zeros(n, np.int64)
+    for r in range(n):
+        for p in range(indptr[r], indptr[r + 1]):
+            k = remap[indices[p]]
+            if k >= 0:
+                col_count[k + 1] += 1
+                row_len[r] += 1
+    for k in range(n_items):
+        col_count[k + 1] += col_count[k]
+    nnz = col_count[n_items]
+    col_rows = np.empty(nnz, np.int64)
+    cursor = col_count[:n_items].copy()
+    for r in range(n):
+        for p in range(indptr[r], indptr[r + 1]):
+            k = remap[indices[p]]
+            if k >= 0:
+                col_rows[cursor[k]] = r
+                cursor[k] += 1
+    # Rows left empty are dropped: they contain no frequent item and support only the
+    # empty itemset, which the caller accounts for from the row count.
+    row_new = np.full(n, -1, np.int64)
+    n_out = 0
+    ptr = np.empty(n + 1, np.int64)
+    ptr[0] = 0
+    for r in range(n):
+        if row_len[r] > 0:
+            row_new[r] = n_out
+            ptr[n_out + 1] = ptr[n_out] + row_len[r]
+            n_out += 1
+    fill = ptr[:n_out].copy()
+    items = np.empty(nnz, np.int32)
+    for k in range(n_items):
+        for p in range(col_count[k], col_count[k + 1]):
+            r = row_new[col_rows[p]]
+            items[fill[r]] = k
+            fill[r] += 1
+    return ptr[: n_out + 1].copy(), items, np.ones(n_out, np.int64)
+
+
+@njit(cache=True)
+def _grow_u64(a, need):
+    """Return ``a`` or a copy at least ``need`` long (doubling), preserving its contents."""
+    if need <= a.shape[0]:
+        return a
+    size = a.shape[0] * 2
+    if size < need:
+        size = need
+    b = np.empty(size, np.uint64)
+    b[: a.shape[0]] = a
+    return b
+
+
+@njit(cache=True)
+def _prefer_bits(m, n_rows, sumsq, bits_mode):
+    """Whether a unit-weight node of ``n_rows`` rows over ``m`` items is mined from bits.
+
+    Counting its children from the rows visits about ``sumsq = sum(row_length ** 2)``
+    items; from a bit matrix it costs ``m ** 2 / 2`` popcounts of ``n_rows / 64`` words,
+    which wins on dense data such as binarised activations.
+    """
+    if bits_mode == BITS_NEVER or m == 0:
+        return False
+    words = (n_rows + 63) // 64
+    if m * words > MAX_DENSE_WORDS or m * m > MAX_DENSE_WORDS:
+        return False
+    if bits_mode == BITS_ALWAYS:
+        return True
+    return n_rows >= MIN_DENSE_ROWS and BIT_WORD_COST * m * m * words / 2.0 < sumsq
+
+
+@njit(cache=True)
+def _pair_counts_into(bits, pairs):
+    """Co-occurrence counts of all item pairs of a vertical bit matrix.
+
+    Words are processed in blocks small enough that a block of every item stays in cache
+    while all pairs are counted over it.
+
+    Args:
+        bits: ``[m, words] uint64``, bit ``t`` of row ``i``: row ``t`` contains item ``i``.
+        pairs: ``[m, m] int64`` zeros; receives the symmetric counts, supports on the
+            diagonal.
+    """
+    m, n_words = bits.shape
+    block = 256
+    for w0 in range(0, n_words, block):
+        w1 = min(w0 + block, n_words)
+        for a in range(m):
+            # Contiguous 1-D views let the popcount loop compile to vector instructions.
+            row_a = bits[a, w0:w1]
+            for b in range(a, m):
+                row_b = bits[b, w0:w1]
+                acc = np.uint64(0)
+                for w in range(w1 - w0):
+                    acc += _popcount(row_a[w] & row_b[w])
+                pairs[a, b] += np.int64(acc)
+    for a in range(m):
+        for b in range(a + 1, m):
+            pairs[b, a] = pairs[a, b]
+
+
+@njit(cache=True)
+def _occurrence_ranks(bits, a, rank):
+    """Occurrences of local item ``a``: ``rank[w]`` = set bits of ``bits[a]`` before word
+    ``w``; returns their number."""
+    nocc = 0
+    for w in range(bits.shape[1]):
+        rank[w] = nocc
+        nocc += np.int64(_popcount(bits[a, w]))
+    return nocc
+
+
+@njit(cache=True)
+def _child_row_lengths(bits, a, keep, n_keep, rank, nocc, s_len, s_plen):
+    """Length of every occurrence row of local item ``a`` restricted to the kept local
+    items (``s_plen``: those below ``a``); returns the sum of squared lengths."""
+    one = np.uint64(1)
+    for r in range(nocc):
+        s_len[r] = 0
+        s_plen[r] = 0
+    for x in range(n_keep):
+        i = keep[x]
+        for w in range(bits.shape[1]):
+            occ = bits[a, w]
+            hit = occ & bits[i, w]
+            while hit:
+                r = rank[w] + np.int64(_popcount(occ & ((one << _lowest_bit(hit)) - one)))
+                s_len[r] += 1
+                if i < a:
+                    s_plen[r] += 1
+                hit &= hit - one
+    sumsq = 0
+    for r in range(nocc):
+        sumsq += s_len[r] * s_len[r]
+    return sumsq
+
+
+@njit(cache=True)
+def _fill_child_rows(iarena, itop, bits, a, keep, n_keep, loc_items, rank, nocc, s_start,
+                     s_len, s_w, cursor):
+    """Write the occurrence rows of local item ``a`` (lengths from
+    :func:`_child_row_lengths`) at ``iarena[itop:]`` in internal ids, unit weights."""
+    one = np.uint64(1)
+    total = itop
+    for r in range(nocc):
+        s_start[r] = total
+        cursor[r] = total
+        s_w[r] = 1
+        total += s_len[r]
+    for x in range(n_keep):
+        i = keep[x]
+        k = loc_items[i]
+        for w in range(bits.shape[1]):
+            occ = bits[a, w]
+            hit = occ & bits[i, w]
+            while hit:
+                r = rank[w] + np.int64(_popcount(occ & ((one << _lowest_bit(hit)) - one)))
+                iarena[cursor[r]] = k
+                cursor[r] += 1
+                hit &= hit - one
+    return total
+
+
+@njit(cache=True)
+def _root_child_rows(iarena, itop, ptr0, items0, bits, a, cnt, minsup, supp, j, s_start,
+                     s_len, s_plen, s_w):
+    """Occurrence rows of local item ``a`` of a root mined from bits, copied from the
+    root's own unit-weight rows (``ptr0``, ``items0``) and restricted to the items with
+    ``minsup <= cnt < supp``, written at ``iarena[itop:]``.
+
+    Returns:
+        ``(itop, sumsq)``: new top, sum of squared row lengths.
+    """
+    one = np.uint64(1)
+    pos = itop
+    r = 0
+    sumsq = 0
+    for w in range(bits.shape[1]):
+        hit = bits[a, w]
+        while hit:
+            t = w * 64 + np.int64(_lowest_bit(hit))
+            s_start[r] = pos
+            pl = 0
+            for p in range(ptr0[t], ptr0[t + 1]):
+                k = items0[p]
+                c = cnt[k]
+                if c >= minsup and c < supp:
+                    iarena[pos] = k
+                    pos += 1
+                    if k < j:
+                        pl += 1
+            ln = pos - s_start[r]
+            s_len[r] = ln
+            s_plen[r] = pl
+            s_w[r] = 1
+            sumsq += ln * ln
+            r += 1
+            hit &= hit - one
+    return pos, sumsq
+
+
+@njit(cache=True)
+def _fill_child_bits(bits, a, keep, n_keep, rank, child):
+    """Bit matrix of the occurrences of local item ``a``: bit ``r`` of ``child[x]`` is set
+    when occurrence ``r`` contains local item ``keep[x]`` (``child`` zeroed)."""
+    one = np.uint64(1)
+    for x in range(n_keep):
+        i = keep[x]
+        for w in range(bits.shape[1]):
+            occ = bits[a, w]
+            hit = occ & bits[i, w]
+            while hit:
+                r = rank[w] + np.int64(_popcount(occ & ((one << _lowest_bit(hit)) - one)))
+                child[x, r >> 6] |= one << np.uint64(r & 63)
+                hit &= hit - one
+
+
+@njit(cache=True)
+def _reduce(iarena, larena, ibase, ltop, n, split, s_start, s_len, s_plen, s_w, s_hash,
+            s_rep, table):
+    """Merge and compact the ``n`` temporary transactions described by ``s_*``.
+
+    Transaction ``t`` has ``s_len[t]`` items at ``iarena[s_start[t]:]`` (increasing, the
+    first ``s_plen[t]`` of them below ``split``) and weight ``s_w[t]``; they were written
+    consecutively from ``ibase``. Transactions with no item above ``split`` are dropped
+    (no extension can occur in them); those with equal items above ``split`` are merged,
+    adding weights and intersecting the prefix items.
+
+    The result is written in place: items compacted from ``ibase``, ``ptr`` (absolute
+    offsets into ``iarena``) at ``larena[ltop : ltop + m + 1]`` and weights right after.
+    ``larena`` must have room for ``2 n + 1`` entries from ``ltop``.
+
+    Returns:
+        ``(m, itop, ltop)``: merged transaction count, new arena tops.
+    """
+    tsize = 1
+    while tsize < 2 * n:
+        tsize *= 2
+    mask = tsize - 1
+    n_rep = 0
+    for t in range(n):
+        st = s_start[t]
+        pl = s_plen[t]
+        ln = s_len[t]
+        if ln == pl:
+            s_rep[t] = -1
+            continue
+        h = np.int64(ln - pl)
+        for p in range(st + pl, st + ln):
+            h = h * _HASH_MULT + iarena[p] + 1
+        h ^= h >> 29
+        s_hash[t] = h
+        slot = h & mask
+        merged = False
+        while table[slot] != 0:
+            r = table[slot] - 1
+            if s_hash[r] == h and s_len[r] - s_plen[r] == ln - pl:
+                rs = s_start[r] + s_plen[r]
+                ts = st + pl
+                same = True
+                for y in range(ln - pl):
+                    if iarena[rs + y] != iarena[ts + y]:
+                        same = False
+                        break
+                if same:
+                    s_w[r] += s_w[t]
+                    s_rep[t] = -1
+                    # Keep only the prefix items that every merged transaction has.
+                    a = s_start[r]
+                    la = s_plen[r]
+                    i = 0
+                    x = 0
+                    out = a
+                    while i < la and x < pl:
+                        u = iarena[a + i]
+                        v = iarena[st + x]
+                        if u == v:
+                            iarena[out] = u
+                            out += 1
+                            i += 1
+                            x += 1
+                        elif u < v:
+                            i += 1
+                        else:
+                            x += 1
+                    newp = out - a
+                    if newp < la:
+                        for y in range(s_len[r] - la):
+                            iarena[out + y] = iarena[a + la + y]
+                        s_len[r] -= la - newp
+                        s_plen[r] = newp
+                    merged = True
+                    break
+            slot = (slot + 1) & mask
+        if not merged:
+            table[slot] = t + 1
+            s_rep[t] = t
+            n_rep += 1
+    for s in range(tsize):
+        table[s] = 0
+    ptr_off = ltop
+    w_off = ltop + n_rep + 1
+    wpos = ibase
+    m = 0
+    for t in range(n):
+        if s_rep[t] != t:
+            continue
+        larena[ptr_off + m] = wpos
+        larena[w_off + m] = s_w[t]
+        st = s_start[t]
+        for y in range(s_len[t]):
+            iarena[wpos + y] = iarena[st + y]
+        wpos += s_len[t]
+        m += 1
+    larena[ptr_off + m] = wpos
+    return m, wpos, ltop + 2 * m + 1
+
+
+@njit(cache=True)
+def _deliver(iarena, larena, itop, ltop, ptr_off, n, core, cands, ncand, slot, occn):
+    """Occurrence deliver: list, for every candidate item, the transactions containing it.
+
+    One pass over the items above ``core`` of the ``n`` transactions of the node at
+    ``larena[ptr_off:]`` counts the occurrences, a second fills the lists.
+
+    Returns:
+        ``(iarena, larena, itop, ltop, cand_off, bptr_off)``: candidate items at
+        ``iarena[cand_off : cand_off + ncand]``, list ``c`` at
+        ``iarena[larena[bptr_off + c] : larena[bptr_off + c + 1]]``.
+    """
+    nnz = larena[ptr_off + n] - larena[ptr_off]
+    iarena = _grow_i32(iarena, itop + ncand + nnz)
+    larena = _grow_i64(larena, ltop + ncand + 1)
+    cand_off = itop
+    for c in range(ncand):
+        iarena[cand_off + c] = cands[c]
+        slot[cands[c]] = c
+        occn[c] = 0
+    for t in range(n):
+        s = larena[ptr_off + t]
+        p = larena[ptr_off + t + 1] - 1
+        while p >= s and iarena[p] > core:
+            occn[slot[iarena[p]]] += 1
+            p -= 1
+    bptr_off = ltop
+    pos = cand_off + ncand
+    for c in range(ncand):
+        larena[bptr_off + c] = pos
+        pos += occn[c]
+        occn[c] = larena[bptr_off + c]
+    larena[bptr_off + ncand] = pos
+    for t in range(n):
+        s = larena[ptr_off + t]
+        p = larena[ptr_off + t + 1] - 1
+        while p >= s and iarena[p] > core:
+            c = slot[iarena[p]]
+            iarena[occn[c]] = t
+            occn[c] += 1
+            p -= 1
+    for c in range(ncand):
+        slot[cands[c]] = -1
+    return iarena, larena, pos, ltop + ncand + 1, cand_off, bptr_off
+
+
+@njit(cache=True)
+def _prefix_shared(iarena, larena, ptr_off, b0, b1, j, buf):
+    """Whether an item below ``j`` is in every occurrence ``iarena[b0:b1]`` of ``j``, i.e.
+    the extension by ``j`` is not prefix-preserving.
+
+    Intersects the items below ``j`` row by row and stops as soon as nothing is left, which
+    for an extension that passes usually takes a few rows; a failing one is then skipped
+    without counting its occurrences.
+    """
+    t = iarena[b0]
+    nb = 0
+    for p in range(larena[ptr_off + t], larena[ptr_off + t + 1]):
+        k = iarena[p]
+        if k >= j:
+            break
+        buf[nb] = k
+        nb += 1
+    q = b0 + 1
+    while nb > 0 and q < b1:
+        t = iarena[q]
+        p = larena[ptr_off + t]
+        e = larena[ptr_off + t + 1]
+        x = 0
+        out = 0
+        while x < nb and p < e:
+            u = buf[x]
+            v = iarena[p]
+            if v >= j:
+                break
+            if u == v:
+                buf[out] = u
+                out += 1
+                x += 1
+                p += 1
+            elif u < v:
+                x += 1
+            else:
+                p += 1
+        nb = out
+        q += 1
+    return nb > 0
+
+
+@njit(cache=True)
+def _count(iarena, larena, ptr_off, w_off, b0, b1, cnt, touched):
+    """Weighted item counts over the occurrence list ``iarena[b0:b1]`` of a candidate.
+
+    Returns:
+        ``(support, n_touched, n_item_slots)``; ``cnt[k]`` holds the support of the
+        candidate extended by ``k`` for the ``n_touched`` items listed in ``touched``.
+    """
+    supp = 0
+    ntouch = 0
+    tot = 0
+    for q in range(b0, b1):
+        t = iarena[q]
+        wt = larena[w_off + t]
+        supp += wt
+        s = larena[ptr_off + t]
+        e = larena[ptr_off + t + 1]
+        tot += e - s
+        for p in range(s, e):
+            k = iarena[p]
+            if cnt[k] == 0:
+                touched[ntouch] = k
+                ntouch += 1
+            cnt[k] += wt
+    return supp, ntouch, tot
+
+
+@njit(cache=True)
+def _close(cnt, touched, ntouch, supp, j, minsup, iset, ilen, cand_buf):
+    """Prefix-preserving closure test of the extension by ``j``.
+
+    Returns:
+        ``(n_closure, n_candidates)``: -1 closure items when an item below ``j`` is in every
+        occurrence (the closure is reached from another parent); otherwise the closure items
+        (``j`` among them) are written to ``iset[ilen:]`` and the child's extension
+        candidates (frequent, above ``j``, not in the closure) to ``cand_buf``.
+    """
+    nclo = 0
+    nc = 0
+    for x in range(ntouch):
+        k = touched[x]
+        c = cnt[k]
+        if c == supp:
+            if k < j:
+                return -1, 0
+            iset[ilen + nclo] = k
+            nclo += 1
+        elif c >= minsup and k > j:
+            cand_buf[nc] = k
+            nc += 1
+    return nclo, nc
+
+
+@njit(cache=True)
+def _build_child(iarena, larena, itop, ltop, ptr_off, w_off, b0, b1, j, supp, minsup, cnt,
+                 tot, s_start, s_len, s_plen, s_w, s_hash, s_rep, table):
+    """Write the reduced conditional database of the extension by ``j`` at the arena tops.
+
+    Keeps, of each occurrence, the items that are frequent among the occurrences and not in
+    the closure, then merges (see :func:`_reduce` with split ``j``).
+
+    Returns:
+        ``(iarena, larena, m, itop, ltop)``: ``m`` transactions, ``ptr`` at the old
+        ``ltop``, weights right after it.
+    """
+    nocc = b1 - b0
+    iarena = _grow_i32(iarena, itop + tot)
+    larena = _grow_i64(larena, ltop + 2 * nocc + 1)
+    wpos = itop
+    for x in range(nocc):
+        t = iarena[b0 + x]
+        s_start[x] = wpos
+        pl = 0
+        for p in range(larena[ptr_off + t], larena[ptr_off + t + 1]):
+            k = iarena[p]
+            c = cnt[k]
+            if c >= minsup and c < supp:
+                iarena[wpos] = k
+                wpos += 1
+                if k < j:
+                    pl += 1
+        s_len[x] = wpos - s_start[x]
+        s_plen[x] = pl
+        s_w[x] = larena[w_off + t]
+    m, itop, ltop = _reduce(iarena, larena, itop, ltop, nocc, j, s_start, s_len, s_plen, s_w,
+                            s_hash, s_rep, table)
+    return iarena, larena, m, itop, ltop
+
+
+@njit(cache=True)
+def _store_unmerged(larena, ltop, n, s_start, s_len):
+    """Record ``n`` rows written consecutively (by :func:`_fill_child_rows` or
+    :func:`_root_child_rows`) as a node database with unit weights: ``ptr`` at
+    ``larena[ltop:]``, weights after it."""
+    for t in range(n):
+        larena[ltop + t] = s_start[t]
+        larena[ltop + n + 1 + t] = 1
+    larena[ltop + n] = s_start[n - 1] + s_len[n - 1] if n > 0 else 0
+    return ltop + 2 * n + 1
+
+
+@njit(cache=True)
+def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
+                     first_level_only, bits_mode):
+    """Depth-first LCM below one node of the enumeration tree.
+
+    Args:
+        ptr0, items0, w0: conditional database of the node (see the module docstring);
+            items may include prefix items below ``core0``.
+        n_items: number of internal item ids.
+        core0: core item of the node, -1 for the root.
+        iset0: ``[size] int32`` internal items of the node's closed itemset (without the
+            items common to the whole database, which the caller adds).
+        minsup: absolute minimum support (weighted rows), >= 1.
+        max_size: largest reported itemset size counted in internal items, -1 for no limit.
+        first_level_only: report the node's children and stop there, keeping each child's
+            conditional database for the caller instead of descending into it (unmerged
+            when the child would be mined from bits, so that it still can be).
+        bits_mode: ``BITS_NEVER``, ``BITS_AUTO`` or ``BITS_ALWAYS``.
+
+    Returns:
+        ``(out_items, out_ptr, out_supp, n_out, iarena, larena, children)``: the itemsets
+        found (closed sets strictly below the node) as CSR ``out_items[out_ptr[i]:
+        out_ptr[i + 1]]`` (unsorted internal ids, ``iset0`` included) with supports; with
+        ``first_level_only``, ``children[i] = (core, ptr_off, n, items_lo, items_hi)``
+        locates itemset ``i``'s database in the arenas (``n = 0``: a leaf), else empty.
+    """
+    n0 = ptr0.shape[0] - 1
+    nnz0 = items0.shape[0]
+    nscr = n0 if n0 > 1 else 1
+    iarena = np.empty(max(1024, 2 * nnz0 + 2 * n_items), np.int32)
+    larena = np.empty(max(1024, 4 * n0 + 2 * n_items + 4), np.int64)
+    barena = np.empty(1024, np.uint64)
+    s_start = np.empty(nscr, np.int64)
+    s_len = np.empty(nscr, np.int64)
+    s_plen = np.empty(nscr, np.int64)
+    s_w = np.empty(nscr, np.int64)
+    s_hash = np.empty(nscr, np.int64)
+    s_rep = np.empty(nscr, np.int64)
+    tsize = 1
+    while tsize < 2 * nscr:
+        tsize *= 2
+    table = np.zeros(tsize, np.int64)
+    cnt = np.zeros(n_items, np.int64)
+    touched = np.empty(n_items, np.int32)
+    cand_buf = np.empty(n_items, np.int32)
+    keep = np.empty(n_items, np.int64)
+    rank = np.empty((n0 + 63) // 64 + 1, np.int64)
+    slot = np.full(n_items, -1, np.int32)
+    occn = np.empty(n_items + 1, np.int64)
+    depth_cap = n_items + 2
+    iset = np.empty(n_items + 1, np.int32)
+    f_dense = np.zeros(depth_cap, np.bool_)
+    f_ptr = np.empty(depth_cap, np.int64)
+    f_w = np.empty(depth_cap, np.int64)
+    f_len = np.empty(depth_cap, np.int64)
+    f_cand = np.empty(depth_cap, np.int64)
+    f_bptr = np.empty(depth_cap, np.int64)
+    f_ncand = np.empty(depth_cap, np.int64)
+    f_cur = np.empty(depth_cap, np.int64)
+    f_itop = np.empty(depth_cap, np.int64)
+    f_ltop = np.empty(depth_cap, np.int64)
+    f_btop = np.empty(depth_cap, np.int64)
+    f_m = np.empty(depth_cap, np.int64)
+    f_loc = np.empty(depth_cap, np.int64)
+    f_bits = np.empty(depth_cap, np.int64)
+    f_nw = np.empty(depth_cap, np.int64)
+    f_pairs = np.empty(depth_cap, np.int64)
+    out_items = np.empty(4096, np.int32)
+    out_ptr = np.zeros(1024, np.int64)
+    out_supp = np.empty(1024, np.int64)
+    n_out = 0
+    children = np.empty((1024 if first_level_only else 0, 5), np.int64)
+
+    ilen0 = iset0.shape[0]
+    for x in range(ilen0):
+        iset[x] = iset0[x]
+    f_itop[0] = 0
+    f_ltop[0] = 0
+    f_btop[0] = 0
+    f_len[0] = ilen0
+    f_cur[0] = 0
+
+    # Items present in the node, increasing: the local items of a bit matrix.
+    m0 = 0
+    for p in range(nnz0):
+        k = items0[p]
+        if cnt[k] == 0:
+            cnt[k] = 1
+            cand_buf[m0] = k
+            m0 += 1
+    for x in range(m0):
+        cnt[cand_buf[x]] = 0
+    present = np.sort(cand_buf[:m0])
+    unit = True
+    sumsq = 0
+    for t in range(n0):
+        if w0[t] != 1:
+            unit = False
+        ln = ptr0[t + 1] - ptr0[t]
+        sumsq += ln * ln
+    if unit and _prefer_bits(m0, n0, sumsq, bits_mode):
+        nw = (n0 + 63) // 64
+        iarena[:m0] = present
+        nc = 0
+        for x in range(m0):
+            slot[present[x]] = x
+            if present[x] > core0:
+                iarena[m0 + nc] = x
+                nc += 1
+        barena = _grow_u64(barena, m0 * nw)
+        bits = barena[: m0 * nw].reshape((m0, nw))
+        bits[:, :] = 0
+        for t in range(n0):
+            bit = np.uint64(1) << np.uint64(t & 63)
+            for p in range(ptr0[t], ptr0[t + 1]):
+                bits[slot[items0[p]], t >> 6] |= bit
+        for x in range(m0):
+            slot[present[x]] = -1
+        larena = _grow_i64(larena, m0 * m0)
+        pairs = larena[: m0 * m0].reshape((m0, m0))
+        pairs[:, :] = 0
+        _pair_counts_into(bits, pairs)
+        itop = m0 + nc
+        ltop = m0 * m0
+        btop = m0 * nw
+        f_dense[0] = True
+        f_loc[0] = 0
+        f_m[0] = m0
+        f_cand[0] = m0
+        f_ncand[0] = nc
+        f_bits[0] = 0
+        f_nw[0] = nw
+        f_pairs[0] = 0
+    else:
+        for t in range(n0):
+            s_start[t] = ptr0[t]
+            s_len[t] = ptr0[t + 1] - ptr0[t]
+            s_w[t] = w0[t]
+            pl = 0
+            for p in range(ptr0[t], ptr0[t + 1]):
+                if items0[p] < core0:
+                    pl += 1
+            s_plen[t] = pl
+        for p in range(nnz0):
+            iarena[p] = items0[p]
+        m, itop, ltop = _reduce(iarena, larena, 0, 0, n0, core0, s_start, s_len, s_plen, s_w,
+                                s_hash, s_rep, table)
+        btop = 0
+        nc = 0
+        for x in range(m0):
+            if present[x] > core0:
+                cand_buf[nc] = present[x]
+                nc += 1
+        f_ptr[0] = 0
+        f_w[0] = m + 1
+        f_ncand[0] = nc
+        iarena, larena, itop, ltop, f_cand[0], f_bptr[0] = _deliver(
+            iarena, larena, itop, ltop, 0, m, core0, cand_buf, nc, slot, occn)
+
+    d = 0
+    while d >= 0:
+        if f_cur[d] == f_ncand[d]:
+            itop = f_itop[d]
+            ltop = f_ltop[d]
+            btop = f_btop[d]
+            d -= 1
+            continue
+        c = f_cur[d]
+        f_cur[d] += 1
+        dense = f_dense[d]
+        a = 0
+        b0 = 0
+        b1 = 0
+        tot = 0
+        if dense:
+            a = iarena[f_cand[d] + c]
+            md = f_m[d]
+            loc = f_loc[d]
+            row = f_pairs[d] + a * md
+            j = iarena[loc + a]
+            supp = larena[row + a]
+            ntouch = md
+            for x in range(md):
+                k = iarena[loc + x]
+                cnt[k] = larena[row + x]
+                touched[x] = k
+        else:
+            j = iarena[f_cand[d] + c]
+            b0 = larena[f_bptr[d] + c]
+            b1 = larena[f_bptr[d] + c + 1]
+            if _prefix_shared(iarena, larena, f_ptr[d], b0, b1, j, touched):
+                continue
+            supp, ntouch, tot = _count(iarena, larena, f_ptr[d], f_w[d], b0, b1, cnt, touched)
+        ilen = f_len[d]
+        nclo, nc = _close(cnt, touched, ntouch, supp, j, minsup, iset, ilen, cand_buf)
+        size = ilen + nclo
+        if nclo < 0 or (max_size >= 0 and size > max_size):
+            for x in range(ntouch):
+                cnt[touched[x]] = 0
+            continue
+        if n_out + 2 > out_supp.shape[0]:
+            out_supp = _grow_i64(out_supp, n_out + 2)
+            out_ptr = _grow_i64(out_ptr, n_out + 2)
+        out_items = _grow_i32(out_items, out_ptr[n_out] + size)
+        base = out_ptr[n_out]
+        for x in range(size):
+            out_items[base + x] = iset[x]
+        out_ptr[n_out + 1] = base + size
+        out_supp[n_out] = supp
+        n_out += 1
+        descend = nc > 0 and (max_size < 0 or size < max_size)
+        if first_level_only:
+            if n_out > children.shape[0]:
+                grown = np.empty((2 * children.shape[0], 5), np.int64)
+                grown[: children.shape[0]] = children
+                children = grown
+            children[n_out - 1, 0] = j
+            children[n_out - 1, 1] = ltop
+            children[n_out - 1, 2] = 0
+            children[n_out - 1, 3] = itop
+            children[n_out - 1, 4] = itop
+        if not descend:
+            for x in range(ntouch):
+                cnt[touched[x]] = 0
+            continue
+        base_i = itop
+        base_l = ltop
+        base_b = btop
+        child_dense = False
+        mc = 0
+        if dense:
+            md = f_m[d]
+            loc = f_loc[d]
+            nw = f_nw[d]
+            n_keep = 0
+            for x in range(md):
+                k = iarena[loc + x]
+                if x != a and cnt[k] >= minsup and cnt[k] < supp:
+                    keep[n_keep] = x
+                    n_keep += 1
+            bits = barena[f_bits[d] : f_bits[d] + md * nw].reshape((md, nw))
+            # Under the root the rows themselves are at hand: copying the occurrences'
+            # kept items from them beats extracting them from bits unless few are kept.
+            row_items = 0
+            kept_items = 0
+            for x in range(md):
+                row_items += cnt[iarena[loc + x]]
+            for x in range(n_keep):
+                kept_items += cnt[iarena[loc + keep[x]]]
+            from_rows = d == 0 and row_items <= 2 * (kept_items + n_keep * nw)
+            if from_rows:
+                nocc = supp
+                iarena = _grow_i32(iarena, itop + row_items)
+                larena = _grow_i64(larena, ltop + 2 * nocc + 1)
+                itop, sumsq = _root_child_rows(iarena, itop, ptr0, items0, bits, a, cnt, minsup,
+                                               supp, j, s_start, s_len, s_plen, s_w)
+                mc, itop, ltop = _reduce(iarena, larena, base_i, ltop, nocc, j, s_start, s_len,
+                                         s_plen, s_w, s_hash, s_rep, table)
+                # Rows that merge well (categorical data) are cheaper to mine than any bit
+                # matrix, which cannot merge.
+                child_dense = _prefer_bits(n_keep, nocc, sumsq, bits_mode) and (
+                    bits_mode == BITS_ALWAYS or 2 * mc > nocc)
+                if child_dense:
+                    itop = base_i
+                    ltop = base_l
+                    _occurrence_ranks(bits, a, rank)
+                    if first_level_only:
+                        # Handed over unmerged so that the branch can still be mined from
+                        # bits.
+                        itop, sumsq = _root_child_rows(iarena, itop, ptr0, items0, bits, a, cnt,
+                                                       minsup, supp, j, s_start, s_len, s_plen,
+                                                       s_w)
+                        mc = nocc
+                        ltop = _store_unmerged(larena, ltop, nocc, s_start, s_len)
+            else:
+                nocc = _occurrence_ranks(bits, a, rank)
+                sumsq = _child_row_lengths(bits, a, keep, n_keep, rank, nocc, s_len, s_plen)
+                child_dense = _prefer_bits(n_keep, nocc, sumsq, bits_mode)
+            if child_dense and not first_level_only:
+                nwc = (nocc + 63) // 64
+                iarena = _grow_i32(iarena, itop + 2 * n_keep)
+                nloc = 0
+                for x in range(n_keep):
+                    iarena[itop + x] = iarena[loc + keep[x]]
+                    if keep[x] > a:
+                        iarena[itop + n_keep + nloc] = x
+                        nloc += 1
+                itop += n_keep + nloc
+                barena = _grow_u64(barena, btop + n_keep * nwc)
+                bits = barena[f_bits[d] : f_bits[d] + md * nw].reshape((md, nw))
+                child = barena[btop : btop + n_keep * nwc].reshape((n_keep, nwc))
+                child[:, :] = 0
+                _fill_child_bits(bits, a, keep, n_keep, rank, child)
+                larena = _grow_i64(larena, ltop + n_keep * n_keep)
+                pairs = larena[ltop : ltop + n_keep * n_keep].reshape((n_keep, n_keep))
+                pairs[:, :] = 0
+                _pair_counts_into(child, pairs)
+                ltop += n_keep * n_keep
+                btop += n_keep * nwc
+                for x in range(ntouch):
+                    cnt[touched[x]] = 0
+                nd = d + 1
+                f_dense[nd] = True
+                f_itop[nd] = base_i
+                f_ltop[nd] = base_l
+                f_btop[nd] = base_b
+                f_len[nd] = size
+                f_cur[nd] = 0
+                f_loc[nd] = base_i
+                f_m[nd] = n_keep
+                f_cand[nd] = base_i + n_keep
+                f_ncand[nd] = nloc
+                f_bits[nd] = base_b
+                f_nw[nd] = nwc
+                f_pairs[nd] = base_l
+                d = nd
+                continue
+            if not from_rows:
+                total = 0
+                for r in range(nocc):
+                    total += s_len[r]
+                iarena = _grow_i32(iarena, itop + total)
+                larena = _grow_i64(larena, ltop + 2 * nocc + 1)
+                # s_hash serves as the fill cursor; _reduce recomputes it afterwards.
+                itop = _fill_child_rows(iarena, itop, bits, a, keep, n_keep,
+                                        iarena[loc : loc + md], rank, nocc, s_start, s_len,
+                                        s_w, s_hash)
+                if child_dense:
+                    # Handed over unmerged so that the branch can still be mined from bits.
+                    mc = nocc
+                    ltop = _store_unmerged(larena, ltop, nocc, s_start, s_len)
+                else:
+                    mc, itop, ltop = _reduce(iarena, larena, base_i, ltop, nocc, j, s_start,
+                                             s_len, s_plen, s_w, s_hash, s_rep, table)
+        else:
+            iarena, larena, mc, itop, ltop = _build_child(
+                iarena, larena, itop, ltop, f_ptr[d], f_w[d], b0, b1, j, supp, minsup, cnt,
+                tot, s_start, s_len, s_plen, s_w, s_hash, s_rep, table)
+        for x in range(ntouch):
+            cnt[touched[x]] = 0
+        if first_level_only:
+            # The child's database stays in the arenas for the caller to slice out.
+            children[n_out - 1, 2] = mc
+            children[n_out - 1, 4] = itop
+            continue
+        nd = d + 1
+        f_dense[nd] = False
+        f_itop[nd] = base_i
+        f_ltop[nd] = base_l
+        f_btop[nd] = base_b
+        f_ptr[nd] = base_l
+        f_w[nd] = base_l + mc + 1
+        f_len[nd] = size
+        f_cur[nd] = 0
+        f_ncand[nd] = nc
+        iarena, larena, itop, ltop, f_cand[nd], f_bptr[nd] = _deliver(
+            iarena, larena, itop, ltop, base_l, mc, j, cand_buf, nc, slot, occn)
+        d = nd
+    return (out_items[: out_ptr[n_out]], out_ptr[: n_out + 1], out_supp[:n_out], n_out, iarena,
+            larena, children[: n_out if first_level_only else 0])
+
+
+@njit(cache=True)
+def finish_itemsets(out_items, out_ptr, labels, common):
+    """Itemsets in original item ids: every set gets the ``common`` items and is sorted.
+
+    Args:
+        out_items: ``int32`` internal ids, set ``i`` at ``out_items[out_ptr[i]:out_ptr[i+1]]``.
+        out_ptr: ``[n + 1] int64``.
+        labels: ``[n_items] int64`` original id of every internal id.
+        common: ``[c] int64`` original ids of the items in every row.
+
+    Returns:
+        ``(values, offsets)``: ``[out_ptr[n] + n c] int64`` and ``[n + 1] int64``.
+    """
+    n = out_ptr.shape[0] - 1
+    nc = common.shape[0]
+    offsets = np.empty(n + 1, np.int64)
+    values = np.empty(out_ptr[n] - out_ptr[0] + n * nc, np.int64)
+    pos = 0
+    offsets[0] = 0
+    for i in range(n):
+        start = pos
+        for p in range(out_ptr[i], out_ptr[i + 1]):
+            values[pos] = labels[out_items[p]]
+            pos += 1
+        for x in range(nc):
+            values[pos] = common[x]
+            pos += 1
+        # Insertion sort in place: itemsets are short, and a sort call per set would
+        # allocate a temporary each time.
+        for x in range(start + 1, pos):
+            v = values[x]
+            y = x - 1
+            while y >= start and values[y] > v:
+                values[y + 1] = values[y]
+                y -= 1
+            values[y + 1] = v
+        offsets[i + 1] = pos
+    return values, offsets

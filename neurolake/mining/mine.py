@@ -1,0 +1,255 @@
+"""Mining a run: the neurons that fire together in a target group of frames and not in a background.
+
+Pipeline: the two groups' frames -> activations of the chosen layers (gathered chunk
+by chunk) -> binarised items ``layer:unit`` (thresholds from the ``neurons`` statistics) ->
+packed bit matrices (derived data ``bits``) -> closed itemsets of the target (LCM, in one
+process or distributed over Ray by first-level branches) or DiffNorm's pattern sets ->
+supports in both groups, scores and Holm-corrected significance -> derived data
+``patterns`` (the ``patterns`` view) and a per-layer summary.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neurolake.errors import GroupError, SpecError
+from neurolake.mining.binarize import QUANTILE_COLUMNS, binarize, normalise_spec
+from neurolake.mining.significance import fisher_greater, holm, relative_risk, wracc
+from neurolake.query.groups import Group, get_group
+from neurolake.query.neurons import neuron_statistics
+from neurolake.query.schemas import PATTERNS
+from neurolake.store import Lake, Run
+from neurolake.store.tables import decode_parquet, encode_parquet
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("lcm", "diffnorm")
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class BitMatrix:
+    """Binarised frames of one group: ``bits`` ``[frames, ceil(items / 8)]`` uint8 (np.packbits rows)."""
+
+    frame_ids: np.ndarray
+    items: list[str]
+    bits: np.ndarray
+
+    def dense(self) -> np.ndarray:
+        """``[frames, items]`` bool."""
+        return np.unpackbits(self.bits, axis=1, count=len(self.items)).astype(bool)
+
+
+@dataclass(frozen=True)
+class MiningResult:
+    mining_id: str
+    run_id: str
+    target: str
+    background: str
+    patterns: pa.Table
+    layers: pa.Table
+    n_target: int
+    n_background: int
+    n_items: int
+    seconds: float
+    reused: bool
+
+
+def _items_for(run: Run, layers: Sequence[str]) -> list[str]:
+    return [f"{layer}:{unit}" for layer in layers for unit in range(run.layer(layer).units)]
+
+
+def binarised_group(
+    lake: Lake, run: Run, group: Group, layers: Sequence[str], spec: Mapping[str, Any], stats: pa.Table | None
+) -> BitMatrix:
+    """Bits of a group's frames for ``layers`` under ``spec``, stored once as derived data ``bits``."""
+    derived = run.derived("bits", {"group": group.derived.spec_hash, "layers": list(layers), "binarization": dict(spec)})
+    items = _items_for(run, layers)
+    if derived.complete:
+        data = np.load(io.BytesIO(derived.read_bytes("bits.npz")))
+        return BitMatrix(data["frame_ids"], items, data["bits"])
+    ids = group.frame_ids()
+    parts = []
+    for layer in layers:
+        x = run.read_rows(layer, ids)
+        kw: dict[str, np.ndarray] = {}
+        if stats is not None:
+            rows = stats.filter(pc.equal(stats.column("layer"), layer))
+            if spec["method"] == "quantile":
+                kw["thresholds"] = rows.column(QUANTILE_COLUMNS[spec["q"]]).to_numpy()
+            elif spec["method"] == "zscore":
+                kw["mean"], kw["std"] = rows.column("mean").to_numpy(), rows.column("std").to_numpy()
+        parts.append(binarize(x, spec, **kw))
+    dense = np.concatenate(parts, axis=1) if parts else np.zeros((ids.size, 0), bool)
+    bits = np.packbits(dense, axis=1)
+    buf = io.BytesIO()
+    np.savez(buf, frame_ids=ids, bits=bits)
+    derived.write_bytes(buf.getvalue(), "bits.npz")
+    derived.commit()
+    return BitMatrix(ids, items, bits)
+
+
+def supports(dense: np.ndarray, itemsets: Sequence[Sequence[int]]) -> np.ndarray:
+    """Rows of ``dense`` ``[rows, items]`` containing each itemset. ``[n] int64``"""
+    columns = np.packbits(dense.T, axis=1)  # [items, rows / 8]: one bitset per item
+    out = np.empty(len(itemsets), dtype=np.int64)
+    for i, itemset in enumerate(itemsets):
+        if len(itemset) == 0:
+            out[i] = dense.shape[0]
+            continue
+        acc = np.bitwise_and.reduce(columns[list(itemset)], axis=0)
+        out[i] = _POPCOUNT[acc].sum()
+    return out
+
+
+def _mining_spec(target: Group, background: Group, layers, binarization, algo, min_support, max_size, params) -> dict:
+    return {
+        "target": target.name,
+        "target_group": target.derived.spec_hash,
+        "background": background.name,
+        "background_group": background.derived.spec_hash,
+        "layers": list(layers),
+        "binarization": binarization,
+        "algo": algo,
+        "min_support": min_support,
+        "max_size": max_size,
+        **params,
+    }
+
+
+def mine(
+    lake: Lake,
+    target: str,
+    background: str,
+    *,
+    layers: Sequence[str] | None = None,
+    binarization: Mapping[str, Any] | str = "quantile:0.9",
+    algo: str = "lcm",
+    min_support: float = 0.1,
+    max_size: int | None = 4,
+    workers: int | None = None,
+    diffnorm_params: Mapping[str, Any] | None = None,
+) -> MiningResult:
+    """Patterns of co-active neurons that tell ``target`` frames from ``background`` frames.
+
+    ``min_support`` is a fraction of the target frames (LCM) or of each group (DiffNorm's
+    candidates). With ``workers`` > 1, LCM's search space is split over Ray workers.
+    """
+    from neurolake.mining.binarize import parse_spec
+
+    t0 = time.perf_counter()
+    if algo not in ALGORITHMS:
+        raise SpecError(f"unknown mining algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}")
+    if not 0 < float(min_support) <= 1:
+        raise SpecError(f"min_support is a fraction of the frames in (0, 1], got {min_support}")
+    spec = parse_spec(binarization) if isinstance(binarization, str) else normalise_spec(binarization)
+    g_t, g_b = get_group(lake, target), get_group(lake, background)
+    if g_t.run_id != g_b.run_id:
+        raise GroupError(f"groups {target!r} (run {g_t.run_id}) and {background!r} (run {g_b.run_id}) belong to different runs")
+    run = lake.run(g_t.run_id)
+    layers = list(layers) if layers else run.layer_names
+    for layer in layers:
+        run.layer(layer)
+    params = dict(diffnorm_params or {}) if algo == "diffnorm" else {}
+    mspec = _mining_spec(g_t, g_b, layers, spec, algo, float(min_support), max_size, params)
+    derived = run.derived("patterns", mspec)
+    if derived.complete:
+        return MiningResult(
+            derived.spec_hash, run.run_id, target, background,
+            decode_parquet(derived.read_bytes("patterns.parquet")), decode_parquet(derived.read_bytes("layers.parquet")),
+            g_t.n_frames, g_b.n_frames, len(_items_for(run, layers)), time.perf_counter() - t0, True,
+        )
+    stats = neuron_statistics(lake, run.run_id, layers) if spec["method"] in ("quantile", "zscore") else None
+    bt = binarised_group(lake, run, g_t, layers, spec, stats)
+    bb = binarised_group(lake, run, g_b, layers, spec, stats)
+    T, B = bt.dense(), bb.dense()
+    if algo == "lcm":
+        itemsets = _lcm(T, float(min_support), max_size, workers)
+    else:
+        itemsets = _diffnorm(T, B, float(min_support), params)
+    itemsets = [tuple(s) for s in itemsets if len(s) > 0]
+    a = supports(T, itemsets)
+    c = supports(B, itemsets)
+    n_t, n_b = T.shape[0], B.shape[0]
+    p_raw = np.array([fisher_greater(int(x), n_t, int(y), n_b) for x, y in zip(a, c)])
+    p_adj = holm(p_raw)
+    scores = wracc(a, n_t, c, n_b)
+    order = np.lexsort((-a, -scores))  # best score first, then larger target support
+    items = bt.items
+    table = pa.table(
+        {
+            "run_id": pa.array([run.run_id] * len(order), pa.string()),
+            "mining_id": pa.array([derived.spec_hash] * len(order), pa.string()),
+            "pattern_id": pa.array(np.arange(len(order)), pa.int64()),
+            "items": pa.array([[items[i] for i in itemsets[j]] for j in order], pa.list_(pa.string())),
+            "size": pa.array([len(itemsets[j]) for j in order], pa.int64()),
+            "support_target": pa.array(a[order], pa.int64()),
+            "support_background": pa.array(c[order], pa.int64()),
+            "score": pa.array(scores[order], pa.float64()),
+            "p_value": pa.array(p_adj[order], pa.float64()),
+            "relative_risk": pa.array(relative_risk(a, n_t, c, n_b)[order], pa.float64()),
+            "p_value_raw": pa.array(p_raw[order], pa.float64()),
+            "target": pa.array([target] * len(order), pa.string()),
+            "background": pa.array([background] * len(order), pa.string()),
+        }
+    )
+    summary = layer_summary(table, layers)
+    derived.write_bytes(encode_parquet(table), "patterns.parquet")
+    derived.write_bytes(encode_parquet(summary), "layers.parquet")
+    derived.commit()
+    return MiningResult(derived.spec_hash, run.run_id, target, background, table, summary, n_t, n_b, len(items), time.perf_counter() - t0, False)
+
+
+def layer_summary(patterns: pa.Table, layers: Sequence[str], alpha: float = 0.05) -> pa.Table:
+    """Per layer: significant patterns touching it, the share of their items it holds, best score."""
+    rows = {layer: {"significant_patterns": 0, "items_in_significant": 0, "best_score": float("nan")} for layer in layers}
+    total_items = 0
+    for items, p, score in zip(patterns.column("items").to_pylist(), patterns.column("p_value").to_pylist(), patterns.column("score").to_pylist()):
+        if p > alpha:
+            continue
+        touched = set()
+        for item in items:
+            layer = item.rsplit(":", 1)[0]
+            rows[layer]["items_in_significant"] += 1
+            total_items += 1
+            touched.add(layer)
+        for layer in touched:
+            rows[layer]["significant_patterns"] += 1
+            best = rows[layer]["best_score"]
+            rows[layer]["best_score"] = score if best != best or score > best else best
+    return pa.table(
+        {
+            "layer": list(rows),
+            "significant_patterns": [r["significant_patterns"] for r in rows.values()],
+            "share_of_items": [r["items_in_significant"] / total_items if total_items else 0.0 for r in rows.values()],
+            "best_score": [r["best_score"] for r in rows.values()],
+        }
+    )
+
+
+def _lcm(T: np.ndarray, min_support: float, max_size: int | None, workers: int | None) -> list[tuple[int, ...]]:
+    if workers and workers > 1:
+        from neurolake.mining.distributed import distributed_closed_itemsets
+
+        result = distributed_closed_itemsets(T, min_support, max_size, num_workers=workers)
+    else:
+        from neurolake.mining.lcm import closed_itemsets
+
+        result = closed_itemsets(T, min_support, max_size)
+    return result.items
+
+
+def _diffnorm(T: np.ndarray, B: np.ndarray, min_support: float, params: Mapping[str, Any]) -> list[tuple[int, ...]]:
+    """Patterns of DiffNorm's target-only pattern set (what characterises the target)."""
+    from neurolake.mining.diffnorm import DiffNorm
+
+    model = DiffNorm(min_support=min_support, **params).fit([T, B])
+    return model.patterns_for((0,))

@@ -1,0 +1,91 @@
+"""The Ray miner against the single-process miner, on a real local Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from neurolake.errors import SpecError
+from neurolake.mining.distributed import distributed_closed_itemsets, plan_batches
+from neurolake.mining.lcm import closed_itemsets, first_level_branches, read_fimi
+
+FIMI_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fimi"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def as_set(result):
+    pairs = list(result)
+    assert len(set(pairs)) == len(pairs), "an itemset was reported twice"
+    return set(pairs)
+
+
+def random_rows(seed: int, n_rows: int, n_items: int, density: float) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [np.flatnonzero(r).tolist() for r in rng.random((n_rows, n_items)) < density]
+
+
+@pytest.mark.parametrize("fraction,max_size", [(0.05, None), (0.2, 3)])
+def test_mushroom_matches_single_process(fraction, max_size):
+    path = FIMI_DIR / "mushroom.dat"
+    if not path.exists():
+        pytest.skip("FIMI benchmark file mushroom.dat is not in the shared data directory")
+    db = read_fimi(str(path))
+    expected = as_set(closed_itemsets(db, fraction, max_size))
+    assert as_set(distributed_closed_itemsets(db, fraction, max_size, num_workers=2)) == expected
+
+
+@pytest.mark.parametrize(
+    "seed,density,minsup,workers", [(0, 0.3, 5, 2), (1, 0.1, 2, 1), (2, 0.5, 40, 3)]
+)
+def test_random_data_matches_single_process(seed, density, minsup, workers):
+    rows = random_rows(seed, 400, 40, density)
+    expected = as_set(closed_itemsets(rows, minsup))
+    assert len(expected) > 10
+    assert as_set(distributed_closed_itemsets(rows, minsup, num_workers=workers)) == expected
+
+
+def test_dense_activation_like_matrix_matches_single_process():
+    # Enough frames that the first level is mined from bits and its branches travel
+    # unmerged, to be mined from bits on the workers too.
+    rng = np.random.default_rng(7)
+    frames = rng.random((6000, 80)) < 0.15
+    group = np.array([3, 17, 40, 41, 79])
+    on = rng.random(6000) < 0.2
+    frames[np.ix_(on, group)] = True
+    expected = as_set(closed_itemsets(frames, 0.02))
+    assert dict(expected)[tuple(group.tolist())] >= on.sum()
+    assert as_set(distributed_closed_itemsets(frames, 0.02, num_workers=2)) == expected
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_worker_count_is_a_spec_error(bad):
+    with pytest.raises(SpecError):
+        distributed_closed_itemsets([[1, 2]], 1, num_workers=bad)
+
+
+def test_trivial_inputs_need_no_tasks():
+    assert len(distributed_closed_itemsets([], 1)) == 0
+    assert as_set(distributed_closed_itemsets([[1, 2], [1, 2]], 1)) == {((1, 2), 2)}
+
+
+def test_batches_cover_every_branch_once_heaviest_first():
+    plan = first_level_branches(random_rows(4, 500, 50, 0.2), 5)
+    batches = plan_batches(plan.branches, num_workers=2)
+    flat = [b for batch in batches for b in batch]
+    assert sorted(id(b) for b in flat) == sorted(id(b) for b in plan.branches)
+    costs = [sum(b.cost for b in batch) for batch in batches]
+    assert batches[0][0].cost == max(b.cost for b in plan.branches)
+    assert len(batches) < len(plan.branches)
+    assert costs[0] >= costs[-1]

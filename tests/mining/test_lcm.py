@@ -1,0 +1,324 @@
+"""LCM against oracles: pyfim on the FIMI benchmarks and random data, brute force on small data."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import fim
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from neurolake.errors import SpecError
+from neurolake.mining import _lcm_kernels as kernels
+from neurolake.mining._lcm_kernels import BITS_ALWAYS, BITS_AUTO, BITS_NEVER
+from neurolake.mining.lcm import (
+    LCM,
+    ClosedItemsets,
+    Transactions,
+    _mine_prepared,
+    _prepare,
+    closed_itemsets,
+    first_level_branches,
+    mine_branch,
+    read_fimi,
+)
+
+FIMI_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fimi"
+
+
+def as_set(result: ClosedItemsets) -> set[tuple[tuple[int, ...], int]]:
+    pairs = list(result)
+    assert len(set(pairs)) == len(pairs), "an itemset was reported twice"
+    return set(pairs)
+
+
+def brute_force(rows: list[list[int]], minsup: int, max_size: int | None = None):
+    """Every non-empty itemset with support >= minsup that no one-item superset matches."""
+    sets = [frozenset(r) for r in rows]
+    items = sorted(set().union(*sets)) if sets else []
+
+    def support(x: frozenset) -> int:
+        return sum(1 for s in sets if x <= s)
+
+    found = set()
+    for size in range(1, len(items) + 1):
+        for combo in itertools.combinations(items, size):
+            x = frozenset(combo)
+            sup = support(x)
+            if sup < minsup:
+                continue
+            if any(support(x | {i}) == sup for i in items if i not in x):
+                continue
+            if max_size is None or size <= max_size:
+                found.add((combo, sup))
+    return found
+
+
+def pyfim_closed(rows: list[list[int]], minsup: int):
+    """pyfim's closed sets plus the closure of the whole database, which pyfim leaves out
+    (it treats the items of every row as extensions of the empty set)."""
+    found = {
+        (tuple(sorted(s)), c)
+        for s, c in fim.fpgrowth(rows, target="c", supp=-minsup, report="a")
+    }
+    if rows and len(rows) >= minsup:
+        common = set(rows[0]).intersection(*rows[1:])
+        if common:
+            found.add((tuple(sorted(common)), len(rows)))
+    return found
+
+
+def random_rows(seed: int, n_rows: int, n_items: int, density: float) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    dense = rng.random((n_rows, n_items)) < density
+    return [np.flatnonzero(r).tolist() for r in dense]
+
+
+def fimi(name: str) -> Transactions:
+    path = FIMI_DIR / f"{name}.dat"
+    if not path.exists():
+        pytest.skip(f"FIMI benchmark file {path.name} is not in the shared data directory")
+    return read_fimi(str(path))
+
+
+# --- hand-computed cases ---------------------------------------------------------------
+
+
+def test_hand_computed_example():
+    rows = [[1, 2, 3], [1, 2], [2, 3], [2], [1, 2, 3, 4]]
+    # 2 is in every row; {1,2}: rows 0,1,4; {2,3}: rows 0,2,4; {1,2,3}: rows 0,4; {1,2,3,4}: row 4.
+    expected = {((2,), 5), ((1, 2), 3), ((2, 3), 3), ((1, 2, 3), 2), ((1, 2, 3, 4), 1)}
+    assert as_set(closed_itemsets(rows, 1)) == expected
+    assert as_set(closed_itemsets(rows, 2)) == {e for e in expected if e[1] >= 2}
+    assert as_set(closed_itemsets(rows, 6)) == set()
+
+
+def test_duplicate_transactions_are_counted_with_their_multiplicity():
+    rows = [[1, 2]] * 3 + [[1]] + [[3, 1, 2]] * 2
+    assert as_set(closed_itemsets(rows, 1)) == {((1,), 6), ((1, 2), 5), ((1, 2, 3), 2)}
+    assert as_set(closed_itemsets(rows, 3)) == {((1,), 6), ((1, 2), 5)}
+
+
+def test_repeated_and_unsorted_items_in_a_row():
+    rows = [[3, 1, 3, 2], [2, 2, 1], [3]]
+    assert as_set(closed_itemsets(rows, 1)) == brute_force(rows, 1)
+
+
+def test_empty_input_and_nothing_frequent():
+    assert len(closed_itemsets([], 1)) == 0
+    assert len(closed_itemsets([[], []], 1)) == 0
+    assert len(closed_itemsets([[1], [2], [3]], 2)) == 0
+    assert len(closed_itemsets(np.zeros((0, 5), bool), 0.5)) == 0
+    assert len(closed_itemsets([[1, 2]], 2)) == 0
+
+
+def test_relative_and_absolute_support_agree():
+    rows = random_rows(3, 30, 8, 0.4)
+    # 0.1 * 30 is 3.0000000000000004 in floating point and must still mean 3 rows.
+    assert as_set(closed_itemsets(rows, 0.1)) == as_set(closed_itemsets(rows, 3))
+    assert as_set(closed_itemsets(rows, 0.25)) == as_set(closed_itemsets(rows, 8))
+    assert as_set(closed_itemsets(rows, 1.0)) == as_set(closed_itemsets(rows, 30))
+    assert LCM(0.25).fit(rows).min_support_ == 8
+
+
+def test_max_size_filters_closed_sets_of_the_whole_database():
+    rows = random_rows(5, 40, 9, 0.5)
+    full = as_set(closed_itemsets(rows, 2))
+    for max_size in (1, 2, 3, 5):
+        expected = {(s, c) for s, c in full if len(s) <= max_size}
+        assert as_set(closed_itemsets(rows, 2, max_size=max_size)) == expected
+        assert expected == brute_force(rows, 2, max_size)
+    # Items in every row are in every closed set: nothing fits below their count.
+    common = [[1, 2, 3, x] for x in range(4, 9)] + [[1, 2, 3]]
+    assert len(closed_itemsets(common, 1, max_size=2)) == 0
+    assert as_set(closed_itemsets(common, 1, max_size=3)) == {((1, 2, 3), 6)}
+
+
+def test_input_forms_agree(tmp_path):
+    rows = random_rows(11, 60, 12, 0.35)
+    dense = np.zeros((60, 12), bool)
+    for r, row in enumerate(rows):
+        dense[r, row] = True
+    csr = Transactions.from_any(rows)
+    path = tmp_path / "rows.dat"
+    path.write_text("\n".join(" ".join(map(str, r)) for r in rows) + "\n")
+    expected = brute_force(rows, 4)
+    for form in (rows, dense, csr, read_fimi(str(path)), (tuple(r) for r in rows)):
+        assert as_set(closed_itemsets(form, 4)) == expected
+    assert read_fimi(str(path)).to_lists() == rows
+
+
+def test_result_table():
+    result = LCM(min_support=2).fit([[5, 1], [1, 5, 7], [7, 1]]).discover()
+    assert len(result) == 3
+    assert set(result.items) == {(1,), (1, 7), (1, 5)}
+    assert result.support.dtype == np.int64
+    table = result.to_arrow()
+    assert table.schema.field("itemset").type == pa.list_(pa.int64())
+    assert table.schema.field("support").type == pa.int64()
+    assert table.schema.field("size").type == pa.int32()
+    rows = {(tuple(r["itemset"]), r["support"], r["size"]) for r in table.to_pylist()}
+    assert rows == {((1,), 3, 1), ((1, 5), 2, 2), ((1, 7), 2, 2)}
+    assert ClosedItemsets.empty().to_arrow().num_rows == 0
+
+
+@pytest.mark.parametrize(
+    "bad", [0, -1, 0.0, 1.5, True, "10%", None], ids=lambda b: repr(b)
+)
+def test_bad_min_support_is_a_spec_error(bad):
+    with pytest.raises(SpecError):
+        LCM(bad)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True])
+def test_bad_max_size_is_a_spec_error(bad):
+    with pytest.raises(SpecError):
+        LCM(1, max_size=bad)
+
+
+def test_bad_items_and_unfitted_miner_are_spec_errors():
+    with pytest.raises(SpecError, match="non-negative"):
+        closed_itemsets([[1, -3]], 1)
+    with pytest.raises(SpecError, match="non-negative"):
+        closed_itemsets([["a"]], 1)
+    with pytest.raises(SpecError, match="fit"):
+        LCM(1).discover()
+
+
+# --- brute force on small random data ----------------------------------------------------
+
+small_rows = st.lists(
+    st.lists(st.integers(0, 7), max_size=8), min_size=0, max_size=25
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=small_rows, minsup=st.integers(1, 6), max_size=st.none() | st.integers(1, 4))
+def test_matches_brute_force(rows, minsup, max_size):
+    expected = brute_force(rows, minsup, max_size)
+    assert as_set(closed_itemsets(rows, minsup, max_size)) == expected
+    plan = first_level_branches(rows, minsup, max_size)
+    parts = ClosedItemsets.concat([plan.root] + [mine_branch(b) for b in plan.branches])
+    assert as_set(parts) == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=small_rows, copies=st.lists(st.integers(1, 4), min_size=25, max_size=25))
+def test_duplicated_rows_match_brute_force(rows, copies):
+    repeated = [r for r, c in zip(rows, copies) for _ in range(c)]
+    for minsup in (1, 3, 7):
+        assert as_set(closed_itemsets(repeated, minsup)) == brute_force(repeated, minsup)
+
+
+# --- pyfim on random and benchmark data ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "seed,n_rows,n_items,density,minsup",
+    [(0, 300, 30, 0.3, 6), (1, 500, 60, 0.1, 3), (2, 200, 20, 0.6, 30), (3, 1000, 200, 0.03, 2)],
+)
+def test_random_data_matches_pyfim_with_rows_and_bits(seed, n_rows, n_items, density, minsup):
+    rows = random_rows(seed, n_rows, n_items, density)
+    expected = pyfim_closed(rows, minsup)
+    assert as_set(closed_itemsets(rows, minsup)) == expected
+    prep = _prepare(rows, minsup, None)
+    for mode in (BITS_NEVER, BITS_ALWAYS):
+        assert as_set(_mine_prepared(prep, mode)) == expected
+
+
+@pytest.mark.parametrize(
+    "name,fraction,count",
+    [("mushroom", 0.20, 1196), ("chess", 0.80, 5083), ("retail", 0.01, 159)],
+)
+def test_fimi_matches_pyfim(name, fraction, count):
+    db = fimi(name)
+    rows = db.to_lists()
+    minsup = math.ceil(fraction * len(rows))
+    expected = pyfim_closed(rows, minsup)
+    result = as_set(closed_itemsets(db, fraction))
+    assert result == expected
+    # The published counts leave out the closure of the whole database (mushroom has an
+    # item in every row).
+    assert len([r for r in result if r[1] < len(rows)]) == count
+    prep = _prepare(db, minsup, None)
+    for mode in (BITS_NEVER, BITS_ALWAYS):
+        assert as_set(_mine_prepared(prep, mode)) == expected
+
+
+def test_fimi_max_size_matches_filtered_pyfim():
+    db = fimi("mushroom")
+    rows = db.to_lists()
+    minsup = math.ceil(0.1 * len(rows))
+    expected = {(s, c) for s, c in pyfim_closed(rows, minsup) if len(s) <= 4}
+    assert as_set(closed_itemsets(db, minsup, max_size=4)) == expected
+
+
+# --- search-space partition -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_size", [None, 3])
+def test_branches_partition_the_result(max_size):
+    db = fimi("mushroom")
+    full = closed_itemsets(db, 0.1, max_size)
+    plan = first_level_branches(db, 0.1, max_size)
+    assert len(plan.root) == 1 and plan.root.items == [(85,)]
+    costs = [b.cost for b in plan.branches]
+    assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
+    parts = [mine_branch(b) for b in plan.branches]
+    for branch, part in zip(plan.branches, parts):
+        assert part.support[0] == branch.support
+    merged = ClosedItemsets.concat([plan.root] + parts)
+    assert len(merged) == len(full)
+    assert as_set(merged) == as_set(full)
+
+
+medium_rows = st.integers(0, 2**32 - 1).flatmap(
+    lambda seed: st.tuples(
+        st.just(seed), st.integers(20, 300), st.integers(5, 40), st.floats(0.05, 0.6)
+    )
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=medium_rows, minsup=st.integers(1, 12))
+def test_random_data_matches_pyfim_property(case, minsup):
+    seed, n_rows, n_items, density = case
+    rows = random_rows(seed, n_rows, n_items, density)
+    expected = pyfim_closed(rows, minsup)
+    prep = _prepare(rows, minsup, None)
+    for mode in (BITS_NEVER, BITS_ALWAYS):
+        assert as_set(_mine_prepared(prep, mode)) == expected
+
+
+def planted_frames(seed: int, n_frames: int, n_units: int, rate: float) -> np.ndarray:
+    """Binarised activations ``[frames, units] bool`` with two planted co-active groups."""
+    rng = np.random.default_rng(seed)
+    frames = rng.random((n_frames, n_units)) < rate
+    for group in (np.array([1, 5, 9, 30]), np.array([2, 5, 40, 41, 42])):
+        on = rng.random(n_frames) < 0.1
+        frames[np.ix_(on, group)] |= rng.random((int(on.sum()), group.size)) < 0.9
+    return frames
+
+
+def test_dense_frames_take_the_bit_path_and_agree():
+    frames = planted_frames(0, 6000, 50, 0.2)
+    prep = _prepare(frames, 0.02, None)
+    lengths = np.diff(prep.ptr)
+    # The cost model picks bits for the root of this matrix.
+    assert kernels._prefer_bits(
+        prep.labels.size, lengths.size, int(lengths @ lengths), BITS_AUTO
+    )
+    expected = as_set(_mine_prepared(prep, BITS_NEVER))
+    assert dict(expected)[(1, 5, 9, 30)] >= 0.1 * 6000 * 0.9**4 * 0.9
+    assert as_set(closed_itemsets(frames, 0.02)) == expected
+    assert as_set(_mine_prepared(prep, BITS_ALWAYS)) == expected
+    rows = [np.flatnonzero(r).tolist() for r in frames]
+    assert expected == pyfim_closed(rows, math.ceil(0.02 * 6000))
+    plan = first_level_branches(frames, 0.02)
+    parts = ClosedItemsets.concat([plan.root] + [mine_branch(b) for b in plan.branches])
+    assert as_set(parts) == expected

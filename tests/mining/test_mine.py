@@ -1,0 +1,106 @@
+"""Mining a run end to end on a lake built with the store: planted co-active neurons are found."""
+
+import numpy as np
+import pytest
+
+from neurolake.errors import GroupError, SpecError
+from neurolake.mining.mine import mine, supports
+from neurolake.query.engine import QueryEngine
+from neurolake.query.groups import create_group
+from neurolake.store import Lake, LayerSpec, plan_work_units
+
+PLANTED = [("a", 3), ("a", 7), ("b", 2)]  # fire together in target frames
+
+
+def _planted_lake(path):
+    rng = np.random.default_rng(0)
+    lengths = [(f"u{i:03d}", 50) for i in range(40)]
+    plan = plan_work_units(lengths, rows_per_shard=256, unit_rows=500, chunk_rows=64)
+    lake = Lake.create(str(path))
+    run = lake.create_run("m", model={"spec": "t"}, corpus={"spec": "t"}, layers=[LayerSpec("a", 12), LayerSpec("b", 6)], plan=plan)
+    for unit in plan.units:
+        ids = np.arange(unit.row_start, unit.used_stop)
+        target = (ids % 4) == 0  # every 4th frame is a "word error" frame
+        acts = {"a": rng.normal(0, 1, (ids.size, 12)), "b": rng.normal(0, 1, (ids.size, 6))}
+        fire = target & (rng.random(ids.size) < 0.8)
+        for layer, unit_index in PLANTED:
+            acts[layer][fire, unit_index] = 4.0 + rng.random(fire.sum())
+        w = run.unit_writer(unit.unit_id)
+        for layer in ("a", "b"):
+            w.append(layer, acts[layer])
+        n = ids.size
+        utts = unit.utterances
+        w.write_table("utterances", {
+            "utterance_id": [u.utterance_id for u in utts], "speaker_id": ["s"] * len(utts), "chapter_id": ["c"] * len(utts),
+            "audio_uri": ["x"] * len(utts), "duration_s": [1.0] * len(utts), "n_frames": [u.n_frames for u in utts],
+            "first_frame_id": [u.first_row for u in utts], "reference": ["R"] * len(utts), "hypothesis": ["H"] * len(utts),
+            "wer": [0.0] * len(utts), "cer": [0.0] * len(utts), "n_word_errors": [0] * len(utts),
+        })
+        w.write_table("frames", {
+            "frame_id": ids, "utterance_id": np.repeat([u.utterance_id for u in utts], 50), "frame_index": ids % 50,
+            "start_s": np.zeros(n), "end_s": np.zeros(n), "ref_token": ["A"] * n, "pred_token": ["A"] * n,
+            "pred_prob": np.ones(n), "phoneme": ["AH"] * n, "word": ["A"] * n, "word_index": np.zeros(n, int),
+            "word_error": target, "token_error": np.zeros(n, bool),
+        })
+        w.commit()
+    create_group(lake, "errors", "m", "word_error")
+    create_group(lake, "correct", "m", "NOT word_error")
+    return lake
+
+
+def test_supports_hand_computed():
+    dense = np.array([[1, 1, 0], [1, 1, 1], [0, 1, 1], [1, 0, 1]], bool)
+    assert supports(dense, [(0,), (0, 1), (1, 2), (0, 1, 2), ()]).tolist() == [3, 2, 2, 1, 4]
+
+
+def test_planted_pattern_is_the_top_pattern(tmp_path):
+    lake = _planted_lake(tmp_path / "lake")
+    result = mine(lake, "errors", "correct", binarization="absolute:3.0", min_support=0.5, max_size=4)
+    top = result.patterns.to_pylist()[0]
+    assert sorted(top["items"]) == ["a:3", "a:7", "b:2"]
+    # its supports, counted directly from the data
+    run = lake.run("m")
+    ids_t = np.sort(run.committed_frame_ids()[run.committed_frame_ids() % 4 == 0])
+    both = lambda ids: int(((run.read_rows("a", ids)[:, [3, 7]] > 3).all(1) & (run.read_rows("b", ids)[:, 2] > 3)).sum())
+    ids_b = np.setdiff1d(run.committed_frame_ids(), ids_t)
+    assert (top["support_target"], top["support_background"]) == (both(ids_t), both(ids_b))
+    assert top["p_value"] < 1e-10 and top["support_background"] == 0
+    summary = {r["layer"]: r for r in result.layers.to_pylist()}
+    assert summary["a"]["share_of_items"] == pytest.approx(2 / 3, abs=0.1) and summary["b"]["significant_patterns"] >= 1
+    # stored: the same request is reused, and the patterns view shows it
+    again = mine(lake, "errors", "correct", binarization="absolute:3.0", min_support=0.5, max_size=4)
+    assert again.reused and again.mining_id == result.mining_id
+    with QueryEngine(lake) as q:
+        n = q.arrow("SELECT count(*) AS n FROM patterns WHERE mining_id = ?", [result.mining_id]).column("n")[0].as_py()
+    assert n == result.patterns.num_rows
+
+
+def test_quantile_binarisation_uses_neuron_statistics(tmp_path):
+    lake = _planted_lake(tmp_path / "lake")
+    result = mine(lake, "errors", "correct", binarization="quantile:0.5", min_support=0.6, max_size=3)
+    assert sorted(result.patterns.to_pylist()[0]["items"]) == ["a:3", "a:7", "b:2"]
+
+
+def test_bad_requests(tmp_path):
+    lake = _planted_lake(tmp_path / "lake")
+    with pytest.raises(GroupError, match="no group named 'nope'"):
+        mine(lake, "nope", "correct")
+    with pytest.raises(SpecError, match="unknown mining algorithm"):
+        mine(lake, "errors", "correct", algo="apriori")
+    with pytest.raises(SpecError, match="min_support"):
+        mine(lake, "errors", "correct", min_support=3)
+    with pytest.raises(SpecError, match="binarisation"):
+        mine(lake, "errors", "correct", binarization="median")
+
+
+def test_mine_cli(tmp_path, capsys):
+    from neurolake.cli import main
+
+    _planted_lake(tmp_path / "lake")
+    args = ["mine", "--lake", str(tmp_path / "lake"), "--target", "errors", "--background", "correct",
+            "--binarize", "absolute:3", "--min-support", "0.5", "--top", "3"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "a:3 a:7 b:2" in out.splitlines()[4] and "per layer" in out
+    assert main(args + ["--run", "other"]) == 2
+    assert "does not belong to run 'other'" in capsys.readouterr().err
