@@ -21,6 +21,20 @@ DEMO_SEED = 7
 DEMO_RUN = "demo"
 
 
+def mining_step(lake: Lake) -> str:
+    """Frames inside misrecognised words versus frames of correctly recognised words, mined."""
+    from neurolake.mining.mine import mine
+    from neurolake.mining.report import format_mining
+    from neurolake.query.groups import create_group
+
+    create_group(lake, "demo-error-words", DEMO_RUN, "word_error", replace=True)
+    create_group(lake, "demo-correct-words", DEMO_RUN, "NOT word_error AND word IS NOT NULL", replace=True)
+    result = mine(
+        lake, "demo-error-words", "demo-correct-words", binarization="quantile:0.9", min_support=0.04, max_size=3
+    )
+    return "neurons active together inside misrecognised words (LCM, units above their 90th percentile):\n" + format_mining(result, top=8)
+
+
 def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, progress: bool | None = None) -> Lake:
     """Synthesise, ingest and summarise; returns the lake."""
     from neurolake.ingest.pipeline import ingest
@@ -72,6 +86,7 @@ def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, prog
     out.write(format_table(("split", "utterances", "WER", "CER"), [(r["split"], r["utterances"], r["wer"], r["cer"]) for r in by_split]) + "\n\n")
     out.write("worst utterances:\n")
     out.write(format_table(("utterance", "WER", "reference", "hypothesis"), [(w["utterance_id"], w["wer"], w["reference"], w["hypothesis"]) for w in worst]) + "\n")
+    out.write("\n" + mining_step(lake) + "\n")
     out.write(
         "\nnext: neurolake sql \"SELECT phoneme, avg(word_error::INT) AS err FROM frames GROUP BY phoneme ORDER BY err DESC\" "
         f"--lake {lake.url}\n"
