@@ -104,3 +104,12 @@ def test_mine_cli(tmp_path, capsys):
     assert "a:3 a:7 b:2" in out.splitlines()[4] and "per layer" in out
     assert main(args + ["--run", "other"]) == 2
     assert "does not belong to run 'other'" in capsys.readouterr().err
+
+
+def test_diffnorm_finds_the_planted_pattern(tmp_path):
+    lake = _planted_lake(tmp_path / "lake")
+    result = mine(lake, "errors", "correct", algo="diffnorm", binarization="absolute:3.0", min_support=0.05)
+    patterns = result.patterns.to_pylist()
+    assert patterns, "DiffNorm should keep the planted pattern in the target's code table"
+    assert sorted(patterns[0]["items"]) == ["a:3", "a:7", "b:2"]
+    assert patterns[0]["support_background"] == 0

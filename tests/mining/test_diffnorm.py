@@ -1,0 +1,261 @@
+"""DiffNorm: hand-computed covers and lengths, planted patterns, noise, and the Ray layer."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import ray
+
+from neurolake.errors import SpecError
+from neurolake.mining import _diffnorm_kernels as kernels
+from neurolake.mining.diffnorm import (
+    BitMatrix,
+    DiffNorm,
+    default_subsets,
+    diffnorm,
+    universal_code_length,
+)
+from neurolake.mining.diffnorm_ray import DiffNormRay
+
+LOG2_C0 = math.log2(2.865064)
+
+
+def dense(rows: list[list[int]], n_items: int) -> np.ndarray:
+    out = np.zeros((len(rows), n_items), bool)
+    for r, items in enumerate(rows):
+        out[r, items] = True
+    return out
+
+
+# The 4-transaction example used by the hand-computed tests.
+#   row 0 {0,1,2,3}: (0,1,2) fits, then (2,3) does not (2 is taken) -> singleton 3
+#   row 1 {0,1,2}:   (0,1,2)
+#   row 2 {2,3,4}:   (0,1,2) does not fit, (2,3) does -> singleton 4
+#   row 3 {0,1,3}:   no pattern fits -> singletons 0, 1, 3
+HAND_ROWS = [[0, 1, 2, 3], [0, 1, 2], [2, 3, 4], [0, 1, 3]]
+HAND_DB = dense(HAND_ROWS, 5)
+
+
+def planted_groups(seed: int, n_rows: int = 2000, n_items: int = 100, noise: float = 0.05):
+    """Two groups ``[n_rows, n_items] bool``: two patterns planted in A only, one in B only,
+    two in both, each in 15 % of the rows of its groups, over independent noise."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_items)
+    a_only = [perm[0:5], perm[5:10]]
+    b_only = [perm[10:15]]
+    shared = [perm[15:21], perm[21:26]]
+    a = rng.random((n_rows, n_items)) < noise
+    b = rng.random((n_rows, n_items)) < noise
+    for pattern in a_only + shared:
+        a[np.ix_(rng.random(n_rows) < 0.15, pattern)] = True
+    for pattern in b_only + shared:
+        b[np.ix_(rng.random(n_rows) < 0.15, pattern)] = True
+
+    def as_sets(patterns):
+        return {tuple(sorted(int(x) for x in p)) for p in patterns}
+
+    return a, b, as_sets(a_only), as_sets(b_only), as_sets(shared)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    a, b, a_only, b_only, shared = planted_groups(0)
+    result = DiffNorm(min_support=0.05).fit([a, b]).discover()
+    return a, b, a_only, b_only, shared, result
+
+
+def test_universal_code_length_by_hand():
+    assert universal_code_length(1) == pytest.approx(LOG2_C0)
+    assert universal_code_length(2) == pytest.approx(LOG2_C0 + 1.0)
+    # log2 16 = 4, log2 4 = 2, log2 2 = 1, log2 1 = 0 stops.
+    assert universal_code_length(16) == pytest.approx(LOG2_C0 + 4 + 2 + 1)
+    assert universal_code_length(3) == pytest.approx(
+        LOG2_C0 + math.log2(3) + math.log2(math.log2(3))
+    )
+    with pytest.raises(SpecError):
+        universal_code_length(0)
+
+
+def test_cover_of_four_transactions_by_hand():
+    # Patterns given shortest first: the cover must still try the longer one first.
+    result = DiffNorm(subsets=[(0,)]).evaluate([HAND_DB], {(0,): [(2, 3), (0, 1, 2)]})
+    usage = {p.itemset: p.usage[0] for p in result.patterns}
+    assert usage == {(0, 1, 2): 2, (2, 3): 1}
+    assert result.singleton_usage[0].tolist() == [1, 1, 0, 2, 1]
+    assert {p.itemset: p.support[0] for p in result.patterns} == {(0, 1, 2): 2, (2, 3): 2}
+
+
+def test_cover_order_prefers_higher_support_among_equal_lengths():
+    # (0,1) is in 3 rows, (1,2) in 2: row 0 {0,1,2} takes (0,1) and leaves 2 as a singleton.
+    db = dense([[0, 1, 2], [0, 1], [0, 1], [1, 2]], 3)
+    result = DiffNorm(subsets=[(0,)]).evaluate([db], {(0,): [(1, 2), (0, 1)]})
+    assert {p.itemset: p.usage[0] for p in result.patterns} == {(0, 1): 3, (1, 2): 1}
+    assert result.singleton_usage[0].tolist() == [0, 0, 1]
+
+
+def test_cover_kernel_restricted_to_rows_containing_an_itemset():
+    rows = kernels.pack_rows(HAND_DB)
+    table = kernels.pack_rows(dense([[0, 1, 2], [2, 3]], 5))
+    within = kernels.pack_rows(dense([[3]], 5))[0]
+    # Rows containing item 3: 0, 2, 3.
+    pat, items = kernels.cover_usage(rows, table, within, 5)
+    assert pat.tolist() == [1, 1]
+    assert items.tolist() == [1, 1, 0, 2, 1]
+
+
+def test_encoded_length_by_hand():
+    result = DiffNorm(subsets=[(0,)]).evaluate([HAND_DB], {(0,): [(0, 1, 2), (2, 3)]})
+    # Standard code: items 0-3 are in 3 rows each, item 4 in 1; 13 item occurrences.
+    a = math.log2(13 / 3)
+    st4 = math.log2(13)
+    # Usages (0,1,2):2 (2,3):1 {0}:1 {1}:1 {3}:2 {4}:1, total 8; codes -log2(u/8).
+    data = 2 * 2 + 1 * 3 + 1 * 3 + 1 * 3 + 2 * 2 + 1 * 3
+    pattern_codes = 2 + 3
+    singleton_column = (3 + a) + (3 + a) + (2 + a) + (3 + st4)
+    l_n = universal_code_length
+    # One subset: its label costs log2(1) = 0 bits.
+    patterns = (l_n(3) + 3 * a) + (l_n(2) + 2 * a)
+    model = l_n(2 + 1) + patterns + pattern_codes + singleton_column
+    assert result.data_lengths[0] == pytest.approx(data, abs=1e-12)
+    assert result.model_length == pytest.approx(model, abs=1e-9)
+    assert result.total_length == pytest.approx(model + data, abs=1e-9)
+    # Singletons only: usages 3,3,3,3,1 of 13 codes, and L_N(0 + 1) for the empty model.
+    codes = [math.log2(13 / 3)] * 4 + [math.log2(13)]
+    singles = sum(u * c for u, c in zip([3, 3, 3, 3, 1], codes))
+    singles += sum(codes) + 4 * a + st4 + l_n(1)
+    assert result.singleton_length == pytest.approx(singles, abs=1e-9)
+    assert result.l_percent == pytest.approx(100 * (model + data) / singles)
+
+
+def test_coding_sets_use_only_the_subsets_of_their_group():
+    # (0,1) occurs in both groups but lies in group 1's own set: group 0 never uses it.
+    g0 = dense([[0, 1], [0, 1], [2]], 3)
+    g1 = dense([[0, 1], [0, 1, 2], [1]], 3)
+    result = DiffNorm().evaluate([g0, g1], {(1,): [(0, 1)]})
+    (pattern,) = result.patterns
+    assert pattern.subset == (1,)
+    assert pattern.usage == (0, 2)
+    assert pattern.support == (2, 2)
+    assert result.singleton_usage.tolist() == [[2, 2, 1], [0, 1, 1]]
+
+
+def test_planted_patterns_land_in_their_sets(planted):
+    _, _, a_only, b_only, shared, result = planted
+    found = {s: {p.itemset for p in ps} for s, ps in result.by_subset().items()}
+    assert a_only <= found[(0,)]
+    assert b_only <= found[(1,)]
+    assert shared <= found[(0, 1)]
+    everywhere = [p.itemset for p in result.patterns]
+    for planted_set in a_only | b_only | shared:
+        assert everywhere.count(planted_set) == 1
+    assert result.l_percent < 90
+
+
+def test_patterns_for_lists_one_subset(planted):
+    a, b, a_only, *_ = planted
+    model = DiffNorm(min_support=0.05).fit([a, b])
+    assert model.patterns_for((0,)) == [p.itemset for p in model.discover().by_subset()[(0,)]]
+    assert a_only <= set(model.patterns_for([0]))
+    with pytest.raises(SpecError, match="not searched"):
+        model.patterns_for((2,))
+
+
+def test_planted_search_lengths_agree_with_a_full_rescoring(planted):
+    a, b, *_, result = planted
+    model = {s: [p.itemset for p in ps] for s, ps in result.by_subset().items()}
+    again = DiffNorm().evaluate([a, b], model)
+    assert again.total_length == pytest.approx(result.total_length, abs=1e-9)
+    assert [p.usage for p in again.patterns] == [p.usage for p in result.patterns]
+    assert np.array_equal(again.singleton_usage, result.singleton_usage)
+    assert result.model_length + sum(result.data_lengths) == pytest.approx(result.total_length)
+    # Every pattern kept is used somewhere, and only in the groups of its subset.
+    for p in result.patterns:
+        assert sum(p.usage) > 0
+        assert all(u == 0 for i, u in enumerate(p.usage) if i not in p.subset)
+
+
+def test_independent_noise_compresses_hardly_at_all():
+    rng = np.random.default_rng(1)
+    a = rng.random((2000, 100)) < 0.05
+    b = rng.random((2000, 100)) < 0.05
+    result = diffnorm([a, b], min_support=0.01)
+    assert 99.0 < result.l_percent <= 100.0
+    # Whatever is found are pairs that co-occur by chance, each worth a few bits.
+    assert all(len(p.itemset) == 2 for p in result.patterns)
+    assert result.singleton_length - result.total_length < 0.002 * result.singleton_length
+
+
+def test_custom_subsets_restrict_where_patterns_may_go():
+    a, b, a_only, b_only, shared = planted_groups(2, n_rows=1000, n_items=60)
+    result = DiffNorm(min_support=0.05, subsets=[(0,), (0, 1)]).fit([a, b]).discover()
+    found = {s: {p.itemset for p in ps} for s, ps in result.by_subset().items()}
+    assert set(found) == {(0,), (0, 1)}
+    assert a_only <= found[(0,)]
+    # B has no set of its own, so its pattern is described with the shared ones.
+    assert b_only | shared <= found[(0, 1)]
+
+
+def test_packed_bits_give_the_same_result_as_booleans():
+    a, b, *_ = planted_groups(3, n_rows=600, n_items=70)
+    expected = diffnorm([a, b], min_support=0.1)
+    packed = [BitMatrix.from_packbits(np.packbits(g, axis=1), 70) for g in (a, b)]
+    assert np.array_equal(packed[0].to_dense(), a)
+    got = diffnorm(packed, min_support=0.1)
+    assert [p.itemset for p in got.patterns] == [p.itemset for p in expected.patterns]
+    assert got.total_length == expected.total_length
+
+
+def test_no_iterations_means_singletons_only():
+    a, b, *_ = planted_groups(4, n_rows=400, n_items=40)
+    result = DiffNorm(max_iterations=0).fit([a, b]).discover()
+    assert result.patterns == ()
+    assert result.l_percent == 100.0
+
+
+def test_arrow_table_has_one_row_per_pattern(planted):
+    *_, result = planted
+    table = result.to_arrow()
+    assert table.column_names == ["subset", "itemset", "size", "usage", "support"]
+    assert table.num_rows == len(result.patterns)
+    first = result.patterns[0]
+    assert table.column("itemset")[0].as_py() == list(first.itemset)
+    assert table.column("usage")[0].as_py() == list(first.usage)
+
+
+def test_bad_inputs_are_refused_with_a_spec_error():
+    a = np.zeros((3, 4), bool)
+    with pytest.raises(SpecError, match="item universe"):
+        DiffNorm().fit([a, np.zeros((3, 5), bool)])
+    with pytest.raises(SpecError, match="subset"):
+        DiffNorm(subsets=[(0,), (2,)]).fit([a, a])
+    with pytest.raises(SpecError, match="twice"):
+        DiffNorm(subsets=[(0, 1), (1, 0)]).fit([a, a])
+    with pytest.raises(SpecError, match="two or more"):
+        DiffNorm().evaluate([a, a], {(0,): [(1,)]})
+    with pytest.raises(SpecError):
+        DiffNorm(max_candidates=-1)
+    with pytest.raises(SpecError):
+        DiffNorm().discover()
+    assert default_subsets(3) == [(0,), (1,), (2,), (0, 1, 2)]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.mark.parametrize("num_workers", [2, 3])
+def test_ray_version_equals_single_process(planted, local_ray, num_workers):
+    a, b, *_, expected = planted
+    got = DiffNormRay(min_support=0.05, num_workers=num_workers).fit([a, b]).discover()
+    assert got.patterns == expected.patterns
+    assert got.total_length == pytest.approx(expected.total_length, abs=1e-9)
+    assert got.singleton_length == pytest.approx(expected.singleton_length, abs=1e-9)
+    assert np.array_equal(got.singleton_usage, expected.singleton_usage)
