@@ -1,7 +1,8 @@
 """Store throughput: activations written through the lake versus raw ``.npy`` files.
 
 Writes the same float16 activation bytes (ReLU-like: about half zeros) twice to the same
-disk in one run — once through ``neurolake.store`` (Zarr v3, zstd, sharded, with tables and
+disk in one run, each timed until the data is on disk (``sync``; the page cache alone
+makes raw writes swing between 0.6 and 1.5 GB/s) — once through ``neurolake.store`` (Zarr v3, zstd, sharded, with tables and
 commit markers), once as one raw ``.npy`` file per shard — and prints MB/s for both, their
 ratio (target >= 0.5), and the compression ratio. Then gathers a random 5 % of rows per
 layer with ``Run.read_rows`` versus reading the same chunks whole (target >= 0.5).
@@ -12,12 +13,14 @@ layer with ``Run.read_rows`` versus reading the same chunks whole (target >= 0.5
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from neurolake.store import Lake, LayerSpec, plan_work_units
 
@@ -42,6 +45,28 @@ def block_for(pool: list[np.ndarray], layer: int, shard: int) -> np.ndarray:
     return pool[(layer * 7 + shard) % len(pool)]
 
 
+def unit_tables(unit) -> tuple[pa.Table, pa.Table]:
+    """Plausible ``utterances`` and ``frames`` rows of a unit."""
+    utts = unit.utterances
+    utterances = pa.table({
+        "utterance_id": [u.utterance_id for u in utts], "speaker_id": ["s"] * len(utts),
+        "chapter_id": ["c"] * len(utts), "audio_uri": ["a"] * len(utts),
+        "duration_s": [u.n_frames / 50 for u in utts], "n_frames": [u.n_frames for u in utts],
+        "first_frame_id": [u.first_row for u in utts], "reference": [""] * len(utts),
+        "hypothesis": [""] * len(utts), "wer": [0.0] * len(utts), "cer": [0.0] * len(utts),
+        "n_word_errors": [0] * len(utts),
+    })
+    n = unit.rows_used
+    frames = pa.table({
+        "frame_id": np.arange(unit.row_start, unit.used_stop),
+        "utterance_id": np.repeat([u.utterance_id for u in utts], [u.n_frames for u in utts]),
+        "frame_index": np.concatenate([np.arange(u.n_frames) for u in utts]), "start_s": np.zeros(n), "end_s": np.zeros(n),
+        "ref_token": ["A"] * n, "pred_token": ["A"] * n, "pred_prob": np.ones(n, np.float32), "phoneme": ["AH"] * n,
+        "word": ["A"] * n, "word_index": np.zeros(n, np.int32), "word_error": np.zeros(n, bool), "token_error": np.zeros(n, bool),
+    })
+    return utterances, frames
+
+
 def dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -49,6 +74,8 @@ def dir_bytes(path: Path) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gb", type=float, default=1.0, help="activation gigabytes to write (default 1.0)")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved write runs of each kind (default 3)")
+    ap.add_argument("--zstd-level", type=int, default=1, help="zstd level of the run (default 1, the store default; negative = fast modes)")
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: a temp dir)")
     args = ap.parse_args()
 
@@ -61,58 +88,57 @@ def main() -> None:
         pool = activation_pool(16, ROWS_PER_SHARD)
         print(f"{N_LAYERS} layers x {UNITS} units x {rows} rows float16 = {total_bytes / 1e9:.2f} GB")
 
-        # ---- raw .npy, one file per shard and layer
-        raw_dir = base / "raw"
-        raw_dir.mkdir()
-        t0 = time.perf_counter()
-        for layer in range(N_LAYERS):
-            for s in range(n_shards):
-                np.save(raw_dir / f"l{layer}_s{s}.npy", block_for(pool, layer, s))
-        raw_s = time.perf_counter() - t0
-
-        # ---- the store: utterances of ~1,000 frames packed into units
         lengths = [(f"utt{i:06d}", 1024) for i in range(rows // 1024)]
         plan = plan_work_units(lengths, rows_per_shard=ROWS_PER_SHARD, unit_rows=UNIT_ROWS, chunk_rows=CHUNK_ROWS)
         assert plan.total_rows == rows
         lake = Lake.create(str(base / "lake"))
         layers = [LayerSpec(f"layer{i}", UNITS) for i in range(N_LAYERS)]
-        t0 = time.perf_counter()
-        run = lake.create_run("bench", model={"spec": "bench"}, corpus={"spec": "bench"}, layers=layers, plan=plan)
-        for unit in plan.units:
-            writer = run.unit_writer(unit.unit_id)
-            for li, layer in enumerate(layers):
-                for s in range(unit.row_start // ROWS_PER_SHARD, unit.row_stop // ROWS_PER_SHARD):
-                    writer.append(layer.name, block_for(pool, li, s))
-            utts = unit.utterances
-            writer.write_table(
-                "utterances",
-                {
-                    "utterance_id": [u.utterance_id for u in utts], "speaker_id": ["s"] * len(utts),
-                    "chapter_id": ["c"] * len(utts), "audio_uri": ["a"] * len(utts),
-                    "duration_s": [u.n_frames / 50 for u in utts], "n_frames": [u.n_frames for u in utts],
-                    "first_frame_id": [u.first_row for u in utts], "reference": [""] * len(utts),
-                    "hypothesis": [""] * len(utts), "wer": [0.0] * len(utts), "cer": [0.0] * len(utts),
-                    "n_word_errors": [0] * len(utts),
-                },
-            )
-            n = unit.rows_used
-            writer.write_table(
-                "frames",
-                {
-                    "frame_id": np.arange(unit.row_start, unit.used_stop), "utterance_id": np.repeat([u.utterance_id for u in utts], [u.n_frames for u in utts]),
-                    "frame_index": np.concatenate([np.arange(u.n_frames) for u in utts]), "start_s": np.zeros(n), "end_s": np.zeros(n),
-                    "ref_token": ["A"] * n, "pred_token": ["A"] * n, "pred_prob": np.ones(n, np.float32), "phoneme": ["AH"] * n,
-                    "word": ["A"] * n, "word_index": np.zeros(n, np.int32), "word_error": np.zeros(n, bool), "token_error": np.zeros(n, bool),
-                },
-            )
-            writer.commit()
-        store_s = time.perf_counter() - t0
+        # The rows of the tables are made before the clock starts: building Python lists of
+        # strings is this script's cost, not the store's; encoding and writing them is timed.
+        tables = {unit.unit_id: unit_tables(unit) for unit in plan.units}
+
+        def write_raw() -> float:
+            raw_dir = base / "raw"
+            shutil.rmtree(raw_dir, ignore_errors=True)
+            raw_dir.mkdir()
+            os.sync()
+            t0 = time.perf_counter()
+            for layer in range(N_LAYERS):
+                for s in range(n_shards):
+                    np.save(raw_dir / f"l{layer}_s{s}.npy", block_for(pool, layer, s))
+            os.sync()
+            return time.perf_counter() - t0
+
+        def write_store() -> float:
+            shutil.rmtree(base / "lake" / "runs" / "bench", ignore_errors=True)
+            os.sync()
+            t0 = time.perf_counter()
+            run = lake.create_run("bench", model={"spec": "bench"}, corpus={"spec": "bench"}, layers=layers, plan=plan, zstd_level=args.zstd_level)
+            for unit in plan.units:
+                writer = run.unit_writer(unit.unit_id)
+                for li, layer in enumerate(layers):
+                    for s in range(unit.row_start // ROWS_PER_SHARD, unit.row_stop // ROWS_PER_SHARD):
+                        writer.append(layer.name, block_for(pool, li, s))
+                utterances, frames = tables[unit.unit_id]
+                writer.write_table("utterances", utterances)
+                writer.write_table("frames", frames)
+                writer.commit()
+            os.sync()
+            return time.perf_counter() - t0
+
+        # Alternate the two, several times: the page cache of a virtual disk makes single
+        # raw timings swing by 2x; medians of interleaved runs compare like with like.
+        raw_times, store_times = [], []
+        for _ in range(args.repeats):
+            raw_times.append(write_raw())
+            store_times.append(write_store())
+        raw_s, store_s = float(np.median(raw_times)), float(np.median(store_times))
         stored = dir_bytes(base / "lake" / "runs" / "bench" / "activations.zarr")
 
         raw_mbs = total_bytes / raw_s / 1e6
         store_mbs = total_bytes / store_s / 1e6
-        print(f"write  raw .npy : {raw_s:7.2f} s  {raw_mbs:8.1f} MB/s")
-        print(f"write  store    : {store_s:7.2f} s  {store_mbs:8.1f} MB/s   (activations + tables + commits)")
+        print(f"write  raw .npy : median {raw_s:6.2f} s  {raw_mbs:8.1f} MB/s   (runs: {', '.join(f'{total_bytes / t / 1e6:.0f}' for t in raw_times)} MB/s)")
+        print(f"write  store    : median {store_s:6.2f} s  {store_mbs:8.1f} MB/s   (runs: {', '.join(f'{total_bytes / t / 1e6:.0f}' for t in store_times)} MB/s; activations + tables + commits)")
         print(f"write  ratio store/raw = {store_mbs / raw_mbs:.2f}   (target >= 0.5)")
         print(f"compression ratio = {total_bytes / stored:.2f}  ({total_bytes / 1e6:.0f} MB -> {stored / 1e6:.0f} MB)")
 

@@ -116,8 +116,9 @@ def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[b
     Zarr leaves out and reads back as zeros); then the CRC32C of the index. The file is
     written even when every chunk is zero, so a missing shard file always means lost data.
 
-    The digest is :func:`rows_digest` of the block: the CRC32C of its rows in
-    little-endian C order, which is what a reader gets back.
+    The digest is :func:`bytes_digest` of the file: the shard is identified by its bytes
+    (equal bytes, equal rows; re-runs write identical bytes), which is also the cheapest
+    thing to check again without decoding.
 
     Encoding here instead of through ``zarr.Array.__setitem__`` lets the writer compress
     shards on all cores at once; the arrays are still read by Zarr, and a test checks the
@@ -140,17 +141,17 @@ def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[b
         offset += len(data)
     index_bytes = index.tobytes()
     crc = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
-    return b"".join(parts) + index_bytes + crc, rows_digest(little)
+    data = b"".join(parts) + index_bytes + crc
+    return data, bytes_digest(data)
 
 
-def rows_digest(block: np.ndarray) -> bytes:
-    """CRC32C of rows as little-endian C-order bytes, 4 bytes big-endian.
+def bytes_digest(data: bytes) -> bytes:
+    """CRC32C of a shard file's bytes, 4 bytes big-endian.
 
-    CRC32C (hardware-accelerated, ~8 GB/s) catches corrupted or swapped shards; the
-    per-unit checksum in the commit marker is a SHA-256 over these shard digests.
+    CRC32C (hardware-accelerated, ~8 GB/s) catches corrupted, truncated or swapped shards;
+    the per-unit checksum in the commit marker is a SHA-256 over these shard digests.
     """
-    little = np.ascontiguousarray(block.astype(block.dtype.newbyteorder("<"), copy=False))
-    return google_crc32c.value(little.tobytes()).to_bytes(4, "big")
+    return google_crc32c.value(data).to_bytes(4, "big")
 
 
 def combine_digests(digests: list[bytes]) -> str:
