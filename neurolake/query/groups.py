@@ -44,11 +44,24 @@ class Group:
 
 
 def group_query(predicate: str) -> str:
-    """The SELECT that materialises a group (frames joined with their utterances)."""
+    """The SELECT (two ``?`` parameters: the run id) that lists a group's frame ids.
+
+    Both sides are narrowed to the run first, so the join is on ``utterance_id`` alone (one
+    string key, not two); the aliases keep ``frames.x`` and ``utterances.x`` usable in the
+    predicate. The ids come back unordered: sorting them in numpy is cheaper than in SQL.
+    """
     return (
-        "SELECT frame_id FROM frames JOIN utterances USING (run_id, utterance_id) "
-        f"WHERE run_id = $run_id AND ({predicate}) ORDER BY frame_id"
+        "WITH f AS (SELECT * FROM frames WHERE run_id = ?), "
+        "u AS (SELECT * EXCLUDE (run_id) FROM utterances WHERE run_id = ?) "
+        f"SELECT frame_id FROM f AS frames JOIN u AS utterances USING (utterance_id) WHERE ({predicate})"
     )
+
+
+def group_frame_ids(engine: QueryEngine, run_id: str, predicate: str) -> np.ndarray:
+    """Frame ids of ``run_id`` satisfying ``predicate``, ascending. ``[n] int64``"""
+    table = engine.arrow(group_query(predicate), [run_id, run_id])
+    # The join returns sorted runs of ids; a stable (merge) sort is fast on those.
+    return np.sort(table.column("frame_id").to_numpy(), kind="stable")
 
 
 def _all_groups(lake: Lake) -> list[Group]:
@@ -103,8 +116,7 @@ def create_group(lake: Lake, name: str, run_id: str, where: str, replace: bool =
         old.derived.loc.remove_tree()
 
     with QueryEngine(lake) as engine:
-        table = engine.arrow(group_query(spec["predicate"]).replace("$run_id", "?"), [run_id])
-    ids = table.column("frame_id").to_numpy()
+        ids = group_frame_ids(engine, run_id, spec["predicate"])
     if ids.size == 0:
         raise GroupError(f"the predicate {where!r} selects no frames of run {run_id!r}; an empty group cannot be mined")
     frames = pa.table(
