@@ -19,8 +19,8 @@ import shutil
 import tempfile
 import time
 
-import numpy as np
 import torch
+import torchaudio
 
 from neurolake.cluster.ray_env import connect
 from neurolake.ingest.audio import load_audio
@@ -59,10 +59,21 @@ def bare_forward(model_spec: str, corpus: str, max_batch: int, max_batch_samples
     return elapsed, frames, sum(a.shape[0] for a in audio) / adapter.sample_rate
 
 
+def full_wav2letter(base: str) -> str:
+    """A checkpoint of torchaudio's Wav2Letter at full size (random weights), as the adapter reads it."""
+    model = torchaudio.models.Wav2Letter(num_classes=29, input_type="waveform", num_features=1)
+    path = os.path.join(base, "wav2letter.pt")
+    tokens = ["-", " ", "'"] + [chr(ord("A") + i) for i in range(26)]
+    torch.save({"config": {"num_classes": 29, "input_type": "waveform", "num_features": 1}, "tokens": tokens,
+                "state_dict": model.state_dict()}, path)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--utterances", type=int, default=300)
-    ap.add_argument("--model", default="demo")
+    ap.add_argument("--model", default="demo", help="model spec, or 'wav2letter-full' for torchaudio's full-size "
+                    "Wav2Letter on waveforms with random weights (a heavy model: forward dominates)")
     ap.add_argument("--layers", default=None, help="comma-separated globs (default: the model's blocks)")
     ap.add_argument("--max-batch", type=int, default=16)
     args = ap.parse_args()
@@ -70,6 +81,8 @@ def main() -> None:
     try:
         corpus = os.path.join(base, "corpus")
         synthesize_corpus(corpus, n_utterances=args.utterances, seed=11)
+        if args.model == "wav2letter-full":
+            args.model = f"wav2letter:{full_wav2letter(base)}"
         resources = connect()
         cpus = int(resources.get("CPU", 1))
         torch.set_num_threads(cpus)

@@ -14,6 +14,7 @@ import datetime as _dt
 import re
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -60,9 +61,25 @@ def group_query(run_id: str, predicate: str) -> str:
     )
 
 
+def _frames_only_query(run_id: str, predicate: str) -> str:
+    run = "'" + run_id.replace("'", "''") + "'"
+    return f"SELECT frame_id FROM frames WHERE run_id = {run} AND ({predicate})"
+
+
 def group_frame_ids(engine: QueryEngine, run_id: str, predicate: str) -> np.ndarray:
-    """Frame ids of ``run_id`` satisfying ``predicate``, ascending. ``[n] int64``"""
-    table = engine.arrow(group_query(run_id, predicate))
+    """Frame ids of ``run_id`` satisfying ``predicate``, ascending. ``[n] int64``
+
+    A predicate over frame columns only (``word_error``, ``phoneme = 'AH'``) needs no join
+    with ``utterances``; DuckDB's binder tells which kind it is.
+    """
+    try:
+        engine.con.execute("EXPLAIN " + _frames_only_query(run_id, predicate))
+        query = _frames_only_query(run_id, predicate)
+    except duckdb.BinderException:
+        query = group_query(run_id, predicate)
+    except duckdb.Error:
+        query = group_query(run_id, predicate)  # let the full query report the error
+    table = engine.arrow(query)
     # The join returns sorted runs of ids; a stable (merge) sort is fast on those.
     return np.sort(table.column("frame_id").to_numpy(), kind="stable")
 
