@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantile:Q (Q in 0.5, 0.9, 0.99), topk:K, zscore:Z or absolute:T (default quantile:0.9)")
     p.add_argument("--min-support", type=float, default=0.1, metavar="F", help="fraction of the target frames (default 0.1)")
     p.add_argument("--max-size", type=int, default=4, metavar="N", help="largest pattern reported (default 4)")
-    p.add_argument("--workers", type=int, metavar="N", help="mine LCM's search space on N Ray workers")
+    p.add_argument("--workers", type=int, metavar="N", help="N Ray workers: LCM splits its search space, DiffNorm its usage counting")
     p.add_argument("--top", type=int, default=10, metavar="N", help="patterns to print (default 10)")
     p.set_defaults(func=cmd_mine)
 

@@ -174,7 +174,7 @@ def mine(
     if algo == "lcm":
         itemsets = _lcm(T, float(min_support), max_size, workers)
     else:
-        itemsets = _diffnorm(T, B, float(min_support), params)
+        itemsets = _diffnorm(T, B, float(min_support), params, workers)
     itemsets = [tuple(s) for s in itemsets if len(s) > 0]
     a = supports(T, itemsets)
     c = supports(B, itemsets)
@@ -247,9 +247,18 @@ def _lcm(T: np.ndarray, min_support: float, max_size: int | None, workers: int |
     return result.items
 
 
-def _diffnorm(T: np.ndarray, B: np.ndarray, min_support: float, params: Mapping[str, Any]) -> list[tuple[int, ...]]:
-    """Patterns of DiffNorm's target-only pattern set (what characterises the target)."""
-    from neurolake.mining.diffnorm import DiffNorm
+def _diffnorm(T: np.ndarray, B: np.ndarray, min_support: float, params: Mapping[str, Any], workers: int | None) -> list[tuple[int, ...]]:
+    """Patterns of DiffNorm's target-only pattern set (what characterises the target).
 
-    model = DiffNorm(min_support=min_support, **params).fit([T, B])
+    With ``workers`` > 1 the cover and usage counting runs over row partitions on Ray
+    workers while this process holds the code tables (same result).
+    """
+    if workers and workers > 1:
+        from neurolake.mining.diffnorm_ray import DiffNormRay
+
+        model = DiffNormRay(min_support=min_support, num_workers=workers, **params).fit([T, B])
+    else:
+        from neurolake.mining.diffnorm import DiffNorm
+
+        model = DiffNorm(min_support=min_support, **params).fit([T, B])
     return model.patterns_for((0,))

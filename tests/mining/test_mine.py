@@ -113,3 +113,24 @@ def test_diffnorm_finds_the_planted_pattern(tmp_path):
     assert patterns, "DiffNorm should keep the planted pattern in the target's code table"
     assert sorted(patterns[0]["items"]) == ["a:3", "a:7", "b:2"]
     assert patterns[0]["support_background"] == 0
+
+
+def test_diffnorm_on_ray_workers_gives_the_same_patterns(tmp_path):
+    import ray
+
+    lake = _planted_lake(tmp_path / "lake")
+    kwargs = dict(algo="diffnorm", binarization="absolute:3.0", min_support=0.05)
+    single = mine(lake, "errors", "correct", **kwargs).patterns
+    from neurolake.mining.mine import _diffnorm
+    from neurolake.query.groups import get_group
+
+    run = lake.run("m")
+    dense = lambda g: np.concatenate(
+        [run.read_rows(layer, get_group(lake, g).frame_ids()) > 3.0 for layer in ("a", "b")], axis=1
+    )
+    try:
+        on_ray = _diffnorm(dense("errors"), dense("correct"), 0.05, {}, workers=2)
+    finally:
+        ray.shutdown()
+    names = [f"a:{i}" for i in range(12)] + [f"b:{i}" for i in range(6)]
+    assert sorted(sorted(names[i] for i in p) for p in on_ray) == sorted(sorted(p) for p in single.column("items").to_pylist())
