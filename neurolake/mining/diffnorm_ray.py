@@ -21,43 +21,11 @@ import numpy as np
 import ray
 
 from neurolake.errors import SpecError
-from neurolake.mining import _diffnorm_kernels as kernels
-from neurolake.mining.diffnorm import DiffNorm, UsageCounter, UsageRequest
+from neurolake.mining.diffnorm import DiffNorm, LocalUsageCounter, UsageCounter, UsageRequest
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DiffNormRay", "RayUsageCounter"]
-
-
-class _PartitionWorker:
-    """Ray actor: one row partition of every group, counted with the numba kernels.
-
-    Args:
-        parts: ``[rows_w, W] uint64`` packed rows of each group held by this worker.
-        n_items: size of the item universe.
-    """
-
-    def __init__(self, parts: list[np.ndarray], n_items: int) -> None:
-        self.parts = [np.ascontiguousarray(p, dtype=np.uint64) for p in parts]
-        self.n_items = n_items
-
-    def supports(self, patterns: np.ndarray) -> np.ndarray:
-        """``[k, p] int64`` partition rows containing each pattern."""
-        out = np.zeros((len(self.parts), patterns.shape[0]), np.int64)
-        for i, rows in enumerate(self.parts):
-            out[i] = kernels.supports(rows, patterns)
-        return out
-
-    def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Partition usages for each ``(group, table, within)`` request."""
-        return [
-            kernels.cover_usage(self.parts[i], table, within, self.n_items)
-            for i, table, within in requests
-        ]
-
-    def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
-        """Partition co-usage matrices for each ``(group, table)`` request."""
-        return [kernels.co_usage(self.parts[i], table, self.n_items) for i, table in requests]
 
 
 class RayUsageCounter(UsageCounter):
@@ -82,7 +50,8 @@ class RayUsageCounter(UsageCounter):
         self.n_groups = len(groups)
         # Actors reserve no CPU, so that more partitions than CPUs still start (and share
         # the CPUs) instead of waiting forever for resources.
-        actor = ray.remote(num_cpus=0)(_PartitionWorker)
+        # Each actor is a LocalUsageCounter over its row partition of every group.
+        actor = ray.remote(num_cpus=0)(LocalUsageCounter)
         splits = [np.array_split(g, num_workers, axis=0) for g in groups]
         self.workers = [
             actor.remote([split[w] for split in splits], n_items) for w in range(num_workers)

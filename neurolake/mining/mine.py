@@ -25,7 +25,6 @@ from neurolake.mining.binarize import QUANTILE_COLUMNS, binarize, normalise_spec
 from neurolake.mining.significance import fisher_greater, holm, relative_risk, wracc
 from neurolake.query.groups import Group, get_group
 from neurolake.query.neurons import neuron_statistics
-from neurolake.query.schemas import PATTERNS
 from neurolake.store import Lake, Run
 from neurolake.store.tables import decode_parquet, encode_parquet
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 from neurolake.errors import QueryError
 from neurolake.query import schemas
 from neurolake.query.fingerprint import commits_fingerprint
+from neurolake.schemas import SCHEMAS
 from neurolake.store import Lake, Run
 from neurolake.store.derived import list_derived
 
@@ -138,7 +139,7 @@ class QueryEngine:
 
         for name in ("utterances", "frames", "errors"):
             files = [self._url(r, key) for r in runs for key in r.table_keys(name)]
-            self._parquet_view(con, name, files, schemas.TABLES[name])
+            self._parquet_view(con, name, files, SCHEMAS[name])
 
         neuron_files, group_files, group_rows, pattern_files = [], [], [], []
         for run in runs:

@@ -21,7 +21,7 @@ import pyarrow as pa
 from neurolake.errors import GroupError
 from neurolake.query.engine import QueryEngine
 from neurolake.query.fingerprint import commits_fingerprint
-from neurolake.store import Derived, Lake, Run
+from neurolake.store import Derived, Lake
 from neurolake.store.derived import list_derived
 from neurolake.store.tables import decode_parquet, encode_parquet
 

@@ -7,7 +7,6 @@ import pyarrow as pa
 from neurolake.store.cube import LayerSpec
 from neurolake.store.derived import Derived
 from neurolake.store.run import RunInfo
-from neurolake.store.tables import SCHEMAS as TABLES
 
 RUNS = pa.schema(
     [

@@ -113,7 +113,7 @@ def test_phone_timings_locate_the_speech(corpus):
 def test_same_seed_gives_the_same_bytes(tmp_path):
     first = _small_corpus(tmp_path / "a", seed=5, n=8)
     second = _small_corpus(tmp_path / "b", seed=5, n=8)
-    other = _small_corpus(tmp_path / "c", seed=6, n=8)
+    _small_corpus(tmp_path / "c", seed=6, n=8)
     assert first.speakers == second.speakers
 
     def files(root: Path) -> dict[str, bytes]:

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import ray
 
 from neurolake.errors import SpecError
 from neurolake.mining import _diffnorm_kernels as kernels
@@ -241,14 +240,6 @@ def test_bad_inputs_are_refused_with_a_spec_error():
     assert default_subsets(3) == [(0,), (1,), (2,), (0, 1, 2)]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.mark.parametrize("num_workers", [2, 3])

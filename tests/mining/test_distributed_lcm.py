@@ -6,23 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
 
 from neurolake.errors import SpecError
 from neurolake.mining.distributed import distributed_closed_itemsets, plan_batches
 from neurolake.mining.lcm import closed_itemsets, first_level_branches, read_fimi
 
+pytestmark = pytest.mark.usefixtures("local_ray")
+
 FIMI_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fimi"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 def as_set(result):

@@ -1,6 +1,5 @@
 """SQL views over lakes built with the store API; results checked against pyarrow/numpy."""
 
-import numpy as np
 import pyarrow.compute as pc
 import pytest
 

@@ -95,7 +95,6 @@ def test_create_run_again(lake_target):
     assert again.manifest == first.manifest
     with pytest.raises(RunConflictError, match="different corpus, plan"):
         create_run(lake, n_utterances=31)
-    from neurolake.store import plan_work_units
 
     with pytest.raises(RunConflictError, match="layers"):
         lake.create_run(
