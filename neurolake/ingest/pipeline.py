@@ -94,7 +94,9 @@ def plan_ingest(
 def _actor_class():
     import ray
 
-    @ray.remote(max_restarts=-1, max_task_retries=-1)
+    # Two units at once per actor: one in the forward pass while the other is labelled,
+    # compressed and committed (UnitProcessor serialises the forward passes).
+    @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=2)
     class UnitActor:
         def __init__(self, *args, threads: int = 1, **kwargs):
             import torch

@@ -8,6 +8,7 @@ pure transformation per unit), but both also run in-process.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -91,6 +92,7 @@ class UnitProcessor:
         self.max_batch = max_batch
         self.max_batch_samples = max_batch_samples
         self.device = device
+        self._forward_lock = threading.Lock()
         expected = self.run.manifest["model"].get("weights_sha256")
         if expected and expected != self.adapter.spec.get("weights_sha256"):
             raise NeurolakeError(
@@ -129,7 +131,10 @@ class UnitProcessor:
             wave = torch.zeros(len(items), max(lengths))
             for row, d in enumerate(items):
                 wave[row, : lengths[row]] = torch.tensor(d.audio)
-            out = self.adapter.forward(wave.to(self.device), torch.tensor(lengths), self.layers)
+            # One forward at a time: capture hooks live on the shared module during a call.
+            # Labels and writes of another unit run meanwhile (the actor takes two at once).
+            with self._forward_lock:
+                out = self.adapter.forward(wave.to(self.device), torch.tensor(lengths), self.layers)
             log_probs = out.log_probs.cpu().numpy()
             captured = {name: t.cpu().numpy() for name, t in out.captured.items()}
             for row, d in enumerate(items):
