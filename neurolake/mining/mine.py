@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -60,6 +60,7 @@ class MiningResult:
     n_items: int
     seconds: float
     reused: bool
+    details: dict = field(default_factory=dict)  # algorithm figures, e.g. DiffNorm's L%
 
 
 def _items_for(run: Run, layers: Sequence[str]) -> list[str]:
@@ -165,15 +166,17 @@ def mine(
             derived.spec_hash, run.run_id, target, background,
             decode_parquet(derived.read_bytes("patterns.parquet")), decode_parquet(derived.read_bytes("layers.parquet")),
             g_t.n_frames, g_b.n_frames, len(_items_for(run, layers)), time.perf_counter() - t0, True,
+            derived.read_json("details.json"),
         )
     stats = neuron_statistics(lake, run.run_id, layers) if spec["method"] in ("quantile", "zscore") else None
     bt = binarised_group(lake, run, g_t, layers, spec, stats)
     bb = binarised_group(lake, run, g_b, layers, spec, stats)
     T, B = bt.dense(), bb.dense()
+    details: dict = {}
     if algo == "lcm":
         itemsets = _lcm(T, float(min_support), max_size, workers)
     else:
-        itemsets = _diffnorm(T, B, float(min_support), params, workers)
+        itemsets, details = _diffnorm(T, B, float(min_support), params, workers)
     itemsets = [tuple(s) for s in itemsets if len(s) > 0]
     a = supports(T, itemsets)
     c = supports(B, itemsets)
@@ -203,8 +206,12 @@ def mine(
     summary = layer_summary(table, layers)
     derived.write_bytes(encode_parquet(table), "patterns.parquet")
     derived.write_bytes(encode_parquet(summary), "layers.parquet")
+    derived.write_json(details, "details.json")
     derived.commit()
-    return MiningResult(derived.spec_hash, run.run_id, target, background, table, summary, n_t, n_b, len(items), time.perf_counter() - t0, False)
+    return MiningResult(
+        derived.spec_hash, run.run_id, target, background, table, summary, n_t, n_b, len(items),
+        time.perf_counter() - t0, False, details,
+    )
 
 
 def layer_summary(patterns: pa.Table, layers: Sequence[str], alpha: float = 0.05) -> pa.Table:
@@ -246,8 +253,11 @@ def _lcm(T: np.ndarray, min_support: float, max_size: int | None, workers: int |
     return result.items
 
 
-def _diffnorm(T: np.ndarray, B: np.ndarray, min_support: float, params: Mapping[str, Any], workers: int | None) -> list[tuple[int, ...]]:
-    """Patterns of DiffNorm's target-only pattern set (what characterises the target).
+def _diffnorm(
+    T: np.ndarray, B: np.ndarray, min_support: float, params: Mapping[str, Any], workers: int | None
+) -> tuple[list[tuple[int, ...]], dict]:
+    """Patterns of DiffNorm's target-only pattern set (what characterises the target), and
+    the model's figures: L% (total length relative to singletons only) and set sizes.
 
     With ``workers`` > 1 the cover and usage counting runs over row partitions on Ray
     workers while this process holds the code tables (same result).
@@ -260,4 +270,8 @@ def _diffnorm(T: np.ndarray, B: np.ndarray, min_support: float, params: Mapping[
         from neurolake.mining.diffnorm import DiffNorm
 
         model = DiffNorm(min_support=min_support, **params).fit([T, B])
-    return model.patterns_for((0,))
+    result = model.discover()
+    sizes = {"target": len(model.patterns_for((0,))), "background": len(model.patterns_for((1,))),
+             "shared": len(model.patterns_for((0, 1)))}
+    details = {"l_percent": float(result.l_percent), "total_length_bits": float(result.total_length), "pattern_sets": sizes}
+    return model.patterns_for((0,)), details

@@ -20,7 +20,14 @@ def format_mining(result: MiningResult, top: int = 10) -> str:
          f"{r['relative_risk']:.2f}", f"{r['p_value']:.2e}")
         for r in p.slice(0, top).to_pylist()
     ]
-    lines = [head, ""]
+    lines = [head]
+    if "l_percent" in result.details:
+        sets = result.details["pattern_sets"]
+        lines.append(
+            f"DiffNorm: L% = {result.details['l_percent']:.2f} (length relative to singletons only); pattern sets: "
+            f"target {sets['target']}, background {sets['background']}, shared {sets['shared']}"
+        )
+    lines.append("")
     if rows:
         lines.append(format_table(("id", "neurons", "in target", "in background", "WRAcc", "rel. risk", "p (Holm)"), rows))
     else:

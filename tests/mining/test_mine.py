@@ -129,8 +129,24 @@ def test_diffnorm_on_ray_workers_gives_the_same_patterns(tmp_path):
         [run.read_rows(layer, get_group(lake, g).frame_ids()) > 3.0 for layer in ("a", "b")], axis=1
     )
     try:
-        on_ray = _diffnorm(dense("errors"), dense("correct"), 0.05, {}, workers=2)
+        on_ray, details = _diffnorm(dense("errors"), dense("correct"), 0.05, {}, workers=2)
     finally:
         ray.shutdown()
     names = [f"a:{i}" for i in range(12)] + [f"b:{i}" for i in range(6)]
     assert sorted(sorted(names[i] for i in p) for p in on_ray) == sorted(sorted(p) for p in single.column("items").to_pylist())
+
+
+def test_diffnorm_reports_l_percent(tmp_path, capsys):
+    from neurolake.cli import main
+
+    _planted_lake(tmp_path / "lake")
+    args = ["mine", "--lake", str(tmp_path / "lake"), "--target", "errors", "--background", "correct",
+            "--algo", "diffnorm", "--binarize", "absolute:3", "--min-support", "0.05"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    line = next(l for l in out.splitlines() if l.startswith("DiffNorm: L% = "))
+    l_percent = float(line.split("L% = ")[1].split()[0])
+    assert 0 < l_percent < 100  # the planted pattern compresses the data
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert "[reused]" in again and line in again  # the figures are stored with the patterns
