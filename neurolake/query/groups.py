@@ -47,17 +47,21 @@ class Group:
 def group_query(run_id: str, predicate: str) -> str:
     """The SELECT that lists the frame ids of ``run_id`` satisfying ``predicate``.
 
-    Both sides are narrowed to the run first, so the join is on ``utterance_id`` alone (one
-    string key, not two); the aliases keep ``frames.x`` and ``utterances.x`` usable in the
-    predicate. The ids come back unordered: sorting them in numpy is cheaper than in SQL.
-    The run id is a literal, not a parameter: DuckDB prunes Parquet row groups with
-    literals at planning time (1.7 s against 3.0 s on 100 M rows).
+    Frames join their utterance on an integer key: an utterance owns the rows
+    ``[first_frame_id, first_frame_id + n_frames)`` and ``frame_index`` counts from its first
+    row, so ``frame_id - frame_index = first_frame_id`` (1.8 s against 2.5 s for the string key
+    on 100 M rows). Both sides are narrowed to the run first; ``utterances`` leaves out the
+    columns ``frames`` has, so every column name is unambiguous, and the aliases keep
+    ``frames.x`` and ``utterances.x`` usable. The run id is a literal, not a parameter:
+    DuckDB prunes Parquet row groups with literals at planning time. The ids come back
+    unordered: sorting them in numpy is cheaper than in SQL.
     """
     run = "'" + run_id.replace("'", "''") + "'"
     return (
         f"WITH f AS (SELECT * FROM frames WHERE run_id = {run}), "
-        f"u AS (SELECT * EXCLUDE (run_id) FROM utterances WHERE run_id = {run}) "
-        f"SELECT frame_id FROM f AS frames JOIN u AS utterances USING (utterance_id) WHERE ({predicate})"
+        f"u AS (SELECT * EXCLUDE (run_id, utterance_id) FROM utterances WHERE run_id = {run}) "
+        "SELECT frame_id FROM f AS frames JOIN u AS utterances "
+        f"ON frames.frame_id - frames.frame_index = utterances.first_frame_id WHERE ({predicate})"
     )
 
 
