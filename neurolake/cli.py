@@ -12,6 +12,7 @@ from typing import Callable, Sequence
 from neurolake.errors import NeurolakeError
 
 DEFAULT_LAKE = "./lake"
+MODEL_SPECS = "demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH or python:MODULE:FACTORY"
 
 
 def _lake_url(args: argparse.Namespace) -> str:
@@ -255,15 +256,15 @@ def build_parser() -> argparse.ArgumentParser:
     models = p.add_subparsers(dest="models_verb", metavar="VERB")
     models.required = True
     p = models.add_parser("show", help="capturable layers of a model with their units")
-    p.add_argument("spec", metavar="SPEC", help="demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH or python:MODULE:FACTORY")
+    p.add_argument("spec", metavar="SPEC", help=MODEL_SPECS)
     p.add_argument("--layers", metavar="GLOB,..", help="only layers matching these globs")
     p.set_defaults(func=cmd_models_show)
 
     p = sub.add_parser("ingest", help="stream a corpus through a model on Ray into the lake (resumes)")
     _add_lake_arg(p)
     p.add_argument("--corpus", required=True, metavar="SPEC", help="LibriSpeech split/parent directory or URL, or a .jsonl/.csv/.parquet manifest")
-    p.add_argument("--model", required=True, metavar="SPEC", help="demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH or python:MODULE:FACTORY")
-    p.add_argument("--layers", metavar="GLOB,..", help="layers to capture (default: all capturable layers)")
+    p.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPECS)
+    p.add_argument("--layers", metavar="GLOB,..", help="layers to capture (default: the model's blocks, see `models show`)")
     p.add_argument("--run", metavar="ID", help="run id (default: <model>-<corpus>); an existing run resumes")
     p.add_argument("--ray-address", metavar="A", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--actors", type=int, metavar="N", help="model actors (default: one per GPU, else half the CPUs)")

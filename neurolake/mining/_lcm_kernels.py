@@ -80,27 +80,14 @@ def _lowest_bit(typingctx, x):
 
 
 @njit(cache=True)
-def _grow_i32(a, need):
-    """Return ``a`` or a copy at least ``need`` long (doubling), preserving its contents."""
+def _grow(a, need):
+    """Return ``a`` or a copy at least ``need`` long (doubling), same dtype, contents kept."""
     if need <= a.shape[0]:
         return a
     size = a.shape[0] * 2
     if size < need:
         size = need
-    b = np.empty(size, np.int32)
-    b[: a.shape[0]] = a
-    return b
-
-
-@njit(cache=True)
-def _grow_i64(a, need):
-    """Return ``a`` or a copy at least ``need`` long (doubling), preserving its contents."""
-    if need <= a.shape[0]:
-        return a
-    size = a.shape[0] * 2
-    if size < need:
-        size = need
-    b = np.empty(size, np.int64)
+    b = np.empty(size, a.dtype)
     b[: a.shape[0]] = a
     return b
 
@@ -222,19 +209,6 @@ def project_rows(indptr, indices, remap, n_items):
             items[fill[r]] = k
             fill[r] += 1
     return ptr[: n_out + 1].copy(), items, np.ones(n_out, np.int64)
-
-
-@njit(cache=True)
-def _grow_u64(a, need):
-    """Return ``a`` or a copy at least ``need`` long (doubling), preserving its contents."""
-    if need <= a.shape[0]:
-        return a
-    size = a.shape[0] * 2
-    if size < need:
-        size = need
-    b = np.empty(size, np.uint64)
-    b[: a.shape[0]] = a
-    return b
 
 
 @njit(cache=True)
@@ -515,8 +489,8 @@ def _deliver(iarena, larena, itop, ltop, ptr_off, n, core, cands, ncand, slot, o
         ``iarena[larena[bptr_off + c] : larena[bptr_off + c + 1]]``.
     """
     nnz = larena[ptr_off + n] - larena[ptr_off]
-    iarena = _grow_i32(iarena, itop + ncand + nnz)
-    larena = _grow_i64(larena, ltop + ncand + 1)
+    iarena = _grow(iarena, itop + ncand + nnz)
+    larena = _grow(larena, ltop + ncand + 1)
     cand_off = itop
     for c in range(ncand):
         iarena[cand_off + c] = cands[c]
@@ -657,8 +631,8 @@ def _build_child(iarena, larena, itop, ltop, ptr_off, w_off, b0, b1, j, supp, mi
         ``ltop``, weights right after it.
     """
     nocc = b1 - b0
-    iarena = _grow_i32(iarena, itop + tot)
-    larena = _grow_i64(larena, ltop + 2 * nocc + 1)
+    iarena = _grow(iarena, itop + tot)
+    larena = _grow(larena, ltop + 2 * nocc + 1)
     wpos = itop
     for x in range(nocc):
         t = iarena[b0 + x]
@@ -801,7 +775,7 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
             if present[x] > core0:
                 iarena[m0 + nc] = x
                 nc += 1
-        barena = _grow_u64(barena, m0 * nw)
+        barena = _grow(barena, m0 * nw)
         bits = barena[: m0 * nw].reshape((m0, nw))
         bits[:, :] = 0
         for t in range(n0):
@@ -810,7 +784,7 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
                 bits[slot[items0[p]], t >> 6] |= bit
         for x in range(m0):
             slot[present[x]] = -1
-        larena = _grow_i64(larena, m0 * m0)
+        larena = _grow(larena, m0 * m0)
         pairs = larena[: m0 * m0].reshape((m0, m0))
         pairs[:, :] = 0
         _pair_counts_into(bits, pairs)
@@ -893,9 +867,9 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
                 cnt[touched[x]] = 0
             continue
         if n_out + 2 > out_supp.shape[0]:
-            out_supp = _grow_i64(out_supp, n_out + 2)
-            out_ptr = _grow_i64(out_ptr, n_out + 2)
-        out_items = _grow_i32(out_items, out_ptr[n_out] + size)
+            out_supp = _grow(out_supp, n_out + 2)
+            out_ptr = _grow(out_ptr, n_out + 2)
+        out_items = _grow(out_items, out_ptr[n_out] + size)
         base = out_ptr[n_out]
         for x in range(size):
             out_items[base + x] = iset[x]
@@ -944,8 +918,8 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
             from_rows = d == 0 and row_items <= 2 * (kept_items + n_keep * nw)
             if from_rows:
                 nocc = supp
-                iarena = _grow_i32(iarena, itop + row_items)
-                larena = _grow_i64(larena, ltop + 2 * nocc + 1)
+                iarena = _grow(iarena, itop + row_items)
+                larena = _grow(larena, ltop + 2 * nocc + 1)
                 itop, sumsq = _root_child_rows(iarena, itop, ptr0, items0, bits, a, cnt, minsup,
                                                supp, j, s_start, s_len, s_plen, s_w)
                 mc, itop, ltop = _reduce(iarena, larena, base_i, ltop, nocc, j, s_start, s_len,
@@ -972,7 +946,7 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
                 child_dense = _prefer_bits(n_keep, nocc, sumsq, bits_mode)
             if child_dense and not first_level_only:
                 nwc = (nocc + 63) // 64
-                iarena = _grow_i32(iarena, itop + 2 * n_keep)
+                iarena = _grow(iarena, itop + 2 * n_keep)
                 nloc = 0
                 for x in range(n_keep):
                     iarena[itop + x] = iarena[loc + keep[x]]
@@ -980,12 +954,12 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
                         iarena[itop + n_keep + nloc] = x
                         nloc += 1
                 itop += n_keep + nloc
-                barena = _grow_u64(barena, btop + n_keep * nwc)
+                barena = _grow(barena, btop + n_keep * nwc)
                 bits = barena[f_bits[d] : f_bits[d] + md * nw].reshape((md, nw))
                 child = barena[btop : btop + n_keep * nwc].reshape((n_keep, nwc))
                 child[:, :] = 0
                 _fill_child_bits(bits, a, keep, n_keep, rank, child)
-                larena = _grow_i64(larena, ltop + n_keep * n_keep)
+                larena = _grow(larena, ltop + n_keep * n_keep)
                 pairs = larena[ltop : ltop + n_keep * n_keep].reshape((n_keep, n_keep))
                 pairs[:, :] = 0
                 _pair_counts_into(child, pairs)
@@ -1013,8 +987,8 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
                 total = 0
                 for r in range(nocc):
                     total += s_len[r]
-                iarena = _grow_i32(iarena, itop + total)
-                larena = _grow_i64(larena, ltop + 2 * nocc + 1)
+                iarena = _grow(iarena, itop + total)
+                larena = _grow(larena, ltop + 2 * nocc + 1)
                 # s_hash serves as the fill cursor; _reduce recomputes it afterwards.
                 itop = _fill_child_rows(iarena, itop, bits, a, keep, n_keep,
                                         iarena[loc : loc + md], rank, nocc, s_start, s_len,
