@@ -1,13 +1,14 @@
 """Store throughput: activations written through the lake versus raw ``.npy`` files.
 
-Writes the same float16 activation bytes (ReLU-like: about half zeros) twice to the same
-disk in one run, each timed until the data is on disk (``sync``; the page cache alone
+Writes the same float16 activation bytes twice to the same disk in one run (``--data
+synthetic``: ReLU-like, about half zeros, random mantissas - a hard case for compression;
+``--data demo``: the bundled model's real activations on synthetic speech, ~90 % zeros), each timed until the data is on disk (``sync``; the page cache alone
 makes raw writes swing between 0.6 and 1.5 GB/s) — once through ``neurolake.store`` (Zarr v3, zstd, sharded, with tables and
 commit markers), once as one raw ``.npy`` file per shard — and prints MB/s for both, their
 ratio (target >= 0.5), and the compression ratio. Then gathers a random 5 % of rows per
 layer with ``Run.read_rows`` versus reading the same chunks whole (target >= 0.5).
 
-    python benchmarks/store_throughput.py [--gb 1.0] [--dir DIR]
+    python benchmarks/store_throughput.py [--data synthetic|demo] [--gb 1.0] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -31,18 +32,53 @@ CHUNK_ROWS = 256
 UNIT_ROWS = 32768
 
 
-def activation_pool(n_blocks: int, rows: int, seed: int = 0) -> list[np.ndarray]:
-    """Distinct ReLU-like float16 blocks ``[rows, UNITS]`` with per-unit scales."""
+def activation_pool(n_blocks: int, rows: int, seed: int = 0) -> list[list[np.ndarray]]:
+    """Per layer, distinct ReLU-like float16 blocks ``[rows, UNITS]`` with per-unit scales
+    (about half zeros, random mantissas: hard to compress)."""
     rng = np.random.default_rng(seed)
     scale = rng.gamma(2.0, 0.5, UNITS).astype(np.float32)
-    return [
+    blocks = [
         (np.maximum(rng.standard_normal((rows, UNITS), dtype=np.float32), 0) * scale).astype(np.float16)
         for _ in range(n_blocks)
     ]
+    return [blocks[layer * 7 % n_blocks:] + blocks[: layer * 7 % n_blocks] for layer in range(N_LAYERS)]
 
 
-def block_for(pool: list[np.ndarray], layer: int, shard: int) -> np.ndarray:
-    return pool[(layer * 7 + shard) % len(pool)]
+def demo_model_pool(rows: int, n_blocks: int, base: Path) -> tuple[list[LayerSpec], list[list[np.ndarray]]]:
+    """Per layer of the bundled demo model, blocks of its real activations on synthetic speech."""
+    import torch
+
+    from neurolake.ingest.audio import load_audio
+    from neurolake.ingest.corpora import open_corpus
+    from neurolake.ingest.models import load_model
+    from neurolake.ingest.pipeline import default_layers
+    from neurolake.ingest.synth import synthesize_corpus
+
+    adapter = load_model("demo")
+    layers = default_layers(adapter)
+    need = rows * n_blocks
+    corpus = str(base / "corpus")
+    synthesize_corpus(corpus, n_utterances=max(20, need // 130 + 20), seed=5)
+    parts: dict[str, list[np.ndarray]] = {layer.name: [] for layer in layers}
+    got = 0
+    for utt in open_corpus(corpus):
+        audio = torch.from_numpy(load_audio(utt.audio_uri, adapter.sample_rate))[None]
+        out = adapter.forward(audio, torch.tensor([audio.shape[1]]), layers, capture_dtype=torch.float16)
+        for layer in layers:
+            parts[layer.name].append(out.captured[layer.name][0].numpy())
+        got += int(out.frame_lengths[0])
+        if got >= need:
+            break
+    specs = [LayerSpec(layer.name, layer.units) for layer in layers]
+    pools = []
+    for layer in layers:
+        whole = np.concatenate(parts[layer.name])[:need]
+        pools.append([whole[i * rows:(i + 1) * rows] for i in range(n_blocks)])
+    return specs, pools
+
+
+def block_for(pool: list[list[np.ndarray]], layer: int, shard: int) -> np.ndarray:
+    return pool[layer][shard % len(pool[layer])]
 
 
 def unit_tables(unit) -> tuple[pa.Table, pa.Table]:
@@ -77,22 +113,28 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="interleaved write runs of each kind (default 3)")
     ap.add_argument("--zstd-level", type=int, default=1, help="zstd level of the run (default 1, the store default; negative = fast modes)")
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: a temp dir)")
+    ap.add_argument("--data", choices=("synthetic", "demo"), default="synthetic",
+                    help="synthetic: 4 layers x 512 units, half zeros, random mantissas (hard to compress); "
+                         "demo: the bundled model's 9 layers on synthetic speech (real ReLU activations)")
     args = ap.parse_args()
 
     base = Path(tempfile.mkdtemp(prefix="nl-bench-", dir=args.dir))
     try:
-        bytes_per_row = N_LAYERS * UNITS * 2
+        if args.data == "demo":
+            layers, pool = demo_model_pool(ROWS_PER_SHARD, 16, base)
+        else:
+            layers, pool = [LayerSpec(f"layer{i}", UNITS) for i in range(N_LAYERS)], activation_pool(16, ROWS_PER_SHARD)
+        bytes_per_row = sum(layer.units for layer in layers) * 2
         rows = int(np.ceil(args.gb * 1e9 / bytes_per_row / ROWS_PER_SHARD)) * ROWS_PER_SHARD
         n_shards = rows // ROWS_PER_SHARD
         total_bytes = rows * bytes_per_row
-        pool = activation_pool(16, ROWS_PER_SHARD)
-        print(f"{N_LAYERS} layers x {UNITS} units x {rows} rows float16 = {total_bytes / 1e9:.2f} GB")
+        print(f"{args.data} data: {len(layers)} layers, {bytes_per_row // 2} units in all, x {rows} rows float16 = "
+              f"{total_bytes / 1e9:.2f} GB")
 
         lengths = [(f"utt{i:06d}", 1024) for i in range(rows // 1024)]
         plan = plan_work_units(lengths, rows_per_shard=ROWS_PER_SHARD, unit_rows=UNIT_ROWS, chunk_rows=CHUNK_ROWS)
         assert plan.total_rows == rows
         lake = Lake.create(str(base / "lake"))
-        layers = [LayerSpec(f"layer{i}", UNITS) for i in range(N_LAYERS)]
         # The rows of the tables are made before the clock starts: building Python lists of
         # strings is this script's cost, not the store's; encoding and writing them is timed.
         tables = {unit.unit_id: unit_tables(unit) for unit in plan.units}
@@ -103,7 +145,7 @@ def main() -> None:
             raw_dir.mkdir()
             os.sync()
             t0 = time.perf_counter()
-            for layer in range(N_LAYERS):
+            for layer in range(len(layers)):
                 for s in range(n_shards):
                     np.save(raw_dir / f"l{layer}_s{s}.npy", block_for(pool, layer, s))
             os.sync()
@@ -158,13 +200,13 @@ def main() -> None:
                 (np.concatenate([np.arange(c * CHUNK_ROWS, (c + 1) * CHUNK_ROWS) for c in chunks]), slice(None))
             ) if chunks.size < rows // CHUNK_ROWS else arr[:]
         chunks_s = time.perf_counter() - t0
-        li = N_LAYERS - 1
+        li = len(layers) - 1
         shard_of = ids // ROWS_PER_SHARD
         expect = np.stack([block_for(pool, li, s)[r % ROWS_PER_SHARD] for s, r in zip(shard_of, ids)])
         assert np.array_equal(got, expect), "gathered rows differ from what was written"
-        assert whole.shape[1] == UNITS
+        assert whole.shape[1] == layers[-1].units
         print(
-            f"gather 5% rows : {gather_s:7.2f} s for {ids.size} rows x {N_LAYERS} layers "
+            f"gather 5% rows : {gather_s:7.2f} s for {ids.size} rows x {len(layers)} layers "
             f"({chunks.size}/{rows // CHUNK_ROWS} chunks touched)"
         )
         print(f"read same chunks whole: {chunks_s:7.2f} s")

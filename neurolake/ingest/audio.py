@@ -17,15 +17,16 @@ import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
 from fsspec.core import url_to_fs
 
 from neurolake.errors import InputError
+
+if TYPE_CHECKING:
+    import torchaudio
 
 __all__ = ["AudioInfo", "audio_info", "load_audio", "resample"]
 
@@ -128,6 +129,8 @@ def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarra
     samples = np.ascontiguousarray(samples, dtype=np.float32)
     if orig_rate == target_rate:
         return samples.copy()
+    import torch  # here, not at the top: decoding workers then start without torch
+
     with torch.no_grad():
         out = _resampler(orig_rate, target_rate)(torch.from_numpy(samples))
     return out.numpy().astype(np.float32, copy=False)
@@ -135,6 +138,8 @@ def resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarra
 
 @functools.lru_cache(maxsize=16)
 def _resampler(orig_rate: int, target_rate: int) -> torchaudio.transforms.Resample:
+    import torchaudio
+
     # Building the sinc kernel costs more than applying it to seconds of audio;
     # the transform keeps it (the filter of torchaudio.functional.resample, held in float32).
     return torchaudio.transforms.Resample(orig_rate, target_rate)

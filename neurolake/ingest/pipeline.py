@@ -24,7 +24,8 @@ from neurolake.cluster.progress import progress_bar
 from neurolake.cluster.ray_env import connect
 from neurolake.ingest.models import load_model
 from neurolake.ingest.planning import PlannedCorpus, plan_corpus
-from neurolake.ingest.unit import UnitProcessor, UnitResult, decode_unit
+from neurolake.ingest.decode import decode_unit
+from neurolake.ingest.unit import UnitProcessor, UnitResult
 from neurolake.store import Lake, LayerSpec
 
 log = logging.getLogger(__name__)
@@ -86,8 +87,7 @@ def plan_ingest(
 ) -> tuple[Any, PlannedCorpus]:
     """The adapter and the plan (headers only), for ``--dry-run`` and for :func:`ingest`."""
     adapter = load_model(model)
-    chosen = adapter.select_layers(layers) if layers else default_layers(adapter)
-    specs = [LayerSpec(layer.name, layer.units, module=layer.module_path) for layer in chosen]
+    specs = _layer_specs(_chosen_layers(adapter, layers))
     return adapter, plan_corpus(corpus, adapter, specs, storage_options=storage_options, unit_rows=unit_rows)
 
 
@@ -98,20 +98,51 @@ def _actor_class():
     # compressed and committed (UnitProcessor serialises the forward passes).
     @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=2)
     class UnitActor:
-        def __init__(self, *args, threads: int = 1, **kwargs):
+        def __init__(self, lake_url, run_id, model_spec, layers, *, threads: int = 1, device: str = "cpu", **kwargs):
+            import threading
+
             import torch
 
             torch.set_num_threads(max(1, threads))
-            self.processor = UnitProcessor(*args, **kwargs)
+            # The model is built now, while the driver may still be planning; the run is
+            # opened at the first unit (it may not exist yet).
+            self.adapter = load_model(model_spec, device=device)
+            _warm_up_labels(self.adapter)
+            self._args = (lake_url, run_id, model_spec, layers)
+            self._kwargs = dict(kwargs, device=device, adapter=self.adapter)
+            self._lock = threading.Lock()
+            self.processor = None
 
         def process(self, unit, utterances, decoded, extra_errors):
+            with self._lock:
+                if self.processor is None:
+                    self.processor = UnitProcessor(*self._args, **self._kwargs)
             result = self.processor.process(unit, utterances, decoded, extra_errors)
             return result, ray.get_runtime_context().get_node_id()
+
+        def node_id(self) -> str:
+            return ray.get_runtime_context().get_node_id()
 
         def pid(self) -> int:
             return os.getpid()
 
     return UnitActor
+
+
+def _warm_up_labels(adapter) -> None:
+    """Load the compiled labelling kernels before the first unit (numba's cache takes ~0.3 s)."""
+    import numpy as np
+
+    from neurolake.ingest.labels import label_utterance
+
+    letters = [t for t in adapter.tokens if len(t) == 1 and t.isalpha()]
+    if not letters:
+        return
+    log_probs = np.log(np.full((8, len(adapter.tokens)), 1.0 / len(adapter.tokens), dtype=np.float32))
+    try:
+        label_utterance(log_probs, adapter.tokens, letters[0], frame_shift_s=adapter.frame_shift_s)
+    except Exception:  # noqa: BLE001 - a warm-up only; the real units report their own errors
+        log.debug("label warm-up failed", exc_info=True)
 
 
 def ingest(
@@ -135,50 +166,104 @@ def ingest(
     t0 = time.perf_counter()
     lake = Lake.open(lake_url, storage_options, create=True)
     run_id = run_id or default_run_id(corpus, model)
-    adapter, planned = plan_ingest(corpus, model, layers, storage_options, unit_rows)
-    run = lake.create_run(run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers, plan=planned.plan)
-    pending = run.pending_units()
-    summary = IngestSummary(
-        run_id=run_id, lake_url=lake.url, units_total=len(planned.plan.units), units_run=len(pending),
-        units_already_committed=len(planned.plan.units) - len(pending), plan_errors=len(planned.errors),
-        utterances_skipped=planned.skipped,
-    )
-    if not pending:
-        summary.wall_seconds = time.perf_counter() - t0
-        return summary
+    adapter = load_model(model)
+    chosen = _chosen_layers(adapter, layers)
+    layer_names = [layer.name for layer in chosen]
+    # A run that is already complete needs no Ray at all; otherwise the model actors are
+    # started first and build their models while this process reads the corpus headers.
+    finished = run_id in lake.list_runs() and not lake.run(run_id).pending_units()
+    pool: list = []
+    try:
+        if not finished:
+            pool, _ = _start_actors(actors, ray_address, lake.url, run_id, model, layer_names,
+                                          storage_options, max_batch)
+        planned = plan_corpus(corpus, adapter, _layer_specs(chosen), storage_options=storage_options, unit_rows=unit_rows)
+        run = lake.create_run(run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers,
+                              plan=planned.plan)
+        pending = run.pending_units()
+        summary = IngestSummary(
+            run_id=run_id, lake_url=lake.url, units_total=len(planned.plan.units), units_run=len(pending),
+            units_already_committed=len(planned.plan.units) - len(pending), plan_errors=len(planned.errors),
+            utterances_skipped=planned.skipped,
+        )
+        if pending and not pool:  # finished a moment ago, and since then units were lost
+            pool, _ = _start_actors(actors, ray_address, lake.url, run_id, model, layer_names,
+                                          storage_options, max_batch)
+        if pending:
+            _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0)
+    finally:
+        for actor in pool:
+            ray.kill(actor)
+    summary.utterances_failed += len([e for e in planned.errors if e["utterance_id"]]) if pending else 0
+    summary.wall_seconds = time.perf_counter() - t0
+    return summary
 
+
+def _chosen_layers(adapter, layers: Sequence[str] | None) -> list:
+    return adapter.select_layers(layers) if layers else default_layers(adapter)
+
+
+def _layer_specs(chosen) -> list[LayerSpec]:
+    return [LayerSpec(layer.name, layer.units, module=layer.module_path) for layer in chosen]
+
+
+def _start_actors(actors, ray_address, lake_url, run_id, model, layer_names, storage_options, max_batch):
+    """Connect to Ray and start the model actors: one per GPU, else per one or two cores."""
     resources = connect(ray_address)
     cpus = int(resources.get("CPU", 1))
     gpus = int(resources.get("GPU", 0))
     n_actors = actors or (gpus if gpus else max(1, cpus // 2))
-    # On CPU the models get every core: decoding and writing are a small share of the work.
+    # On CPU the models get every core: decoding and writing are a smaller share of the
+    # work. (One single-threaded actor per core was tried: on real batches of the demo
+    # model it is no faster than one actor with two threads, and it doubles start-up and
+    # memory; large models gain from threads.)
     threads = max(1, cpus // n_actors) if not gpus else 1
-    # SPREAD: one model per node first, so a cluster's nodes all work from the start.
     options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
+    # SPREAD: one model per node first, so a cluster's nodes all work from the start.
     options["scheduling_strategy"] = "SPREAD"
+    log.info("%d model actors, %d torch threads each", n_actors, threads)
     Actor = _actor_class()
-    layer_names = [layer.name for layer in planned.layers]
     pool = [
         Actor.options(**options).remote(
-            lake.url, run_id, model, layer_names, storage_options=dict(storage_options or {}),
+            lake_url, run_id, model, layer_names, storage_options=dict(storage_options or {}),
             device="cuda" if gpus else "cpu", max_batch=max_batch, threads=threads,
         )
         for _ in range(n_actors)
     ]
-    decode = ray.remote(num_cpus=1, max_retries=3)(decode_unit)
-    first_unit = planned.plan.units[0].unit_id
+    return pool, threads
 
+
+def _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0) -> None:
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    n_actors = len(pool)
+    # Decoding runs on the node of the actor that will take the unit (soft: elsewhere
+    # when that node is full), so audio crosses the network once and arrays stay local.
+    decode = ray.remote(num_cpus=1, max_retries=3)(decode_unit)
+    node_refs = [actor.node_id.remote() for actor in pool]
+    nodes: list[str | None] = [None] * n_actors
+    first_unit = planned.plan.units[0].unit_id
     queue = list(pending)
     in_flight: dict[Any, tuple[int, Any]] = {}
     load = [0] * n_actors
-    bar = progress_bar(planned.audio_seconds, f"ingest {run_id}", unit="s audio", enabled=progress)
+    bar = progress_bar(planned.audio_seconds, f"ingest {summary.run_id}", unit="s audio", enabled=progress)
+
+    def node_of(a: int) -> str | None:
+        if nodes[a] is None:
+            ready, _ = ray.wait([node_refs[a]], timeout=0)
+            if ready:
+                nodes[a] = ray.get(ready[0])
+        return nodes[a]
 
     def submit() -> None:
         while queue and min(load) < 2:
             unit = queue.pop(0)
             a = load.index(min(load))
             utts = [planned.utterances[p.utterance_id] for p in unit.utterances]
-            decoded = decode.remote(utts, adapter.sample_rate, dict(storage_options or {}))
+            node = node_of(a)
+            where = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)} if node else {}
+            decoded = decode.options(**where).remote(utts, adapter.sample_rate, dict(storage_options or {}))
             extra = planned.errors if unit.unit_id == first_unit else []
             in_flight[pool[a].process.remote(unit, utts, decoded, extra)] = (a, unit)
             load[a] += 1
@@ -201,11 +286,6 @@ def ingest(
             submit()
     finally:
         bar.close()
-        for actor in pool:
-            ray.kill(actor)
-    summary.utterances_failed += len([e for e in planned.errors if e["utterance_id"]])
-    summary.wall_seconds = time.perf_counter() - t0
-    return summary
 
 
 def _account(summary: IngestSummary, result: UnitResult, node: str) -> None:

@@ -70,20 +70,51 @@ def _frames_only_query(run_id: str, predicate: str) -> str:
     return f"SELECT frame_id FROM frames WHERE run_id = {run} AND ({predicate})"
 
 
+def _utterances_only_query(run_id: str, predicate: str) -> str:
+    run = "'" + run_id.replace("'", "''") + "'"
+    return (f"SELECT first_frame_id, n_frames FROM utterances WHERE run_id = {run} AND ({predicate}) "
+            "ORDER BY first_frame_id")
+
+
+def _binds(engine: QueryEngine, query: str) -> bool:
+    try:
+        engine.con.execute("EXPLAIN " + query)
+        return True
+    except duckdb.Error:
+        return False
+
+
+def ranges_to_ids(first: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``concat(arange(f, f + n) for f, n in zip(first, counts))`` without a Python loop. ``int64``"""
+    first, counts = np.asarray(first, np.int64), np.asarray(counts, np.int64)
+    keep = counts > 0
+    first, counts = first[keep], counts[keep]
+    if first.size == 0:
+        return np.zeros(0, np.int64)
+    # Each id is its range's first id plus its position within the range.
+    starts = np.cumsum(counts) - counts
+    return np.repeat(first - starts, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+
+
 def group_frame_ids(engine: QueryEngine, run_id: str, predicate: str) -> np.ndarray:
     """Frame ids of ``run_id`` satisfying ``predicate``, ascending. ``[n] int64``
 
-    A predicate over frame columns only (``word_error``, ``phoneme = 'AH'``) needs no join
-    with ``utterances``; DuckDB's binder tells which kind it is.
+    DuckDB's binder tells which kind of predicate it is:
+
+    - over frame columns only (``word_error``, ``phoneme = 'AH'``): no join;
+    - over utterance columns only (``wer > 0.3``): whole utterances are selected, and an
+      utterance owns the rows ``[first_frame_id, first_frame_id + n_frames)``, so the ids
+      come from the utterance rows without reading ``frames`` at all (0.1 s instead of
+      1.7 s for 21 M ids out of 100 M);
+    - both: frames joined with their utterance.
     """
-    try:
-        engine.con.execute("EXPLAIN " + _frames_only_query(run_id, predicate))
-        query = _frames_only_query(run_id, predicate)
-    except duckdb.BinderException:
-        query = group_query(run_id, predicate)
-    except duckdb.Error:
-        query = group_query(run_id, predicate)  # let the full query report the error
-    table = engine.arrow(query)
+    if _binds(engine, _frames_only_query(run_id, predicate)):
+        table = engine.arrow(_frames_only_query(run_id, predicate))
+    elif _binds(engine, _utterances_only_query(run_id, predicate)):
+        table = engine.arrow(_utterances_only_query(run_id, predicate))
+        return ranges_to_ids(table.column("first_frame_id").to_numpy(), table.column("n_frames").to_numpy())
+    else:
+        table = engine.arrow(group_query(run_id, predicate))  # reports the error, if the predicate has one
     # The join returns sorted runs of ids; a stable (merge) sort is fast on those.
     return np.sort(table.column("frame_id").to_numpy(), kind="stable")
 

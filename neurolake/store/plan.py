@@ -9,6 +9,7 @@ contiguous range of whole shards, so two writers never touch the same shard
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -42,7 +43,7 @@ class WorkUnit:
     row_stop: int
     utterances: tuple[PlannedUtterance, ...]
 
-    @property
+    @functools.cached_property
     def rows_used(self) -> int:
         return sum(u.n_frames for u in self.utterances)
 

@@ -7,7 +7,7 @@ import pytest
 from neurolake.errors import GroupError, OutOfRangeError, QueryError, RunNotFoundError
 from neurolake.query.engine import QueryEngine
 from neurolake.query.gather import gather_activations
-from neurolake.query.groups import create_group, get_group, list_groups
+from neurolake.query.groups import create_group, get_group, list_groups, ranges_to_ids
 from neurolake.query.neurons import neuron_statistics
 from neurolake.store import Lake
 
@@ -53,6 +53,30 @@ def test_group_predicates_over_utterances_and_phonemes(lake):
     np.testing.assert_array_equal(g.frame_ids(), frames.filter(mask).column("frame_id").to_numpy())
     p = create_group(lake, "AH", "r1", "phoneme = 'AH'")
     assert p.n_frames == frames.num_rows
+
+
+def test_group_over_utterance_columns_only_equals_the_join(lake):
+    """A predicate over utterance columns takes whole utterances from their row ranges."""
+    run = lake.run("r1")
+    frames, utterances = _frames(lake), run.read_table("utterances")
+    median = float(np.median(utterances.column("duration_s").to_numpy()))
+    long_ids = set(utterances.filter(pc.greater(utterances.column("duration_s"), median)).column("utterance_id").to_pylist())
+    assert 0 < len(long_ids) < utterances.num_rows
+    in_long = np.array([u in long_ids for u in frames.column("utterance_id").to_pylist()])
+    g = create_group(lake, "long", "r1", f"duration_s > {median}")
+    np.testing.assert_array_equal(g.frame_ids(), frames.column("frame_id").to_numpy()[in_long])
+    # the same utterances through the join (a frame column in the predicate)
+    both = create_group(lake, "long-errors", "r1", f"duration_s > {median} AND word_error")
+    expected = frames.column("frame_id").to_numpy()[in_long & frames.column("word_error").to_numpy(zero_copy_only=False)]
+    np.testing.assert_array_equal(both.frame_ids(), expected)
+    with pytest.raises(GroupError, match="selects no frames"):
+        create_group(lake, "none", "r1", "n_frames < 0")
+
+
+def test_ranges_to_ids():
+    got = ranges_to_ids(np.array([10, 3, 20, 7]), np.array([3, 0, 2, 1]))
+    np.testing.assert_array_equal(got, [10, 11, 12, 20, 21, 7])
+    assert ranges_to_ids(np.array([], np.int64), np.array([], np.int64)).dtype == np.int64
 
 
 def test_group_reuse_conflicts_and_errors(lake):

@@ -1,0 +1,52 @@
+"""Decoding a work unit's audio: the CPU tasks that feed the model actors.
+
+Kept apart from :mod:`neurolake.ingest.unit` so that a decoding worker imports
+soundfile and numpy only, not torch (which costs a Ray worker ~1.5 s of CPU to start).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from neurolake.errors import InputError
+from neurolake.ingest.audio import load_audio
+from neurolake.ingest.corpora import Utterance, read_alignments
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One utterance after decoding: the waveform ``[samples] float32`` or the reason it failed."""
+
+    utterance_id: str
+    audio: np.ndarray | None
+    phones: tuple | None
+    error: str | None = None
+
+
+def decode_unit(utterances: Sequence[Utterance], sample_rate: int, storage_options: Mapping[str, Any] | None = None) -> list[Decoded]:
+    """Decode every utterance of a unit (and read its ground-truth phones where the corpus has them)."""
+    sidecars: dict[str, dict] = {}
+    out = []
+    for utt in utterances:
+        try:
+            audio = load_audio(utt.audio_uri, sample_rate, storage_options=storage_options)
+        except InputError as exc:
+            out.append(Decoded(utt.utterance_id, None, None, str(exc)))
+            continue
+        phones = None
+        if utt.phones_uri:
+            try:
+                if utt.phones_uri not in sidecars:
+                    sidecars[utt.phones_uri] = read_alignments(utt.phones_uri, storage_options=storage_options)
+                alignment = sidecars[utt.phones_uri].get(utt.utterance_id)
+                phones = alignment.phones if alignment is not None else None
+            except (InputError, OSError) as exc:
+                log.warning("phone timings of %s unreadable (%s); using the lexicon", utt.utterance_id, exc)
+        out.append(Decoded(utt.utterance_id, audio, phones))
+    return out
