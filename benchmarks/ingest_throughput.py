@@ -139,6 +139,7 @@ def main() -> None:
                     "Wav2Letter on waveforms with random weights (a heavy model: forward dominates)")
     ap.add_argument("--layers", default=None, help="comma-separated globs (default: the model's blocks)")
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--actors", type=int, default=None, help="model actors (default: ingest's own choice)")
     ap.add_argument("--unit-rows", type=int, default=None, help="frames per work unit (default: ~64 MB of activations)")
     args = ap.parse_args()
     base = tempfile.mkdtemp(prefix="nl-ingest-bench-")
@@ -159,7 +160,7 @@ def main() -> None:
         summary = ingest(
             os.path.join(base, "lake"), corpus, args.model, run_id="bench",
             layers=args.layers.split(",") if args.layers else None, max_batch=args.max_batch, progress=False,
-            unit_rows=args.unit_rows, on_unit_done=lambda r: done.append((time.perf_counter(), r.frames)),
+            unit_rows=args.unit_rows, actors=args.actors, on_unit_done=lambda r: done.append((time.perf_counter(), r.frames)),
         )
         pipe_s = time.perf_counter() - t0
         assert summary.frames == frames, (summary.frames, frames)

@@ -58,7 +58,7 @@ def demo_model_pool(rows: int, n_blocks: int, base: Path) -> tuple[list[LayerSpe
     layers = default_layers(adapter)
     need = rows * n_blocks
     corpus = str(base / "corpus")
-    synthesize_corpus(corpus, n_utterances=max(20, need // 130 + 20), seed=5)
+    synthesize_corpus(corpus, n_utterances=need // 60 + 20, seed=5)  # ~100 frames each
     parts: dict[str, list[np.ndarray]] = {layer.name: [] for layer in layers}
     got = 0
     for utt in open_corpus(corpus):
@@ -69,6 +69,8 @@ def demo_model_pool(rows: int, n_blocks: int, base: Path) -> tuple[list[LayerSpe
         got += int(out.frame_lengths[0])
         if got >= need:
             break
+    if got < need:
+        raise SystemExit(f"the synthetic corpus gave {got} frames, {need} needed")
     specs = [LayerSpec(layer.name, layer.units) for layer in layers]
     pools = []
     for layer in layers:

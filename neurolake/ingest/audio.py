@@ -114,6 +114,8 @@ def load_audio(uri: str, target_rate: int = 16_000, *,
         raise InputError(f"{uri}: truncated audio: header says {info.num_samples} samples, "
                          f"only {samples.shape[0]} could be decoded")
     mono = samples.mean(axis=1, dtype=np.float32) if info.channels > 1 else samples[:, 0]
+    if info.sample_rate == target_rate:
+        return np.ascontiguousarray(mono, dtype=np.float32)  # decoded just now: no copy needed
     return resample(mono, info.sample_rate, target_rate)
 
 

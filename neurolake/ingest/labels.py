@@ -34,6 +34,7 @@ from neurolake.ingest.wer import EditOp, align_sequences, cer
 
 __all__ = [
     "FRAME_SCHEMA",
+    "frames_table_of",
     "UTTERANCE_SCHEMA",
     "WORD_BOUNDARY_TOKENS",
     "UtteranceLabels",
@@ -234,6 +235,20 @@ class UtteranceLabels:
             [pa.array([self.utterance[f.name]], type=f.type) for f in UTTERANCE_SCHEMA],
             schema=UTTERANCE_SCHEMA,
         )
+
+
+def frames_table_of(labels: Sequence[UtteranceLabels]) -> pa.Table:
+    """The frames of several utterances, in this order, as one :data:`FRAME_SCHEMA` table.
+
+    One Arrow array per column over all the utterances: a work unit's frames table costs
+    about a third of building one table per utterance and concatenating them.
+    """
+    if not labels:
+        return FRAME_SCHEMA.empty_table()
+    return pa.table(
+        [pa.array(np.concatenate([item.frames[f.name] for item in labels]), type=f.type) for f in FRAME_SCHEMA],
+        schema=FRAME_SCHEMA,
+    )
 
 
 def _frame_shift(frame_rate_hz: float | None, frame_shift_s: float | None) -> float:

@@ -238,9 +238,11 @@ def _run_units(summary, planned, pending, pool, adapter, storage_options, progre
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     n_actors = len(pool)
-    # Decoding runs on the node of the actor that will take the unit (soft: elsewhere
-    # when that node is full), so audio crosses the network once and arrays stay local.
-    decode = ray.remote(num_cpus=1, max_retries=3)(decode_unit)
+    # Decoding runs on the node of the actor that will take the unit, so the audio stays
+    # on that node. It asks Ray for no CPU: the driver already bounds it (at most two units
+    # in flight per actor), and with as many actors as CPUs a decode task that needed a CPU
+    # would wait forever.
+    decode = ray.remote(num_cpus=0, max_retries=3)(decode_unit)
     node_refs = [actor.node_id.remote() for actor in pool]
     nodes: list[str | None] = [None] * n_actors
     first_unit = planned.plan.units[0].unit_id

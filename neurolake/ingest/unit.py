@@ -20,7 +20,7 @@ import torch
 from neurolake.errors import NeurolakeError
 from neurolake.ingest.corpora import Utterance
 from neurolake.ingest.decode import Decoded, decode_unit  # noqa: F401 (part of this module's API)
-from neurolake.ingest.labels import label_utterance
+from neurolake.ingest.labels import frames_table_of, label_utterance
 from neurolake.ingest.models import ModelAdapter, load_model
 from neurolake.ingest.planning import error_row
 from neurolake.store import Lake, WorkUnit
@@ -92,7 +92,7 @@ class UnitProcessor:
         tokens = self.adapter.tokens
         errors = list(extra_errors)
         acts: dict[str, dict[str, np.ndarray]] = {}  # utterance -> layer -> [frames, units]
-        utt_rows, frame_tables = {}, {}
+        utt_rows, frame_labels = {}, {}
         for d in decoded:
             if d.error is not None:
                 errors.append(error_row(d.utterance_id, by_id[d.utterance_id].audio_uri, "decode", d.error))
@@ -127,13 +127,13 @@ class UnitProcessor:
                 except NeurolakeError as exc:
                     errors.append(error_row(d.utterance_id, utt.audio_uri, "labels", str(exc)))
                     continue
-                urow = labels.utterance_table().to_pylist()[0]
+                urow = dict(labels.utterance)
                 urow.update(
                     speaker_id=utt.speaker_id, chapter_id=utt.chapter_id, audio_uri=utt.audio_uri,
                     duration_s=d.audio.shape[0] / self.adapter.sample_rate,
                 )
                 utt_rows[d.utterance_id] = urow
-                frame_tables[d.utterance_id] = labels.frames_table()
+                frame_labels[d.utterance_id] = labels
 
         writer = self.run.unit_writer(unit.unit_id)
         spec_by_name = {layer.name: layer for layer in self.run.layers}
@@ -144,7 +144,7 @@ class UnitProcessor:
                 writer.append(name, block if block is not None else np.zeros((p.n_frames, units), np.float16))
         order = [p.utterance_id for p in unit.utterances if p.utterance_id in utt_rows]
         writer.write_table("utterances", pa.Table.from_pylist([utt_rows[u] for u in order]) if order else {})
-        writer.write_table("frames", pa.concat_tables([frame_tables[u] for u in order]) if order else {})
+        writer.write_table("frames", frames_table_of([frame_labels[u] for u in order]) if order else {})
         writer.write_table("errors", pa.Table.from_pylist(errors) if errors else {})
         writer.commit()
         failed = len({e["utterance_id"] for e in errors if e["utterance_id"] in planned})

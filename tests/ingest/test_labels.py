@@ -6,12 +6,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from neurolake.errors import InputError, SpecError
 from neurolake.ingest.labels import (
     FRAME_SCHEMA,
     UTTERANCE_SCHEMA,
+    frames_table_of,
     label_utterance,
     normalise_transcript,
 )
@@ -135,6 +137,19 @@ def test_arrow_tables_follow_the_schemas():
     utterance = labels.utterance_table()
     assert utterance.schema == UTTERANCE_SCHEMA
     assert utterance.column("hypothesis").to_pylist() == ["THE BAT"]
+
+
+def test_one_table_for_many_utterances_equals_the_concatenation():
+    rng = np.random.default_rng(3)
+    many = []
+    for i in range(5):
+        log_probs, reference = _random_utterance(rng, 100 + 10 * i, mistakes=0.3)
+        many.append(label_utterance(log_probs, WAV2VEC2_TOKENS, reference, frame_rate_hz=50,
+                                    utterance_id=f"u{i}", first_frame_id=1000 * i))
+    table = frames_table_of(many)
+    assert table.equals(pa.concat_tables([item.frames_table() for item in many]))
+    assert table.num_rows == sum(100 + 10 * i for i in range(5))
+    assert frames_table_of([]).schema == FRAME_SCHEMA and frames_table_of([]).num_rows == 0
 
 
 def test_empty_reference():
