@@ -8,7 +8,7 @@ commit markers), once as one raw ``.npy`` file per shard — and prints MB/s for
 ratio (target >= 0.5), and the compression ratio. Then gathers a random 5 % of rows per
 layer with ``Run.read_rows`` versus reading the same chunks whole (target >= 0.5).
 
-    python benchmarks/store_throughput.py [--data synthetic|demo] [--gb 1.0] [--dir DIR]
+    python benchmarks/store_throughput.py [--data demo,synthetic] [--gb 1.0] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -115,22 +115,29 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="interleaved write runs of each kind (default 3)")
     ap.add_argument("--zstd-level", type=int, default=1, help="zstd level of the run (default 1, the store default; negative = fast modes)")
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: a temp dir)")
-    ap.add_argument("--data", choices=("synthetic", "demo"), default="synthetic",
-                    help="synthetic: 4 layers x 512 units, half zeros, random mantissas (hard to compress); "
-                         "demo: the bundled model's 9 layers on synthetic speech (real ReLU activations)")
+    ap.add_argument("--data", default="demo,synthetic",
+                    help="comma-separated (default both): demo = the bundled model's 9 layers on synthetic "
+                         "speech (real ReLU activations, ~90%% zeros); synthetic = 4 layers x 512 units, half "
+                         "zeros, random mantissas (a hard case for compression)")
     args = ap.parse_args()
+    for kind in args.data.split(","):
+        measure(kind.strip(), args)
 
+
+def measure(kind: str, args: argparse.Namespace) -> None:
     base = Path(tempfile.mkdtemp(prefix="nl-bench-", dir=args.dir))
     try:
-        if args.data == "demo":
+        if kind == "demo":
             layers, pool = demo_model_pool(ROWS_PER_SHARD, 16, base)
-        else:
+        elif kind == "synthetic":
             layers, pool = [LayerSpec(f"layer{i}", UNITS) for i in range(N_LAYERS)], activation_pool(16, ROWS_PER_SHARD)
+        else:
+            raise SystemExit(f"unknown --data {kind!r}: give demo, synthetic or both, comma-separated")
         bytes_per_row = sum(layer.units for layer in layers) * 2
         rows = int(np.ceil(args.gb * 1e9 / bytes_per_row / ROWS_PER_SHARD)) * ROWS_PER_SHARD
         n_shards = rows // ROWS_PER_SHARD
         total_bytes = rows * bytes_per_row
-        print(f"{args.data} data: {len(layers)} layers, {bytes_per_row // 2} units in all, x {rows} rows float16 = "
+        print(f"\n{kind} data: {len(layers)} layers, {bytes_per_row // 2} units in all, x {rows} rows float16 = "
               f"{total_bytes / 1e9:.2f} GB")
 
         lengths = [(f"utt{i:06d}", 1024) for i in range(rows // 1024)]
