@@ -412,7 +412,7 @@ class ModelAdapter(abc.ABC):
                 raise SpecError(f"layer {name!r} of {self._spec!r} changed shape: {tuple(output.shape)}, "
                                 f"expected {geometry.units} units on axis {3 - geometry.time_axis}")
             grids.append(_pad_frames(_resampled(values, geometry, count), frames).to(dtype))
-        return zero_beyond(torch.cat(grids, dim=0), frame_lengths, dim=1)
+        return zero_beyond(torch.cat(grids, dim=0) if len(grids) > 1 else grids[0], frame_lengths, dim=1)
 
 
 # ---------------------------------------------------------------------- adapters
