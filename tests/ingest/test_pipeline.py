@@ -144,6 +144,15 @@ def test_killed_actor_is_replaced_and_lake_is_unchanged(ray_session, corpus, tmp
     assert _run_files(killed, "k") == _run_files(clean, "k")
 
 
+def test_as_many_actors_as_cpus_gives_the_same_lake(ray_session, corpus, tmp_path):
+    """Two actors on two CPUs hold every CPU; decoding must still run (it asks for none)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    ingest(str(one), str(corpus), MODEL, run_id="a", unit_rows=300, progress=False, actors=1)
+    s = ingest(str(two), str(corpus), MODEL, run_id="a", unit_rows=300, progress=False, actors=2)
+    assert s.units_run == s.units_total > 2 and s.utterances_done == 24
+    assert _run_files(two, "a") == _run_files(one, "a")
+
+
 def test_lake_on_s3(ray_session, corpus, s3_bucket):
     bucket, opts = s3_bucket
     url = f"s3://{bucket}/lake"
