@@ -175,8 +175,7 @@ def ingest(
     pool: list = []
     try:
         if not finished:
-            pool, _ = _start_actors(actors, ray_address, lake.url, run_id, model, layer_names,
-                                          storage_options, max_batch)
+            pool = _start_actors(actors, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch)
         planned = plan_corpus(corpus, adapter, _layer_specs(chosen), storage_options=storage_options, unit_rows=unit_rows)
         run = lake.create_run(run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers,
                               plan=planned.plan)
@@ -187,8 +186,7 @@ def ingest(
             utterances_skipped=planned.skipped,
         )
         if pending and not pool:  # finished a moment ago, and since then units were lost
-            pool, _ = _start_actors(actors, ray_address, lake.url, run_id, model, layer_names,
-                                          storage_options, max_batch)
+            pool = _start_actors(actors, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch)
         if pending:
             _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0)
     finally:
@@ -207,8 +205,8 @@ def _layer_specs(chosen) -> list[LayerSpec]:
     return [LayerSpec(layer.name, layer.units, module=layer.module_path) for layer in chosen]
 
 
-def _start_actors(actors, ray_address, lake_url, run_id, model, layer_names, storage_options, max_batch):
-    """Connect to Ray and start the model actors: one per GPU, else per one or two cores."""
+def _start_actors(actors, ray_address, lake_url, run_id, model, layer_names, storage_options, max_batch) -> list:
+    """Connect to Ray and start the model actors: one per GPU, else one per two CPUs."""
     resources = connect(ray_address)
     cpus = int(resources.get("CPU", 1))
     gpus = int(resources.get("GPU", 0))
@@ -230,7 +228,7 @@ def _start_actors(actors, ray_address, lake_url, run_id, model, layer_names, sto
         )
         for _ in range(n_actors)
     ]
-    return pool, threads
+    return pool
 
 
 def _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0) -> None:
