@@ -99,9 +99,11 @@ class UnitProcessor:
         for batch in self._batches(decoded):
             items = [decoded[i] for i in batch]
             lengths = [d.audio.shape[0] for d in items]
-            wave = torch.zeros(len(items), max(lengths))
+            # Padded in numpy: the decoded arrays may be read-only views of Ray's object store.
+            padded = np.zeros((len(items), max(lengths)), np.float32)
             for row, d in enumerate(items):
-                wave[row, : lengths[row]] = torch.tensor(d.audio)
+                padded[row, : lengths[row]] = d.audio
+            wave = torch.from_numpy(padded)
             # One forward at a time: capture hooks live on the shared module during a call.
             # Labels and writes of another unit run meanwhile (the actor takes two at once).
             with self._forward_lock:
