@@ -19,7 +19,7 @@ import torch
 
 from neurolake.errors import NeurolakeError
 from neurolake.ingest.corpora import Utterance
-from neurolake.ingest.decode import Decoded, decode_unit  # noqa: F401 (part of this module's API)
+from neurolake.ingest.decode import Decoded
 from neurolake.ingest.labels import frames_table_of, label_utterance
 from neurolake.ingest.models import ModelAdapter, load_model
 from neurolake.ingest.planning import error_row
