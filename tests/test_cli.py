@@ -93,3 +93,12 @@ def test_verify_reports_problems(tmp_path, capsys, monkeypatch):
     assert main(["verify", "--run", "r1"]) == 1
     out = capsys.readouterr().out
     assert "checksum mismatch" in out and "1 problem(s)" in out
+
+
+def test_ingest_rejects_counts_below_one(tmp_path, capsys):
+    for flag in ("--actors", "--threads"):
+        args = ["ingest", "--lake", str(tmp_path / "lake"), "--corpus", str(tmp_path), "--model", "demo", flag, "0"]
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"neurolake: error: {flag[2:]} must be at least 1, got 0"]
+    assert not (tmp_path / "lake").exists()

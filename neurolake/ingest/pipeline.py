@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from neurolake.errors import PlanError
 from neurolake.cluster.progress import progress_bar
 from neurolake.cluster.ray_env import connect
 from neurolake.ingest.models import load_model
@@ -155,6 +156,7 @@ def ingest(
     ray_address: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
     actors: int | None = None,
+    threads: int | None = None,
     unit_rows: int | None = None,
     max_batch: int = 16,
     progress: bool | None = None,
@@ -163,6 +165,9 @@ def ingest(
     """Ingest ``corpus`` through ``model`` into run ``run_id`` of the lake; resumes if it exists."""
     import ray
 
+    for name, value in (("actors", actors), ("threads", threads), ("max_batch", max_batch)):
+        if value is not None and value < 1:
+            raise PlanError(f"{name} must be at least 1, got {value}")
     t0 = time.perf_counter()
     lake = Lake.open(lake_url, storage_options, create=True)
     run_id = run_id or default_run_id(corpus, model)
@@ -175,7 +180,7 @@ def ingest(
     pool: list = []
     try:
         if not finished:
-            pool = _start_actors(actors, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch)
+            pool = _start_actors(actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch)
         planned = plan_corpus(corpus, adapter, _layer_specs(chosen), storage_options=storage_options, unit_rows=unit_rows)
         run = lake.create_run(run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers,
                               plan=planned.plan)
@@ -186,7 +191,7 @@ def ingest(
             utterances_skipped=planned.skipped,
         )
         if pending and not pool:  # finished a moment ago, and since then units were lost
-            pool = _start_actors(actors, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch)
+            pool = _start_actors(actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch)
         if pending:
             _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0)
     finally:
@@ -205,7 +210,7 @@ def _layer_specs(chosen) -> list[LayerSpec]:
     return [LayerSpec(layer.name, layer.units, module=layer.module_path) for layer in chosen]
 
 
-def _start_actors(actors, ray_address, lake_url, run_id, model, layer_names, storage_options, max_batch) -> list:
+def _start_actors(actors, threads, ray_address, lake_url, run_id, model, layer_names, storage_options, max_batch) -> list:
     """Connect to Ray and start the model actors: one per GPU, else one per two CPUs."""
     resources = connect(ray_address)
     cpus = int(resources.get("CPU", 1))
@@ -215,7 +220,9 @@ def _start_actors(actors, ray_address, lake_url, run_id, model, layer_names, sto
     # work. (One single-threaded actor per core was tried: on real batches of the demo
     # model it is no faster than one actor with two threads, and it doubles start-up and
     # memory; large models gain from threads.)
-    threads = max(1, cpus // n_actors) if not gpus else 1
+    # The thread count can change the last bits of a forward pass (the order of sums), so a
+    # lake is byte-for-byte reproducible for a given number of threads per actor.
+    threads = threads or (max(1, cpus // n_actors) if not gpus else 1)
     options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
     # SPREAD: one model per node first, so a cluster's nodes all work from the start.
     options["scheduling_strategy"] = "SPREAD"
