@@ -131,12 +131,31 @@ def full_wav2letter(base: str) -> str:
     return path
 
 
+def base_wav2vec2(base: str) -> str:
+    """A checkpoint of wav2vec 2.0 "base" (the architecture of WAV2VEC2_ASR_BASE_960H: 95 M
+    parameters, 12 transformer layers of 768) with random weights, as the adapter reads it."""
+    config = dict(
+        extractor_mode="group_norm", extractor_conv_layer_config=None, extractor_conv_bias=False,
+        encoder_embed_dim=768, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=128,
+        encoder_pos_conv_groups=16, encoder_num_layers=12, encoder_num_heads=12,
+        encoder_attention_dropout=0.0, encoder_ff_interm_features=3072, encoder_ff_interm_dropout=0.0,
+        encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=29,
+    )
+    torch.manual_seed(0)
+    model = torchaudio.models.wav2vec2_model(**config)
+    path = os.path.join(base, "wav2vec2-base.pt")
+    tokens = ["-", "|", "'"] + [chr(ord("A") + i) for i in range(26)]
+    torch.save({"config": config, "tokens": tokens, "state_dict": model.state_dict()}, path)
+    return path
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--utterances", type=int, default=1000, help="distinct synthetic utterances (default 1000)")
     ap.add_argument("--repeat", type=int, default=10, help="times the corpus is listed (default 10; start-up is then a small share)")
     ap.add_argument("--model", default="demo", help="model spec, or 'wav2letter-full' for torchaudio's full-size "
-                    "Wav2Letter on waveforms with random weights (a heavy model: forward dominates)")
+                    "Wav2Letter on waveforms, or 'wav2vec2-base' for wav2vec 2.0 base (WAV2VEC2_ASR_BASE_960H's "
+                    "architecture), both with random weights")
     ap.add_argument("--layers", default=None, help="comma-separated globs (default: the model's blocks)")
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--actors", type=int, default=None, help="model actors (default: ingest's own choice)")
@@ -150,6 +169,8 @@ def main() -> None:
             corpus = repeated_manifest(corpus, args.repeat, os.path.join(base, "repeated.jsonl"))
         if args.model == "wav2letter-full":
             args.model = f"wav2letter:{full_wav2letter(base)}"
+        elif args.model == "wav2vec2-base":
+            args.model = f"wav2vec2:{base_wav2vec2(base)}"
         resources = connect()
         cpus = int(resources.get("CPU", 1))
         torch.set_num_threads(cpus)

@@ -10,7 +10,7 @@ import fim
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from neurolake.errors import SpecError
@@ -284,10 +284,13 @@ medium_rows = st.integers(0, 2**32 - 1).flatmap(
 )
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(case=medium_rows, minsup=st.integers(1, 12))
 def test_random_data_matches_pyfim_property(case, minsup):
     seed, n_rows, n_items, density = case
+    # Dense rows of many items at a support of 1 have millions of closed itemsets (one such
+    # draw took minutes and 12 GB); keep rows to about 16 items on average.
+    assume(n_items * density <= 16)
     rows = random_rows(seed, n_rows, n_items, density)
     expected = pyfim_closed(rows, minsup)
     prep = _prepare(rows, minsup, None)
