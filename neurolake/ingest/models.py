@@ -411,7 +411,9 @@ class ModelAdapter(abc.ABC):
             if values.dim() != 3 or values.shape[2] != geometry.units:
                 raise SpecError(f"layer {name!r} of {self._spec!r} changed shape: {tuple(output.shape)}, "
                                 f"expected {geometry.units} units on axis {3 - geometry.time_axis}")
-            grids.append(_pad_frames(_resampled(values, geometry, count), frames).to(dtype))
+            # C order ([B, T, units] rows contiguous): the store compresses row blocks, and a
+            # transposing copy is several times cheaper here in torch than later in numpy.
+            grids.append(_pad_frames(_resampled(values, geometry, count), frames).to(dtype, memory_format=torch.contiguous_format))
         return zero_beyond(torch.cat(grids, dim=0) if len(grids) > 1 else grids[0], frame_lengths, dim=1)
 
 

@@ -104,6 +104,7 @@ def shard_key(layer: str, shard_index: int) -> str:
 
 
 _NO_CHUNK = np.uint64(2**64 - 1)
+_SMALL = 64  # bytes: more than zstd's frame header plus one run-length block
 
 
 def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[bytes, bytes]:
@@ -132,10 +133,13 @@ def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[b
     offset = 0
     for i in range(n):
         chunk = np.ascontiguousarray(little[i * chunk_rows : (i + 1) * chunk_rows])
-        # Bitwise test (float16 arithmetic is slow in numpy); all-zero bits is Zarr's empty chunk.
-        if not chunk.view(np.uint8).any():
-            continue
         data = bytes(codec.encode(chunk))
+        # All-zero bits is Zarr's empty chunk, left out. zstd turns zeros into run-length
+        # blocks of a few bytes per 128 KB, so only a chunk that compressed to almost
+        # nothing can be all zeros; only those are tested (bitwise: float16 arithmetic is
+        # slow in numpy).
+        if len(data) <= _SMALL + chunk.nbytes // 2048 and not chunk.view(np.uint8).any():
+            continue
         parts.append(data)
         index[i, 0] = (offset, len(data))
         offset += len(data)

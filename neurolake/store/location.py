@@ -144,9 +144,18 @@ class Location:
         target = self.join(*parts)
         if self.is_local:
             directory = posixpath.dirname(target)
-            os.makedirs(directory, exist_ok=True)
             tmp = posixpath.join(directory, f".{posixpath.basename(target)}.{uuid.uuid4().hex}.tmp")
-            with open(tmp, "wb") as fh:
+            try:
+                fh = open(tmp, "wb")
+            except FileNotFoundError:  # a new directory (each shard has its own; its parent exists)
+                try:
+                    os.mkdir(directory)
+                except FileExistsError:  # made meanwhile by another writer
+                    pass
+                except FileNotFoundError:
+                    os.makedirs(directory, exist_ok=True)
+                fh = open(tmp, "wb")
+            with fh:
                 fh.write(data)
             os.replace(tmp, target)
         else:

@@ -17,11 +17,15 @@ def test_shard_bytes_equal_zarr(tmp_path, level):
     )
     block = np.random.default_rng(level).standard_normal((512, 33)).astype(np.float16)
     block[128:256] = 0  # an empty inner chunk: Zarr leaves it out of the shard
+    block[384:512] = 0
+    block[400, 7] = 1.5  # compresses to almost nothing, yet is not empty
     with zarr.config.set({"array.write_empty_chunks": True}):
         a[0:512] = block
     data, digest = encode_shard(block, 128, level)
     assert (tmp_path / "x" / "c" / "0" / "0").read_bytes() == data
     assert digest == bytes_digest(data)
+    index = np.frombuffer(data[-4 - 4 * 16 : -4], "<u8").reshape(4, 2)
+    assert index[1].tolist() == [2**64 - 1] * 2 and index[3, 1] < 64  # left out; kept though tiny
 
     # Our bytes as the second shard, including an all-zero shard, read back by Zarr.
     (tmp_path / "x" / "c" / "1").mkdir()
