@@ -35,17 +35,13 @@ from neurolake.ingest.corpora import open_corpus
 from neurolake.ingest.models import load_model
 from neurolake.ingest.pipeline import ingest
 from neurolake.ingest.synth import synthesize_corpus
+from neurolake.ingest.unit import length_batches
 
 
 def _batches(audio: list, max_batch: int, max_batch_samples: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    order = sorted(range(len(audio)), key=lambda i: audio[i].shape[0])
-    batches, current = [], []
-    for i in order:
-        if current and (len(current) >= max_batch or audio[i].shape[0] * (len(current) + 1) > max_batch_samples):
-            batches.append(current)
-            current = []
-        current.append(i)
-    batches.append(current)
+    """Padded batches by the pipeline's own rule, over the whole corpus sorted by length (the
+    pipeline can sort only within a work unit, so its batches hold more padding or fewer items)."""
+    batches = length_batches([a.shape[0] for a in audio], max_batch, max_batch_samples)
     tensors = []
     for b in batches:
         lengths = [audio[i].shape[0] for i in b]
@@ -159,7 +155,7 @@ def main() -> None:
     ap.add_argument("--layers", default=None, help="comma-separated globs (default: the model's blocks)")
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--actors", type=int, default=None, help="model actors (default: ingest's own choice)")
-    ap.add_argument("--unit-rows", type=int, default=None, help="frames per work unit (default: ~64 MB of activations)")
+    ap.add_argument("--unit-rows", type=int, default=None, help="frames per work unit (default: ~256 MB of activations)")
     args = ap.parse_args()
     base = tempfile.mkdtemp(prefix="nl-ingest-bench-")
     try:

@@ -270,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", metavar="A", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--actors", type=int, metavar="N", help="model actors (default: one per GPU, else half the CPUs)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads per actor (default: the CPUs shared out among the actors; 1 on GPU)")
-    p.add_argument("--unit-rows", type=int, metavar="ROWS", help="frames per work unit (default: ~64 MB of activations)")
+    p.add_argument("--unit-rows", type=int, metavar="ROWS", help="frames per work unit (default: ~256 MB of activations)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (utterances, hours, frames, units, bytes) and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)

@@ -39,6 +39,38 @@ class UnitResult:
     seconds: float
 
 
+MAX_PADDING = 0.1
+
+
+def length_batches(lengths: Sequence[int], max_batch: int, max_batch_samples: int,
+                   max_padding: float = MAX_PADDING) -> list[list[int]]:
+    """Indices of ``lengths`` in batches of similar length, shortest first.
+
+    A batch ends at ``max_batch`` items, at ``max_batch_samples`` padded samples, or where
+    the next (longer) item would make more than ``max_padding`` of the batch padding. A
+    unit holds a few dozen utterances of any length, so without the last rule a batch of
+    16 can be a third padding (measured on synthetic speech, 3,500-frame units), all of it
+    computed by the model; with it, smaller batches of like lengths, which cost a CPU
+    little (the demo model: 4 to 16 utterances per batch within 10 %).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = 0
+    for i in order:
+        longest = lengths[i]
+        n = len(current) + 1
+        if current and (n > max_batch or longest * n > max_batch_samples
+                        or longest * n - (total + longest) > max_padding * longest * n):
+            batches.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += longest
+    if current:
+        batches.append(current)
+    return batches
+
+
 class UnitProcessor:
     """Holds a model (built once) and writes whole work units of one run."""
 
@@ -71,18 +103,10 @@ class UnitProcessor:
             )
 
     def _batches(self, decoded: list[Decoded]) -> list[list[int]]:
-        """Indices of decoded utterances grouped by similar length (less padding per batch)."""
-        ok = sorted((i for i, d in enumerate(decoded) if d.audio is not None), key=lambda i: decoded[i].audio.shape[0])
-        batches, current = [], []
-        for i in ok:
-            longest = decoded[i].audio.shape[0]
-            if current and (len(current) >= self.max_batch or longest * (len(current) + 1) > self.max_batch_samples):
-                batches.append(current)
-                current = []
-            current.append(i)
-        if current:
-            batches.append(current)
-        return batches
+        """Indices of decoded utterances grouped by similar length (see :func:`length_batches`)."""
+        ok = [i for i, d in enumerate(decoded) if d.audio is not None]
+        groups = length_batches([decoded[i].audio.shape[0] for i in ok], self.max_batch, self.max_batch_samples)
+        return [[ok[j] for j in group] for group in groups]
 
     def process(self, unit: WorkUnit, utterances: Sequence[Utterance], decoded: list[Decoded], extra_errors: Sequence[dict] = ()) -> UnitResult:
         """Forward, label and write ``unit``, then commit it."""

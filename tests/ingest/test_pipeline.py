@@ -208,3 +208,20 @@ def test_killed_driver_converges(corpus, tmp_path):
     assert 1 <= partial.units_committed < partial.units_total
     subprocess.run([os.sys.executable, *cmd, "--lake", str(killed)], env=env, check=True, cwd=REPO)
     assert _run_files(killed, "d") == _run_files(clean, "d")
+
+
+def test_length_batches_by_hand():
+    from neurolake.ingest.unit import length_batches
+
+    lengths = [100, 100, 100, 150, 400, 410, 90]
+    # 90,100,100 fill a batch of 3; 100+150 would be 17 % padding; 150+400 too; 400+410 is 1 %.
+    assert length_batches(lengths, 3, 10_000, 0.15) == [[6, 0, 1], [2], [3], [4, 5]]
+    assert length_batches(lengths, 3, 800, 0.15) == [[6, 0, 1], [2], [3], [4], [5]]
+    assert length_batches(lengths, 8, 10_000, 1.0) == [[6, 0, 1, 2, 3, 4, 5]]
+    rng = np.random.default_rng(0)
+    many = rng.integers(10_000, 70_000, 500).tolist()
+    batches = length_batches(many, 16, 16_000 * 160, 0.15)
+    assert sorted(i for b in batches for i in b) == list(range(500))
+    for b in batches:
+        longest = max(many[i] for i in b)
+        assert len(b) <= 16 and (len(b) == 1 or longest * len(b) - sum(many[i] for i in b) <= 0.15 * longest * len(b))
