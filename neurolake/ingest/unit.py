@@ -37,6 +37,8 @@ class UnitResult:
     frames: int
     bytes_raw: int
     seconds: float
+    forward_seconds: float = 0.0  # inside the model's forward (with capture)
+    padded_samples: int = 0  # audio samples the model ran on, padding included
 
 
 MAX_PADDING = 0.1
@@ -117,6 +119,7 @@ class UnitProcessor:
         errors = list(extra_errors)
         acts: dict[str, dict[str, np.ndarray]] = {}  # utterance -> layer -> [frames, units]
         utt_rows, frame_labels = {}, {}
+        forward_s, padded_samples = 0.0, 0
         for d in decoded:
             if d.error is not None:
                 errors.append(error_row(d.utterance_id, by_id[d.utterance_id].audio_uri, "decode", d.error))
@@ -131,8 +134,11 @@ class UnitProcessor:
             # One forward at a time: capture hooks live on the shared module during a call.
             # Labels and writes of another unit run meanwhile (the actor takes two at once).
             with self._forward_lock:
+                t_forward = time.perf_counter()
                 out = self.adapter.forward(wave.to(self.device), torch.tensor(lengths), self.layers,
                                            capture_dtype=self._capture_dtype)
+                forward_s += time.perf_counter() - t_forward
+            padded_samples += padded.size
             log_probs = out.log_probs.cpu().numpy()
             captured = {name: t.cpu().numpy() for name, t in out.captured.items()}
             for row, d in enumerate(items):
@@ -182,4 +188,6 @@ class UnitProcessor:
             frames=unit.rows_used,
             bytes_raw=unit.rows_used * sum(spec_by_name[n].units * 2 for n in self.layers),
             seconds=time.perf_counter() - t0,
+            forward_seconds=forward_s,
+            padded_samples=padded_samples,
         )
