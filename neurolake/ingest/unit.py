@@ -41,7 +41,7 @@ class UnitResult:
     padded_samples: int = 0  # audio samples the model ran on, padding included
 
 
-MAX_PADDING = 0.1
+MAX_PADDING = 0.05
 
 
 def length_batches(lengths: Sequence[int], max_batch: int, max_batch_samples: int,
