@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from neurolake.errors import PlanError
 from neurolake.cluster.progress import progress_bar
 from neurolake.cluster.ray_env import connect
+from neurolake.errors import PlanError
 from neurolake.ingest.models import load_model
 from neurolake.ingest.planning import PlannedCorpus, plan_corpus
 from neurolake.ingest.decode import decode_unit
