@@ -1,7 +1,7 @@
 """Ingest planning: from a corpus and a model to the row space of a run, headers only.
 
 Every utterance's sample count comes from its audio header (no decoding), its exact
-output-frame count from the model adapter, and the store's planner packs the utterances
+output-frame count from the model adapter, and the store's planner packs the utterances, shortest first,
 into work units. Items that cannot be planned (unreadable header, wrong sample rate,
 too short for one frame, a broken transcript line) become ``errors`` rows.
 """
@@ -137,6 +137,10 @@ def plan_corpus(
     if not planned:
         first = f"; first: {errors[0]['message']}" if errors else ""
         raise SpecError(f"no utterance of {corpus_spec} can be ingested ({len(errors)} errors{first})")
+    # Shortest first (ties in corpus order): a unit then holds utterances of about one
+    # length, so its batches are full and carry almost no padding, which the model would
+    # compute like audio. Row order is free: every row is found through its utterance.
+    planned.sort(key=lambda item: item[1])
     plan = plan_work_units(planned, rows_per_shard=rows_per_shard, unit_rows=unit_rows or unit_rows_for(layers, rows_per_shard))
     return PlannedCorpus(
         corpus_spec=str(corpus_spec),
