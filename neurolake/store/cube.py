@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import google_crc32c
-import numcodecs
 import numpy as np
 import zarr
+import zstandard
 from zarr.codecs import ZstdCodec
 from zarr.storage import FsspecStore, LocalStore
 
@@ -104,6 +105,23 @@ def shard_key(layer: str, shard_index: int) -> str:
 
 
 _NO_CHUNK = np.uint64(2**64 - 1)
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    """This thread's zstd compressor for ``level``, kept between calls.
+
+    It writes the same frames as Zarr's codec (numcodecs: one-shot, content size, no
+    checksum), but reuses its context: numcodecs builds one per chunk, ~10 % of the time
+    of compressing a 128 KB chunk at level 1.
+    """
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    compressor = cache.get(level)
+    if compressor is None:
+        compressor = cache[level] = zstandard.ZstdCompressor(level=level)
+    return compressor
 _SMALL = 64  # bytes: more than zstd's frame header plus one run-length block
 
 
@@ -126,14 +144,14 @@ def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[b
     bytes are identical to Zarr's own.
     """
     n = block.shape[0] // chunk_rows
-    codec = numcodecs.Zstd(level=zstd_level)
+    compress = _compressor(zstd_level).compress
     little = block.astype(block.dtype.newbyteorder("<"), copy=False)
     parts = []
     index = np.full((n, 1, 2), _NO_CHUNK, dtype="<u8")
     offset = 0
     for i in range(n):
         chunk = np.ascontiguousarray(little[i * chunk_rows : (i + 1) * chunk_rows])
-        data = bytes(codec.encode(chunk))
+        data = compress(chunk)
         # All-zero bits is Zarr's empty chunk, left out. zstd turns zeros into run-length
         # blocks of a few bytes per 128 KB, so only a chunk that compressed to almost
         # nothing can be all zeros; only those are tested (bitwise: float16 arithmetic is
