@@ -1,8 +1,8 @@
 """Ingest planning: from a corpus and a model to the row space of a run, headers only.
 
 Every utterance's sample count comes from its audio header (no decoding), its exact
-output-frame count from the model adapter, and the store's planner packs the utterances, shortest first,
-into work units. Items that cannot be planned (unreadable header, wrong sample rate,
+output-frame count from the model adapter, and the store's planner packs the utterances,
+shortest first, into work units. Items that cannot be planned (unreadable header, wrong sample rate,
 too short for one frame, a broken transcript line) become ``errors`` rows.
 """
 

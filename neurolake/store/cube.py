@@ -105,6 +105,7 @@ def shard_key(layer: str, shard_index: int) -> str:
 
 
 _NO_CHUNK = np.uint64(2**64 - 1)
+_SMALL = 64  # bytes: more than zstd's frame header plus one run-length block
 _local = threading.local()
 
 
@@ -122,7 +123,6 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     if compressor is None:
         compressor = cache[level] = zstandard.ZstdCompressor(level=level)
     return compressor
-_SMALL = 64  # bytes: more than zstd's frame header plus one run-length block
 
 
 def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[bytes, bytes]:
