@@ -46,7 +46,7 @@ from neurolake.ingest.unit import length_batches
 
 def _batches(audio: list, max_batch: int, max_batch_samples: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Padded batches by the pipeline's own rule, over the whole corpus sorted by length (the
-    pipeline can sort only within a work unit, so its batches hold more padding or fewer items)."""
+    pipeline's units are cut from the same order, so its batches differ at unit boundaries)."""
     batches = length_batches([a.shape[0] for a in audio], max_batch, max_batch_samples)
     tensors = []
     for b in batches:

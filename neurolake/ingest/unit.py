@@ -50,10 +50,12 @@ def length_batches(lengths: Sequence[int], max_batch: int, max_batch_samples: in
 
     A batch ends at ``max_batch`` items, at ``max_batch_samples`` padded samples, or where
     the next (longer) item would make more than ``max_padding`` of the batch padding. The
-    pipeline sorts only a unit's own utterances, and a large model's unit holds few of them:
-    without the last rule its batches were 31 % padding (wav2vec2-base, synthetic speech,
-    3,500-frame units), all of it computed by the model. With it batches are smaller, which
-    costs a CPU little (the demo model runs batches of 4, 8 and 16 at 33-37 k frames/s).
+    pipeline sorts only a unit's own utterances: when units held corpus order, a large model's
+    unit had few utterances and without the last rule its batches were 31 % padding
+    (wav2vec2-base, synthetic speech, 3,500-frame units), all of it computed by the model.
+    The planner now orders utterances by length, so the rule mostly cuts at unit edges;
+    smaller batches cost a CPU little (the demo model runs batches of 4, 8 and 16 at 33-37 k
+    frames/s).
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     batches: list[list[int]] = []
