@@ -25,10 +25,10 @@ from neurolake.store.plan import DEFAULT_ROWS_PER_SHARD
 log = logging.getLogger(__name__)
 
 # A unit's activations are held by one worker while it runs, and its utterances are batched
-# by length only among themselves. ~256 MB keeps the first small beside a model (two units
-# per actor) and gives a large model enough utterances for the second: wav2vec2-base stores
-# 18 KB per frame, so a 64 MB unit held ~30 short utterances and its batches were ~30 %
-# padding; the number of files (one Parquet file per table and unit) stays modest.
+# only among themselves. ~256 MB keeps the first small beside a model (two units per actor)
+# and leaves a large model enough utterances to fill its batches (wav2vec2-base stores 18 KB
+# per frame; a 64 MB unit held ~30 short utterances); the number of files (one Parquet file
+# per table and unit) stays modest.
 TARGET_UNIT_BYTES = 256 * 1024 * 1024
 LIBRISPEECH_RATE = 16_000
 
