@@ -219,6 +219,14 @@ def cmd_neurons(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from neurolake.doctor import main_exit_code, run_doctor
+
+    print(f"neurolake doctor: checking the installation and the lake {_lake_url(args)}", flush=True)
+    findings = run_doctor(_lake_url(args), sys.stdout, constraints=args.constraints)
+    return main_exit_code(findings)
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -339,6 +347,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lake_arg(p)
     p.add_argument("--run", metavar="ID", help="check only this run")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "doctor", help="check the installation (torchaudio, Ray, DuckDB httpfs, espeak-ng, numba, GPU) and the lake"
+    )
+    _add_lake_arg(p)
+    p.add_argument("--constraints", metavar="FILE",
+                   help="also check that every installed package has the version this lock file pins")
+    p.set_defaults(func=cmd_doctor)
 
     return parser
 

@@ -16,6 +16,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
     """
     import ray
 
+    if not log.isEnabledFor(logging.DEBUG):
+        # Ray's own loggers print a start-up banner (token authentication, dashboard, ...) at
+        # WARNING/INFO; a user sees them only with ``neurolake -v``.
+        logging.getLogger("ray").setLevel(logging.ERROR)
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:

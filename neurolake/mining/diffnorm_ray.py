@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 import ray
 
+from neurolake.cluster.ray_env import connect
 from neurolake.errors import SpecError
 from neurolake.mining.diffnorm import DiffNorm, LocalUsageCounter, UsageCounter, UsageRequest
 
@@ -44,8 +45,7 @@ class RayUsageCounter(UsageCounter):
     batch_size = 16
 
     def __init__(self, groups: Sequence[np.ndarray], n_items: int, num_workers: int) -> None:
-        if not ray.is_initialized():
-            ray.init(num_cpus=2, include_dashboard=False)
+        connect()  # joins $RAY_ADDRESS, else starts a local Ray once
         self.n_items = n_items
         self.n_groups = len(groups)
         # Actors reserve no CPU, so that more partitions than CPUs still start (and share

@@ -18,6 +18,7 @@ from typing import Any
 
 import ray
 
+from neurolake.cluster.ray_env import connect
 from neurolake.errors import SpecError
 from neurolake.mining.lcm import Branch, ClosedItemsets, first_level_branches, mine_branch
 
@@ -58,8 +59,7 @@ def plan_batches(branches: list[Branch], num_workers: int) -> list[list[Branch]]
 
 
 def _ensure_ray() -> None:
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
+    connect()  # joins $RAY_ADDRESS, else starts a local Ray once
 
 
 def distributed_closed_itemsets(

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 _ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
 
 
-def _httpfs_extension_path() -> str | None:
+def httpfs_extension_path() -> str | None:
     try:
         import duckdb_extension_httpfs
     except ImportError:
@@ -89,7 +89,7 @@ class QueryEngine:
         return loc.url
 
     def _attach_httpfs(self, con: duckdb.DuckDBPyConnection) -> bool:
-        path = _httpfs_extension_path()
+        path = httpfs_extension_path()
         if path is None:
             log.info("httpfs extension wheel not found; reading S3 through fsspec")
             return False
