@@ -19,6 +19,15 @@ def _lake_url(args: argparse.Namespace) -> str:
     return args.lake or os.environ.get("NEUROLAKE_LAKE") or DEFAULT_LAKE
 
 
+def _add_limit_args(p: argparse.ArgumentParser) -> None:
+    from neurolake.query.engine import DEFAULT_TIMEOUT_S
+
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
+                   help=f"stop a query after S seconds; 0 for no limit (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--memory-limit", metavar="SIZE",
+                   help="DuckDB's memory limit, e.g. 8GB (default: half of this machine's memory)")
+
+
 def _add_lake_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lake",
@@ -151,7 +160,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from neurolake.query.engine import QueryEngine
     from neurolake.store import Lake
 
-    with QueryEngine(Lake.open(_lake_url(args))) as engine:
+    with QueryEngine(Lake.open(_lake_url(args)), timeout_s=args.timeout or None, memory_limit=args.memory_limit) as engine:
         table = engine.arrow(args.query)
     _print_arrow(table, args.format, args.out)
     return 0
@@ -161,7 +170,8 @@ def cmd_group_create(args: argparse.Namespace) -> int:
     from neurolake.query.groups import create_group
     from neurolake.store import Lake
 
-    g = create_group(Lake.open(_lake_url(args)), args.name, args.run, args.where, replace=args.replace)
+    g = create_group(Lake.open(_lake_url(args)), args.name, args.run, args.where, replace=args.replace,
+                     timeout_s=args.timeout or None, memory_limit=args.memory_limit)
     print(f"group {g.name}: {g.n_frames} frames of run {g.run_id} where {g.predicate}")
     return 0
 
@@ -293,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", metavar="SQL", help="one SELECT statement over runs, layers, utterances, frames, errors, neurons, groups, group_frames, patterns")
     p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     p.add_argument("--out", metavar="FILE", help="write the result to FILE instead of stdout (needed for parquet)")
+    _add_limit_args(p)
     p.set_defaults(func=cmd_sql)
 
     p = sub.add_parser("group", help="contrast groups: named sets of frames chosen by SQL")
@@ -304,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, metavar="ID")
     p.add_argument("--where", required=True, metavar="PREDICATE", help="SQL predicate over frames joined with utterances")
     p.add_argument("--replace", action="store_true", help="replace a group of the same name")
+    _add_limit_args(p)
     p.set_defaults(func=cmd_group_create)
     p = group.add_parser("list", help="the groups of the lake")
     _add_lake_arg(p)

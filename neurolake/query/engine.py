@@ -6,9 +6,11 @@ DuckDB's httpfs extension (loaded from the ``duckdb-extension-httpfs`` wheel, no
 download), and anything else (``memory://``, ``gs://``, or S3 without httpfs) through the
 lake's own fsspec filesystem registered with DuckDB.
 
-It is a query surface: only one read-only statement at a time, and once the views are
-defined the connection may read nothing but the lake (``enable_external_access`` off,
-``allowed_directories`` the lake, configuration locked).
+It is a query surface, sealed as :mod:`neurolake.query.guard` describes: a user's text reaches
+DuckDB only as one SELECT over the views; once the views are defined the connection may read
+exactly the committed files they name (``allowed_paths``), has external access off, no temporary
+directory, a memory limit, credentials only in a DuckDB secret, and its configuration locked;
+each query runs under a wall-clock limit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import threading
+import time
 from typing import Any
 
 import duckdb
@@ -23,6 +27,8 @@ import pyarrow as pa
 
 from neurolake.errors import QueryError
 from neurolake.query import schemas
+from neurolake.query.guard import check_select, one_line
+from neurolake.query.registry import visible_groups
 from neurolake.query.fingerprint import commits_fingerprint
 from neurolake.schemas import SCHEMAS
 from neurolake.store import Lake, Run
@@ -30,7 +36,18 @@ from neurolake.store.derived import list_derived
 
 log = logging.getLogger(__name__)
 
-_ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+VIEWS = ("runs", "layers", "utterances", "frames", "errors", "neurons", "groups", "group_frames", "patterns")
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def default_memory_limit() -> str:
+    """Half of this machine's memory, the default cap of one query engine."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return "4GB"
+    return f"{max(1, total // 2 // 2**20)}MB"
 
 
 def httpfs_extension_path() -> str | None:
@@ -54,9 +71,15 @@ def _sql_list(values: list[str]) -> str:
 class QueryEngine:
     """DuckDB views over one lake. Build a new engine (or :meth:`refresh`) to see new commits."""
 
-    def __init__(self, lake: Lake, use_httpfs: bool = True):
+    def __init__(self, lake: Lake, use_httpfs: bool = True, timeout_s: float | None = DEFAULT_TIMEOUT_S,
+                 memory_limit: str | None = None):
+        """``timeout_s`` bounds each query's wall time (None: no bound); ``memory_limit`` DuckDB's
+        memory (``"8GB"``; default half of this machine's memory). A query past either stops with a
+        :class:`QueryError`."""
         self.lake = lake
         self._use_httpfs = use_httpfs
+        self.timeout_s = timeout_s
+        self.memory_limit = memory_limit or default_memory_limit()
         self.con = self._connect()
 
     # ------------------------------------------------------------ set-up
@@ -65,9 +88,19 @@ class QueryEngine:
         con = duckdb.connect(":memory:")
         self._prefix = self._attach_storage(con)
         runs = [self.lake.run(r) for r in self.lake.list_runs()]
+        self._files: list[str] = []
         self._define_views(con, runs)
-        allowed = self._prefix.rstrip("/") + "/"
-        con.execute(f"SET allowed_directories = {_sql_list([allowed])}")
+        try:
+            con.execute(f"SET memory_limit = {_sql_string(self.memory_limit)}")
+        except duckdb.Error as exc:
+            con.close()
+            raise QueryError(f"invalid memory limit {self.memory_limit!r}: {one_line(exc)}") from exc
+        # Exactly the committed files the views name, no directory: DuckDB would otherwise also
+        # allow its temporary directory, so there is none (a query past the memory limit fails
+        # instead of spilling).
+        con.execute(f"SET allowed_paths = {_sql_list(sorted(set(self._files)))}")
+        con.execute("SET allowed_directories = []")
+        con.execute("SET temp_directory = ''")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         return con
@@ -140,6 +173,7 @@ class QueryEngine:
         for name in ("utterances", "frames", "errors"):
             files = [self._url(r, key) for r in runs for key in r.table_keys(name)]
             self._parquet_view(con, name, files, SCHEMAS[name])
+            self._files += files
 
         neuron_files, group_files, group_rows, pattern_files = [], [], [], []
         for run in runs:
@@ -149,11 +183,14 @@ class QueryEngine:
                 if d.spec.get("commits") != current:
                     continue  # statistics of an earlier state of a growing run
                 neuron_files.append(self._url(run, f"derived/neurons/{d.spec_hash}/neurons.parquet"))
-            for d in list_derived(base, "groups"):
-                group_files.append(self._url(run, f"derived/groups/{d.spec_hash}/frames.parquet"))
-                group_rows.append(schemas.group_row(d))
             for d in list_derived(base, "patterns"):
                 pattern_files.append(self._url(run, f"derived/patterns/{d.spec_hash}/patterns.parquet"))
+        by_id = {run.run_id: run for run in runs}
+        for run_id, d in visible_groups(self.lake):  # the group each name points at
+            if run_id in by_id:
+                group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
+                group_rows.append(schemas.group_row(d))
+        self._files += neuron_files + group_files + pattern_files
         self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)
         self._parquet_view(con, "patterns", pattern_files, schemas.PATTERNS)
@@ -170,42 +207,58 @@ class QueryEngine:
 
     # ------------------------------------------------------------ queries
 
-    def sql(self, query: str, params: list[Any] | None = None) -> duckdb.DuckDBPyRelation:
-        """Run one read-only statement; returns a lazy DuckDB relation (``.to_arrow_table()``, ``.df()``).
+    def check(self, query: str) -> str:
+        """The text that will run for ``query`` if it is one allowed SELECT; else a :class:`QueryError`."""
+        return check_select(query, set(VIEWS))
 
-        With ``params`` (``?`` placeholders) the statement runs at once and an Arrow table comes back.
-        """
-        self.check_statement(query)
-        try:
-            if params:
-                return self.con.execute(query, params).to_arrow_table()
-            return self.con.sql(query)
-        except duckdb.Error as exc:
-            raise QueryError(_one_line(exc)) from exc
+    def sql(self, query: str, params: list[Any] | None = None) -> pa.Table:
+        """Run one read-only SELECT (``?`` placeholders bound from ``params``) under the engine's
+        limits; returns its rows as an Arrow table."""
+        text = self.check(query)
+        return self._run(lambda: self.con.execute(text, params or []).to_arrow_table())
 
-    def arrow(self, query: str, params: list[Any] | None = None) -> pa.Table:
-        """Run one read-only statement and return its rows as an Arrow table."""
-        result = self.sql(query, params)
-        if isinstance(result, pa.Table):
-            return result
-        try:
-            return result.to_arrow_table()
-        except duckdb.Error as exc:
-            raise QueryError(_one_line(exc)) from exc
+    arrow = sql
 
-    def check_statement(self, query: str) -> None:
-        """Refuse anything but a single SELECT/EXPLAIN statement, with one clear line."""
+    def binds(self, query: str) -> bool:
+        """Whether an allowed SELECT binds (its tables and columns exist), without running it."""
+        text = self.check(query)
         try:
-            statements = self.con.extract_statements(query)
+            self._run(lambda: self.con.execute("EXPLAIN " + text).fetchall())
+            return True
+        except QueryError:
+            return False
+
+    def _run(self, work: Any) -> Any:
+        """``work()`` under the wall-clock limit: a timer interrupts the connection."""
+        stopped = threading.Event()
+
+        def stop() -> None:
+            stopped.set()
+            self.con.interrupt()
+
+        timer = threading.Timer(self.timeout_s, stop) if self.timeout_s else None
+        t0 = time.monotonic()
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
+        try:
+            return work()
         except duckdb.Error as exc:
-            raise QueryError(_one_line(exc)) from exc
-        if len(statements) != 1:
-            raise QueryError(f"give exactly one SQL statement, got {len(statements)}")
-        kind = statements[0].type
-        if kind not in _ALLOWED_STATEMENTS:
-            raise QueryError(
-                f"only SELECT queries are allowed here (got {kind.name}); the lake is read-only through SQL"
-            )
+            if stopped.is_set():
+                raise QueryError(
+                    f"the query ran past its time limit of {self.timeout_s:g} s and was stopped "
+                    f"(raise it with --timeout)"
+                ) from exc
+            if isinstance(exc, duckdb.OutOfMemoryException):
+                raise QueryError(
+                    f"the query needs more than its memory limit of {self.memory_limit} "
+                    f"(raise it with --memory-limit): {one_line(exc)}"
+                ) from exc
+            raise QueryError(one_line(exc)) from exc
+        finally:
+            if timer is not None:
+                timer.cancel()
+            log.debug("query ran %.3f s", time.monotonic() - t0)
 
     def close(self) -> None:
         self.con.close()
@@ -215,8 +268,3 @@ class QueryEngine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) < 500 else text[:497] + "..."

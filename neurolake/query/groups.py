@@ -14,19 +14,19 @@ import datetime as _dt
 import re
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 
 from neurolake.errors import GroupError
-from neurolake.query.engine import QueryEngine
+from neurolake.query.engine import DEFAULT_TIMEOUT_S, QueryEngine
 from neurolake.query.fingerprint import commits_fingerprint
+from neurolake.query import registry
+from neurolake.query.guard import parse_predicate
 from neurolake.store import Derived, Lake
-from neurolake.store.derived import list_derived
 from neurolake.store.tables import decode_parquet, encode_parquet
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
-KIND = "groups"
+KIND = registry.KIND
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,6 @@ def _utterances_only_query(run_id: str, predicate: str) -> str:
             "ORDER BY first_frame_id")
 
 
-def _binds(engine: QueryEngine, query: str) -> bool:
-    try:
-        engine.con.execute("EXPLAIN " + query)
-        return True
-    except duckdb.Error:
-        return False
-
-
 def ranges_to_ids(first: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """``concat(arange(f, f + n) for f, n in zip(first, counts))`` without a Python loop. ``int64``"""
     first, counts = np.asarray(first, np.int64), np.asarray(counts, np.int64)
@@ -108,9 +100,10 @@ def group_frame_ids(engine: QueryEngine, run_id: str, predicate: str) -> np.ndar
       1.7 s for 21 M ids out of 100 M);
     - both: frames joined with their utterance.
     """
-    if _binds(engine, _frames_only_query(run_id, predicate)):
+    predicate = parse_predicate(predicate)  # exactly one expression, or nothing runs
+    if engine.binds(_frames_only_query(run_id, predicate)):
         table = engine.arrow(_frames_only_query(run_id, predicate))
-    elif _binds(engine, _utterances_only_query(run_id, predicate)):
+    elif engine.binds(_utterances_only_query(run_id, predicate)):
         table = engine.arrow(_utterances_only_query(run_id, predicate))
         return ranges_to_ids(table.column("first_frame_id").to_numpy(), table.column("n_frames").to_numpy())
     else:
@@ -121,12 +114,14 @@ def group_frame_ids(engine: QueryEngine, run_id: str, predicate: str) -> np.ndar
 
 def _all_groups(lake: Lake) -> list[Group]:
     out = []
-    for run_id in lake.list_runs():
-        run = lake.run(run_id)
-        for d in list_derived(run.loc.child("derived"), KIND):
-            info = d.read_json("group.json")
-            out.append(Group(d.spec["name"], d.spec["run_id"], d.spec["predicate"], int(info["n_frames"]), str(info["created_at"]), d))
+    for _, d in registry.visible_groups(lake):
+        out.append(_group(d))
     return sorted(out, key=lambda g: g.name)
+
+
+def _group(d: Derived) -> Group:
+    info = d.read_json("group.json")
+    return Group(d.spec["name"], d.spec["run_id"], d.spec["predicate"], int(info["n_frames"]), str(info["created_at"]), d)
 
 
 def list_groups(lake: Lake) -> list[Group]:
@@ -142,7 +137,21 @@ def get_group(lake: Lake, name: str) -> Group:
     raise GroupError(f"no group named {name!r}{hint}")
 
 
-def create_group(lake: Lake, name: str, run_id: str, where: str, replace: bool = False) -> Group:
+def _check_committed(engine: QueryEngine, run_id: str, ids: np.ndarray) -> None:
+    """Every id once, and each a committed frame of the run (an utterance owns a range of rows)."""
+    if ids.size > 1 and bool(np.any(ids[1:] == ids[:-1])):
+        raise GroupError("the predicate selected some frames twice; a group is a set of frames")
+    spans = engine.arrow("SELECT first_frame_id, n_frames FROM utterances WHERE run_id = ? ORDER BY first_frame_id", [run_id])
+    first = spans.column("first_frame_id").to_numpy().astype(np.int64)
+    ends = first + spans.column("n_frames").to_numpy().astype(np.int64)
+    at = np.searchsorted(first, ids, side="right") - 1
+    inside = (at >= 0) & (ids < ends[np.clip(at, 0, None)]) if first.size else np.zeros(ids.size, bool)
+    if not bool(np.all(inside)):
+        raise GroupError(f"{int((~inside).sum())} selected frame ids are not committed frames of run {run_id!r}")
+
+
+def create_group(lake: Lake, name: str, run_id: str, where: str, replace: bool = False,
+                 timeout_s: float | None = DEFAULT_TIMEOUT_S, memory_limit: str | None = None) -> Group:
     """Materialise the frames of ``run_id`` that satisfy ``where`` as group ``name``.
 
     ``where`` is an SQL predicate over the columns of ``frames`` joined with
@@ -154,24 +163,20 @@ def create_group(lake: Lake, name: str, run_id: str, where: str, replace: bool =
         raise GroupError(f"invalid group name {name!r}: letters, digits, '_', '.', '-', starting with a letter or '_'")
     if not where or not where.strip():
         raise GroupError("give a predicate with --where, e.g. --where \"word_error\"")
+    predicate = where.strip()
+    parse_predicate(predicate)  # one expression, or nothing runs
     run = lake.run(run_id)
-    spec = {"name": name, "run_id": run_id, "predicate": where.strip(), "commits": commits_fingerprint(run)}
+    spec = {"name": name, "run_id": run_id, "predicate": predicate, "commits": commits_fingerprint(run)}
     derived = run.derived(KIND, spec)
-    for old in _all_groups(lake):
-        if old.name != name:
-            continue
-        if old.derived.spec == derived.spec:
-            return old
-        if not replace:
-            raise GroupError(
-                f"a group named {name!r} already exists (run {old.run_id}, predicate {old.predicate!r}); "
-                "choose another name or replace it"
-            )
-        old.derived.loc.remove("spec.json")
-        old.derived.loc.remove_tree()
+    old = _current(lake, name)
+    if old is not None and old.derived.spec == derived.spec:
+        return old
+    if old is not None and not replace:
+        raise _name_taken(name, old)
 
-    with QueryEngine(lake) as engine:
-        ids = group_frame_ids(engine, run_id, spec["predicate"])
+    with QueryEngine(lake, timeout_s=timeout_s, memory_limit=memory_limit) as engine:
+        ids = group_frame_ids(engine, run_id, predicate)
+        _check_committed(engine, run_id, ids)
     if ids.size == 0:
         raise GroupError(f"the predicate {where!r} selects no frames of run {run_id!r}; an empty group cannot be mined")
     frames = pa.table(
@@ -180,5 +185,40 @@ def create_group(lake: Lake, name: str, run_id: str, where: str, replace: bool =
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     derived.write_bytes(encode_parquet(frames), "frames.parquet")
     derived.write_json({"n_frames": int(ids.size), "created_at": created}, "group.json")
-    derived.commit()
-    return Group(name, run_id, spec["predicate"], int(ids.size), created, derived)
+    group = Group(name, run_id, predicate, int(ids.size), created, derived)
+    if replace and registry.read_pointer(lake, name) is not None:
+        # Commit while the pointer still names the old group (so the new one stays hidden), then
+        # switch the pointer in one write: readers see the old group or the new one.
+        derived.commit()
+        registry.switch(lake, run_id, derived)
+    elif registry.claim(lake, run_id, derived):
+        derived.commit()
+    elif replace:
+        derived.commit()
+        registry.switch(lake, run_id, derived)
+    else:
+        winner = _current(lake, name)
+        if winner is not None and winner.derived.spec == derived.spec:
+            return winner
+        derived.loc.remove_tree()
+        raise _name_taken(name, winner, meanwhile=True)
+    if old is not None and old.derived.loc.path != derived.loc.path:
+        old.derived.loc.remove("spec.json")
+        old.derived.loc.remove_tree()
+    return group
+
+
+def _current(lake: Lake, name: str) -> Group | None:
+    """The group a reader sees under ``name`` (the pointer's, or an old lake's unpointed one)."""
+    for _, d in registry.visible_groups(lake):
+        if d.spec.get("name") == name:
+            return _group(d) if d.loc.exists("group.json") else None
+    return None
+
+
+def _name_taken(name: str, old: Group | None, meanwhile: bool = False) -> GroupError:
+    what = f" (run {old.run_id}, predicate {old.predicate!r})" if old is not None else ""
+    if meanwhile:
+        return GroupError(f"the group name {name!r} was taken by another process meanwhile{what}; "
+                          "choose another name or replace it with --replace")
+    return GroupError(f"a group named {name!r} already exists{what}; choose another name or replace it with --replace")

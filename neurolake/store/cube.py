@@ -18,6 +18,7 @@ import numpy as np
 import zarr
 import zstandard
 from zarr.codecs import ZstdCodec
+from zarr.errors import ContainsArrayError, ContainsGroupError
 from zarr.storage import FsspecStore, LocalStore
 
 from neurolake.errors import SpecError
@@ -76,23 +77,34 @@ def create_cube(
     zstd_level: int = DEFAULT_ZSTD_LEVEL,
 ) -> None:
     """Create the group and every layer's array (metadata only); existing arrays are kept."""
-    group = zarr.open_group(zarr_store(loc), mode="a", zarr_format=3)
+    try:
+        group = zarr.open_group(zarr_store(loc), mode="a", zarr_format=3)
+    except ContainsGroupError:  # made by a process creating the same run at this moment
+        group = zarr.open_group(zarr_store(loc), mode="r+", zarr_format=3)
     existing = set(group.array_keys())
     for layer in layers:
         if layer.name in existing:
             continue
-        group.create_array(
-            layer.name,
-            shape=(total_rows, layer.units),
-            dtype=layer.dtype,
-            chunks=(chunk_rows, layer.units),
-            shards=(rows_per_shard, layer.units),
-            filters=None,
-            compressors=[ZstdCodec(level=zstd_level)],
-            fill_value=0,
-            dimension_names=("frame", "unit"),
-            attributes={"module": layer.module},
-        )
+        try:
+            _create_layer(group, layer, total_rows, rows_per_shard, chunk_rows, zstd_level)
+        except ContainsArrayError:
+            pass  # likewise: the same run's manifest, so the same array
+
+
+def _create_layer(group: zarr.Group, layer: LayerSpec, total_rows: int, rows_per_shard: int, chunk_rows: int,
+                  zstd_level: int) -> None:
+    group.create_array(
+        layer.name,
+        shape=(total_rows, layer.units),
+        dtype=layer.dtype,
+        chunks=(chunk_rows, layer.units),
+        shards=(rows_per_shard, layer.units),
+        filters=None,
+        compressors=[ZstdCodec(level=zstd_level)],
+        fill_value=0,
+        dimension_names=("frame", "unit"),
+        attributes={"module": layer.module},
+    )
 
 
 def open_layer(loc: Location, layer: str, writable: bool = False) -> zarr.Array:

@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 
 from neurolake.errors import CorruptFileError, LakeError, LakeVersionError, NotALakeError
 from neurolake.store.cube import DEFAULT_ZSTD_LEVEL, LayerSpec
-from neurolake.store.location import Location
+from neurolake.store.location import Location, canonical_json
 from neurolake.store.plan import Plan
 from neurolake.store.run import Run, RunInfo
 
@@ -68,14 +68,16 @@ class Lake:
         if _readable_header(loc):
             cls._check_header(loc)
             return cls(loc)
-        if loc.list_names():
+        if loc.list_names() and not _readable_header(loc):  # (another process may have just made it)
             raise NotALakeError(
                 f"{loc.url} exists and is not empty but holds no lake.json; "
                 "refusing to turn it into a lake: choose an empty or new location"
             )
         loc.makedirs()
-        loc.write_json({"format": FORMAT, "version": VERSION}, "lake.json")
-        log.info("created lake at %s", loc.url)
+        header = canonical_json({"format": FORMAT, "version": VERSION}, indent=1).encode("utf-8")
+        if loc.create_exclusive(header, "lake.json"):
+            log.info("created lake at %s", loc.url)
+        cls._check_header(loc)  # made by this call or by a process racing it
         return cls(loc)
 
     @staticmethod

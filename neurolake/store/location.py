@@ -161,6 +161,44 @@ class Location:
         else:
             self.fs.pipe_file(target, data)
 
+    def create_exclusive(self, data: bytes, *parts: str) -> bool:
+        """Write a whole file only if none exists there; ``True`` if this call created it.
+
+        Of several processes racing to create one key exactly one wins, on a local disk (a
+        hard link, which fails if the name exists) and on S3 (a conditional PUT,
+        ``If-None-Match: *``). Other filesystems check and then write, which is only as good
+        as their own consistency.
+        """
+        target = self.join(*parts)
+        if self.is_local:
+            directory = posixpath.dirname(target)
+            os.makedirs(directory, exist_ok=True)
+            tmp = posixpath.join(directory, f".{posixpath.basename(target)}.{uuid.uuid4().hex}.tmp")
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            try:
+                os.link(tmp, target)
+                return True
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        if self.protocol in ("s3", "s3a"):
+            try:
+                self.fs.pipe_file(target, data, mode="create")
+                return True
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if "PreconditionFailed" in str(exc) or "412" in str(exc):
+                    return False
+                raise
+        self._fresh(target)
+        if self.fs.exists(target):
+            return False
+        self.fs.pipe_file(target, data)
+        return True
+
     def write_json(self, obj: Any, *parts: str) -> None:
         self.write_bytes(canonical_json(obj, indent=1).encode("utf-8"), *parts)
 

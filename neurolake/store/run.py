@@ -183,7 +183,9 @@ class Run:
         # Round-trip through JSON so comparisons see what a reader would see.
         manifest = json.loads(canonical_json(manifest))
         loc = lake_loc.child("runs", run_id)
-        if loc.exists("run.json"):
+        # run.json is created once, exclusively: of processes creating a run at once one writes
+        # it and the others compare their manifest with it.
+        if not loc.create_exclusive(canonical_json(manifest, indent=1).encode("utf-8"), "run.json"):
             existing = cls.load(lake_loc, run_id)
             old, new = _identity(existing.manifest), _identity(manifest)
             if old != new:
@@ -194,7 +196,6 @@ class Run:
                 )
             run = existing
         else:
-            loc.write_json(manifest, "run.json")
             run = cls(lake_loc, run_id, manifest)
         cube.create_cube(
             run.cube_loc, list(layers), plan.total_rows, plan.rows_per_shard, plan.chunk_rows, zstd_level

@@ -97,3 +97,28 @@ def write_units_in_process(url: str, storage_options: dict, run_id: str, unit_id
     for unit_id in unit_ids:
         write_unit(run, unit_id)
     return unit_ids
+
+
+def create_lake_and_run_in_process(url: str, storage_options: dict, start_at: float) -> dict:
+    """Entry point for processes that create one lake and one run at the same moment."""
+    import time
+
+    time.sleep(max(0.0, start_at - time.time()))
+    lake = Lake.create(url, storage_options)
+    run = create_run(lake)
+    return run.manifest
+
+
+def create_group_in_process(url: str, name: str, predicate: str, replace: bool, start_at: float) -> str:
+    """Entry point for processes that create one group name at the same moment; returns the outcome."""
+    import time
+
+    from neurolake.errors import GroupError
+    from neurolake.query.groups import create_group
+
+    lake = Lake.open(url)
+    time.sleep(max(0.0, start_at - time.time()))
+    try:
+        return "created " + create_group(lake, name, "r1", predicate, replace=replace).predicate
+    except GroupError as exc:
+        return "refused " + str(exc)
