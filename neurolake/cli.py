@@ -123,7 +123,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
     run_ids = [args.run] if args.run else lake.list_runs()
     problems = []
     for run_id in run_ids:
-        problems += lake.run(run_id).verify()
+        found = lake.run(run_id).verify()
+        if found and args.repair:
+            from neurolake.ingest.pipeline import repair
+            from neurolake.ingest.report import format_summary
+
+            for p in found:
+                print(p)
+            units, summary = repair(lake.url, run_id, ray_address=args.ray_address)
+            print(f"run {run_id}: re-did {len(units)} damaged unit(s): {', '.join(units)}")
+            if summary is not None:
+                print(format_summary(summary))
+            found = lake.run(run_id).verify()
+        problems += found
     for p in problems:
         print(p)
     print(f"{len(run_ids)} run(s) checked, {len(problems)} problem(s)")
@@ -358,6 +370,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_lake_arg(p)
     p.add_argument("--run", metavar="ID", help="check only this run")
+    p.add_argument("--repair", action="store_true",
+                   help="re-do exactly the damaged units with the run's own model, corpus and plan")
+    p.add_argument("--ray-address", metavar="A", help="Ray cluster for --repair (default: $RAY_ADDRESS, else a local Ray)")
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(

@@ -161,8 +161,12 @@ def ingest(
     max_batch: int = 16,
     progress: bool | None = None,
     on_unit_done=None,
+    only_units: Sequence[str] | None = None,
 ) -> IngestSummary:
-    """Ingest ``corpus`` through ``model`` into run ``run_id`` of the lake; resumes if it exists."""
+    """Ingest ``corpus`` through ``model`` into run ``run_id`` of the lake; resumes if it exists.
+
+    ``only_units`` limits the work to those pending units (``verify --repair`` re-does the
+    damaged ones and nothing else)."""
     import ray
 
     for name, value in (("actors", actors), ("threads", threads), ("max_batch", max_batch)):
@@ -176,7 +180,7 @@ def ingest(
     layer_names = [layer.name for layer in chosen]
     # A run that is already complete needs no Ray at all; otherwise the model actors are
     # started first and build their models while this process reads the corpus headers.
-    finished = run_id in lake.list_runs() and not lake.run(run_id).pending_units()
+    finished = run_id in lake.list_runs() and not _wanted(lake.run(run_id).pending_units(), only_units)
     pool: list = []
     try:
         if not finished:
@@ -184,7 +188,7 @@ def ingest(
         planned = plan_corpus(corpus, adapter, _layer_specs(chosen), storage_options=storage_options, unit_rows=unit_rows)
         run = lake.create_run(run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers,
                               plan=planned.plan)
-        pending = run.pending_units()
+        pending = _wanted(run.pending_units(), only_units)
         summary = IngestSummary(
             run_id=run_id, lake_url=lake.url, units_total=len(planned.plan.units), units_run=len(pending),
             units_already_committed=len(planned.plan.units) - len(pending), plan_errors=len(planned.errors),
@@ -200,6 +204,10 @@ def ingest(
     summary.utterances_failed += len([e for e in planned.errors if e["utterance_id"]]) if pending else 0
     summary.wall_seconds = time.perf_counter() - t0
     return summary
+
+
+def _wanted(pending: list, only_units: Sequence[str] | None) -> list:
+    return pending if only_units is None else [u for u in pending if u.unit_id in set(only_units)]
 
 
 def _chosen_layers(adapter, layers: Sequence[str] | None) -> list:
@@ -302,3 +310,31 @@ def _account(summary: IngestSummary, result: UnitResult, node: str) -> None:
     summary.frames += result.frames
     summary.bytes_raw += result.bytes_raw
     summary.nodes[node] = summary.nodes.get(node, 0) + 1
+
+
+def repair(lake_url: str, run_id: str, *, storage_options: Mapping[str, Any] | None = None,
+           ray_address: str | None = None, progress: bool | None = None) -> tuple[list[str], IngestSummary | None]:
+    """Re-do exactly the committed units of a run whose files are damaged; returns their ids.
+
+    The damaged units' markers are removed (the units become invisible), and ingest runs them
+    again with the run's own model, corpus, layers and plan (a re-run unit rewrites the same
+    bytes). Units that were never committed stay as they are.
+    """
+    lake = Lake.open(lake_url, storage_options)
+    run = lake.run(run_id)
+    damaged = sorted(run.damaged_units())
+    if not damaged:
+        return [], None
+    for unit_id in damaged:
+        run.uncommit(unit_id)
+    manifest = run.manifest
+    # The planner closes a unit as soon as it holds unit_rows frames, so the smallest unit but
+    # the last one gives back the unit_rows that made this plan.
+    used = [sum(p.n_frames for p in u.utterances) for u in run.plan.units]
+    unit_rows = min(used[:-1]) if len(used) > 1 else used[0]
+    summary = ingest(
+        lake.url, str(manifest["corpus"]["spec"]), str(manifest["model"]["spec"]),
+        layers=[layer.name for layer in run.layers], run_id=run_id, ray_address=ray_address,
+        storage_options=storage_options, unit_rows=unit_rows, progress=progress, only_units=damaged,
+    )
+    return damaged, summary

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Iterable
 
 from neurolake.store import Run
 
 
-def commits_fingerprint(run: Run) -> str:
-    """16 hex digits that change whenever a unit is committed."""
-    return hashlib.sha256(",".join(sorted(run.commits())).encode()).hexdigest()[:16]
+def commits_fingerprint(run: Run, commits: Iterable[str] | None = None) -> str:
+    """16 hex digits that change whenever a unit is committed (of ``commits``, a snapshot of
+    ``run.commits()`` taken once by a caller that reads several layers, else the current one)."""
+    ids = run.commits() if commits is None else commits
+    return hashlib.sha256(",".join(sorted(ids)).encode()).hexdigest()[:16]

@@ -12,16 +12,18 @@ binarisation in mining uses them as thresholds.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import dask
 import dask.array as da
 import numpy as np
 import pyarrow as pa
 
+from neurolake.errors import RunError
 from neurolake.query.fingerprint import commits_fingerprint
 from neurolake.query.schemas import NEURONS
 from neurolake.store import Lake, Run
+from neurolake.store.commit import CommitMarker
 from neurolake.store.tables import decode_parquet, encode_parquet
 
 log = logging.getLogger(__name__)
@@ -29,10 +31,14 @@ KIND = "neurons"
 QUANTILES = (0.5, 0.9, 0.99)
 
 
-def committed_layer(run: Run, layer: str) -> da.Array:
-    """The committed frame rows of a layer, ``[frames, units]`` as float32 dask blocks."""
+def committed_layer(run: Run, layer: str, commits: Mapping[str, CommitMarker] | None = None) -> da.Array:
+    """The committed frame rows of a layer, ``[frames, units]`` as float32 dask blocks.
+
+    ``commits`` is a snapshot of ``run.commits()``: readers of several layers take one, so that
+    every layer covers the same units while an ingest commits more.
+    """
     whole = run.layer_dask(layer)
-    markers = sorted(run.commits().values(), key=lambda m: m.row_start)
+    markers = sorted((run.commits() if commits is None else commits).values(), key=lambda m: m.row_start)
     if not markers:
         return whole[:0].astype(np.float32)
     return da.concatenate([whole[m.row_start : m.used_stop] for m in markers]).astype(np.float32)
@@ -93,14 +99,18 @@ def neuron_statistics(lake: Lake, run_id: str, layers: Sequence[str] | None = No
     names = list(layers) if layers else run.layer_names
     for name in names:
         run.layer(name)
-    spec = {"layers": names, "bins": int(bins), "commits": commits_fingerprint(run)}
+    snapshot = run.commits()  # one snapshot for every layer, whatever an ingest commits meanwhile
+    if not snapshot:
+        raise RunError(f"run {run_id!r} has no committed units yet; neuron statistics need ingested frames "
+                       f"(see `neurolake runs`)")
+    spec = {"layers": names, "bins": int(bins), "commits": commits_fingerprint(run, snapshot)}
     derived = run.derived(KIND, spec)
     if derived.complete:
         return decode_parquet(derived.read_bytes("neurons.parquet"))
     parts = []
     for name in names:
         log.info("neuron statistics of %s/%s", run_id, name)
-        stats = layer_statistics(committed_layer(run, name), bins=bins)
+        stats = layer_statistics(committed_layer(run, name, snapshot), bins=bins)
         units = run.layer(name).units
         parts.append(
             pa.table(

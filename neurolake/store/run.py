@@ -288,7 +288,7 @@ class Run:
             path = self.cube_loc.describe(cube.shard_key(layer, missing[0]))
             raise IntegrityError(
                 f"{len(missing)} shard(s) of committed data are missing, first {path}; "
-                f"re-run the unit that owns rows from {missing[0] * self.plan.rows_per_shard}"
+                f"`neurolake verify --repair` re-does the unit that owns rows from {missing[0] * self.plan.rows_per_shard}"
             )
 
     def check_frame_ids(self, frame_ids: np.ndarray) -> None:
@@ -368,18 +368,24 @@ class Run:
         try:
             data = self.loc.read_bytes(entry.key)
         except FileNotFoundError as exc:
-            raise IntegrityError(f"{where} is missing although its unit is committed; re-run the unit") from exc
+            raise IntegrityError(f"{where} is missing although its unit is committed; `neurolake verify --repair` re-does the unit") from exc
         if verify and sha256_hex(data) != entry.sha256:
-            raise IntegrityError(f"checksum mismatch for {where}; the file changed after commit; re-run the unit")
+            raise IntegrityError(f"checksum mismatch for {where}; the file changed after commit; `neurolake verify --repair` re-does the unit")
         return data
 
     # ------------------------------------------------------------ checks and status
 
     def verify(self) -> list[str]:
         """Check every committed unit: files present, checksums equal. Returns the problems found."""
-        problems: list[str] = []
+        return [message for messages in self.damaged_units().values() for message in messages]
+
+    def damaged_units(self) -> dict[str, list[str]]:
+        """``unit_id -> problems`` of the committed units whose files are missing or differ from
+        their commit marker's checksums (empty when every committed unit is intact)."""
+        damaged: dict[str, list[str]] = {}
         self._shards_seen.clear()
         for marker in self._sorted_markers():
+            problems = damaged.setdefault(marker.unit_id, [])
             for entry in marker.tables.values():
                 try:
                     self._read_table_bytes(entry, verify=True)
@@ -397,9 +403,15 @@ class Run:
                 if cube.combine_digests(digests) != entry.sha256:
                     problems.append(
                         f"checksum mismatch for layer {layer_name!r} rows [{marker.row_start}, {marker.row_stop}) "
-                        f"of unit {marker.unit_id} in {self.cube_loc.describe(layer_name)}; re-run the unit"
+                        f"of unit {marker.unit_id} in {self.cube_loc.describe(layer_name)}; "
+                        "`neurolake verify --repair` re-does the unit"
                     )
-        return problems
+        return {unit: problems for unit, problems in damaged.items() if problems}
+
+    def uncommit(self, unit_id: str) -> None:
+        """Remove a unit's commit marker (it becomes pending: invisible, and re-done by ingest)."""
+        self.plan.unit(unit_id)
+        self.loc.remove("commits", f"{unit_id}.json")
 
     def info(self, with_size: bool = False) -> RunInfo:
         markers = self.commits()

@@ -225,3 +225,34 @@ def test_length_batches_by_hand():
     for b in batches:
         longest = max(many[i] for i in b)
         assert len(b) <= 16 and (len(b) == 1 or longest * len(b) - sum(many[i] for i in b) <= 0.15 * longest * len(b))
+
+
+def test_verify_repair_redoes_exactly_the_damaged_units(ray_session, corpus, tmp_path, capsys):
+    from neurolake.cli import main
+
+    lake_dir = tmp_path / "lake"
+    ingest(str(lake_dir), str(corpus), MODEL, run_id="r", unit_rows=300, progress=False)
+    run = Lake.open(str(lake_dir)).run("r")
+    before = _run_files(lake_dir, "r")
+    units = run.plan.units
+    assert len(units) >= 3
+    # damage two units: flip a byte of a shard of one, delete a table file of another
+    shard = lake_dir / "runs" / "r" / "activations.zarr" / run.layer_names[0] / "c" / str(units[1].row_start // run.plan.rows_per_shard) / "0"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    marker = run.commits()[units[2].unit_id]
+    (lake_dir / "runs" / "r" / marker.tables["frames"].key).unlink()
+    assert sorted(run.damaged_units()) == sorted([units[1].unit_id, units[2].unit_id])
+    untouched = {u.unit_id: (lake_dir / "runs" / "r" / "commits" / f"{u.unit_id}.json").stat().st_mtime_ns
+                 for u in units if u not in units[1:3]}
+
+    assert main(["verify", "--lake", str(lake_dir)]) == 1
+    assert "verify --repair" in capsys.readouterr().out
+    assert main(["verify", "--repair", "--lake", str(lake_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"re-did 2 damaged unit(s): {', '.join(sorted([units[1].unit_id, units[2].unit_id]))}" in out
+    assert out.strip().endswith("1 run(s) checked, 0 problem(s)")
+    assert _run_files(lake_dir, "r") == before  # byte for byte what the first ingest wrote
+    for unit_id, mtime in untouched.items():  # the intact units were not re-done
+        assert (lake_dir / "runs" / "r" / "commits" / f"{unit_id}.json").stat().st_mtime_ns == mtime

@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from neurolake.errors import GroupError, OutOfRangeError, QueryError, RunNotFoundError
+from neurolake.errors import GroupError, OutOfRangeError, QueryError, RunError, RunNotFoundError
 from neurolake.query.engine import QueryEngine
 from neurolake.query.gather import gather_activations
 from neurolake.query.groups import create_group, get_group, list_groups, ranges_to_ids
@@ -141,3 +141,39 @@ def test_neuron_statistics_match_numpy(lake):
     with QueryEngine(lake) as q:
         n = q.arrow("SELECT count(*) AS n FROM neurons WHERE run_id = 'r1' AND layer = 'enc.conv2'").column("n")[0].as_py()
     assert n == 10
+
+
+def test_neuron_statistics_use_one_snapshot_while_units_commit(tmp_path, monkeypatch):
+    import neurolake.query.neurons as neurons
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    first, *rest = run.plan.units
+    write_unit(run, first.unit_id)
+    real = neurons.layer_statistics
+    calls = []
+
+    def commit_more_after_the_first_layer(x, bins=2048):
+        out = real(x, bins=bins)
+        if not calls:
+            for u in rest:  # an ingest commits the other units meanwhile
+                write_unit(run, u.unit_id)
+        calls.append(1)
+        return out
+
+    monkeypatch.setattr(neurons, "layer_statistics", commit_more_after_the_first_layer)
+    table = neuron_statistics(lake, "r1")
+    assert len(calls) == len(LAYERS) > 1
+    assert set(table.column("n_frames").to_pylist()) == {first.rows_used}
+
+
+def test_neuron_statistics_of_an_empty_run_is_one_clear_error(tmp_path, capsys):
+    from neurolake.cli import main
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    create_run(lake)
+    with pytest.raises(RunError, match="no committed units yet"):
+        neuron_statistics(lake, "r1")
+    assert main(["neurons", "--run", "r1", "--lake", str(tmp_path / "lake")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no committed units yet" in err
