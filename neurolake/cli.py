@@ -10,6 +10,7 @@ import sys
 from typing import Callable, Sequence
 
 from neurolake.errors import NeurolakeError
+from neurolake.ingest import DEFAULT_MAX_DURATION_S
 
 DEFAULT_LAKE = "./lake"
 MODEL_SPECS = "demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH or python:MODULE:FACTORY"
@@ -82,16 +83,17 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from neurolake.ingest.report import format_dry_run, format_summary
 
     if args.dry_run:
-        _, planned = plan_ingest(args.corpus, args.model, _split(args.layers), unit_rows=args.unit_rows)
+        _, planned = plan_ingest(args.corpus, args.model, _split(args.layers), unit_rows=args.unit_rows,
+                                 max_duration_s=args.max_duration)
         print(format_dry_run(planned, args.run or default_run_id(args.corpus, args.model)))
         return 0
     summary = ingest(
         _lake_url(args), args.corpus, args.model, layers=_split(args.layers), run_id=args.run,
         ray_address=args.ray_address, actors=args.actors, threads=args.threads,
-        unit_rows=args.unit_rows, progress=None if not args.quiet else False,
+        unit_rows=args.unit_rows, progress=None if not args.quiet else False, max_duration_s=args.max_duration,
     )
     print(format_summary(summary))
-    return 0
+    return 1 if summary.units_failed else 0
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
@@ -301,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--actors", type=int, metavar="N", help="model actors (default: one per GPU, else half the CPUs)")
     p.add_argument("--threads", type=int, metavar="N", help="torch threads per actor (default: the CPUs shared out among the actors; 1 on GPU)")
     p.add_argument("--unit-rows", type=int, metavar="ROWS", help="frames per work unit (default: ~256 MB of activations)")
+    p.add_argument("--max-duration", type=float, default=DEFAULT_MAX_DURATION_S, metavar="S",
+                   help=f"longest utterance ingested, in seconds; longer ones become errors rows "
+                   f"(default {DEFAULT_MAX_DURATION_S:g}: a model's memory grows with the audio)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (utterances, hours, frames, units, bytes) and stop")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
@@ -386,6 +391,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_storage_error(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        module = type(seen).__module__.split(".")[0]
+        if isinstance(seen, OSError) or module in ("botocore", "aiobotocore", "aiohttp", "gcsfs", "google", "s3fs"):
+            return True
+        # Ray wraps what a worker raised: look at its cause.
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    return False
+
+
+def _one_line(exc: BaseException) -> str:
+    inner = getattr(exc, "cause", None) or exc
+    text = " ".join(str(inner).split())
+    return f"{type(inner).__name__}: {text if len(text) < 400 else text[:397] + '...'}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -398,6 +420,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except NeurolakeError as exc:
         print(f"neurolake: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        # Storage that cannot be reached or written (a closed endpoint, a missing directory) is
+        # the user's to fix: one line, the traceback only with -v.
+        if args.verbose or not _is_storage_error(exc):
+            raise
+        print(f"neurolake: error: {_one_line(exc)} (run with -v for the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("neurolake: interrupted", file=sys.stderr)

@@ -28,6 +28,14 @@ class RunError(NeurolakeError):
     """A run is unknown, corrupt, or conflicts with an existing one."""
 
 
+class RunBusyError(RunError):
+    """Another process holds the run's write lease."""
+
+
+class RunLeaseLostError(RunError):
+    """This writer's lease on the run was taken over or expired; it must stop writing."""
+
+
 class RunNotFoundError(RunError):
     """No run of that id in the lake."""
 

@@ -115,3 +115,13 @@ def s3_auth_server(tmp_path_factory):
     yield endpoint, "private", good
     proc.kill()
     proc.wait()
+
+
+@pytest.fixture(params=["local", "s3"])
+def shared_target(request, tmp_path):
+    """``(url, storage_options)`` of an empty place for a lake that other processes can reach:
+    a local directory and a bucket of the loopback S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "lake"), {}
+    bucket, options = request.getfixturevalue("s3_bucket")
+    return f"s3://{bucket}/lake", options

@@ -102,3 +102,33 @@ def test_ingest_rejects_counts_below_one(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"neurolake: error: {flag[2:]} must be at least 1, got 0"]
     assert not (tmp_path / "lake").exists()
+
+
+def test_unreachable_storage_and_missing_out_dir_are_one_line(tmp_path, monkeypatch, capsys):
+    from tests.conftest import _free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "y")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")  # nothing listens there
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()  # an instance made earlier would keep its endpoint
+    assert main(["runs", "--lake", "s3://some-bucket/lake"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("neurolake: error:") and "127.0.0.1" in err
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    create_run(lake)
+    out = tmp_path / "no" / "such" / "dir" / "x.csv"
+    assert main(["sql", "SELECT 1 AS x", "--format", "csv", "--out", str(out), "--lake", str(tmp_path / "lake")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err
+
+
+def test_names_with_a_trailing_newline_are_refused(tmp_path, capsys):
+    lake = Lake.create(str(tmp_path / "lake"))
+    create_run(lake)
+    assert main(["neurons", "--run", "r1\n", "--lake", str(tmp_path / "lake")]) == 2
+    assert "run id" in capsys.readouterr().err.lower()
+    assert main(["group", "create", "g\n", "--run", "r1", "--where", "true", "--lake", str(tmp_path / "lake")]) == 2
+    assert "invalid group name" in capsys.readouterr().err

@@ -26,7 +26,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
             log.info("connecting to Ray at %s", address)
             ray.init(address=address, log_to_driver=False)
         else:
+            # A local Ray advertises the loopback address only. Its gRPC servers still listen on
+            # every interface (Ray 2.60 has no setting for that), so what keeps other hosts out
+            # is the token authentication Ray turns on for a local cluster: leave RAY_AUTH_MODE
+            # unset. Give --ray-address to work with a cluster.
             ray.init(
+                _node_ip_address="127.0.0.1",
                 num_cpus=num_cpus or os.cpu_count() or 1,
                 include_dashboard=False,
                 log_to_driver=False,

@@ -363,12 +363,21 @@ def _read_chapter(fs: fsspec.AbstractFileSystem, chapter: _Chapter,
                     utterance_id=utterance_id, line=number))
                 continue
             if utterance_id in seen:
+                # No utterance id on the row: the id belongs to the line ingested before it.
                 errors.append(CorpusError(source, f"line {number}: utterance id {utterance_id!r} "
-                                          "appears more than once", utterance_id=utterance_id,
+                                          "appears more than once (its first line is ingested)",
                                           line=number))
                 continue
             seen.add(utterance_id)
             audio_path = chapter.audio.get(utterance_id)
+            spaced = [stem for stem in chapter.audio if stem.split()[0] == utterance_id] if audio_path is None else []
+            if spaced:
+                errors.append(CorpusError(
+                    source, f"line {number}: the audio file {chapter.audio[spaced[0]]!r} has a space in its name, "
+                    f"which a LibriSpeech transcript line cannot name; rename it to {utterance_id}"
+                    f"{posixpath.splitext(chapter.audio[spaced[0]])[1]}",
+                    utterance_id=utterance_id, audio_uri=url_of(fs, chapter.audio[spaced[0]]), line=number))
+                continue
             if audio_path is None:
                 expected = posixpath.join(posixpath.dirname(source), utterance_id + AUDIO_EXTENSIONS[0])
                 errors.append(CorpusError(source, f"line {number}: audio file for {utterance_id} is "
@@ -503,8 +512,9 @@ def _manifest_utterance(fs: fsspec.AbstractFileSystem, base: str, source: str, n
                                   utterance_id=utterance_id, audio_uri=audio_uri, line=number))
         return None
     if utterance_id in seen:
+        # No utterance id on the row: the id belongs to the row ingested before it.
         errors.append(CorpusError(source, f"row {number}: utterance id {utterance_id!r} appears more "
-                                  "than once", utterance_id=utterance_id, audio_uri=audio_uri,
+                                  "than once (its first row is ingested)", audio_uri=audio_uri,
                                   line=number))
         return None
     seen.add(utterance_id)

@@ -23,11 +23,13 @@ from typing import Any, Mapping, Sequence
 from neurolake.cluster.progress import progress_bar
 from neurolake.cluster.ray_env import connect
 from neurolake.errors import PlanError
+from neurolake.ingest import DEFAULT_MAX_DURATION_S
 from neurolake.ingest.models import load_model
 from neurolake.ingest.planning import PlannedCorpus, plan_corpus
 from neurolake.ingest.decode import decode_unit
 from neurolake.ingest.unit import UnitProcessor, UnitResult
 from neurolake.store import Lake, LayerSpec
+from neurolake.store.lease import DEFAULT_TTL_S, RunLease
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class IngestSummary:
     bytes_raw: int = 0
     wall_seconds: float = 0.0
     nodes: dict[str, int] = field(default_factory=dict)
+    units_failed: list[str] = field(default_factory=list)
 
 
 def default_run_id(corpus_spec: str, model_spec: str) -> str:
@@ -85,11 +88,13 @@ def plan_ingest(
     layers: Sequence[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     unit_rows: int | None = None,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> tuple[Any, PlannedCorpus]:
     """The adapter and the plan (headers only), for ``--dry-run`` and for :func:`ingest`."""
     adapter = load_model(model)
     specs = _layer_specs(_chosen_layers(adapter, layers))
-    return adapter, plan_corpus(corpus, adapter, specs, storage_options=storage_options, unit_rows=unit_rows)
+    return adapter, plan_corpus(corpus, adapter, specs, storage_options=storage_options, unit_rows=unit_rows,
+                                max_duration_s=max_duration_s)
 
 
 def _actor_class():
@@ -97,7 +102,9 @@ def _actor_class():
 
     # Two units at once per actor: one in the forward pass while the other is labelled,
     # compressed and committed (UnitProcessor serialises the forward passes).
-    @ray.remote(max_restarts=-1, max_task_retries=-1, max_concurrency=2)
+    # An actor that dies (out of memory, a crash in native code) is restarted; a unit is tried
+    # at most MAX_UNIT_ATTEMPTS times, then its failing utterances are isolated (see _isolate).
+    @ray.remote(max_restarts=-1, max_task_retries=MAX_UNIT_ATTEMPTS - 1, max_concurrency=2)
     class UnitActor:
         def __init__(self, lake_url, run_id, model_spec, layers, *, threads: int = 1, device: str = "cpu", **kwargs):
             import threading
@@ -114,12 +121,20 @@ def _actor_class():
             self._lock = threading.Lock()
             self.processor = None
 
-        def process(self, unit, utterances, decoded, extra_errors):
+        def _processor(self):
             with self._lock:
                 if self.processor is None:
                     self.processor = UnitProcessor(*self._args, **self._kwargs)
-            result = self.processor.process(unit, utterances, decoded, extra_errors)
+            return self.processor
+
+        def process(self, unit, utterances, decoded, extra_errors, lease=None, exclude=None):
+            result = self._processor().process(unit, utterances, decoded, extra_errors, lease=lease, exclude=exclude)
             return result, ray.get_runtime_context().get_node_id()
+
+        def probe(self, utterances, sample_rate, storage_options):
+            decoded = [d for d in decode_unit(utterances, sample_rate, storage_options) if d.audio is not None]
+            if decoded:
+                self._processor().probe(decoded)
 
         def node_id(self) -> str:
             return ray.get_runtime_context().get_node_id()
@@ -162,6 +177,8 @@ def ingest(
     progress: bool | None = None,
     on_unit_done=None,
     only_units: Sequence[str] | None = None,
+    lease_ttl_s: float = DEFAULT_TTL_S,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> IngestSummary:
     """Ingest ``corpus`` through ``model`` into run ``run_id`` of the lake; resumes if it exists.
 
@@ -182,10 +199,15 @@ def ingest(
     # started first and build their models while this process reads the corpus headers.
     finished = run_id in lake.list_runs() and not _wanted(lake.run(run_id).pending_units(), only_units)
     pool: list = []
+    # One writer per run: a second ingest of the run stops here with a clear message.
+    lease = RunLease(lake.loc.child("runs", run_id), ttl_s=lease_ttl_s) if not finished else None
+    if lease is not None:
+        lease.acquire()
     try:
         if not finished:
             pool = _start_actors(actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch)
-        planned = plan_corpus(corpus, adapter, _layer_specs(chosen), storage_options=storage_options, unit_rows=unit_rows)
+        planned = plan_corpus(corpus, adapter, _layer_specs(chosen), storage_options=storage_options, unit_rows=unit_rows,
+                              max_duration_s=max_duration_s)
         run = lake.create_run(run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers,
                               plan=planned.plan)
         pending = _wanted(run.pending_units(), only_units)
@@ -197,10 +219,13 @@ def ingest(
         if pending and not pool:  # finished a moment ago, and since then units were lost
             pool = _start_actors(actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch)
         if pending:
-            _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0)
+            _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0, lease,
+                       actor_args=(lake.url, run_id, model, layer_names))
     finally:
         for actor in pool:
             ray.kill(actor)
+        if lease is not None:
+            lease.release()
     summary.utterances_failed += len([e for e in planned.errors if e["utterance_id"]]) if pending else 0
     summary.wall_seconds = time.perf_counter() - t0
     return summary
@@ -246,7 +271,8 @@ def _start_actors(actors, threads, ray_address, lake_url, run_id, model, layer_n
     return pool
 
 
-def _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0) -> None:
+def _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0, lease=None,
+               actor_args: tuple = ()) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -259,8 +285,8 @@ def _run_units(summary, planned, pending, pool, adapter, storage_options, progre
     node_refs = [actor.node_id.remote() for actor in pool]
     nodes: list[str | None] = [None] * n_actors
     first_unit = planned.plan.units[0].unit_id
-    queue = list(pending)
-    in_flight: dict[Any, tuple[int, Any]] = {}
+    queue: list = list(pending)
+    in_flight: dict[Any, tuple[int, Any, dict | None]] = {}
     load = [0] * n_actors
     bar = progress_bar(planned.audio_seconds, f"ingest {summary.run_id}", unit="s audio", enabled=progress)
 
@@ -271,25 +297,57 @@ def _run_units(summary, planned, pending, pool, adapter, storage_options, progre
                 nodes[a] = ray.get(ready[0])
         return nodes[a]
 
+    probe: list = []
+    rounds: dict[str, int] = {}
+
+    def probe_actor():
+        """A model actor of its own for bisection: restarted as often as probes crash it."""
+        if not probe:
+            probe.append(_actor_class().options(max_restarts=-1, max_task_retries=0, num_cpus=0).remote(
+                *actor_args, storage_options=dict(storage_options or {}), device="cpu", max_batch=1, threads=1))
+        return probe[0]
+
     def submit() -> None:
         while queue and min(load) < 2:
-            unit = queue.pop(0)
+            item = queue.pop(0)
+            unit, exclude = item if isinstance(item, tuple) else (item, None)
             a = load.index(min(load))
             utts = [planned.utterances[p.utterance_id] for p in unit.utterances]
             node = node_of(a)
             where = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)} if node else {}
             decoded = decode.options(**where).remote(utts, adapter.sample_rate, dict(storage_options or {}))
             extra = planned.errors if unit.unit_id == first_unit else []
-            in_flight[pool[a].process.remote(unit, utts, decoded, extra)] = (a, unit)
+            token = lease.token if lease is not None else None
+            in_flight[pool[a].process.remote(unit, utts, decoded, extra, token, exclude)] = (a, unit, exclude)
             load[a] += 1
 
     submit()
     try:
         while in_flight:
+            if lease is not None:
+                lease.check()  # the heartbeat found the lease taken over: stop submitting
             done, _ = ray.wait(list(in_flight), num_returns=1)
-            a, unit = in_flight.pop(done[0])
+            a, unit, exclude = in_flight.pop(done[0])
             load[a] -= 1
-            result, node = ray.get(done[0])
+            try:
+                result, node = ray.get(done[0])
+            except ray.exceptions.RayError as exc:
+                # A unit can also fail because the other unit its actor held crashed the
+                # process; so it is isolated again (up to MAX_ISOLATIONS times) before it is
+                # given up.
+                rounds[unit.unit_id] = rounds.get(unit.unit_id, 0) + 1
+                if rounds[unit.unit_id] > MAX_ISOLATIONS:
+                    summary.units_failed.append(f"{unit.unit_id}: {_reason(exc)}")
+                    submit()
+                    continue
+                log.warning("unit %s failed %d times (%s); isolating the utterances the model fails on",
+                            unit.unit_id, MAX_UNIT_ATTEMPTS, _reason(exc))
+                utts = [planned.utterances[p.utterance_id] for p in unit.utterances
+                        if p.utterance_id not in (exclude or {})]
+                failing = dict(exclude or {}, **_isolate(utts, adapter.sample_rate, storage_options, probe_actor()))
+                queue.insert(0, (unit, failing))
+                submit()
+                continue
             _account(summary, result, node)
             elapsed = max(time.perf_counter() - t0, 1e-9)
             bar.update(result.audio_seconds)
@@ -301,6 +359,59 @@ def _run_units(summary, planned, pending, pool, adapter, storage_options, progre
             submit()
     finally:
         bar.close()
+        for actor in probe:
+            ray.kill(actor)
+
+
+MAX_UNIT_ATTEMPTS = 3
+MAX_ISOLATIONS = 3
+
+
+def _reason(exc: BaseException) -> str:
+    """One line of what a failed Ray task raised (its cause, not Ray's wrapping)."""
+    cause = getattr(exc, "cause", None)
+    inner = cause if isinstance(cause, BaseException) else exc
+    text = " ".join(str(inner).split())
+    if type(inner).__name__ in ("ActorDiedError", "RayActorError", "ActorUnavailableError", "WorkerCrashedError"):
+        text = "the model process died (out of memory, or a crash in native code)"
+    return f"{type(inner).__name__}: {text[:300]}" if inner is not exc or cause else text[:300]
+
+
+def _isolate(utterances: list, sample_rate: int, storage_options, actor) -> dict[str, str]:
+    """The utterances the model fails on, found by bisection with probes: ``id -> reason``.
+
+    A probe runs the model on a subset and writes nothing; a subset that passes is cleared
+    whole, one that fails is halved, so k bad utterances of n cost about 2k log2(n) probes.
+    """
+    import ray
+
+    def wait_alive() -> None:
+        """After a probe crashed the actor, calls fail until Ray has restarted it."""
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                ray.get(actor.node_id.remote(), timeout=60)
+                return
+            except ray.exceptions.RayError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    failing: dict[str, str] = {}
+    stack = [list(utterances)]
+    while stack:
+        part = stack.pop()
+        wait_alive()
+        try:
+            ray.get(actor.probe.remote(part, sample_rate, dict(storage_options or {})))
+            continue
+        except ray.exceptions.RayError as exc:
+            if len(part) == 1:
+                failing[part[0].utterance_id] = _reason(exc)
+                continue
+        half = len(part) // 2
+        stack += [part[half:], part[:half]]
+    return failing
 
 
 def _account(summary: IngestSummary, result: UnitResult, node: str) -> None:
@@ -325,8 +436,9 @@ def repair(lake_url: str, run_id: str, *, storage_options: Mapping[str, Any] | N
     damaged = sorted(run.damaged_units())
     if not damaged:
         return [], None
-    for unit_id in damaged:
-        run.uncommit(unit_id)
+    with RunLease(run.loc, purpose="repair"):  # no ingest writes the run while units are uncommitted
+        for unit_id in damaged:
+            run.uncommit(unit_id)
     manifest = run.manifest
     # The planner closes a unit as soon as it holds unit_rows frames, so the smallest unit but
     # the last one gives back the unit_rows that made this plan.

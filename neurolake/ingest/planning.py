@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from neurolake.errors import InputError, SpecError
+from neurolake.ingest import DEFAULT_MAX_DURATION_S
 from neurolake.ingest.audio import audio_info
 from neurolake.ingest.corpora import Corpus, Utterance, open_corpus
 from neurolake.ingest.models import ModelAdapter
@@ -89,11 +90,18 @@ def plan_corpus(
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
     unit_rows: int | None = None,
     header_threads: int = 16,
+    max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> PlannedCorpus:
-    """Read the corpus and every audio header; return the plan of an ingest."""
+    """Read the corpus and every audio header; return the plan of an ingest.
+
+    Utterances longer than ``max_duration_s`` become ``errors`` rows (stage ``header``): one
+    utterance is one forward pass, and a model's memory grows with its length."""
     corpus: Corpus = open_corpus(corpus_spec, storage_options=storage_options)
     errors = [
-        error_row(e.utterance_id, e.audio_uri, "corpus", f"{e.source_uri}" + (f" line {e.line}" if e.line else "") + f": {e.message}")
+        # (a message that starts with its line or row number is not given it twice)
+        error_row(e.utterance_id, e.audio_uri, "corpus", f"{e.source_uri}"
+                  + (f" line {e.line}" if e.line and not e.message.startswith(("line ", "row ")) else "")
+                  + f": {e.message}")
         for e in corpus.errors
     ]
     if corpus.untranscribed_audio:
@@ -121,6 +129,13 @@ def plan_corpus(
                 errors.append(error_row(
                     utt.utterance_id, utt.audio_uri, "header",
                     f"{utt.audio_uri}: sample rate {info.sample_rate} Hz, but LibriSpeech audio is {expected_rate} Hz",
+                ))
+                continue
+            if info.duration_s > max_duration_s:
+                errors.append(error_row(
+                    utt.utterance_id, utt.audio_uri, "header",
+                    f"{utt.audio_uri}: {info.duration_s:.1f} s is longer than the {max_duration_s:g} s an utterance "
+                    "may last (--max-duration); segment the recording, or raise the limit if memory allows",
                 ))
                 continue
             samples = math.ceil(info.num_samples * adapter.sample_rate / info.sample_rate)

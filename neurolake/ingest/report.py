@@ -30,13 +30,17 @@ def format_summary(s: IngestSummary) -> str:
     if s.units_run == 0:
         return f"run {s.run_id} in {s.lake_url}: all {s.units_total} units already committed; nothing to do"
     rate = s.audio_seconds / s.wall_seconds if s.wall_seconds else 0.0
+    failed = [f"  FAILED      {line}" for line in s.units_failed]
+    if failed:
+        failed.append(f"  {len(s.units_failed)} unit(s) not committed: run the same ingest again to retry them")
     return "\n".join(
         [
-            f"run {s.run_id} in {s.lake_url}: {s.units_run} units ingested"
+            f"run {s.run_id} in {s.lake_url}: {s.units_run - len(s.units_failed)} units ingested"
             + (f" ({s.units_already_committed} were already committed)" if s.units_already_committed else ""),
             f"  utterances  {s.utterances_done:,} done, {s.utterances_failed:,} failed, {s.utterances_skipped:,} skipped",
             f"  audio       {s.audio_seconds / 3600:,.3f} h in {s.wall_seconds:,.1f} s ({rate:,.1f} s of audio per second)",
             f"  frames      {s.frames:,} ({s.frames / max(s.wall_seconds, 1e-9):,.0f} per second), {human_bytes(s.bytes_raw)} of activations",
             f"  nodes       {len(s.nodes)}",
         ]
+        + failed
     )

@@ -24,6 +24,7 @@ from neurolake.ingest.labels import frames_table_of, label_utterance
 from neurolake.ingest.models import ModelAdapter, load_model
 from neurolake.ingest.planning import error_row
 from neurolake.store import Lake, WorkUnit
+from neurolake.store.lease import LeaseToken
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,16 @@ def length_batches(lengths: Sequence[int], max_batch: int, max_batch_samples: in
     return batches
 
 
+def _pad(items: Sequence[Decoded]) -> tuple[np.ndarray, list[int]]:
+    """A zero-padded batch ``[B, samples]`` and the lengths. Padded in numpy: the decoded
+    arrays may be read-only views of Ray's object store."""
+    lengths = [d.audio.shape[0] for d in items]
+    padded = np.zeros((len(items), max(lengths)), np.float32)
+    for row, d in enumerate(items):
+        padded[row, : lengths[row]] = d.audio
+    return padded, lengths
+
+
 class UnitProcessor:
     """Holds a model (built once) and writes whole work units of one run."""
 
@@ -112,9 +123,28 @@ class UnitProcessor:
         groups = length_batches([decoded[i].audio.shape[0] for i in ok], self.max_batch, self.max_batch_samples)
         return [[ok[j] for j in group] for group in groups]
 
-    def process(self, unit: WorkUnit, utterances: Sequence[Utterance], decoded: list[Decoded], extra_errors: Sequence[dict] = ()) -> UnitResult:
-        """Forward, label and write ``unit``, then commit it."""
+    def probe(self, decoded: list[Decoded]) -> None:
+        """Run the model on these utterances and write nothing; raises what the model raises.
+
+        The pipeline bisects a unit that keeps failing with probes, to find the utterances
+        the model cannot take."""
+        for batch in self._batches(decoded):
+            items = [decoded[i] for i in batch]
+            padded, lengths = _pad(items)
+            with self._forward_lock:
+                self.adapter.forward(torch.from_numpy(padded).to(self.device), torch.tensor(lengths), self.layers,
+                                     capture_dtype=self._capture_dtype)
+
+    def process(self, unit: WorkUnit, utterances: Sequence[Utterance], decoded: list[Decoded], extra_errors: Sequence[dict] = (),
+                lease: LeaseToken | None = None, exclude: Mapping[str, str] | None = None) -> UnitResult:
+        """Forward, label and write ``unit``, then commit it (only while ``lease`` holds).
+
+        ``exclude`` maps utterances the model failed on (found by the pipeline's bisection) to
+        the reason: they become ``errors`` rows of stage ``model`` and the rest is ingested."""
         t0 = time.perf_counter()
+        if exclude:
+            decoded = [Decoded(d.utterance_id, None, None, f"model: {exclude[d.utterance_id]}")
+                       if d.utterance_id in exclude else d for d in decoded]
         by_id = {u.utterance_id: u for u in utterances}
         planned = {p.utterance_id: p for p in unit.utterances}
         tokens = self.adapter.tokens
@@ -124,14 +154,11 @@ class UnitProcessor:
         forward_s, padded_samples = 0.0, 0
         for d in decoded:
             if d.error is not None:
-                errors.append(error_row(d.utterance_id, by_id[d.utterance_id].audio_uri, "decode", d.error))
+                stage, reason = ("model", d.error[len("model: "):]) if d.error.startswith("model: ") else ("decode", d.error)
+                errors.append(error_row(d.utterance_id, by_id[d.utterance_id].audio_uri, stage, reason))
         for batch in self._batches(decoded):
             items = [decoded[i] for i in batch]
-            lengths = [d.audio.shape[0] for d in items]
-            # Padded in numpy: the decoded arrays may be read-only views of Ray's object store.
-            padded = np.zeros((len(items), max(lengths)), np.float32)
-            for row, d in enumerate(items):
-                padded[row, : lengths[row]] = d.audio
+            padded, lengths = _pad(items)
             wave = torch.from_numpy(padded)
             # One forward at a time: capture hooks live on the shared module during a call.
             # Labels and writes of another unit run meanwhile (the actor takes two at once).
@@ -180,7 +207,7 @@ class UnitProcessor:
         writer.write_table("utterances", pa.Table.from_pylist([utt_rows[u] for u in order]) if order else {})
         writer.write_table("frames", frames_table_of([frame_labels[u] for u in order]) if order else {})
         writer.write_table("errors", pa.Table.from_pylist(errors) if errors else {})
-        writer.commit()
+        writer.commit(lease)
         failed = len({e["utterance_id"] for e in errors if e["utterance_id"] in planned})
         return UnitResult(
             unit_id=unit.unit_id,

@@ -25,7 +25,7 @@ from neurolake.query.guard import parse_predicate
 from neurolake.store import Derived, Lake
 from neurolake.store.tables import decode_parquet, encode_parquet
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}\Z")
 KIND = registry.KIND
 
 

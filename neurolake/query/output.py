@@ -28,8 +28,16 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def _check_out(out: str) -> None:
+    directory = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(directory):
+        raise QueryError(f"cannot write {out!r}: the directory {directory} does not exist")
+
+
 def write_table(table: pa.Table, fmt: str, out: str | None, stdout: TextIO) -> None:
     """Print ``table`` as a readable table, CSV or JSON lines, or write it to ``out``."""
+    if out:
+        _check_out(out)
     if fmt == "parquet":
         if not out:
             raise QueryError("--format parquet needs --out FILE")
@@ -64,6 +72,7 @@ def export_activations(lake: Lake, group: str, layers: Sequence[str], out: str) 
         raise QueryError(f"cannot export to {out!r}: use a .npy, .npz or .parquet file name")
     if ext == ".npy" and len(layers) != 1:
         raise QueryError(".npy holds one layer; name one layer or write .npz / .parquet")
+    _check_out(out)
     got = gather_activations(lake, layers, group=group)
     if ext == ".npy":
         np.save(out, got.layers[layers[0]])

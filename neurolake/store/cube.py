@@ -25,7 +25,7 @@ from neurolake.errors import SpecError
 from neurolake.store.location import Location
 
 # Zarr node names may not contain "/" nor start with "__"; module paths are dotted names.
-_LAYER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-:\[\]]*$")
+_LAYER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-:\[\]]*\Z")
 
 DEFAULT_DTYPE = "float16"
 DEFAULT_ZSTD_LEVEL = 1

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from neurolake.errors import SpecError
 from neurolake.store.location import Location, canonical_json
 
-_KIND = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_KIND = re.compile(r"^[a-z][a-z0-9_-]{0,63}\Z")
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:

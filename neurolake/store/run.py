@@ -33,12 +33,13 @@ from neurolake.store import cube, tables
 from neurolake.store.commit import CommitMarker, LayerEntry, TableEntry, sha256_hex
 from neurolake.store.cube import LayerSpec
 from neurolake.store.derived import Derived
+from neurolake.store.lease import LeaseToken
 from neurolake.store.location import Location, canonical_json
 from neurolake.store.plan import Plan, WorkUnit
 
 log = logging.getLogger(__name__)
 
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 MANIFEST_VERSION = 1
 # Keys of run.json that may differ between two creations of "the same" run.
 _INCIDENTAL_KEYS = ("created_at", "software")
@@ -449,8 +450,9 @@ class UnitWriter:
 
     Rows are appended per layer in frame order; each time a shard fills up it is
     written. :meth:`commit` pads the last shard, writes the tables not yet written and
-    finally the commit marker. Starting a writer removes the unit's old marker, so a
-    re-run unit is invisible until it commits again.
+    finally the commit marker. A committed unit's marker is never removed here: ingest writes
+    pending units only, under the run's lease, and a damaged unit is uncommitted explicitly
+    (:meth:`Run.uncommit`) before it is written again.
     """
 
     def __init__(self, run: Run, unit: WorkUnit):
@@ -464,7 +466,6 @@ class UnitWriter:
         self._in_flight: deque[Future] = deque()
         self._tables: dict[str, TableEntry] = {}
         self._zstd_level = int(run.manifest.get("storage", {}).get("zstd_level", cube.DEFAULT_ZSTD_LEVEL))
-        run.loc.remove("commits", f"{unit.unit_id}.json")
 
     # ------------------------------------------------------------ activations
 
@@ -550,8 +551,9 @@ class UnitWriter:
 
     # ------------------------------------------------------------ commit
 
-    def commit(self) -> CommitMarker:
-        """Finish every layer, write missing tables, then the marker that makes the unit visible."""
+    def commit(self, lease: LeaseToken | None = None) -> CommitMarker:
+        """Finish every layer, write missing tables, then the marker that makes the unit visible
+        (only while ``lease``, where given, is still the run's write lease)."""
         for layer in self._layers:
             got = self._flushed[layer] + self._pending_rows[layer]
             if got != self.unit.rows_used:
@@ -582,6 +584,8 @@ class UnitWriter:
             },
         )
         self._in_flight.clear()
+        if lease is not None:
+            lease.check()  # a writer that lost the run's lease never makes its unit visible
         self.run.loc.write_json(marker.to_dict(), "commits", f"{self.unit.unit_id}.json")
         log.debug("committed unit %s of run %s", self.unit.unit_id, self.run.run_id)
         return marker

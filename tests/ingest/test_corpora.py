@@ -104,7 +104,7 @@ def test_librispeech_messy_tree_gives_exact_records_and_errors(messy_tree, caplo
         (transcript, 5, "19-198-0003"),
         (transcript, 6, "19-198-0004"),
         (transcript, 9, "20-198-0005"),
-        (transcript, 10, "19-198-0000"),
+        (transcript, 10, None),  # a duplicate: the id is the ingested line's, not the error's
     ]
     messages = [e.message for e in corpus.errors]
     assert "not valid UTF-8" in messages[0]
@@ -204,7 +204,7 @@ def test_manifest_in_every_format(manifest_dir, suffix):
     manifest = f"{base}/manifest{suffix}"
     expected_lines = [5, 6] if suffix == ".csv" else [4, 5]  # CSV counts its header line
     assert [(e.source_uri, e.line, e.utterance_id) for e in corpus.errors] == [
-        (manifest, expected_lines[0], "u4"), (manifest, expected_lines[1], "u1")]
+        (manifest, expected_lines[0], "u4"), (manifest, expected_lines[1], None)]
     assert "empty transcript" in corpus.errors[0].message
     assert "more than once" in corpus.errors[1].message
     # Resolved paths point at real audio.
@@ -304,3 +304,21 @@ def test_librispeech_and_audio_from_s3(s3_endpoint, messy_tree):
     assert manifest.utterances[0].audio_uri == corpus.utterances[1].audio_uri
     with pytest.raises(InputError, match="not found"):
         load_audio("s3://corpora/LibriSpeech/absent.flac", storage_options=options)
+
+
+def test_an_audio_file_with_a_space_in_its_name_is_named_as_such(tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from neurolake.ingest.corpora import read_librispeech
+
+    chapter = tmp_path / "dev-clean" / "1" / "2"
+    chapter.mkdir(parents=True)
+    sf.write(chapter / "1-2-0000.flac", np.zeros(1600, np.float32), 16000)
+    sf.write(chapter / "1-2-0001 copy.flac", np.zeros(1600, np.float32), 16000)
+    (chapter / "1-2.trans.txt").write_text("1-2-0000 HELLO\n1-2-0001 WORLD\n")
+    corpus = read_librispeech(str(tmp_path))
+    assert [u.utterance_id for u in corpus.utterances] == ["1-2-0000"]
+    (error,) = corpus.errors
+    assert error.utterance_id == "1-2-0001" and "has a space in its name" in error.message
+    assert "rename it to 1-2-0001.flac" in error.message and "missing" not in error.message

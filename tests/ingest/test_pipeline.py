@@ -43,7 +43,8 @@ def _run_files(lake_dir: Path, run_id: str) -> dict[str, bytes]:
     return {
         p.relative_to(base).as_posix(): p.read_bytes()
         for p in sorted(base.rglob("*"))
-        if p.is_file() and p.name != "run.json" and not p.relative_to(base).as_posix().startswith("derived")
+        if p.is_file() and p.name != "run.json"
+        and not p.relative_to(base).as_posix().startswith(("derived", "lease"))
     }
 
 
@@ -256,3 +257,82 @@ def test_verify_repair_redoes_exactly_the_damaged_units(ray_session, corpus, tmp
     assert _run_files(lake_dir, "r") == before  # byte for byte what the first ingest wrote
     for unit_id, mtime in untouched.items():  # the intact units were not re-done
         assert (lake_dir / "runs" / "r" / "commits" / f"{unit_id}.json").stat().st_mtime_ns == mtime
+
+
+def test_a_second_ingest_of_a_run_stops_and_the_run_never_shrinks(corpus, tmp_path):
+    import time
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    lake_dir = tmp_path / "lake"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = [os.sys.executable, "-m", "neurolake.cli", "ingest", "--corpus", str(corpus), "--model", MODEL,
+           "--run", "d", "--unit-rows", "200", "--quiet", "--lake", str(lake_dir)]
+    first = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lease_dir = lake_dir / "runs" / "d" / "lease"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(lease_dir.glob("*.json")):
+        time.sleep(0.05)
+    second = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.count("\n") == 1 and "being written by another ingest" in second.stderr
+    assert f"pid {first.pid}" in second.stderr
+    seen = []
+    while first.poll() is None:
+        if (lake_dir / "runs" / "d" / "run.json").exists():
+            seen.append(Lake.open(str(lake_dir)).run("d").info().frames_committed)
+        time.sleep(0.2)
+    assert first.returncode == 0, first.stderr
+    assert seen == sorted(seen)  # readers never saw the run shrink
+    run = Lake.open(str(lake_dir)).run("d")
+    assert run.info().status == "complete" and run.verify() == []
+    # the lease was released: a third ingest (nothing left to do) runs at once
+    third = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr
+
+
+def _plant_faults(corpus: Path, target: Path, n: int = 2) -> set[str]:
+    """A copy of the corpus whose n chosen utterances start with the faulty model's marker."""
+    import shutil
+
+    from tests.ingest.faulty_factory import MARKER_SAMPLES, MARKER_VALUE
+
+    shutil.copytree(corpus, target)
+    flacs = sorted(target.rglob("*.flac"))
+    chosen = [flacs[3], flacs[len(flacs) - 5]][:n]
+    for f in chosen:
+        audio, rate = sf.read(f, dtype="float32")
+        audio[: MARKER_SAMPLES * rate // 16000] = MARKER_VALUE
+        sf.write(f, audio, rate, format="FLAC", subtype="PCM_16")
+    return {f.name[: -len(".flac")] for f in chosen}
+
+
+@pytest.mark.parametrize("factory, reason", [
+    ("build_raising", "planted fault"),
+    ("build_crashing", "model process died"),
+])
+def test_utterances_the_model_fails_on_are_isolated(ray_session, corpus, tmp_path, factory, reason):
+    bad = _plant_faults(corpus, tmp_path / "corpus")
+    s = ingest(str(tmp_path / "lake"), str(tmp_path / "corpus"), f"python:tests.ingest.faulty_factory:{factory}",
+               run_id="f", unit_rows=300, progress=False)
+    run = Lake.open(str(tmp_path / "lake")).run("f")
+    assert run.info().status == "complete" and s.units_failed == []
+    errors = {e["utterance_id"]: e for e in run.read_table("errors").to_pylist()}
+    assert set(errors) == bad  # exactly the planted ones, found by bisection
+    assert all(e["stage"] == "model" and reason in e["message"] for e in errors.values())
+    ingested = set(run.read_table("utterances").column("utterance_id").to_pylist())
+    assert ingested == {p.utterance_id for u in run.plan.units for p in u.utterances} - bad
+    assert s.utterances_failed == len(bad) and s.utterances_done == len(ingested)
+
+
+def test_overlong_utterances_are_error_rows(ray_session, corpus, tmp_path):
+    lengths = {f.name[: -len(".flac")]: sf.info(f).duration for f in corpus.rglob("*.flac")}
+    limit = sorted(lengths.values())[-3]  # the two longest are over it
+    ingest(str(tmp_path / "lake"), str(corpus), MODEL, run_id="l", unit_rows=300, progress=False,
+           max_duration_s=limit)
+    run = Lake.open(str(tmp_path / "lake")).run("l")
+    errors = {e["utterance_id"]: e for e in run.read_table("errors").to_pylist()}
+    assert set(errors) == {u for u, d in lengths.items() if d > limit} and len(errors) == 2
+    assert all(e["stage"] == "header" and "--max-duration" in e["message"] for e in errors.values())

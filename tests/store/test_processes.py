@@ -18,13 +18,8 @@ from tests.store.unitdata import LAYERS, create_run, expected_rows, write_units_
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("backend", ["local", "s3"])
-def test_concurrent_writers(backend, tmp_path, request):
-    if backend == "local":
-        url, opts = str(tmp_path / "lake"), {}
-    else:
-        bucket, opts = request.getfixturevalue("s3_bucket")
-        url = f"s3://{bucket}/lake"
+def test_concurrent_writers(shared_target):
+    url, opts = shared_target
     run = create_run(Lake.create(url, opts), n_utterances=60, unit_rows=300)
     units = [u.unit_id for u in run.plan.units]
     assert len(units) >= 8

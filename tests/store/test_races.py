@@ -18,13 +18,8 @@ def _pool(n):
     return ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"))
 
 
-@pytest.mark.parametrize("backend", ["local", "s3"])
-def test_lake_and_run_creation_races(backend, tmp_path, request):
-    if backend == "local":
-        url, opts = str(tmp_path / "lake"), {}
-    else:
-        bucket, opts = request.getfixturevalue("s3_bucket")
-        url = f"s3://{bucket}/lake"
+def test_lake_and_run_creation_races(shared_target):
+    url, opts = shared_target
     n = 4
     with _pool(n) as pool:
         # the processes start, import everything, then all create at one moment

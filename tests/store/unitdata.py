@@ -74,7 +74,7 @@ def unit_tables(run: Run, unit) -> tuple[dict, dict]:
     return utterances, frames
 
 
-def write_unit(run: Run, unit_id: str, commit: bool = True, block_rows: int = 100) -> None:
+def write_unit(run: Run, unit_id: str, commit: bool = True, block_rows: int = 100, lease=None) -> None:
     """Write a unit in blocks of ``block_rows`` (not shard-sized, to exercise buffering)."""
     unit = run.plan.unit(unit_id)
     writer = run.unit_writer(unit_id)
@@ -86,7 +86,7 @@ def write_unit(run: Run, unit_id: str, commit: bool = True, block_rows: int = 10
     writer.write_table("utterances", utterances)
     writer.write_table("frames", frames)
     if commit:
-        writer.commit()
+        writer.commit(lease)
     else:
         writer.flush()
 
@@ -122,3 +122,22 @@ def create_group_in_process(url: str, name: str, predicate: str, replace: bool, 
         return "created " + create_group(lake, name, "r1", predicate, replace=replace).predicate
     except GroupError as exc:
         return "refused " + str(exc)
+
+
+def take_lease_in_process(url: str, storage_options: dict, start_at: float) -> str:
+    """Entry point for processes that take one run's lease at the same moment."""
+    import time
+
+    from neurolake.errors import RunBusyError
+    from neurolake.store.lease import RunLease
+
+    loc = Lake.open(url, storage_options).loc.child("runs", "r1")
+    time.sleep(max(0.0, start_at - time.time()))
+    lease = RunLease(loc)
+    try:
+        lease.acquire()
+    except RunBusyError as exc:
+        return "busy " + str(exc)
+    time.sleep(2)  # hold it while the others try
+    lease.release()
+    return f"took epoch {lease.epoch}"
