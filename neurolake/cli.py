@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from neurolake.errors import NeurolakeError
+from neurolake.errors import NeurolakeError, is_storage_error
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
 
 DEFAULT_LAKE = "./lake"
@@ -391,17 +391,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _is_storage_error(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        module = type(seen).__module__.split(".")[0]
-        if isinstance(seen, OSError) or module in ("botocore", "aiobotocore", "aiohttp", "gcsfs", "google", "s3fs"):
-            return True
-        # Ray wraps what a worker raised: look at its cause.
-        seen = getattr(seen, "cause", None) or seen.__cause__
-    return False
-
-
 def _one_line(exc: BaseException) -> str:
     inner = getattr(exc, "cause", None) or exc
     text = " ".join(str(inner).split())
@@ -424,7 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         # Storage that cannot be reached or written (a closed endpoint, a missing directory) is
         # the user's to fix: one line, the traceback only with -v.
-        if args.verbose or not _is_storage_error(exc):
+        if args.verbose or not is_storage_error(exc):
             raise
         print(f"neurolake: error: {_one_line(exc)} (run with -v for the traceback)", file=sys.stderr)
         return 2

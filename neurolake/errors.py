@@ -82,3 +82,21 @@ class QueryError(NeurolakeError):
 
 class GroupError(NeurolakeError):
     """A contrast group that is unknown, empty, or conflicts with an existing one."""
+
+
+_STORAGE_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs", "google")
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: a Ray task's cause, an exception's cause) is the
+    storage failing (a refused or unreachable endpoint, a missing directory), which a user
+    fixes outside neurolake, rather than a bug."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) or type(seen).__module__.split(".")[0] in _STORAGE_MODULES:
+            return True
+        cause = getattr(seen, "cause", None)
+        seen = cause if isinstance(cause, BaseException) else seen.__cause__
+    return False

@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 from neurolake.cluster.progress import progress_bar
 from neurolake.cluster.ray_env import connect
-from neurolake.errors import PlanError
+from neurolake.errors import LakeError, PlanError, is_storage_error
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
 from neurolake.ingest.models import load_model
 from neurolake.ingest.planning import PlannedCorpus, plan_corpus
@@ -225,7 +225,11 @@ def ingest(
         for actor in pool:
             ray.kill(actor)
         if lease is not None:
-            lease.release()
+            try:
+                lease.release()
+            except Exception as exc:  # noqa: BLE001 - the lease expires by itself; keep the real error
+                log.info("could not release the lease on run %s (%s); it expires in %g s",
+                            run_id, exc, lease.ttl_s)
     summary.utterances_failed += len([e for e in planned.errors if e["utterance_id"]]) if pending else 0
     summary.wall_seconds = time.perf_counter() - t0
     return summary
@@ -332,6 +336,13 @@ def _run_units(summary, planned, pending, pool, adapter, storage_options, progre
             try:
                 result, node = ray.get(done[0])
             except ray.exceptions.RayError as exc:
+                if is_storage_error(exc):  # not the model: no use isolating utterances
+                    raise LakeError(
+                        f"the lake's storage failed while unit {unit.unit_id} was written ({_reason(exc)}); "
+                        f"the {summary.units_already_committed + sum(summary.nodes.values())} units committed so far "
+                        "are kept: run the same ingest "
+                        "again once the storage answers"
+                    ) from exc
                 # A unit can also fail because the other unit its actor held crashed the
                 # process; so it is isolated again (up to MAX_ISOLATIONS times) before it is
                 # given up.

@@ -336,3 +336,54 @@ def test_overlong_utterances_are_error_rows(ray_session, corpus, tmp_path):
     errors = {e["utterance_id"]: e for e in run.read_table("errors").to_pylist()}
     assert set(errors) == {u for u, d in lengths.items() if d > limit} and len(errors) == 2
     assert all(e["stage"] == "header" and "--max-duration" in e["message"] for e in errors.values())
+
+
+def test_storage_outage_mid_ingest_is_one_line_and_keeps_the_commits(corpus, tmp_path):
+    """The S3 endpoint goes away during an ingest: one line, exit 2, committed units kept."""
+    import sys
+    import time
+    import urllib.request
+
+    import boto3
+    import ray
+
+    from tests.conftest import _free_port
+
+    if ray.is_initialized():
+        ray.shutdown()
+    port = _free_port()
+    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 30
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+                break
+            except OSError:
+                assert time.time() < deadline
+                time.sleep(0.1)
+        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="t", aws_secret_access_key="t",
+                          region_name="us-east-1")
+        s3.create_bucket(Bucket="outage")
+        env = dict(os.environ, PYTHONPATH=str(REPO), AWS_ACCESS_KEY_ID="t", AWS_SECRET_ACCESS_KEY="t",
+                   AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION="us-east-1")
+        cmd = [sys.executable, "-m", "neurolake.cli", "ingest", "--corpus", str(corpus), "--model", MODEL,
+               "--run", "o", "--unit-rows", "200", "--quiet", "--lake", "s3://outage/lake"]
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            listed = s3.list_objects_v2(Bucket="outage", Prefix="lake/runs/o/commits/").get("Contents", [])
+            if listed:
+                break
+            time.sleep(0.1)
+        committed = len(listed)
+        assert committed >= 1
+    finally:
+        moto.kill()
+        moto.wait()
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, err
+    assert err.count("\n") == 1 and "the lake's storage failed" in err and "run the same ingest again" in err
+    assert "Traceback" not in err
