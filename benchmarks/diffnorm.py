@@ -71,9 +71,7 @@ def activation_groups(
 
 
 def describe(result: DiffNormResult) -> str:
-    counts = ", ".join(
-        f"{'+'.join(map(str, s))}: {len(ps)}" for s, ps in result.by_subset().items()
-    )
+    counts = ", ".join(f"{'+'.join(map(str, s))}: {len(ps)}" for s, ps in result.by_subset().items())
     return f"L% {result.l_percent:6.2f}  patterns [{counts}]"
 
 
@@ -91,13 +89,9 @@ def run_case(label: str, groups: list[np.ndarray], params: dict, use_ray: bool) 
         start = time.perf_counter()
         remote = DiffNormRay(**params, num_workers=2).fit(groups).discover()
         elapsed = time.perf_counter() - start
-        same = (
-            remote.patterns == result.patterns
-            and abs(remote.total_length - result.total_length) <= 1e-9
-        )
+        same = remote.patterns == result.patterns and abs(remote.total_length - result.total_length) <= 1e-9
         print(
-            f"{'':<38} Ray, 2 workers: {elapsed:6.2f} s "
-            f"({'same model' if same else 'MODEL DIFFERS'})",
+            f"{'':<38} Ray, 2 workers: {elapsed:6.2f} s ({'same model' if same else 'MODEL DIFFERS'})",
             flush=True,
         )
     return result
@@ -113,10 +107,7 @@ def recovered(result: DiffNormResult, planted: dict[str, list[tuple[int, ...]]])
         hits = 0
         for group in groups:
             members = set(group)
-            hits += any(
-                set(p.itemset) <= members and len(p.itemset) >= len(members) - 1
-                for p in found[where[name]]
-            )
+            hits += any(set(p.itemset) <= members and len(p.itemset) >= len(members) - 1 for p in found[where[name]])
         parts.append(f"{name}: {hits}/{len(groups)}")
     return ", ".join(parts)
 
@@ -129,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     use_ray = not args.no_ray
     if use_ray and not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False)
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
         # Start the actors and compile their kernels outside the timings.
         DiffNormRay(num_workers=2).fit([np.eye(4, dtype=bool)] * 2)
     DiffNorm().fit([np.eye(4, dtype=bool)] * 2)
@@ -140,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             print(f"{name}: {path} not found, skipped", flush=True)
             continue
-        run_case(f"{name} (closed @ {support:.0%})", fimi_halves(path), {"min_support": support},
-                 use_ray)
+        run_case(f"{name} (closed @ {support:.0%})", fimi_halves(path), {"min_support": support}, use_ray)
 
     print("== activation-like matrix, split by a planted label ==", flush=True)
     n_frames = 10_000 if args.quick else 20_000

@@ -78,7 +78,9 @@ def _timed_forward(adapter, tensors) -> float:
         return time.perf_counter() - t0
 
 
-def bare_forward(model_spec: str, corpus: str, max_batch: int, max_batch_samples: int) -> tuple[float, int, float, float]:
+def bare_forward(
+    model_spec: str, corpus: str, max_batch: int, max_batch_samples: int
+) -> tuple[float, int, float, float]:
     """Seconds of pure forward over the corpus (one process, all cores), frames, audio seconds,
     and the share of padding in its batches."""
     adapter, audio = _decoded_audio(model_spec, corpus)
@@ -102,8 +104,12 @@ def bare_forward_per_core(model_spec: str, corpus: str, max_batch: int, max_batc
     ``cpus``-th batch, started together."""
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(cpus), ctx.Queue()
-    procs = [ctx.Process(target=_forward_worker, args=(model_spec, corpus, max_batch, max_batch_samples, i, cpus, barrier, results))
-             for i in range(cpus)]
+    procs = [
+        ctx.Process(
+            target=_forward_worker, args=(model_spec, corpus, max_batch, max_batch_samples, i, cpus, barrier, results)
+        )
+        for i in range(cpus)
+    ]
     for p in procs:
         p.start()
     times = [results.get() for _ in procs]
@@ -121,8 +127,17 @@ def repeated_manifest(corpus: str, times: int, path: str) -> str:
     with open(path, "w") as f:
         for k in range(times):
             for u in open_corpus(corpus):
-                f.write(json.dumps({"utterance_id": f"{u.utterance_id}-r{k}", "audio_uri": u.audio_uri,
-                                    "transcript": u.transcript, "speaker_id": u.speaker_id}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "utterance_id": f"{u.utterance_id}-r{k}",
+                            "audio_uri": u.audio_uri,
+                            "transcript": u.transcript,
+                            "speaker_id": u.speaker_id,
+                        }
+                    )
+                    + "\n"
+                )
     return path
 
 
@@ -131,8 +146,14 @@ def full_wav2letter(base: str) -> str:
     model = torchaudio.models.Wav2Letter(num_classes=29, input_type="waveform", num_features=1)
     path = os.path.join(base, "wav2letter.pt")
     tokens = ["-", " ", "'"] + [chr(ord("A") + i) for i in range(26)]
-    torch.save({"config": {"num_classes": 29, "input_type": "waveform", "num_features": 1}, "tokens": tokens,
-                "state_dict": model.state_dict()}, path)
+    torch.save(
+        {
+            "config": {"num_classes": 29, "input_type": "waveform", "num_features": 1},
+            "tokens": tokens,
+            "state_dict": model.state_dict(),
+        },
+        path,
+    )
     return path
 
 
@@ -140,11 +161,22 @@ def base_wav2vec2(base: str) -> str:
     """A checkpoint of wav2vec 2.0 "base" (the architecture of WAV2VEC2_ASR_BASE_960H: 95 M
     parameters, 12 transformer layers of 768) with random weights, as the adapter reads it."""
     config = dict(
-        extractor_mode="group_norm", extractor_conv_layer_config=None, extractor_conv_bias=False,
-        encoder_embed_dim=768, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=128,
-        encoder_pos_conv_groups=16, encoder_num_layers=12, encoder_num_heads=12,
-        encoder_attention_dropout=0.0, encoder_ff_interm_features=3072, encoder_ff_interm_dropout=0.0,
-        encoder_dropout=0.0, encoder_layer_norm_first=False, encoder_layer_drop=0.0, aux_num_out=29,
+        extractor_mode="group_norm",
+        extractor_conv_layer_config=None,
+        extractor_conv_bias=False,
+        encoder_embed_dim=768,
+        encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=128,
+        encoder_pos_conv_groups=16,
+        encoder_num_layers=12,
+        encoder_num_heads=12,
+        encoder_attention_dropout=0.0,
+        encoder_ff_interm_features=3072,
+        encoder_ff_interm_dropout=0.0,
+        encoder_dropout=0.0,
+        encoder_layer_norm_first=False,
+        encoder_layer_drop=0.0,
+        aux_num_out=29,
     )
     torch.manual_seed(0)
     model = torchaudio.models.wav2vec2_model(**config)
@@ -156,17 +188,31 @@ def base_wav2vec2(base: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="wav2vec2-base", help="'wav2vec2-base' (default: wav2vec 2.0 base, "
-                    "WAV2VEC2_ASR_BASE_960H's architecture), 'wav2letter-full' (torchaudio's full-size Wav2Letter "
-                    "on waveforms), both with random weights, or any model spec such as 'demo'")
-    ap.add_argument("--utterances", type=int, default=None,
-                    help="distinct synthetic utterances (default 150 for wav2vec2-base, else 1000)")
-    ap.add_argument("--repeat", type=int, default=None,
-                    help="times the corpus is listed (default 4 for wav2vec2-base, else 10: start-up is then a small share)")
+    ap.add_argument(
+        "--model",
+        default="wav2vec2-base",
+        help="'wav2vec2-base' (default: wav2vec 2.0 base, "
+        "WAV2VEC2_ASR_BASE_960H's architecture), 'wav2letter-full' (torchaudio's full-size Wav2Letter "
+        "on waveforms), both with random weights, or any model spec such as 'demo'",
+    )
+    ap.add_argument(
+        "--utterances",
+        type=int,
+        default=None,
+        help="distinct synthetic utterances (default 150 for wav2vec2-base, else 1000)",
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="times the corpus is listed (default 4 for wav2vec2-base, else 10: start-up is then a small share)",
+    )
     ap.add_argument("--layers", default=None, help="comma-separated globs (default: the model's blocks)")
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--actors", type=int, default=None, help="model actors (default: ingest's own choice)")
-    ap.add_argument("--unit-rows", type=int, default=None, help="frames per work unit (default: ~256 MB of activations)")
+    ap.add_argument(
+        "--unit-rows", type=int, default=None, help="frames per work unit (default: ~256 MB of activations)"
+    )
     args = ap.parse_args()
     large = args.model == "wav2vec2-base"  # ~60x the demo model's cost per frame: fewer frames do
     args.utterances = args.utterances or (150 if large else 1000)
@@ -185,37 +231,60 @@ def main() -> None:
         cpus = int(resources.get("CPU", 1))
         torch.set_num_threads(cpus)
         bare_s, frames, audio_s, bare_padding = bare_forward(args.model, corpus, args.max_batch, 16_000 * 160)
-        per_core_s = bare_forward_per_core(args.model, corpus, args.max_batch, 16_000 * 160, cpus) if cpus > 1 else bare_s
+        per_core_s = (
+            bare_forward_per_core(args.model, corpus, args.max_batch, 16_000 * 160, cpus) if cpus > 1 else bare_s
+        )
         done: list[tuple[float, object]] = []  # (time, UnitResult) as units commit
         t0 = time.perf_counter()
         summary = ingest(
-            os.path.join(base, "lake"), corpus, args.model, run_id="bench",
-            layers=args.layers.split(",") if args.layers else None, max_batch=args.max_batch, progress=False,
-            unit_rows=args.unit_rows, actors=args.actors, on_unit_done=lambda r: done.append((time.perf_counter(), r)),
+            os.path.join(base, "lake"),
+            corpus,
+            args.model,
+            run_id="bench",
+            layers=args.layers.split(",") if args.layers else None,
+            max_batch=args.max_batch,
+            progress=False,
+            unit_rows=args.unit_rows,
+            actors=args.actors,
+            on_unit_done=lambda r: done.append((time.perf_counter(), r)),
         )
         pipe_s = time.perf_counter() - t0
         assert summary.frames == frames, (summary.frames, frames)
         pipe_fps = frames / pipe_s
         bare_fps = frames / min(bare_s, per_core_s)
-        print(f"{args.utterances} x {args.repeat} utterances, {audio_s / 60:.1f} min of audio, {frames:,} frames, "
-              f"{cpus} CPUs, model {args.model}")
+        print(
+            f"{args.utterances} x {args.repeat} utterances, {audio_s / 60:.1f} min of audio, {frames:,} frames, "
+            f"{cpus} CPUs, model {args.model}"
+        )
         print(f"bare forward : {bare_s:7.1f} s  {frames / bare_s:10,.0f} frames/s  (one process, {cpus} threads)")
-        print(f"bare forward : {per_core_s:7.1f} s  {frames / per_core_s:10,.0f} frames/s  ({cpus} processes, 1 thread each)")
-        print(f"pipeline     : {pipe_s:7.1f} s  {pipe_fps:10,.0f} frames/s  ({summary.bytes_raw / 1e6:,.0f} MB of activations)")
-        print(f"ratio pipeline/bare = {pipe_fps / bare_fps:.2f}   (target >= 0.85 on CPU; against the faster bare "
-              f"forward; against one {cpus}-thread process {pipe_fps * bare_s / frames:.2f})")
+        print(
+            f"bare forward : {per_core_s:7.1f} s  {frames / per_core_s:10,.0f} frames/s  ({cpus} processes, 1 thread each)"
+        )
+        print(
+            f"pipeline     : {pipe_s:7.1f} s  {pipe_fps:10,.0f} frames/s  ({summary.bytes_raw / 1e6:,.0f} MB of activations)"
+        )
+        print(
+            f"ratio pipeline/bare = {pipe_fps / bare_fps:.2f}   (target >= 0.85 on CPU; against the faster bare "
+            f"forward; against one {cpus}-thread process {pipe_fps * bare_s / frames:.2f})"
+        )
         if done:
             # An actor works on two units at once, so they commit in pairs: a rate between
             # commits would mislead; the time to the first commit shows start-up plus a unit.
-            print(f"first unit committed after {done[0][0] - t0:.1f} s (planning, actor start-up, decoding "
-                  f"and the unit itself); {len(done)} units")
+            print(
+                f"first unit committed after {done[0][0] - t0:.1f} s (planning, actor start-up, decoding "
+                f"and the unit itself); {len(done)} units"
+            )
             forward_s = sum(r.forward_seconds for _, r in done)
             padded = sum(r.padded_samples for _, r in done)
-            print(f"inside the pipeline: model forward (with capture) {forward_s:.1f} s = {forward_s / pipe_s:.0%} of "
-                  f"its wall time; padding {padded / (audio_s * 16_000) - 1:.1%} of the audio "
-                  f"(bare batches: {bare_padding:.1%})")
+            print(
+                f"inside the pipeline: model forward (with capture) {forward_s:.1f} s = {forward_s / pipe_s:.0%} of "
+                f"its wall time; padding {padded / (audio_s * 16_000) - 1:.1%} of the audio "
+                f"(bare batches: {bare_padding:.1%})"
+            )
         hours_per_s = audio_s / pipe_s / 3600
-        print(f"audio: {audio_s / pipe_s:,.1f} s of audio per second; 960 h would take {960 / hours_per_s / 3600:,.1f} h here")
+        print(
+            f"audio: {audio_s / pipe_s:,.1f} s of audio per second; 960 h would take {960 / hours_per_s / 3600:,.1f} h here"
+        )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

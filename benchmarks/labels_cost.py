@@ -47,11 +47,19 @@ def main() -> None:
             out = adapter.forward(torch.from_numpy(audio)[None], [audio.size], [])
             outputs.append(out.log_probs[0, : int(out.frame_lengths[0])].numpy())
         forward_s = time.perf_counter() - t0
-        label_utterance(outputs[0], adapter.tokens, items[0][0].transcript, frame_shift_s=adapter.frame_shift_s)  # compile
+        label_utterance(
+            outputs[0], adapter.tokens, items[0][0].transcript, frame_shift_s=adapter.frame_shift_s
+        )  # compile
         t0 = time.perf_counter()
-        for (utt, _, phones), log_probs in zip(items, outputs):
-            label_utterance(log_probs, adapter.tokens, utt.transcript, frame_shift_s=adapter.frame_shift_s,
-                            phone_intervals=phones, utterance_id=utt.utterance_id).frames_table()
+        for (utt, _, phones), log_probs in zip(items, outputs, strict=False):
+            label_utterance(
+                log_probs,
+                adapter.tokens,
+                utt.transcript,
+                frame_shift_s=adapter.frame_shift_s,
+                phone_intervals=phones,
+                utterance_id=utt.utterance_id,
+            ).frames_table()
         labels_s = time.perf_counter() - t0
         frames = sum(o.shape[0] for o in outputs)
         print(f"{len(items)} utterances, {frames:,} frames, model {args.model}, {args.threads} threads")

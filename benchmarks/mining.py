@@ -45,10 +45,7 @@ def activation_like(
     joining with probability 0.9 (so group subsets have distinct supports).
     """
     rng = np.random.default_rng(seed)
-    groups = [
-        rng.choice(n_units, size=int(rng.integers(4, 12)), replace=False)
-        for _ in range(n_groups)
-    ]
+    groups = [rng.choice(n_units, size=int(rng.integers(4, 12)), replace=False) for _ in range(n_groups)]
     frames = np.empty((n_frames, n_units), bool)
     step = 20_000
     for start in range(0, n_frames, step):
@@ -81,9 +78,7 @@ def compare_with_pyfim(
     counts = {}
     for algo in ("fpgrowth", "eclat"):
         miner = getattr(fim, algo)
-        timings[algo], found = best_time(
-            lambda: miner(rows, target="c", supp=-minsup, report="a"), repeats
-        )
+        timings[algo], found = best_time(lambda miner=miner: miner(rows, target="c", supp=-minsup, report="a"), repeats)
         counts[algo] = len(found)
     fastest = min(timings, key=timings.get)
     # pyfim leaves out the closure of the whole database (items in every row).
@@ -107,15 +102,11 @@ def part_pyfim(data_dir: Path, quick: bool) -> None:
             print(f"{name}: {path} not found, skipped", flush=True)
             continue
         db = read_fimi(str(path))
-        compare_with_pyfim(
-            f"{name} {fraction:.1%}", db, db.to_lists(), fraction, 3.0, 3 if quick else 5
-        )
+        compare_with_pyfim(f"{name} {fraction:.1%}", db, db.to_lists(), fraction, 3.0, 3 if quick else 5)
     n_frames = 50_000 if quick else 200_000
     frames, _ = activation_like(n_frames, 1_000, 0.10, n_groups=20, seed=0)
     rows = Transactions.from_any(frames).to_lists()
-    compare_with_pyfim(
-        f"activations {n_frames // 1000}k x 1000 @ 2%", frames, rows, 0.02, 1.0, 1 if quick else 2
-    )
+    compare_with_pyfim(f"activations {n_frames // 1000}k x 1000 @ 2%", frames, rows, 0.02, 1.0, 1 if quick else 2)
 
 
 def _spin(n: int) -> int:
@@ -158,8 +149,7 @@ def part_distributed(quick: bool) -> None:
     print(f"{label}: single process {single_s:.2f} s, {len(single):,d} sets", flush=True)
     plan_s, plan = best_time(lambda: first_level_branches(db, fraction), 1)
     print(
-        f"  first-level split on the coordinator (serial part): {plan_s:.2f} s, "
-        f"{len(plan.branches)} branches",
+        f"  first-level split on the coordinator (serial part): {plan_s:.2f} s, {len(plan.branches)} branches",
         flush=True,
     )
     del plan
@@ -167,7 +157,7 @@ def part_distributed(quick: bool) -> None:
     times = {}
     for workers in (1, 2):
         times[workers], found = best_time(
-            lambda: distributed_closed_itemsets(db, fraction, num_workers=workers), 1
+            lambda workers=workers: distributed_closed_itemsets(db, fraction, num_workers=workers), 1
         )
         same = "same result" if set(found) == expected else "RESULT DIFFERS"
         print(f"  Ray, {workers} worker(s): {times[workers]:.2f} s  ({same})", flush=True)

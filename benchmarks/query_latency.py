@@ -27,8 +27,47 @@ from neurolake.query.groups import create_group, group_frame_ids, group_query
 from neurolake.store import Lake, LayerSpec, plan_work_units
 
 FRAMES_PER_UTT = 750  # 15 s at 50 frames/s
-PHONES = ["AA", "AE", "AH", "AO", "AW", "AY", "B", "CH", "D", "DH", "EH", "ER", "EY", "F", "G", "HH", "IH", "IY", "JH", "K",
-          "L", "M", "N", "NG", "OW", "OY", "P", "R", "S", "SH", "T", "TH", "UH", "UW", "V", "W", "Y", "Z", "ZH"]
+PHONES = [
+    "AA",
+    "AE",
+    "AH",
+    "AO",
+    "AW",
+    "AY",
+    "B",
+    "CH",
+    "D",
+    "DH",
+    "EH",
+    "ER",
+    "EY",
+    "F",
+    "G",
+    "HH",
+    "IH",
+    "IY",
+    "JH",
+    "K",
+    "L",
+    "M",
+    "N",
+    "NG",
+    "OW",
+    "OY",
+    "P",
+    "R",
+    "S",
+    "SH",
+    "T",
+    "TH",
+    "UH",
+    "UW",
+    "V",
+    "W",
+    "Y",
+    "Z",
+    "ZH",
+]
 LETTERS = ["-", " ", "'"] + [chr(c) for c in range(ord("A"), ord("Z") + 1)]
 WORDS = [f"W{i}" for i in range(5000)]
 
@@ -39,8 +78,12 @@ def _dict(indices: np.ndarray, values: list[str]) -> pa.Array:
 
 def build_run(lake: Lake, run_id: str, n_rows: int, units: int, seed: int) -> None:
     n_utts = n_rows // FRAMES_PER_UTT
-    plan = plan_work_units(((f"{run_id}-{i:08d}", FRAMES_PER_UTT) for i in range(n_utts)), rows_per_shard=4096, unit_rows=262144)
-    run = lake.create_run(run_id, model={"spec": "bench"}, corpus={"spec": "bench"}, layers=[LayerSpec("layer", units)], plan=plan)
+    plan = plan_work_units(
+        ((f"{run_id}-{i:08d}", FRAMES_PER_UTT) for i in range(n_utts)), rows_per_shard=4096, unit_rows=262144
+    )
+    run = lake.create_run(
+        run_id, model={"spec": "bench"}, corpus={"spec": "bench"}, layers=[LayerSpec("layer", units)], plan=plan
+    )
     rng = np.random.default_rng(seed)
     wer_of = rng.beta(1.2, 5.0, n_utts)
     for unit in plan.units:
@@ -50,29 +93,50 @@ def build_run(lake: Lake, run_id: str, n_rows: int, units: int, seed: int) -> No
         frame_index = np.tile(np.arange(FRAMES_PER_UTT, dtype=np.int32), len(utts))
         word_error = rng.random(n) < np.repeat(wer_of[first : first + len(utts)], FRAMES_PER_UTT)
         writer = run.unit_writer(unit.unit_id)
-        block = rng.standard_normal((n, units), dtype=np.float32).astype(np.float16) if units > 1 else np.zeros((n, 1), np.float16)
+        block = (
+            rng.standard_normal((n, units), dtype=np.float32).astype(np.float16)
+            if units > 1
+            else np.zeros((n, 1), np.float16)
+        )
         writer.append("layer", block)
         ids = [u.utterance_id for u in utts]
-        writer.write_table("utterances", {
-            "utterance_id": ids, "speaker_id": [i[:-4] for i in ids], "chapter_id": ["1"] * len(ids),
-            "audio_uri": [f"s3://corpus/{i}.flac" for i in ids], "duration_s": np.full(len(ids), FRAMES_PER_UTT / 50),
-            "n_frames": np.full(len(ids), FRAMES_PER_UTT), "first_frame_id": [u.first_row for u in utts],
-            "reference": ["REF"] * len(ids), "hypothesis": ["HYP"] * len(ids),
-            "wer": wer_of[first : first + len(utts)], "cer": wer_of[first : first + len(utts)] / 2,
-            "n_word_errors": np.zeros(len(ids), np.int32),
-        })
-        writer.write_table("frames", pa.table({
-            "frame_id": np.arange(unit.row_start, unit.used_stop, dtype=np.int64),
-            "utterance_id": _dict(u_idx, ids), "frame_index": frame_index,
-            "start_s": frame_index / 50.0, "end_s": (frame_index + 1) / 50.0,
-            "ref_token": _dict(rng.integers(0, len(LETTERS), n), LETTERS),
-            "pred_token": _dict(rng.integers(0, len(LETTERS), n), LETTERS),
-            "pred_prob": rng.random(n, dtype=np.float32),
-            "phoneme": _dict(rng.integers(0, len(PHONES), n), PHONES),
-            "word": _dict(rng.integers(0, len(WORDS), n), WORDS),
-            "word_index": (frame_index // 25).astype(np.int32),
-            "word_error": word_error, "token_error": rng.random(n) < 0.1,
-        }))
+        writer.write_table(
+            "utterances",
+            {
+                "utterance_id": ids,
+                "speaker_id": [i[:-4] for i in ids],
+                "chapter_id": ["1"] * len(ids),
+                "audio_uri": [f"s3://corpus/{i}.flac" for i in ids],
+                "duration_s": np.full(len(ids), FRAMES_PER_UTT / 50),
+                "n_frames": np.full(len(ids), FRAMES_PER_UTT),
+                "first_frame_id": [u.first_row for u in utts],
+                "reference": ["REF"] * len(ids),
+                "hypothesis": ["HYP"] * len(ids),
+                "wer": wer_of[first : first + len(utts)],
+                "cer": wer_of[first : first + len(utts)] / 2,
+                "n_word_errors": np.zeros(len(ids), np.int32),
+            },
+        )
+        writer.write_table(
+            "frames",
+            pa.table(
+                {
+                    "frame_id": np.arange(unit.row_start, unit.used_stop, dtype=np.int64),
+                    "utterance_id": _dict(u_idx, ids),
+                    "frame_index": frame_index,
+                    "start_s": frame_index / 50.0,
+                    "end_s": (frame_index + 1) / 50.0,
+                    "ref_token": _dict(rng.integers(0, len(LETTERS), n), LETTERS),
+                    "pred_token": _dict(rng.integers(0, len(LETTERS), n), LETTERS),
+                    "pred_prob": rng.random(n, dtype=np.float32),
+                    "phoneme": _dict(rng.integers(0, len(PHONES), n), PHONES),
+                    "word": _dict(rng.integers(0, len(WORDS), n), WORDS),
+                    "word_index": (frame_index // 25).astype(np.int32),
+                    "word_error": word_error,
+                    "token_error": rng.random(n) < 0.1,
+                }
+            ),
+        )
         writer.commit()
 
 
@@ -113,14 +177,18 @@ def main() -> None:
                         result = q.arrow(sql.format(r=run_id))
                         times.append(time.perf_counter() - t0)
                     shown = result.column(0)[0].as_py() if result.num_rows == 1 else f"{result.num_rows:,} ids"
-                    print(f"  {name:55s} best {min(times):6.2f} s  median {sorted(times)[1]:6.2f} s  -> {shown}  (target <= 2 s at 100 M)")
+                    print(
+                        f"  {name:55s} best {min(times):6.2f} s  median {sorted(times)[1]:6.2f} s  -> {shown}  (target <= 2 s at 100 M)"
+                    )
                 for name, predicate in GROUPS.items():
                     times = []
                     for _ in range(3):
                         t0 = time.perf_counter()
                         ids = group_frame_ids(q, run_id, predicate)
                         times.append(time.perf_counter() - t0)
-                    print(f"  {name:55s} best {min(times):6.2f} s  median {sorted(times)[1]:6.2f} s  -> {ids.size:,} ids  (target <= 2 s at 100 M)")
+                    print(
+                        f"  {name:55s} best {min(times):6.2f} s  median {sorted(times)[1]:6.2f} s  -> {ids.size:,} ids  (target <= 2 s at 100 M)"
+                    )
                     if n_rows <= 10_000_000:  # the same ids as the plain join of frames and utterances
                         joined = np.sort(q.arrow(group_query(run_id, predicate)).column("frame_id").to_numpy())
                         assert np.array_equal(ids, joined), f"{predicate}: ids differ from the join"

@@ -41,7 +41,7 @@ def activation_pool(n_blocks: int, rows: int, seed: int = 0) -> list[list[np.nda
         (np.maximum(rng.standard_normal((rows, UNITS), dtype=np.float32), 0) * scale).astype(np.float16)
         for _ in range(n_blocks)
     ]
-    return [blocks[layer * 7 % n_blocks:] + blocks[: layer * 7 % n_blocks] for layer in range(N_LAYERS)]
+    return [blocks[layer * 7 % n_blocks :] + blocks[: layer * 7 % n_blocks] for layer in range(N_LAYERS)]
 
 
 def demo_model_pool(rows: int, n_blocks: int, base: Path) -> tuple[list[LayerSpec], list[list[np.ndarray]]]:
@@ -75,7 +75,7 @@ def demo_model_pool(rows: int, n_blocks: int, base: Path) -> tuple[list[LayerSpe
     pools = []
     for layer in layers:
         whole = np.concatenate(parts[layer.name])[:need]
-        pools.append([whole[i * rows:(i + 1) * rows] for i in range(n_blocks)])
+        pools.append([whole[i * rows : (i + 1) * rows] for i in range(n_blocks)])
     return specs, pools
 
 
@@ -86,22 +86,40 @@ def block_for(pool: list[list[np.ndarray]], layer: int, shard: int) -> np.ndarra
 def unit_tables(unit) -> tuple[pa.Table, pa.Table]:
     """Plausible ``utterances`` and ``frames`` rows of a unit."""
     utts = unit.utterances
-    utterances = pa.table({
-        "utterance_id": [u.utterance_id for u in utts], "speaker_id": ["s"] * len(utts),
-        "chapter_id": ["c"] * len(utts), "audio_uri": ["a"] * len(utts),
-        "duration_s": [u.n_frames / 50 for u in utts], "n_frames": [u.n_frames for u in utts],
-        "first_frame_id": [u.first_row for u in utts], "reference": [""] * len(utts),
-        "hypothesis": [""] * len(utts), "wer": [0.0] * len(utts), "cer": [0.0] * len(utts),
-        "n_word_errors": [0] * len(utts),
-    })
+    utterances = pa.table(
+        {
+            "utterance_id": [u.utterance_id for u in utts],
+            "speaker_id": ["s"] * len(utts),
+            "chapter_id": ["c"] * len(utts),
+            "audio_uri": ["a"] * len(utts),
+            "duration_s": [u.n_frames / 50 for u in utts],
+            "n_frames": [u.n_frames for u in utts],
+            "first_frame_id": [u.first_row for u in utts],
+            "reference": [""] * len(utts),
+            "hypothesis": [""] * len(utts),
+            "wer": [0.0] * len(utts),
+            "cer": [0.0] * len(utts),
+            "n_word_errors": [0] * len(utts),
+        }
+    )
     n = unit.rows_used
-    frames = pa.table({
-        "frame_id": np.arange(unit.row_start, unit.used_stop),
-        "utterance_id": np.repeat([u.utterance_id for u in utts], [u.n_frames for u in utts]),
-        "frame_index": np.concatenate([np.arange(u.n_frames) for u in utts]), "start_s": np.zeros(n), "end_s": np.zeros(n),
-        "ref_token": ["A"] * n, "pred_token": ["A"] * n, "pred_prob": np.ones(n, np.float32), "phoneme": ["AH"] * n,
-        "word": ["A"] * n, "word_index": np.zeros(n, np.int32), "word_error": np.zeros(n, bool), "token_error": np.zeros(n, bool),
-    })
+    frames = pa.table(
+        {
+            "frame_id": np.arange(unit.row_start, unit.used_stop),
+            "utterance_id": np.repeat([u.utterance_id for u in utts], [u.n_frames for u in utts]),
+            "frame_index": np.concatenate([np.arange(u.n_frames) for u in utts]),
+            "start_s": np.zeros(n),
+            "end_s": np.zeros(n),
+            "ref_token": ["A"] * n,
+            "pred_token": ["A"] * n,
+            "pred_prob": np.ones(n, np.float32),
+            "phoneme": ["AH"] * n,
+            "word": ["A"] * n,
+            "word_index": np.zeros(n, np.int32),
+            "word_error": np.zeros(n, bool),
+            "token_error": np.zeros(n, bool),
+        }
+    )
     return utterances, frames
 
 
@@ -113,12 +131,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--gb", type=float, default=1.0, help="activation gigabytes to write (default 1.0)")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved write runs of each kind (default 3)")
-    ap.add_argument("--zstd-level", type=int, default=1, help="zstd level of the run (default 1, the store default; negative = fast modes)")
+    ap.add_argument(
+        "--zstd-level",
+        type=int,
+        default=1,
+        help="zstd level of the run (default 1, the store default; negative = fast modes)",
+    )
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: a temp dir)")
-    ap.add_argument("--data", default="demo,synthetic",
-                    help="comma-separated (default both): demo = the bundled model's 9 layers on synthetic "
-                         "speech (real ReLU activations, ~90%% zeros); synthetic = 4 layers x 512 units, half "
-                         "zeros, random mantissas (a hard case for compression)")
+    ap.add_argument(
+        "--data",
+        default="demo,synthetic",
+        help="comma-separated (default both): demo = the bundled model's 9 layers on synthetic "
+        "speech (real ReLU activations, ~90%% zeros); synthetic = 4 layers x 512 units, half "
+        "zeros, random mantissas (a hard case for compression)",
+    )
     args = ap.parse_args()
     for kind in args.data.split(","):
         measure(kind.strip(), args)
@@ -137,8 +163,10 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         rows = int(np.ceil(args.gb * 1e9 / bytes_per_row / ROWS_PER_SHARD)) * ROWS_PER_SHARD
         n_shards = rows // ROWS_PER_SHARD
         total_bytes = rows * bytes_per_row
-        print(f"\n{kind} data: {len(layers)} layers, {bytes_per_row // 2} units in all, x {rows} rows float16 = "
-              f"{total_bytes / 1e9:.2f} GB")
+        print(
+            f"\n{kind} data: {len(layers)} layers, {bytes_per_row // 2} units in all, x {rows} rows float16 = "
+            f"{total_bytes / 1e9:.2f} GB"
+        )
 
         lengths = [(f"utt{i:06d}", 1024) for i in range(rows // 1024)]
         plan = plan_work_units(lengths, rows_per_shard=ROWS_PER_SHARD, unit_rows=UNIT_ROWS, chunk_rows=CHUNK_ROWS)
@@ -164,7 +192,14 @@ def measure(kind: str, args: argparse.Namespace) -> None:
             shutil.rmtree(base / "lake" / "runs" / "bench", ignore_errors=True)
             os.sync()
             t0 = time.perf_counter()
-            run = lake.create_run("bench", model={"spec": "bench"}, corpus={"spec": "bench"}, layers=layers, plan=plan, zstd_level=args.zstd_level)
+            run = lake.create_run(
+                "bench",
+                model={"spec": "bench"},
+                corpus={"spec": "bench"},
+                layers=layers,
+                plan=plan,
+                zstd_level=args.zstd_level,
+            )
             for unit in plan.units:
                 writer = run.unit_writer(unit.unit_id)
                 for li, layer in enumerate(layers):
@@ -188,8 +223,12 @@ def measure(kind: str, args: argparse.Namespace) -> None:
 
         raw_mbs = total_bytes / raw_s / 1e6
         store_mbs = total_bytes / store_s / 1e6
-        print(f"write  raw .npy : median {raw_s:6.2f} s  {raw_mbs:8.1f} MB/s   (runs: {', '.join(f'{total_bytes / t / 1e6:.0f}' for t in raw_times)} MB/s)")
-        print(f"write  store    : median {store_s:6.2f} s  {store_mbs:8.1f} MB/s   (runs: {', '.join(f'{total_bytes / t / 1e6:.0f}' for t in store_times)} MB/s; activations + tables + commits)")
+        print(
+            f"write  raw .npy : median {raw_s:6.2f} s  {raw_mbs:8.1f} MB/s   (runs: {', '.join(f'{total_bytes / t / 1e6:.0f}' for t in raw_times)} MB/s)"
+        )
+        print(
+            f"write  store    : median {store_s:6.2f} s  {store_mbs:8.1f} MB/s   (runs: {', '.join(f'{total_bytes / t / 1e6:.0f}' for t in store_times)} MB/s; activations + tables + commits)"
+        )
         print(f"write  ratio store/raw = {store_mbs / raw_mbs:.2f}   (target >= 0.5)")
         print(f"compression ratio = {total_bytes / stored:.2f}  ({total_bytes / 1e6:.0f} MB -> {stored / 1e6:.0f} MB)")
 
@@ -205,13 +244,17 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         for layer in layers:
             arr = run._array(layer.name)
-            whole = arr.get_orthogonal_selection(
-                (np.concatenate([np.arange(c * CHUNK_ROWS, (c + 1) * CHUNK_ROWS) for c in chunks]), slice(None))
-            ) if chunks.size < rows // CHUNK_ROWS else arr[:]
+            whole = (
+                arr.get_orthogonal_selection(
+                    (np.concatenate([np.arange(c * CHUNK_ROWS, (c + 1) * CHUNK_ROWS) for c in chunks]), slice(None))
+                )
+                if chunks.size < rows // CHUNK_ROWS
+                else arr[:]
+            )
         chunks_s = time.perf_counter() - t0
         li = len(layers) - 1
         shard_of = ids // ROWS_PER_SHARD
-        expect = np.stack([block_for(pool, li, s)[r % ROWS_PER_SHARD] for s, r in zip(shard_of, ids)])
+        expect = np.stack([block_for(pool, li, s)[r % ROWS_PER_SHARD] for s, r in zip(shard_of, ids, strict=False)])
         assert np.array_equal(got, expect), "gathered rows differ from what was written"
         assert whole.shape[1] == layers[-1].units
         print(

@@ -1,2 +1,3 @@
 """neurolake: a distributed activation data lake and query engine for ASR debugging."""
+
 __version__ = "0.1.0"

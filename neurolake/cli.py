@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from neurolake.errors import NeurolakeError, is_storage_error
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
@@ -23,10 +23,18 @@ def _lake_url(args: argparse.Namespace) -> str:
 def _add_limit_args(p: argparse.ArgumentParser) -> None:
     from neurolake.query.engine import DEFAULT_TIMEOUT_S
 
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
-                   help=f"stop a query after S seconds; 0 for no limit (default {DEFAULT_TIMEOUT_S:g})")
-    p.add_argument("--memory-limit", metavar="SIZE",
-                   help="DuckDB's memory limit, e.g. 8GB (default: half of this machine's memory)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_S,
+        metavar="S",
+        help=f"stop a query after S seconds; 0 for no limit (default {DEFAULT_TIMEOUT_S:g})",
+    )
+    p.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="DuckDB's memory limit, e.g. 8GB (default: half of this machine's memory)",
+    )
 
 
 def _add_lake_arg(p: argparse.ArgumentParser) -> None:
@@ -68,7 +76,9 @@ def cmd_models_show(args: argparse.Namespace) -> int:
 
     adapter = load_model(args.spec)
     layers = adapter.select_layers(args.layers.split(",")) if args.layers else adapter.capturable_layers()
-    print(f"{args.spec}: {len(adapter.tokens)} tokens, {adapter.frame_rate_hz:g} frames/s, weights sha256 {adapter.spec['weights_sha256'][:12]}")
+    print(
+        f"{args.spec}: {len(adapter.tokens)} tokens, {adapter.frame_rate_hz:g} frames/s, weights sha256 {adapter.spec['weights_sha256'][:12]}"
+    )
     print(format_table(("layer", "units"), [(layer.name, layer.units) for layer in layers]))
     return 0
 
@@ -83,14 +93,23 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from neurolake.ingest.report import format_dry_run, format_summary
 
     if args.dry_run:
-        _, planned = plan_ingest(args.corpus, args.model, _split(args.layers), unit_rows=args.unit_rows,
-                                 max_duration_s=args.max_duration)
+        _, planned = plan_ingest(
+            args.corpus, args.model, _split(args.layers), unit_rows=args.unit_rows, max_duration_s=args.max_duration
+        )
         print(format_dry_run(planned, args.run or default_run_id(args.corpus, args.model)))
         return 0
     summary = ingest(
-        _lake_url(args), args.corpus, args.model, layers=_split(args.layers), run_id=args.run,
-        ray_address=args.ray_address, actors=args.actors, threads=args.threads,
-        unit_rows=args.unit_rows, progress=None if not args.quiet else False, max_duration_s=args.max_duration,
+        _lake_url(args),
+        args.corpus,
+        args.model,
+        layers=_split(args.layers),
+        run_id=args.run,
+        ray_address=args.ray_address,
+        actors=args.actors,
+        threads=args.threads,
+        unit_rows=args.unit_rows,
+        progress=None if not args.quiet else False,
+        max_duration_s=args.max_duration,
     )
     print(format_summary(summary))
     return 1 if summary.units_failed else 0
@@ -110,9 +129,20 @@ def cmd_mine(args: argparse.Namespace) -> int:
                 from neurolake.errors import GroupError
 
                 raise GroupError(f"group {name!r} does not belong to run {args.run!r}")
+    if args.workers and args.workers > 1:
+        from neurolake.cluster.ray_env import connect
+
+        connect(args.ray_address)  # the cluster given (or $RAY_ADDRESS), else a local Ray
     result = mine(
-        lake, args.target, args.background, layers=_split(args.layers), binarization=args.binarize,
-        algo=args.algo, min_support=args.min_support, max_size=args.max_size, workers=args.workers,
+        lake,
+        args.target,
+        args.background,
+        layers=_split(args.layers),
+        binarization=args.binarize,
+        algo=args.algo,
+        min_support=args.min_support,
+        max_size=args.max_size,
+        workers=args.workers,
     )
     print(format_mining(result, top=args.top))
     return 0
@@ -174,7 +204,9 @@ def cmd_sql(args: argparse.Namespace) -> int:
     from neurolake.query.engine import QueryEngine
     from neurolake.store import Lake
 
-    with QueryEngine(Lake.open(_lake_url(args)), timeout_s=args.timeout or None, memory_limit=args.memory_limit) as engine:
+    with QueryEngine(
+        Lake.open(_lake_url(args)), timeout_s=args.timeout or None, memory_limit=args.memory_limit
+    ) as engine:
         table = engine.arrow(args.query)
     _print_arrow(table, args.format, args.out)
     return 0
@@ -184,8 +216,15 @@ def cmd_group_create(args: argparse.Namespace) -> int:
     from neurolake.query.groups import create_group
     from neurolake.store import Lake
 
-    g = create_group(Lake.open(_lake_url(args)), args.name, args.run, args.where, replace=args.replace,
-                     timeout_s=args.timeout or None, memory_limit=args.memory_limit)
+    g = create_group(
+        Lake.open(_lake_url(args)),
+        args.name,
+        args.run,
+        args.where,
+        replace=args.replace,
+        timeout_s=args.timeout or None,
+        memory_limit=args.memory_limit,
+    )
     print(f"group {g.name}: {g.n_frames} frames of run {g.run_id} where {g.predicate}")
     return 0
 
@@ -199,7 +238,12 @@ def cmd_group_list(args: argparse.Namespace) -> int:
     if not groups:
         print("no groups yet")
         return 0
-    print(format_table(("group", "run", "frames", "created", "predicate"), [(g.name, g.run_id, g.n_frames, g.created_at, g.predicate) for g in groups]))
+    print(
+        format_table(
+            ("group", "run", "frames", "created", "predicate"),
+            [(g.name, g.run_id, g.n_frames, g.created_at, g.predicate) for g in groups],
+        )
+    )
     return 0
 
 
@@ -239,7 +283,9 @@ def cmd_neurons(args: argparse.Namespace) -> int:
 
     layers = [x for x in (args.layers or "").split(",") if x] or None
     table = neuron_statistics(Lake.open(_lake_url(args)), args.run, layers)
-    print(f"neuron statistics of {table.num_rows} units; query them with: neurolake sql \"SELECT * FROM neurons WHERE run_id = '{args.run}'\"")
+    print(
+        f"neuron statistics of {table.num_rows} units; query them with: neurolake sql \"SELECT * FROM neurons WHERE run_id = '{args.run}'\""
+    )
     return 0
 
 
@@ -279,7 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--utterances", type=int, default=200, metavar="N", help="number of utterances (default 200)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; same seed, same bytes (default 0)")
     p.add_argument(
-        "--holdout-accent", default="en-029", metavar="ACCENT",
+        "--holdout-accent",
+        default="en-029",
+        metavar="ACCENT",
         help="accent spoken only in the test-holdout split; '' for none (default en-029)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus at OUT")
@@ -295,18 +343,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="stream a corpus through a model on Ray into the lake (resumes)")
     _add_lake_arg(p)
-    p.add_argument("--corpus", required=True, metavar="SPEC", help="LibriSpeech split/parent directory or URL, or a .jsonl/.csv/.parquet manifest")
+    p.add_argument(
+        "--corpus",
+        required=True,
+        metavar="SPEC",
+        help="LibriSpeech split/parent directory or URL, or a .jsonl/.csv/.parquet manifest",
+    )
     p.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPECS)
-    p.add_argument("--layers", metavar="GLOB,..", help="layers to capture (default: the model's blocks, see `models show`)")
+    p.add_argument(
+        "--layers", metavar="GLOB,..", help="layers to capture (default: the model's blocks, see `models show`)"
+    )
     p.add_argument("--run", metavar="ID", help="run id (default: <model>-<corpus>); an existing run resumes")
     p.add_argument("--ray-address", metavar="A", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--actors", type=int, metavar="N", help="model actors (default: one per GPU, else half the CPUs)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch threads per actor (default: the CPUs shared out among the actors; 1 on GPU)")
-    p.add_argument("--unit-rows", type=int, metavar="ROWS", help="frames per work unit (default: ~256 MB of activations)")
-    p.add_argument("--max-duration", type=float, default=DEFAULT_MAX_DURATION_S, metavar="S",
-                   help=f"longest utterance ingested, in seconds; longer ones become errors rows "
-                   f"(default {DEFAULT_MAX_DURATION_S:g}: a model's memory grows with the audio)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan (utterances, hours, frames, units, bytes) and stop")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads per actor (default: the CPUs shared out among the actors; 1 on GPU)",
+    )
+    p.add_argument(
+        "--unit-rows", type=int, metavar="ROWS", help="frames per work unit (default: ~256 MB of activations)"
+    )
+    p.add_argument(
+        "--max-duration",
+        type=float,
+        default=DEFAULT_MAX_DURATION_S,
+        metavar="S",
+        help=f"longest utterance ingested, in seconds; longer ones become errors rows "
+        f"(default {DEFAULT_MAX_DURATION_S:g}: a model's memory grows with the audio)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the plan (utterances, hours, frames, units, bytes) and stop"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
 
@@ -317,7 +386,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sql", help="run a read-only SQL query over the lake's views")
     _add_lake_arg(p)
-    p.add_argument("query", metavar="SQL", help="one SELECT statement over runs, layers, utterances, frames, errors, neurons, groups, group_frames, patterns")
+    p.add_argument(
+        "query",
+        metavar="SQL",
+        help="one SELECT statement over runs, layers, utterances, frames, errors, neurons, groups, group_frames, patterns",
+    )
     p.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
     p.add_argument("--out", metavar="FILE", help="write the result to FILE instead of stdout (needed for parquet)")
     _add_limit_args(p)
@@ -330,7 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lake_arg(p)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--run", required=True, metavar="ID")
-    p.add_argument("--where", required=True, metavar="PREDICATE", help="SQL predicate over frames joined with utterances")
+    p.add_argument(
+        "--where", required=True, metavar="PREDICATE", help="SQL predicate over frames joined with utterances"
+    )
     p.add_argument("--replace", action="store_true", help="replace a group of the same name")
     _add_limit_args(p)
     p.set_defaults(func=cmd_group_create)
@@ -362,30 +437,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", required=True, metavar="GROUP")
     p.add_argument("--layers", metavar="L1,L2", help="layers whose units are the items (default: all)")
     p.add_argument("--algo", choices=["lcm", "diffnorm"], default="lcm")
-    p.add_argument("--binarize", default="quantile:0.9", metavar="SPEC",
-                   help="quantile:Q (Q in 0.5, 0.9, 0.99), topk:K, zscore:Z or absolute:T (default quantile:0.9)")
-    p.add_argument("--min-support", type=float, default=0.1, metavar="F", help="fraction of the target frames (default 0.1)")
+    p.add_argument(
+        "--binarize",
+        default="quantile:0.9",
+        metavar="SPEC",
+        help="quantile:Q (Q in 0.5, 0.9, 0.99), topk:K, zscore:Z or absolute:T (default quantile:0.9)",
+    )
+    p.add_argument(
+        "--min-support", type=float, default=0.1, metavar="F", help="fraction of the target frames (default 0.1)"
+    )
     p.add_argument("--max-size", type=int, default=4, metavar="N", help="largest pattern reported (default 4)")
-    p.add_argument("--workers", type=int, metavar="N", help="N Ray workers: LCM splits its search space, DiffNorm its usage counting")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="N Ray workers: LCM splits its search space, DiffNorm its usage counting",
+    )
+    p.add_argument(
+        "--ray-address", metavar="A", help="Ray cluster for --workers (default: $RAY_ADDRESS, else a local Ray)"
+    )
     p.add_argument("--top", type=int, default=10, metavar="N", help="patterns to print (default 10)")
     p.set_defaults(func=cmd_mine)
 
-    p = sub.add_parser(
-        "verify", help="check committed units against their checksums and report missing data"
-    )
+    p = sub.add_parser("verify", help="check committed units against their checksums and report missing data")
     _add_lake_arg(p)
     p.add_argument("--run", metavar="ID", help="check only this run")
-    p.add_argument("--repair", action="store_true",
-                   help="re-do exactly the damaged units with the run's own model, corpus and plan")
-    p.add_argument("--ray-address", metavar="A", help="Ray cluster for --repair (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="re-do exactly the damaged units with the run's own model, corpus and plan",
+    )
+    p.add_argument(
+        "--ray-address", metavar="A", help="Ray cluster for --repair (default: $RAY_ADDRESS, else a local Ray)"
+    )
     p.set_defaults(func=cmd_verify)
 
     p = sub.add_parser(
         "doctor", help="check the installation (torchaudio, Ray, DuckDB httpfs, espeak-ng, numba, GPU) and the lake"
     )
     _add_lake_arg(p)
-    p.add_argument("--constraints", metavar="FILE",
-                   help="also check that every installed package has the version this lock file pins")
+    p.add_argument(
+        "--constraints",
+        metavar="FILE",
+        help="also check that every installed package has the version this lock file pins",
+    )
     p.set_defaults(func=cmd_doctor)
 
     return parser

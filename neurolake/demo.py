@@ -32,7 +32,10 @@ def mining_step(lake: Lake) -> str:
     result = mine(
         lake, "demo-error-words", "demo-correct-words", binarization="quantile:0.9", min_support=0.04, max_size=3
     )
-    return "neurons active together inside misrecognised words (LCM, units above their 90th percentile):\n" + format_mining(result, top=8)
+    return (
+        "neurons active together inside misrecognised words (LCM, units above their 90th percentile):\n"
+        + format_mining(result, top=8)
+    )
 
 
 def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, progress: bool | None = None) -> Lake:
@@ -47,13 +50,17 @@ def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, prog
     if corpus.exists("SPEAKERS.TXT"):
         out.write(f"corpus: {corpus.url} (already synthesised)\n")
     else:
-        summary = synthesize_corpus(corpus.url, n_utterances=utterances, seed=DEMO_SEED, storage_options=lake.loc.storage_options or None)
+        summary = synthesize_corpus(
+            corpus.url, n_utterances=utterances, seed=DEMO_SEED, storage_options=lake.loc.storage_options or None
+        )
         splits = ", ".join(f"{k} {v}" for k, v in sorted(summary.splits.items()))
         out.write(
             f"corpus: {summary.n_utterances} synthetic utterances, {summary.audio_seconds / 60:.1f} min "
             f"({splits}; held-out accent {summary.holdout_accent}) in {corpus.url}\n"
         )
-    result = ingest(lake.url, corpus.url, "demo", run_id=DEMO_RUN, storage_options=lake.loc.storage_options, progress=progress)
+    result = ingest(
+        lake.url, corpus.url, "demo", run_id=DEMO_RUN, storage_options=lake.loc.storage_options, progress=progress
+    )
     from neurolake.ingest.report import format_summary
 
     out.write(format_summary(result) + "\n\n")
@@ -62,20 +69,25 @@ def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, prog
         overall = q.arrow(
             "SELECT count(*) AS utterances, round(sum(duration_s) / 3600, 3) AS hours, sum(n_frames) AS frames, "
             "round(sum(n_word_errors) / sum(n_reference_words), 3) AS wer, round(avg(cer), 3) AS mean_cer "
-            "FROM utterances WHERE run_id = ?", [DEMO_RUN],
+            "FROM utterances WHERE run_id = ?",
+            [DEMO_RUN],
         ).to_pylist()[0]
         layers = q.arrow("SELECT layer, units FROM layers WHERE run_id = ? ORDER BY layer", [DEMO_RUN]).to_pylist()
         by_split = q.arrow(
             "SELECT regexp_extract(audio_uri, 'demo-synth/([^/]+)/', 1) AS split, count(*) AS utterances, "
             "round(sum(n_word_errors) / sum(n_reference_words), 3) AS wer, round(avg(cer), 3) AS cer "
-            "FROM utterances WHERE run_id = ? GROUP BY split ORDER BY split", [DEMO_RUN],
+            "FROM utterances WHERE run_id = ? GROUP BY split ORDER BY split",
+            [DEMO_RUN],
         ).to_pylist()
         worst = q.arrow(
             "SELECT utterance_id, round(wer, 2) AS wer, reference, hypothesis FROM utterances "
-            "WHERE run_id = ? ORDER BY wer DESC, utterance_id LIMIT 5", [DEMO_RUN],
+            "WHERE run_id = ? ORDER BY wer DESC, utterance_id LIMIT 5",
+            [DEMO_RUN],
         ).to_pylist()
         n_errors = q.arrow("SELECT count(*) AS n FROM errors WHERE run_id = ?", [DEMO_RUN]).column("n")[0].as_py()
-        err_frames = q.arrow("SELECT count(*) FILTER (WHERE word_error) AS e, count(*) AS n FROM frames WHERE run_id = ?", [DEMO_RUN]).to_pylist()[0]
+        err_frames = q.arrow(
+            "SELECT count(*) FILTER (WHERE word_error) AS e, count(*) AS n FROM frames WHERE run_id = ?", [DEMO_RUN]
+        ).to_pylist()[0]
     layer_list = ", ".join(f"{row['layer']}[{row['units']}]" for row in layers)
     out.write(
         f"run {DEMO_RUN}: {overall['utterances']} utterances, {overall['hours']} h, {overall['frames']:,} frames, "
@@ -83,12 +95,23 @@ def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, prog
         f"overall WER {overall['wer']}, mean CER {overall['mean_cer']}; {err_frames['e']:,} of {err_frames['n']:,} frames "
         f"inside misrecognised words; {n_errors} input errors\n\n"
     )
-    out.write(format_table(("split", "utterances", "WER", "CER"), [(r["split"], r["utterances"], r["wer"], r["cer"]) for r in by_split]) + "\n\n")
+    out.write(
+        format_table(
+            ("split", "utterances", "WER", "CER"), [(r["split"], r["utterances"], r["wer"], r["cer"]) for r in by_split]
+        )
+        + "\n\n"
+    )
     out.write("worst utterances:\n")
-    out.write(format_table(("utterance", "WER", "reference", "hypothesis"), [(w["utterance_id"], w["wer"], w["reference"], w["hypothesis"]) for w in worst]) + "\n")
+    out.write(
+        format_table(
+            ("utterance", "WER", "reference", "hypothesis"),
+            [(w["utterance_id"], w["wer"], w["reference"], w["hypothesis"]) for w in worst],
+        )
+        + "\n"
+    )
     out.write("\n" + mining_step(lake) + "\n")
     out.write(
-        "\nnext: neurolake sql \"SELECT phoneme, avg(word_error::INT) AS err FROM frames GROUP BY phoneme ORDER BY err DESC\" "
+        '\nnext: neurolake sql "SELECT phoneme, avg(word_error::INT) AS err FROM frames GROUP BY phoneme ORDER BY err DESC" '
         f"--lake {lake.url}\n"
     )
     return lake

@@ -16,8 +16,9 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, TextIO
+from typing import TextIO
 
 from packaging.markers import default_environment
 from packaging.requirements import InvalidRequirement, Requirement
@@ -26,8 +27,20 @@ from packaging.utils import canonicalize_name
 OK, INFO, FAIL = "ok", "info", "FAIL"
 
 # The stack a bug report needs, in the order printed.
-STACK = ("torch", "torchaudio", "ray", "duckdb", "duckdb-extension-httpfs", "numba", "numpy",
-         "zarr", "pyarrow", "fsspec", "s3fs", "espeakng-loader")
+STACK = (
+    "torch",
+    "torchaudio",
+    "ray",
+    "duckdb",
+    "duckdb-extension-httpfs",
+    "numba",
+    "numpy",
+    "zarr",
+    "pyarrow",
+    "fsspec",
+    "s3fs",
+    "espeakng-loader",
+)
 
 
 @dataclass(frozen=True)
@@ -83,8 +96,12 @@ def _pin_hint(*names: str) -> str:
 
 
 def check_python() -> Finding:
-    return Finding("python", OK, f"{platform.python_version()} on {platform.system()} {platform.machine()}, "
-                   f"neurolake {_installed('neurolake') or 'not installed'}")
+    return Finding(
+        "python",
+        OK,
+        f"{platform.python_version()} on {platform.system()} {platform.machine()}, "
+        f"neurolake {_installed('neurolake') or 'not installed'}",
+    )
 
 
 def check_requirements() -> Finding:
@@ -102,8 +119,9 @@ def check_requirements() -> Finding:
             problems.append(f"{req.name} {have} is installed, neurolake needs {req.specifier}")
     versions = ", ".join(f"{name} {_installed(name)}" for name in STACK if _installed(name))
     if problems:
-        return Finding("packages", FAIL, "; ".join(problems),
-                       "reinstall with the lock: pip install -c constraints.txt -e .")
+        return Finding(
+            "packages", FAIL, "; ".join(problems), "reinstall with the lock: pip install -c constraints.txt -e ."
+        )
     return Finding("packages", OK, versions)
 
 
@@ -142,8 +160,14 @@ def check_lock(path: str) -> list[Finding]:
             continue  # a constraint only limits what is installed
         checked += 1
         if have != version:
-            found.append(Finding("lock", FAIL, f"{name} {have} is installed, {where} pins {version}",
-                                 f"pip install -c {path} '{name}=={version}'"))
+            found.append(
+                Finding(
+                    "lock",
+                    FAIL,
+                    f"{name} {have} is installed, {where} pins {version}",
+                    f"pip install -c {path} '{name}=={version}'",
+                )
+            )
     return found or [Finding("lock", OK, f"{checked} installed packages at the versions {path} pins")]
 
 
@@ -162,12 +186,19 @@ def check_torchaudio() -> Finding:
             torchaudio.transforms.Resample(22050, 16000)(wave)
             emissions = torch.randn(1, 20, 5).log_softmax(-1)
             torchaudio.functional.forced_align(emissions, torch.tensor([[1, 2, 3]], dtype=torch.int32), blank=0)
-    except Exception as exc:  # noqa: BLE001 - any failure here is the finding
-        return Finding("torchaudio", FAIL,
-                       f"torchaudio {audio_version} with torch {torch_version} does not work: {_first_line(exc)}",
-                       _pin_hint("torch", "torchaudio"))
-    return Finding("torchaudio", OK, f"{audio_version} with torch {torch_version}: extension loaded, "
-                   f"MelSpectrogram {tuple(mel.shape)}, Resample and forced_align run")
+    except Exception as exc:
+        return Finding(
+            "torchaudio",
+            FAIL,
+            f"torchaudio {audio_version} with torch {torch_version} does not work: {_first_line(exc)}",
+            _pin_hint("torch", "torchaudio"),
+        )
+    return Finding(
+        "torchaudio",
+        OK,
+        f"{audio_version} with torch {torch_version}: extension loaded, "
+        f"MelSpectrogram {tuple(mel.shape)}, Resample and forced_align run",
+    )
 
 
 def check_ray() -> Finding:
@@ -189,14 +220,21 @@ def check_ray() -> Finding:
         seconds = time.perf_counter() - t0
         if started_here:
             ray.shutdown()
-    except Exception as exc:  # noqa: BLE001
-        return Finding("ray", FAIL, f"Ray {_installed('ray')} did not run a task: {_first_line(exc)}",
-                       "run `ray stop --force`, unset RAY_ADDRESS unless you mean a cluster, and retry with -v")
+    except Exception as exc:
+        return Finding(
+            "ray",
+            FAIL,
+            f"Ray {_installed('ray')} did not run a task: {_first_line(exc)}",
+            "run `ray stop --force`, unset RAY_ADDRESS unless you mean a cluster, and retry with -v",
+        )
     if value != 49:
         return Finding("ray", FAIL, f"a Ray task returned {value!r} for 7*7", "reinstall ray")
     where = os.environ.get("RAY_ADDRESS") or "local instance"
-    return Finding("ray", OK, f"{_installed('ray')}: {where} started and ran a task in {seconds:.1f} s "
-                   f"({resources.get('CPU', 0):g} CPUs)")
+    return Finding(
+        "ray",
+        OK,
+        f"{_installed('ray')}: {where} started and ran a task in {seconds:.1f} s ({resources.get('CPU', 0):g} CPUs)",
+    )
 
 
 def check_duckdb() -> Finding:
@@ -207,8 +245,13 @@ def check_duckdb() -> Finding:
 
     path = httpfs_extension_path()
     if path is None:
-        return Finding("duckdb", FAIL, f"no httpfs build for DuckDB {duckdb.__version__} in duckdb-extension-httpfs "
-                       f"{_installed('duckdb-extension-httpfs')}", _pin_hint("duckdb", "duckdb-extension-httpfs"))
+        return Finding(
+            "duckdb",
+            FAIL,
+            f"no httpfs build for DuckDB {duckdb.__version__} in duckdb-extension-httpfs "
+            f"{_installed('duckdb-extension-httpfs')}",
+            _pin_hint("duckdb", "duckdb-extension-httpfs"),
+        )
     try:
         con = duckdb.connect(":memory:")
         con.execute("SET autoinstall_known_extensions = false")
@@ -218,10 +261,16 @@ def check_duckdb() -> Finding:
         loaded = con.execute("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchone()
         con.close()
     except duckdb.Error as exc:
-        return Finding("duckdb", FAIL, f"DuckDB {duckdb.__version__} cannot load httpfs: {_first_line(exc)}",
-                       _pin_hint("duckdb", "duckdb-extension-httpfs"))
+        return Finding(
+            "duckdb",
+            FAIL,
+            f"DuckDB {duckdb.__version__} cannot load httpfs: {_first_line(exc)}",
+            _pin_hint("duckdb", "duckdb-extension-httpfs"),
+        )
     if not loaded or not loaded[0]:
-        return Finding("duckdb", FAIL, "httpfs installed but not loaded", _pin_hint("duckdb", "duckdb-extension-httpfs"))
+        return Finding(
+            "duckdb", FAIL, "httpfs installed but not loaded", _pin_hint("duckdb", "duckdb-extension-httpfs")
+        )
     return Finding("duckdb", OK, f"{duckdb.__version__}: httpfs loaded from the wheel (S3 lakes are read natively)")
 
 
@@ -231,14 +280,25 @@ def check_espeak() -> Finding:
         from neurolake.ingest.espeak import SpeechRequest, synthesize_speech
 
         speech = synthesize_speech(SpeechRequest("hello world"))
-    except Exception as exc:  # noqa: BLE001
-        return Finding("espeak-ng", FAIL, f"espeak-ng did not synthesise: {_first_line(exc)}",
-                       "pip install --force-reinstall espeakng-loader")
+    except Exception as exc:
+        return Finding(
+            "espeak-ng",
+            FAIL,
+            f"espeak-ng did not synthesise: {_first_line(exc)}",
+            "pip install --force-reinstall espeakng-loader",
+        )
     if speech.duration_s <= 0 or not speech.phones:
-        return Finding("espeak-ng", FAIL, "espeak-ng returned no audio or no phone timings",
-                       "pip install --force-reinstall espeakng-loader")
-    return Finding("espeak-ng", OK, f"'hello world': {speech.duration_s:.2f} s at {speech.sample_rate} Hz, "
-                   f"{len(speech.phones)} timed phones")
+        return Finding(
+            "espeak-ng",
+            FAIL,
+            "espeak-ng returned no audio or no phone timings",
+            "pip install --force-reinstall espeakng-loader",
+        )
+    return Finding(
+        "espeak-ng",
+        OK,
+        f"'hello world': {speech.duration_s:.2f} s at {speech.sample_rate} Hz, {len(speech.phones)} timed phones",
+    )
 
 
 def check_numba() -> Finding:
@@ -252,12 +312,16 @@ def check_numba() -> Finding:
         result = closed_itemsets([[0, 1], [0, 1, 2], [1, 2]], min_support=2)
         seconds = time.perf_counter() - t0
         got = {tuple(items): int(support) for items, support in result}
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return Finding("numba", FAIL, f"the mining kernels failed: {_first_line(exc)}", _pin_hint("numba", "numpy"))
     expected = {(1,): 3, (0, 1): 2, (1, 2): 2}
     if got != expected:
-        return Finding("numba", FAIL, f"LCM found {got}, expected {expected}", "reinstall numba and numpy, then report it")
-    return Finding("numba", OK, f"{numba.__version__}: LCM kernels compiled and mined a known answer in {seconds:.1f} s")
+        return Finding(
+            "numba", FAIL, f"LCM found {got}, expected {expected}", "reinstall numba and numpy, then report it"
+        )
+    return Finding(
+        "numba", OK, f"{numba.__version__}: LCM kernels compiled and mined a known answer in {seconds:.1f} s"
+    )
 
 
 def check_lake(url: str) -> Finding:
@@ -266,7 +330,7 @@ def check_lake(url: str) -> Finding:
 
     try:
         loc = Location.from_url(url)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return Finding("lake", FAIL, f"{url}: {_first_line(exc)}", "check the URL and its credentials")
     probe = f".neurolake-doctor-{uuid.uuid4().hex}"
     if loc.is_local and not os.path.exists(loc.path):
@@ -274,19 +338,31 @@ def check_lake(url: str) -> Finding:
         while not os.path.exists(parent):
             parent = os.path.dirname(parent)
         if not os.path.isdir(parent):
-            return Finding("lake", FAIL, f"{loc.url} cannot be made: {parent} is a file",
-                           "pass --lake with a writable place or set NEUROLAKE_LAKE")
+            return Finding(
+                "lake",
+                FAIL,
+                f"{loc.url} cannot be made: {parent} is a file",
+                "pass --lake with a writable place or set NEUROLAKE_LAKE",
+            )
         if os.access(parent, os.W_OK):
             return Finding("lake", OK, f"{loc.url} does not exist yet; {parent} is writable, so it can be made")
-        return Finding("lake", FAIL, f"{loc.url} does not exist and {parent} is not writable",
-                       "pass --lake with a writable place or set NEUROLAKE_LAKE")
+        return Finding(
+            "lake",
+            FAIL,
+            f"{loc.url} does not exist and {parent} is not writable",
+            "pass --lake with a writable place or set NEUROLAKE_LAKE",
+        )
     try:
         loc.write_bytes(b"neurolake doctor\n", probe)
         back = loc.read_bytes(probe)
         loc.remove(probe)
-    except Exception as exc:  # noqa: BLE001
-        return Finding("lake", FAIL, f"{loc.url} is not writable: {_first_line(exc)}",
-                       "check permissions or credentials, or pass --lake with a writable place")
+    except Exception as exc:
+        return Finding(
+            "lake",
+            FAIL,
+            f"{loc.url} is not writable: {_first_line(exc)}",
+            "check permissions or credentials, or pass --lake with a writable place",
+        )
     if back != b"neurolake doctor\n":
         return Finding("lake", FAIL, f"{loc.url} returned other bytes than were written", "check the storage")
     return Finding("lake", OK, f"{loc.url} is writable")
@@ -299,9 +375,12 @@ def check_gpu() -> Finding:
 
         if torch.cuda.is_available():
             names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            return Finding("gpu", OK, f"{len(names)} visible to torch {torch.__version__} (CUDA {torch.version.cuda}): "
-                           + ", ".join(names))
-    except Exception as exc:  # noqa: BLE001
+            return Finding(
+                "gpu",
+                OK,
+                f"{len(names)} visible to torch {torch.__version__} (CUDA {torch.version.cuda}): " + ", ".join(names),
+            )
+    except Exception as exc:
         return Finding("gpu", INFO, f"torch could not query CUDA ({_first_line(exc)}); ingest runs on the CPUs")
     return Finding("gpu", INFO, "none visible; ingest runs on the CPUs")
 
@@ -309,8 +388,7 @@ def check_gpu() -> Finding:
 # ------------------------------------------------------------------ driver
 
 
-def run_doctor(lake_url: str, out: TextIO, constraints: str | None = None,
-               skip: tuple[str, ...] = ()) -> list[Finding]:
+def run_doctor(lake_url: str, out: TextIO, constraints: str | None = None, skip: tuple[str, ...] = ()) -> list[Finding]:
     """Run every check, print one line each as it finishes, and a verdict; returns the findings."""
     checks: list[tuple[str, Callable[[], Finding | list[Finding]]]] = [
         ("python", check_python),

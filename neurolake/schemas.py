@@ -10,6 +10,18 @@ import pyarrow as pa
 
 TABLE_NAMES = ("utterances", "frames", "errors")
 
+OPTIONAL = b"neurolake.optional"
+
+
+def _optional(name: str, type_: pa.DataType) -> pa.Field:
+    """A column a writer may leave out (it is then null): every view still has it."""
+    return pa.field(name, type_, metadata={OPTIONAL: b"1"})
+
+
+def is_optional(field: pa.Field) -> bool:
+    return bool(field.metadata and field.metadata.get(OPTIONAL))
+
+
 SCHEMAS: dict[str, pa.Schema] = {
     "utterances": pa.schema(
         [
@@ -26,6 +38,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("wer", pa.float64()),
             ("cer", pa.float64()),
             ("n_word_errors", pa.int32()),
+            _optional("n_reference_words", pa.int64()),
+            _optional("phoneme_source", pa.string()),
         ]
     ),
     "frames": pa.schema(
@@ -56,3 +70,23 @@ SCHEMAS: dict[str, pa.Schema] = {
         ]
     ),
 }
+
+
+#: Mining results, as ``neurolake mine`` writes them and the ``patterns`` view shows them.
+PATTERNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("mining_id", pa.string()),
+        ("pattern_id", pa.int64()),
+        ("items", pa.list_(pa.string())),
+        ("size", pa.int64()),
+        ("support_target", pa.int64()),
+        ("support_background", pa.int64()),
+        ("score", pa.float64()),
+        ("p_value", pa.float64()),
+        ("relative_risk", pa.float64()),
+        ("p_value_raw", pa.float64()),
+        ("target", pa.string()),
+        ("background", pa.string()),
+    ]
+)

@@ -87,7 +87,9 @@ def s3_auth_server(tmp_path_factory):
     env = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT="3")
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.time() + 30
@@ -100,7 +102,9 @@ def s3_auth_server(tmp_path_factory):
                 proc.kill()
                 raise
             time.sleep(0.1)
-    iam = boto3.client("iam", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1")
+    iam = boto3.client(
+        "iam", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
+    )
     iam.create_user(UserName="researcher")
     key = iam.create_access_key(UserName="researcher")["AccessKey"]
     policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}
@@ -110,8 +114,13 @@ def s3_auth_server(tmp_path_factory):
         "secret": key["SecretAccessKey"],
         "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
     }
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=good["key"], aws_secret_access_key=good["secret"],
-                 region_name="us-east-1").create_bucket(Bucket="private")
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=good["key"],
+        aws_secret_access_key=good["secret"],
+        region_name="us-east-1",
+    ).create_bucket(Bucket="private")
     yield endpoint, "private", good
     proc.kill()
     proc.wait()

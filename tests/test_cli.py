@@ -4,7 +4,6 @@ import pytest
 
 from neurolake.cli import build_parser, main
 from neurolake.store import Lake
-
 from tests.store.unitdata import create_run, write_unit
 
 
@@ -21,8 +20,20 @@ def _leaf_verbs(parser, prefix=()):
 
 def test_every_verb_has_help(capsys):
     leaves = [" ".join(v) for v in _leaf_verbs(build_parser())]
-    assert {"demo", "runs", "verify", "corpus synth", "models show", "ingest", "sql", "group create", "group list", "group show",
-            "group export", "neurons"} <= set(leaves)
+    assert {
+        "demo",
+        "runs",
+        "verify",
+        "corpus synth",
+        "models show",
+        "ingest",
+        "sql",
+        "group create",
+        "group list",
+        "group show",
+        "group export",
+        "neurons",
+    } <= set(leaves)
     for verb in leaves:
         try:
             main(verb.split() + ["--help"])

@@ -28,14 +28,26 @@ def test_doctor_is_clean_here_and_keeps_ray_quiet(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     proc = subprocess.run(
         [sys.executable, "-m", "neurolake.doctor", "--lake", str(lake), "--constraints", str(LOCK)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     statuses = {line.split()[1]: line.split()[0] for line in lines[1:-1]}
     assert statuses == {
-        "python": OK, "packages": OK, "lock": OK, "torchaudio": OK, "ray": OK, "duckdb": OK,
-        "espeak-ng": OK, "numba": OK, "lake": OK, "gpu": statuses["gpu"],
+        "python": OK,
+        "packages": OK,
+        "lock": OK,
+        "torchaudio": OK,
+        "ray": OK,
+        "duckdb": OK,
+        "espeak-ng": OK,
+        "numba": OK,
+        "lake": OK,
+        "gpu": statuses["gpu"],
     }
     assert statuses["gpu"] in ("ok", "info")
     assert lines[-1] == "all 10 checks passed"
@@ -108,6 +120,7 @@ def test_ci_runs_the_readme_test_command():
     demo, tests = blocks[0], blocks[1]
     assert "-c constraints.txt" in demo and demo.endswith("neurolake demo")
     assert "-c constraints.txt" in tests and "neurolake doctor --constraints constraints.txt" in tests
+    assert tests.index("ruff check .") < tests.index("ruff format --check .") < tests.index("pytest")
     script = (ROOT / ".ci" / "run").read_text()
     assert "PIP_NO_CACHE_DIR=1" in script
     # The command .ci/run extracts from the README is exactly the README's test command.

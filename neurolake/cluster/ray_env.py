@@ -30,7 +30,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
             # every interface (Ray 2.60 has no setting for that), so what keeps other hosts out
             # is the token authentication Ray turns on for a local cluster: leave RAY_AUTH_MODE
             # unset. Give --ray-address to work with a cluster.
+            # address="local": always a new instance, never a stale cluster that an earlier
+            # `ray start` left in /tmp/ray/ray_current_cluster.
             ray.init(
+                address="local",
                 _node_ip_address="127.0.0.1",
                 num_cpus=num_cpus or os.cpu_count() or 1,
                 include_dashboard=False,

@@ -83,8 +83,7 @@ def audio_info(uri: str, *, storage_options: Mapping[str, Any] | None = None) ->
         raise InputError(f"{uri}: audio file not found") from exc
 
 
-def load_audio(uri: str, target_rate: int = 16_000, *,
-               storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
+def load_audio(uri: str, target_rate: int = 16_000, *, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """Decode ``uri`` to a mono waveform at ``target_rate``.
 
     Channels are averaged; other rates are resampled with a windowed-sinc filter
@@ -111,8 +110,9 @@ def load_audio(uri: str, target_rate: int = 16_000, *,
         except (sf.SoundFileError, RuntimeError) as exc:
             raise InputError(f"{uri}: corrupt audio data ({_reason(exc)})") from exc
     if samples.shape[0] != info.num_samples:
-        raise InputError(f"{uri}: truncated audio: header says {info.num_samples} samples, "
-                         f"only {samples.shape[0]} could be decoded")
+        raise InputError(
+            f"{uri}: truncated audio: header says {info.num_samples} samples, only {samples.shape[0]} could be decoded"
+        )
     mono = samples.mean(axis=1, dtype=np.float32) if info.channels > 1 else samples[:, 0]
     if info.sample_rate == target_rate:
         return np.ascontiguousarray(mono, dtype=np.float32)  # decoded just now: no copy needed
@@ -170,12 +170,19 @@ def _info(uri: str, sound: sf.SoundFile) -> AudioInfo:
         if size is not None:
             declared, present = int(size.group(1)), int(size.group(2))
             if declared not in _UNKNOWN_WAV_SIZES and declared > present:
-                raise InputError(f"{uri}: truncated WAV file: header declares {declared} bytes of "
-                                 f"samples, the file holds {present}")
+                raise InputError(
+                    f"{uri}: truncated WAV file: header declares {declared} bytes of samples, the file holds {present}"
+                )
     if sound.frames <= 0:
         raise InputError(f"{uri}: audio file contains no samples")
-    return AudioInfo(uri=uri, num_samples=int(sound.frames), sample_rate=int(sound.samplerate),
-                     channels=int(sound.channels), format=sound.format, subtype=sound.subtype)
+    return AudioInfo(
+        uri=uri,
+        num_samples=int(sound.frames),
+        sample_rate=int(sound.samplerate),
+        channels=int(sound.channels),
+        format=sound.format,
+        subtype=sound.subtype,
+    )
 
 
 def _reason(exc: Exception) -> str:

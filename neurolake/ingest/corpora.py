@@ -189,8 +189,10 @@ def url_of(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path)
 
 
-def open_url(url: str, storage_options: Mapping[str, Any] | None = None,
-             ) -> tuple[fsspec.AbstractFileSystem, str]:
+def open_url(
+    url: str,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem of ``url`` and the path on it; :class:`SpecError` for an unusable URL."""
     try:
         return url_to_fs(url, **dict(storage_options or {}))
@@ -258,15 +260,16 @@ def read_librispeech(url: str, *, storage_options: Mapping[str, Any] | None = No
     fs, root = open_url(url, storage_options)
     root = root.rstrip("/")
     if not fs.isdir(root):
-        raise SpecError(f"LibriSpeech corpus {url!r} is not a directory; give a split directory "
-                        "(SPEAKER/CHAPTER/*.trans.txt below it) or the directory holding the splits")
+        raise SpecError(
+            f"LibriSpeech corpus {url!r} is not a directory; give a split directory "
+            "(SPEAKER/CHAPTER/*.trans.txt below it) or the directory holding the splits"
+        )
     # One recursive listing: on object stores this is a few paginated requests
     # instead of one request per speaker and chapter directory.
-    relative = [(path, path[len(root) + 1:].split("/")) for path in fs.find(root)]
+    relative = [(path, path[len(root) + 1 :].split("/")) for path in fs.find(root)]
     depth = _transcript_depth(relative)
     if depth is None:
-        raise SpecError(f"no LibriSpeech transcripts (SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt) found "
-                        f"under {url!r}")
+        raise SpecError(f"no LibriSpeech transcripts (SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt) found under {url!r}")
     split_name = posixpath.basename(root) if depth == 3 else None
 
     chapters: dict[tuple[str, str, str], _Chapter] = {}
@@ -287,7 +290,8 @@ def read_librispeech(url: str, *, storage_options: Mapping[str, Any] | None = No
             if ext in AUDIO_EXTENSIONS:
                 known = chapter.audio.get(stem)
                 if known is None or AUDIO_EXTENSIONS.index(ext) < AUDIO_EXTENSIONS.index(
-                        posixpath.splitext(known)[1].lower()):
+                    posixpath.splitext(known)[1].lower()
+                ):
                     chapter.audio[stem] = path
 
     utterances: list[Utterance] = []
@@ -295,16 +299,15 @@ def read_librispeech(url: str, *, storage_options: Mapping[str, Any] | None = No
     untranscribed: list[str] = []
     seen: set[str] = set()
     # One call for every transcript: object stores fetch them concurrently.
-    contents = fs.cat([path for chapter in chapters.values() for path in chapter.transcripts],
-                      on_error="return")
+    contents = fs.cat([path for chapter in chapters.values() for path in chapter.transcripts], on_error="return")
     for key in sorted(chapters, key=lambda k: tuple(_natural_key(p) for p in k)):
         chapter = chapters[key]
         named = _read_chapter(fs, chapter, contents, seen, utterances, errors)
-        untranscribed.extend(url_of(fs, path) for stem, path in sorted(chapter.audio.items())
-                             if stem not in named)
+        untranscribed.extend(url_of(fs, path) for stem, path in sorted(chapter.audio.items()) if stem not in named)
     if untranscribed:
-        logger.warning("%s: skipped %d audio file(s) without a transcript line, e.g. %s",
-                       url, len(untranscribed), untranscribed[0])
+        logger.warning(
+            "%s: skipped %d audio file(s) without a transcript line, e.g. %s", url, len(untranscribed), untranscribed[0]
+        )
     return Corpus(url, tuple(utterances), tuple(errors), tuple(untranscribed))
 
 
@@ -316,9 +319,14 @@ def _transcript_depth(relative: list[tuple[str, list[str]]]) -> int | None:
     return None
 
 
-def _read_chapter(fs: fsspec.AbstractFileSystem, chapter: _Chapter,
-                  contents: Mapping[str, bytes | Exception], seen: set[str],
-                  utterances: list[Utterance], errors: list[CorpusError]) -> set[str]:
+def _read_chapter(
+    fs: fsspec.AbstractFileSystem,
+    chapter: _Chapter,
+    contents: Mapping[str, bytes | Exception],
+    seen: set[str],
+    utterances: list[Utterance],
+    errors: list[CorpusError],
+) -> set[str]:
     """Append the chapter's utterances and errors; return the ids its transcript lines name.
 
     Audio of a line that became an error is named too: it has a transcript line,
@@ -343,51 +351,84 @@ def _read_chapter(fs: fsspec.AbstractFileSystem, chapter: _Chapter,
             except UnicodeDecodeError as exc:
                 head = raw.split(maxsplit=1)[0].decode("ascii", errors="replace")
                 named.add(head)
-                errors.append(CorpusError(
-                    source, f"line {number} is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
-                    "re-encode the transcript file as UTF-8",
-                    utterance_id=head if head.startswith(prefix) else None, line=number))
+                errors.append(
+                    CorpusError(
+                        source,
+                        f"line {number} is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                        "re-encode the transcript file as UTF-8",
+                        utterance_id=head if head.startswith(prefix) else None,
+                        line=number,
+                    )
+                )
                 continue
             try:
                 utterance_id, text = parse_transcript_line(line)
             except ValueError as exc:
                 named.add(line.split()[0])
-                errors.append(CorpusError(source, f"line {number}: {exc}",
-                                          utterance_id=line.split()[0], line=number))
+                errors.append(CorpusError(source, f"line {number}: {exc}", utterance_id=line.split()[0], line=number))
                 continue
             named.add(utterance_id)
             if not utterance_id.startswith(prefix):
-                errors.append(CorpusError(
-                    source, f"line {number}: utterance id {utterance_id!r} does not belong to chapter "
-                    f"{chapter.speaker_id}/{chapter.chapter_id} (expected {prefix}NNNN)",
-                    utterance_id=utterance_id, line=number))
+                errors.append(
+                    CorpusError(
+                        source,
+                        f"line {number}: utterance id {utterance_id!r} does not belong to chapter "
+                        f"{chapter.speaker_id}/{chapter.chapter_id} (expected {prefix}NNNN)",
+                        utterance_id=utterance_id,
+                        line=number,
+                    )
+                )
                 continue
             if utterance_id in seen:
                 # No utterance id on the row: the id belongs to the line ingested before it.
-                errors.append(CorpusError(source, f"line {number}: utterance id {utterance_id!r} "
-                                          "appears more than once (its first line is ingested)",
-                                          line=number))
+                errors.append(
+                    CorpusError(
+                        source,
+                        f"line {number}: utterance id {utterance_id!r} "
+                        "appears more than once (its first line is ingested)",
+                        line=number,
+                    )
+                )
                 continue
             seen.add(utterance_id)
             audio_path = chapter.audio.get(utterance_id)
             spaced = [stem for stem in chapter.audio if stem.split()[0] == utterance_id] if audio_path is None else []
             if spaced:
-                errors.append(CorpusError(
-                    source, f"line {number}: the audio file {chapter.audio[spaced[0]]!r} has a space in its name, "
-                    f"which a LibriSpeech transcript line cannot name; rename it to {utterance_id}"
-                    f"{posixpath.splitext(chapter.audio[spaced[0]])[1]}",
-                    utterance_id=utterance_id, audio_uri=url_of(fs, chapter.audio[spaced[0]]), line=number))
+                errors.append(
+                    CorpusError(
+                        source,
+                        f"line {number}: the audio file {chapter.audio[spaced[0]]!r} has a space in its name, "
+                        f"which a LibriSpeech transcript line cannot name; rename it to {utterance_id}"
+                        f"{posixpath.splitext(chapter.audio[spaced[0]])[1]}",
+                        utterance_id=utterance_id,
+                        audio_uri=url_of(fs, chapter.audio[spaced[0]]),
+                        line=number,
+                    )
+                )
                 continue
             if audio_path is None:
                 expected = posixpath.join(posixpath.dirname(source), utterance_id + AUDIO_EXTENSIONS[0])
-                errors.append(CorpusError(source, f"line {number}: audio file for {utterance_id} is "
-                                          f"missing (expected {expected})",
-                                          utterance_id=utterance_id, audio_uri=expected, line=number))
+                errors.append(
+                    CorpusError(
+                        source,
+                        f"line {number}: audio file for {utterance_id} is missing (expected {expected})",
+                        utterance_id=utterance_id,
+                        audio_uri=expected,
+                        line=number,
+                    )
+                )
                 continue
-            utterances.append(Utterance(
-                utterance_id=utterance_id, speaker_id=chapter.speaker_id,
-                chapter_id=chapter.chapter_id, audio_uri=url_of(fs, audio_path), transcript=text,
-                split=chapter.split, phones_uri=phones_uri))
+            utterances.append(
+                Utterance(
+                    utterance_id=utterance_id,
+                    speaker_id=chapter.speaker_id,
+                    chapter_id=chapter.chapter_id,
+                    audio_uri=url_of(fs, audio_path),
+                    transcript=text,
+                    split=chapter.split,
+                    phones_uri=phones_uri,
+                )
+            )
     return named
 
 
@@ -434,8 +475,11 @@ def read_manifest(url: str, *, storage_options: Mapping[str, Any] | None = None)
     audio_column = _pick(_AUDIO_COLUMNS, columns)
     text_column = _pick(_TEXT_COLUMNS, columns)
     if rows and (audio_column is None or text_column is None):
-        missing = "an audio column (" + ", ".join(_AUDIO_COLUMNS) + ")" if audio_column is None \
+        missing = (
+            "an audio column (" + ", ".join(_AUDIO_COLUMNS) + ")"
+            if audio_column is None
             else "a transcript column (" + ", ".join(_TEXT_COLUMNS) + ")"
+        )
         raise SpecError(f"manifest {url!r} lacks {missing}; its columns are {sorted(columns)}")
 
     base = posixpath.dirname(path)
@@ -463,8 +507,9 @@ def _jsonl_rows(data: bytes, source: str, errors: list[CorpusError]) -> list[tup
             errors.append(CorpusError(source, f"line {number} is not valid JSON: {exc}", line=number))
             continue
         if not isinstance(row, dict):
-            errors.append(CorpusError(source, f"line {number} is a JSON {type(row).__name__}, "
-                                      "expected an object", line=number))
+            errors.append(
+                CorpusError(source, f"line {number} is a JSON {type(row).__name__}, expected an object", line=number)
+            )
             continue
         rows.append((number, row))
     return rows
@@ -477,8 +522,11 @@ def _csv_rows(data: bytes, url: str) -> list[tuple[int, dict]]:
         raise SpecError(f"manifest {url!r} is not UTF-8 ({exc.reason} at byte {exc.start})") from exc
     reader = csv.DictReader(io.StringIO(text, newline=""))
     # Row numbers count the header as line 1, as a spreadsheet shows them.
-    return [(reader.line_num, {k: v for k, v in row.items() if k is not None})
-            for row in reader if any((v or "").strip() for v in row.values() if isinstance(v, str))]
+    return [
+        (reader.line_num, {k: v for k, v in row.items() if k is not None})
+        for row in reader
+        if any((v or "").strip() for v in row.values() if isinstance(v, str))
+    ]
 
 
 def _parquet_rows(data: bytes, url: str) -> list[tuple[int, dict]]:
@@ -492,8 +540,15 @@ def _parquet_rows(data: bytes, url: str) -> list[tuple[int, dict]]:
     return list(enumerate(table.to_pylist(), start=1))
 
 
-def _manifest_utterance(fs: fsspec.AbstractFileSystem, base: str, source: str, number: int,
-                        row: dict, seen: set[str], errors: list[CorpusError]) -> Utterance | None:
+def _manifest_utterance(
+    fs: fsspec.AbstractFileSystem,
+    base: str,
+    source: str,
+    number: int,
+    row: dict,
+    seen: set[str],
+    errors: list[CorpusError],
+) -> Utterance | None:
     audio_column = _pick(_AUDIO_COLUMNS, row)
     text_column = _pick(_TEXT_COLUMNS, row)
     id_column = _pick(_ID_COLUMNS, row)
@@ -501,21 +556,32 @@ def _manifest_utterance(fs: fsspec.AbstractFileSystem, base: str, source: str, n
     given_id = _text_field(row.get(id_column)) if id_column else None
 
     if not isinstance(audio_value, str) or not audio_value.strip():
-        errors.append(CorpusError(source, f"row {number} has no audio path", utterance_id=given_id,
-                                  line=number))
+        errors.append(CorpusError(source, f"row {number} has no audio path", utterance_id=given_id, line=number))
         return None
     audio_uri = _resolve(fs, base, audio_value.strip())
     utterance_id = given_id or posixpath.splitext(posixpath.basename(audio_value.strip()))[0]
     text = _text_field(row.get(text_column)) if text_column else None
     if not text:
-        errors.append(CorpusError(source, f"row {number} ({utterance_id}) has an empty transcript",
-                                  utterance_id=utterance_id, audio_uri=audio_uri, line=number))
+        errors.append(
+            CorpusError(
+                source,
+                f"row {number} ({utterance_id}) has an empty transcript",
+                utterance_id=utterance_id,
+                audio_uri=audio_uri,
+                line=number,
+            )
+        )
         return None
     if utterance_id in seen:
         # No utterance id on the row: the id belongs to the row ingested before it.
-        errors.append(CorpusError(source, f"row {number}: utterance id {utterance_id!r} appears more "
-                                  "than once (its first row is ingested)", audio_uri=audio_uri,
-                                  line=number))
+        errors.append(
+            CorpusError(
+                source,
+                f"row {number}: utterance id {utterance_id!r} appears more than once (its first row is ingested)",
+                audio_uri=audio_uri,
+                line=number,
+            )
+        )
         return None
     seen.add(utterance_id)
 
@@ -555,8 +621,7 @@ def _resolve(fs: fsspec.AbstractFileSystem, base: str, value: str) -> str:
 # ----------------------------------------------------------------------- dispatch
 
 
-def open_corpus(spec: str | os.PathLike[str], *,
-                storage_options: Mapping[str, Any] | None = None) -> Corpus:
+def open_corpus(spec: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> Corpus:
     """Read the corpus a user named: a LibriSpeech directory or URL, or a manifest file.
 
     A spec ending in ``.jsonl``, ``.csv`` or ``.parquet`` is read by
@@ -568,25 +633,29 @@ def open_corpus(spec: str | os.PathLike[str], *,
     """
     spec = os.fspath(spec)
     if not isinstance(spec, str) or not spec.strip():
-        raise SpecError("empty corpus spec; give a LibriSpeech directory or URL, or a manifest "
-                        f"({', '.join(MANIFEST_SUFFIXES)})")
+        raise SpecError(
+            f"empty corpus spec; give a LibriSpeech directory or URL, or a manifest ({', '.join(MANIFEST_SUFFIXES)})"
+        )
     fs, path = open_url(spec, storage_options)
     if posixpath.splitext(path.rstrip("/"))[1].lower() in MANIFEST_SUFFIXES:
         return read_manifest(spec, storage_options=storage_options)
     if fs.isdir(path):
         return read_librispeech(spec, storage_options=storage_options)
     if fs.exists(path):
-        raise SpecError(f"corpus {spec!r} is a file but not a manifest; give a LibriSpeech directory "
-                        f"or a manifest ending in {', '.join(MANIFEST_SUFFIXES)}")
-    raise SpecError(f"corpus {spec!r} not found; give a LibriSpeech directory or URL, or a manifest "
-                    f"({', '.join(MANIFEST_SUFFIXES)})")
+        raise SpecError(
+            f"corpus {spec!r} is a file but not a manifest; give a LibriSpeech directory "
+            f"or a manifest ending in {', '.join(MANIFEST_SUFFIXES)}"
+        )
+    raise SpecError(
+        f"corpus {spec!r} not found; give a LibriSpeech directory or URL, or a manifest "
+        f"({', '.join(MANIFEST_SUFFIXES)})"
+    )
 
 
 # --------------------------------------------------------------- phone timings
 
 
-def read_alignments(phones_uri: str, *,
-                    storage_options: Mapping[str, Any] | None = None) -> dict[str, Alignment]:
+def read_alignments(phones_uri: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, Alignment]:
     """Read a ``*.phones.jsonl`` sidecar: utterance id -> ground-truth phone and word timings.
 
     Raises:
@@ -609,14 +678,16 @@ def read_alignments(phones_uri: str, *,
                 words=tuple(Interval(float(s), float(e), str(w)) for s, e, w in record.get("words", ())),
             )
         except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"{phones_uri}: line {number} is not a phone-timing record "
-                             f"({type(exc).__name__}: {exc})") from exc
+            raise InputError(
+                f"{phones_uri}: line {number} is not a phone-timing record ({type(exc).__name__}: {exc})"
+            ) from exc
         alignments[alignment.utterance_id] = alignment
     return alignments
 
 
-def read_phone_intervals(utterance: Utterance, *,
-                         storage_options: Mapping[str, Any] | None = None) -> tuple[Interval, ...] | None:
+def read_phone_intervals(
+    utterance: Utterance, *, storage_options: Mapping[str, Any] | None = None
+) -> tuple[Interval, ...] | None:
     """Ground-truth phone intervals of ``utterance``, or ``None`` where the corpus has none.
 
     Reads the whole chapter sidecar; for many utterances of one chapter, call
@@ -624,6 +695,5 @@ def read_phone_intervals(utterance: Utterance, *,
     """
     if utterance.phones_uri is None:
         return None
-    alignment = read_alignments(utterance.phones_uri, storage_options=storage_options).get(
-        utterance.utterance_id)
+    alignment = read_alignments(utterance.phones_uri, storage_options=storage_options).get(utterance.utterance_id)
     return alignment.phones if alignment is not None else None

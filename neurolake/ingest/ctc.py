@@ -66,9 +66,7 @@ class CtcAlignment:
 def _check_log_probs(log_probs: np.ndarray) -> np.ndarray:
     log_probs = np.asarray(log_probs)
     if log_probs.ndim != 2:
-        raise InputError(
-            f"log-probabilities must be a 2-D array [frames, tokens], got shape {log_probs.shape}"
-        )
+        raise InputError(f"log-probabilities must be a 2-D array [frames, tokens], got shape {log_probs.shape}")
     if not np.issubdtype(log_probs.dtype, np.floating):
         raise InputError(f"log-probabilities must be floating point, got dtype {log_probs.dtype}")
     if np.isnan(log_probs).any():
@@ -211,8 +209,7 @@ def forced_align(log_probs: np.ndarray, targets: np.ndarray, blank: int = 0) -> 
     n_frames, n_tokens = log_probs.shape
     if targets.size and (targets.min() < 0 or targets.max() >= n_tokens):
         raise InputError(
-            f"reference token ids must lie in [0, {n_tokens}); got range "
-            f"[{targets.min()}, {targets.max()}]"
+            f"reference token ids must lie in [0, {n_tokens}); got range [{targets.min()}, {targets.max()}]"
         )
     if np.any(targets == blank):
         raise InputError(f"the reference contains the blank token id {blank}; remove it")
@@ -229,9 +226,7 @@ def forced_align(log_probs: np.ndarray, targets: np.ndarray, blank: int = 0) -> 
 
     states, score = _viterbi_states(np.ascontiguousarray(log_probs), targets, blank)
     if not np.isfinite(score):
-        raise InputError(
-            "no CTC path for the reference has non-zero probability under the model output"
-        )
+        raise InputError("no CTC path for the reference has non-zero probability under the model output")
     is_token = states % 2 == 1
     target_index = np.where(is_token, (states - 1) // 2, -1)
     frame_tokens = np.full(n_frames, blank, dtype=np.int64)

@@ -7,8 +7,9 @@ soundfile and numpy only, not torch (which costs a Ray worker ~1.5 s of CPU to s
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,9 @@ class Decoded:
     error: str | None = None
 
 
-def decode_unit(utterances: Sequence[Utterance], sample_rate: int, storage_options: Mapping[str, Any] | None = None) -> list[Decoded]:
+def decode_unit(
+    utterances: Sequence[Utterance], sample_rate: int, storage_options: Mapping[str, Any] | None = None
+) -> list[Decoded]:
     """Decode every utterance of a unit (and read its ground-truth phones where the corpus has them)."""
     sidecars: dict[str, dict] = {}
     out = []

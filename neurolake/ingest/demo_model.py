@@ -118,8 +118,14 @@ class LogMel(nn.Module):
         super().__init__()
         self.log_floor = log_floor
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=SAMPLE_RATE, n_fft=_N_FFT, hop_length=_HOP, n_mels=n_mels,
-            center=True, pad_mode="constant", power=2.0)
+            sample_rate=SAMPLE_RATE,
+            n_fft=_N_FFT,
+            hop_length=_HOP,
+            n_mels=n_mels,
+            center=True,
+            pad_mode="constant",
+            power=2.0,
+        )
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         return torch.log1p(self.mel(waveforms) / self.log_floor)
@@ -128,8 +134,9 @@ class LogMel(nn.Module):
 class ConvBlock(nn.Module):
     """``Conv1d -> ReLU -> Dropout`` over ``[B, channels, frames]``."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1,
-                 padding: int, dropout: float) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, *, stride: int = 1, padding: int, dropout: float
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, padding=padding)
         # Not in place: a capture hook on ``conv`` must see pre-activation values.
@@ -194,8 +201,9 @@ class DemoCTCModel(nn.Module):
         """Exact output frames of one utterance of ``num_samples`` samples (0 below 160 samples)."""
         return conv_stack_output_length(stft_frames(int(num_samples), _HOP), self._convs())
 
-    def features(self, waveforms: torch.Tensor,
-                 lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def features(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log-mel features: ``[B, samples]`` float32 -> ``([B, n_mels, F], [B] frames or None)``.
 
         With ``lengths`` (``[B]`` samples), samples past each length and feature
@@ -262,10 +270,12 @@ def read_demo_checkpoint(data: bytes, source: str) -> tuple[DemoCTCModel, list[s
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
         raise SpecError(f"{source}: not a readable demo model checkpoint ({exc})") from exc
-    if (not isinstance(checkpoint, dict) or not {"config", "tokens", "state_dict"} <= set(checkpoint)
-            or not isinstance(checkpoint["config"], dict)):
-        raise SpecError(f"{source}: a demo checkpoint is a dict with 'config' (a dict), 'tokens' and "
-                        "'state_dict'")
+    if (
+        not isinstance(checkpoint, dict)
+        or not {"config", "tokens", "state_dict"} <= set(checkpoint)
+        or not isinstance(checkpoint["config"], dict)
+    ):
+        raise SpecError(f"{source}: a demo checkpoint is a dict with 'config' (a dict), 'tokens' and 'state_dict'")
     config = checkpoint["config"]
     model = DemoCTCModel(DemoModelConfig.from_dict(config.get("architecture", {})))
     try:

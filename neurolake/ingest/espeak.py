@@ -73,7 +73,7 @@ _EE_OK = 0
 # phone, and keeping them would split every vowel class in three. A few voices
 # write the length mark as an ASCII colon; it becomes the IPA one.
 _PHONE_CLEANUP = str.maketrans({"ˈ": None, "ˌ": None, ":": "ː"})
-_PUNCTUATION = ".,;:!?\"()"
+_PUNCTUATION = '.,;:!?"()'
 # Language codes of English voices that are scripts, not accents.
 _NOT_ACCENTS = frozenset({"en-shaw"})
 
@@ -109,8 +109,7 @@ class _Voice(ctypes.Structure):
     ]
 
 
-_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
-                                  ctypes.POINTER(_Event))
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 
 @dataclass(frozen=True)
@@ -186,14 +185,21 @@ class _Espeak:
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
-        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         lib.espeak_ListVoices.argtypes = [ctypes.c_void_p]
         lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
         lib.espeak_GetCurrentVoice.restype = ctypes.POINTER(_Voice)
         options = _INITIALIZE_PHONEME_EVENTS | _INITIALIZE_PHONEME_IPA | _INITIALIZE_DONT_EXIT
-        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0,
-                                     espeakng_loader.get_data_path().encode(), options)
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), options)
         if rate <= 0:
             raise NeurolakeError("espeak-ng failed to initialise; reinstall the espeakng-loader package")
         self.lib = lib
@@ -232,16 +238,17 @@ class _Espeak:
     def synthesize(self, request: SpeechRequest) -> Speech:
         voice = self.voices.get(request.accent)
         if voice is None:
-            raise SpecError(f"unknown English accent {request.accent!r}; available: "
-                            f"{', '.join(self.voices)}")
+            raise SpecError(f"unknown English accent {request.accent!r}; available: {', '.join(self.voices)}")
         wanted = f"{voice.identifier}+{request.variant}"
         status = self.lib.espeak_SetVoiceByName(wanted.encode())
         # espeak-ng silently ignores an unknown variant, so check what it loaded.
         if status != _EE_OK or self.lib.espeak_GetCurrentVoice().contents.identifier.decode() != wanted:
             raise SpecError(f"espeak-ng has no voice {wanted!r}; variants: {', '.join(VARIANTS)}")
-        for name, parameter, value in (("rate_wpm", _PARAM_RATE, request.rate_wpm),
-                                       ("pitch", _PARAM_PITCH, request.pitch),
-                                       ("pitch_range", _PARAM_RANGE, request.pitch_range)):
+        for name, parameter, value in (
+            ("rate_wpm", _PARAM_RATE, request.rate_wpm),
+            ("pitch", _PARAM_PITCH, request.pitch),
+            ("pitch_range", _PARAM_RANGE, request.pitch_range),
+        ):
             if self.lib.espeak_SetParameter(parameter, int(value), 0) != _EE_OK:
                 raise SpecError(f"espeak-ng rejected {name} = {value}")
         self.lib.espeak_ng_SetRandSeed(request.noise_seed)
@@ -255,8 +262,9 @@ class _Espeak:
         return Speech(samples.astype(np.int16, copy=False), self.sample_rate, phones, words)
 
 
-def _timings(events: Sequence[tuple[int, int, int, int, str]], text: str, total: int,
-             rate: int) -> tuple[tuple[Interval, ...], tuple[Interval, ...]]:
+def _timings(
+    events: Sequence[tuple[int, int, int, int, str]], text: str, total: int, rate: int
+) -> tuple[tuple[Interval, ...], tuple[Interval, ...]]:
     """Phone and word intervals (seconds) from espeak-ng's event stream.
 
     A phoneme event marks where a phone starts; it ends where the next phoneme
@@ -274,14 +282,13 @@ def _timings(events: Sequence[tuple[int, int, int, int, str]], text: str, total:
         if kind == _EVENT_WORD and tokens:
             # Positions are 1-based and may point at the space before the word
             # (espeak-ng drifts by one after sentence punctuation).
-            token = next((i for i, (_, end, _) in enumerate(tokens) if end > position - 1),
-                         len(tokens) - 1)
+            token = next((i for i, (_, end, _) in enumerate(tokens) if end > position - 1), len(tokens) - 1)
         elif kind == _EVENT_PHONEME:
             phonemes.append((sample, name, token))
     ends = [sample for sample, _, _ in phonemes[1:]] + [total]
     phones: list[Interval] = []
     spans: dict[int, tuple[float, float]] = {}
-    for (sample, name, owner), end in zip(phonemes, ends):
+    for (sample, name, owner), end in zip(phonemes, ends, strict=False):
         label = name.translate(_PHONE_CLEANUP)
         if not label or end <= sample:
             continue
@@ -290,8 +297,10 @@ def _timings(events: Sequence[tuple[int, int, int, int, str]], text: str, total:
             spans[owner] = (spans[owner][0] if owner in spans else sample / rate, end / rate)
     owners = sorted(spans)
     bounds = [0, *owners[1:], len(tokens)]
-    words = tuple(Interval(*spans[owner], " ".join(t[2] for t in tokens[bounds[j]:bounds[j + 1]]))
-                  for j, owner in enumerate(owners))
+    words = tuple(
+        Interval(*spans[owner], " ".join(t[2] for t in tokens[bounds[j] : bounds[j + 1]]))
+        for j, owner in enumerate(owners)
+    )
     return tuple(phones), words
 
 
@@ -345,8 +354,7 @@ def synthesize_in_subprocess(requests: Sequence[SpeechRequest]) -> Iterator[Spee
     package_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, env=env)
+    process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     try:
         pickle.dump(list(requests), process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
         process.stdin.close()
@@ -354,8 +362,7 @@ def synthesize_in_subprocess(requests: Sequence[SpeechRequest]) -> Iterator[Spee
             try:
                 kind, payload = pickle.load(process.stdout)
             except EOFError as exc:
-                raise NeurolakeError(f"the espeak-ng process exited unexpectedly "
-                                     f"(exit code {process.wait()})") from exc
+                raise NeurolakeError(f"the espeak-ng process exited unexpectedly (exit code {process.wait()})") from exc
             if kind == "error":
                 raise payload
             yield payload

@@ -19,7 +19,6 @@ import numpy as np
 import pyarrow as pa
 
 from neurolake.errors import InputError, SpecError
-from neurolake.schemas import SCHEMAS
 from neurolake.ingest.ctc import forced_align, greedy_decode
 from neurolake.ingest.phonemes import (
     ARPABET,
@@ -31,6 +30,7 @@ from neurolake.ingest.phonemes import (
     word_letter_phonemes,
 )
 from neurolake.ingest.wer import EditOp, align_sequences, cer
+from neurolake.schemas import SCHEMAS
 
 __all__ = [
     "FRAME_SCHEMA",
@@ -53,16 +53,19 @@ FRAME_SCHEMA = pa.schema([f for f in SCHEMAS["frames"] if f.name != "run_id"])
 #: speaker and audio URI come from the corpus record).
 UTTERANCE_SCHEMA = pa.schema(
     [
-        ("utterance_id", pa.string()),
-        ("first_frame_id", pa.int64()),
-        ("n_frames", pa.int64()),
-        ("reference", pa.string()),
-        ("hypothesis", pa.string()),
-        ("wer", pa.float64()),
-        ("cer", pa.float64()),
-        ("n_word_errors", pa.int64()),
-        ("n_reference_words", pa.int64()),
-        ("phoneme_source", pa.string()),
+        SCHEMAS["utterances"].field(name)
+        for name in (
+            "utterance_id",
+            "first_frame_id",
+            "n_frames",
+            "reference",
+            "hypothesis",
+            "wer",
+            "cer",
+            "n_word_errors",
+            "n_reference_words",
+            "phoneme_source",
+        )
     ]
 )
 
@@ -97,9 +100,7 @@ class _TokenMap:
 def _token_map(tokens: tuple[str, ...]) -> _TokenMap:
     if len(tokens) < 2:
         raise SpecError(f"a token list needs a blank and at least one token, got {list(tokens)}")
-    boundary = next(
-        (tokens.index(t, 1) for t in WORD_BOUNDARY_TOKENS if t in tokens[1:]), None
-    )
+    boundary = next((tokens.index(t, 1) for t in WORD_BOUNDARY_TOKENS if t in tokens[1:]), None)
     if boundary is None:
         raise SpecError(
             "the token list has no word-boundary token (' ' or '|'), so words cannot be "
@@ -173,8 +174,7 @@ def _lexicon_phonemes(
     per_word = [word_letter_phonemes(word) for word in words]
     n_targets = target_word.shape[0]
     phones_of_target: list[tuple[str, ...]] = [
-        per_word[w][c] if w >= 0 else ()
-        for w, c in zip(target_word.tolist(), target_char.tolist(), strict=True)
+        per_word[w][c] if w >= 0 else () for w, c in zip(target_word.tolist(), target_char.tolist(), strict=True)
     ]
     n_phones = np.fromiter((len(p) for p in phones_of_target), dtype=np.int64, count=n_targets)
     offset = np.concatenate([[0], np.cumsum(n_phones)])
@@ -225,9 +225,7 @@ class UtteranceLabels:
 
     def frames_table(self) -> pa.Table:
         """The frames as an Arrow table of :data:`FRAME_SCHEMA`."""
-        return pa.table(
-            [pa.array(self.frames[f.name], type=f.type) for f in FRAME_SCHEMA], schema=FRAME_SCHEMA
-        )
+        return pa.table([pa.array(self.frames[f.name], type=f.type) for f in FRAME_SCHEMA], schema=FRAME_SCHEMA)
 
     def utterance_table(self) -> pa.Table:
         """The utterance as a one-row Arrow table of :data:`UTTERANCE_SCHEMA`."""
@@ -382,9 +380,7 @@ def label_utterance(
         for w in range(len(words)):
             word_index[first[w] : last[w] + 1] = w
 
-    hypothesis_text = "".join(
-        " " if t == token_map.boundary else token_map.strings[t] for t in greedy.token_ids
-    )
+    hypothesis_text = "".join(" " if t == token_map.boundary else token_map.strings[t] for t in greedy.token_ids)
     hypothesis = " ".join(hypothesis_text.upper().split())
     hypothesis_words = hypothesis.split()
     word_alignment = align_sequences(words, hypothesis_words)
@@ -395,9 +391,7 @@ def label_utterance(
         phoneme = frame_phonemes_from_intervals(intervals, n_frames, shift)
         phoneme_source = "intervals"
     else:
-        phoneme = _lexicon_phonemes(
-            words, alignment.target_index, target_word, target_char, word_index
-        )
+        phoneme = _lexicon_phonemes(words, alignment.target_index, target_word, target_char, word_index)
         phoneme_source = "lexicon"
 
     word_strings = np.empty(len(words) + 1, dtype=object)

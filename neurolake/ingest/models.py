@@ -189,9 +189,17 @@ class ModelAdapter(abc.ABC):
 
     sample_rate: int = SAMPLE_RATE
 
-    def __init__(self, module: nn.Module, *, spec: str, kind: str, tokens: Sequence[str],
-                 weights_sha256: str | None = None, config: Mapping[str, Any] | None = None,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        spec: str,
+        kind: str,
+        tokens: Sequence[str],
+        weights_sha256: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
         self._spec = spec
         self.kind = kind
         self.tokens = _checked_tokens(tokens, spec)
@@ -290,8 +298,10 @@ class ModelAdapter(abc.ABC):
         for glob in globs:
             matched = {layer.name for layer in layers if fnmatch.fnmatchcase(layer.name, glob)}
             if not matched:
-                raise SpecError(f"layer pattern {glob!r} matches no capturable layer of {self._spec!r}; "
-                                f"available: {_some(layer.name for layer in layers)}")
+                raise SpecError(
+                    f"layer pattern {glob!r} matches no capturable layer of {self._spec!r}; "
+                    f"available: {_some(layer.name for layer in layers)}"
+                )
             chosen |= matched
         return [layer for layer in layers if layer.name in chosen]
 
@@ -307,8 +317,7 @@ class ModelAdapter(abc.ABC):
             seen: dict[str, list[tuple[tuple[int, ...], bool] | None]] = {name: [] for name in names}
             hooks = [(modules[name], _shape_recorder(seen[name])) for name in names]
             waveform = 0.1 * torch.randn(1, length, generator=torch.Generator().manual_seed(0))
-            log_probs = self._hooked_run(waveform.to(self.device), torch.tensor([length], device=self.device),
-                                         hooks)
+            log_probs = self._hooked_run(waveform.to(self.device), torch.tensor([length], device=self.device), hooks)
             self._check_output(log_probs, 1, self.num_frames(length))
             shapes.append(seen)
         delta = self.num_frames(long) - self.num_frames(short)
@@ -316,17 +325,27 @@ class ModelAdapter(abc.ABC):
         for name in names:
             geometry = _geometry(shapes[0][name], shapes[1][name], delta)
             if geometry is None:
-                logger.debug("%s: %s is not capturable (output shapes %s, %s)",
-                             self._spec, name, shapes[0][name], shapes[1][name])
+                logger.debug(
+                    "%s: %s is not capturable (output shapes %s, %s)",
+                    self._spec,
+                    name,
+                    shapes[0][name],
+                    shapes[1][name],
+                )
             else:
                 geometries[name] = geometry
         return geometries
 
     # --------------------------------------------------------------------- forward
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor | Sequence[int],
-                layers: Iterable[str | LayerInfo] = (), *,
-                capture_dtype: torch.dtype = torch.float32) -> ForwardOutput:
+    def forward(
+        self,
+        waveforms: torch.Tensor,
+        lengths: torch.Tensor | Sequence[int],
+        layers: Iterable[str | LayerInfo] = (),
+        *,
+        capture_dtype: torch.dtype = torch.float32,
+    ) -> ForwardOutput:
         """Run a batch and capture ``layers``.
 
         Args:
@@ -346,13 +365,16 @@ class ModelAdapter(abc.ABC):
         counts = [self.num_frames(n) for n in lengths.tolist()]
         short = [index for index, count in enumerate(counts) if count < 1]
         if short:
-            raise InputError(f"utterance {short[0]} of the batch has {int(lengths[short[0]])} samples, too "
-                             f"short for one output frame of {self._spec!r} (needs {self.min_samples})")
+            raise InputError(
+                f"utterance {short[0]} of the batch has {int(lengths[short[0]])} samples, too "
+                f"short for one output frame of {self._spec!r} (needs {self.min_samples})"
+            )
         names = [layer.name if isinstance(layer, LayerInfo) else layer for layer in layers]
         unknown = [name for name in names if name not in self._geometries]
         if unknown:
-            raise SpecError(f"{unknown[0]!r} is not a capturable layer of {self._spec!r}; "
-                            f"available: {_some(self._geometries)}")
+            raise SpecError(
+                f"{unknown[0]!r} is not a capturable layer of {self._spec!r}; available: {_some(self._geometries)}"
+            )
         modules = dict(self.module.named_modules())
         outputs: dict[str, list[torch.Tensor | None]] = {name: [] for name in names}
         # Masking hooks go first: the capture hooks then see (and clone) the masked output.
@@ -364,34 +386,46 @@ class ModelAdapter(abc.ABC):
         captured = {name: self._on_grid(name, outputs[name], frame_lengths, capture_dtype) for name in names}
         return ForwardOutput(log_probs.float(), frame_lengths, captured)
 
-    def _hooked_run(self, waveforms: torch.Tensor, lengths: torch.Tensor,
-                    hooks: Sequence[tuple[nn.Module, Hook]]) -> torch.Tensor:
+    def _hooked_run(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor, hooks: Sequence[tuple[nn.Module, Hook]]
+    ) -> torch.Tensor:
         with torch.no_grad(), _installed(hooks):
             return self._run(waveforms, lengths)
 
-    def _checked_batch(self, waveforms: torch.Tensor,
-                       lengths: torch.Tensor | Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _checked_batch(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor | Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(waveforms, torch.Tensor) or waveforms.dim() != 2 or not waveforms.is_floating_point():
-            raise InputError(f"waveforms must be a [batch, samples] float tensor, got "
-                             f"{getattr(waveforms, 'shape', type(waveforms).__name__)}")
+            raise InputError(
+                f"waveforms must be a [batch, samples] float tensor, got "
+                f"{getattr(waveforms, 'shape', type(waveforms).__name__)}"
+            )
         lengths = torch.as_tensor(lengths)
         if lengths.dim() != 1 or lengths.shape[0] != waveforms.shape[0] or lengths.is_floating_point():
-            raise InputError(f"lengths must be [batch] integers matching waveforms {tuple(waveforms.shape)}, "
-                             f"got {tuple(lengths.shape)} {lengths.dtype}")
+            raise InputError(
+                f"lengths must be [batch] integers matching waveforms {tuple(waveforms.shape)}, "
+                f"got {tuple(lengths.shape)} {lengths.dtype}"
+            )
         if lengths.numel() == 0 or int(lengths.min()) < 1 or int(lengths.max()) > waveforms.shape[1]:
             raise InputError(f"lengths must lie in [1, {waveforms.shape[1]}] samples, got {lengths.tolist()}")
         # Samples past the longest utterance carry nothing; dropping them keeps T = max frames.
-        return (waveforms[:, :int(lengths.max())].to(self.device, torch.float32),
-                lengths.to(self.device, torch.int64))
+        return (waveforms[:, : int(lengths.max())].to(self.device, torch.float32), lengths.to(self.device, torch.int64))
 
     def _check_output(self, log_probs: torch.Tensor, batch: int, frames: int) -> None:
         expected = (batch, frames, len(self.tokens))
         if tuple(log_probs.shape) != expected:
-            raise SpecError(f"model {self._spec!r} returned log-probabilities of shape {tuple(log_probs.shape)} "
-                            f"where num_frames and the {len(self.tokens)} tokens give {expected}")
+            raise SpecError(
+                f"model {self._spec!r} returned log-probabilities of shape {tuple(log_probs.shape)} "
+                f"where num_frames and the {len(self.tokens)} tokens give {expected}"
+            )
 
-    def _on_grid(self, name: str, outputs: list[torch.Tensor | None], frame_lengths: torch.Tensor,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def _on_grid(
+        self,
+        name: str,
+        outputs: list[torch.Tensor | None],
+        frame_lengths: torch.Tensor,
+        dtype: torch.dtype = torch.float32,
+    ) -> torch.Tensor:
         """Captured outputs of one layer -> ``[B, T, units]`` ``dtype`` on the output grid."""
         geometry = self._geometries[name]
         batch, frames = frame_lengths.shape[0], int(frame_lengths.max())
@@ -401,19 +435,27 @@ class ModelAdapter(abc.ABC):
             # The network ran this layer once per utterance (see Wav2Vec2Adapter).
             parts = list(zip(outputs, frame_lengths.tolist(), strict=True))
         else:
-            raise SpecError(f"layer {name!r} of {self._spec!r} produced {len(outputs)} outputs for a batch of "
-                            f"{batch}; a module called several times per forward cannot be captured")
+            raise SpecError(
+                f"layer {name!r} of {self._spec!r} produced {len(outputs)} outputs for a batch of "
+                f"{batch}; a module called several times per forward cannot be captured"
+            )
         grids = []
         for output, count in parts:
             values = output.float()
             if geometry.time_axis == 2:
                 values = values.transpose(1, 2)
             if values.dim() != 3 or values.shape[2] != geometry.units:
-                raise SpecError(f"layer {name!r} of {self._spec!r} changed shape: {tuple(output.shape)}, "
-                                f"expected {geometry.units} units on axis {3 - geometry.time_axis}")
+                raise SpecError(
+                    f"layer {name!r} of {self._spec!r} changed shape: {tuple(output.shape)}, "
+                    f"expected {geometry.units} units on axis {3 - geometry.time_axis}"
+                )
             # C order ([B, T, units] rows contiguous): the store compresses row blocks, and a
             # transposing copy is several times cheaper here in torch than later in numpy.
-            grids.append(_pad_frames(_resampled(values, geometry, count), frames).to(dtype, memory_format=torch.contiguous_format))
+            grids.append(
+                _pad_frames(_resampled(values, geometry, count), frames).to(
+                    dtype, memory_format=torch.contiguous_format
+                )
+            )
         return zero_beyond(torch.cat(grids, dim=0) if len(grids) > 1 else grids[0], frame_lengths, dim=1)
 
 
@@ -426,12 +468,25 @@ class DemoAdapter(ModelAdapter):
 
     module: DemoCTCModel
 
-    def __init__(self, model: DemoCTCModel, *, spec: str = "demo", tokens: Sequence[str] = DEMO_TOKENS,
-                 weights_sha256: str | None = None, config: Mapping[str, Any] | None = None,
-                 device: str | torch.device = "cpu") -> None:
-        super().__init__(model, spec=spec, kind="demo", tokens=tokens, weights_sha256=weights_sha256,
-                         config=config if config is not None else {"architecture": model.config.to_dict()},
-                         device=device)
+    def __init__(
+        self,
+        model: DemoCTCModel,
+        *,
+        spec: str = "demo",
+        tokens: Sequence[str] = DEMO_TOKENS,
+        weights_sha256: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        super().__init__(
+            model,
+            spec=spec,
+            kind="demo",
+            tokens=tokens,
+            weights_sha256=weights_sha256,
+            config=config if config is not None else {"architecture": model.config.to_dict()},
+            device=device,
+        )
 
     def num_frames(self, num_samples: int) -> int:
         return self.module.num_frames(num_samples)
@@ -447,7 +502,8 @@ class _LogPowerSpectrum(nn.Module):
         super().__init__()
         self.log_offset = log_offset
         self.spectrogram = torchaudio.transforms.Spectrogram(
-            n_fft=n_fft, hop_length=hop_length, power=2.0, center=True, pad_mode="constant")
+            n_fft=n_fft, hop_length=hop_length, power=2.0, center=True, pad_mode="constant"
+        )
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         return torch.log(self.spectrogram(waveforms) + self.log_offset)
@@ -465,9 +521,18 @@ class Wav2LetterAdapter(ModelAdapter):
         frontend: the feature module, or ``None`` for ``"waveform"``; not capturable.
     """
 
-    def __init__(self, model: torchaudio.models.Wav2Letter, *, input_type: str, num_features: int,
-                 tokens: Sequence[str], spec: str, features: Mapping[str, Any] | None = None,
-                 weights_sha256: str | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: torchaudio.models.Wav2Letter,
+        *,
+        input_type: str,
+        num_features: int,
+        tokens: Sequence[str],
+        spec: str,
+        features: Mapping[str, Any] | None = None,
+        weights_sha256: str | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
         if input_type not in _WAV2LETTER_INPUTS:
             raise SpecError(f"{spec}: input_type {input_type!r} is not one of {', '.join(_WAV2LETTER_INPUTS)}")
         self.input_type = input_type
@@ -482,10 +547,21 @@ class Wav2LetterAdapter(ModelAdapter):
         self._convs = [m for m in model.acoustic_model.modules() if isinstance(m, nn.Conv1d)]
         num_classes = self._convs[-1].out_channels
         _check_output_size(tokens, num_classes, spec)
-        config = {"num_classes": num_classes, "input_type": input_type, "num_features": num_features,
-                  "features": self.features}
-        super().__init__(model, spec=spec, kind="wav2letter", tokens=tokens, weights_sha256=weights_sha256,
-                         config=config, device=device)
+        config = {
+            "num_classes": num_classes,
+            "input_type": input_type,
+            "num_features": num_features,
+            "features": self.features,
+        }
+        super().__init__(
+            model,
+            spec=spec,
+            kind="wav2letter",
+            tokens=tokens,
+            weights_sha256=weights_sha256,
+            config=config,
+            device=device,
+        )
 
     def _input_frames(self, num_samples):
         if self.input_type == "waveform":
@@ -512,19 +588,20 @@ class Wav2LetterAdapter(ModelAdapter):
         return self.module(inputs).transpose(1, 2)
 
 
-def _wav2letter_features(input_type: str, num_features: int, given: Mapping[str, Any],
-                         spec: str) -> dict[str, Any]:
+def _wav2letter_features(input_type: str, num_features: int, given: Mapping[str, Any], spec: str) -> dict[str, Any]:
     unknown = sorted(set(given) - set(_WAV2LETTER_FEATURES))
     if unknown:
         raise SpecError(f"{spec}: unknown feature settings {unknown}; known: {sorted(_WAV2LETTER_FEATURES)}")
     features = {**_WAV2LETTER_FEATURES, **given}
     if input_type == "mfcc":
         if not 1 <= num_features <= features["n_mels"]:
-            raise SpecError(f"{spec}: mfcc needs 1 <= num_features <= n_mels ({features['n_mels']}), "
-                            f"got {num_features}")
+            raise SpecError(
+                f"{spec}: mfcc needs 1 <= num_features <= n_mels ({features['n_mels']}), got {num_features}"
+            )
         if "log_offset" in given:
-            raise SpecError(f"{spec}: mfcc uses MFCC(log_mels=True)'s fixed log offset of 1e-6; "
-                            "drop 'log_offset' from the features")
+            raise SpecError(
+                f"{spec}: mfcc uses MFCC(log_mels=True)'s fixed log offset of 1e-6; drop 'log_offset' from the features"
+            )
         del features["log_offset"]
     else:
         if num_features < 2:
@@ -537,9 +614,17 @@ def _wav2letter_features(input_type: str, num_features: int, given: Mapping[str,
 def _wav2letter_frontend(input_type: str, num_features: int, features: Mapping[str, Any]) -> nn.Module:
     if input_type == "mfcc":
         return torchaudio.transforms.MFCC(
-            sample_rate=SAMPLE_RATE, n_mfcc=num_features, log_mels=True,
-            melkwargs={"n_fft": features["n_fft"], "hop_length": features["hop_length"],
-                       "n_mels": features["n_mels"], "center": True, "pad_mode": "constant"})
+            sample_rate=SAMPLE_RATE,
+            n_mfcc=num_features,
+            log_mels=True,
+            melkwargs={
+                "n_fft": features["n_fft"],
+                "hop_length": features["hop_length"],
+                "n_mels": features["n_mels"],
+                "center": True,
+                "pad_mode": "constant",
+            },
+        )
     return _LogPowerSpectrum(features["n_fft"], features["hop_length"], features["log_offset"])
 
 
@@ -553,9 +638,17 @@ class Wav2Vec2Adapter(ModelAdapter):
             (``extractor_mode="group_norm"``), so it runs one utterance at a time.
     """
 
-    def __init__(self, model: torchaudio.models.Wav2Vec2Model, *, tokens: Sequence[str], spec: str,
-                 normalize_waveform: bool = False, weights_sha256: str | None = None,
-                 config: Mapping[str, Any] | None = None, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        model: torchaudio.models.Wav2Vec2Model,
+        *,
+        tokens: Sequence[str],
+        spec: str,
+        normalize_waveform: bool = False,
+        weights_sha256: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
         if model.aux is None:
             raise SpecError(f"{spec}: the model has no ASR head (aux); use a model fine-tuned for ASR")
         _check_output_size(tokens, model.aux.out_features, spec)
@@ -563,8 +656,15 @@ class Wav2Vec2Adapter(ModelAdapter):
         conv_layers = list(model.feature_extractor.conv_layers)
         self._convs = [layer.conv for layer in conv_layers]
         self.per_utterance_features = any(isinstance(layer.layer_norm, nn.GroupNorm) for layer in conv_layers)
-        super().__init__(model, spec=spec, kind="wav2vec2", tokens=tokens, weights_sha256=weights_sha256,
-                         config=config, device=device)
+        super().__init__(
+            model,
+            spec=spec,
+            kind="wav2vec2",
+            tokens=tokens,
+            weights_sha256=weights_sha256,
+            config=config,
+            device=device,
+        )
 
     def num_frames(self, num_samples: int) -> int:
         return conv_stack_output_length(int(num_samples), self._convs)
@@ -577,7 +677,7 @@ class Wav2Vec2Adapter(ModelAdapter):
         else:
             waveforms = zero_beyond(waveforms, lengths, dim=1)
         if self.per_utterance_features:
-            features = [model.feature_extractor(waveforms[i:i + 1, :n], None)[0][0] for i, n in enumerate(sizes)]
+            features = [model.feature_extractor(waveforms[i : i + 1, :n], None)[0][0] for i, n in enumerate(sizes)]
             feature_lengths = torch.tensor([f.shape[0] for f in features], device=waveforms.device)
             x = _padded(features)
         else:
@@ -592,8 +692,9 @@ class FactoryAdapter(ModelAdapter):
     def __init__(self, module: nn.Module, *, spec: str, device: str | torch.device = "cpu") -> None:
         tokens = getattr(module, "tokens", None)
         if not callable(getattr(module, "num_frames", None)) or tokens is None:
-            raise SpecError(f"{spec}: the factory's module needs a 'tokens' list and a "
-                            "'num_frames(num_samples)' method")
+            raise SpecError(
+                f"{spec}: the factory's module needs a 'tokens' list and a 'num_frames(num_samples)' method"
+            )
         super().__init__(module, spec=spec, kind="python", tokens=tokens, device=device)
 
     def num_frames(self, num_samples: int) -> int:
@@ -631,12 +732,15 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> ModelAdapter:
 def _load_demo(device: str | torch.device) -> DemoAdapter:
     resource = resources.files("neurolake.ingest").joinpath(_DEMO_RESOURCE)
     if not resource.is_file():
-        raise SpecError("the demo model's weights are not built yet; train them with "
-                        "`python -m neurolake.ingest.train_demo` (writes neurolake/ingest/data/demo_model.pt)")
+        raise SpecError(
+            "the demo model's weights are not built yet; train them with "
+            "`python -m neurolake.ingest.train_demo` (writes neurolake/ingest/data/demo_model.pt)"
+        )
     data = resource.read_bytes()
     model, tokens, config = read_demo_checkpoint(data, "demo model")
-    return DemoAdapter(model, tokens=tokens, weights_sha256=hashlib.sha256(data).hexdigest(), config=config,
-                       device=device)
+    return DemoAdapter(
+        model, tokens=tokens, weights_sha256=hashlib.sha256(data).hexdigest(), config=config, device=device
+    )
 
 
 def _read_checkpoint(url: str, spec: str, required: Sequence[str]) -> tuple[dict[str, Any], str]:
@@ -678,14 +782,24 @@ def _load_wav2letter(url: str, spec: str, device: str | torch.device) -> Wav2Let
         raise SpecError(f"{spec}: input_type {input_type!r} is not one of {', '.join(_WAV2LETTER_INPUTS)}")
     model = torchaudio.models.Wav2Letter(int(config["num_classes"]), input_type, int(config["num_features"]))
     _load_state(model, checkpoint["state_dict"], spec)
-    return Wav2LetterAdapter(model, input_type=input_type, num_features=int(config["num_features"]),
-                             tokens=checkpoint["tokens"], spec=spec, features=config.get("features"),
-                             weights_sha256=sha, device=device)
+    return Wav2LetterAdapter(
+        model,
+        input_type=input_type,
+        num_features=int(config["num_features"]),
+        tokens=checkpoint["tokens"],
+        spec=spec,
+        features=config.get("features"),
+        weights_sha256=sha,
+        device=device,
+    )
 
 
 def _asr_bundles() -> list[str]:
-    return sorted(name for name in dir(torchaudio.pipelines)
-                  if name.isupper() and hasattr(getattr(torchaudio.pipelines, name), "get_labels"))
+    return sorted(
+        name
+        for name in dir(torchaudio.pipelines)
+        if name.isupper() and hasattr(getattr(torchaudio.pipelines, name), "get_labels")
+    )
 
 
 def _load_wav2vec2(target: str, spec: str, device: str | torch.device) -> Wav2Vec2Adapter:
@@ -695,33 +809,50 @@ def _load_wav2vec2(target: str, spec: str, device: str | torch.device) -> Wav2Ve
     try:
         model = torchaudio.models.wav2vec2_model(**checkpoint["config"])
     except (TypeError, ValueError) as exc:
-        raise SpecError(f"{spec}: the config is not a set of torchaudio.models.wav2vec2_model "
-                        f"arguments ({exc})") from exc
+        raise SpecError(
+            f"{spec}: the config is not a set of torchaudio.models.wav2vec2_model arguments ({exc})"
+        ) from exc
     _load_state(model, checkpoint["state_dict"], spec)
-    return Wav2Vec2Adapter(model, tokens=checkpoint["tokens"], spec=spec,
-                           normalize_waveform=bool(checkpoint.get("normalize_waveform", False)),
-                           weights_sha256=sha, config={"model": checkpoint["config"]}, device=device)
+    return Wav2Vec2Adapter(
+        model,
+        tokens=checkpoint["tokens"],
+        spec=spec,
+        normalize_waveform=bool(checkpoint.get("normalize_waveform", False)),
+        weights_sha256=sha,
+        config={"model": checkpoint["config"]},
+        device=device,
+    )
 
 
 def _load_wav2vec2_bundle(name: str, spec: str, device: str | torch.device) -> Wav2Vec2Adapter:
     bundles = _asr_bundles()
     if name not in bundles:
-        raise SpecError(f"{spec}: {name!r} is not an ASR bundle of torchaudio.pipelines; "
-                        f"choose one of {', '.join(bundles)}, or give a checkpoint path")
+        raise SpecError(
+            f"{spec}: {name!r} is not an ASR bundle of torchaudio.pipelines; "
+            f"choose one of {', '.join(bundles)}, or give a checkpoint path"
+        )
     bundle = getattr(torchaudio.pipelines, name)
     try:
         model = bundle.get_model()
     except (OSError, RuntimeError) as exc:  # URLError is an OSError; a truncated download a RuntimeError
-        raise SpecError(f"{spec}: could not download the weights of {name} ({exc}); without network "
-                        "access, save a checkpoint in the wav2vec2:PATH format elsewhere and load that") from exc
+        raise SpecError(
+            f"{spec}: could not download the weights of {name} ({exc}); without network "
+            "access, save a checkpoint in the wav2vec2:PATH format elsewhere and load that"
+        ) from exc
     normalize = False
     if not isinstance(model, torchaudio.models.Wav2Vec2Model):
         # torchaudio wraps the models that normalise their input waveform; the adapter
         # does that itself, per utterance, so that padding does not leak into it.
         normalize = bool(getattr(model, "normalize_waveform", False))
         model = model.model
-    return Wav2Vec2Adapter(model, tokens=bundle.get_labels(), spec=spec, normalize_waveform=normalize,
-                           config={"bundle": name}, device=device)
+    return Wav2Vec2Adapter(
+        model,
+        tokens=bundle.get_labels(),
+        spec=spec,
+        normalize_waveform=normalize,
+        config={"bundle": name},
+        device=device,
+    )
 
 
 def _load_factory(target: str, spec: str, device: str | torch.device) -> FactoryAdapter:
@@ -786,6 +917,7 @@ def _recorder(store: list[torch.Tensor | None]) -> Hook:
         tensor = _first_tensor(output)
         # Clone: an in-place activation after this module would overwrite the tensor.
         store.append(None if tensor is None else tensor.detach().clone())
+
     return hook
 
 
@@ -793,12 +925,14 @@ def _shape_recorder(store: list[tuple[tuple[int, ...], bool] | None]) -> Hook:
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
         tensor = _first_tensor(output)
         store.append(None if tensor is None else (tuple(tensor.shape), tensor.is_floating_point()))
+
     return hook
 
 
 def _zeroing_hook(valid: torch.Tensor) -> Hook:
     def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> torch.Tensor:
         return zero_beyond(output, valid, dim=2)
+
     return hook
 
 
@@ -828,11 +962,11 @@ def _geometry(short: list, long: list, delta_frames: int) -> _Geometry | None:
 def _resampled(values: torch.Tensor, geometry: _Geometry, frames: int) -> torch.Tensor:
     """``[b, L, units]`` layer frames -> at most ``frames`` output frames ``[b, <=frames, units]``."""
     if geometry.repeat > 1:
-        return values[:, :math.ceil(frames / geometry.repeat)].repeat_interleave(geometry.repeat, dim=1)[:, :frames]
+        return values[:, : math.ceil(frames / geometry.repeat)].repeat_interleave(geometry.repeat, dim=1)[:, :frames]
     if geometry.pool == 1:
         return values[:, :frames]
     k = geometry.pool
-    values = values[:, :frames * k]
+    values = values[:, : frames * k]
     windows = math.ceil(values.shape[1] / k)
     # Frames past the end of the layer count as zeros, like the zeroed padding of a
     # batch, so a window cut short by the end averages the same alone as in a batch.

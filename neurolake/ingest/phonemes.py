@@ -58,11 +58,49 @@ logger = logging.getLogger(__name__)
 SPOKEN_NOISE = "spn"
 
 #: CMUdict's phones without stress digits: the phone inventory of every ``phoneme`` label.
-ARPABET = frozenset({
-    "AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW",
-    "B", "CH", "D", "DH", "F", "G", "HH", "JH", "K", "L", "M", "N", "NG", "P", "R", "S", "SH",
-    "T", "TH", "V", "W", "Y", "Z", "ZH",
-})
+ARPABET = frozenset(
+    {
+        "AA",
+        "AE",
+        "AH",
+        "AO",
+        "AW",
+        "AY",
+        "EH",
+        "ER",
+        "EY",
+        "IH",
+        "IY",
+        "OW",
+        "OY",
+        "UH",
+        "UW",
+        "B",
+        "CH",
+        "D",
+        "DH",
+        "F",
+        "G",
+        "HH",
+        "JH",
+        "K",
+        "L",
+        "M",
+        "N",
+        "NG",
+        "P",
+        "R",
+        "S",
+        "SH",
+        "T",
+        "TH",
+        "V",
+        "W",
+        "Y",
+        "Z",
+        "ZH",
+    }
+)
 
 _STRESS = re.compile(r"^([A-Z]+)[012]$")
 
@@ -105,17 +143,65 @@ _NO_STRESS = str.maketrans("", "", "012")
 # They only need to be plausible: their output is then mapped onto the letters like a
 # lexicon pronunciation.
 _LETTER_RULES: dict[str, tuple[str, ...]] = {
-    "TCH": ("CH",), "IGH": ("AY",), "EAU": ("OW",),
-    "CH": ("CH",), "SH": ("SH",), "TH": ("TH",), "PH": ("F",), "WH": ("W",), "NG": ("NG",),
-    "CK": ("K",), "QU": ("K", "W"), "GH": ("G",), "KN": ("N",), "WR": ("R",),
-    "EE": ("IY",), "EA": ("IY",), "OO": ("UW",), "OU": ("AW",), "OW": ("OW",), "OI": ("OY",),
-    "OY": ("OY",), "AI": ("EY",), "AY": ("EY",), "AU": ("AO",), "AW": ("AO",), "IE": ("IY",),
-    "EI": ("EY",), "OA": ("OW",), "ER": ("ER",), "IR": ("ER",), "UR": ("ER",), "AR": ("AA", "R"),
+    "TCH": ("CH",),
+    "IGH": ("AY",),
+    "EAU": ("OW",),
+    "CH": ("CH",),
+    "SH": ("SH",),
+    "TH": ("TH",),
+    "PH": ("F",),
+    "WH": ("W",),
+    "NG": ("NG",),
+    "CK": ("K",),
+    "QU": ("K", "W"),
+    "GH": ("G",),
+    "KN": ("N",),
+    "WR": ("R",),
+    "EE": ("IY",),
+    "EA": ("IY",),
+    "OO": ("UW",),
+    "OU": ("AW",),
+    "OW": ("OW",),
+    "OI": ("OY",),
+    "OY": ("OY",),
+    "AI": ("EY",),
+    "AY": ("EY",),
+    "AU": ("AO",),
+    "AW": ("AO",),
+    "IE": ("IY",),
+    "EI": ("EY",),
+    "OA": ("OW",),
+    "ER": ("ER",),
+    "IR": ("ER",),
+    "UR": ("ER",),
+    "AR": ("AA", "R"),
     "OR": ("AO", "R"),
-    "A": ("AE",), "B": ("B",), "C": ("K",), "D": ("D",), "E": ("EH",), "F": ("F",), "G": ("G",),
-    "H": ("HH",), "I": ("IH",), "J": ("JH",), "K": ("K",), "L": ("L",), "M": ("M",), "N": ("N",),
-    "O": ("AA",), "P": ("P",), "Q": ("K",), "R": ("R",), "S": ("S",), "T": ("T",), "U": ("AH",),
-    "V": ("V",), "W": ("W",), "X": ("K", "S"), "Y": ("Y",), "Z": ("Z",),
+    "A": ("AE",),
+    "B": ("B",),
+    "C": ("K",),
+    "D": ("D",),
+    "E": ("EH",),
+    "F": ("F",),
+    "G": ("G",),
+    "H": ("HH",),
+    "I": ("IH",),
+    "J": ("JH",),
+    "K": ("K",),
+    "L": ("L",),
+    "M": ("M",),
+    "N": ("N",),
+    "O": ("AA",),
+    "P": ("P",),
+    "Q": ("K",),
+    "R": ("R",),
+    "S": ("S",),
+    "T": ("T",),
+    "U": ("AH",),
+    "V": ("V",),
+    "W": ("W",),
+    "X": ("K", "S"),
+    "Y": ("Y",),
+    "Z": ("Z",),
 }
 _LONGEST_RULE = max(len(spelling) for spelling in _LETTER_RULES)
 
@@ -182,8 +268,7 @@ def needleman_wunsch(
     # Plain lists, not numpy: the sequences are a word long and scalar numpy indexing
     # would dominate the cost.
     pair = [[pair_score(x, y) for y in b] for x in a]
-    score = [[gap * (i + j) if i == 0 or j == 0 else 0.0 for j in range(m + 1)]
-             for i in range(n + 1)]
+    score = [[gap * (i + j) if i == 0 or j == 0 else 0.0 for j in range(m + 1)] for i in range(n + 1)]
     for i in range(1, n + 1):
         above, row, pair_row = score[i - 1], score[i], pair[i - 1]
         for j in range(1, m + 1):
@@ -304,9 +389,7 @@ def letter_phonemes(
         return []
     own: list[list[str]] = [[] for _ in letters]
     last_letter: int | None = None
-    steps = needleman_wunsch(
-        letters, phones, lambda x, y: _letter_phone_score(x, y, scoring), scoring.gap
-    )
+    steps = needleman_wunsch(letters, phones, lambda x, y: _letter_phone_score(x, y, scoring), scoring.gap)
     for i, j in steps:
         if i is not None:
             last_letter = i
@@ -407,10 +490,7 @@ def read_textgrid(text: str | bytes) -> list[TextGridTier]:
         value = values[position]
         position += 1
         if not isinstance(value, kind):
-            raise InputError(
-                f"malformed TextGrid: expected a {kind.__name__} as value {position}, "
-                f"got {value!r}"
-            )
+            raise InputError(f"malformed TextGrid: expected a {kind.__name__} as value {position}, got {value!r}")
         return value
 
     take(float)  # xmin of the grid
@@ -482,50 +562,119 @@ _IPA_TO_ARPABET: dict[str, tuple[str, ...]] = {
     # Plosives, with the dental t of Caribbean "three" and the glottal stop of US
     # "button" (both stand for a t), and the US flap, which espeak-ng makes only from /t/
     # ("city", "water"; "ladder" keeps its d).
-    "p": ("P",), "b": ("B",), "t": ("T",), "d": ("D",), "k": ("K",),
-    "ɡ": ("G",), "g": ("G",),  # IPA script g and the ASCII letter
-    "t̪": ("T",), "ʔ": ("T",), "ɾ": ("T",),
+    "p": ("P",),
+    "b": ("B",),
+    "t": ("T",),
+    "d": ("D",),
+    "k": ("K",),
+    "ɡ": ("G",),
+    "g": ("G",),  # IPA script g and the ASCII letter
+    "t̪": ("T",),
+    "ʔ": ("T",),
+    "ɾ": ("T",),
     # Affricates.
-    "tʃ": ("CH",), "dʒ": ("JH",),
+    "tʃ": ("CH",),
+    "dʒ": ("JH",),
     # Fricatives; "x" is the ch of "loch", which CMUdict writes K.
-    "f": ("F",), "v": ("V",), "θ": ("TH",), "ð": ("DH",), "s": ("S",), "z": ("Z",),
-    "ʃ": ("SH",), "ʒ": ("ZH",), "h": ("HH",), "x": ("K",),
+    "f": ("F",),
+    "v": ("V",),
+    "θ": ("TH",),
+    "ð": ("DH",),
+    "s": ("S",),
+    "z": ("Z",),
+    "ʃ": ("SH",),
+    "ʒ": ("ZH",),
+    "h": ("HH",),
+    "x": ("K",),
     # Nasals, syllabic ones included ("button" ends in a syllabic n).
-    "m": ("M",), "n": ("N",), "ŋ": ("NG",), "n̩": ("N",), "m̩": ("M",),
+    "m": ("M",),
+    "n": ("N",),
+    "ŋ": ("NG",),
+    "n̩": ("N",),
+    "m̩": ("M",),
     # Liquids: the approximant r, the Scottish trill, and syllabic l ("table"), which
     # espeak-ng writes as one label and CMUdict as AH L.
-    "ɹ": ("R",), "r": ("R",), "l": ("L",), "əl": ("AH", "L"), "l̩": ("AH", "L"),
+    "ɹ": ("R",),
+    "r": ("R",),
+    "l": ("L",),
+    "əl": ("AH", "L"),
+    "l̩": ("AH", "L"),
     # Glides: Scottish voiceless "wh" ("which") is W, as CMUdict's first pronunciations
     # have it; "ʲ" is the glide espeak-ng's Scottish voice puts in "Julia".
-    "w": ("W",), "ʍ": ("W",), "j": ("Y",), "ʲ": ("Y",),
+    "w": ("W",),
+    "ʍ": ("W",),
+    "j": ("Y",),
+    "ʲ": ("Y",),
     # Front vowels. "i" is the unstressed final vowel of "happy" (CMUdict IY); Scottish
     # "e" is mostly that vowel too ("city", "lady"), its "eː" the FACE vowel of "day".
-    "iː": ("IY",), "i": ("IY",), "ɪ": ("IH",), "ᵻ": ("IH",),  # ᵻ: US "before", "boxes"
-    "e": ("IY",), "eː": ("EY",), "ɛ": ("EH",),
-    "æ": ("AE",), "a": ("AE",),  # "a" is the TRAP vowel of the British and Caribbean voices
+    "iː": ("IY",),
+    "i": ("IY",),
+    "ɪ": ("IH",),
+    "ᵻ": ("IH",),  # ᵻ: US "before", "boxes"
+    "e": ("IY",),
+    "eː": ("EY",),
+    "ɛ": ("EH",),
+    "æ": ("AE",),
+    "a": ("AE",),  # "a" is the TRAP vowel of the British and Caribbean voices
     # Central vowels: schwa, the reduced "ɐ" of "again", STRUT.
-    "ə": ("AH",), "ɐ": ("AH",), "ʌ": ("AH",),
+    "ə": ("AH",),
+    "ɐ": ("AH",),
+    "ʌ": ("AH",),
     # Back vowels. British LOT "ɒ" is CMUdict's AA; Scottish "o" is the vowel of "door",
     # its "oː" the GOAT vowel; Scottish "ʉ" is FOOT ("book"), "ʉː" GOOSE ("blue").
-    "ɑː": ("AA",), "aː": ("AA",), "aa": ("AA",), "ɒ": ("AA",),
-    "ɔː": ("AO",), "ɔ": ("AO",), "o": ("AO",), "oː": ("OW",),
-    "ʊ": ("UH",), "ʉ": ("UH",), "uː": ("UW",), "ʉː": ("UW",),
+    "ɑː": ("AA",),
+    "aː": ("AA",),
+    "aa": ("AA",),
+    "ɒ": ("AA",),
+    "ɔː": ("AO",),
+    "ɔ": ("AO",),
+    "o": ("AO",),
+    "oː": ("OW",),
+    "ʊ": ("UH",),
+    "ʉ": ("UH",),
+    "uː": ("UW",),
+    "ʉː": ("UW",),
     # R-coloured vowels: NURSE and lettER. Scottish "ɜ" is the lettER vowel of "after",
     # "əɹ"/"ʌɹ" its NURSE vowels of "bird"/"word"; New York "əɪ" is the NURSE of "bird".
-    "ɜː": ("ER",), "ɜ": ("ER",), "ɚ": ("ER",), "ɝ": ("ER",),  # ɝ: other sources' NURSE
-    "əɹ": ("ER",), "ʌɹ": ("ER",), "əɪ": ("ER",),
+    "ɜː": ("ER",),
+    "ɜ": ("ER",),
+    "ɚ": ("ER",),
+    "ɝ": ("ER",),  # ɝ: other sources' NURSE
+    "əɹ": ("ER",),
+    "ʌɹ": ("ER",),
+    "əɪ": ("ER",),
     # Vowel + r written as one label by the US and Scottish voices.
-    "ɪɹ": ("IH", "R"), "ɛɹ": ("EH", "R"), "ʊɹ": ("UH", "R"), "ʉɹ": ("UH", "R"),
-    "ɔːɹ": ("AO", "R"), "ɑːɹ": ("AA", "R"), "aɪɚ": ("AY", "ER"),
+    "ɪɹ": ("IH", "R"),
+    "ɛɹ": ("EH", "R"),
+    "ʊɹ": ("UH", "R"),
+    "ʉɹ": ("UH", "R"),
+    "ɔːɹ": ("AO", "R"),
+    "ɑːɹ": ("AA", "R"),
+    "aɪɚ": ("AY", "ER"),
     # Closing diphthongs. West Midlands "ei" is FLEECE ("green") and "əu" GOOSE ("blue");
     # its "ʌʊ" is GOAT. Scottish "ʌʉ" is MOUTH ("house").
-    "aɪ": ("AY",), "eɪ": ("EY",), "ei": ("IY",), "ɔɪ": ("OY",), "oɪ": ("OY",),
-    "aʊ": ("AW",), "æʊ": ("AW",), "ʌʉ": ("AW",),
-    "oʊ": ("OW",), "əʊ": ("OW",), "ʌʊ": ("OW",), "əu": ("UW",),
+    "aɪ": ("AY",),
+    "eɪ": ("EY",),
+    "ei": ("IY",),
+    "ɔɪ": ("OY",),
+    "oɪ": ("OY",),
+    "aʊ": ("AW",),
+    "æʊ": ("AW",),
+    "ʌʉ": ("AW",),
+    "oʊ": ("OW",),
+    "əʊ": ("OW",),
+    "ʌʊ": ("OW",),
+    "əu": ("UW",),
     # Centring diphthongs (see the rules above). New York "ɛə" is its raised TRAP vowel
     # ("and", "glass"), not SQUARE.
-    "eə": ("EH", "R"), "ʊə": ("UH", "R"), "oə": ("AO", "R"), "ɔə": ("AO", "R"),
-    "ɑə": ("AA", "R"), "ɛə": ("AE",), "iə": ("IY", "AH"), "aɪə": ("AY", "AH"),
+    "eə": ("EH", "R"),
+    "ʊə": ("UH", "R"),
+    "oə": ("AO", "R"),
+    "ɔə": ("AO", "R"),
+    "ɑə": ("AA", "R"),
+    "ɛə": ("AE",),
+    "iə": ("IY", "AH"),
+    "aɪə": ("AY", "AH"),
 }
 
 #: Interval labels of silence and noise (MFA TextGrids, Kaldi): not phones of any inventory,
@@ -544,7 +693,7 @@ _BARE_IPA_TO_ARPABET = {
 _LONGEST_IPA = max(len(label) for label in _BARE_IPA_TO_ARPABET)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _unlisted_ipa_to_arpabet(label: str) -> tuple[str, ...]:
     """ARPAbet of a label missing from the table: without its ignorable marks, then as a
     sequence of table labels (longest first), both against the table without length marks
@@ -568,9 +717,7 @@ def _unlisted_ipa_to_arpabet(label: str) -> tuple[str, ...]:
                 i += size
                 break
         else:
-            logger.warning(
-                "no ARPAbet phone for the IPA label %r; its frames get %r", label, SPOKEN_NOISE
-            )
+            logger.warning("no ARPAbet phone for the IPA label %r; its frames get %r", label, SPOKEN_NOISE)
             return (SPOKEN_NOISE,)
     return tuple(pieces)
 
@@ -615,8 +762,7 @@ def intervals_to_arpabet(
         phones = ipa_to_arpabet(label)
         step = (end - start) / len(phones)
         for i, phone in enumerate(phones):
-            out.append((start + i * step, end if i == len(phones) - 1 else start + (i + 1) * step,
-                        phone))
+            out.append((start + i * step, end if i == len(phones) - 1 else start + (i + 1) * step, phone))
     return out
 
 

@@ -17,16 +17,17 @@ import logging
 import os
 import re
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from neurolake.cluster.progress import progress_bar
 from neurolake.cluster.ray_env import connect
 from neurolake.errors import LakeError, PlanError, is_storage_error
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
+from neurolake.ingest.decode import decode_unit
 from neurolake.ingest.models import load_model
 from neurolake.ingest.planning import PlannedCorpus, plan_corpus
-from neurolake.ingest.decode import decode_unit
 from neurolake.ingest.unit import UnitProcessor, UnitResult
 from neurolake.store import Lake, LayerSpec
 from neurolake.store.lease import DEFAULT_TTL_S, RunLease
@@ -93,8 +94,9 @@ def plan_ingest(
     """The adapter and the plan (headers only), for ``--dry-run`` and for :func:`ingest`."""
     adapter = load_model(model)
     specs = _layer_specs(_chosen_layers(adapter, layers))
-    return adapter, plan_corpus(corpus, adapter, specs, storage_options=storage_options, unit_rows=unit_rows,
-                                max_duration_s=max_duration_s)
+    return adapter, plan_corpus(
+        corpus, adapter, specs, storage_options=storage_options, unit_rows=unit_rows, max_duration_s=max_duration_s
+    )
 
 
 def _actor_class():
@@ -157,7 +159,7 @@ def _warm_up_labels(adapter) -> None:
     log_probs = np.log(np.full((8, len(adapter.tokens)), 1.0 / len(adapter.tokens), dtype=np.float32))
     try:
         label_utterance(log_probs, adapter.tokens, letters[0], frame_shift_s=adapter.frame_shift_s)
-    except Exception:  # noqa: BLE001 - a warm-up only; the real units report their own errors
+    except Exception:
         log.debug("label warm-up failed", exc_info=True)
 
 
@@ -205,31 +207,56 @@ def ingest(
         lease.acquire()
     try:
         if not finished:
-            pool = _start_actors(actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch)
-        planned = plan_corpus(corpus, adapter, _layer_specs(chosen), storage_options=storage_options, unit_rows=unit_rows,
-                              max_duration_s=max_duration_s)
-        run = lake.create_run(run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers,
-                              plan=planned.plan)
+            pool = _start_actors(
+                actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch
+            )
+        planned = plan_corpus(
+            corpus,
+            adapter,
+            _layer_specs(chosen),
+            storage_options=storage_options,
+            unit_rows=unit_rows,
+            max_duration_s=max_duration_s,
+        )
+        run = lake.create_run(
+            run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers, plan=planned.plan
+        )
         pending = _wanted(run.pending_units(), only_units)
         summary = IngestSummary(
-            run_id=run_id, lake_url=lake.url, units_total=len(planned.plan.units), units_run=len(pending),
-            units_already_committed=len(planned.plan.units) - len(pending), plan_errors=len(planned.errors),
+            run_id=run_id,
+            lake_url=lake.url,
+            units_total=len(planned.plan.units),
+            units_run=len(pending),
+            units_already_committed=len(planned.plan.units) - len(pending),
+            plan_errors=len(planned.errors),
             utterances_skipped=planned.skipped,
         )
         if pending and not pool:  # finished a moment ago, and since then units were lost
-            pool = _start_actors(actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch)
+            pool = _start_actors(
+                actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch
+            )
         if pending:
-            _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0, lease,
-                       actor_args=(lake.url, run_id, model, layer_names))
+            _run_units(
+                summary,
+                planned,
+                pending,
+                pool,
+                adapter,
+                storage_options,
+                progress,
+                on_unit_done,
+                t0,
+                lease,
+                actor_args=(lake.url, run_id, model, layer_names),
+            )
     finally:
         for actor in pool:
             ray.kill(actor)
         if lease is not None:
             try:
                 lease.release()
-            except Exception as exc:  # noqa: BLE001 - the lease expires by itself; keep the real error
-                log.info("could not release the lease on run %s (%s); it expires in %g s",
-                            run_id, exc, lease.ttl_s)
+            except Exception as exc:
+                log.info("could not release the lease on run %s (%s); it expires in %g s", run_id, exc, lease.ttl_s)
     summary.utterances_failed += len([e for e in planned.errors if e["utterance_id"]]) if pending else 0
     summary.wall_seconds = time.perf_counter() - t0
     return summary
@@ -247,7 +274,9 @@ def _layer_specs(chosen) -> list[LayerSpec]:
     return [LayerSpec(layer.name, layer.units, module=layer.module_path) for layer in chosen]
 
 
-def _start_actors(actors, threads, ray_address, lake_url, run_id, model, layer_names, storage_options, max_batch) -> list:
+def _start_actors(
+    actors, threads, ray_address, lake_url, run_id, model, layer_names, storage_options, max_batch
+) -> list:
     """Connect to Ray and start the model actors: one per GPU, else one per two CPUs."""
     resources = connect(ray_address)
     cpus = int(resources.get("CPU", 1))
@@ -267,16 +296,33 @@ def _start_actors(actors, threads, ray_address, lake_url, run_id, model, layer_n
     Actor = _actor_class()
     pool = [
         Actor.options(**options).remote(
-            lake_url, run_id, model, layer_names, storage_options=dict(storage_options or {}),
-            device="cuda" if gpus else "cpu", max_batch=max_batch, threads=threads,
+            lake_url,
+            run_id,
+            model,
+            layer_names,
+            storage_options=dict(storage_options or {}),
+            device="cuda" if gpus else "cpu",
+            max_batch=max_batch,
+            threads=threads,
         )
         for _ in range(n_actors)
     ]
     return pool
 
 
-def _run_units(summary, planned, pending, pool, adapter, storage_options, progress, on_unit_done, t0, lease=None,
-               actor_args: tuple = ()) -> None:
+def _run_units(
+    summary,
+    planned,
+    pending,
+    pool,
+    adapter,
+    storage_options,
+    progress,
+    on_unit_done,
+    t0,
+    lease=None,
+    actor_args: tuple = (),
+) -> None:
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -307,8 +353,11 @@ def _run_units(summary, planned, pending, pool, adapter, storage_options, progre
     def probe_actor():
         """A model actor of its own for bisection: restarted as often as probes crash it."""
         if not probe:
-            probe.append(_actor_class().options(max_restarts=-1, max_task_retries=0, num_cpus=0).remote(
-                *actor_args, storage_options=dict(storage_options or {}), device="cpu", max_batch=1, threads=1))
+            probe.append(
+                _actor_class()
+                .options(max_restarts=-1, max_task_retries=0, num_cpus=0)
+                .remote(*actor_args, storage_options=dict(storage_options or {}), device="cpu", max_batch=1, threads=1)
+            )
         return probe[0]
 
     def submit() -> None:
@@ -351,10 +400,15 @@ def _run_units(summary, planned, pending, pool, adapter, storage_options, progre
                     summary.units_failed.append(f"{unit.unit_id}: {_reason(exc)}")
                     submit()
                     continue
-                log.warning("unit %s failed %d times (%s); isolating the utterances the model fails on",
-                            unit.unit_id, MAX_UNIT_ATTEMPTS, _reason(exc))
-                utts = [planned.utterances[p.utterance_id] for p in unit.utterances
-                        if p.utterance_id not in (exclude or {})]
+                log.warning(
+                    "unit %s failed %d times (%s); isolating the utterances the model fails on",
+                    unit.unit_id,
+                    MAX_UNIT_ATTEMPTS,
+                    _reason(exc),
+                )
+                utts = [
+                    planned.utterances[p.utterance_id] for p in unit.utterances if p.utterance_id not in (exclude or {})
+                ]
                 failing = dict(exclude or {}, **_isolate(utts, adapter.sample_rate, storage_options, probe_actor()))
                 queue.insert(0, (unit, failing))
                 submit()
@@ -434,8 +488,14 @@ def _account(summary: IngestSummary, result: UnitResult, node: str) -> None:
     summary.nodes[node] = summary.nodes.get(node, 0) + 1
 
 
-def repair(lake_url: str, run_id: str, *, storage_options: Mapping[str, Any] | None = None,
-           ray_address: str | None = None, progress: bool | None = None) -> tuple[list[str], IngestSummary | None]:
+def repair(
+    lake_url: str,
+    run_id: str,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+    ray_address: str | None = None,
+    progress: bool | None = None,
+) -> tuple[list[str], IngestSummary | None]:
     """Re-do exactly the committed units of a run whose files are damaged; returns their ids.
 
     The damaged units' markers are removed (the units become invisible), and ingest runs them
@@ -456,8 +516,15 @@ def repair(lake_url: str, run_id: str, *, storage_options: Mapping[str, Any] | N
     used = [sum(p.n_frames for p in u.utterances) for u in run.plan.units]
     unit_rows = min(used[:-1]) if len(used) > 1 else used[0]
     summary = ingest(
-        lake.url, str(manifest["corpus"]["spec"]), str(manifest["model"]["spec"]),
-        layers=[layer.name for layer in run.layers], run_id=run_id, ray_address=ray_address,
-        storage_options=storage_options, unit_rows=unit_rows, progress=progress, only_units=damaged,
+        lake.url,
+        str(manifest["corpus"]["spec"]),
+        str(manifest["model"]["spec"]),
+        layers=[layer.name for layer in run.layers],
+        run_id=run_id,
+        ray_address=ray_address,
+        storage_options=storage_options,
+        unit_rows=unit_rows,
+        progress=progress,
+        only_units=damaged,
     )
     return damaged, summary

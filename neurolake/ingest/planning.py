@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from neurolake.errors import InputError, SpecError
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
@@ -54,7 +55,9 @@ class PlannedCorpus:
         """Uncompressed bytes of each layer's array (rows of the plan x units x itemsize)."""
         import numpy as np
 
-        return {layer.name: self.plan.total_rows * layer.units * np.dtype(layer.dtype).itemsize for layer in self.layers}
+        return {
+            layer.name: self.plan.total_rows * layer.units * np.dtype(layer.dtype).itemsize for layer in self.layers
+        }
 
     def corpus_manifest(self) -> dict[str, Any]:
         return {
@@ -99,9 +102,14 @@ def plan_corpus(
     corpus: Corpus = open_corpus(corpus_spec, storage_options=storage_options)
     errors = [
         # (a message that starts with its line or row number is not given it twice)
-        error_row(e.utterance_id, e.audio_uri, "corpus", f"{e.source_uri}"
-                  + (f" line {e.line}" if e.line and not e.message.startswith(("line ", "row ")) else "")
-                  + f": {e.message}")
+        error_row(
+            e.utterance_id,
+            e.audio_uri,
+            "corpus",
+            f"{e.source_uri}"
+            + (f" line {e.line}" if e.line and not e.message.startswith(("line ", "row ")) else "")
+            + f": {e.message}",
+        )
         for e in corpus.errors
     ]
     if corpus.untranscribed_audio:
@@ -123,28 +131,42 @@ def plan_corpus(
                 errors.append(error_row(utt.utterance_id, utt.audio_uri, "header", problem))
                 continue
             if info.num_samples == 0:
-                errors.append(error_row(utt.utterance_id, utt.audio_uri, "header", f"{utt.audio_uri}: empty audio (0 samples)"))
+                errors.append(
+                    error_row(utt.utterance_id, utt.audio_uri, "header", f"{utt.audio_uri}: empty audio (0 samples)")
+                )
                 continue
             if expected_rate is not None and info.sample_rate != expected_rate:
-                errors.append(error_row(
-                    utt.utterance_id, utt.audio_uri, "header",
-                    f"{utt.audio_uri}: sample rate {info.sample_rate} Hz, but LibriSpeech audio is {expected_rate} Hz",
-                ))
+                errors.append(
+                    error_row(
+                        utt.utterance_id,
+                        utt.audio_uri,
+                        "header",
+                        f"{utt.audio_uri}: sample rate {info.sample_rate} Hz, but LibriSpeech audio is {expected_rate} Hz",
+                    )
+                )
                 continue
             if info.duration_s > max_duration_s:
-                errors.append(error_row(
-                    utt.utterance_id, utt.audio_uri, "header",
-                    f"{utt.audio_uri}: {info.duration_s:.1f} s is longer than the {max_duration_s:g} s an utterance "
-                    "may last (--max-duration); segment the recording, or raise the limit if memory allows",
-                ))
+                errors.append(
+                    error_row(
+                        utt.utterance_id,
+                        utt.audio_uri,
+                        "header",
+                        f"{utt.audio_uri}: {info.duration_s:.1f} s is longer than the {max_duration_s:g} s an utterance "
+                        "may last (--max-duration); segment the recording, or raise the limit if memory allows",
+                    )
+                )
                 continue
             samples = math.ceil(info.num_samples * adapter.sample_rate / info.sample_rate)
             frames = adapter.num_frames(samples)
             if frames < 1:
-                errors.append(error_row(
-                    utt.utterance_id, utt.audio_uri, "header",
-                    f"{utt.audio_uri}: {info.duration_s:.3f} s is too short for one output frame of the model",
-                ))
+                errors.append(
+                    error_row(
+                        utt.utterance_id,
+                        utt.audio_uri,
+                        "header",
+                        f"{utt.audio_uri}: {info.duration_s:.3f} s is too short for one output frame of the model",
+                    )
+                )
                 continue
             planned.append((utt.utterance_id, frames))
             utterances[utt.utterance_id] = utt
@@ -156,7 +178,9 @@ def plan_corpus(
     # length, so its batches are full and carry almost no padding, which the model would
     # compute like audio. Row order is free: every row is found through its utterance.
     planned.sort(key=lambda item: item[1])
-    plan = plan_work_units(planned, rows_per_shard=rows_per_shard, unit_rows=unit_rows or unit_rows_for(layers, rows_per_shard))
+    plan = plan_work_units(
+        planned, rows_per_shard=rows_per_shard, unit_rows=unit_rows or unit_rows_for(layers, rows_per_shard)
+    )
     return PlannedCorpus(
         corpus_spec=str(corpus_spec),
         plan=plan,

@@ -18,7 +18,10 @@ def format_dry_run(planned: PlannedCorpus, run_id: str) -> str:
         f"  work units   {len(plan.units):,}",
         f"  activations  {human_bytes(sum(per_layer.values()))} uncompressed in {len(per_layer)} layers",
         "",
-        format_table(("layer", "units", "bytes"), [(layer.name, layer.units, human_bytes(per_layer[layer.name])) for layer in planned.layers]),
+        format_table(
+            ("layer", "units", "bytes"),
+            [(layer.name, layer.units, human_bytes(per_layer[layer.name])) for layer in planned.layers],
+        ),
     ]
     if planned.errors:
         lines += ["", f"first problems ({min(5, len(planned.errors))} of {len(planned.errors)}):"]

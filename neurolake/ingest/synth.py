@@ -73,8 +73,21 @@ HOLDOUT_SPLIT = "test-holdout"
 
 # ------------------------------------------------------------------- sentences
 
-_REQUIRED_CLASSES = ("determiner", "noun", "plural", "number", "adjective", "transitive",
-                     "intransitive", "adverb", "preposition", "name", "pronoun", "time", "conjunction")
+_REQUIRED_CLASSES = (
+    "determiner",
+    "noun",
+    "plural",
+    "number",
+    "adjective",
+    "transitive",
+    "intransitive",
+    "adverb",
+    "preposition",
+    "name",
+    "pronoun",
+    "time",
+    "conjunction",
+)
 
 # Slots in braces are filled by SentenceGenerator; "subject" and "object" are
 # noun phrases, the others name word classes of the vocabulary.
@@ -107,8 +120,7 @@ class Vocabulary:
         return frozenset(words | {"and", "an"})
 
 
-def load_vocabulary(url: str | None = None, *,
-                    storage_options: Mapping[str, Any] | None = None) -> Vocabulary:
+def load_vocabulary(url: str | None = None, *, storage_options: Mapping[str, Any] | None = None) -> Vocabulary:
     """Read a vocabulary file (format in ``data/vocabulary.txt``); the packaged one by default.
 
     Raises:
@@ -156,8 +168,9 @@ class SentenceGenerator:
         template = rng.choice(_TEMPLATES)
         words = _SLOT.sub(lambda slot: self._fill(slot.group(1), rng), template).split()
         # "a" before a vowel-initial word reads as "an", as a speaker would say it.
-        return " ".join("an" if w == "a" and i + 1 < len(words) and words[i + 1][0] in _VOWELS else w
-                        for i, w in enumerate(words))
+        return " ".join(
+            "an" if w == "a" and i + 1 < len(words) and words[i + 1][0] in _VOWELS else w for i, w in enumerate(words)
+        )
 
     def _fill(self, slot: str, rng: random.Random) -> str:
         classes = self.vocabulary.classes
@@ -329,8 +342,7 @@ def synthesize_corpus(
         if low > high:
             raise SpecError(f"{name} range ({low}, {high}) is empty")
     if speakers_per_accent < 1 or utterances_per_chapter < 1 or not variants:
-        raise SpecError("speakers_per_accent and utterances_per_chapter must be at least 1, "
-                        "and variants non-empty")
+        raise SpecError("speakers_per_accent and utterances_per_chapter must be at least 1, and variants non-empty")
     unknown_variants = sorted(set(variants) - set(VARIANTS))
     if unknown_variants:
         raise SpecError(f"unknown voice variants {unknown_variants}; choose from {', '.join(VARIANTS)}")
@@ -345,15 +357,26 @@ def synthesize_corpus(
 
     rng = random.Random(seed)
     sentences = generate_sentences(n_utterances, rng.randrange(2**32), vocabulary)
-    speakers = _draw_speakers(rng, training_accents, holdout_accent, speakers_per_accent, variants,
-                              rate_wpm, pitch, pitch_range)
+    speakers = _draw_speakers(
+        rng, training_accents, holdout_accent, speakers_per_accent, variants, rate_wpm, pitch, pitch_range
+    )
     plan = _plan(rng, counts, sentences, speakers, holdout_accent, utterances_per_chapter)
 
     fs, root = open_url(out_url, storage_options)
     root = root.rstrip("/")
     _prepare_output(fs, root, out_url, overwrite)
-    requests = [SpeechRequest(p.sentence, p.speaker.accent, p.speaker.variant, p.speaker.rate_wpm,
-                              p.speaker.pitch, p.speaker.pitch_range, p.noise_seed) for p in plan]
+    requests = [
+        SpeechRequest(
+            p.sentence,
+            p.speaker.accent,
+            p.speaker.variant,
+            p.speaker.rate_wpm,
+            p.speaker.pitch,
+            p.speaker.pitch_range,
+            p.noise_seed,
+        )
+        for p in plan
+    ]
     seconds_by_speaker: dict[str, float] = {}
     chapter: _ChapterFiles | None = None
     for planned, speech in zip(plan, synthesize_in_subprocess(requests), strict=True):
@@ -366,28 +389,33 @@ def synthesize_corpus(
         samples = _to_pcm16(speech)
         fs.pipe_file(f"{directory}/{planned.utterance_id}.flac", _flac_bytes(samples))
         seconds_by_speaker[planned.speaker.speaker_id] = (
-            seconds_by_speaker.get(planned.speaker.speaker_id, 0.0) + len(samples) / SAMPLE_RATE)
+            seconds_by_speaker.get(planned.speaker.speaker_id, 0.0) + len(samples) / SAMPLE_RATE
+        )
         chapter.transcript.append(f"{planned.utterance_id} {planned.sentence.upper()}")
         chapter.phones.append(_phones_line(planned.utterance_id, speech))
     if chapter is not None:
         _write_chapter(fs, chapter)
 
     used = {(p.speaker.speaker_id, p.split) for p in plan}
-    speakers = [replace(s, splits=tuple(split for split in counts if (s.speaker_id, split) in used))
-                for s in speakers]
+    speakers = [replace(s, splits=tuple(split for split in counts if (s.speaker_id, split) in used)) for s in speakers]
     speakers = tuple(s for s in speakers if s.splits)
     fs.pipe_file(f"{root}/SPEAKERS.TXT", _speakers_table(speakers, seconds_by_speaker).encode("utf-8"))
     audio_seconds = sum(seconds_by_speaker.values())
     wall = time.perf_counter() - started
-    summary = SynthesisSummary(url_of(fs, root), {k: v for k, v in counts.items() if v},
-                               speakers, audio_seconds, holdout_accent, wall)
-    logger.info("synthesised %d utterances (%.1f s of audio) in %.1f s into %s",
-                summary.n_utterances, audio_seconds, wall, summary.url)
+    summary = SynthesisSummary(
+        url_of(fs, root), {k: v for k, v in counts.items() if v}, speakers, audio_seconds, holdout_accent, wall
+    )
+    logger.info(
+        "synthesised %d utterances (%.1f s of audio) in %.1f s into %s",
+        summary.n_utterances,
+        audio_seconds,
+        wall,
+        summary.url,
+    )
     return summary
 
 
-def _split_counts(n: int, holdout_accent: str | None, test_fraction: float,
-                  holdout_fraction: float) -> dict[str, int]:
+def _split_counts(n: int, holdout_accent: str | None, test_fraction: float, holdout_fraction: float) -> dict[str, int]:
     if n < 1:
         raise SpecError(f"n_utterances must be at least 1, got {n}")
     if not 0 <= test_fraction < 1 or not 0 <= holdout_fraction < 1:
@@ -396,14 +424,23 @@ def _split_counts(n: int, holdout_accent: str | None, test_fraction: float,
     n_test = round(n * test_fraction)
     n_train = n - n_test - n_holdout
     if n_train < 1:
-        raise SpecError(f"{n} utterances leave none for {TRAIN_SPLIT!r} after {n_test} test and "
-                        f"{n_holdout} held-out ones; ask for more utterances or smaller fractions")
+        raise SpecError(
+            f"{n} utterances leave none for {TRAIN_SPLIT!r} after {n_test} test and "
+            f"{n_holdout} held-out ones; ask for more utterances or smaller fractions"
+        )
     return {TRAIN_SPLIT: n_train, TEST_SPLIT: n_test, HOLDOUT_SPLIT: n_holdout}
 
 
-def _draw_speakers(rng: random.Random, training_accents: Sequence[str], holdout_accent: str | None,
-                   per_accent: int, variants: Sequence[str], rate_wpm: tuple[int, int],
-                   pitch: tuple[int, int], pitch_range: tuple[int, int]) -> list[SyntheticSpeaker]:
+def _draw_speakers(
+    rng: random.Random,
+    training_accents: Sequence[str],
+    holdout_accent: str | None,
+    per_accent: int,
+    variants: Sequence[str],
+    rate_wpm: tuple[int, int],
+    pitch: tuple[int, int],
+    pitch_range: tuple[int, int],
+) -> list[SyntheticSpeaker]:
     accents = [*training_accents, *([holdout_accent] if holdout_accent else [])]
     # Distinct variants within an accent while they last, so its speakers differ in timbre.
     pools = {accent: rng.sample(list(variants), len(variants)) for accent in accents}
@@ -412,16 +449,27 @@ def _draw_speakers(rng: random.Random, training_accents: Sequence[str], holdout_
     # that round-robin assignment reaches every accent even in a small corpus.
     for k in range(per_accent):
         for accent in accents:
-            speakers.append(SyntheticSpeaker(
-                speaker_id=str(1000 + len(speakers)), accent=accent,
-                variant=pools[accent][k % len(variants)], rate_wpm=rng.randint(*rate_wpm),
-                pitch=rng.randint(*pitch), pitch_range=rng.randint(*pitch_range)))
+            speakers.append(
+                SyntheticSpeaker(
+                    speaker_id=str(1000 + len(speakers)),
+                    accent=accent,
+                    variant=pools[accent][k % len(variants)],
+                    rate_wpm=rng.randint(*rate_wpm),
+                    pitch=rng.randint(*pitch),
+                    pitch_range=rng.randint(*pitch_range),
+                )
+            )
     return speakers
 
 
-def _plan(rng: random.Random, counts: Mapping[str, int], sentences: Sequence[str],
-          speakers: Sequence[SyntheticSpeaker], holdout_accent: str | None,
-          per_chapter: int) -> list[_Planned]:
+def _plan(
+    rng: random.Random,
+    counts: Mapping[str, int],
+    sentences: Sequence[str],
+    speakers: Sequence[SyntheticSpeaker],
+    holdout_accent: str | None,
+    per_chapter: int,
+) -> list[_Planned]:
     """Utterances in writing order: split, speaker, chapter, utterance number."""
     plan: list[_Planned] = []
     next_sentence = 0
@@ -438,10 +486,17 @@ def _plan(rng: random.Random, counts: Mapping[str, int], sentences: Sequence[str
             for first in range(0, len(own), per_chapter):
                 chapter_id = str(next_chapter)
                 next_chapter += 1
-                for number, sentence in enumerate(own[first:first + per_chapter]):
-                    plan.append(_Planned(split, speaker, chapter_id,
-                                         f"{speaker.speaker_id}-{chapter_id}-{number:04d}", sentence,
-                                         rng.randrange(2**31)))
+                for number, sentence in enumerate(own[first : first + per_chapter]):
+                    plan.append(
+                        _Planned(
+                            split,
+                            speaker,
+                            chapter_id,
+                            f"{speaker.speaker_id}-{chapter_id}-{number:04d}",
+                            sentence,
+                            rng.randrange(2**31),
+                        )
+                    )
     return plan
 
 
@@ -451,8 +506,9 @@ def _prepare_output(fs, root: str, out_url: str, overwrite: bool) -> None:
             raise SpecError(f"{out_url!r} is a file; give a directory for the corpus")
         if fs.ls(root, detail=False):
             if not overwrite:
-                raise SpecError(f"{out_url!r} is not empty; give an empty or new directory, or "
-                                "overwrite=True to replace it")
+                raise SpecError(
+                    f"{out_url!r} is not empty; give an empty or new directory, or overwrite=True to replace it"
+                )
             fs.rm(root, recursive=True)
     fs.makedirs(root, exist_ok=True)
 
@@ -480,10 +536,10 @@ def _phones_line(utterance_id: str, speech: Speech) -> str:
 
 
 def _write_chapter(fs, chapter: _ChapterFiles) -> None:
-    fs.pipe_file(f"{chapter.directory}/{chapter.stem}.trans.txt",
-                 ("\n".join(chapter.transcript) + "\n").encode("utf-8"))
-    fs.pipe_file(f"{chapter.directory}/{chapter.stem}.phones.jsonl",
-                 ("\n".join(chapter.phones) + "\n").encode("utf-8"))
+    fs.pipe_file(
+        f"{chapter.directory}/{chapter.stem}.trans.txt", ("\n".join(chapter.transcript) + "\n").encode("utf-8")
+    )
+    fs.pipe_file(f"{chapter.directory}/{chapter.stem}.phones.jsonl", ("\n".join(chapter.phones) + "\n").encode("utf-8"))
 
 
 def _speakers_table(speakers: Sequence[SyntheticSpeaker], seconds: Mapping[str, float]) -> str:
@@ -493,7 +549,9 @@ def _speakers_table(speakers: Sequence[SyntheticSpeaker], seconds: Mapping[str, 
         ";ID   |SEX| SUBSET                    |MINUTES| NAME",
     ]
     for s in speakers:
-        lines.append(f"{s.speaker_id:<5} | {s.sex} | {','.join(s.splits):<25} | "
-                     f"{seconds[s.speaker_id] / 60:5.2f} | "
-                     f"{s.accent}+{s.variant} rate={s.rate_wpm} pitch={s.pitch} range={s.pitch_range}")
+        lines.append(
+            f"{s.speaker_id:<5} | {s.sex} | {','.join(s.splits):<25} | "
+            f"{seconds[s.speaker_id] / 60:5.2f} | "
+            f"{s.accent}+{s.variant} rate={s.rate_wpm} pitch={s.pitch} range={s.pitch_range}"
+        )
     return "\n".join(lines) + "\n"

@@ -54,8 +54,16 @@ from neurolake.ingest.demo_model import (
 from neurolake.ingest.synth import HOLDOUT_SPLIT, TEST_SPLIT, TRAIN_SPLIT, synthesize_corpus
 from neurolake.ingest.wer import edit_distance
 
-__all__ = ["Example", "TrainingSettings", "corpus_cer", "encode_transcript", "evaluate", "main", "one_cycle_lr",
-           "train_demo_model"]
+__all__ = [
+    "Example",
+    "TrainingSettings",
+    "corpus_cer",
+    "encode_transcript",
+    "evaluate",
+    "main",
+    "one_cycle_lr",
+    "train_demo_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +134,9 @@ def decode_tokens(token_ids: Sequence[int]) -> str:
 
 def corpus_cer(references: Sequence[str], hypotheses: Sequence[str]) -> float:
     """Character error rate over a set: total edit distance / total reference characters."""
-    errors = sum(edit_distance(" ".join(r.split()), " ".join(h.split())) for r, h in zip(references, hypotheses,
-                                                                                          strict=True))
+    errors = sum(
+        edit_distance(" ".join(r.split()), " ".join(h.split())) for r, h in zip(references, hypotheses, strict=True)
+    )
     characters = sum(len(" ".join(r.split())) for r in references)
     return errors / characters if characters else 0.0
 
@@ -147,8 +156,9 @@ def _load_examples(corpus: Corpus, split: str) -> list[Example]:
     return examples
 
 
-def _batches(examples: Sequence[Example], batch_seconds: float, rng: random.Random,
-             jitter: float = 0.0) -> list[list[Example]]:
+def _batches(
+    examples: Sequence[Example], batch_seconds: float, rng: random.Random, jitter: float = 0.0
+) -> list[list[Example]]:
     """Groups of similar-length utterances whose padded length stays within ``batch_seconds``, shuffled.
 
     ``jitter`` perturbs the length order by up to that fraction, so that repeated
@@ -183,7 +193,7 @@ def _collate(batch: Sequence[Example], gains: np.ndarray | None = None):
     lengths = torch.tensor([len(e.waveform) for e in batch], dtype=torch.int64)
     waveforms = torch.zeros(len(batch), int(lengths.max()))
     for row, example in enumerate(batch):
-        waveforms[row, :len(example.waveform)] = torch.from_numpy(example.waveform)
+        waveforms[row, : len(example.waveform)] = torch.from_numpy(example.waveform)
     if gains is not None:
         waveforms *= torch.from_numpy(gains.astype(np.float32))[:, None]
     targets = torch.from_numpy(np.concatenate([e.targets for e in batch]))
@@ -192,10 +202,13 @@ def _collate(batch: Sequence[Example], gains: np.ndarray | None = None):
 
 
 def _augmenter(settings: TrainingSettings) -> torch.nn.Module:
-    masks = [torchaudio.transforms.FrequencyMasking(settings.freq_mask_bands, iid_masks=True)
-             for _ in range(settings.freq_masks)]
-    masks += [torchaudio.transforms.TimeMasking(settings.time_mask_frames, iid_masks=True)
-              for _ in range(settings.time_masks)]
+    masks = [
+        torchaudio.transforms.FrequencyMasking(settings.freq_mask_bands, iid_masks=True)
+        for _ in range(settings.freq_masks)
+    ]
+    masks += [
+        torchaudio.transforms.TimeMasking(settings.time_mask_frames, iid_masks=True) for _ in range(settings.time_masks)
+    ]
     return torch.nn.Sequential(*masks)
 
 
@@ -206,8 +219,9 @@ def _loss(model: DemoCTCModel, augment: torch.nn.Module, batch, gains: np.ndarra
     features = augment(features)
     log_probs = model.classify(features, feature_lengths)
     frame_lengths = model.frame_lengths(lengths)
-    return torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, frame_lengths, target_lengths,
-                                        blank=0, reduction="mean", zero_infinity=True)
+    return torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1), targets, frame_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=True
+    )
 
 
 def evaluate(model: DemoCTCModel, examples: Sequence[Example], batch_seconds: float = 60.0) -> dict[str, float]:
@@ -243,8 +257,9 @@ def one_cycle_lr(fraction: float, peak_lr: float, warmup_fraction: float) -> flo
     return final + (peak_lr - final) * (1.0 + math.cos(math.pi * remaining)) / 2.0
 
 
-def train_demo_model(train: Sequence[Example], settings: TrainingSettings,
-                     config: DemoModelConfig | None = None) -> tuple[DemoCTCModel, dict]:
+def train_demo_model(
+    train: Sequence[Example], settings: TrainingSettings, config: DemoModelConfig | None = None
+) -> tuple[DemoCTCModel, dict]:
     """CTC-train a fresh demo model on ``train`` for ``settings.minutes`` of wall-clock time.
 
     Returns:
@@ -265,9 +280,13 @@ def train_demo_model(train: Sequence[Example], settings: TrainingSettings,
         return 10.0 ** (np_rng.uniform(-settings.gain_db, settings.gain_db, len(batch)) / 20.0)
 
     started = time.perf_counter()
-    logger.info("training %d parameters for %.1f minutes on %d utterances (%.0f s of audio)",
-                sum(p.numel() for p in model.parameters()), settings.minutes, len(train),
-                sum(len(e.waveform) for e in train) / SAMPLE_RATE)
+    logger.info(
+        "training %d parameters for %.1f minutes on %d utterances (%.0f s of audio)",
+        sum(p.numel() for p in model.parameters()),
+        settings.minutes,
+        len(train),
+        sum(len(e.waveform) for e in train) / SAMPLE_RATE,
+    )
     history: list[dict[str, float]] = []
     window: list[float] = []
     audio_seconds = 0.0
@@ -289,10 +308,14 @@ def train_demo_model(train: Sequence[Example], settings: TrainingSettings,
         progress.update(round(time.perf_counter() - started) - progress.n)
         progress.set_postfix(step=step, loss=f"{window[-1]:.3f}", lr=f"{lr:.2e}")
         if len(window) == 25:
-            history.append({"step": step, "elapsed_s": round(time.perf_counter() - started, 1),
-                            "loss": round(sum(window) / len(window), 4)})
-            logger.info("step %d  loss %.3f  lr %.2e  %.0f s", step, history[-1]["loss"], lr,
-                        history[-1]["elapsed_s"])
+            history.append(
+                {
+                    "step": step,
+                    "elapsed_s": round(time.perf_counter() - started, 1),
+                    "loss": round(sum(window) / len(window), 4),
+                }
+            )
+            logger.info("step %d  loss %.3f  lr %.2e  %.0f s", step, history[-1]["loss"], lr, history[-1]["elapsed_s"])
             window = []
     progress.close()
     train_seconds = sum(len(e.waveform) for e in train) / SAMPLE_RATE
@@ -316,16 +339,21 @@ def _open_or_synthesise(corpus: str | None, utterances: int, seed: int, workdir:
 
 def _parser() -> argparse.ArgumentParser:
     defaults = TrainingSettings()
-    parser = argparse.ArgumentParser(prog="python -m neurolake.ingest.train_demo", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--corpus", help="synthetic corpus directory (synthesised there if it holds none; "
-                        "a temporary one if omitted)")
+    parser = argparse.ArgumentParser(
+        prog="python -m neurolake.ingest.train_demo",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--corpus", help="synthetic corpus directory (synthesised there if it holds none; a temporary one if omitted)"
+    )
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="checkpoint to write")
     parser.add_argument("--minutes", type=float, default=defaults.minutes, help="training time budget")
     parser.add_argument("--utterances", type=int, default=5000, help="utterances to synthesise")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--batch-seconds", type=float, default=defaults.batch_seconds,
-                        help="padded audio per batch, seconds")
+    parser.add_argument(
+        "--batch-seconds", type=float, default=defaults.batch_seconds, help="padded audio per batch, seconds"
+    )
     parser.add_argument("--lr", type=float, default=defaults.peak_lr, help="peak learning rate")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     return parser
@@ -336,8 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
-    settings = TrainingSettings(minutes=args.minutes, batch_seconds=args.batch_seconds, peak_lr=args.lr,
-                                seed=args.seed)
+    settings = TrainingSettings(minutes=args.minutes, batch_seconds=args.batch_seconds, peak_lr=args.lr, seed=args.seed)
     try:
         with tempfile.TemporaryDirectory(prefix="neurolake-demo-") as workdir:
             corpus = _open_or_synthesise(args.corpus, args.utterances, args.seed, workdir)
@@ -346,16 +373,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NeurolakeError as exc:
         logger.error("%s", exc)
         return 2
-    results = {split: evaluate(model, examples) for split, examples in splits.items()
-               if split != TRAIN_SPLIT and examples}
+    results = {
+        split: evaluate(model, examples) for split, examples in splits.items() if split != TRAIN_SPLIT and examples
+    }
     for split, result in results.items():
-        logger.info("greedy CER on %s: %.3f (%d utterances, %.0f s)", split, result["cer"],
-                    result["utterances"], result["seconds"])
+        logger.info(
+            "greedy CER on %s: %.3f (%d utterances, %.0f s)",
+            split,
+            result["cer"],
+            result["utterances"],
+            result["seconds"],
+        )
     training = {
         "settings": dataclasses.asdict(settings),
         # Sizes only: the corpus path is a detail of the machine that trained.
-        "corpus": {"train_utterances": len(splits[TRAIN_SPLIT]),
-                   "train_seconds": round(sum(len(e.waveform) for e in splits[TRAIN_SPLIT]) / SAMPLE_RATE, 1)},
+        "corpus": {
+            "train_utterances": len(splits[TRAIN_SPLIT]),
+            "train_seconds": round(sum(len(e.waveform) for e in splits[TRAIN_SPLIT]) / SAMPLE_RATE, 1),
+        },
         "threads": args.threads,
         **summary,
         "results": results,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -45,8 +46,9 @@ class UnitResult:
 MAX_PADDING = 0.05
 
 
-def length_batches(lengths: Sequence[int], max_batch: int, max_batch_samples: int,
-                   max_padding: float = MAX_PADDING) -> list[list[int]]:
+def length_batches(
+    lengths: Sequence[int], max_batch: int, max_batch_samples: int, max_padding: float = MAX_PADDING
+) -> list[list[int]]:
     """Indices of ``lengths`` in batches of similar length, shortest first.
 
     A batch ends at ``max_batch`` items, at ``max_batch_samples`` padded samples, or where
@@ -65,8 +67,11 @@ def length_batches(lengths: Sequence[int], max_batch: int, max_batch_samples: in
     for i in order:
         longest = lengths[i]
         n = len(current) + 1
-        if current and (n > max_batch or longest * n > max_batch_samples
-                        or longest * n - (total + longest) > max_padding * longest * n):
+        if current and (
+            n > max_batch
+            or longest * n > max_batch_samples
+            or longest * n - (total + longest) > max_padding * longest * n
+        ):
             batches.append(current)
             current, total = [], 0
         current.append(i)
@@ -132,19 +137,34 @@ class UnitProcessor:
             items = [decoded[i] for i in batch]
             padded, lengths = _pad(items)
             with self._forward_lock:
-                self.adapter.forward(torch.from_numpy(padded).to(self.device), torch.tensor(lengths), self.layers,
-                                     capture_dtype=self._capture_dtype)
+                self.adapter.forward(
+                    torch.from_numpy(padded).to(self.device),
+                    torch.tensor(lengths),
+                    self.layers,
+                    capture_dtype=self._capture_dtype,
+                )
 
-    def process(self, unit: WorkUnit, utterances: Sequence[Utterance], decoded: list[Decoded], extra_errors: Sequence[dict] = (),
-                lease: LeaseToken | None = None, exclude: Mapping[str, str] | None = None) -> UnitResult:
+    def process(
+        self,
+        unit: WorkUnit,
+        utterances: Sequence[Utterance],
+        decoded: list[Decoded],
+        extra_errors: Sequence[dict] = (),
+        lease: LeaseToken | None = None,
+        exclude: Mapping[str, str] | None = None,
+    ) -> UnitResult:
         """Forward, label and write ``unit``, then commit it (only while ``lease`` holds).
 
         ``exclude`` maps utterances the model failed on (found by the pipeline's bisection) to
         the reason: they become ``errors`` rows of stage ``model`` and the rest is ingested."""
         t0 = time.perf_counter()
         if exclude:
-            decoded = [Decoded(d.utterance_id, None, None, f"model: {exclude[d.utterance_id]}")
-                       if d.utterance_id in exclude else d for d in decoded]
+            decoded = [
+                Decoded(d.utterance_id, None, None, f"model: {exclude[d.utterance_id]}")
+                if d.utterance_id in exclude
+                else d
+                for d in decoded
+            ]
         by_id = {u.utterance_id: u for u in utterances}
         planned = {p.utterance_id: p for p in unit.utterances}
         tokens = self.adapter.tokens
@@ -154,7 +174,9 @@ class UnitProcessor:
         forward_s, padded_samples = 0.0, 0
         for d in decoded:
             if d.error is not None:
-                stage, reason = ("model", d.error[len("model: "):]) if d.error.startswith("model: ") else ("decode", d.error)
+                stage, reason = (
+                    ("model", d.error[len("model: ") :]) if d.error.startswith("model: ") else ("decode", d.error)
+                )
                 errors.append(error_row(d.utterance_id, by_id[d.utterance_id].audio_uri, stage, reason))
         for batch in self._batches(decoded):
             items = [decoded[i] for i in batch]
@@ -164,8 +186,9 @@ class UnitProcessor:
             # Labels and writes of another unit run meanwhile (the actor takes two at once).
             with self._forward_lock:
                 t_forward = time.perf_counter()
-                out = self.adapter.forward(wave.to(self.device), torch.tensor(lengths), self.layers,
-                                           capture_dtype=self._capture_dtype)
+                out = self.adapter.forward(
+                    wave.to(self.device), torch.tensor(lengths), self.layers, capture_dtype=self._capture_dtype
+                )
                 forward_s += time.perf_counter() - t_forward
             padded_samples += padded.size
             log_probs = out.log_probs.cpu().numpy()
@@ -175,22 +198,34 @@ class UnitProcessor:
                 p = planned[d.utterance_id]
                 utt = by_id[d.utterance_id]
                 if n != p.n_frames:
-                    errors.append(error_row(d.utterance_id, utt.audio_uri, "decode",
-                                            f"{utt.audio_uri}: decoded audio gives {n} frames, its header {p.n_frames}"))
+                    errors.append(
+                        error_row(
+                            d.utterance_id,
+                            utt.audio_uri,
+                            "decode",
+                            f"{utt.audio_uri}: decoded audio gives {n} frames, its header {p.n_frames}",
+                        )
+                    )
                     continue
                 acts[d.utterance_id] = {name: captured[name][row, :n] for name in self.layers}
                 try:
                     labels = label_utterance(
-                        log_probs[row, :n], tokens, utt.transcript,
-                        frame_shift_s=self.adapter.frame_shift_s, phone_intervals=d.phones,
-                        utterance_id=d.utterance_id, first_frame_id=p.first_row,
+                        log_probs[row, :n],
+                        tokens,
+                        utt.transcript,
+                        frame_shift_s=self.adapter.frame_shift_s,
+                        phone_intervals=d.phones,
+                        utterance_id=d.utterance_id,
+                        first_frame_id=p.first_row,
                     )
                 except NeurolakeError as exc:
                     errors.append(error_row(d.utterance_id, utt.audio_uri, "labels", str(exc)))
                     continue
                 urow = dict(labels.utterance)
                 urow.update(
-                    speaker_id=utt.speaker_id, chapter_id=utt.chapter_id, audio_uri=utt.audio_uri,
+                    speaker_id=utt.speaker_id,
+                    chapter_id=utt.chapter_id,
+                    audio_uri=utt.audio_uri,
                     duration_s=d.audio.shape[0] / self.adapter.sample_rate,
                 )
                 utt_rows[d.utterance_id] = urow

@@ -142,9 +142,7 @@ def _as_ids(reference: Sequence[Hashable], hypothesis: Sequence[Hashable]):
     return ref, hyp
 
 
-def align_sequences(
-    reference: Sequence[Hashable], hypothesis: Sequence[Hashable]
-) -> EditAlignment:
+def align_sequences(reference: Sequence[Hashable], hypothesis: Sequence[Hashable]) -> EditAlignment:
     """Minimum edit-distance alignment of ``hypothesis`` to ``reference``.
 
     Unit costs for substitution, deletion (a reference item missing from the hypothesis)
@@ -161,9 +159,7 @@ def align_sequences(
     """
     ref, hyp = _as_ids(reference, hypothesis)
     ops, ref_index, hyp_index = _levenshtein_steps(ref, hyp)
-    return EditAlignment(
-        ops=ops, ref_index=ref_index, hyp_index=hyp_index, n_reference=len(reference)
-    )
+    return EditAlignment(ops=ops, ref_index=ref_index, hyp_index=hyp_index, n_reference=len(reference))
 
 
 def edit_distance(reference: Sequence[Hashable], hypothesis: Sequence[Hashable]) -> int:

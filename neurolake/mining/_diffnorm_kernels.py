@@ -44,9 +44,7 @@ def _contains(row: np.ndarray, pattern: np.ndarray) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
-def cover_usage(
-    rows: np.ndarray, table: np.ndarray, within: np.ndarray, n_items: int
-) -> tuple[np.ndarray, np.ndarray]:
+def cover_usage(rows: np.ndarray, table: np.ndarray, within: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """Usages of the greedy cover of every row that contains ``within``.
 
     Each row is covered by the patterns of ``table`` in order (a pattern is used when all

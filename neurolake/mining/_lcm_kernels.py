@@ -296,8 +296,7 @@ def _child_row_lengths(bits, a, keep, n_keep, rank, nocc, s_len, s_plen):
 
 
 @njit(cache=True)
-def _fill_child_rows(iarena, itop, bits, a, keep, n_keep, loc_items, rank, nocc, s_start,
-                     s_len, s_w, cursor):
+def _fill_child_rows(iarena, itop, bits, a, keep, n_keep, loc_items, rank, nocc, s_start, s_len, s_w, cursor):
     """Write the occurrence rows of local item ``a`` (lengths from
     :func:`_child_row_lengths`) at ``iarena[itop:]`` in internal ids, unit weights."""
     one = np.uint64(1)
@@ -322,8 +321,7 @@ def _fill_child_rows(iarena, itop, bits, a, keep, n_keep, loc_items, rank, nocc,
 
 
 @njit(cache=True)
-def _root_child_rows(iarena, itop, ptr0, items0, bits, a, cnt, minsup, supp, j, s_start,
-                     s_len, s_plen, s_w):
+def _root_child_rows(iarena, itop, ptr0, items0, bits, a, cnt, minsup, supp, j, s_start, s_len, s_plen, s_w):
     """Occurrence rows of local item ``a`` of a root mined from bits, copied from the
     root's own unit-weight rows (``ptr0``, ``items0``) and restricted to the items with
     ``minsup <= cnt < supp``, written at ``iarena[itop:]``.
@@ -376,8 +374,7 @@ def _fill_child_bits(bits, a, keep, n_keep, rank, child):
 
 
 @njit(cache=True)
-def _reduce(iarena, larena, ibase, ltop, n, split, s_start, s_len, s_plen, s_w, s_hash,
-            s_rep, table):
+def _reduce(iarena, larena, ibase, ltop, n, split, s_start, s_len, s_plen, s_w, s_hash, s_rep, table):
     """Merge and compact the ``n`` temporary transactions described by ``s_*``.
 
     Transaction ``t`` has ``s_len[t]`` items at ``iarena[s_start[t]:]`` (increasing, the
@@ -619,8 +616,28 @@ def _close(cnt, touched, ntouch, supp, j, minsup, iset, ilen, cand_buf):
 
 
 @njit(cache=True)
-def _build_child(iarena, larena, itop, ltop, ptr_off, w_off, b0, b1, j, supp, minsup, cnt,
-                 tot, s_start, s_len, s_plen, s_w, s_hash, s_rep, table):
+def _build_child(
+    iarena,
+    larena,
+    itop,
+    ltop,
+    ptr_off,
+    w_off,
+    b0,
+    b1,
+    j,
+    supp,
+    minsup,
+    cnt,
+    tot,
+    s_start,
+    s_len,
+    s_plen,
+    s_w,
+    s_hash,
+    s_rep,
+    table,
+):
     """Write the reduced conditional database of the extension by ``j`` at the arena tops.
 
     Keeps, of each occurrence, the items that are frequent among the occurrences and not in
@@ -649,8 +666,7 @@ def _build_child(iarena, larena, itop, ltop, ptr_off, w_off, b0, b1, j, supp, mi
         s_len[x] = wpos - s_start[x]
         s_plen[x] = pl
         s_w[x] = larena[w_off + t]
-    m, itop, ltop = _reduce(iarena, larena, itop, ltop, nocc, j, s_start, s_len, s_plen, s_w,
-                            s_hash, s_rep, table)
+    m, itop, ltop = _reduce(iarena, larena, itop, ltop, nocc, j, s_start, s_len, s_plen, s_w, s_hash, s_rep, table)
     return iarena, larena, m, itop, ltop
 
 
@@ -667,8 +683,7 @@ def _store_unmerged(larena, ltop, n, s_start, s_len):
 
 
 @njit(cache=True)
-def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
-                     first_level_only, bits_mode):
+def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, first_level_only, bits_mode):
     """Depth-first LCM below one node of the enumeration tree.
 
     Args:
@@ -811,8 +826,7 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
             s_plen[t] = pl
         for p in range(nnz0):
             iarena[p] = items0[p]
-        m, itop, ltop = _reduce(iarena, larena, 0, 0, n0, core0, s_start, s_len, s_plen, s_w,
-                                s_hash, s_rep, table)
+        m, itop, ltop = _reduce(iarena, larena, 0, 0, n0, core0, s_start, s_len, s_plen, s_w, s_hash, s_rep, table)
         btop = 0
         nc = 0
         for x in range(m0):
@@ -823,7 +837,8 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
         f_w[0] = m + 1
         f_ncand[0] = nc
         iarena, larena, itop, ltop, f_cand[0], f_bptr[0] = _deliver(
-            iarena, larena, itop, ltop, 0, m, core0, cand_buf, nc, slot, occn)
+            iarena, larena, itop, ltop, 0, m, core0, cand_buf, nc, slot, occn
+        )
 
     d = 0
     while d >= 0:
@@ -920,14 +935,17 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
                 nocc = supp
                 iarena = _grow(iarena, itop + row_items)
                 larena = _grow(larena, ltop + 2 * nocc + 1)
-                itop, sumsq = _root_child_rows(iarena, itop, ptr0, items0, bits, a, cnt, minsup,
-                                               supp, j, s_start, s_len, s_plen, s_w)
-                mc, itop, ltop = _reduce(iarena, larena, base_i, ltop, nocc, j, s_start, s_len,
-                                         s_plen, s_w, s_hash, s_rep, table)
+                itop, sumsq = _root_child_rows(
+                    iarena, itop, ptr0, items0, bits, a, cnt, minsup, supp, j, s_start, s_len, s_plen, s_w
+                )
+                mc, itop, ltop = _reduce(
+                    iarena, larena, base_i, ltop, nocc, j, s_start, s_len, s_plen, s_w, s_hash, s_rep, table
+                )
                 # Rows that merge well (categorical data) are cheaper to mine than any bit
                 # matrix, which cannot merge.
                 child_dense = _prefer_bits(n_keep, nocc, sumsq, bits_mode) and (
-                    bits_mode == BITS_ALWAYS or 2 * mc > nocc)
+                    bits_mode == BITS_ALWAYS or 2 * mc > nocc
+                )
                 if child_dense:
                     itop = base_i
                     ltop = base_l
@@ -935,9 +953,9 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
                     if first_level_only:
                         # Handed over unmerged so that the branch can still be mined from
                         # bits.
-                        itop, sumsq = _root_child_rows(iarena, itop, ptr0, items0, bits, a, cnt,
-                                                       minsup, supp, j, s_start, s_len, s_plen,
-                                                       s_w)
+                        itop, sumsq = _root_child_rows(
+                            iarena, itop, ptr0, items0, bits, a, cnt, minsup, supp, j, s_start, s_len, s_plen, s_w
+                        )
                         mc = nocc
                         ltop = _store_unmerged(larena, ltop, nocc, s_start, s_len)
             else:
@@ -990,20 +1008,40 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
                 iarena = _grow(iarena, itop + total)
                 larena = _grow(larena, ltop + 2 * nocc + 1)
                 # s_hash serves as the fill cursor; _reduce recomputes it afterwards.
-                itop = _fill_child_rows(iarena, itop, bits, a, keep, n_keep,
-                                        iarena[loc : loc + md], rank, nocc, s_start, s_len,
-                                        s_w, s_hash)
+                itop = _fill_child_rows(
+                    iarena, itop, bits, a, keep, n_keep, iarena[loc : loc + md], rank, nocc, s_start, s_len, s_w, s_hash
+                )
                 if child_dense:
                     # Handed over unmerged so that the branch can still be mined from bits.
                     mc = nocc
                     ltop = _store_unmerged(larena, ltop, nocc, s_start, s_len)
                 else:
-                    mc, itop, ltop = _reduce(iarena, larena, base_i, ltop, nocc, j, s_start,
-                                             s_len, s_plen, s_w, s_hash, s_rep, table)
+                    mc, itop, ltop = _reduce(
+                        iarena, larena, base_i, ltop, nocc, j, s_start, s_len, s_plen, s_w, s_hash, s_rep, table
+                    )
         else:
             iarena, larena, mc, itop, ltop = _build_child(
-                iarena, larena, itop, ltop, f_ptr[d], f_w[d], b0, b1, j, supp, minsup, cnt,
-                tot, s_start, s_len, s_plen, s_w, s_hash, s_rep, table)
+                iarena,
+                larena,
+                itop,
+                ltop,
+                f_ptr[d],
+                f_w[d],
+                b0,
+                b1,
+                j,
+                supp,
+                minsup,
+                cnt,
+                tot,
+                s_start,
+                s_len,
+                s_plen,
+                s_w,
+                s_hash,
+                s_rep,
+                table,
+            )
         for x in range(ntouch):
             cnt[touched[x]] = 0
         if first_level_only:
@@ -1022,10 +1060,18 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size,
         f_cur[nd] = 0
         f_ncand[nd] = nc
         iarena, larena, itop, ltop, f_cand[nd], f_bptr[nd] = _deliver(
-            iarena, larena, itop, ltop, base_l, mc, j, cand_buf, nc, slot, occn)
+            iarena, larena, itop, ltop, base_l, mc, j, cand_buf, nc, slot, occn
+        )
         d = nd
-    return (out_items[: out_ptr[n_out]], out_ptr[: n_out + 1], out_supp[:n_out], n_out, iarena,
-            larena, children[: n_out if first_level_only else 0])
+    return (
+        out_items[: out_ptr[n_out]],
+        out_ptr[: n_out + 1],
+        out_supp[:n_out],
+        n_out,
+        iarena,
+        larena,
+        children[: n_out if first_level_only else 0],
+    )
 
 
 @njit(cache=True)

@@ -12,7 +12,8 @@ Stateless kernels (numpy only). A spec is a small dict so it can key derived dat
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,9 @@ def normalise_spec(spec: Mapping[str, Any]) -> dict:
     if method == "quantile":
         q = float(spec.get("q", 0.9))
         if q not in QUANTILE_COLUMNS:
-            raise SpecError(f"quantile binarisation takes q in {sorted(QUANTILE_COLUMNS)} (the neurons statistics), got {q}")
+            raise SpecError(
+                f"quantile binarisation takes q in {sorted(QUANTILE_COLUMNS)} (the neurons statistics), got {q}"
+            )
         return {"method": method, "q": q}
     if method == "topk":
         k = int(spec.get("k", 10))

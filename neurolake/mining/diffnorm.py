@@ -193,8 +193,7 @@ class BitMatrix:
         packed = np.asarray(packed, dtype=np.uint8)
         if packed.ndim != 2 or packed.shape[1] != (n_items + 7) // 8:
             raise SpecError(
-                f"packed bits of {n_items} items need [rows, {(n_items + 7) // 8}] uint8, "
-                f"got shape {packed.shape}"
+                f"packed bits of {n_items} items need [rows, {(n_items + 7) // 8}] uint8, got shape {packed.shape}"
             )
         dense = np.unpackbits(packed, axis=1, count=n_items, bitorder=bitorder)
         return cls.from_dense(dense)
@@ -241,7 +240,7 @@ class UsageCounter(ABC):
         """For each ``(group, table)``: ``[p + n_items, p + n_items] int64`` rows whose cover
         uses both elements (patterns first, then singletons; filled above the diagonal)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional to override: most counters hold nothing
         """Release whatever the counter holds (nothing for the local one)."""
 
 
@@ -265,10 +264,7 @@ class LocalUsageCounter(UsageCounter):
         return out
 
     def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [
-            kernels.cover_usage(self.groups[i], table, within, self.n_items)
-            for i, table, within in requests
-        ]
+        return [kernels.cover_usage(self.groups[i], table, within, self.n_items) for i, table, within in requests]
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         return [kernels.co_usage(self.groups[i], table, self.n_items) for i, table in requests]
@@ -339,14 +335,10 @@ class DiffNormResult:
         return pa.table(
             {
                 "subset": pa.array([list(p.subset) for p in self.patterns], pa.list_(pa.int32())),
-                "itemset": pa.array(
-                    [list(p.itemset) for p in self.patterns], pa.list_(pa.int64())
-                ),
+                "itemset": pa.array([list(p.itemset) for p in self.patterns], pa.list_(pa.int64())),
                 "size": pa.array([len(p.itemset) for p in self.patterns], pa.int32()),
                 "usage": pa.array([list(p.usage) for p in self.patterns], pa.list_(pa.int64())),
-                "support": pa.array(
-                    [list(p.support) for p in self.patterns], pa.list_(pa.int64())
-                ),
+                "support": pa.array([list(p.support) for p in self.patterns], pa.list_(pa.int64())),
             }
         )
 
@@ -383,9 +375,7 @@ class _Proposal:
     tables: dict[int, _Table]
 
 
-def _group_lengths(
-    pat_usage: np.ndarray, item_usage: np.ndarray, st_lengths: np.ndarray
-) -> tuple[float, float]:
+def _group_lengths(pat_usage: np.ndarray, item_usage: np.ndarray, st_lengths: np.ndarray) -> tuple[float, float]:
     """``(L(D_i | C_i), code column of C_i)`` in bits for the given usages."""
     used_items = item_usage > 0
     usage = np.concatenate([pat_usage[pat_usage > 0], item_usage[used_items]])
@@ -470,7 +460,9 @@ class DiffNorm:
             self._search(packed)
         logger.info(
             "DiffNorm: %d patterns, L%% = %.2f, %d accepted, %.2f s",
-            len(self._result.patterns), self._result.l_percent, self._result.n_accepted,
+            len(self._result.patterns),
+            self._result.l_percent,
+            self._result.n_accepted,
             time.perf_counter() - start,
         )
         return self
@@ -491,14 +483,10 @@ class DiffNorm:
         result = self.discover()
         key = tuple(sorted(set(int(i) for i in subset)))
         if key not in result.subsets:
-            raise SpecError(
-                f"subset {tuple(subset)!r} was not searched; the subsets are {list(result.subsets)}"
-            )
+            raise SpecError(f"subset {tuple(subset)!r} was not searched; the subsets are {list(result.subsets)}")
         return [p.itemset for p in result.patterns if p.subset == key]
 
-    def evaluate(
-        self, groups: Sequence[Any], model: Mapping[Sequence[int], Sequence[Sequence[int]]]
-    ) -> DiffNormResult:
+    def evaluate(self, groups: Sequence[Any], model: Mapping[Sequence[int], Sequence[Sequence[int]]]) -> DiffNormResult:
         """Score a given model instead of searching one.
 
         Args:
@@ -518,8 +506,7 @@ class DiffNorm:
                 key = tuple(sorted(set(int(i) for i in subset)))
                 if key not in index:
                     raise SpecError(
-                        f"model subset {tuple(subset)!r} is not among the subsets "
-                        f"{self._subsets}; pass it in subsets="
+                        f"model subset {tuple(subset)!r} is not among the subsets {self._subsets}; pass it in subsets="
                     )
                 for itemset in itemsets:
                     placements.append((self._check_itemset(itemset), index[key]))
@@ -528,9 +515,7 @@ class DiffNorm:
                 if itemset in self._placed:
                     raise SpecError(f"pattern {itemset} appears twice in the model")
                 self._placed[itemset] = j
-                self._apply(
-                    _Proposal(0.0, j, self._changed_tables(itemset, list(self._subsets[j]), True))
-                )
+                self._apply(_Proposal(0.0, j, self._changed_tables(itemset, list(self._subsets[j]), True)))
             return self._build_result(self._singleton_length, 0)
 
     def _check_itemset(self, itemset: Sequence[int]) -> Itemset:
@@ -555,9 +540,7 @@ class DiffNorm:
             raise SpecError("DiffNorm needs at least one group of rows")
         n_items = {p.n_items for p in packed}
         if len(n_items) != 1:
-            raise SpecError(
-                f"all groups must share one item universe, got item counts {sorted(n_items)}"
-            )
+            raise SpecError(f"all groups must share one item universe, got item counts {sorted(n_items)}")
         self._n_items = n_items.pop()
         self._n_words = kernels.words_for(self._n_items)
         self._k = len(packed)
@@ -567,9 +550,7 @@ class DiffNorm:
         for subset in subsets:
             members = tuple(sorted(set(int(i) for i in subset)))
             if not members or members[0] < 0 or members[-1] >= self._k:
-                raise SpecError(
-                    f"subset {subset!r} must name groups among 0..{self._k - 1}"
-                )
+                raise SpecError(f"subset {subset!r} must name groups among 0..{self._k - 1}")
             if members in canonical:
                 raise SpecError(f"subset {subset!r} is given twice")
             canonical.append(members)
@@ -611,9 +592,7 @@ class DiffNorm:
         for i in range(k):
             item_usage = item_support[i].astype(np.int64)
             data, column = _group_lengths(np.zeros(0, np.int64), item_usage, self._st)
-            self._tables.append(
-                _Table([], [], empty_bits, np.zeros(0, np.int64), item_usage, data, column)
-            )
+            self._tables.append(_Table([], [], empty_bits, np.zeros(0, np.int64), item_usage, data, column))
         self._total = self._total_length()
         self._singleton_length = self._total
 
@@ -623,7 +602,8 @@ class DiffNorm:
         candidates = self._closed_candidates(packed)
         logger.debug(
             "DiffNorm: %d closed candidates, L(D, singletons) = %.1f bits",
-            len(candidates), singleton_length,
+            len(candidates),
+            singleton_length,
         )
         while n_accepted < self.max_iterations:
             accepted_this_round = 0
@@ -642,9 +622,7 @@ class DiffNorm:
                     break
                 n_accepted += 1
                 accepted_this_round += 1
-            logger.debug(
-                "DiffNorm round: %d accepted, total %.1f bits", accepted_this_round, self._total
-            )
+            logger.debug("DiffNorm round: %d accepted, total %.1f bits", accepted_this_round, self._total)
             if accepted_this_round == 0:
                 break
         self._result = self._build_result(singleton_length, n_accepted)
@@ -667,11 +645,7 @@ class DiffNorm:
 
     def _pattern_cost(self, itemset: Itemset) -> float:
         """Model cost of one pattern: subset label, length and items, in bits."""
-        return (
-            math.log2(len(self._subsets))
-            + universal_code_length(len(itemset))
-            + self._content_items(itemset)
-        )
+        return math.log2(len(self._subsets)) + universal_code_length(len(itemset)) + self._content_items(itemset)
 
     def _content_items(self, itemset: Itemset) -> float:
         """``Σ_{x ∈ X} L_ST(x)`` in bits."""
@@ -732,9 +706,13 @@ class DiffNorm:
             after = total - e
             ua, ub = usage[a], usage[b]
             data_gain = (
-                total * math.log2(total) - _xlog2x(after)
-                - _xlog2x(ua) - _xlog2x(ub)
-                + _xlog2x(ua - e) + _xlog2x(ub - e) + _xlog2x(e)
+                total * math.log2(total)
+                - _xlog2x(after)
+                - _xlog2x(ua)
+                - _xlog2x(ub)
+                + _xlog2x(ua - e)
+                + _xlog2x(ub - e)
+                + _xlog2x(e)
             )
             sizes = np.concatenate([[len(x) for x in table.itemsets], np.ones(m)]).astype(int)
             st_el = np.concatenate([[self._content_items(x) for x in table.itemsets], self._st])
@@ -747,18 +725,17 @@ class DiffNorm:
             )
             gain = data_gain + column_gain
             union_size = sizes[a] + sizes[b]
-            length_cost = np.array(
-                [universal_code_length(n) for n in range(1, int(union_size.max()) + 1)]
-            )
-            union_model = (
-                label_cost + count_cost + st_el[a] + st_el[b] + length_cost[union_size - 1]
-            )
+            length_cost = np.array([universal_code_length(n) for n in range(1, int(union_size.max()) + 1)])
+            union_model = label_cost + count_cost + st_el[a] + st_el[b] + length_cost[union_size - 1]
             keep = np.flatnonzero(gain > 0)
             keep = keep[np.argsort(-gain[keep], kind="stable")[: self.max_candidates]]
             names = table.itemsets + [(x,) for x in range(m)]
             for a_i, b_i, g, cost in zip(
-                a[keep].tolist(), b[keep].tolist(), gain[keep].tolist(),
+                a[keep].tolist(),
+                b[keep].tolist(),
+                gain[keep].tolist(),
                 union_model[keep].tolist(),
+                strict=False,
             ):
                 union = tuple(sorted(names[a_i] + names[b_i]))
                 if union in self._placed:
@@ -787,9 +764,7 @@ class DiffNorm:
 
     # ------------------------------------------------------------- evaluation
 
-    def _total_length(
-        self, tables: dict[int, _Table] | None = None, contents: list[float] | None = None
-    ) -> float:
+    def _total_length(self, tables: dict[int, _Table] | None = None, contents: list[float] | None = None) -> float:
         """``L(D, S)`` with some tables replaced and ``contents`` (the model cost of each
         pattern) in place of the current patterns'."""
         tables = tables or {}
@@ -803,9 +778,7 @@ class DiffNorm:
             parts.append(table.column)
         return math.fsum(parts)
 
-    def _plan_change(
-        self, itemset: Itemset, groups: list[int], add: bool
-    ) -> tuple[list[tuple], list[UsageRequest]]:
+    def _plan_change(self, itemset: Itemset, groups: list[int], add: bool) -> tuple[list[tuple], list[UsageRequest]]:
         """The new table layouts of ``groups`` with ``itemset`` added (or removed), and the
         usage requests that update them: the rows containing the itemset, covered under the
         old and the new table (no request where its support is 0: nothing changes there)."""
@@ -840,12 +813,8 @@ class DiffNorm:
         for i, pos, itemsets, keys, bits, occurs in plans:
             old = self._tables[i]
             if not occurs:
-                pat_usage = (
-                    np.insert(old.pat_usage, pos, 0) if add else np.delete(old.pat_usage, pos)
-                )
-                out[i] = _Table(
-                    itemsets, keys, bits, pat_usage, old.item_usage, old.data, old.column
-                )
+                pat_usage = np.insert(old.pat_usage, pos, 0) if add else np.delete(old.pat_usage, pos)
+                out[i] = _Table(itemsets, keys, bits, pat_usage, old.item_usage, old.data, old.column)
                 continue
             (old_pat, old_items), (new_pat, new_items) = next(counts), next(counts)
             if add:
@@ -857,9 +826,7 @@ class DiffNorm:
             out[i] = _Table(itemsets, keys, bits, pat_usage, item_usage, data, column)
         return out
 
-    def _changed_tables(
-        self, itemset: Itemset, groups: list[int], add: bool
-    ) -> dict[int, _Table]:
+    def _changed_tables(self, itemset: Itemset, groups: list[int], add: bool) -> dict[int, _Table]:
         """The tables of ``groups`` with ``itemset`` added (or removed)."""
         plans, requests = self._plan_change(itemset, groups, add)
         return self._finish_change(plans, iter(self._counter.usages(requests)), add)
@@ -883,7 +850,7 @@ class DiffNorm:
         # the most specific set.
         order = sorted(range(len(self._subsets)), key=lambda j: (len(self._subsets[j]), j))
         proposals: list[_Proposal | None] = []
-        for itemset, plans in zip(itemsets, planned):
+        for itemset, plans in zip(itemsets, planned, strict=False):
             if plans is None:
                 proposals.append(None)
                 continue
@@ -931,7 +898,7 @@ class DiffNorm:
         """``[k]`` usage of every model pattern in every group."""
         out = {x: np.zeros(self._k, np.int64) for x in self._placed}
         for i, table in enumerate(self._tables):
-            for x, u in zip(table.itemsets, table.pat_usage.tolist()):
+            for x, u in zip(table.itemsets, table.pat_usage.tolist(), strict=False):
                 out[x][i] = u
         return out
 
@@ -946,17 +913,13 @@ class DiffNorm:
         j = proposal.subset_index
         self._placed[itemset] = j
         self._apply(proposal)
-        logger.debug(
-            "DiffNorm: + %s in %s, total %.1f bits", itemset, self._subsets[j], self._total
-        )
+        logger.debug("DiffNorm: + %s in %s, total %.1f bits", itemset, self._subsets[j], self._total)
         self._prune(before, exclude=itemset)
 
     def _prune(self, before: dict[Itemset, np.ndarray], exclude: Itemset) -> None:
         """Remove model patterns whose usage fell, lowest usage first, while that helps."""
         after = self._usages_of_model()
-        pending = {
-            x for x, u in before.items() if x != exclude and np.any(after[x] < u)
-        }
+        pending = {x for x, u in before.items() if x != exclude and np.any(after[x] < u)}
         while pending:
             usage = self._usages_of_model()
             victim = min(pending, key=lambda x: (int(usage[x].sum()), -len(x), x))
@@ -966,7 +929,9 @@ class DiffNorm:
                 j = self._placed.pop(victim)
                 self._apply(proposal)
                 logger.debug(
-                    "DiffNorm: - %s from %s, total %.1f bits", victim, self._subsets[j],
+                    "DiffNorm: - %s from %s, total %.1f bits",
+                    victim,
+                    self._subsets[j],
                     self._total,
                 )
                 now = self._usages_of_model()

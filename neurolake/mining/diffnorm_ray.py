@@ -53,11 +53,10 @@ class RayUsageCounter(UsageCounter):
         # Each actor is a LocalUsageCounter over its row partition of every group.
         actor = ray.remote(num_cpus=0)(LocalUsageCounter)
         splits = [np.array_split(g, num_workers, axis=0) for g in groups]
-        self.workers = [
-            actor.remote([split[w] for split in splits], n_items) for w in range(num_workers)
-        ]
+        self.workers = [actor.remote([split[w] for split in splits], n_items) for w in range(num_workers)]
         logger.debug(
-            "DiffNorm on Ray: %d workers, rows per group %s", num_workers,
+            "DiffNorm on Ray: %d workers, rows per group %s",
+            num_workers,
             [g.shape[0] for g in groups],
         )
 
@@ -81,9 +80,7 @@ class RayUsageCounter(UsageCounter):
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         requests = list(requests)
         parts = ray.get([w.co_usages.remote(requests) for w in self.workers])
-        return [
-            np.sum([p[r] for p in parts], axis=0, dtype=np.int64) for r in range(len(requests))
-        ]
+        return [np.sum([p[r] for p in parts], axis=0, dtype=np.int64) for r in range(len(requests))]
 
     def close(self) -> None:
         for worker in self.workers:

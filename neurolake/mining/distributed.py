@@ -94,7 +94,10 @@ def distributed_closed_itemsets(
     batches = plan_batches(plan.branches, num_workers)
     logger.info(
         "distributed LCM: %d branches in %d batches on %d workers (planning %.2f s)",
-        len(plan.branches), len(batches), num_workers, time.perf_counter() - start,
+        len(plan.branches),
+        len(batches),
+        num_workers,
+        time.perf_counter() - start,
     )
     mine = ray.remote(num_cpus=1)(_mine_batch)
     results: dict[int, ClosedItemsets] = {}
@@ -108,7 +111,5 @@ def distributed_closed_itemsets(
         for ref in done:
             results[pending.pop(ref)] = ray.get(ref)
     result = ClosedItemsets.concat([plan.root] + [results[i] for i in range(len(batches))])
-    logger.info(
-        "distributed LCM: %d closed itemsets in %.2f s", len(result), time.perf_counter() - start
-    )
+    logger.info("distributed LCM: %d closed itemsets in %.2f s", len(result), time.perf_counter() - start)
     return result

@@ -81,9 +81,7 @@ class Transactions:
         if indptr.ndim != 1 or indices.ndim != 1 or indptr.size == 0:
             raise SpecError("CSR transactions need 1-D indptr (n_rows + 1 entries) and indices")
         if indptr[0] != 0 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0):
-            raise SpecError(
-                "CSR indptr must start at 0, never decrease and end at len(indices)"
-            )
+            raise SpecError("CSR indptr must start at 0, never decrease and end at len(indices)")
         if indices.size and indices.min() < 0:
             raise SpecError("items must be non-negative integers; renumber negative item ids")
         object.__setattr__(self, "indptr", indptr)
@@ -103,10 +101,7 @@ class Transactions:
             return cls(np.asarray(transactions.indptr), np.asarray(transactions.indices))
         if isinstance(transactions, np.ndarray):
             if transactions.ndim != 2:
-                raise SpecError(
-                    f"a dense transaction matrix must be 2-D [rows, items], got shape "
-                    f"{transactions.shape}"
-                )
+                raise SpecError(f"a dense transaction matrix must be 2-D [rows, items], got shape {transactions.shape}")
             return cls(*kernels.dense_to_csr(np.ascontiguousarray(transactions)))
         rows_list = [list(row) for row in transactions]
         lengths = np.fromiter((len(row) for row in rows_list), np.int64, len(rows_list))
@@ -116,10 +111,7 @@ class Transactions:
         if flat.size == 0:
             flat = np.zeros(0, np.int64)
         if flat.dtype.kind not in "iu":
-            raise SpecError(
-                f"items must be non-negative integers, got {flat.dtype} values such as "
-                f"{flat[0]!r}"
-            )
+            raise SpecError(f"items must be non-negative integers, got {flat.dtype} values such as {flat[0]!r}")
         return cls(indptr, flat)
 
     def to_lists(self) -> list[list[int]]:
@@ -178,7 +170,7 @@ class ClosedItemsets:
             return cls.empty()
         shifts = np.cumsum([0] + [p.values.size for p in parts[:-1]])
         offsets = np.concatenate(
-            [np.zeros(1, np.int64)] + [p.offsets[1:] + s for p, s in zip(parts, shifts)]
+            [np.zeros(1, np.int64)] + [p.offsets[1:] + s for p, s in zip(parts, shifts, strict=False)]
         )
         return cls(
             np.concatenate([p.values for p in parts]),
@@ -191,7 +183,7 @@ class ClosedItemsets:
 
     def __iter__(self) -> Iterator[tuple[tuple[int, ...], int]]:
         """Yield ``(itemset, support)`` pairs."""
-        return iter(zip(self.items, self.support.tolist()))
+        return iter(zip(self.items, self.support.tolist(), strict=False))
 
     @property
     def sizes(self) -> np.ndarray:
@@ -250,9 +242,7 @@ class _Prepared:
     @property
     def nothing_below_root(self) -> bool:
         """No frequent item beyond the common ones, or no room for one under ``max_size``."""
-        return self.labels.size == 0 or (
-            self.max_size is not None and self.max_size <= self.common.size
-        )
+        return self.labels.size == 0 or (self.max_size is not None and self.max_size <= self.common.size)
 
 
 def _kernel_max_size(max_size: int | None, common: np.ndarray) -> int:
@@ -273,8 +263,7 @@ def absolute_support(min_support: int | float, n_rows: int) -> int:
     if isinstance(min_support, (float, np.floating)):
         if not 0.0 < min_support <= 1.0:
             raise SpecError(
-                f"a relative min_support must be in (0, 1], got {min_support}; "
-                "pass an int for an absolute row count"
+                f"a relative min_support must be in (0, 1], got {min_support}; pass an int for an absolute row count"
             )
         # Rounding first keeps 0.1 * 30 at 3 rows instead of 4.
         return max(1, math.ceil(round(float(min_support) * n_rows, 9)))
@@ -307,9 +296,7 @@ def _prepare(transactions: Any, min_support: int | float, max_size: int | None) 
     return _Prepared(ptr, items, weights, labels, common, n_rows, minsup, max_size)
 
 
-def _finish(
-    labels: np.ndarray, common: np.ndarray, out_items, out_ptr, out_supp
-) -> ClosedItemsets:
+def _finish(labels: np.ndarray, common: np.ndarray, out_items, out_ptr, out_supp) -> ClosedItemsets:
     """Map internal ids back to item ids, add the common items, sort every itemset."""
     values, offsets = kernels.finish_itemsets(out_items, out_ptr, labels, common)
     return ClosedItemsets(values, offsets, out_supp.astype(np.int64, copy=False))
@@ -335,17 +322,21 @@ def _mine_prepared(prep: _Prepared, bits_mode: int = kernels.BITS_AUTO) -> Close
     if prep.nothing_below_root:
         return root
     out_items, out_ptr, out_supp, *_ = kernels.enumerate_closed(
-        prep.ptr, prep.items, prep.weights, prep.labels.size, -1, np.zeros(0, np.int32),
-        prep.min_support, prep.kernel_max_size, False, bits_mode,
+        prep.ptr,
+        prep.items,
+        prep.weights,
+        prep.labels.size,
+        -1,
+        np.zeros(0, np.int32),
+        prep.min_support,
+        prep.kernel_max_size,
+        False,
+        bits_mode,
     )
-    return ClosedItemsets.concat(
-        [root, _finish(prep.labels, prep.common, out_items, out_ptr, out_supp)]
-    )
+    return ClosedItemsets.concat([root, _finish(prep.labels, prep.common, out_items, out_ptr, out_supp)])
 
 
-def closed_itemsets(
-    transactions: Any, min_support: int | float, max_size: int | None = None
-) -> ClosedItemsets:
+def closed_itemsets(transactions: Any, min_support: int | float, max_size: int | None = None) -> ClosedItemsets:
     """All closed itemsets with support >= ``min_support`` (and at most ``max_size`` items).
 
     Args:
@@ -386,9 +377,11 @@ class LCM:
         self._prepared = _prepare(transactions, self.min_support, self.max_size)
         prep = self._prepared
         logger.debug(
-            "LCM fit: %d rows, %d frequent items, %d rows with a frequent item, min "
-            "support %d rows (%.3f s)",
-            prep.n_rows, prep.labels.size, prep.weights.size, prep.min_support,
+            "LCM fit: %d rows, %d frequent items, %d rows with a frequent item, min support %d rows (%.3f s)",
+            prep.n_rows,
+            prep.labels.size,
+            prep.weights.size,
+            prep.min_support,
             time.perf_counter() - start,
         )
         return self
@@ -468,9 +461,7 @@ class SearchPlan:
     branches: list[Branch]
 
 
-def first_level_branches(
-    transactions: Any, min_support: int | float, max_size: int | None = None
-) -> SearchPlan:
+def first_level_branches(transactions: Any, min_support: int | float, max_size: int | None = None) -> SearchPlan:
     """Split the search into its first-level branches (the children of the root).
 
     The prefix-preservation test of each child is done here, so only branches that hold
@@ -482,8 +473,16 @@ def first_level_branches(
     if prep.nothing_below_root:
         return SearchPlan(root, [])
     out_items, out_ptr, out_supp, n_out, iarena, larena, children = kernels.enumerate_closed(
-        prep.ptr, prep.items, prep.weights, prep.labels.size, -1, np.zeros(0, np.int32),
-        prep.min_support, prep.kernel_max_size, True, kernels.BITS_AUTO,
+        prep.ptr,
+        prep.items,
+        prep.weights,
+        prep.labels.size,
+        -1,
+        np.zeros(0, np.int32),
+        prep.min_support,
+        prep.kernel_max_size,
+        True,
+        kernels.BITS_AUTO,
     )
     branches = []
     for i in range(n_out):
@@ -508,7 +507,8 @@ def first_level_branches(
     branches.sort(key=lambda b: b.cost, reverse=True)
     logger.debug(
         "LCM plan: %d first-level branches, total cost %d item visits",
-        len(branches), sum(b.cost for b in branches),
+        len(branches),
+        sum(b.cost for b in branches),
     )
     return SearchPlan(root, branches)
 
@@ -525,10 +525,15 @@ def mine_branch(branch: Branch) -> ClosedItemsets:
     if branch.weights.size == 0:
         return own
     out_items, out_ptr, out_supp, *_ = kernels.enumerate_closed(
-        branch.ptr, branch.items, branch.weights, branch.labels.size, branch.core,
-        branch.itemset, branch.min_support, _kernel_max_size(branch.max_size, branch.common),
-        False, kernels.BITS_AUTO,
+        branch.ptr,
+        branch.items,
+        branch.weights,
+        branch.labels.size,
+        branch.core,
+        branch.itemset,
+        branch.min_support,
+        _kernel_max_size(branch.max_size, branch.common),
+        False,
+        kernels.BITS_AUTO,
     )
-    return ClosedItemsets.concat(
-        [own, _finish(branch.labels, branch.common, out_items, out_ptr, out_supp)]
-    )
+    return ClosedItemsets.concat([own, _finish(branch.labels, branch.common, out_items, out_ptr, out_supp)])

@@ -13,8 +13,9 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +26,7 @@ from neurolake.mining.binarize import QUANTILE_COLUMNS, binarize, normalise_spec
 from neurolake.mining.significance import fisher_greater, holm, relative_risk, wracc
 from neurolake.query.groups import Group, get_group
 from neurolake.query.neurons import neuron_statistics
+from neurolake.schemas import PATTERNS
 from neurolake.store import Lake, Run
 from neurolake.store.tables import decode_parquet, encode_parquet
 
@@ -71,7 +73,9 @@ def binarised_group(
     lake: Lake, run: Run, group: Group, layers: Sequence[str], spec: Mapping[str, Any], stats: pa.Table | None
 ) -> BitMatrix:
     """Bits of a group's frames for ``layers`` under ``spec``, stored once as derived data ``bits``."""
-    derived = run.derived("bits", {"group": group.derived.spec_hash, "layers": list(layers), "binarization": dict(spec)})
+    derived = run.derived(
+        "bits", {"group": group.derived.spec_hash, "layers": list(layers), "binarization": dict(spec)}
+    )
     items = _items_for(run, layers)
     if derived.complete:
         data = np.load(io.BytesIO(derived.read_bytes("bits.npz")))
@@ -153,7 +157,9 @@ def mine(
     spec = parse_spec(binarization) if isinstance(binarization, str) else normalise_spec(binarization)
     g_t, g_b = get_group(lake, target), get_group(lake, background)
     if g_t.run_id != g_b.run_id:
-        raise GroupError(f"groups {target!r} (run {g_t.run_id}) and {background!r} (run {g_b.run_id}) belong to different runs")
+        raise GroupError(
+            f"groups {target!r} (run {g_t.run_id}) and {background!r} (run {g_b.run_id}) belong to different runs"
+        )
     run = lake.run(g_t.run_id)
     layers = list(layers) if layers else run.layer_names
     for layer in layers:
@@ -163,9 +169,17 @@ def mine(
     derived = run.derived("patterns", mspec)
     if derived.complete:
         return MiningResult(
-            derived.spec_hash, run.run_id, target, background,
-            decode_parquet(derived.read_bytes("patterns.parquet")), decode_parquet(derived.read_bytes("layers.parquet")),
-            g_t.n_frames, g_b.n_frames, len(_items_for(run, layers)), time.perf_counter() - t0, True,
+            derived.spec_hash,
+            run.run_id,
+            target,
+            background,
+            decode_parquet(derived.read_bytes("patterns.parquet")),
+            decode_parquet(derived.read_bytes("layers.parquet")),
+            g_t.n_frames,
+            g_b.n_frames,
+            len(_items_for(run, layers)),
+            time.perf_counter() - t0,
+            True,
             derived.read_json("details.json"),
         )
     stats = neuron_statistics(lake, run.run_id, layers) if spec["method"] in ("quantile", "zscore") else None
@@ -181,7 +195,7 @@ def mine(
     a = supports(T, itemsets)
     c = supports(B, itemsets)
     n_t, n_b = T.shape[0], B.shape[0]
-    p_raw = np.array([fisher_greater(int(x), n_t, int(y), n_b) for x, y in zip(a, c)])
+    p_raw = np.array([fisher_greater(int(x), n_t, int(y), n_b) for x, y in zip(a, c, strict=False)])
     p_adj = holm(p_raw)
     scores = wracc(a, n_t, c, n_b)
     order = np.lexsort((-a, -scores))  # best score first, then larger target support
@@ -201,7 +215,8 @@ def mine(
             "p_value_raw": pa.array(p_raw[order], pa.float64()),
             "target": pa.array([target] * len(order), pa.string()),
             "background": pa.array([background] * len(order), pa.string()),
-        }
+        },
+        schema=PATTERNS,  # the contract the patterns view reads
     )
     summary = layer_summary(table, layers)
     derived.write_bytes(encode_parquet(table), "patterns.parquet")
@@ -209,16 +224,33 @@ def mine(
     derived.write_json(details, "details.json")
     derived.commit()
     return MiningResult(
-        derived.spec_hash, run.run_id, target, background, table, summary, n_t, n_b, len(items),
-        time.perf_counter() - t0, False, details,
+        derived.spec_hash,
+        run.run_id,
+        target,
+        background,
+        table,
+        summary,
+        n_t,
+        n_b,
+        len(items),
+        time.perf_counter() - t0,
+        False,
+        details,
     )
 
 
 def layer_summary(patterns: pa.Table, layers: Sequence[str], alpha: float = 0.05) -> pa.Table:
     """Per layer: significant patterns touching it, the share of their items it holds, best score."""
-    rows = {layer: {"significant_patterns": 0, "items_in_significant": 0, "best_score": float("nan")} for layer in layers}
+    rows = {
+        layer: {"significant_patterns": 0, "items_in_significant": 0, "best_score": float("nan")} for layer in layers
+    }
     total_items = 0
-    for items, p, score in zip(patterns.column("items").to_pylist(), patterns.column("p_value").to_pylist(), patterns.column("score").to_pylist()):
+    for items, p, score in zip(
+        patterns.column("items").to_pylist(),
+        patterns.column("p_value").to_pylist(),
+        patterns.column("score").to_pylist(),
+        strict=False,
+    ):
         if p > alpha:
             continue
         touched = set()
@@ -271,7 +303,14 @@ def _diffnorm(
 
         model = DiffNorm(min_support=min_support, **params).fit([T, B])
     result = model.discover()
-    sizes = {"target": len(model.patterns_for((0,))), "background": len(model.patterns_for((1,))),
-             "shared": len(model.patterns_for((0, 1)))}
-    details = {"l_percent": float(result.l_percent), "total_length_bits": float(result.total_length), "pattern_sets": sizes}
+    sizes = {
+        "target": len(model.patterns_for((0,))),
+        "background": len(model.patterns_for((1,))),
+        "shared": len(model.patterns_for((0, 1))),
+    }
+    details = {
+        "l_percent": float(result.l_percent),
+        "total_length_bits": float(result.total_length),
+        "pattern_sets": sizes,
+    }
     return model.patterns_for((0,)), details

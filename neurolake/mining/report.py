@@ -16,8 +16,15 @@ def format_mining(result: MiningResult, top: int = 10) -> str:
         + (" [reused]" if result.reused else f" in {result.seconds:.1f} s")
     )
     rows = [
-        (r["pattern_id"], " ".join(r["items"]), r["support_target"], r["support_background"], f"{r['score']:.4f}",
-         f"{r['relative_risk']:.2f}", f"{r['p_value']:.2e}")
+        (
+            r["pattern_id"],
+            " ".join(r["items"]),
+            r["support_target"],
+            r["support_background"],
+            f"{r['score']:.4f}",
+            f"{r['relative_risk']:.2f}",
+            f"{r['p_value']:.2e}",
+        )
         for r in p.slice(0, top).to_pylist()
     ]
     lines = [head]
@@ -29,14 +36,27 @@ def format_mining(result: MiningResult, top: int = 10) -> str:
         )
     lines.append("")
     if rows:
-        lines.append(format_table(("id", "neurons", "in target", "in background", "WRAcc", "rel. risk", "p (Holm)"), rows))
+        lines.append(
+            format_table(("id", "neurons", "in target", "in background", "WRAcc", "rel. risk", "p (Holm)"), rows)
+        )
     else:
         lines.append("no pattern reaches the minimum support; lower --min-support or change --binarize")
     lines += ["", "per layer (significant patterns):"]
-    lines.append(format_table(
-        ("layer", "patterns", "share of items", "best WRAcc"),
-        [(r["layer"], r["significant_patterns"], f"{r['share_of_items']:.2f}", "-" if r["best_score"] != r["best_score"] else f"{r['best_score']:.4f}")
-         for r in result.layers.to_pylist()],
-    ))
-    lines.append(f"\nall patterns: neurolake sql \"SELECT * FROM patterns WHERE mining_id = '{result.mining_id}' ORDER BY score DESC\"")
+    lines.append(
+        format_table(
+            ("layer", "patterns", "share of items", "best WRAcc"),
+            [
+                (
+                    r["layer"],
+                    r["significant_patterns"],
+                    f"{r['share_of_items']:.2f}",
+                    "-" if r["best_score"] != r["best_score"] else f"{r['best_score']:.4f}",
+                )
+                for r in result.layers.to_pylist()
+            ],
+        )
+    )
+    lines.append(
+        f"\nall patterns: neurolake sql \"SELECT * FROM patterns WHERE mining_id = '{result.mining_id}' ORDER BY score DESC\""
+    )
     return "\n".join(lines)

@@ -28,7 +28,11 @@ def fisher_greater(a: int, n_t: int, c: int, n_b: int) -> float:
     if a > hi:
         return 0.0
     x = np.arange(a, hi + 1, dtype=np.float64)
-    log_p = _log_comb(np.float64(n_t), x) + _log_comb(np.float64(n_b), k_total - x) - _log_comb(np.float64(n_t + n_b), np.float64(k_total))
+    log_p = (
+        _log_comb(np.float64(n_t), x)
+        + _log_comb(np.float64(n_b), k_total - x)
+        - _log_comb(np.float64(n_t + n_b), np.float64(k_total))
+    )
     top = log_p.max()
     return float(min(1.0, math.exp(top) * np.exp(log_p - top).sum()))
 

@@ -27,10 +27,10 @@ import pyarrow as pa
 
 from neurolake.errors import QueryError
 from neurolake.query import schemas
+from neurolake.query.fingerprint import commits_fingerprint
 from neurolake.query.guard import check_select, one_line
 from neurolake.query.registry import visible_groups
-from neurolake.query.fingerprint import commits_fingerprint
-from neurolake.schemas import SCHEMAS
+from neurolake.schemas import PATTERNS, SCHEMAS
 from neurolake.store import Lake, Run
 from neurolake.store.derived import list_derived
 
@@ -71,8 +71,13 @@ def _sql_list(values: list[str]) -> str:
 class QueryEngine:
     """DuckDB views over one lake. Build a new engine (or :meth:`refresh`) to see new commits."""
 
-    def __init__(self, lake: Lake, use_httpfs: bool = True, timeout_s: float | None = DEFAULT_TIMEOUT_S,
-                 memory_limit: str | None = None):
+    def __init__(
+        self,
+        lake: Lake,
+        use_httpfs: bool = True,
+        timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        memory_limit: str | None = None,
+    ):
         """``timeout_s`` bounds each query's wall time (None: no bound); ``memory_limit`` DuckDB's
         memory (``"8GB"``; default half of this machine's memory). A query past either stops with a
         :class:`QueryError`."""
@@ -138,7 +143,12 @@ class QueryEngine:
         secret = opts.get("secret") or os.environ.get("AWS_SECRET_ACCESS_KEY")
         token = opts.get("token") or os.environ.get("AWS_SESSION_TOKEN")
         region = client.get("region_name") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-        endpoint = client.get("endpoint_url") or opts.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+        endpoint = (
+            client.get("endpoint_url")
+            or opts.get("endpoint_url")
+            or os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+        )
         parts = ["TYPE s3"]
         if key and secret:
             parts += [f"KEY_ID {_sql_string(key)}", f"SECRET {_sql_string(secret)}"]
@@ -150,7 +160,11 @@ class QueryEngine:
             parts.append(f"REGION {_sql_string(region)}")
         if endpoint:
             scheme, _, host = endpoint.partition("://")
-            parts += [f"ENDPOINT {_sql_string(host.rstrip('/'))}", "URL_STYLE 'path'", f"USE_SSL {'true' if scheme == 'https' else 'false'}"]
+            parts += [
+                f"ENDPOINT {_sql_string(host.rstrip('/'))}",
+                "URL_STYLE 'path'",
+                f"USE_SSL {'true' if scheme == 'https' else 'false'}",
+            ]
         try:
             con.execute(f"CREATE SECRET neurolake_s3 ({', '.join(parts)})")
         except duckdb.Error as exc:
@@ -193,7 +207,7 @@ class QueryEngine:
         self._files += neuron_files + group_files + pattern_files
         self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)
-        self._parquet_view(con, "patterns", pattern_files, schemas.PATTERNS)
+        self._parquet_view(con, "patterns", pattern_files, PATTERNS)
         con.register("_nl_groups", pa.Table.from_pylist(group_rows, schema=schemas.GROUPS))
         con.execute("CREATE VIEW groups AS SELECT * FROM _nl_groups")
 
@@ -263,7 +277,7 @@ class QueryEngine:
     def close(self) -> None:
         self.con.close()
 
-    def __enter__(self) -> "QueryEngine":
+    def __enter__(self) -> QueryEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:

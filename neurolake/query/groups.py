@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa
 
 from neurolake.errors import GroupError
+from neurolake.query import registry
 from neurolake.query.engine import DEFAULT_TIMEOUT_S, QueryEngine
 from neurolake.query.fingerprint import commits_fingerprint
-from neurolake.query import registry
 from neurolake.query.guard import parse_predicate
 from neurolake.store import Derived, Lake
 from neurolake.store.tables import decode_parquet, encode_parquet
@@ -72,8 +72,10 @@ def _frames_only_query(run_id: str, predicate: str) -> str:
 
 def _utterances_only_query(run_id: str, predicate: str) -> str:
     run = "'" + run_id.replace("'", "''") + "'"
-    return (f"SELECT first_frame_id, n_frames FROM utterances WHERE run_id = {run} AND ({predicate}) "
-            "ORDER BY first_frame_id")
+    return (
+        f"SELECT first_frame_id, n_frames FROM utterances WHERE run_id = {run} AND ({predicate}) "
+        "ORDER BY first_frame_id"
+    )
 
 
 def ranges_to_ids(first: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -121,7 +123,9 @@ def _all_groups(lake: Lake) -> list[Group]:
 
 def _group(d: Derived) -> Group:
     info = d.read_json("group.json")
-    return Group(d.spec["name"], d.spec["run_id"], d.spec["predicate"], int(info["n_frames"]), str(info["created_at"]), d)
+    return Group(
+        d.spec["name"], d.spec["run_id"], d.spec["predicate"], int(info["n_frames"]), str(info["created_at"]), d
+    )
 
 
 def list_groups(lake: Lake) -> list[Group]:
@@ -133,7 +137,11 @@ def get_group(lake: Lake, name: str) -> Group:
         if group.name == name:
             return group
     known = [g.name for g in _all_groups(lake)]
-    hint = f"; groups in this lake: {', '.join(known)}" if known else "; the lake has no groups yet (neurolake group create)"
+    hint = (
+        f"; groups in this lake: {', '.join(known)}"
+        if known
+        else "; the lake has no groups yet (neurolake group create)"
+    )
     raise GroupError(f"no group named {name!r}{hint}")
 
 
@@ -141,7 +149,9 @@ def _check_committed(engine: QueryEngine, run_id: str, ids: np.ndarray) -> None:
     """Every id once, and each a committed frame of the run (an utterance owns a range of rows)."""
     if ids.size > 1 and bool(np.any(ids[1:] == ids[:-1])):
         raise GroupError("the predicate selected some frames twice; a group is a set of frames")
-    spans = engine.arrow("SELECT first_frame_id, n_frames FROM utterances WHERE run_id = ? ORDER BY first_frame_id", [run_id])
+    spans = engine.arrow(
+        "SELECT first_frame_id, n_frames FROM utterances WHERE run_id = ? ORDER BY first_frame_id", [run_id]
+    )
     first = spans.column("first_frame_id").to_numpy().astype(np.int64)
     ends = first + spans.column("n_frames").to_numpy().astype(np.int64)
     at = np.searchsorted(first, ids, side="right") - 1
@@ -150,8 +160,15 @@ def _check_committed(engine: QueryEngine, run_id: str, ids: np.ndarray) -> None:
         raise GroupError(f"{int((~inside).sum())} selected frame ids are not committed frames of run {run_id!r}")
 
 
-def create_group(lake: Lake, name: str, run_id: str, where: str, replace: bool = False,
-                 timeout_s: float | None = DEFAULT_TIMEOUT_S, memory_limit: str | None = None) -> Group:
+def create_group(
+    lake: Lake,
+    name: str,
+    run_id: str,
+    where: str,
+    replace: bool = False,
+    timeout_s: float | None = DEFAULT_TIMEOUT_S,
+    memory_limit: str | None = None,
+) -> Group:
     """Materialise the frames of ``run_id`` that satisfy ``where`` as group ``name``.
 
     ``where`` is an SQL predicate over the columns of ``frames`` joined with
@@ -162,7 +179,7 @@ def create_group(lake: Lake, name: str, run_id: str, where: str, replace: bool =
     if not _NAME.match(name):
         raise GroupError(f"invalid group name {name!r}: letters, digits, '_', '.', '-', starting with a letter or '_'")
     if not where or not where.strip():
-        raise GroupError("give a predicate with --where, e.g. --where \"word_error\"")
+        raise GroupError('give a predicate with --where, e.g. --where "word_error"')
     predicate = where.strip()
     parse_predicate(predicate)  # one expression, or nothing runs
     run = lake.run(run_id)
@@ -180,9 +197,13 @@ def create_group(lake: Lake, name: str, run_id: str, where: str, replace: bool =
     if ids.size == 0:
         raise GroupError(f"the predicate {where!r} selects no frames of run {run_id!r}; an empty group cannot be mined")
     frames = pa.table(
-        {"name": pa.array([name] * ids.size, pa.string()), "run_id": pa.array([run_id] * ids.size, pa.string()), "frame_id": pa.array(ids, pa.int64())}
+        {
+            "name": pa.array([name] * ids.size, pa.string()),
+            "run_id": pa.array([run_id] * ids.size, pa.string()),
+            "frame_id": pa.array(ids, pa.int64()),
+        }
     )
-    created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     derived.write_bytes(encode_parquet(frames), "frames.parquet")
     derived.write_json({"n_frames": int(ids.size), "created_at": created}, "group.json")
     group = Group(name, run_id, predicate, int(ids.size), created, derived)
@@ -219,6 +240,8 @@ def _current(lake: Lake, name: str) -> Group | None:
 def _name_taken(name: str, old: Group | None, meanwhile: bool = False) -> GroupError:
     what = f" (run {old.run_id}, predicate {old.predicate!r})" if old is not None else ""
     if meanwhile:
-        return GroupError(f"the group name {name!r} was taken by another process meanwhile{what}; "
-                          "choose another name or replace it with --replace")
+        return GroupError(
+            f"the group name {name!r} was taken by another process meanwhile{what}; "
+            "choose another name or replace it with --replace"
+        )
     return GroupError(f"a group named {name!r} already exists{what}; choose another name or replace it with --replace")

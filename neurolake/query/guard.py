@@ -25,7 +25,8 @@ anything runs, and the SELECT built around it passes the same checks.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import duckdb
 
@@ -35,8 +36,18 @@ from neurolake.errors import QueryError
 TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
 
 # Scalar functions that reveal the connection's configuration or state.
-REFUSED_FUNCTIONS = frozenset({"current_setting", "getvariable", "getenv", "current_database", "current_schema",
-                               "current_schemas", "current_catalog", "version"})
+REFUSED_FUNCTIONS = frozenset(
+    {
+        "current_setting",
+        "getvariable",
+        "getenv",
+        "current_database",
+        "current_schema",
+        "current_schemas",
+        "current_catalog",
+        "version",
+    }
+)
 
 _parser = duckdb.connect(":memory:")  # parses only; never reads a file
 
@@ -109,7 +120,7 @@ def check_select(sql: str, tables: set[str]) -> str:
             raise QueryError("only EXPLAIN <SELECT ...> is allowed")
         if tokens[1][1].upper() in ("ANALYZE", "ANALYSE", "("):
             raise QueryError("EXPLAIN ANALYZE runs the statement; only a plain EXPLAIN of a SELECT is allowed")
-        prefix, body = "EXPLAIN ", sql[tokens[1][0]:]
+        prefix, body = "EXPLAIN ", sql[tokens[1][0] :]
     elif kind != duckdb.StatementType.SELECT:
         raise QueryError(f"only SELECT queries are allowed here (got {kind.name}); the lake is read-only through SQL")
 
@@ -131,9 +142,7 @@ def check_tree(tree: Any, tables: set[str]) -> None:
             name = str(node.get("table_name", ""))
             if node.get("schema_name") or node.get("catalog_name") or name.lower() not in allowed:
                 shown = ".".join(p for p in (node.get("catalog_name"), node.get("schema_name"), name) if p)
-                raise QueryError(
-                    f"{shown!r} is not a table of the lake; query the views: {', '.join(sorted(tables))}"
-                )
+                raise QueryError(f"{shown!r} is not a table of the lake; query the views: {', '.join(sorted(tables))}")
         elif kind == "TABLE_FUNCTION":
             function = node.get("function") or {}
             name = str(function.get("function_name", "")).lower()
@@ -151,7 +160,7 @@ def check_tree(tree: Any, tables: set[str]) -> None:
 def parse_predicate(text: str) -> str:
     """DuckDB's rendering of ``text`` parsed as exactly one SQL expression; one line if it is not one."""
     if not text or not text.strip():
-        raise QueryError("give a predicate, e.g. --where \"word_error\"")
+        raise QueryError('give a predicate, e.g. --where "word_error"')
     try:
         expression = duckdb.SQLExpression(text)
     except (duckdb.Error, duckdb.InvalidInputException) as exc:

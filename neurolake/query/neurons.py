@@ -12,7 +12,7 @@ binarisation in mining uses them as thresholds.
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import dask
 import dask.array as da
@@ -72,9 +72,11 @@ def layer_statistics(x: da.Array, bins: int = 2048) -> dict[str, np.ndarray]:
         x.mean(axis=0), (x * x).mean(axis=0), x.max(axis=0), x.min(axis=0), (x > 0).mean(axis=0)
     )
     width = np.maximum((mx - mn) / bins, np.finfo(np.float32).tiny)
-    hist = x.map_blocks(
-        _histogram_block, mn, width, bins, dtype=np.int64, new_axis=2, chunks=(1, x.shape[1], bins)
-    ).sum(axis=0).compute()
+    hist = (
+        x.map_blocks(_histogram_block, mn, width, bins, dtype=np.int64, new_axis=2, chunks=(1, x.shape[1], bins))
+        .sum(axis=0)
+        .compute()
+    )
     q = _quantiles_from_histogram(hist, mn.astype(np.float64), width.astype(np.float64), QUANTILES)
     q = np.minimum(np.maximum(q, mn[:, None]), mx[:, None])
     return {
@@ -101,8 +103,9 @@ def neuron_statistics(lake: Lake, run_id: str, layers: Sequence[str] | None = No
         run.layer(name)
     snapshot = run.commits()  # one snapshot for every layer, whatever an ingest commits meanwhile
     if not snapshot:
-        raise RunError(f"run {run_id!r} has no committed units yet; neuron statistics need ingested frames "
-                       f"(see `neurolake runs`)")
+        raise RunError(
+            f"run {run_id!r} has no committed units yet; neuron statistics need ingested frames (see `neurolake runs`)"
+        )
     spec = {"layers": names, "bins": int(bins), "commits": commits_fingerprint(run, snapshot)}
     derived = run.derived(KIND, spec)
     if derived.complete:
@@ -114,7 +117,12 @@ def neuron_statistics(lake: Lake, run_id: str, layers: Sequence[str] | None = No
         units = run.layer(name).units
         parts.append(
             pa.table(
-                {"run_id": pa.array([run_id] * units), "layer": pa.array([name] * units), "unit": np.arange(units, dtype=np.int64), **stats},
+                {
+                    "run_id": pa.array([run_id] * units),
+                    "layer": pa.array([name] * units),
+                    "unit": np.arange(units, dtype=np.int64),
+                    **stats,
+                },
                 schema=NEURONS,
             )
         )

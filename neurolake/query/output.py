@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
-from typing import Sequence, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +35,22 @@ def _check_out(out: str) -> None:
         raise QueryError(f"cannot write {out!r}: the directory {directory} does not exist")
 
 
+def _flat(table: pa.Table) -> pa.Table:
+    """CSV holds no nested values: list, struct and map cells become JSON text (``["a:3", "b:2"]``)."""
+    nested = (
+        pa.types.is_list,
+        pa.types.is_large_list,
+        pa.types.is_fixed_size_list,
+        pa.types.is_struct,
+        pa.types.is_map,
+    )
+    for i, field in enumerate(table.schema):
+        if any(test(field.type) for test in nested):
+            text = [None if v is None else json.dumps(v, default=str) for v in table.column(i).to_pylist()]
+            table = table.set_column(i, pa.field(field.name, pa.string()), pa.array(text, pa.string()))
+    return table
+
+
 def write_table(table: pa.Table, fmt: str, out: str | None, stdout: TextIO) -> None:
     """Print ``table`` as a readable table, CSV or JSON lines, or write it to ``out``."""
     if out:
@@ -45,7 +62,7 @@ def write_table(table: pa.Table, fmt: str, out: str | None, stdout: TextIO) -> N
         return
     if fmt == "csv":
         buf = io.BytesIO()
-        pacsv.write_csv(table, buf)
+        pacsv.write_csv(_flat(table), buf)
         text = buf.getvalue().decode("utf-8")
     elif fmt == "json":
         text = "".join(json.dumps(row, default=str) + "\n" for row in table.to_pylist())

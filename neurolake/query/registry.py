@@ -24,8 +24,9 @@ KIND = "groups"
 
 
 def pointer_bytes(run_id: str, derived: Derived) -> bytes:
-    return canonical_json({"name": derived.spec["name"], "run_id": run_id, "spec_hash": derived.spec_hash},
-                          indent=1).encode("utf-8")
+    return canonical_json(
+        {"name": derived.spec["name"], "run_id": run_id, "spec_hash": derived.spec_hash}, indent=1
+    ).encode("utf-8")
 
 
 def read_pointer(lake: Lake, name: str) -> dict[str, Any] | None:

@@ -25,7 +25,13 @@ RUNS = pa.schema(
 )
 
 LAYERS = pa.schema(
-    [("run_id", pa.string()), ("layer", pa.string()), ("units", pa.int64()), ("dtype", pa.string()), ("module", pa.string())]
+    [
+        ("run_id", pa.string()),
+        ("layer", pa.string()),
+        ("units", pa.int64()),
+        ("dtype", pa.string()),
+        ("module", pa.string()),
+    ]
 )
 
 NEURONS = pa.schema(
@@ -55,20 +61,6 @@ GROUPS = pa.schema(
 )
 
 GROUP_FRAMES = pa.schema([("name", pa.string()), ("run_id", pa.string()), ("frame_id", pa.int64())])
-
-PATTERNS = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("mining_id", pa.string()),
-        ("pattern_id", pa.int64()),
-        ("items", pa.list_(pa.string())),
-        ("size", pa.int64()),
-        ("support_target", pa.int64()),
-        ("support_background", pa.int64()),
-        ("score", pa.float64()),
-        ("p_value", pa.float64()),
-    ]
-)
 
 
 def run_row(info: RunInfo) -> dict:

@@ -55,7 +55,7 @@ class CommitMarker:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, where: str) -> "CommitMarker":
+    def from_dict(cls, d: dict, where: str) -> CommitMarker:
         try:
             return cls(
                 unit_id=str(d["unit_id"]),

@@ -57,8 +57,10 @@ class LayerSpec:
         return {"name": self.name, "module": self.module, "units": int(self.units), "dtype": self.dtype}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "LayerSpec":
-        return cls(name=d["name"], units=int(d["units"]), module=d.get("module", ""), dtype=d.get("dtype", DEFAULT_DTYPE))
+    def from_dict(cls, d: dict) -> LayerSpec:
+        return cls(
+            name=d["name"], units=int(d["units"]), module=d.get("module", ""), dtype=d.get("dtype", DEFAULT_DTYPE)
+        )
 
 
 def zarr_store(loc: Location, read_only: bool = False) -> Any:
@@ -91,8 +93,9 @@ def create_cube(
             pass  # likewise: the same run's manifest, so the same array
 
 
-def _create_layer(group: zarr.Group, layer: LayerSpec, total_rows: int, rows_per_shard: int, chunk_rows: int,
-                  zstd_level: int) -> None:
+def _create_layer(
+    group: zarr.Group, layer: LayerSpec, total_rows: int, rows_per_shard: int, chunk_rows: int, zstd_level: int
+) -> None:
     group.create_array(
         layer.name,
         shape=(total_rows, layer.units),

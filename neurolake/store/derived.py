@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from neurolake.errors import SpecError
 from neurolake.store.location import Location, canonical_json
@@ -38,7 +39,7 @@ class Derived:
     spec_hash: str
 
     @classmethod
-    def at(cls, base: Location, kind: str, spec: Mapping[str, Any]) -> "Derived":
+    def at(cls, base: Location, kind: str, spec: Mapping[str, Any]) -> Derived:
         if not _KIND.match(kind):
             raise SpecError(f"invalid derived-data kind {kind!r} (lower-case letters, digits, '-', '_')")
         h = spec_hash(spec)

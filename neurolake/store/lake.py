@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from neurolake.errors import CorruptFileError, LakeError, LakeVersionError, NotALakeError
 from neurolake.store.cube import DEFAULT_ZSTD_LEVEL, LayerSpec
@@ -44,7 +45,7 @@ class Lake:
         return f"Lake({self.url!r})"
 
     @classmethod
-    def open(cls, url: str, storage_options: Mapping[str, Any] | None = None, create: bool = False) -> "Lake":
+    def open(cls, url: str, storage_options: Mapping[str, Any] | None = None, create: bool = False) -> Lake:
         """Open the lake at ``url``; with ``create=True`` make one where nothing is yet.
 
         A location that exists and holds other files but no ``lake.json`` is never turned
@@ -62,7 +63,7 @@ class Lake:
         return cls.create(url, storage_options)
 
     @classmethod
-    def create(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> "Lake":
+    def create(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Lake:
         """Create a lake at ``url`` (or open the one already there)."""
         loc = Location.from_url(url, dict(storage_options or {}))
         if _readable_header(loc):
@@ -85,7 +86,9 @@ class Lake:
         header = loc.read_json("lake.json")
         where = loc.describe("lake.json")
         if not isinstance(header, dict) or header.get("format") != FORMAT:
-            raise NotALakeError(f"{where} does not describe a neurolake lake (format {header.get('format') if isinstance(header, dict) else header!r})")
+            raise NotALakeError(
+                f"{where} does not describe a neurolake lake (format {header.get('format') if isinstance(header, dict) else header!r})"
+            )
         version = header.get("version")
         if not isinstance(version, int):
             raise CorruptFileError(f"{where} has no integer version")
@@ -112,9 +115,7 @@ class Lake:
         plan: Plan,
         zstd_level: int = DEFAULT_ZSTD_LEVEL,
     ) -> Run:
-        return Run.create(
-            self.loc, run_id, model=model, corpus=corpus, layers=layers, plan=plan, zstd_level=zstd_level
-        )
+        return Run.create(self.loc, run_id, model=model, corpus=corpus, layers=layers, plan=plan, zstd_level=zstd_level)
 
     def run_infos(self, with_size: bool = True) -> list[RunInfo]:
         return [self.run(r).info(with_size=with_size) for r in self.list_runs()]

@@ -105,12 +105,20 @@ class RunLease:
 
     def _record(self, released: bool = False) -> bytes:
         now = time.time()
-        return canonical_json({
-            "owner": self.owner, "host": socket.gethostname(), "pid": os.getpid(), "purpose": self.purpose,
-            "heartbeat_at": now, "expires_at": now + self.ttl_s, "released": released,
-        }, indent=1).encode("utf-8")
+        return canonical_json(
+            {
+                "owner": self.owner,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "purpose": self.purpose,
+                "heartbeat_at": now,
+                "expires_at": now + self.ttl_s,
+                "released": released,
+            },
+            indent=1,
+        ).encode("utf-8")
 
-    def acquire(self) -> "RunLease":
+    def acquire(self) -> RunLease:
         """Take the lease, or raise :class:`RunBusyError` naming who holds it."""
         epoch, record = _current(self.run_loc)
         if not _free(record):
@@ -136,7 +144,7 @@ class RunLease:
             except RunLeaseLostError as exc:
                 self.lost = exc
                 return
-            except Exception:  # noqa: BLE001 - a missed beat is retried; expiry is the backstop
+            except Exception:
                 continue
 
     def check(self) -> None:
@@ -153,7 +161,7 @@ class RunLease:
             if epoch == self.epoch and record is not None and record.get("owner") == self.owner:
                 self.run_loc.write_bytes(self._record(released=True), DIRECTORY, _epoch_name(self.epoch))
 
-    def __enter__(self) -> "RunLease":
+    def __enter__(self) -> RunLease:
         return self.acquire()
 
     def __exit__(self, *exc: object) -> None:

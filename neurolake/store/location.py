@@ -35,7 +35,7 @@ class Location:
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_url(cls, url: str, storage_options: dict[str, Any] | None = None) -> "Location":
+    def from_url(cls, url: str, storage_options: dict[str, Any] | None = None) -> Location:
         options = dict(storage_options or {})
         try:
             fs, path = fsspec.core.url_to_fs(str(url), **options)
@@ -61,7 +61,7 @@ class Location:
             return self.path
         return f"{self.protocol}://{self.path.lstrip('/')}" if self.protocol != "memory" else f"memory://{self.path}"
 
-    def child(self, *parts: str) -> "Location":
+    def child(self, *parts: str) -> Location:
         return Location(self.fs, posixpath.join(self.path, *parts), self.storage_options)
 
     def join(self, *parts: str) -> str:
@@ -93,8 +93,7 @@ class Location:
             return json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CorruptFileError(
-                f"{self.describe(*parts)} is not valid JSON ({exc}); "
-                "restore it or remove the run it belongs to"
+                f"{self.describe(*parts)} is not valid JSON ({exc}); restore it or remove the run it belongs to"
             ) from exc
 
     def list_names(self, *parts: str) -> list[str]:

@@ -10,8 +10,8 @@ contiguous range of whole shards, so two writers never touch the same shard
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from neurolake.errors import PlanError
 
@@ -66,7 +66,7 @@ class WorkUnit:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WorkUnit":
+    def from_dict(cls, d: dict) -> WorkUnit:
         return cls(
             unit_id=d["unit_id"],
             index=int(d["index"]),
@@ -101,7 +101,11 @@ class Plan:
         for u in self.units:
             if u.unit_id == unit_id:
                 return u
-        raise PlanError(f"no work unit {unit_id!r} in the plan (units: {self.units[0].unit_id}..{self.units[-1].unit_id})" if self.units else "the plan has no work units")
+        raise PlanError(
+            f"no work unit {unit_id!r} in the plan (units: {self.units[0].unit_id}..{self.units[-1].unit_id})"
+            if self.units
+            else "the plan has no work units"
+        )
 
     def to_dict(self) -> dict:
         return {
@@ -114,7 +118,7 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Plan":
+    def from_dict(cls, d: dict) -> Plan:
         return cls(
             rows_per_shard=int(d["rows_per_shard"]),
             chunk_rows=int(d["chunk_rows"]),

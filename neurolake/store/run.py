@@ -10,11 +10,12 @@ import platform
 import re
 import threading
 from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -128,7 +129,7 @@ class Run:
     # ------------------------------------------------------------ creation / loading
 
     @classmethod
-    def load(cls, lake_loc: Location, run_id: str) -> "Run":
+    def load(cls, lake_loc: Location, run_id: str) -> Run:
         check_run_id(run_id)
         loc = lake_loc.child("runs", run_id)
         if not loc.exists("run.json"):
@@ -144,7 +145,7 @@ class Run:
                 raise CorruptFileError(f"{where} lacks the key {key!r}")
         run = cls(lake_loc, run_id, manifest)
         try:
-            run.plan, run.layers  # parse now so a corrupt manifest fails here, naming the file
+            _ = run.plan, run.layers  # parse now so a corrupt manifest fails here, naming the file
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptFileError(f"{where} is malformed ({exc!r})") from exc
         return run
@@ -160,7 +161,7 @@ class Run:
         layers: Sequence[LayerSpec],
         plan: Plan,
         zstd_level: int = cube.DEFAULT_ZSTD_LEVEL,
-    ) -> "Run":
+    ) -> Run:
         """Write ``run.json`` (once) and the cube's array metadata.
 
         Creating a run that exists with the same manifest returns it (so a crashed
@@ -173,7 +174,7 @@ class Run:
         manifest = {
             "run_id": run_id,
             "manifest_version": MANIFEST_VERSION,
-            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "model": dict(model),
             "corpus": dict(corpus),
             "layers": [layer.to_dict() for layer in layers],
@@ -198,9 +199,7 @@ class Run:
             run = existing
         else:
             run = cls(lake_loc, run_id, manifest)
-        cube.create_cube(
-            run.cube_loc, list(layers), plan.total_rows, plan.rows_per_shard, plan.chunk_rows, zstd_level
-        )
+        cube.create_cube(run.cube_loc, list(layers), plan.total_rows, plan.rows_per_shard, plan.chunk_rows, zstd_level)
         return run
 
     # ------------------------------------------------------------ manifest views
@@ -265,7 +264,7 @@ class Run:
     def _sorted_markers(self) -> list[CommitMarker]:
         return sorted(self.commits().values(), key=lambda m: m.row_start)
 
-    def unit_writer(self, unit_id: str) -> "UnitWriter":
+    def unit_writer(self, unit_id: str) -> UnitWriter:
         return UnitWriter(self, self.plan.unit(unit_id))
 
     # ------------------------------------------------------------ activations
@@ -369,9 +368,13 @@ class Run:
         try:
             data = self.loc.read_bytes(entry.key)
         except FileNotFoundError as exc:
-            raise IntegrityError(f"{where} is missing although its unit is committed; `neurolake verify --repair` re-does the unit") from exc
+            raise IntegrityError(
+                f"{where} is missing although its unit is committed; `neurolake verify --repair` re-does the unit"
+            ) from exc
         if verify and sha256_hex(data) != entry.sha256:
-            raise IntegrityError(f"checksum mismatch for {where}; the file changed after commit; `neurolake verify --repair` re-does the unit")
+            raise IntegrityError(
+                f"checksum mismatch for {where}; the file changed after commit; `neurolake verify --repair` re-does the unit"
+            )
         return data
 
     # ------------------------------------------------------------ checks and status

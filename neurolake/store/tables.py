@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from neurolake.errors import SchemaError
-from neurolake.schemas import SCHEMAS, TABLE_NAMES
+from neurolake.schemas import SCHEMAS, TABLE_NAMES, is_optional
 
 __all__ = ["SCHEMAS", "TABLE_NAMES", "conform", "decode_parquet", "encode_parquet"]
 
@@ -34,8 +35,8 @@ def conform(name: str, data: pa.Table | Mapping[str, Any], run_id: str) -> pa.Ta
             col = table.column(f.name)
         elif f.name == "run_id":
             col = pa.array([run_id] * n, pa.string())
-        elif n == 0:
-            col = pa.array([], f.type)
+        elif n == 0 or is_optional(f):
+            col = pa.nulls(n, f.type)
         else:
             raise SchemaError(f"table {name!r} lacks the column {f.name!r} ({f.type})")
         try:
@@ -61,8 +62,14 @@ def encode_parquet(table: pa.Table) -> bytes:
     ints = [f.name for f in table.schema if pa.types.is_integer(f.type)]
     others = [f.name for f in table.schema if f.name not in ints]
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd", row_group_size=ROW_GROUP_SIZE, use_dictionary=others,
-                   column_encoding={name: "DELTA_BINARY_PACKED" for name in ints})
+    pq.write_table(
+        table,
+        buf,
+        compression="zstd",
+        row_group_size=ROW_GROUP_SIZE,
+        use_dictionary=others,
+        column_encoding={name: "DELTA_BINARY_PACKED" for name in ints},
+    )
     return buf.getvalue()
 
 

@@ -100,7 +100,7 @@ def _bad_files() -> dict[str, tuple[bytes, str, bool]]:
     """name -> (file content, expected reason, whether the header alone shows the problem)."""
     flac = _encoded("FLAC")
     wav = _encoded("WAV")
-    corrupt_flac = flac[:200] + bytes(range(256)) * 20 + flac[200 + 256 * 20:]
+    corrupt_flac = flac[:200] + bytes(range(256)) * 20 + flac[200 + 256 * 20 :]
     no_samples = io.BytesIO()
     sf.write(no_samples, np.zeros(0, np.float32), 16_000, format="WAV", subtype="PCM_16")
     return {

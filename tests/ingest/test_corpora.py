@@ -38,8 +38,7 @@ def _write_audio(path: Path, seconds: float = 0.1, frequency_hz: float = 440.0) 
     return pcm / 32768.0
 
 
-PHONES_LINE = {"id": "84-121-0000", "phones": [[0.01, 0.05, "h"], [0.05, 0.09, "ə"]],
-               "words": [[0.01, 0.09, "HELLO"]]}
+PHONES_LINE = {"id": "84-121-0000", "phones": [[0.01, 0.05, "h"], [0.05, 0.09, "ə"]], "words": [[0.01, 0.09, "HELLO"]]}
 
 
 @pytest.fixture
@@ -55,17 +54,17 @@ def messy_tree(tmp_path: Path) -> Path:
     _write_audio(chapter / "19-198-0001.wav")  # FLAC is preferred over a converted copy
     (chapter / "notes.txt").write_text("not part of the corpus\n")
     (chapter / "19-198.trans.txt").write_bytes(
-        b"19-198-0000 NORTHANGER ABBEY\r\n"                      # 1
-        b"\r\n"                                                  # 2 blank
-        b"19-198-0001   THIS  LITTLE\tWORK  \r\n"                # 3 extra whitespace
-        b"19-198-0002 WAS FINISHED IN\xff THE YEAR\r\n"          # 4 not UTF-8
-        b"19-198-0003 AUDIO IS MISSING\r\n"                      # 5 no audio file
-        b"19-198-0004\r\n"                                       # 6 empty transcript
-        b"\r\n"                                                  # 7 blank
-        b"   \r\n"                                               # 8 spaces only
-        b"20-198-0005 WRONG CHAPTER\r\n"                         # 9 id of another chapter
-        b"19-198-0000 SAID TWICE\r\n"                            # 10 duplicate id
-        b"19-198-0006 LAST LINE WITHOUT NEWLINE"                 # 11
+        b"19-198-0000 NORTHANGER ABBEY\r\n"  # 1
+        b"\r\n"  # 2 blank
+        b"19-198-0001   THIS  LITTLE\tWORK  \r\n"  # 3 extra whitespace
+        b"19-198-0002 WAS FINISHED IN\xff THE YEAR\r\n"  # 4 not UTF-8
+        b"19-198-0003 AUDIO IS MISSING\r\n"  # 5 no audio file
+        b"19-198-0004\r\n"  # 6 empty transcript
+        b"\r\n"  # 7 blank
+        b"   \r\n"  # 8 spaces only
+        b"20-198-0005 WRONG CHAPTER\r\n"  # 9 id of another chapter
+        b"19-198-0000 SAID TWICE\r\n"  # 10 duplicate id
+        b"19-198-0006 LAST LINE WITHOUT NEWLINE"  # 11
     )
     # Speaker 103 must sort after speaker 19 (numerically, not as text).
     _write_audio(root / "train-clean-5" / "103" / "1240" / "103-1240-0000.flac")
@@ -85,18 +84,13 @@ def test_librispeech_messy_tree_gives_exact_records_and_errors(messy_tree, caplo
 
     train = messy_tree / "train-clean-5"
     dev = messy_tree / "dev-clean-2"
-    assert [(u.split, u.utterance_id, u.speaker_id, u.chapter_id, u.transcript, u.audio_uri)
-            for u in corpus] == [
+    assert [(u.split, u.utterance_id, u.speaker_id, u.chapter_id, u.transcript, u.audio_uri) for u in corpus] == [
         ("dev-clean-2", "84-121-0000", "84", "121", "HELLO", f"{dev}/84/121/84-121-0000.flac"),
         ("dev-clean-2", "84-121-0001", "84", "121", "WORLD AGAIN", f"{dev}/84/121/84-121-0001.flac"),
-        ("train-clean-5", "19-198-0000", "19", "198", "NORTHANGER ABBEY",
-         f"{train}/19/198/19-198-0000.flac"),
-        ("train-clean-5", "19-198-0001", "19", "198", "THIS LITTLE WORK",
-         f"{train}/19/198/19-198-0001.flac"),
-        ("train-clean-5", "19-198-0006", "19", "198", "LAST LINE WITHOUT NEWLINE",
-         f"{train}/19/198/19-198-0006.flac"),
-        ("train-clean-5", "103-1240-0000", "103", "1240", "CHAPTER ONE",
-         f"{train}/103/1240/103-1240-0000.flac"),
+        ("train-clean-5", "19-198-0000", "19", "198", "NORTHANGER ABBEY", f"{train}/19/198/19-198-0000.flac"),
+        ("train-clean-5", "19-198-0001", "19", "198", "THIS LITTLE WORK", f"{train}/19/198/19-198-0001.flac"),
+        ("train-clean-5", "19-198-0006", "19", "198", "LAST LINE WITHOUT NEWLINE", f"{train}/19/198/19-198-0006.flac"),
+        ("train-clean-5", "103-1240-0000", "103", "1240", "CHAPTER ONE", f"{train}/103/1240/103-1240-0000.flac"),
     ]
     transcript = f"{train}/19/198/19-198.trans.txt"
     assert [(e.source_uri, e.line, e.utterance_id) for e in corpus.errors] == [
@@ -204,7 +198,9 @@ def test_manifest_in_every_format(manifest_dir, suffix):
     manifest = f"{base}/manifest{suffix}"
     expected_lines = [5, 6] if suffix == ".csv" else [4, 5]  # CSV counts its header line
     assert [(e.source_uri, e.line, e.utterance_id) for e in corpus.errors] == [
-        (manifest, expected_lines[0], "u4"), (manifest, expected_lines[1], None)]
+        (manifest, expected_lines[0], "u4"),
+        (manifest, expected_lines[1], None),
+    ]
     assert "empty transcript" in corpus.errors[0].message
     assert "more than once" in corpus.errors[1].message
     # Resolved paths point at real audio.
@@ -214,14 +210,26 @@ def test_manifest_in_every_format(manifest_dir, suffix):
 def test_manifest_column_aliases_and_bad_json_lines(tmp_path):
     _write_audio(tmp_path / "x.flac")
     path = tmp_path / "m.jsonl"
-    path.write_text("\n".join([
-        json.dumps({"audio_uri": "x.flac", "transcript": "one", "utterance_id": "a", "speaker_id": 3,
-                    "chapter_id": 9, "phones_uri": "x.phones.jsonl"}),
-        json.dumps({"path": "x.flac", "text": "two", "id": "b", "gender": "f"}),
-        "{not json",
-        json.dumps(["a", "list"]),
-        json.dumps({"audio": "", "text": "no audio", "id": "c"}),
-    ]))
+    path.write_text(
+        "\n".join(
+            [
+                json.dumps(
+                    {
+                        "audio_uri": "x.flac",
+                        "transcript": "one",
+                        "utterance_id": "a",
+                        "speaker_id": 3,
+                        "chapter_id": 9,
+                        "phones_uri": "x.phones.jsonl",
+                    }
+                ),
+                json.dumps({"path": "x.flac", "text": "two", "id": "b", "gender": "f"}),
+                "{not json",
+                json.dumps(["a", "list"]),
+                json.dumps({"audio": "", "text": "no audio", "id": "c"}),
+            ]
+        )
+    )
     corpus = read_manifest(str(path))
     first, second = corpus.utterances
     assert (first.utterance_id, first.speaker_id, first.chapter_id, first.transcript) == ("a", "3", "9", "one")
@@ -276,20 +284,30 @@ def s3_endpoint():
 
 
 def test_librispeech_and_audio_from_s3(s3_endpoint, messy_tree):
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     client.create_bucket(Bucket="corpora")
     for path in sorted((messy_tree / "dev-clean-2").rglob("*")):
         if path.is_file():
             key = "LibriSpeech/" + path.relative_to(messy_tree).as_posix()
             client.put_object(Bucket="corpora", Key=key, Body=path.read_bytes())
-    client.put_object(Bucket="corpora", Key="LibriSpeech/manifest.jsonl", Body=json.dumps(
-        {"audio": "dev-clean-2/84/121/84-121-0001.flac", "text": "world again"}).encode())
+    client.put_object(
+        Bucket="corpora",
+        Key="LibriSpeech/manifest.jsonl",
+        Body=json.dumps({"audio": "dev-clean-2/84/121/84-121-0001.flac", "text": "world again"}).encode(),
+    )
     options = {"client_kwargs": {"endpoint_url": s3_endpoint}, "key": "testing", "secret": "testing"}
 
     corpus = read_librispeech("s3://corpora/LibriSpeech", storage_options=options)
     assert [(u.split, u.utterance_id, u.transcript) for u in corpus] == [
-        ("dev-clean-2", "84-121-0000", "HELLO"), ("dev-clean-2", "84-121-0001", "WORLD AGAIN")]
+        ("dev-clean-2", "84-121-0000", "HELLO"),
+        ("dev-clean-2", "84-121-0001", "WORLD AGAIN"),
+    ]
     assert corpus.errors == () and corpus.untranscribed_audio == ()
     first = corpus.utterances[0]
     assert first.audio_uri == "s3://corpora/LibriSpeech/dev-clean-2/84/121/84-121-0000.flac"

@@ -8,22 +8,53 @@ LETTERS = ["'"] + [chr(ord("A") + i) for i in range(26)]
 
 
 def test_default_layers_pick_blocks(tmp_path):
-    assert [l.name for l in default_layers(load_model("python:tests.ingest.demo_factory:build"))] == [
-        "frontend", "conv1", "conv2", "conv3", "head",
+    assert [layer.name for layer in default_layers(load_model("python:tests.ingest.demo_factory:build"))] == [
+        "frontend",
+        "conv1",
+        "conv2",
+        "conv3",
+        "head",
     ]
     w2l = torchaudio.models.Wav2Letter(num_classes=29, input_type="waveform", num_features=1)
-    torch.save({"config": {"num_classes": 29, "input_type": "waveform", "num_features": 1},
-                "tokens": ["-", " "] + LETTERS, "state_dict": w2l.state_dict()}, tmp_path / "w.pt")
+    torch.save(
+        {
+            "config": {"num_classes": 29, "input_type": "waveform", "num_features": 1},
+            "tokens": ["-", " "] + LETTERS,
+            "state_dict": w2l.state_dict(),
+        },
+        tmp_path / "w.pt",
+    )
     adapter = load_model(f"wav2letter:{tmp_path / 'w.pt'}")
-    names = [l.name for l in default_layers(adapter)]
+    names = [layer.name for layer in default_layers(adapter)]
     # the eleven convolutions of torchaudio's Wav2Letter, not their in-place ReLUs
     modules = dict(adapter.module.named_modules())
     assert len(names) == 11 and all(isinstance(modules[n], torch.nn.Conv1d) for n in names)
-    cfg = dict(extractor_mode="layer_norm", extractor_conv_layer_config=[(16, 10, 5), (16, 3, 2)], extractor_conv_bias=True,
-               encoder_embed_dim=32, encoder_projection_dropout=0.0, encoder_pos_conv_kernel=8, encoder_pos_conv_groups=4,
-               encoder_num_layers=3, encoder_num_heads=2, encoder_attention_dropout=0.0, encoder_ff_interm_features=64,
-               encoder_ff_interm_dropout=0.0, encoder_dropout=0.0, encoder_layer_norm_first=True, encoder_layer_drop=0.0, aux_num_out=29)
-    torch.save({"config": cfg, "tokens": ["-", "|"] + LETTERS, "state_dict": torchaudio.models.wav2vec2_model(**cfg).state_dict()}, tmp_path / "v.pt")
-    assert [l.name for l in default_layers(load_model(f"wav2vec2:{tmp_path / 'v.pt'}"))] == [
+    cfg = dict(
+        extractor_mode="layer_norm",
+        extractor_conv_layer_config=[(16, 10, 5), (16, 3, 2)],
+        extractor_conv_bias=True,
+        encoder_embed_dim=32,
+        encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=8,
+        encoder_pos_conv_groups=4,
+        encoder_num_layers=3,
+        encoder_num_heads=2,
+        encoder_attention_dropout=0.0,
+        encoder_ff_interm_features=64,
+        encoder_ff_interm_dropout=0.0,
+        encoder_dropout=0.0,
+        encoder_layer_norm_first=True,
+        encoder_layer_drop=0.0,
+        aux_num_out=29,
+    )
+    torch.save(
+        {
+            "config": cfg,
+            "tokens": ["-", "|"] + LETTERS,
+            "state_dict": torchaudio.models.wav2vec2_model(**cfg).state_dict(),
+        },
+        tmp_path / "v.pt",
+    )
+    assert [layer.name for layer in default_layers(load_model(f"wav2vec2:{tmp_path / 'v.pt'}"))] == [
         f"encoder.transformer.layers.{i}" for i in range(3)
     ]

@@ -10,11 +10,27 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
     corpus = str(tmp_path / "c" / "train")
     (tmp_path / "c" / "train" / "1000" / "1" / "1000-1-0000.flac").write_bytes(b"")  # one bad file
     adapter, planned = plan_ingest(corpus, MODEL, ["conv?"])
-    assert [l.name for l in planned.layers] == ["conv1", "conv2", "conv3"]
+    assert [layer.name for layer in planned.layers] == ["conv1", "conv2", "conv3"]
     assert planned.plan.n_utterances == 11 and len(planned.errors) == 1
-    expected_bytes = planned.plan.total_rows * sum(l.units for l in planned.layers) * 2
+    expected_bytes = planned.plan.total_rows * sum(layer.units for layer in planned.layers) * 2
     assert sum(planned.bytes_per_layer().values()) == expected_bytes
-    assert main(["ingest", "--corpus", corpus, "--model", MODEL, "--layers", "conv?", "--dry-run", "--lake", str(tmp_path / "lake")]) == 0
+    assert (
+        main(
+            [
+                "ingest",
+                "--corpus",
+                corpus,
+                "--model",
+                MODEL,
+                "--layers",
+                "conv?",
+                "--dry-run",
+                "--lake",
+                str(tmp_path / "lake"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "utterances   11 planned, 1 with errors" in out
     assert f"frames       {planned.plan.n_frames:,}" in out and "work units   1" in out

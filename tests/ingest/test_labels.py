@@ -61,9 +61,7 @@ EXPECTED_PHONEME = [None, "DH", "DH", "DH", "AH", None, None, None, "K", "K", "A
 
 
 def test_hand_built_utterance():
-    labels = label_utterance(
-        LOG_PROBS, TOKENS, "the cat", frame_rate_hz=50, utterance_id="u-1", first_frame_id=1000
-    )
+    labels = label_utterance(LOG_PROBS, TOKENS, "the cat", frame_rate_hz=50, utterance_id="u-1", first_frame_id=1000)
     f = labels.frames
     assert f["frame_id"].tolist() == list(range(1000, 1013))
     assert f["frame_index"].tolist() == list(range(13))
@@ -108,9 +106,7 @@ def test_ground_truth_intervals_replace_the_lexicon():
     # Frame centres 0.01, 0.03, ..., 0.25 s: 0.01-0.09 (frames 0-4) in [0, 0.1) DH;
     # 0.11-0.15 (5-7) in [0.1, 0.16) AH0 -> AH; 0.17-0.25 (8-12) in [0.16, 0.26) K.
     intervals = [(0.0, 0.1, "DH"), (0.1, 0.16, "AH0"), (0.16, 0.26, "K")]
-    labels = label_utterance(
-        LOG_PROBS, TOKENS, "THE CAT", frame_rate_hz=50, phone_intervals=intervals
-    )
+    labels = label_utterance(LOG_PROBS, TOKENS, "THE CAT", frame_rate_hz=50, phone_intervals=intervals)
     assert labels.frames["phoneme"].tolist() == ["DH"] * 5 + ["AH"] * 3 + ["K"] * 5
     assert labels.utterance["phoneme_source"] == "intervals"
 
@@ -144,8 +140,11 @@ def test_one_table_for_many_utterances_equals_the_concatenation():
     many = []
     for i in range(5):
         log_probs, reference = _random_utterance(rng, 100 + 10 * i, mistakes=0.3)
-        many.append(label_utterance(log_probs, WAV2VEC2_TOKENS, reference, frame_rate_hz=50,
-                                    utterance_id=f"u{i}", first_frame_id=1000 * i))
+        many.append(
+            label_utterance(
+                log_probs, WAV2VEC2_TOKENS, reference, frame_rate_hz=50, utterance_id=f"u{i}", first_frame_id=1000 * i
+            )
+        )
     table = frames_table_of(many)
     assert table.equals(pa.concat_tables([item.frames_table() for item in many]))
     assert table.num_rows == sum(100 + 10 * i for i in range(5))
@@ -249,26 +248,17 @@ def test_ipa_intervals_are_mapped_to_arpabet_and_split():
     # sharing [0.16, 0.28) equally: AO up to 0.22, R after it. Frame centres 0.17, 0.19,
     # 0.21 (frames 8-10) fall in AO, 0.23 and 0.25 (11-12) in R.
     intervals = [(0.0, 0.1, "ð"), (0.1, 0.16, "ə"), (0.16, 0.28, "ɔːɹ")]
-    labels = label_utterance(
-        LOG_PROBS, TOKENS, "THE CAT", frame_rate_hz=50, phone_intervals=intervals
-    )
-    assert labels.frames["phoneme"].tolist() == (
-        ["DH"] * 5 + ["AH"] * 3 + ["AO"] * 3 + ["R"] * 2
-    )
+    labels = label_utterance(LOG_PROBS, TOKENS, "THE CAT", frame_rate_hz=50, phone_intervals=intervals)
+    assert labels.frames["phoneme"].tolist() == (["DH"] * 5 + ["AH"] * 3 + ["AO"] * 3 + ["R"] * 2)
     assert labels.utterance["phoneme_source"] == "intervals"
 
 
 def test_arpabet_intervals_keep_their_phones_and_silences():
     # An ARPAbet TextGrid: stress digits go, silence labels stay ("" leaves no phoneme).
     # "sil" and "" are not ARPAbet, but they do not make the labels count as IPA.
-    intervals = [(0.0, 0.04, ""), (0.04, 0.1, "DH"), (0.1, 0.16, "AH0"), (0.16, 0.22, "sil"),
-                 (0.22, 0.26, "T")]
-    labels = label_utterance(
-        LOG_PROBS, TOKENS, "THE CAT", frame_rate_hz=50, phone_intervals=intervals
-    )
-    assert labels.frames["phoneme"].tolist() == (
-        [None] * 2 + ["DH"] * 3 + ["AH"] * 3 + ["sil"] * 3 + ["T"] * 2
-    )
+    intervals = [(0.0, 0.04, ""), (0.04, 0.1, "DH"), (0.1, 0.16, "AH0"), (0.16, 0.22, "sil"), (0.22, 0.26, "T")]
+    labels = label_utterance(LOG_PROBS, TOKENS, "THE CAT", frame_rate_hz=50, phone_intervals=intervals)
+    assert labels.frames["phoneme"].tolist() == ([None] * 2 + ["DH"] * 3 + ["AH"] * 3 + ["sil"] * 3 + ["T"] * 2)
 
 
 def test_synthetic_utterance_frames_get_arpabet_phonemes():
@@ -285,8 +275,7 @@ def test_synthetic_utterance_frames_get_arpabet_phonemes():
     logits = rng.normal(size=(n_frames, len(tokens)))
     log_probs = (logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))).astype(np.float32)
 
-    labels = label_utterance(log_probs, tokens, text, frame_rate_hz=50,
-                             phone_intervals=speech.phones)
+    labels = label_utterance(log_probs, tokens, text, frame_rate_hz=50, phone_intervals=speech.phones)
     phonemes = [p for p in labels.frames["phoneme"].tolist() if p is not None]
     assert phonemes and set(phonemes) <= ARPABET
     # Every phone of the words' CMUdict pronunciations but the last ER of "fire" (the

@@ -33,7 +33,12 @@ from neurolake.ingest.phonemes import (
 
 def test_strip_stress():
     assert [strip_stress(p) for p in ["AH0", "OW1", "EY2", "L", "sil", "ə"]] == [
-        "AH", "OW", "EY", "L", "sil", "ə",
+        "AH",
+        "OW",
+        "EY",
+        "L",
+        "sil",
+        "ə",
     ]
 
 
@@ -119,7 +124,7 @@ def test_letter_phonemes_needs_a_pronunciation():
         letter_phonemes(["A"], ())
 
 
-MFA_TEXTGRID = '''File type = "ooTextFile"
+MFA_TEXTGRID = """File type = "ooTextFile"
 Object class = "TextGrid"
 
 xmin = 0 
@@ -175,9 +180,9 @@ item []:
             xmin = 0.6 
             xmax = 1.02 
             text = "" 
-'''
+"""
 
-SHORT_TEXTGRID = '''File type = "ooTextFile"
+SHORT_TEXTGRID = """File type = "ooTextFile"
 Object class = "TextGrid"
 
 0
@@ -221,7 +226,7 @@ Object class = "TextGrid"
 0.6
 1.02
 ""
-'''
+"""
 
 EXPECTED_TIERS = [
     TextGridTier("words", "IntervalTier", [(0.0, 0.21, ""), (0.21, 0.6, "hello"), (0.6, 1.02, "")]),
@@ -292,7 +297,16 @@ def test_frame_phonemes_from_textgrid_tier():
     #   0.65 .. 0.95 in [0.6, 1.02) "" -> None.
     phones = find_phones_tier(read_textgrid(MFA_TEXTGRID)).intervals
     assert frame_phonemes_from_intervals(phones, 10, 0.1).tolist() == [
-        None, None, "HH", "AH", "L", "OW", None, None, None, None,
+        None,
+        None,
+        "HH",
+        "AH",
+        "L",
+        "OW",
+        None,
+        None,
+        None,
+        None,
     ]
 
 
@@ -318,7 +332,12 @@ def test_frame_phonemes_accept_interval_records():
     # Same intervals as above, as records with named fields (as corpus readers return them).
     records = [_Span(0.07, 0.1, "sil"), _Span(0.0, 0.03, "S"), _Span(0.03, 0.07, "IY1")]
     assert frame_phonemes_from_intervals(records, 6, 0.02).tolist() == [
-        "S", "IY", "IY", "sil", "sil", None,
+        "S",
+        "IY",
+        "IY",
+        "sil",
+        "sil",
+        None,
     ]
 
 
@@ -347,14 +366,33 @@ def test_ipa_to_arpabet_words(word, ipa, expected):
 
 def test_ipa_to_arpabet_single_labels():
     cases = {
-        "aɪ": ("AY",), "eɪ": ("EY",), "oʊ": ("OW",), "əʊ": ("OW",), "aʊ": ("AW",),
-        "ɔɪ": ("OY",), "tʃ": ("CH",), "dʒ": ("JH",), "ɜː": ("ER",), "ɝ": ("ER",),
-        "ɚ": ("ER",), "n̩": ("N",), "ŋ": ("NG",), "ʒ": ("ZH",), "θ": ("TH",), "ð": ("DH",),
-        "ɹ": ("R",), "r": ("R",), "ɡ": ("G",), "j": ("Y",), "h": ("HH",),
+        "aɪ": ("AY",),
+        "eɪ": ("EY",),
+        "oʊ": ("OW",),
+        "əʊ": ("OW",),
+        "aʊ": ("AW",),
+        "ɔɪ": ("OY",),
+        "tʃ": ("CH",),
+        "dʒ": ("JH",),
+        "ɜː": ("ER",),
+        "ɝ": ("ER",),
+        "ɚ": ("ER",),
+        "n̩": ("N",),
+        "ŋ": ("NG",),
+        "ʒ": ("ZH",),
+        "θ": ("TH",),
+        "ð": ("DH",),
+        "ɹ": ("R",),
+        "r": ("R",),
+        "ɡ": ("G",),
+        "j": ("Y",),
+        "h": ("HH",),
         "ɾ": ("T",),  # the US flap of "city"
         "ei": ("IY",),  # West Midlands FLEECE, "green"
         "əu": ("UW",),  # West Midlands GOOSE, "blue"
-        "ɔːɹ": ("AO", "R"), "aɪə": ("AY", "AH"), "iə": ("IY", "AH"),
+        "ɔːɹ": ("AO", "R"),
+        "aɪə": ("AY", "AH"),
+        "iə": ("IY", "AH"),
     }
     assert {label: ipa_to_arpabet(label) for label in cases} == cases
 
@@ -391,10 +429,13 @@ def test_intervals_to_arpabet_splits_evenly():
     out = intervals_to_arpabet(intervals)
     expected = [
         (0.0, 0.1, "CH"),
-        (0.1, 0.25, "EH"), (0.25, 0.4, "R"),
+        (0.1, 0.25, "EH"),
+        (0.25, 0.4, "R"),
         (0.4, 0.45, ""),
-        (0.45, 0.525, "AY"), (0.525, 0.6, "ER"),
-        (0.6, 0.645, "AO"), (0.645, 0.69, "R"),
+        (0.45, 0.525, "AY"),
+        (0.525, 0.6, "ER"),
+        (0.6, 0.645, "AO"),
+        (0.645, 0.69, "R"),
     ]
     assert [label for _, _, label in out] == [label for _, _, label in expected]
     np.testing.assert_allclose([(s, e) for s, e, _ in out], [(s, e) for s, e, _ in expected])

@@ -25,8 +25,13 @@ def ray_session():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+    )
     yield
     ray.shutdown()
 
@@ -43,8 +48,7 @@ def _run_files(lake_dir: Path, run_id: str) -> dict[str, bytes]:
     return {
         p.relative_to(base).as_posix(): p.read_bytes()
         for p in sorted(base.rglob("*"))
-        if p.is_file() and p.name != "run.json"
-        and not p.relative_to(base).as_posix().startswith(("derived", "lease"))
+        if p.is_file() and p.name != "run.json" and not p.relative_to(base).as_posix().startswith(("derived", "lease"))
     }
 
 
@@ -92,7 +96,14 @@ def test_ingest_resume_and_conflicts(ray_session, corpus, tmp_path):
     with pytest.raises(RunConflictError, match="layers"):
         ingest(str(lake_dir), str(corpus), MODEL, layers=["conv1*"], run_id="r", unit_rows=300, progress=False)
     with pytest.raises(RunConflictError, match="model"):
-        ingest(str(lake_dir), str(corpus), "python:tests.ingest.toy_factory:build", run_id="r", unit_rows=300, progress=False)
+        ingest(
+            str(lake_dir),
+            str(corpus),
+            "python:tests.ingest.toy_factory:build",
+            run_id="r",
+            unit_rows=300,
+            progress=False,
+        )
 
 
 def test_bad_input_becomes_error_rows(ray_session, corpus, tmp_path):
@@ -101,19 +112,19 @@ def test_bad_input_becomes_error_rows(ray_session, corpus, tmp_path):
 
     shutil.copytree(corpus, bad)
     flacs = sorted(bad.rglob("*.flac"))
-    flacs[0].write_bytes(b"this is not audio at all" * 50)            # non-audio
+    flacs[0].write_bytes(b"this is not audio at all" * 50)  # non-audio
     data = flacs[1].read_bytes()
-    flacs[1].write_bytes(data[: len(data) // 2])                        # truncated
-    flacs[2].write_bytes(b"")                                           # empty
+    flacs[1].write_bytes(data[: len(data) // 2])  # truncated
+    flacs[2].write_bytes(b"")  # empty
     audio, rate = sf.read(flacs[3])
-    sf.write(flacs[3], audio[::2], rate // 2, format="FLAC")            # wrong sample rate
+    sf.write(flacs[3], audio[::2], rate // 2, format="FLAC")  # wrong sample rate
     trans = sorted(bad.rglob("*.trans.txt"))[0]
     chapter = trans.name.replace(".trans.txt", "")
     (trans.parent / f"{chapter}-0090.flac").write_bytes(flacs[4].read_bytes())
     (trans.parent / f"{chapter}-0091.flac").write_bytes(flacs[4].read_bytes())
     with open(trans, "ab") as fh:
-        fh.write(f"{chapter}-0090\n".encode())                          # empty transcript line
-        fh.write(f"{chapter}-0091 CAF\xe9 OLE\n".encode("latin-1"))     # not UTF-8
+        fh.write(f"{chapter}-0090\n".encode())  # empty transcript line
+        fh.write(f"{chapter}-0091 CAF\xe9 OLE\n".encode("latin-1"))  # not UTF-8
     ids = {f.name.replace(".flac", "") for f in flacs[:4]}
 
     s = ingest(str(tmp_path / "lake"), str(bad), MODEL, run_id="bad", unit_rows=300, progress=False)
@@ -124,6 +135,9 @@ def test_bad_input_becomes_error_rows(ray_session, corpus, tmp_path):
     assert "sample rate" in by_id[flacs[3].name[:-5]]["message"]
     assert by_id[flacs[1].name[:-5]]["stage"] in ("header", "decode")
     assert {by_id[f"{chapter}-0090"]["stage"], by_id[f"{chapter}-0091"]["stage"]} == {"corpus"}
+    import re
+
+    assert not any(re.search(r"line (\d+):? line \1", e["message"]) for e in errors)  # said once
     good = {p.utterance_id for u in run.plan.units for p in u.utterances} - set(by_id)
     assert set(run.read_table("utterances").column("utterance_id").to_pylist()) == good
     assert s.utterances_done == len(good) == 24 - 4
@@ -196,7 +210,20 @@ def test_killed_driver_converges(corpus, tmp_path):
         ray.shutdown()
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = ["-m", "neurolake.cli", "ingest", "--corpus", str(corpus), "--model", MODEL, "--run", "d", "--unit-rows", "200", "--quiet"]
+    cmd = [
+        "-m",
+        "neurolake.cli",
+        "ingest",
+        "--corpus",
+        str(corpus),
+        "--model",
+        MODEL,
+        "--run",
+        "d",
+        "--unit-rows",
+        "200",
+        "--quiet",
+    ]
     subprocess.run([os.sys.executable, *cmd, "--lake", str(clean)], env=env, check=True, cwd=REPO)
     proc = subprocess.Popen([os.sys.executable, *cmd, "--lake", str(killed)], env=env, cwd=REPO, start_new_session=True)
     commits = killed / "runs" / "d" / "commits"
@@ -238,15 +265,27 @@ def test_verify_repair_redoes_exactly_the_damaged_units(ray_session, corpus, tmp
     units = run.plan.units
     assert len(units) >= 3
     # damage two units: flip a byte of a shard of one, delete a table file of another
-    shard = lake_dir / "runs" / "r" / "activations.zarr" / run.layer_names[0] / "c" / str(units[1].row_start // run.plan.rows_per_shard) / "0"
+    shard = (
+        lake_dir
+        / "runs"
+        / "r"
+        / "activations.zarr"
+        / run.layer_names[0]
+        / "c"
+        / str(units[1].row_start // run.plan.rows_per_shard)
+        / "0"
+    )
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
     marker = run.commits()[units[2].unit_id]
     (lake_dir / "runs" / "r" / marker.tables["frames"].key).unlink()
     assert sorted(run.damaged_units()) == sorted([units[1].unit_id, units[2].unit_id])
-    untouched = {u.unit_id: (lake_dir / "runs" / "r" / "commits" / f"{u.unit_id}.json").stat().st_mtime_ns
-                 for u in units if u not in units[1:3]}
+    untouched = {
+        u.unit_id: (lake_dir / "runs" / "r" / "commits" / f"{u.unit_id}.json").stat().st_mtime_ns
+        for u in units
+        if u not in units[1:3]
+    }
 
     assert main(["verify", "--lake", str(lake_dir)]) == 1
     assert "verify --repair" in capsys.readouterr().out
@@ -268,8 +307,23 @@ def test_a_second_ingest_of_a_run_stops_and_the_run_never_shrinks(corpus, tmp_pa
         ray.shutdown()
     lake_dir = tmp_path / "lake"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [os.sys.executable, "-m", "neurolake.cli", "ingest", "--corpus", str(corpus), "--model", MODEL,
-           "--run", "d", "--unit-rows", "200", "--quiet", "--lake", str(lake_dir)]
+    cmd = [
+        os.sys.executable,
+        "-m",
+        "neurolake.cli",
+        "ingest",
+        "--corpus",
+        str(corpus),
+        "--model",
+        MODEL,
+        "--run",
+        "d",
+        "--unit-rows",
+        "200",
+        "--quiet",
+        "--lake",
+        str(lake_dir),
+    ]
     first = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lease_dir = lake_dir / "runs" / "d" / "lease"
     deadline = time.time() + 120
@@ -309,14 +363,23 @@ def _plant_faults(corpus: Path, target: Path, n: int = 2) -> set[str]:
     return {f.name[: -len(".flac")] for f in chosen}
 
 
-@pytest.mark.parametrize("factory, reason", [
-    ("build_raising", "planted fault"),
-    ("build_crashing", "model process died"),
-])
+@pytest.mark.parametrize(
+    "factory, reason",
+    [
+        ("build_raising", "planted fault"),
+        ("build_crashing", "model process died"),
+    ],
+)
 def test_utterances_the_model_fails_on_are_isolated(ray_session, corpus, tmp_path, factory, reason):
     bad = _plant_faults(corpus, tmp_path / "corpus")
-    s = ingest(str(tmp_path / "lake"), str(tmp_path / "corpus"), f"python:tests.ingest.faulty_factory:{factory}",
-               run_id="f", unit_rows=300, progress=False)
+    s = ingest(
+        str(tmp_path / "lake"),
+        str(tmp_path / "corpus"),
+        f"python:tests.ingest.faulty_factory:{factory}",
+        run_id="f",
+        unit_rows=300,
+        progress=False,
+    )
     run = Lake.open(str(tmp_path / "lake")).run("f")
     assert run.info().status == "complete" and s.units_failed == []
     errors = {e["utterance_id"]: e for e in run.read_table("errors").to_pylist()}
@@ -330,8 +393,7 @@ def test_utterances_the_model_fails_on_are_isolated(ray_session, corpus, tmp_pat
 def test_overlong_utterances_are_error_rows(ray_session, corpus, tmp_path):
     lengths = {f.name[: -len(".flac")]: sf.info(f).duration for f in corpus.rglob("*.flac")}
     limit = sorted(lengths.values())[-3]  # the two longest are over it
-    ingest(str(tmp_path / "lake"), str(corpus), MODEL, run_id="l", unit_rows=300, progress=False,
-           max_duration_s=limit)
+    ingest(str(tmp_path / "lake"), str(corpus), MODEL, run_id="l", unit_rows=300, progress=False, max_duration_s=limit)
     run = Lake.open(str(tmp_path / "lake")).run("l")
     errors = {e["utterance_id"]: e for e in run.read_table("errors").to_pylist()}
     assert set(errors) == {u for u, d in lengths.items() if d > limit} and len(errors) == 2
@@ -352,8 +414,11 @@ def test_storage_outage_mid_ingest_is_one_line_and_keeps_the_commits(corpus, tmp
     if ray.is_initialized():
         ray.shutdown()
     port = _free_port()
-    moto = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    moto = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 30
@@ -364,13 +429,35 @@ def test_storage_outage_mid_ingest_is_one_line_and_keeps_the_commits(corpus, tmp
             except OSError:
                 assert time.time() < deadline
                 time.sleep(0.1)
-        s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="t", aws_secret_access_key="t",
-                          region_name="us-east-1")
+        s3 = boto3.client(
+            "s3", endpoint_url=endpoint, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1"
+        )
         s3.create_bucket(Bucket="outage")
-        env = dict(os.environ, PYTHONPATH=str(REPO), AWS_ACCESS_KEY_ID="t", AWS_SECRET_ACCESS_KEY="t",
-                   AWS_ENDPOINT_URL=endpoint, AWS_DEFAULT_REGION="us-east-1")
-        cmd = [sys.executable, "-m", "neurolake.cli", "ingest", "--corpus", str(corpus), "--model", MODEL,
-               "--run", "o", "--unit-rows", "200", "--quiet", "--lake", "s3://outage/lake"]
+        env = dict(
+            os.environ,
+            PYTHONPATH=str(REPO),
+            AWS_ACCESS_KEY_ID="t",
+            AWS_SECRET_ACCESS_KEY="t",
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "neurolake.cli",
+            "ingest",
+            "--corpus",
+            str(corpus),
+            "--model",
+            MODEL,
+            "--run",
+            "o",
+            "--unit-rows",
+            "200",
+            "--quiet",
+            "--lake",
+            "s3://outage/lake",
+        ]
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
         while time.time() < deadline:

@@ -28,9 +28,18 @@ HOLDOUT = "en-029"
 
 
 def _small_corpus(out: Path, seed: int, n: int = 24, **kwargs):
-    return synthesize_corpus(str(out), n, seed, holdout_accent=HOLDOUT, accents=ACCENTS,
-                             speakers_per_accent=2, test_fraction=0.25, holdout_fraction=0.25,
-                             utterances_per_chapter=3, **kwargs)
+    return synthesize_corpus(
+        str(out),
+        n,
+        seed,
+        holdout_accent=HOLDOUT,
+        accents=ACCENTS,
+        speakers_per_accent=2,
+        test_fraction=0.25,
+        holdout_fraction=0.25,
+        utterances_per_chapter=3,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +65,7 @@ def test_layout_is_read_back_as_librispeech(corpus):
     for utterance in read:
         speaker, chapter, number = utterance.utterance_id.split("-")
         assert (speaker, chapter) == (utterance.speaker_id, utterance.chapter_id) and len(number) == 4
-        assert utterance.audio_uri == (f"{out}/{utterance.split}/{speaker}/{chapter}/"
-                                       f"{utterance.utterance_id}.flac")
+        assert utterance.audio_uri == (f"{out}/{utterance.split}/{speaker}/{chapter}/{utterance.utterance_id}.flac")
         assert utterance.transcript == utterance.transcript.upper()
         assert set(utterance.transcript.lower().split()) <= vocabulary
         assert utterance.phones_uri is not None
@@ -80,7 +88,7 @@ def test_audio_duration_matches_phone_timings(corpus):
         phones = alignment.phones
         assert len(phones) >= 3
         assert all(p.start_s < p.end_s for p in phones)
-        assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(phones, phones[1:]))
+        assert all(a.end_s <= b.start_s + 1e-9 for a, b in zip(phones, phones[1:], strict=False))
         # The last phone ends at the audio's end, up to espeak-ng's closing pause.
         assert phones[-1].end_s <= info.duration_s + 1 / 16_000
         assert info.duration_s - phones[-1].end_s < 0.1
@@ -105,8 +113,9 @@ def test_phone_timings_locate_the_speech(corpus):
     assert before < 1e-3 < 0.01 < during
     # Vowels are louder than the average of the utterance: timings sit on the right sounds.
     vowels = [p for p in alignment.phones if p.label[0] in "aeiouəɪʊɛɔɒʌæɑɐ"]
-    vowel_rms = np.sqrt(np.mean(np.concatenate(
-        [wave[int(p.start_s * 16_000):int(p.end_s * 16_000)] for p in vowels]) ** 2))
+    vowel_rms = np.sqrt(
+        np.mean(np.concatenate([wave[int(p.start_s * 16_000) : int(p.end_s * 16_000)] for p in vowels]) ** 2)
+    )
     assert vowel_rms > during
 
 
@@ -127,8 +136,7 @@ def test_same_seed_gives_the_same_bytes(tmp_path):
 def test_held_out_accent_is_only_in_its_split(corpus):
     out, summary = corpus
     holdout_speakers = {s.speaker_id for s in summary.speakers if s.accent == HOLDOUT}
-    assert holdout_speakers and all(s.splits == (HOLDOUT_SPLIT,) for s in summary.speakers
-                                    if s.accent == HOLDOUT)
+    assert holdout_speakers and all(s.splits == (HOLDOUT_SPLIT,) for s in summary.speakers if s.accent == HOLDOUT)
     read = read_librispeech(str(out))
     for utterance in read:
         assert (utterance.speaker_id in holdout_speakers) == (utterance.split == HOLDOUT_SPLIT)
@@ -142,8 +150,9 @@ def test_held_out_accent_is_only_in_its_split(corpus):
 
 
 def test_without_holdout_there_is_no_holdout_split(tmp_path):
-    summary = synthesize_corpus(str(tmp_path / "c"), 6, 1, holdout_accent=None, accents=["en-us"],
-                                speakers_per_accent=1, test_fraction=0.5)
+    summary = synthesize_corpus(
+        str(tmp_path / "c"), 6, 1, holdout_accent=None, accents=["en-us"], speakers_per_accent=1, test_fraction=0.5
+    )
     assert summary.splits == {TRAIN_SPLIT: 3, TEST_SPLIT: 3}
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["SPEAKERS.TXT", TEST_SPLIT, TRAIN_SPLIT]
 
@@ -165,8 +174,9 @@ def test_invalid_requests_are_spec_errors(tmp_path, corpus):
 def test_overwrite_replaces_the_corpus(tmp_path):
     out = tmp_path / "c"
     (out / "stale").mkdir(parents=True)
-    synthesize_corpus(str(out), 3, 0, holdout_accent=None, accents=["en-gb"], speakers_per_accent=1,
-                      test_fraction=0, overwrite=True)
+    synthesize_corpus(
+        str(out), 3, 0, holdout_accent=None, accents=["en-gb"], speakers_per_accent=1, test_fraction=0, overwrite=True
+    )
     assert sorted(p.name for p in out.iterdir()) == ["SPEAKERS.TXT", TRAIN_SPLIT]
 
 
@@ -179,9 +189,10 @@ def test_sentences_are_distinct_reproducible_and_from_the_vocabulary():
     for sentence in sentences:
         words = sentence.split()
         assert set(words) <= vocabulary.words and len(words) >= 3
-        assert all(not (a == "a" and b[0] in "aeiou") for a, b in zip(words, words[1:]))
-    assert SentenceGenerator(vocabulary).sentence(random.Random(0)) == \
-        SentenceGenerator(vocabulary).sentence(random.Random(0))
+        assert all(not (a == "a" and b[0] in "aeiou") for a, b in zip(words, words[1:], strict=False))
+    assert SentenceGenerator(vocabulary).sentence(random.Random(0)) == SentenceGenerator(vocabulary).sentence(
+        random.Random(0)
+    )
 
 
 def test_speaking_rate_and_pitch_change_the_audio():
@@ -195,9 +206,9 @@ def test_speaking_rate_and_pitch_change_the_audio():
         """F0 in Hz of a sustained vowel, from the autocorrelation peak between 50 and 400 Hz."""
         speech = synthesize_speech(SpeechRequest("aaaa", variant="m3", pitch=pitch, pitch_range=0))
         wave = speech.samples.astype(np.float64)
-        voiced = wave[len(wave) // 4: 3 * len(wave) // 4]
+        voiced = wave[len(wave) // 4 : 3 * len(wave) // 4]
         voiced -= voiced.mean()
-        correlation = np.correlate(voiced, voiced, "full")[len(voiced) - 1:]
+        correlation = np.correlate(voiced, voiced, "full")[len(voiced) - 1 :]
         shortest, longest = speech.sample_rate // 400, speech.sample_rate // 50
         return speech.sample_rate / (shortest + int(np.argmax(correlation[shortest:longest])))
 
@@ -225,12 +236,25 @@ def test_concurrent_synthesis_is_serialised_correctly():
         assert [p.label for p in speech.phones] == [p.label for p in reference.phones]
         assert [w.label for w in speech.words] == text.split()
         assert abs(speech.duration_s - reference.duration_s) < 0.05
-        assert max(abs(a.start_s - b.start_s) for a, b in zip(speech.phones, reference.phones)) < 0.05
+        assert max(abs(a.start_s - b.start_s) for a, b in zip(speech.phones, reference.phones, strict=False)) < 0.05
 
 
 def test_custom_vocabulary_is_checked(tmp_path):
-    classes = ["determiner", "noun", "plural", "number", "adjective", "transitive", "intransitive",
-               "adverb", "preposition", "name", "pronoun", "time", "conjunction"]
+    classes = [
+        "determiner",
+        "noun",
+        "plural",
+        "number",
+        "adjective",
+        "transitive",
+        "intransitive",
+        "adverb",
+        "preposition",
+        "name",
+        "pronoun",
+        "time",
+        "conjunction",
+    ]
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("# one word per class\n" + "".join(f"[{c}]\n{c}word\n" for c in classes))
     vocabulary = load_vocabulary(str(tiny))

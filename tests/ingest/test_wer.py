@@ -18,7 +18,7 @@ from neurolake.ingest.wer import (
     word_errors,
 )
 
-C, S, D, I = EditOp.CORRECT, EditOp.SUBSTITUTION, EditOp.DELETION, EditOp.INSERTION
+C, S, D, I = EditOp.CORRECT, EditOp.SUBSTITUTION, EditOp.DELETION, EditOp.INSERTION  # noqa: E741 - the edit-op letters
 
 
 def test_word_alignment_hand_case():
@@ -68,7 +68,7 @@ def test_empty_sequences():
     assert cer("", "") == 0.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _brute_distance(a: str, b: str) -> int:
     """The recursive definition of Levenshtein distance, memoised on suffixes."""
     if not a or not b:

@@ -29,17 +29,26 @@ def test_topk_breaks_ties_by_unit_index():
 def test_quantile_and_zscore_use_statistics():
     thresholds = np.array([0.5, 2.5, 0.0, 1.0])
     expected = [[0, 0, 0, 1], [1, 1, 1, 0], [1, 0, 0, 0]]
-    np.testing.assert_array_equal(binarize(X, {"method": "quantile", "q": 0.9}, thresholds=thresholds), np.array(expected, bool))
+    np.testing.assert_array_equal(
+        binarize(X, {"method": "quantile", "q": 0.9}, thresholds=thresholds), np.array(expected, bool)
+    )
     mean, std = np.array([1.0, 1.0, 0.0, 0.0]), np.array([1.0, 0.5, 0.0, 2.0])
     # z = (x - mean) / std > 1.5; unit 2 has std 0 and is never active
     expected = [[0, 1, 0, 1], [1, 1, 0, 0], [0, 0, 0, 0]]
-    np.testing.assert_array_equal(binarize(X, {"method": "zscore", "z": 1.5}, mean=mean, std=std), np.array(expected, bool))
+    np.testing.assert_array_equal(
+        binarize(X, {"method": "zscore", "z": 1.5}, mean=mean, std=std), np.array(expected, bool)
+    )
 
 
 def test_specs():
     assert parse_spec("quantile:0.99") == {"method": "quantile", "q": 0.99}
     assert parse_spec("topk:5") == {"method": "topk", "k": 5}
-    for bad, msg in (("quantile:0.7", "q in"), ("median", "METHOD:VALUE"), ("topk:x", "not a number"), ("topk:0", "k >= 1")):
+    for bad, msg in (
+        ("quantile:0.7", "q in"),
+        ("median", "METHOD:VALUE"),
+        ("topk:x", "not a number"),
+        ("topk:0", "k >= 1"),
+    ):
         with pytest.raises(SpecError, match=msg):
             parse_spec(bad)
     with pytest.raises(SpecError, match="needs the neurons statistics"):

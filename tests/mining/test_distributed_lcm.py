@@ -16,8 +16,6 @@ pytestmark = pytest.mark.usefixtures("local_ray")
 FIMI_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "fimi"
 
 
-
-
 def as_set(result):
     pairs = list(result)
     assert len(set(pairs)) == len(pairs), "an itemset was reported twice"
@@ -39,9 +37,7 @@ def test_mushroom_matches_single_process(fraction, max_size):
     assert as_set(distributed_closed_itemsets(db, fraction, max_size, num_workers=2)) == expected
 
 
-@pytest.mark.parametrize(
-    "seed,density,minsup,workers", [(0, 0.3, 5, 2), (1, 0.1, 2, 1), (2, 0.5, 40, 3)]
-)
+@pytest.mark.parametrize("seed,density,minsup,workers", [(0, 0.3, 5, 2), (1, 0.1, 2, 1), (2, 0.5, 40, 3)])
 def test_random_data_matches_single_process(seed, density, minsup, workers):
     rows = random_rows(seed, 400, 40, density)
     expected = as_set(closed_itemsets(rows, minsup))

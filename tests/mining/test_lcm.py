@@ -62,10 +62,7 @@ def brute_force(rows: list[list[int]], minsup: int, max_size: int | None = None)
 def pyfim_closed(rows: list[list[int]], minsup: int):
     """pyfim's closed sets plus the closure of the whole database, which pyfim leaves out
     (it treats the items of every row as extensions of the empty set)."""
-    found = {
-        (tuple(sorted(s)), c)
-        for s, c in fim.fpgrowth(rows, target="c", supp=-minsup, report="a")
-    }
+    found = {(tuple(sorted(s)), c) for s, c in fim.fpgrowth(rows, target="c", supp=-minsup, report="a")}
     if rows and len(rows) >= minsup:
         common = set(rows[0]).intersection(*rows[1:])
         if common:
@@ -167,9 +164,7 @@ def test_result_table():
     assert ClosedItemsets.empty().to_arrow().num_rows == 0
 
 
-@pytest.mark.parametrize(
-    "bad", [0, -1, 0.0, 1.5, True, "10%", None], ids=lambda b: repr(b)
-)
+@pytest.mark.parametrize("bad", [0, -1, 0.0, 1.5, True, "10%", None], ids=lambda b: repr(b))
 def test_bad_min_support_is_a_spec_error(bad):
     with pytest.raises(SpecError):
         LCM(bad)
@@ -192,9 +187,7 @@ def test_bad_items_and_unfitted_miner_are_spec_errors():
 
 # --- brute force on small random data ----------------------------------------------------
 
-small_rows = st.lists(
-    st.lists(st.integers(0, 7), max_size=8), min_size=0, max_size=25
-)
+small_rows = st.lists(st.lists(st.integers(0, 7), max_size=8), min_size=0, max_size=25)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -210,7 +203,7 @@ def test_matches_brute_force(rows, minsup, max_size):
 @settings(max_examples=40, deadline=None)
 @given(rows=small_rows, copies=st.lists(st.integers(1, 4), min_size=25, max_size=25))
 def test_duplicated_rows_match_brute_force(rows, copies):
-    repeated = [r for r, c in zip(rows, copies) for _ in range(c)]
+    repeated = [r for r, c in zip(rows, copies, strict=False) for _ in range(c)]
     for minsup in (1, 3, 7):
         assert as_set(closed_itemsets(repeated, minsup)) == brute_force(repeated, minsup)
 
@@ -270,7 +263,7 @@ def test_branches_partition_the_result(max_size):
     costs = [b.cost for b in plan.branches]
     assert costs == sorted(costs, reverse=True) and costs[0] > costs[-1]
     parts = [mine_branch(b) for b in plan.branches]
-    for branch, part in zip(plan.branches, parts):
+    for branch, part in zip(plan.branches, parts, strict=False):
         assert part.support[0] == branch.support
     merged = ClosedItemsets.concat([plan.root] + parts)
     assert len(merged) == len(full)
@@ -278,9 +271,7 @@ def test_branches_partition_the_result(max_size):
 
 
 medium_rows = st.integers(0, 2**32 - 1).flatmap(
-    lambda seed: st.tuples(
-        st.just(seed), st.integers(20, 300), st.integers(5, 40), st.floats(0.05, 0.6)
-    )
+    lambda seed: st.tuples(st.just(seed), st.integers(20, 300), st.integers(5, 40), st.floats(0.05, 0.6))
 )
 
 
@@ -313,9 +304,7 @@ def test_dense_frames_take_the_bit_path_and_agree():
     prep = _prepare(frames, 0.02, None)
     lengths = np.diff(prep.ptr)
     # The cost model picks bits for the root of this matrix.
-    assert kernels._prefer_bits(
-        prep.labels.size, lengths.size, int(lengths @ lengths), BITS_AUTO
-    )
+    assert kernels._prefer_bits(prep.labels.size, lengths.size, int(lengths @ lengths), BITS_AUTO)
     expected = as_set(_mine_prepared(prep, BITS_NEVER))
     assert dict(expected)[(1, 5, 9, 30)] >= 0.1 * 6000 * 0.9**4 * 0.9
     assert as_set(closed_itemsets(frames, 0.02)) == expected

@@ -17,7 +17,9 @@ def _planted_lake(path):
     lengths = [(f"u{i:03d}", 50) for i in range(40)]
     plan = plan_work_units(lengths, rows_per_shard=256, unit_rows=500, chunk_rows=64)
     lake = Lake.create(str(path))
-    run = lake.create_run("m", model={"spec": "t"}, corpus={"spec": "t"}, layers=[LayerSpec("a", 12), LayerSpec("b", 6)], plan=plan)
+    run = lake.create_run(
+        "m", model={"spec": "t"}, corpus={"spec": "t"}, layers=[LayerSpec("a", 12), LayerSpec("b", 6)], plan=plan
+    )
     for unit in plan.units:
         ids = np.arange(unit.row_start, unit.used_stop)
         target = (ids % 4) == 0  # every 4th frame is a "word error" frame
@@ -30,18 +32,41 @@ def _planted_lake(path):
             w.append(layer, acts[layer])
         n = ids.size
         utts = unit.utterances
-        w.write_table("utterances", {
-            "utterance_id": [u.utterance_id for u in utts], "speaker_id": ["s"] * len(utts), "chapter_id": ["c"] * len(utts),
-            "audio_uri": ["x"] * len(utts), "duration_s": [1.0] * len(utts), "n_frames": [u.n_frames for u in utts],
-            "first_frame_id": [u.first_row for u in utts], "reference": ["R"] * len(utts), "hypothesis": ["H"] * len(utts),
-            "wer": [0.0] * len(utts), "cer": [0.0] * len(utts), "n_word_errors": [0] * len(utts),
-        })
-        w.write_table("frames", {
-            "frame_id": ids, "utterance_id": np.repeat([u.utterance_id for u in utts], 50), "frame_index": ids % 50,
-            "start_s": np.zeros(n), "end_s": np.zeros(n), "ref_token": ["A"] * n, "pred_token": ["A"] * n,
-            "pred_prob": np.ones(n), "phoneme": ["AH"] * n, "word": ["A"] * n, "word_index": np.zeros(n, int),
-            "word_error": target, "token_error": np.zeros(n, bool),
-        })
+        w.write_table(
+            "utterances",
+            {
+                "utterance_id": [u.utterance_id for u in utts],
+                "speaker_id": ["s"] * len(utts),
+                "chapter_id": ["c"] * len(utts),
+                "audio_uri": ["x"] * len(utts),
+                "duration_s": [1.0] * len(utts),
+                "n_frames": [u.n_frames for u in utts],
+                "first_frame_id": [u.first_row for u in utts],
+                "reference": ["R"] * len(utts),
+                "hypothesis": ["H"] * len(utts),
+                "wer": [0.0] * len(utts),
+                "cer": [0.0] * len(utts),
+                "n_word_errors": [0] * len(utts),
+            },
+        )
+        w.write_table(
+            "frames",
+            {
+                "frame_id": ids,
+                "utterance_id": np.repeat([u.utterance_id for u in utts], 50),
+                "frame_index": ids % 50,
+                "start_s": np.zeros(n),
+                "end_s": np.zeros(n),
+                "ref_token": ["A"] * n,
+                "pred_token": ["A"] * n,
+                "pred_prob": np.ones(n),
+                "phoneme": ["AH"] * n,
+                "word": ["A"] * n,
+                "word_index": np.zeros(n, int),
+                "word_error": target,
+                "token_error": np.zeros(n, bool),
+            },
+        )
         w.commit()
     create_group(lake, "errors", "m", "word_error")
     create_group(lake, "correct", "m", "NOT word_error")
@@ -61,7 +86,9 @@ def test_planted_pattern_is_the_top_pattern(tmp_path):
     # its supports, counted directly from the data
     run = lake.run("m")
     ids_t = np.sort(run.committed_frame_ids()[run.committed_frame_ids() % 4 == 0])
-    both = lambda ids: int(((run.read_rows("a", ids)[:, [3, 7]] > 3).all(1) & (run.read_rows("b", ids)[:, 2] > 3)).sum())
+    both = lambda ids: int(
+        ((run.read_rows("a", ids)[:, [3, 7]] > 3).all(1) & (run.read_rows("b", ids)[:, 2] > 3)).sum()
+    )
     ids_b = np.setdiff1d(run.committed_frame_ids(), ids_t)
     assert (top["support_target"], top["support_background"]) == (both(ids_t), both(ids_b))
     assert top["p_value"] < 1e-10 and top["support_background"] == 0
@@ -97,8 +124,21 @@ def test_mine_cli(tmp_path, capsys):
     from neurolake.cli import main
 
     _planted_lake(tmp_path / "lake")
-    args = ["mine", "--lake", str(tmp_path / "lake"), "--target", "errors", "--background", "correct",
-            "--binarize", "absolute:3", "--min-support", "0.5", "--top", "3"]
+    args = [
+        "mine",
+        "--lake",
+        str(tmp_path / "lake"),
+        "--target",
+        "errors",
+        "--background",
+        "correct",
+        "--binarize",
+        "absolute:3",
+        "--min-support",
+        "0.5",
+        "--top",
+        "3",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "a:3 a:7 b:2" in out.splitlines()[4] and "per layer" in out
@@ -133,20 +173,123 @@ def test_diffnorm_on_ray_workers_gives_the_same_patterns(tmp_path):
     finally:
         ray.shutdown()
     names = [f"a:{i}" for i in range(12)] + [f"b:{i}" for i in range(6)]
-    assert sorted(sorted(names[i] for i in p) for p in on_ray) == sorted(sorted(p) for p in single.column("items").to_pylist())
+    assert sorted(sorted(names[i] for i in p) for p in on_ray) == sorted(
+        sorted(p) for p in single.column("items").to_pylist()
+    )
 
 
 def test_diffnorm_reports_l_percent(tmp_path, capsys):
     from neurolake.cli import main
 
     _planted_lake(tmp_path / "lake")
-    args = ["mine", "--lake", str(tmp_path / "lake"), "--target", "errors", "--background", "correct",
-            "--algo", "diffnorm", "--binarize", "absolute:3", "--min-support", "0.05"]
+    args = [
+        "mine",
+        "--lake",
+        str(tmp_path / "lake"),
+        "--target",
+        "errors",
+        "--background",
+        "correct",
+        "--algo",
+        "diffnorm",
+        "--binarize",
+        "absolute:3",
+        "--min-support",
+        "0.05",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
-    line = next(l for l in out.splitlines() if l.startswith("DiffNorm: L% = "))
+    line = next(x for x in out.splitlines() if x.startswith("DiffNorm: L% = "))
     l_percent = float(line.split("L% = ")[1].split()[0])
     assert 0 < l_percent < 100  # the planted pattern compresses the data
     assert main(args) == 0
     again = capsys.readouterr().out
     assert "[reused]" in again and line in again  # the figures are stored with the patterns
+
+
+@pytest.mark.slow
+def test_mine_with_workers_on_a_separately_started_cluster(tmp_path):
+    """`ray start --head` on loopback, then `neurolake mine --workers 2 --ray-address`: the
+    planted pattern comes out, as it does in one process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import ray
+
+    from tests.conftest import _free_port
+
+    if ray.is_initialized():
+        ray.shutdown()
+    repo = Path(__file__).resolve().parents[2]
+    lake = _planted_lake(tmp_path / "lake")
+    port = _free_port()
+    env = dict(os.environ, PYTHONPATH=str(repo))
+    env.pop("RAY_ADDRESS", None)
+    head = subprocess.Popen(
+        [
+            os.path.join(os.path.dirname(sys.executable), "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+        ],
+        env=env,
+        cwd=repo,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        address = f"127.0.0.1:{port}"
+        cmd = [
+            sys.executable,
+            "-m",
+            "neurolake.cli",
+            "-v",
+            "mine",
+            "--lake",
+            str(tmp_path / "lake"),
+            "--target",
+            "errors",
+            "--background",
+            "correct",
+            "--binarize",
+            "absolute:3.0",
+            "--min-support",
+            "0.5",
+            "--max-size",
+            "4",
+            "--workers",
+            "2",
+            "--ray-address",
+            address,
+        ]
+        deadline = time.time() + 120
+        while True:  # until the head answers
+            proc = subprocess.run(cmd, env=env, cwd=repo, capture_output=True, text=True, timeout=600)
+            if proc.returncode == 0 or time.time() > deadline:
+                break
+            time.sleep(2)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"connecting to Ray at {address}" in proc.stderr
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+    stored = mine(lake, "errors", "correct", binarization="absolute:3.0", min_support=0.5, max_size=4)
+    assert stored.reused  # the cluster's run stored it
+    local = mine(
+        _planted_lake(tmp_path / "again"), "errors", "correct", binarization="absolute:3.0", min_support=0.5, max_size=4
+    )
+    key = lambda t: sorted(
+        (tuple(sorted(r["items"])), r["support_target"], r["support_background"]) for r in t.to_pylist()
+    )
+    assert key(stored.patterns) == key(local.patterns)
+    assert sorted(stored.patterns.to_pylist()[0]["items"]) == ["a:3", "a:7", "b:2"]

@@ -16,7 +16,10 @@ def test_fisher_matches_exact_combinatorics():
     for _ in range(200):
         n_t, n_b = rng.integers(1, 40, 2)
         a, c = rng.integers(0, n_t + 1), rng.integers(0, n_b + 1)
-        assert abs(fisher_greater(int(a), int(n_t), int(c), int(n_b)) - brute_fisher(int(a), int(n_t), int(c), int(n_b))) < 1e-9
+        assert (
+            abs(fisher_greater(int(a), int(n_t), int(c), int(n_b)) - brute_fisher(int(a), int(n_t), int(c), int(n_b)))
+            < 1e-9
+        )
     # hand case: 3 of 3 target frames and 0 of 3 background frames have the pattern: 1 / C(6, 3)
     assert abs(fisher_greater(3, 3, 0, 3) - 1 / 20) < 1e-12
     # large counts stay finite and tiny

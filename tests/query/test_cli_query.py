@@ -8,7 +8,6 @@ import pytest
 
 from neurolake.cli import main
 from neurolake.store import Lake
-
 from tests.store.unitdata import create_run, expected_rows, write_unit
 
 
@@ -65,8 +64,25 @@ def test_group_verbs_and_export(url, tmp_path, capsys):
     pqf = tmp_path / "a.parquet"
     assert main(["group", "export", "errs", "--layers", "enc.conv1", "--out", str(pqf), "--lake", url]) == 0
     t = pq.read_table(pqf)
-    np.testing.assert_array_equal(np.stack(t.column("enc.conv1").to_numpy(zero_copy_only=False)), expected_rows(0, 24, ids).astype(np.float32))
-    assert main(["group", "export", "errs", "--layers", "enc.conv1,enc.conv2", "--out", str(tmp_path / "x.npy"), "--lake", url]) == 2
+    np.testing.assert_array_equal(
+        np.stack(t.column("enc.conv1").to_numpy(zero_copy_only=False)), expected_rows(0, 24, ids).astype(np.float32)
+    )
+    assert (
+        main(
+            [
+                "group",
+                "export",
+                "errs",
+                "--layers",
+                "enc.conv1,enc.conv2",
+                "--out",
+                str(tmp_path / "x.npy"),
+                "--lake",
+                url,
+            ]
+        )
+        == 2
+    )
 
 
 def test_neurons_verb(url, capsys):
@@ -74,3 +90,24 @@ def test_neurons_verb(url, capsys):
     assert "10 units" in capsys.readouterr().out
     assert main(["sql", "SELECT count(*) AS n FROM neurons", "--lake", url, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"n": 10}
+
+
+def test_csv_of_a_list_column_and_full_schemas_on_an_empty_lake(tmp_path, capsys):
+    import csv
+    import io
+    import json
+
+    from neurolake.cli import main
+    from neurolake.store import Lake
+
+    Lake.create(str(tmp_path / "lake"))
+    lake = str(tmp_path / "lake")
+    # every column writers produce is in the views before any file exists
+    assert main(["sql", "SELECT relative_risk, p_value_raw, target FROM patterns", "--lake", lake]) == 0
+    assert main(["sql", "SELECT n_reference_words, phoneme_source FROM utterances", "--lake", lake]) == 0
+    capsys.readouterr()
+    # a list column written as CSV: one JSON list per cell, read back equal
+    query = "SELECT * FROM (VALUES (1, ['a:3', 'b:2']), (2, []), (3, NULL)) AS t(id, items) ORDER BY id"
+    assert main(["sql", query, "--format", "csv", "--lake", lake]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [json.loads(r["items"]) if r["items"] else None for r in rows] == [["a:3", "b:2"], [], None]

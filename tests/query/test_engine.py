@@ -6,7 +6,6 @@ import pytest
 from neurolake.errors import QueryError
 from neurolake.query.engine import QueryEngine
 from neurolake.store import Lake
-
 from tests.store.unitdata import create_run, write_unit
 
 
@@ -25,24 +24,47 @@ def two_runs(lake_target):
 def test_views_match_the_tables(two_runs):
     lake, a, b = two_runs
     with QueryEngine(lake) as q:
-        runs = q.arrow("SELECT run_id, status, units_committed, units_total, n_frames FROM runs ORDER BY run_id").to_pylist()
+        runs = q.arrow(
+            "SELECT run_id, status, units_committed, units_total, n_frames FROM runs ORDER BY run_id"
+        ).to_pylist()
         assert runs == [
-            {"run_id": "ra", "status": "complete", "units_committed": len(a.plan.units), "units_total": len(a.plan.units), "n_frames": a.plan.n_frames},
-            {"run_id": "rb", "status": "partial", "units_committed": 1, "units_total": len(b.plan.units), "n_frames": b.plan.n_frames},
+            {
+                "run_id": "ra",
+                "status": "complete",
+                "units_committed": len(a.plan.units),
+                "units_total": len(a.plan.units),
+                "n_frames": a.plan.n_frames,
+            },
+            {
+                "run_id": "rb",
+                "status": "partial",
+                "units_committed": 1,
+                "units_total": len(b.plan.units),
+                "n_frames": b.plan.n_frames,
+            },
         ]
         assert q.arrow("SELECT layer, units FROM layers WHERE run_id = 'ra' ORDER BY layer").to_pylist() == [
-            {"layer": "enc.conv1", "units": 24}, {"layer": "enc.conv2", "units": 10},
+            {"layer": "enc.conv1", "units": 24},
+            {"layer": "enc.conv2", "units": 10},
         ]
         rows = q.arrow("SELECT run_id, count(*) AS n FROM frames GROUP BY run_id").to_pylist()
         counts = {r["run_id"]: r["n"] for r in rows}
         assert counts == {"ra": a.plan.n_frames, "rb": b.plan.units[0].rows_used}
         frames = a.read_table("frames")
         expected = pc.sum(pc.and_(frames.column("word_error"), pc.greater(frames.column("frame_index"), 10))).as_py()
-        got = q.arrow("SELECT count(*) AS n FROM frames WHERE run_id = 'ra' AND word_error AND frame_index > 10").column("n")[0].as_py()
+        got = (
+            q.arrow("SELECT count(*) AS n FROM frames WHERE run_id = 'ra' AND word_error AND frame_index > 10")
+            .column("n")[0]
+            .as_py()
+        )
         assert got == expected > 0
-        joined = q.arrow(
-            "SELECT count(*) AS n FROM frames f JOIN utterances u USING (run_id, utterance_id) WHERE u.wer > 0.3 AND f.run_id = 'rb'"
-        ).column("n")[0].as_py()
+        joined = (
+            q.arrow(
+                "SELECT count(*) AS n FROM frames f JOIN utterances u USING (run_id, utterance_id) WHERE u.wer > 0.3 AND f.run_id = 'rb'"
+            )
+            .column("n")[0]
+            .as_py()
+        )
         assert joined == b.plan.units[0].rows_used
         assert q.arrow("SELECT count(*) AS n FROM errors").column("n")[0].as_py() == 0
         assert q.arrow("SELECT count(*) AS n FROM patterns").column("n")[0].as_py() == 0
@@ -99,7 +121,6 @@ def test_s3_through_fsspec_fallback(s3_bucket):
         assert q.via == "fsspec"
         n = q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py()
     assert n == run.plan.units[0].rows_used
-
 
 
 def test_s3_wrong_credentials_is_one_clear_error(s3_auth_server, monkeypatch, capsys):

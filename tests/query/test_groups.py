@@ -10,7 +10,6 @@ from neurolake.query.gather import gather_activations
 from neurolake.query.groups import create_group, get_group, list_groups, ranges_to_ids
 from neurolake.query.neurons import neuron_statistics
 from neurolake.store import Lake
-
 from tests.store.unitdata import LAYERS, create_run, expected_rows, write_unit
 
 
@@ -60,14 +59,18 @@ def test_group_over_utterance_columns_only_equals_the_join(lake):
     run = lake.run("r1")
     frames, utterances = _frames(lake), run.read_table("utterances")
     median = float(np.median(utterances.column("duration_s").to_numpy()))
-    long_ids = set(utterances.filter(pc.greater(utterances.column("duration_s"), median)).column("utterance_id").to_pylist())
+    long_ids = set(
+        utterances.filter(pc.greater(utterances.column("duration_s"), median)).column("utterance_id").to_pylist()
+    )
     assert 0 < len(long_ids) < utterances.num_rows
     in_long = np.array([u in long_ids for u in frames.column("utterance_id").to_pylist()])
     g = create_group(lake, "long", "r1", f"duration_s > {median}")
     np.testing.assert_array_equal(g.frame_ids(), frames.column("frame_id").to_numpy()[in_long])
     # the same utterances through the join (a frame column in the predicate)
     both = create_group(lake, "long-errors", "r1", f"duration_s > {median} AND word_error")
-    expected = frames.column("frame_id").to_numpy()[in_long & frames.column("word_error").to_numpy(zero_copy_only=False)]
+    expected = frames.column("frame_id").to_numpy()[
+        in_long & frames.column("word_error").to_numpy(zero_copy_only=False)
+    ]
     np.testing.assert_array_equal(both.frame_ids(), expected)
     with pytest.raises(GroupError, match="selects no frames"):
         create_group(lake, "none", "r1", "n_frames < 0")
@@ -139,7 +142,11 @@ def test_neuron_statistics_match_numpy(lake):
     again = neuron_statistics(lake, "r1", bins=4096)
     assert again.equals(table)
     with QueryEngine(lake) as q:
-        n = q.arrow("SELECT count(*) AS n FROM neurons WHERE run_id = 'r1' AND layer = 'enc.conv2'").column("n")[0].as_py()
+        n = (
+            q.arrow("SELECT count(*) AS n FROM neurons WHERE run_id = 'r1' AND layer = 'enc.conv2'")
+            .column("n")[0]
+            .as_py()
+        )
     assert n == 10
 
 

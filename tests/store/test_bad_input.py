@@ -18,7 +18,6 @@ from neurolake.errors import (
     RunNotFoundError,
 )
 from neurolake.store import Lake
-
 from tests.store.unitdata import create_run, write_unit
 
 
@@ -119,7 +118,9 @@ def test_checksum_mismatch(tmp_path):
     first_of_unit1 = run.plan.units[1].row_start // 256
     (cdir / "0" / "0").write_bytes((cdir / str(first_of_unit1) / "0").read_bytes())
     problems = run.verify()
-    assert len(problems) == 1 and "checksum mismatch for layer 'enc.conv1'" in problems[0] and unit.unit_id in problems[0]
+    assert (
+        len(problems) == 1 and "checksum mismatch for layer 'enc.conv1'" in problems[0] and unit.unit_id in problems[0]
+    )
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

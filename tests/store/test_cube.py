@@ -12,8 +12,14 @@ from neurolake.store.cube import bytes_digest, encode_shard
 def test_shard_bytes_equal_zarr(tmp_path, level):
     g = zarr.open_group(zarr.storage.LocalStore(str(tmp_path)), mode="a")
     a = g.create_array(
-        "x", shape=(1024, 33), dtype="float16", chunks=(128, 33), shards=(512, 33),
-        compressors=[ZstdCodec(level=level)], filters=None, fill_value=0,
+        "x",
+        shape=(1024, 33),
+        dtype="float16",
+        chunks=(128, 33),
+        shards=(512, 33),
+        compressors=[ZstdCodec(level=level)],
+        filters=None,
+        fill_value=0,
     )
     block = np.random.default_rng(level).standard_normal((512, 33)).astype(np.float16)
     block[128:256] = 0  # an empty inner chunk: Zarr leaves it out of the shard

@@ -1,5 +1,4 @@
 from neurolake.store import Lake, spec_hash
-
 from tests.store.unitdata import create_run
 
 

@@ -14,7 +14,6 @@ import pytest
 from neurolake.errors import RunBusyError, RunLeaseLostError
 from neurolake.store import Lake
 from neurolake.store.lease import RunLease
-
 from tests.store.unitdata import create_run, take_lease_in_process, write_unit
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,14 +60,21 @@ def test_a_killed_holder_on_this_host_does_not_block(tmp_path):
     lake = Lake.create(str(tmp_path / "lake"))
     run = create_run(lake)
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time\n"
-         "from neurolake.store import Lake\n"
-         "from neurolake.store.lease import RunLease\n"
-         "RunLease(Lake.open(sys.argv[1]).loc.child('runs', 'r1')).acquire()\n"
-         "print('held', flush=True)\n"
-         "time.sleep(600)\n", str(tmp_path / "lake")],
-        stdout=subprocess.PIPE, text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from neurolake.store import Lake\n"
+            "from neurolake.store.lease import RunLease\n"
+            "RunLease(Lake.open(sys.argv[1]).loc.child('runs', 'r1')).acquire()\n"
+            "print('held', flush=True)\n"
+            "time.sleep(600)\n",
+            str(tmp_path / "lake"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(RunBusyError, match=f"pid {holder.pid}"):

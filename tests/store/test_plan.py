@@ -6,8 +6,13 @@ from neurolake.store import Plan, plan_work_units
 
 def test_hand_computed_plan():
     # shard = 100 rows, a unit closes once it holds >= 150 frames.
-    plan = plan_work_units([("a", 60), ("b", 70), ("c", 30), ("d", 250), ("e", 10)], rows_per_shard=100, unit_rows=150, chunk_rows=50)
-    got = [(u.unit_id, u.row_start, u.row_stop, [(p.utterance_id, p.first_row, p.n_frames) for p in u.utterances]) for u in plan.units]
+    plan = plan_work_units(
+        [("a", 60), ("b", 70), ("c", 30), ("d", 250), ("e", 10)], rows_per_shard=100, unit_rows=150, chunk_rows=50
+    )
+    got = [
+        (u.unit_id, u.row_start, u.row_stop, [(p.utterance_id, p.first_row, p.n_frames) for p in u.utterances])
+        for u in plan.units
+    ]
     assert got == [
         # a+b+c = 160 >= 150 -> closes at 160, rounded up to 200
         ("u000000", 0, 200, [("a", 0, 60), ("b", 60, 70), ("c", 130, 30)]),

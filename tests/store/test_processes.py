@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from neurolake.store import Lake
-
 from tests.store.unitdata import LAYERS, create_run, expected_rows, write_units_in_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,8 +91,15 @@ def test_killed_writer_leaves_unit_invisible_and_rerun_is_identical(tmp_path):
 
     # Run the unit again in a healthy process; and once, undisturbed, in the clean lake.
     rerun = subprocess.run(
-        [sys.executable, "-c", CRASHING_WRITER.replace("commit=False", "commit=True").split("os.kill")[0], str(crashed), unit.unit_id],
-        env=env, cwd=REPO,
+        [
+            sys.executable,
+            "-c",
+            CRASHING_WRITER.replace("commit=False", "commit=True").split("os.kill")[0],
+            str(crashed),
+            unit.unit_id,
+        ],
+        env=env,
+        cwd=REPO,
     )
     assert rerun.returncode == 0
     from tests.store.unitdata import write_unit

@@ -7,10 +7,10 @@ from concurrent.futures import ProcessPoolExecutor
 import numpy as np
 import pytest
 
+from neurolake.errors import QueryError
 from neurolake.query.engine import QueryEngine
 from neurolake.query.groups import create_group, get_group, list_groups
 from neurolake.store import Lake
-
 from tests.store.unitdata import create_group_in_process, create_lake_and_run_in_process, create_run, write_unit
 
 
@@ -44,8 +44,9 @@ def test_one_name_two_processes_one_group(lake):
     predicates = ["word_error", "token_error"]
     with _pool(2) as pool:
         start_at = time.time() + 8
-        outcomes = list(pool.map(create_group_in_process, [lake.url] * 2, ["g"] * 2, predicates, [False] * 2,
-                                 [start_at] * 2))
+        outcomes = list(
+            pool.map(create_group_in_process, [lake.url] * 2, ["g"] * 2, predicates, [False] * 2, [start_at] * 2)
+        )
     created = [o for o in outcomes if o.startswith("created")]
     refused = [o for o in outcomes if o.startswith("refused")]
     assert len(created) == 1 and len(refused) == 1, outcomes
@@ -63,7 +64,7 @@ def test_one_name_two_processes_one_group(lake):
 def test_replace_is_atomic_and_keeps_the_old_group_on_failure(lake):
     old = create_group(lake, "g", "r1", "word_error")
     # a replacement whose query fails leaves the old group untouched
-    with pytest.raises(Exception):
+    with pytest.raises(QueryError, match="no_such_column"):
         create_group(lake, "g", "r1", "no_such_column", replace=True)
     assert get_group(lake, "g").predicate == "word_error"
     np.testing.assert_array_equal(get_group(lake, "g").frame_ids(), old.frame_ids())
@@ -81,8 +82,9 @@ def test_two_replacements_at_once_leave_one_group(lake):
     predicates = ["token_error", "NOT word_error"]
     with _pool(2) as pool:
         start_at = time.time() + 8
-        outcomes = list(pool.map(create_group_in_process, [lake.url] * 2, ["g"] * 2, predicates, [True] * 2,
-                                 [start_at] * 2))
+        outcomes = list(
+            pool.map(create_group_in_process, [lake.url] * 2, ["g"] * 2, predicates, [True] * 2, [start_at] * 2)
+        )
     assert all(o.startswith("created") for o in outcomes), outcomes
     (g,) = list_groups(lake)
     assert g.predicate in predicates

@@ -5,7 +5,6 @@ import pytest
 
 from neurolake.errors import OutOfRangeError, RunConflictError
 from neurolake.store import Lake, LayerSpec
-
 from tests.store.unitdata import LAYERS, create_run, expected_rows, unit_tables, write_unit
 
 
@@ -44,7 +43,9 @@ def test_write_read_round_trip(lake_target):
         np.testing.assert_array_equal(got, expected_rows(li, layer.units, ids))
     # A whole unit range, and the dask view of the whole layer.
     u = units[1]
-    np.testing.assert_array_equal(run.read_range("enc.conv2", u.row_start, u.used_stop), expected_rows(1, 10, np.arange(u.row_start, u.used_stop)))
+    np.testing.assert_array_equal(
+        run.read_range("enc.conv2", u.row_start, u.used_stop), expected_rows(1, 10, np.arange(u.row_start, u.used_stop))
+    )
     dask_layer = run.layer_dask("enc.conv1")
     assert dask_layer.shape == (run.plan.total_rows, 24)
     np.testing.assert_array_equal(dask_layer[committed].compute(), expected_rows(0, 24, committed))
@@ -80,7 +81,9 @@ def test_rerun_rewrites_same_bytes(lake_target):
 
 
 def _unit_keys(run, unit):
-    keys = [f"commits/{unit.unit_id}.json"] + [f"tables/{t}/{unit.unit_id}.parquet" for t in ("utterances", "frames", "errors")]
+    keys = [f"commits/{unit.unit_id}.json"] + [
+        f"tables/{t}/{unit.unit_id}.parquet" for t in ("utterances", "frames", "errors")
+    ]
     for layer in LAYERS:
         for s in range(unit.row_start // 256, unit.row_stop // 256):
             keys.append(f"activations.zarr/{layer.name}/c/{s}/0")
@@ -98,8 +101,11 @@ def test_create_run_again(lake_target):
 
     with pytest.raises(RunConflictError, match="layers"):
         lake.create_run(
-            "r1", model=first.manifest["model"], corpus=first.manifest["corpus"],
-            layers=[LayerSpec("enc.conv1", 24, module="enc.0")], plan=first.plan,
+            "r1",
+            model=first.manifest["model"],
+            corpus=first.manifest["corpus"],
+            layers=[LayerSpec("enc.conv1", 24, module="enc.0")],
+            plan=first.plan,
         )
     assert Lake.open(url, opts).run("r1").manifest == first.manifest
 
