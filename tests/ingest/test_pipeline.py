@@ -43,6 +43,13 @@ def corpus(tmp_path_factory):
     return root / "train"
 
 
+def _ingest_cli(corpus: Path, run_id: str, lake: str | None = None) -> list[str]:
+    """``neurolake ingest`` of the test corpus with the test model, as a command line."""
+    cmd = [os.sys.executable, "-m", "neurolake.cli", "ingest", "--corpus", str(corpus), "--model", MODEL]
+    cmd += ["--run", run_id, "--unit-rows", "200", "--quiet"]
+    return cmd + (["--lake", lake] if lake else [])
+
+
 def _run_files(lake_dir: Path, run_id: str) -> dict[str, bytes]:
     base = lake_dir / "runs" / run_id
     return {
@@ -210,22 +217,8 @@ def test_killed_driver_converges(corpus, tmp_path):
         ray.shutdown()
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [
-        "-m",
-        "neurolake.cli",
-        "ingest",
-        "--corpus",
-        str(corpus),
-        "--model",
-        MODEL,
-        "--run",
-        "d",
-        "--unit-rows",
-        "200",
-        "--quiet",
-    ]
-    subprocess.run([os.sys.executable, *cmd, "--lake", str(clean)], env=env, check=True, cwd=REPO)
-    proc = subprocess.Popen([os.sys.executable, *cmd, "--lake", str(killed)], env=env, cwd=REPO, start_new_session=True)
+    subprocess.run(_ingest_cli(corpus, "d", str(clean)), env=env, check=True, cwd=REPO)
+    proc = subprocess.Popen(_ingest_cli(corpus, "d", str(killed)), env=env, cwd=REPO, start_new_session=True)
     commits = killed / "runs" / "d" / "commits"
     deadline = time.time() + 120
     while time.time() < deadline and not (commits.exists() and any(commits.glob("*.json"))):
@@ -234,7 +227,7 @@ def test_killed_driver_converges(corpus, tmp_path):
     proc.wait()
     partial = Lake.open(str(killed)).run("d").info()
     assert 1 <= partial.units_committed < partial.units_total
-    subprocess.run([os.sys.executable, *cmd, "--lake", str(killed)], env=env, check=True, cwd=REPO)
+    subprocess.run(_ingest_cli(corpus, "d", str(killed)), env=env, check=True, cwd=REPO)
     assert _run_files(killed, "d") == _run_files(clean, "d")
 
 
@@ -307,23 +300,7 @@ def test_a_second_ingest_of_a_run_stops_and_the_run_never_shrinks(corpus, tmp_pa
         ray.shutdown()
     lake_dir = tmp_path / "lake"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = [
-        os.sys.executable,
-        "-m",
-        "neurolake.cli",
-        "ingest",
-        "--corpus",
-        str(corpus),
-        "--model",
-        MODEL,
-        "--run",
-        "d",
-        "--unit-rows",
-        "200",
-        "--quiet",
-        "--lake",
-        str(lake_dir),
-    ]
+    cmd = _ingest_cli(corpus, "d", str(lake_dir))
     first = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lease_dir = lake_dir / "runs" / "d" / "lease"
     deadline = time.time() + 120
@@ -441,23 +418,7 @@ def test_storage_outage_mid_ingest_is_one_line_and_keeps_the_commits(corpus, tmp
             AWS_ENDPOINT_URL=endpoint,
             AWS_DEFAULT_REGION="us-east-1",
         )
-        cmd = [
-            sys.executable,
-            "-m",
-            "neurolake.cli",
-            "ingest",
-            "--corpus",
-            str(corpus),
-            "--model",
-            MODEL,
-            "--run",
-            "o",
-            "--unit-rows",
-            "200",
-            "--quiet",
-            "--lake",
-            "s3://outage/lake",
-        ]
+        cmd = _ingest_cli(corpus, "o", "s3://outage/lake")
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
         while time.time() < deadline:
