@@ -58,8 +58,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
+    from neurolake.render import format_runs_table
     from neurolake.store import Lake
-    from neurolake.store.report import format_runs_table
 
     lake = Lake.open(_lake_url(args))
     infos = lake.run_infos()
@@ -72,7 +72,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_models_show(args: argparse.Namespace) -> int:
     from neurolake.ingest.models import load_model
-    from neurolake.store.report import format_table
+    from neurolake.render import format_table
 
     adapter = load_model(args.spec)
     layers = adapter.select_layers(args.layers.split(",")) if args.layers else adapter.capturable_layers()
@@ -90,7 +90,7 @@ def _split(value: str | None) -> list[str] | None:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from neurolake.ingest.pipeline import default_run_id, ingest, plan_ingest
-    from neurolake.ingest.report import format_dry_run, format_summary
+    from neurolake.render import format_dry_run, format_summary
 
     if args.dry_run:
         _, planned = plan_ingest(
@@ -117,7 +117,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_mine(args: argparse.Namespace) -> int:
     from neurolake.mining.mine import mine
-    from neurolake.mining.report import format_mining
+    from neurolake.render import format_mining
     from neurolake.store import Lake
 
     lake = Lake.open(_lake_url(args))
@@ -158,7 +158,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         found = lake.run(run_id).verify()
         if found and args.repair:
             from neurolake.ingest.pipeline import repair
-            from neurolake.ingest.report import format_summary
+            from neurolake.render import format_summary
 
             for p in found:
                 print(p)
@@ -195,7 +195,7 @@ def cmd_corpus_synth(args: argparse.Namespace) -> int:
 
 
 def _print_arrow(table, fmt: str, out: str | None) -> None:
-    from neurolake.query.output import write_table
+    from neurolake.render import write_table
 
     write_table(table, fmt, out, sys.stdout)
 
@@ -231,8 +231,8 @@ def cmd_group_create(args: argparse.Namespace) -> int:
 
 def cmd_group_list(args: argparse.Namespace) -> int:
     from neurolake.query.groups import list_groups
+    from neurolake.render import format_table
     from neurolake.store import Lake
-    from neurolake.store.report import format_table
 
     groups = list_groups(Lake.open(_lake_url(args)))
     if not groups:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 from typing import TextIO
 
+from neurolake.render import format_runs_table, format_table
 from neurolake.store import Lake
-from neurolake.store.report import format_runs_table, format_table
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ DEMO_RUN = "demo"
 def mining_step(lake: Lake) -> str:
     """Frames inside misrecognised words versus frames of correctly recognised words, mined."""
     from neurolake.mining.mine import mine
-    from neurolake.mining.report import format_mining
     from neurolake.query.groups import create_group
+    from neurolake.render import format_mining
 
     create_group(lake, "demo-error-words", DEMO_RUN, "word_error", replace=True)
     create_group(lake, "demo-correct-words", DEMO_RUN, "NOT word_error AND word IS NOT NULL", replace=True)
@@ -61,7 +61,7 @@ def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, prog
     result = ingest(
         lake.url, corpus.url, "demo", run_id=DEMO_RUN, storage_options=lake.loc.storage_options, progress=progress
     )
-    from neurolake.ingest.report import format_summary
+    from neurolake.render import format_summary
 
     out.write(format_summary(result) + "\n\n")
     out.write(format_runs_table(lake.run_infos()) + "\n\n")

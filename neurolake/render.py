@@ -1,0 +1,237 @@
+"""All text neurolake shows or writes: tables for the terminal, run/ingest/mining summaries, and
+query results as a table, CSV, JSON lines or Parquet.
+
+Only pyarrow and the standard library at import; the summaries' types are imported for
+annotations only, so ``neurolake runs`` does not load torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from neurolake.errors import QueryError
+
+if TYPE_CHECKING:
+    from neurolake.ingest.pipeline import IngestSummary
+    from neurolake.ingest.planning import PlannedCorpus
+    from neurolake.mining.mine import MiningResult
+    from neurolake.store.run import RunInfo
+
+# ------------------------------------------------------------------ tables
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_runs_table(infos: Sequence[RunInfo]) -> str:
+    if not infos:
+        return "no runs yet"
+    rows = [
+        (
+            i.run_id,
+            i.status,
+            f"{i.units_committed}/{i.units_total} ({100 * i.progress:.0f}%)",
+            i.n_utterances,
+            f"{i.frames_committed}/{i.n_frames}",
+            i.layers,
+            human_bytes(i.size_bytes),
+            i.model,
+            i.corpus,
+        )
+        for i in infos
+    ]
+    return format_table(("run", "status", "units", "utterances", "frames", "layers", "size", "model", "corpus"), rows)
+
+
+# ------------------------------------------------------------------ ingest
+
+
+def format_dry_run(planned: PlannedCorpus, run_id: str) -> str:
+    plan = planned.plan
+    per_layer = planned.bytes_per_layer()
+    lines = [
+        f"run {run_id}: {planned.corpus_spec}",
+        f"  utterances   {plan.n_utterances:,} planned, {len(planned.errors):,} with errors, {planned.skipped:,} audio files without transcript skipped",
+        f"  audio        {planned.audio_seconds / 3600:,.2f} h",
+        f"  frames       {plan.n_frames:,} (rows {plan.total_rows:,}, {plan.rows_per_shard:,} per shard)",
+        f"  work units   {len(plan.units):,}",
+        f"  activations  {human_bytes(sum(per_layer.values()))} uncompressed in {len(per_layer)} layers",
+        "",
+        format_table(
+            ("layer", "units", "bytes"),
+            [(layer.name, layer.units, human_bytes(per_layer[layer.name])) for layer in planned.layers],
+        ),
+    ]
+    if planned.errors:
+        lines += ["", f"first problems ({min(5, len(planned.errors))} of {len(planned.errors)}):"]
+        lines += [f"  {e['stage']}: {e['message']}" for e in planned.errors[:5]]
+    return "\n".join(lines)
+
+
+def format_summary(s: IngestSummary) -> str:
+    if s.units_run == 0:
+        return f"run {s.run_id} in {s.lake_url}: all {s.units_total} units already committed; nothing to do"
+    rate = s.audio_seconds / s.wall_seconds if s.wall_seconds else 0.0
+    failed = [f"  FAILED      {line}" for line in s.units_failed]
+    if failed:
+        failed.append(f"  {len(s.units_failed)} unit(s) not committed: run the same ingest again to retry them")
+    return "\n".join(
+        [
+            f"run {s.run_id} in {s.lake_url}: {s.units_run - len(s.units_failed)} units ingested"
+            + (f" ({s.units_already_committed} were already committed)" if s.units_already_committed else ""),
+            f"  utterances  {s.utterances_done:,} done, {s.utterances_failed:,} failed, {s.utterances_skipped:,} skipped",
+            f"  audio       {s.audio_seconds / 3600:,.3f} h in {s.wall_seconds:,.1f} s ({rate:,.1f} s of audio per second)",
+            f"  frames      {s.frames:,} ({s.frames / max(s.wall_seconds, 1e-9):,.0f} per second), {human_bytes(s.bytes_raw)} of activations",
+            f"  nodes       {len(s.nodes)}",
+        ]
+        + failed
+    )
+
+
+# ------------------------------------------------------------------ mining
+
+
+def format_mining(result: MiningResult, top: int = 10) -> str:
+    p = result.patterns
+    n_sig = sum(1 for v in p.column("p_value").to_pylist() if v <= 0.05)
+    head = (
+        f"mining {result.mining_id} of run {result.run_id}: {result.target} ({result.n_target:,} frames) vs "
+        f"{result.background} ({result.n_background:,} frames), {result.n_items:,} items; "
+        f"{p.num_rows:,} patterns, {n_sig:,} significant at 0.05 (Holm)"
+        + (" [reused]" if result.reused else f" in {result.seconds:.1f} s")
+    )
+    rows = [
+        (
+            r["pattern_id"],
+            " ".join(r["items"]),
+            r["support_target"],
+            r["support_background"],
+            f"{r['score']:.4f}",
+            f"{r['relative_risk']:.2f}",
+            f"{r['p_value']:.2e}",
+        )
+        for r in p.slice(0, top).to_pylist()
+    ]
+    lines = [head]
+    if "l_percent" in result.details:
+        sets = result.details["pattern_sets"]
+        lines.append(
+            f"DiffNorm: L% = {result.details['l_percent']:.2f} (length relative to singletons only); pattern sets: "
+            f"target {sets['target']}, background {sets['background']}, shared {sets['shared']}"
+        )
+    lines.append("")
+    if rows:
+        lines.append(
+            format_table(("id", "neurons", "in target", "in background", "WRAcc", "rel. risk", "p (Holm)"), rows)
+        )
+    else:
+        lines.append("no pattern reaches the minimum support; lower --min-support or change --binarize")
+    lines += ["", "per layer (significant patterns):"]
+    lines.append(
+        format_table(
+            ("layer", "patterns", "share of items", "best WRAcc"),
+            [
+                (
+                    r["layer"],
+                    r["significant_patterns"],
+                    f"{r['share_of_items']:.2f}",
+                    "-" if r["best_score"] != r["best_score"] else f"{r['best_score']:.4f}",
+                )
+                for r in result.layers.to_pylist()
+            ],
+        )
+    )
+    lines.append(
+        f"\nall patterns: neurolake sql \"SELECT * FROM patterns WHERE mining_id = '{result.mining_id}' ORDER BY score DESC\""
+    )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ query results
+
+
+MAX_TABLE_ROWS = 100
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def check_out(out: str) -> None:
+    """Refuse, in one line, an output file whose directory does not exist."""
+    directory = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(directory):
+        raise QueryError(f"cannot write {out!r}: the directory {directory} does not exist")
+
+
+def _flat(table: pa.Table) -> pa.Table:
+    """CSV holds no nested values: list, struct and map cells become JSON text (``["a:3", "b:2"]``)."""
+    nested = (
+        pa.types.is_list,
+        pa.types.is_large_list,
+        pa.types.is_fixed_size_list,
+        pa.types.is_struct,
+        pa.types.is_map,
+    )
+    for i, field in enumerate(table.schema):
+        if any(test(field.type) for test in nested):
+            text = [None if v is None else json.dumps(v, default=str) for v in table.column(i).to_pylist()]
+            table = table.set_column(i, pa.field(field.name, pa.string()), pa.array(text, pa.string()))
+    return table
+
+
+def write_table(table: pa.Table, fmt: str, out: str | None, stdout: TextIO) -> None:
+    """Print ``table`` as a readable table, CSV or JSON lines, or write it to ``out``."""
+    if out:
+        check_out(out)
+    if fmt == "parquet":
+        if not out:
+            raise QueryError("--format parquet needs --out FILE")
+        pq.write_table(table, out, compression="zstd")
+        return
+    if fmt == "csv":
+        buf = io.BytesIO()
+        pacsv.write_csv(_flat(table), buf)
+        text = buf.getvalue().decode("utf-8")
+    elif fmt == "json":
+        text = "".join(json.dumps(row, default=str) + "\n" for row in table.to_pylist())
+    else:
+        rows = table.slice(0, MAX_TABLE_ROWS).to_pylist()
+        text = format_table(table.column_names, [[_cell(r[c]) for c in table.column_names] for r in rows]) + "\n"
+        if table.num_rows > MAX_TABLE_ROWS:
+            text += f"({table.num_rows} rows, first {MAX_TABLE_ROWS} shown; use --format csv --out FILE for all)\n"
+        else:
+            text += f"({table.num_rows} row{'s' if table.num_rows != 1 else ''})\n"
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        stdout.write(text)
