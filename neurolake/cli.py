@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from neurolake.errors import NeurolakeError, is_storage_error
+from neurolake.errors import NeurolakeError, is_storage_error, one_line, root_cause
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
 
 DEFAULT_LAKE = "./lake"
@@ -486,12 +486,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
-    inner = getattr(exc, "cause", None) or exc
-    text = " ".join(str(inner).split())
-    return f"{type(inner).__name__}: {text if len(text) < 400 else text[:397] + '...'}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -510,7 +504,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the user's to fix: one line, the traceback only with -v.
         if args.verbose or not is_storage_error(exc):
             raise
-        print(f"neurolake: error: {_one_line(exc)} (run with -v for the traceback)", file=sys.stderr)
+        inner = root_cause(exc)
+        print(
+            f"neurolake: error: {type(inner).__name__}: {one_line(inner, 400)} (run with -v for the traceback)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("neurolake: interrupted", file=sys.stderr)

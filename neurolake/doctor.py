@@ -241,23 +241,13 @@ def check_duckdb() -> Finding:
     """DuckDB loads httpfs from the ``duckdb-extension-httpfs`` wheel, without a download."""
     import duckdb
 
-    from neurolake.query.engine import httpfs_extension_path
+    from neurolake.query.engine import load_httpfs
 
-    path = httpfs_extension_path()
-    if path is None:
-        return Finding(
-            "duckdb",
-            FAIL,
-            f"no httpfs build for DuckDB {duckdb.__version__} in duckdb-extension-httpfs "
-            f"{_installed('duckdb-extension-httpfs')}",
-            _pin_hint("duckdb", "duckdb-extension-httpfs"),
-        )
     try:
         con = duckdb.connect(":memory:")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
-        con.execute("INSTALL '" + path.replace("'", "''") + "'")
-        con.execute("LOAD httpfs")
+        path = load_httpfs(con)
         loaded = con.execute("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchone()
         con.close()
     except duckdb.Error as exc:
@@ -265,6 +255,14 @@ def check_duckdb() -> Finding:
             "duckdb",
             FAIL,
             f"DuckDB {duckdb.__version__} cannot load httpfs: {_first_line(exc)}",
+            _pin_hint("duckdb", "duckdb-extension-httpfs"),
+        )
+    if path is None:
+        return Finding(
+            "duckdb",
+            FAIL,
+            f"no httpfs build for DuckDB {duckdb.__version__} in duckdb-extension-httpfs "
+            f"{_installed('duckdb-extension-httpfs')}",
             _pin_hint("duckdb", "duckdb-extension-httpfs"),
         )
     if not loaded or not loaded[0]:

@@ -100,3 +100,15 @@ def is_storage_error(exc: BaseException) -> bool:
         cause = getattr(seen, "cause", None)
         seen = cause if isinstance(cause, BaseException) else seen.__cause__
     return False
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """What a failed Ray task raised (its ``cause``), else ``exc`` itself."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def one_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception's message on one line, at most ``limit`` characters."""
+    text = " ".join(str(exc).split())
+    return text if len(text) < limit else text[: limit - 3] + "..."

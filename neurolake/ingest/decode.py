@@ -28,6 +28,7 @@ class Decoded:
     audio: np.ndarray | None
     phones: tuple | None
     error: str | None = None
+    stage: str = "decode"  # where ``error`` arose: decoding, or the model (found by bisection)
 
 
 def decode_unit(

@@ -23,7 +23,7 @@ from typing import Any
 
 from neurolake.cluster.progress import progress_bar
 from neurolake.cluster.ray_env import connect
-from neurolake.errors import LakeError, PlanError, is_storage_error
+from neurolake.errors import LakeError, PlanError, is_storage_error, one_line, root_cause
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
 from neurolake.ingest.decode import decode_unit
 from neurolake.ingest.models import load_model
@@ -335,7 +335,7 @@ def _run_units(
     node_refs = [actor.node_id.remote() for actor in pool]
     nodes: list[str | None] = [None] * n_actors
     first_unit = planned.plan.units[0].unit_id
-    queue: list = list(pending)
+    queue: list[tuple[Any, dict[str, str] | None]] = [(unit, None) for unit in pending]
     in_flight: dict[Any, tuple[int, Any, dict | None]] = {}
     load = [0] * n_actors
     bar = progress_bar(planned.audio_seconds, f"ingest {summary.run_id}", unit="s audio", enabled=progress)
@@ -362,8 +362,7 @@ def _run_units(
 
     def submit() -> None:
         while queue and min(load) < 2:
-            item = queue.pop(0)
-            unit, exclude = item if isinstance(item, tuple) else (item, None)
+            unit, exclude = queue.pop(0)
             a = load.index(min(load))
             utts = [planned.utterances[p.utterance_id] for p in unit.utterances]
             node = node_of(a)
@@ -434,12 +433,10 @@ MAX_ISOLATIONS = 3
 
 def _reason(exc: BaseException) -> str:
     """One line of what a failed Ray task raised (its cause, not Ray's wrapping)."""
-    cause = getattr(exc, "cause", None)
-    inner = cause if isinstance(cause, BaseException) else exc
-    text = " ".join(str(inner).split())
+    inner = root_cause(exc)
     if type(inner).__name__ in ("ActorDiedError", "RayActorError", "ActorUnavailableError", "WorkerCrashedError"):
-        text = "the model process died (out of memory, or a crash in native code)"
-    return f"{type(inner).__name__}: {text[:300]}" if inner is not exc or cause else text[:300]
+        return f"{type(inner).__name__}: the model process died (out of memory, or a crash in native code)"
+    return f"{type(inner).__name__}: {one_line(inner, 300)}"
 
 
 def _isolate(utterances: list, sample_rate: int, storage_options, actor) -> dict[str, str]:

@@ -160,7 +160,7 @@ class UnitProcessor:
         t0 = time.perf_counter()
         if exclude:
             decoded = [
-                Decoded(d.utterance_id, None, None, f"model: {exclude[d.utterance_id]}")
+                Decoded(d.utterance_id, None, None, exclude[d.utterance_id], stage="model")
                 if d.utterance_id in exclude
                 else d
                 for d in decoded
@@ -174,10 +174,7 @@ class UnitProcessor:
         forward_s, padded_samples = 0.0, 0
         for d in decoded:
             if d.error is not None:
-                stage, reason = (
-                    ("model", d.error[len("model: ") :]) if d.error.startswith("model: ") else ("decode", d.error)
-                )
-                errors.append(error_row(d.utterance_id, by_id[d.utterance_id].audio_uri, stage, reason))
+                errors.append(error_row(d.utterance_id, by_id[d.utterance_id].audio_uri, d.stage, d.error))
         for batch in self._batches(decoded):
             items = [decoded[i] for i in batch]
             padded, lengths = _pad(items)

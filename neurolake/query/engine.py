@@ -25,10 +25,10 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from neurolake.errors import QueryError
+from neurolake.errors import QueryError, one_line
 from neurolake.query import schemas
 from neurolake.query.fingerprint import commits_fingerprint
-from neurolake.query.guard import check_select, one_line
+from neurolake.query.guard import check_select
 from neurolake.query.registry import visible_groups
 from neurolake.schemas import PATTERNS, SCHEMAS
 from neurolake.store import Lake, Run
@@ -58,6 +58,17 @@ def httpfs_extension_path() -> str | None:
     base = os.path.dirname(duckdb_extension_httpfs.__file__)
     found = glob.glob(os.path.join(base, "extensions", f"v{duckdb.__version__}", "*.duckdb_extension*"))
     return found[0] if found else None
+
+
+def load_httpfs(con: duckdb.DuckDBPyConnection) -> str | None:
+    """Install and load httpfs on ``con`` from the wheel (never a download); the extension file
+    used, or ``None`` when the wheel has no build for this DuckDB. Raises ``duckdb.Error``."""
+    path = httpfs_extension_path()
+    if path is None:
+        return None
+    con.execute(f"INSTALL {_sql_string(path)}")
+    con.execute("LOAD httpfs")
+    return path
 
 
 def _sql_string(value: str) -> str:
@@ -127,13 +138,10 @@ class QueryEngine:
         return loc.url
 
     def _attach_httpfs(self, con: duckdb.DuckDBPyConnection) -> bool:
-        path = httpfs_extension_path()
-        if path is None:
-            log.info("httpfs extension wheel not found; reading S3 through fsspec")
-            return False
         try:
-            con.execute(f"INSTALL {_sql_string(path)}")
-            con.execute("LOAD httpfs")
+            if load_httpfs(con) is None:
+                log.info("httpfs extension wheel not found; reading S3 through fsspec")
+                return False
         except duckdb.Error as exc:
             log.warning("could not load httpfs (%s); reading S3 through fsspec", exc)
             return False
@@ -200,10 +208,9 @@ class QueryEngine:
             for d in list_derived(base, "patterns"):
                 pattern_files.append(self._url(run, f"derived/patterns/{d.spec_hash}/patterns.parquet"))
         by_id = {run.run_id: run for run in runs}
-        for run_id, d in visible_groups(self.lake):  # the group each name points at
-            if run_id in by_id:
-                group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
-                group_rows.append(schemas.group_row(d))
+        for run_id, d in visible_groups(self.lake, runs):  # the group each name points at
+            group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
+            group_rows.append(schemas.group_row(d))
         self._files += neuron_files + group_files + pattern_files
         self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)

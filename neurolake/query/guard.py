@@ -25,12 +25,13 @@ anything runs, and the SELECT built around it passes the same checks.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import duckdb
 
-from neurolake.errors import QueryError
+from neurolake.errors import QueryError, one_line
 
 # Table functions that read nothing but their arguments.
 TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
@@ -49,13 +50,23 @@ REFUSED_FUNCTIONS = frozenset(
     }
 )
 
-_parser = duckdb.connect(":memory:")  # parses only; never reads a file
+_parser_lock = threading.Lock()
+_parser_con: duckdb.DuckDBPyConnection | None = None
+
+
+def _parser() -> duckdb.DuckDBPyConnection:
+    """An in-memory connection that only parses (made at first use; callers hold ``_parser_lock``)."""
+    global _parser_con
+    if _parser_con is None:
+        _parser_con = duckdb.connect(":memory:")
+    return _parser_con
 
 
 def _serialise(sql: str) -> dict[str, Any]:
     """DuckDB's own parse of ``sql`` as JSON; an error for anything but SELECT statements."""
     try:
-        raw = _parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        with _parser_lock:
+            raw = _parser().execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
     except duckdb.Error as exc:
         raise QueryError(one_line(exc)) from exc
     return json.loads(raw[0]) if raw else {"error": True, "error_message": "no result"}
@@ -106,7 +117,8 @@ def check_select(sql: str, tables: set[str]) -> str:
     if not sql or not sql.strip():
         raise QueryError("give one SELECT statement")
     try:
-        statements = _parser.extract_statements(sql)
+        with _parser_lock:
+            statements = _parser().extract_statements(sql)
     except duckdb.Error as exc:
         raise QueryError(one_line(exc)) from exc
     if len(statements) != 1:
@@ -166,8 +178,3 @@ def parse_predicate(text: str) -> str:
     except (duckdb.Error, duckdb.InvalidInputException) as exc:
         raise QueryError(f"the predicate is not one SQL expression: {one_line(exc)}") from exc
     return str(expression)
-
-
-def one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) < 500 else text[:497] + "..."

@@ -13,9 +13,10 @@ name as long as no pointer claims that name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from neurolake.store import Derived, Lake
+from neurolake.store import Derived, Lake, Run
 from neurolake.store.derived import list_derived
 from neurolake.store.location import canonical_json
 
@@ -45,18 +46,19 @@ def switch(lake: Lake, run_id: str, derived: Derived) -> None:
     lake.loc.write_bytes(pointer_bytes(run_id, derived), POINTERS, f"{derived.spec['name']}.json")
 
 
-def visible_groups(lake: Lake) -> list[tuple[str, Derived]]:
+def visible_groups(lake: Lake, runs: Sequence[Run] | None = None) -> list[tuple[str, Derived]]:
     """``(run_id, derived)`` of every group a reader sees: the one each pointer names, and
-    stored groups of names no pointer claims."""
+    stored groups of names no pointer claims. ``runs``: the lake's runs, where the caller has
+    loaded them already."""
     pointers = {}
     for entry in lake.loc.list_names(POINTERS):
         if entry.endswith(".json"):
             p = lake.loc.read_json(POINTERS, entry)
             pointers[str(p.get("name"))] = (str(p.get("run_id")), str(p.get("spec_hash")))
     out = []
-    for run_id in lake.list_runs():
-        for d in list_derived(lake.run(run_id).loc.child("derived"), KIND):
+    for run in runs if runs is not None else [lake.run(r) for r in lake.list_runs()]:
+        for d in list_derived(run.loc.child("derived"), KIND):
             held = pointers.get(str(d.spec.get("name")))
-            if held is None or held == (run_id, d.spec_hash):
-                out.append((run_id, d))
+            if held is None or held == (run.run_id, d.spec_hash):
+                out.append((run.run_id, d))
     return out
