@@ -22,7 +22,6 @@ import numpy as np
 import ray
 
 from neurolake.mining.diffnorm import DiffNorm, DiffNormResult
-from neurolake.mining.diffnorm_ray import DiffNormRay
 from neurolake.mining.lcm import read_fimi
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fimi"
@@ -87,7 +86,7 @@ def run_case(label: str, groups: list[np.ndarray], params: dict, use_ray: bool) 
     )
     if use_ray:
         start = time.perf_counter()
-        remote = DiffNormRay(**params, num_workers=2).fit(groups).discover()
+        remote = DiffNorm(**params, workers=2).fit(groups).discover()
         elapsed = time.perf_counter() - start
         same = remote.patterns == result.patterns and abs(remote.total_length - result.total_length) <= 1e-9
         print(
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if use_ray and not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False)
         # Start the actors and compile their kernels outside the timings.
-        DiffNormRay(num_workers=2).fit([np.eye(4, dtype=bool)] * 2)
+        DiffNorm(workers=2).fit([np.eye(4, dtype=bool)] * 2)
     DiffNorm().fit([np.eye(4, dtype=bool)] * 2)
 
     print("== FIMI files, first half vs second half ==", flush=True)

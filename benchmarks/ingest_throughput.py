@@ -36,12 +36,12 @@ import torch
 import torchaudio
 
 from neurolake.cluster.ray_env import connect
-from neurolake.ingest.audio import load_audio
-from neurolake.ingest.corpora import open_corpus
-from neurolake.ingest.models import load_model
+from neurolake.corpora import open_corpus
+from neurolake.corpora.audio import load_audio
+from neurolake.corpora.synth import synthesize_corpus
 from neurolake.ingest.pipeline import ingest
-from neurolake.ingest.synth import synthesize_corpus
 from neurolake.ingest.unit import length_batches
+from neurolake.models import load_model
 
 
 def _batches(audio: list, max_batch: int, max_batch_samples: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

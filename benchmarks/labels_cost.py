@@ -20,11 +20,11 @@ import time
 
 import torch
 
-from neurolake.ingest.audio import load_audio
-from neurolake.ingest.corpora import open_corpus, read_phone_intervals
-from neurolake.ingest.labels import label_utterance
-from neurolake.ingest.models import load_model
-from neurolake.ingest.synth import synthesize_corpus
+from neurolake.corpora import open_corpus, read_phone_intervals
+from neurolake.corpora.audio import load_audio
+from neurolake.corpora.synth import synthesize_corpus
+from neurolake.labels.frames import label_utterance
+from neurolake.models import load_model
 
 
 def main() -> None:

@@ -48,11 +48,11 @@ def demo_model_pool(rows: int, n_blocks: int, base: Path) -> tuple[list[LayerSpe
     """Per layer of the bundled demo model, blocks of its real activations on synthetic speech."""
     import torch
 
-    from neurolake.ingest.audio import load_audio
-    from neurolake.ingest.corpora import open_corpus
-    from neurolake.ingest.models import load_model
+    from neurolake.corpora import open_corpus
+    from neurolake.corpora.audio import load_audio
+    from neurolake.corpora.synth import synthesize_corpus
     from neurolake.ingest.pipeline import default_layers
-    from neurolake.ingest.synth import synthesize_corpus
+    from neurolake.models import load_model
 
     adapter = load_model("demo")
     layers = default_layers(adapter)

@@ -71,11 +71,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_models_show(args: argparse.Namespace) -> int:
-    from neurolake.ingest.models import load_model
+    from neurolake.models import load_model
     from neurolake.render import format_table
 
     adapter = load_model(args.spec)
-    layers = adapter.select_layers(args.layers.split(",")) if args.layers else adapter.capturable_layers()
+    layers = adapter.select_layers(args.layers) if args.layers else adapter.capturable_layers()
     print(
         f"{args.spec}: {len(adapter.tokens)} tokens, {adapter.frame_rate_hz:g} frames/s, weights sha256 {adapter.spec['weights_sha256'][:12]}"
     )
@@ -83,9 +83,12 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _split(value: str | None) -> list[str] | None:
-    items = [x.strip() for x in (value or "").split(",") if x.strip()]
-    return items or None
+def comma_list(value: str) -> list[str]:
+    """An argument ``a,b,c`` as ``["a", "b", "c"]`` (blanks dropped): every comma list of the CLI."""
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -94,7 +97,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         _, planned = plan_ingest(
-            args.corpus, args.model, _split(args.layers), unit_rows=args.unit_rows, max_duration_s=args.max_duration
+            args.corpus, args.model, args.layers, unit_rows=args.unit_rows, max_duration_s=args.max_duration
         )
         print(format_dry_run(planned, args.run or default_run_id(args.corpus, args.model)))
         return 0
@@ -102,7 +105,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         _lake_url(args),
         args.corpus,
         args.model,
-        layers=_split(args.layers),
+        layers=args.layers,
         run_id=args.run,
         ray_address=args.ray_address,
         actors=args.actors,
@@ -137,7 +140,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
         lake,
         args.target,
         args.background,
-        layers=_split(args.layers),
+        layers=args.layers,
         binarization=args.binarize,
         algo=args.algo,
         min_support=args.min_support,
@@ -175,7 +178,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_corpus_synth(args: argparse.Namespace) -> int:
-    from neurolake.ingest.synth import synthesize_corpus
+    from neurolake.corpora.synth import synthesize_corpus
 
     summary = synthesize_corpus(
         args.out,
@@ -272,7 +275,7 @@ def cmd_group_export(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
     lake = Lake.open(_lake_url(args))
-    written = export_activations(lake, args.name, [x for x in args.layers.split(",") if x], args.out)
+    written = export_activations(lake, args.name, args.layers, args.out)
     print(f"wrote {written}")
     return 0
 
@@ -281,8 +284,7 @@ def cmd_neurons(args: argparse.Namespace) -> int:
     from neurolake.query.neurons import neuron_statistics
     from neurolake.store import Lake
 
-    layers = [x for x in (args.layers or "").split(",") if x] or None
-    table = neuron_statistics(Lake.open(_lake_url(args)), args.run, layers)
+    table = neuron_statistics(Lake.open(_lake_url(args)), args.run, args.layers)
     print(
         f"neuron statistics of {table.num_rows} units; query them with: neurolake sql \"SELECT * FROM neurons WHERE run_id = '{args.run}'\""
     )
@@ -338,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     models.required = True
     p = models.add_parser("show", help="capturable layers of a model with their units")
     p.add_argument("spec", metavar="SPEC", help=MODEL_SPECS)
-    p.add_argument("--layers", metavar="GLOB,..", help="only layers matching these globs")
+    p.add_argument("--layers", type=comma_list, metavar="GLOB,..", help="only layers matching these globs")
     p.set_defaults(func=cmd_models_show)
 
     p = sub.add_parser("ingest", help="stream a corpus through a model on Ray into the lake (resumes)")
@@ -351,7 +353,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPECS)
     p.add_argument(
-        "--layers", metavar="GLOB,..", help="layers to capture (default: the model's blocks, see `models show`)"
+        "--layers",
+        type=comma_list,
+        metavar="GLOB,..",
+        help="layers to capture (default: the model's blocks, see `models show`)",
     )
     p.add_argument("--run", metavar="ID", help="run id (default: <model>-<corpus>); an existing run resumes")
     p.add_argument("--ray-address", metavar="A", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray)")
@@ -420,14 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = group.add_parser("export", help="write a group's activations to .npy/.npz or .parquet")
     _add_lake_arg(p)
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--layers", required=True, metavar="L1,L2", help="comma-separated layer names")
+    p.add_argument("--layers", required=True, type=comma_list, metavar="L1,L2", help="comma-separated layer names")
     p.add_argument("--out", required=True, metavar="FILE", help=".npy (one layer), .npz or .parquet")
     p.set_defaults(func=cmd_group_export)
 
     p = sub.add_parser("neurons", help="compute per-neuron statistics (mean, std, quantiles, active rate)")
     _add_lake_arg(p)
     p.add_argument("--run", required=True, metavar="ID")
-    p.add_argument("--layers", metavar="L1,L2", help="comma-separated layer names (default: all)")
+    p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="comma-separated layer names (default: all)")
     p.set_defaults(func=cmd_neurons)
 
     p = sub.add_parser("mine", help="find groups of neurons active together in a target group and not in a background")
@@ -435,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="ID", help="the run (checked against the groups' run)")
     p.add_argument("--target", required=True, metavar="GROUP")
     p.add_argument("--background", required=True, metavar="GROUP")
-    p.add_argument("--layers", metavar="L1,L2", help="layers whose units are the items (default: all)")
+    p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="layers whose units are the items (default: all)")
     p.add_argument("--algo", choices=["lcm", "diffnorm"], default="lcm")
     p.add_argument(
         "--binarize",

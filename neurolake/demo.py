@@ -40,8 +40,8 @@ def mining_step(lake: Lake) -> str:
 
 def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, progress: bool | None = None) -> Lake:
     """Synthesise, ingest and summarise; returns the lake."""
+    from neurolake.corpora.synth import synthesize_corpus
     from neurolake.ingest.pipeline import ingest
-    from neurolake.ingest.synth import synthesize_corpus
     from neurolake.query.engine import QueryEngine
 
     lake = Lake.open(lake_url, create=True)

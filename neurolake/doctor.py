@@ -12,7 +12,6 @@ from __future__ import annotations
 import importlib.metadata as metadata
 import os
 import platform
-import sys
 import time
 import uuid
 import warnings
@@ -201,25 +200,23 @@ def check_torchaudio() -> Finding:
     )
 
 
+def _square(x: int) -> int:
+    return x * x
+
+
 def check_ray() -> Finding:
     """A local Ray starts (or the configured cluster answers) and runs a task."""
     try:
-        import ray
+        from neurolake.cluster.pool import task_map
+        from neurolake.cluster.ray_env import connect, connected, disconnect
 
-        from neurolake.cluster.ray_env import connect
-
-        started_here = not ray.is_initialized()
+        started_here = not connected()
         t0 = time.perf_counter()
         resources = connect(num_cpus=1)
-
-        @ray.remote(num_cpus=1)
-        def _square(x: int) -> int:
-            return x * x
-
-        value = ray.get(_square.remote(7), timeout=120)
+        (value,) = task_map(_square, [7], workers=1)
         seconds = time.perf_counter() - t0
         if started_here:
-            ray.shutdown()
+            disconnect()
     except Exception as exc:
         return Finding(
             "ray",
@@ -275,7 +272,7 @@ def check_duckdb() -> Finding:
 def check_espeak() -> Finding:
     """espeak-ng synthesises a phrase with phone timings (the synthetic corpora need both)."""
     try:
-        from neurolake.ingest.espeak import SpeechRequest, synthesize_speech
+        from neurolake.corpora.espeak import SpeechRequest, synthesize_speech
 
         speech = synthesize_speech(SpeechRequest("hello world"))
     except Exception as exc:
@@ -422,9 +419,3 @@ def run_doctor(lake_url: str, out: TextIO, constraints: str | None = None, skip:
 
 def main_exit_code(findings: list[Finding]) -> int:
     return 1 if any(f.status == FAIL for f in findings) else 0
-
-
-if __name__ == "__main__":  # python -m neurolake.doctor: usable even if the console script is broken
-    from neurolake.cli import main
-
-    sys.exit(main(["doctor", *sys.argv[1:]]))

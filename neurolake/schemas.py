@@ -1,4 +1,4 @@
-"""Arrow schemas of the lake's tables (DESIGN §5): the contract between ingest, store and query.
+"""Arrow schemas of the lake's tables (``docs/architecture.md``, "Tables"): the contract between ingest, store and query.
 
 Only pyarrow here, so that label kernels can produce rows of the right types without
 importing the store.

@@ -45,7 +45,7 @@ def test_every_verb_has_help(capsys):
 
 
 def test_corpus_synth(tmp_path, capsys):
-    from neurolake.ingest.corpora import read_librispeech
+    from neurolake.corpora import read_librispeech
 
     assert main(["corpus", "synth", str(tmp_path / "c"), "--utterances", "12", "--seed", "3"]) == 0
     out = capsys.readouterr().out

@@ -27,7 +27,7 @@ def test_doctor_is_clean_here_and_keeps_ray_quiet(tmp_path):
     lake = tmp_path / "lake"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     proc = subprocess.run(
-        [sys.executable, "-m", "neurolake.doctor", "--lake", str(lake), "--constraints", str(LOCK)],
+        [sys.executable, "-m", "neurolake", "doctor", "--lake", str(lake), "--constraints", str(LOCK)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -120,7 +120,9 @@ def test_ci_runs_the_readme_test_command():
     demo, tests = blocks[0], blocks[1]
     assert "-c constraints.txt" in demo and demo.endswith("neurolake demo")
     assert "-c constraints.txt" in tests and "neurolake doctor --constraints constraints.txt" in tests
-    assert tests.index("ruff check .") < tests.index("ruff format --check .") < tests.index("pytest")
+    assert (
+        tests.index("ruff check .") < tests.index("ruff format --check .") < tests.index("mypy") < tests.index("pytest")
+    )
     script = (ROOT / ".ci" / "run").read_text()
     assert "PIP_NO_CACHE_DIR=1" in script
     # The command .ci/run extracts from the README is exactly the README's test command.

@@ -42,3 +42,17 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
                 logging_level=logging.ERROR,
             )
     return ray.cluster_resources()
+
+
+def connected() -> bool:
+    """Whether this process is connected to Ray."""
+    import ray
+
+    return ray.is_initialized()
+
+
+def disconnect() -> None:
+    """Leave Ray (a local instance this process started stops)."""
+    import ray
+
+    ray.shutdown()

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from neurolake.corpora import Utterance, read_alignments
+from neurolake.corpora.audio import load_audio
 from neurolake.errors import InputError
-from neurolake.ingest.audio import load_audio
-from neurolake.ingest.corpora import Utterance, read_alignments
 
 log = logging.getLogger(__name__)
 

@@ -21,14 +21,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from neurolake.cluster.pool import ActorPool, RemoteError
 from neurolake.cluster.progress import progress_bar
 from neurolake.cluster.ray_env import connect
-from neurolake.errors import LakeError, PlanError, is_storage_error, one_line, root_cause
+from neurolake.errors import LakeError, PlanError, is_storage_error, one_line
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
 from neurolake.ingest.decode import decode_unit
-from neurolake.ingest.models import load_model
 from neurolake.ingest.planning import PlannedCorpus, plan_corpus
 from neurolake.ingest.unit import UnitProcessor, UnitResult
+from neurolake.models import load_model
 from neurolake.store import Lake, LayerSpec
 from neurolake.store.lease import DEFAULT_TTL_S, RunLease
 
@@ -99,59 +100,54 @@ def plan_ingest(
     )
 
 
-def _actor_class():
-    import ray
+class ModelWorker:
+    """What each model actor holds: the model, built once, and the unit processor of the run.
 
-    # Two units at once per actor: one in the forward pass while the other is labelled,
-    # compressed and committed (UnitProcessor serialises the forward passes).
-    # An actor that dies (out of memory, a crash in native code) is restarted; a unit is tried
-    # at most MAX_UNIT_ATTEMPTS times, then its failing utterances are isolated (see _isolate).
-    @ray.remote(max_restarts=-1, max_task_retries=MAX_UNIT_ATTEMPTS - 1, max_concurrency=2)
-    class UnitActor:
-        def __init__(self, lake_url, run_id, model_spec, layers, *, threads: int = 1, device: str = "cpu", **kwargs):
-            import threading
+    The pool gives it two units at once (``per_actor=2``): one in the forward pass while the
+    other is labelled, compressed and committed (:class:`UnitProcessor` serialises the forward
+    passes). An actor that dies (out of memory, a crash in native code) is restarted; a unit
+    is tried at most :data:`MAX_UNIT_ATTEMPTS` times, then its failing utterances are isolated
+    (see :func:`_isolate`).
+    """
 
-            import torch
+    def __init__(self, lake_url, run_id, model_spec, layers, *, threads: int = 1, device: str = "cpu", **kwargs):
+        import threading
 
-            torch.set_num_threads(max(1, threads))
-            # The model is built now, while the driver may still be planning; the run is
-            # opened at the first unit (it may not exist yet).
-            self.adapter = load_model(model_spec, device=device)
-            _warm_up_labels(self.adapter)
-            self._args = (lake_url, run_id, model_spec, layers)
-            self._kwargs = dict(kwargs, device=device, adapter=self.adapter)
-            self._lock = threading.Lock()
-            self.processor = None
+        import torch
 
-        def _processor(self):
-            with self._lock:
-                if self.processor is None:
-                    self.processor = UnitProcessor(*self._args, **self._kwargs)
-            return self.processor
+        torch.set_num_threads(max(1, threads))
+        # The model is built now, while the driver may still be planning; the run is
+        # opened at the first unit (it may not exist yet).
+        self.adapter = load_model(model_spec, device=device)
+        _warm_up_labels(self.adapter)
+        self._args = (lake_url, run_id, model_spec, layers)
+        self._kwargs = dict(kwargs, device=device, adapter=self.adapter)
+        self._lock = threading.Lock()
+        self.processor = None
 
-        def process(self, unit, utterances, decoded, extra_errors, lease=None, exclude=None):
-            result = self._processor().process(unit, utterances, decoded, extra_errors, lease=lease, exclude=exclude)
-            return result, ray.get_runtime_context().get_node_id()
+    def _processor(self):
+        with self._lock:
+            if self.processor is None:
+                self.processor = UnitProcessor(*self._args, **self._kwargs)
+        return self.processor
 
-        def probe(self, utterances, sample_rate, storage_options):
-            decoded = [d for d in decode_unit(utterances, sample_rate, storage_options) if d.audio is not None]
-            if decoded:
-                self._processor().probe(decoded)
+    def process(self, unit, utterances, decoded, extra_errors, lease=None, exclude=None):
+        return self._processor().process(unit, utterances, decoded, extra_errors, lease=lease, exclude=exclude)
 
-        def node_id(self) -> str:
-            return ray.get_runtime_context().get_node_id()
+    def probe(self, utterances, sample_rate, storage_options):
+        decoded = [d for d in decode_unit(utterances, sample_rate, storage_options) if d.audio is not None]
+        if decoded:
+            self._processor().probe(decoded)
 
-        def pid(self) -> int:
-            return os.getpid()
-
-    return UnitActor
+    def pid(self) -> int:
+        return os.getpid()
 
 
 def _warm_up_labels(adapter) -> None:
     """Load the compiled labelling kernels before the first unit (numba's cache takes ~0.3 s)."""
     import numpy as np
 
-    from neurolake.ingest.labels import label_utterance
+    from neurolake.labels.frames import label_utterance
 
     letters = [t for t in adapter.tokens if len(t) == 1 and t.isalpha()]
     if not letters:
@@ -186,8 +182,6 @@ def ingest(
 
     ``only_units`` limits the work to those pending units (``verify --repair`` re-does the
     damaged ones and nothing else)."""
-    import ray
-
     for name, value in (("actors", actors), ("threads", threads), ("max_batch", max_batch)):
         if value is not None and value < 1:
             raise PlanError(f"{name} must be at least 1, got {value}")
@@ -200,7 +194,7 @@ def ingest(
     # A run that is already complete needs no Ray at all; otherwise the model actors are
     # started first and build their models while this process reads the corpus headers.
     finished = run_id in lake.list_runs() and not _wanted(lake.run(run_id).pending_units(), only_units)
-    pool: list = []
+    pool: ActorPool | None = None
     # One writer per run: a second ingest of the run stops here with a clear message.
     lease = RunLease(lake.loc.child("runs", run_id), ttl_s=lease_ttl_s) if not finished else None
     if lease is not None:
@@ -250,8 +244,8 @@ def ingest(
                 actor_args=(lake.url, run_id, model, layer_names),
             )
     finally:
-        for actor in pool:
-            ray.kill(actor)
+        if pool is not None:
+            pool.close()
         if lease is not None:
             try:
                 lease.release()
@@ -276,7 +270,7 @@ def _layer_specs(chosen) -> list[LayerSpec]:
 
 def _start_actors(
     actors, threads, ray_address, lake_url, run_id, model, layer_names, storage_options, max_batch
-) -> list:
+) -> ActorPool:
     """Connect to Ray and start the model actors: one per GPU, else one per two CPUs."""
     resources = connect(ray_address)
     cpus = int(resources.get("CPU", 1))
@@ -289,32 +283,32 @@ def _start_actors(
     # The thread count can change the last bits of a forward pass (the order of sums), so a
     # lake is byte-for-byte reproducible for a given number of threads per actor.
     threads = threads or (max(1, cpus // n_actors) if not gpus else 1)
-    options = {"num_gpus": 1, "num_cpus": 1} if gpus else {"num_cpus": 1}
-    # SPREAD: one model per node first, so a cluster's nodes all work from the start.
-    options["scheduling_strategy"] = "SPREAD"
     log.info("%d model actors, %d torch threads each", n_actors, threads)
-    Actor = _actor_class()
-    pool = [
-        Actor.options(**options).remote(
-            lake_url,
-            run_id,
-            model,
-            layer_names,
-            storage_options=dict(storage_options or {}),
-            device="cuda" if gpus else "cpu",
-            max_batch=max_batch,
-            threads=threads,
-        )
-        for _ in range(n_actors)
-    ]
-    return pool
+    # SPREAD: one model per node first, so a cluster's nodes all work from the start.
+    return ActorPool(
+        ModelWorker,
+        [(lake_url, run_id, model, layer_names)] * n_actors,
+        kwargs={
+            "storage_options": dict(storage_options or {}),
+            "device": "cuda" if gpus else "cpu",
+            "max_batch": max_batch,
+            "threads": threads,
+        },
+        per_actor=2,
+        num_cpus=1,
+        num_gpus=1 if gpus else 0,
+        max_restarts=-1,
+        max_task_retries=MAX_UNIT_ATTEMPTS - 1,
+        spread=True,
+        address=ray_address,
+    )
 
 
 def _run_units(
     summary,
     planned,
     pending,
-    pool,
+    pool: ActorPool,
     adapter,
     storage_options,
     progress,
@@ -323,96 +317,73 @@ def _run_units(
     lease=None,
     actor_args: tuple = (),
 ) -> None:
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    n_actors = len(pool)
-    # Decoding runs on the node of the actor that will take the unit, so the audio stays
-    # on that node. It asks Ray for no CPU: the driver already bounds it (at most two units
-    # in flight per actor), and with as many actors as CPUs a decode task that needed a CPU
-    # would wait forever.
-    decode = ray.remote(num_cpus=0, max_retries=3)(decode_unit)
-    node_refs = [actor.node_id.remote() for actor in pool]
-    nodes: list[str | None] = [None] * n_actors
     first_unit = planned.plan.units[0].unit_id
     queue: list[tuple[Any, dict[str, str] | None]] = [(unit, None) for unit in pending]
-    in_flight: dict[Any, tuple[int, Any, dict | None]] = {}
-    load = [0] * n_actors
     bar = progress_bar(planned.audio_seconds, f"ingest {summary.run_id}", unit="s audio", enabled=progress)
-
-    def node_of(a: int) -> str | None:
-        if nodes[a] is None:
-            ready, _ = ray.wait([node_refs[a]], timeout=0)
-            if ready:
-                nodes[a] = ray.get(ready[0])
-        return nodes[a]
-
-    probe: list = []
+    probes: list[ActorPool] = []
     rounds: dict[str, int] = {}
 
-    def probe_actor():
+    def probe_pool() -> ActorPool:
         """A model actor of its own for bisection: restarted as often as probes crash it."""
-        if not probe:
-            probe.append(
-                _actor_class()
-                .options(max_restarts=-1, max_task_retries=0, num_cpus=0)
-                .remote(*actor_args, storage_options=dict(storage_options or {}), device="cpu", max_batch=1, threads=1)
+        if not probes:
+            probes.append(
+                ActorPool(
+                    ModelWorker,
+                    [actor_args],
+                    kwargs={"storage_options": dict(storage_options or {}), "device": "cpu", "max_batch": 1},
+                    num_cpus=0,
+                    max_restarts=-1,
+                )
             )
-        return probe[0]
+        return probes[0]
 
     def submit() -> None:
-        while queue and min(load) < 2:
+        while queue and (a := pool.free_actor()) is not None:
             unit, exclude = queue.pop(0)
-            a = load.index(min(load))
             utts = [planned.utterances[p.utterance_id] for p in unit.utterances]
-            node = node_of(a)
-            where = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)} if node else {}
-            decoded = decode.options(**where).remote(utts, adapter.sample_rate, dict(storage_options or {}))
+            # Decoding runs on the node of the actor that will take the unit, so the audio
+            # stays on that node.
+            decoded = pool.near(a, decode_unit, utts, adapter.sample_rate, dict(storage_options or {}))
             extra = planned.errors if unit.unit_id == first_unit else []
             token = lease.token if lease is not None else None
-            in_flight[pool[a].process.remote(unit, utts, decoded, extra, token, exclude)] = (a, unit, exclude)
-            load[a] += 1
+            pool.submit(a, "process", unit, utts, decoded, extra, token, exclude, tag=(unit, exclude))
 
     submit()
     try:
-        while in_flight:
+        while pool.busy:
             if lease is not None:
                 lease.check()  # the heartbeat found the lease taken over: stop submitting
-            done, _ = ray.wait(list(in_flight), num_returns=1)
-            a, unit, exclude = in_flight.pop(done[0])
-            load[a] -= 1
-            try:
-                result, node = ray.get(done[0])
-            except ray.exceptions.RayError as exc:
-                if is_storage_error(exc):  # not the model: no use isolating utterances
+            (unit, exclude), a, result, error = pool.next_done()
+            if error is not None:
+                if is_storage_error(error):  # not the model: no use isolating utterances
                     raise LakeError(
-                        f"the lake's storage failed while unit {unit.unit_id} was written ({_reason(exc)}); "
+                        f"the lake's storage failed while unit {unit.unit_id} was written ({_reason(error)}); "
                         f"the {summary.units_already_committed + sum(summary.nodes.values())} units committed so far "
                         "are kept: run the same ingest "
                         "again once the storage answers"
-                    ) from exc
+                    ) from error
                 # A unit can also fail because the other unit its actor held crashed the
                 # process; so it is isolated again (up to MAX_ISOLATIONS times) before it is
                 # given up.
                 rounds[unit.unit_id] = rounds.get(unit.unit_id, 0) + 1
                 if rounds[unit.unit_id] > MAX_ISOLATIONS:
-                    summary.units_failed.append(f"{unit.unit_id}: {_reason(exc)}")
+                    summary.units_failed.append(f"{unit.unit_id}: {_reason(error)}")
                     submit()
                     continue
                 log.warning(
                     "unit %s failed %d times (%s); isolating the utterances the model fails on",
                     unit.unit_id,
                     MAX_UNIT_ATTEMPTS,
-                    _reason(exc),
+                    _reason(error),
                 )
                 utts = [
                     planned.utterances[p.utterance_id] for p in unit.utterances if p.utterance_id not in (exclude or {})
                 ]
-                failing = dict(exclude or {}, **_isolate(utts, adapter.sample_rate, storage_options, probe_actor()))
+                failing = dict(exclude or {}, **_isolate(utts, adapter.sample_rate, storage_options, probe_pool()))
                 queue.insert(0, (unit, failing))
                 submit()
                 continue
-            _account(summary, result, node)
+            _account(summary, result, pool.node_of(a, wait=True) or "?")
             elapsed = max(time.perf_counter() - t0, 1e-9)
             bar.update(result.audio_seconds)
             bar.set_postfix_str(
@@ -423,53 +394,38 @@ def _run_units(
             submit()
     finally:
         bar.close()
-        for actor in probe:
-            ray.kill(actor)
+        for probe in probes:
+            probe.close()
 
 
 MAX_UNIT_ATTEMPTS = 3
 MAX_ISOLATIONS = 3
 
 
-def _reason(exc: BaseException) -> str:
-    """One line of what a failed Ray task raised (its cause, not Ray's wrapping)."""
-    inner = root_cause(exc)
-    if type(inner).__name__ in ("ActorDiedError", "RayActorError", "ActorUnavailableError", "WorkerCrashedError"):
-        return f"{type(inner).__name__}: the model process died (out of memory, or a crash in native code)"
-    return f"{type(inner).__name__}: {one_line(inner, 300)}"
+def _reason(error: RemoteError) -> str:
+    """One line of what a failed call raised (its cause, not Ray's wrapping)."""
+    if error.process_died:
+        return f"{type(error.cause).__name__}: the model process died (out of memory, or a crash in native code)"
+    return f"{type(error.cause).__name__}: {one_line(error.cause, 300)}"
 
 
-def _isolate(utterances: list, sample_rate: int, storage_options, actor) -> dict[str, str]:
+def _isolate(utterances: list, sample_rate: int, storage_options, probe: ActorPool) -> dict[str, str]:
     """The utterances the model fails on, found by bisection with probes: ``id -> reason``.
 
     A probe runs the model on a subset and writes nothing; a subset that passes is cleared
     whole, one that fails is halved, so k bad utterances of n cost about 2k log2(n) probes.
     """
-    import ray
-
-    def wait_alive() -> None:
-        """After a probe crashed the actor, calls fail until Ray has restarted it."""
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                ray.get(actor.node_id.remote(), timeout=60)
-                return
-            except ray.exceptions.RayError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-
     failing: dict[str, str] = {}
     stack = [list(utterances)]
     while stack:
         part = stack.pop()
-        wait_alive()
+        probe.wait_alive(0)  # after a probe crashed the actor, calls fail until Ray restarts it
         try:
-            ray.get(actor.probe.remote(part, sample_rate, dict(storage_options or {})))
+            probe.call(0, "probe", part, sample_rate, dict(storage_options or {}))
             continue
-        except ray.exceptions.RayError as exc:
+        except RemoteError as error:
             if len(part) == 1:
-                failing[part[0].utterance_id] = _reason(exc)
+                failing[part[0].utterance_id] = _reason(error)
                 continue
         half = len(part) // 2
         stack += [part[half:], part[:half]]

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from neurolake.corpora import Corpus, Utterance, is_manifest, open_corpus
+from neurolake.corpora.audio import SAMPLE_RATE, audio_info
 from neurolake.errors import InputError, SpecError
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
-from neurolake.ingest.audio import audio_info
-from neurolake.ingest.corpora import Corpus, Utterance, open_corpus
-from neurolake.ingest.models import ModelAdapter
+from neurolake.models import ModelAdapter
 from neurolake.store import LayerSpec, Plan, plan_work_units
 from neurolake.store.plan import DEFAULT_ROWS_PER_SHARD
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 # per frame; a 64 MB unit held ~30 short utterances); the number of files (one Parquet file
 # per table and unit) stays modest.
 TARGET_UNIT_BYTES = 256 * 1024 * 1024
-LIBRISPEECH_RATE = 16_000
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class PlannedCorpus:
 
     @property
     def audio_seconds(self) -> float:
-        return sum(self.num_samples.values()) / LIBRISPEECH_RATE
+        return sum(self.num_samples.values()) / SAMPLE_RATE
 
     def bytes_per_layer(self) -> dict[str, int]:
         """Uncompressed bytes of each layer's array (rows of the plan x units x itemsize)."""
@@ -78,10 +77,6 @@ def unit_rows_for(layers: Sequence[LayerSpec], rows_per_shard: int = DEFAULT_ROW
 
     row_bytes = max(1, sum(layer.units * np.dtype(layer.dtype).itemsize for layer in layers))
     return max(rows_per_shard, (TARGET_UNIT_BYTES // row_bytes) // rows_per_shard * rows_per_shard)
-
-
-def _is_manifest(spec: str) -> bool:
-    return spec.lower().rsplit(".", 1)[-1] in ("jsonl", "csv", "parquet")
 
 
 def plan_corpus(
@@ -114,7 +109,7 @@ def plan_corpus(
     ]
     if corpus.untranscribed_audio:
         log.warning("%d audio files have no transcript line and are skipped", len(corpus.untranscribed_audio))
-    expected_rate = None if _is_manifest(str(corpus_spec)) else LIBRISPEECH_RATE
+    expected_rate = None if is_manifest(corpus_spec) else SAMPLE_RATE
 
     def header(utt: Utterance):
         try:

@@ -18,12 +18,13 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from neurolake.corpora import Utterance
+from neurolake.corpora.audio import SAMPLE_RATE
 from neurolake.errors import NeurolakeError
-from neurolake.ingest.corpora import Utterance
 from neurolake.ingest.decode import Decoded
-from neurolake.ingest.labels import frames_table_of, label_utterance
-from neurolake.ingest.models import ModelAdapter, load_model
 from neurolake.ingest.planning import error_row
+from neurolake.labels.frames import frames_table_of, label_utterance
+from neurolake.models import ModelAdapter, load_model
 from neurolake.store import Lake, WorkUnit
 from neurolake.store.lease import LeaseToken
 
@@ -103,7 +104,7 @@ class UnitProcessor:
         storage_options: Mapping[str, Any] | None = None,
         device: str = "cpu",
         max_batch: int = 16,
-        max_batch_samples: int = 16_000 * 160,
+        max_batch_samples: int = SAMPLE_RATE * 160,
         adapter: ModelAdapter | None = None,
     ):
         self.run = Lake.open(lake_url, storage_options).run(run_id)

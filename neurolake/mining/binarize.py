@@ -23,6 +23,18 @@ QUANTILE_COLUMNS = {0.5: "q50", 0.9: "q90", 0.99: "q99"}
 METHODS = ("quantile", "topk", "zscore", "absolute")
 
 
+class BinarizationSpec(dict):
+    """A checked binarisation spec with its defaults filled in (made by :func:`as_spec` only)."""
+
+
+def as_spec(spec: str | Mapping[str, Any]) -> BinarizationSpec:
+    """The one place a binarisation spec is read: ``"METHOD:VALUE"`` text (:func:`parse_spec`)
+    or a mapping; the result passes through :func:`binarize` unchanged."""
+    if isinstance(spec, BinarizationSpec):
+        return spec
+    return BinarizationSpec(parse_spec(spec) if isinstance(spec, str) else normalise_spec(spec))
+
+
 def normalise_spec(spec: Mapping[str, Any]) -> dict:
     """Check a binarisation spec and return it with defaults filled in."""
     method = spec.get("method")
@@ -60,7 +72,7 @@ def parse_spec(text: str) -> dict:
 
 def binarize(
     x: np.ndarray,
-    spec: Mapping[str, Any],
+    spec: str | Mapping[str, Any],
     *,
     mean: np.ndarray | None = None,
     std: np.ndarray | None = None,
@@ -71,7 +83,7 @@ def binarize(
     ``thresholds`` (``[units]``, the chosen quantile) is needed by ``quantile``, ``mean`` and
     ``std`` (``[units]``) by ``zscore``.
     """
-    spec = normalise_spec(spec)
+    spec = as_spec(spec)
     x = np.asarray(x, dtype=np.float32)
     method = spec["method"]
     if method == "absolute":

@@ -86,7 +86,7 @@ summed with :func:`math.fsum`, which makes them independent of summation order.
 
 Cover and usage counting goes through a :class:`UsageCounter`: :class:`LocalUsageCounter`
 runs the numba kernels of :mod:`neurolake.mining._diffnorm_kernels` on whole groups, and
-:mod:`neurolake.mining.diffnorm_ray` supplies one that counts row partitions on Ray workers.
+:class:`PartitionedUsageCounter` (``workers > 1``) counts row partitions on Ray actors.
 Usages are integers, so both yield the same search, bit for bit. Covers are incremental:
 adding or removing ``X`` changes only the covers of rows that contain ``X``, so only those
 rows are covered again, under the old and the new coding set, and the difference of the two
@@ -103,7 +103,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -120,6 +120,7 @@ __all__ = [
     "DiffNormPattern",
     "DiffNormResult",
     "LocalUsageCounter",
+    "PartitionedUsageCounter",
     "UsageCounter",
     "default_subsets",
     "diffnorm",
@@ -151,7 +152,7 @@ def universal_code_length(n: int) -> float:
 
 def default_subsets(n_groups: int) -> list[Subset]:
     """Every group alone and all groups together: ``[(0,), (1,), ..., (0, .., k-1)]``."""
-    subsets = [(i,) for i in range(n_groups)]
+    subsets: list[Subset] = [(i,) for i in range(n_groups)]
     if n_groups > 1:
         subsets.append(tuple(range(n_groups)))
     return subsets
@@ -188,7 +189,7 @@ class BitMatrix:
         return cls(kernels.pack_rows(dense), dense.shape[1])
 
     @classmethod
-    def from_packbits(cls, packed: np.ndarray, n_items: int, bitorder: str = "big") -> BitMatrix:
+    def from_packbits(cls, packed: np.ndarray, n_items: int, bitorder: Literal["big", "little"] = "big") -> BitMatrix:
         """Take ``np.packbits(dense, axis=1, bitorder=bitorder)`` output of ``n_items`` columns."""
         packed = np.asarray(packed, dtype=np.uint8)
         if packed.ndim != 2 or packed.shape[1] != (n_items + 7) // 8:
@@ -268,6 +269,59 @@ class LocalUsageCounter(UsageCounter):
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         return [kernels.co_usage(self.groups[i], table, self.n_items) for i, table in requests]
+
+
+class PartitionedUsageCounter(UsageCounter):
+    """A :class:`UsageCounter` over row partitions held by Ray actors (one partition each);
+    every request goes to all actors at once and their integer counts are summed.
+
+    Args:
+        groups: one ``[rows, W] uint64`` packed matrix per group.
+        n_items: size of the item universe.
+        workers: actors (each holds about ``1 / workers`` of every group's rows).
+    """
+
+    # A round trip to the actors costs about a millisecond, far more than covering the rows
+    # of one candidate; evaluating 16 candidates per trip wastes at most 15 evaluations
+    # when one is accepted.
+    batch_size = 16
+
+    def __init__(self, groups: Sequence[np.ndarray], n_items: int, workers: int) -> None:
+        from neurolake.cluster.pool import ActorPool
+
+        self.n_items = n_items
+        self.n_groups = len(groups)
+        splits = [np.array_split(g, workers, axis=0) for g in groups]
+        # The actors reserve no CPU, so that more partitions than CPUs still start (and
+        # share the CPUs) instead of waiting for resources.
+        self._pool = ActorPool(
+            LocalUsageCounter, [([split[w] for split in splits], n_items) for w in range(workers)], num_cpus=0
+        )
+        logger.debug("DiffNorm on %d workers, rows per group %s", workers, [g.shape[0] for g in groups])
+
+    def supports(self, patterns: np.ndarray) -> np.ndarray:
+        return np.asarray(np.sum(self._pool.broadcast("supports", patterns), axis=0, dtype=np.int64))
+
+    def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
+        if not requests:
+            return []
+        requests = list(requests)
+        parts = self._pool.broadcast("usages", requests)
+        return [
+            (
+                np.asarray(np.sum([p[r][0] for p in parts], axis=0, dtype=np.int64)),
+                np.asarray(np.sum([p[r][1] for p in parts], axis=0, dtype=np.int64)),
+            )
+            for r in range(len(requests))
+        ]
+
+    def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+        requests = list(requests)
+        parts = self._pool.broadcast("co_usages", requests)
+        return [np.asarray(np.sum([p[r] for p in parts], axis=0, dtype=np.int64)) for r in range(len(requests))]
+
+    def close(self) -> None:
+        self._pool.close()
 
 
 @dataclass(frozen=True)
@@ -425,6 +479,11 @@ class DiffNorm:
         max_iterations: most candidates accepted in the whole search.
         subsets: subsets of group indices with a pattern set each; default every group
             alone and all groups together.
+        workers: 1 counts in this process; more split every group's rows into that many
+            partitions, each held by a Ray actor (on ``$RAY_ADDRESS``, else a local Ray) that
+            counts its rows, while the search stays here. Counts are sums of integers over
+            rows, so the search takes the same steps and ends with the same patterns and
+            total length whatever the number of workers.
     """
 
     def __init__(
@@ -433,8 +492,12 @@ class DiffNorm:
         max_candidates: int = 1000,
         max_iterations: int = 500,
         subsets: Sequence[Sequence[int]] | None = None,
+        workers: int = 1,
     ) -> None:
         absolute_support(min_support, 1)  # fail on a bad value now, not at fit time
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise SpecError(f"workers must be an int >= 1, got {workers!r}")
+        self.workers = workers
         for name, value in (("max_candidates", max_candidates), ("max_iterations", max_iterations)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise SpecError(f"{name} must be an int >= 0, got {value!r}")
@@ -460,12 +523,17 @@ class DiffNorm:
             self._search(packed)
         logger.info(
             "DiffNorm: %d patterns, L%% = %.2f, %d accepted, %.2f s",
-            len(self._result.patterns),
-            self._result.l_percent,
-            self._result.n_accepted,
+            len(self.discover().patterns),
+            self.discover().l_percent,
+            self.discover().n_accepted,
             time.perf_counter() - start,
         )
         return self
+
+    def _live_counter(self) -> UsageCounter:
+        if self._counter is None:
+            raise RuntimeError("DiffNorm counts only inside fit()")
+        return self._counter
 
     def discover(self) -> DiffNormResult:
         """The model found by :meth:`fit`."""
@@ -530,8 +598,10 @@ class DiffNorm:
     # ------------------------------------------------------------ extension point
 
     def _make_counter(self, groups: list[np.ndarray], n_items: int) -> UsageCounter:
-        """The usage counter the search runs on (overridden by the Ray version)."""
-        return LocalUsageCounter(groups, n_items)
+        """The usage counter the search runs on: this process's, or one over row partitions."""
+        if self.workers == 1:
+            return LocalUsageCounter(groups, n_items)
+        return PartitionedUsageCounter(groups, n_items, self.workers)
 
     # ------------------------------------------------------------------ set-up
 
@@ -566,7 +636,7 @@ class DiffNorm:
             self._init_state()
             yield
         finally:
-            self._counter.close()
+            self._live_counter().close()
             self._counter = None
 
     def _init_state(self) -> None:
@@ -575,7 +645,7 @@ class DiffNorm:
         singleton_bits = np.zeros((m, self._n_words), np.uint64)
         for x in range(m):
             singleton_bits[x] = _itemset_bits((x,), self._n_words)
-        item_support = self._counter.supports(singleton_bits)
+        item_support = self._live_counter().supports(singleton_bits)
         total_item_support = item_support.sum(axis=0)
         self._st = np.zeros(m, np.float64)
         present = total_item_support > 0
@@ -637,7 +707,7 @@ class DiffNorm:
         bits = np.zeros((len(new), self._n_words), np.uint64)
         for r, x in enumerate(new):
             bits[r] = _itemset_bits(x, self._n_words)
-        support = self._counter.supports(bits)
+        support = self._live_counter().supports(bits)
         for r, x in enumerate(new):
             self._bits[x] = bits[r]
             self._support[x] = support[:, r]
@@ -690,7 +760,7 @@ class DiffNorm:
         n_patterns = len(self._placed)
         count_cost = universal_code_length(n_patterns + 2) - universal_code_length(n_patterns + 1)
         label_cost = math.log2(len(self._subsets))
-        co = self._counter.co_usages([(i, self._tables[i].bits) for i in range(k)])
+        co = self._live_counter().co_usages([(i, self._tables[i].bits) for i in range(k)])
         # gains[Z][i]: best estimated drop of group i's length from adding Z to C_i;
         # model[Z]: estimated model cost of Z (its pattern cost and the larger count).
         gains: dict[Itemset, dict[int, float]] = {}
@@ -829,13 +899,13 @@ class DiffNorm:
     def _changed_tables(self, itemset: Itemset, groups: list[int], add: bool) -> dict[int, _Table]:
         """The tables of ``groups`` with ``itemset`` added (or removed)."""
         plans, requests = self._plan_change(itemset, groups, add)
-        return self._finish_change(plans, iter(self._counter.usages(requests)), add)
+        return self._finish_change(plans, iter(self._live_counter().usages(requests)), add)
 
     def _propose_additions(self, itemsets: list[Itemset]) -> list[_Proposal | None]:
         """For each itemset (against the current model), the best subset and the total it
         would give, None when it occurs in no group. One round of counting for all."""
         self._register(itemsets)
-        planned = []
+        planned: list[Any] = []
         requests: list[UsageRequest] = []
         for itemset in itemsets:
             if np.any(self._support[itemset] > 0):
@@ -844,7 +914,7 @@ class DiffNorm:
                 requests.extend(more)
             else:
                 planned.append(None)
-        counts = iter(self._counter.usages(requests))
+        counts = iter(self._live_counter().usages(requests))
         current = [self._content[x] for x in self._placed]
         # Fewer groups first on equal totals: a pattern that no other group uses belongs to
         # the most specific set.
@@ -877,7 +947,7 @@ class DiffNorm:
         of counting per batch), all against the current model, so the answer is the one a
         candidate-by-candidate loop would give.
         """
-        step = max(1, self._counter.batch_size)
+        step = max(1, self._live_counter().batch_size)
         for start in range(0, len(candidates), step):
             batch = candidates[start : start + step]
             for offset, proposal in enumerate(self._propose_additions(batch)):

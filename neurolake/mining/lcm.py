@@ -25,8 +25,13 @@ Conventions (pyfim's with ``zmin=1``, except the second point):
   ``max_size`` items; it does not redefine closedness among the short sets.
 
 The search space splits at the first level of the tree into independent branches
-(:func:`first_level_branches`, :func:`mine_branch`), which is how the distributed miner in
-:mod:`neurolake.mining.distributed` parallelises without ever partitioning the rows.
+(:func:`first_level_branches`, :func:`mine_branch`), which is how ``LCM(workers=N)`` mines on
+Ray without ever partitioning the rows. An itemset closed in the whole database need not be
+closed in any row partition, so mining row partitions and merging would be wrong; each branch
+is instead mined completely from its own conditional database, the branches produce disjoint
+sets, and the coordinator only concatenates. Branch sizes are very uneven, so the branches go
+out largest first, the heavy ones alone and the light ones in batches (:func:`plan_batches`),
+with no more tasks in flight than workers: longest-processing-time-first list scheduling.
 """
 
 from __future__ import annotations
@@ -336,7 +341,9 @@ def _mine_prepared(prep: _Prepared, bits_mode: int = kernels.BITS_AUTO) -> Close
     return ClosedItemsets.concat([root, _finish(prep.labels, prep.common, out_items, out_ptr, out_supp)])
 
 
-def closed_itemsets(transactions: Any, min_support: int | float, max_size: int | None = None) -> ClosedItemsets:
+def closed_itemsets(
+    transactions: Any, min_support: int | float, max_size: int | None = None, workers: int | None = 1
+) -> ClosedItemsets:
     """All closed itemsets with support >= ``min_support`` (and at most ``max_size`` items).
 
     Args:
@@ -345,11 +352,12 @@ def closed_itemsets(transactions: Any, min_support: int | float, max_size: int |
             SciPy CSR matrix).
         min_support: ``int >= 1`` rows, or ``float`` in ``(0, 1]`` as a fraction of the rows.
         max_size: report only closed itemsets of at most this many items (None: all).
+        workers: as for :class:`LCM`.
 
     Returns:
-        The closed itemsets, each once, in enumeration order; the empty set is not reported.
+        The closed itemsets, each once; the empty set is not reported.
     """
-    return LCM(min_support, max_size).fit(transactions).discover()
+    return LCM(min_support, max_size, workers=workers).fit(transactions).discover()
 
 
 class LCM:
@@ -363,12 +371,19 @@ class LCM:
         max_size: report only closed itemsets of at most this many items (None: all). The
             sets reported are closed in the whole database; ``max_size`` only filters them
             (and prunes the search, since a closed set's descendants are larger).
+        workers: 1 mines in this process (in enumeration order); more mine the first-level
+            branches as that many Ray tasks at once (on ``$RAY_ADDRESS``, else a local Ray),
+            and ``None`` as many as the cluster has CPUs. The set of ``(itemset, support)``
+            pairs is the same either way.
     """
 
-    def __init__(self, min_support: int | float, max_size: int | None = None) -> None:
+    def __init__(self, min_support: int | float, max_size: int | None = None, workers: int | None = 1) -> None:
         absolute_support(min_support, 1)  # fail on a bad value now, not at fit time
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise SpecError(f"workers must be None or an int >= 1, got {workers!r}")
         self.min_support = min_support
         self.max_size = _check_max_size(max_size)
+        self.workers = workers
         self._prepared: _Prepared | None = None
 
     def fit(self, transactions: Any) -> LCM:
@@ -399,7 +414,10 @@ class LCM:
     def discover(self) -> ClosedItemsets:
         """Mine the fitted database."""
         start = time.perf_counter()
-        result = _mine_prepared(self._fitted())
+        if self.workers == 1:
+            result = _mine_prepared(self._fitted())
+        else:
+            result = _mine_on_workers(_plan(self._fitted()), self.workers)
         logger.debug("LCM: %d closed itemsets in %.3f s", len(result), time.perf_counter() - start)
         return result
 
@@ -468,7 +486,10 @@ def first_level_branches(transactions: Any, min_support: int | float, max_size: 
     at least their own closed itemset are returned. Arguments as for
     :func:`closed_itemsets`.
     """
-    prep = _prepare(transactions, min_support, max_size)
+    return _plan(_prepare(transactions, min_support, max_size))
+
+
+def _plan(prep: _Prepared) -> SearchPlan:
     root = _common_closure(prep)
     if prep.nothing_below_root:
         return SearchPlan(root, [])
@@ -537,3 +558,47 @@ def mine_branch(branch: Branch) -> ClosedItemsets:
         kernels.BITS_AUTO,
     )
     return ClosedItemsets.concat([own, _finish(branch.labels, branch.common, out_items, out_ptr, out_supp)])
+
+
+# Light branches are grouped until a batch holds this fraction of a worker's fair share of
+# the total cost; smaller batches cost more in task overhead than they gain in balance.
+_BATCH_SHARE = 1 / 8
+
+
+def plan_batches(branches: list[Branch], workers: int) -> list[list[Branch]]:
+    """Group branches (sorted by decreasing cost) into batches, heaviest batch first.
+
+    A branch whose cost reaches ``total / workers * 1/8`` is a batch of its own; lighter
+    ones are gathered in order until their batch reaches that size.
+    """
+    total = sum(b.cost for b in branches)
+    target = max(1.0, total / max(1, workers) * _BATCH_SHARE)
+    batches: list[list[Branch]] = []
+    current: list[Branch] = []
+    current_cost = 0
+    for branch in sorted(branches, key=lambda b: b.cost, reverse=True):
+        current.append(branch)
+        current_cost += branch.cost
+        if current_cost >= target:
+            batches.append(current)
+            current, current_cost = [], 0
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _mine_batch(branches: list[Branch]) -> ClosedItemsets:
+    """Task body: mine every branch of a batch, concatenated in batch order."""
+    return ClosedItemsets.concat(mine_branch(b) for b in branches)
+
+
+def _mine_on_workers(plan: SearchPlan, workers: int | None) -> ClosedItemsets:
+    """``plan``'s root and every branch mined as tasks on the cluster (heaviest batch first)."""
+    if not plan.branches:
+        return plan.root
+    from neurolake.cluster.pool import cluster_cpus, task_map
+
+    workers = workers or cluster_cpus()
+    batches = plan_batches(plan.branches, workers)
+    logger.info("LCM on %d workers: %d branches in %d batches", workers, len(plan.branches), len(batches))
+    return ClosedItemsets.concat([plan.root, *task_map(_mine_batch, batches, workers=workers)])

@@ -3,7 +3,7 @@
 Pipeline: the two groups' frames -> activations of the chosen layers (gathered chunk
 by chunk) -> binarised items ``layer:unit`` (thresholds from the ``neurons`` statistics) ->
 packed bit matrices (derived data ``bits``) -> closed itemsets of the target (LCM, in one
-process or distributed over Ray by first-level branches) or DiffNorm's pattern sets ->
+process or over Ray workers by first-level branches) or DiffNorm's pattern sets ->
 supports in both groups, scores and Holm-corrected significance -> derived data
 ``patterns`` (the ``patterns`` view) and a per-layer summary.
 """
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from neurolake.errors import GroupError, SpecError
-from neurolake.mining.binarize import QUANTILE_COLUMNS, binarize, normalise_spec
+from neurolake.mining.binarize import QUANTILE_COLUMNS, as_spec, binarize
 from neurolake.mining.significance import fisher_greater, holm, relative_risk, wracc
 from neurolake.query.groups import Group, get_group
 from neurolake.query.neurons import neuron_statistics
@@ -147,14 +147,12 @@ def mine(
     ``min_support`` is a fraction of the target frames (LCM) or of each group (DiffNorm's
     candidates). With ``workers`` > 1, LCM's search space is split over Ray workers.
     """
-    from neurolake.mining.binarize import parse_spec
-
     t0 = time.perf_counter()
     if algo not in ALGORITHMS:
         raise SpecError(f"unknown mining algorithm {algo!r}; use one of {', '.join(ALGORITHMS)}")
     if not 0 < float(min_support) <= 1:
         raise SpecError(f"min_support is a fraction of the frames in (0, 1], got {min_support}")
-    spec = parse_spec(binarization) if isinstance(binarization, str) else normalise_spec(binarization)
+    spec = as_spec(binarization)
     g_t, g_b = get_group(lake, target), get_group(lake, background)
     if g_t.run_id != g_b.run_id:
         raise GroupError(
@@ -274,15 +272,9 @@ def layer_summary(patterns: pa.Table, layers: Sequence[str], alpha: float = 0.05
 
 
 def _lcm(T: np.ndarray, min_support: float, max_size: int | None, workers: int | None) -> list[tuple[int, ...]]:
-    if workers and workers > 1:
-        from neurolake.mining.distributed import distributed_closed_itemsets
+    from neurolake.mining.lcm import closed_itemsets
 
-        result = distributed_closed_itemsets(T, min_support, max_size, num_workers=workers)
-    else:
-        from neurolake.mining.lcm import closed_itemsets
-
-        result = closed_itemsets(T, min_support, max_size)
-    return result.items
+    return closed_itemsets(T, min_support, max_size, workers=workers or 1).items
 
 
 def _diffnorm(
@@ -294,14 +286,9 @@ def _diffnorm(
     With ``workers`` > 1 the cover and usage counting runs over row partitions on Ray
     workers while this process holds the code tables (same result).
     """
-    if workers and workers > 1:
-        from neurolake.mining.diffnorm_ray import DiffNormRay
+    from neurolake.mining.diffnorm import DiffNorm
 
-        model = DiffNormRay(min_support=min_support, num_workers=workers, **params).fit([T, B])
-    else:
-        from neurolake.mining.diffnorm import DiffNorm
-
-        model = DiffNorm(min_support=min_support, **params).fit([T, B])
+    model = DiffNorm(min_support=min_support, workers=workers or 1, **params).fit([T, B])
     result = model.discover()
     sizes = {
         "target": len(model.patterns_for((0,))),

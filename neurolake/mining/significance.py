@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 
-def _log_comb(n: np.ndarray, k: np.ndarray) -> np.ndarray:
+def _log_comb(n: np.ndarray | np.floating, k: np.ndarray | np.floating) -> np.ndarray:
     lg = np.vectorize(math.lgamma, otypes=[float])
     return lg(n + 1.0) - lg(k + 1.0) - lg(n - k + 1.0)
 

@@ -1,4 +1,4 @@
-"""SQL over the lake: an in-process DuckDB connection with the views of DESIGN §5.
+"""SQL over the lake: an in-process DuckDB connection with the views of :mod:`neurolake.schemas`.
 
 The views read the committed Parquet files only (a unit is visible iff its commit
 marker exists), straight from the lake's storage: local files directly, S3 through

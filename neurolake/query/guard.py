@@ -85,7 +85,7 @@ def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
 
 
 def _cte_names(tree: Any) -> set[str]:
-    names = set()
+    names: set[str] = set()
     for node in _nodes(tree):
         cte_map = node.get("cte_map")
         if isinstance(cte_map, dict):

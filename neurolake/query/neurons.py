@@ -72,11 +72,9 @@ def layer_statistics(x: da.Array, bins: int = 2048) -> dict[str, np.ndarray]:
         x.mean(axis=0), (x * x).mean(axis=0), x.max(axis=0), x.min(axis=0), (x > 0).mean(axis=0)
     )
     width = np.maximum((mx - mn) / bins, np.finfo(np.float32).tiny)
-    hist = (
-        x.map_blocks(_histogram_block, mn, width, bins, dtype=np.int64, new_axis=2, chunks=(1, x.shape[1], bins))
-        .sum(axis=0)
-        .compute()
-    )
+    # dask's stubs type map_blocks as a method of arrays only (it takes any callable)
+    blocks = x.map_blocks(_histogram_block, mn, width, bins, dtype=np.int64, new_axis=2, chunks=(1, x.shape[1], bins))  # type: ignore[arg-type]
+    hist = blocks.sum(axis=0).compute()
     q = _quantiles_from_histogram(hist, mn.astype(np.float64), width.astype(np.float64), QUANTILES)
     q = np.minimum(np.maximum(q, mn[:, None]), mx[:, None])
     return {

@@ -1,4 +1,4 @@
-"""The lake format (DESIGN §4): catalog, run manifests, activation cubes, tables, commits.
+"""The lake format (``docs/architecture.md``, "Lake format"): catalog, run manifests, activation cubes, tables, commits.
 
 Knows nothing about models; every path is an fsspec URL.
 """

@@ -166,7 +166,7 @@ def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[b
     offset = 0
     for i in range(n):
         chunk = np.ascontiguousarray(little[i * chunk_rows : (i + 1) * chunk_rows])
-        data = compress(chunk)
+        data = compress(chunk.data)
         # All-zero bits is Zarr's empty chunk, left out. zstd turns zeros into run-length
         # blocks of a few bytes per 128 KB, so only a chunk that compressed to almost
         # nothing can be all zeros; only those are tested (bitwise: float16 arithmetic is

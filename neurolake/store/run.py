@@ -17,6 +17,7 @@ from functools import cached_property
 from importlib import metadata
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import pyarrow as pa
 
@@ -269,7 +270,7 @@ class Run:
 
     # ------------------------------------------------------------ activations
 
-    def _array(self, layer: str):
+    def _array(self, layer: str) -> Any:  # a zarr.Array, whose stubs type indexing too loosely
         self.layer(layer)
         return cube.open_layer(self.cube_loc, layer)
 
@@ -332,7 +333,7 @@ class Run:
         self._check_shards(layer, range(row_start // rps, (row_stop - 1) // rps + 1))
         return self._array(layer)[row_start:row_stop]
 
-    def layer_dask(self, layer: str):
+    def layer_dask(self, layer: str) -> da.Array:
         """The whole layer as a dask array ``[total_rows, units]``, one block per shard.
 
         Rows of uncommitted units and padding rows read as zeros; select real frames with
@@ -395,7 +396,7 @@ class Run:
                     self._read_table_bytes(entry, verify=True)
                 except IntegrityError as exc:
                     problems.append(str(exc))
-            for layer_name, entry in marker.layers.items():
+            for layer_name, layer_entry in marker.layers.items():
                 rps = self.plan.rows_per_shard
                 shards = range(marker.row_start // rps, marker.row_stop // rps)
                 try:
@@ -404,7 +405,7 @@ class Run:
                     problems.append(str(exc))
                     continue
                 digests = [cube.bytes_digest(self.cube_loc.read_bytes(cube.shard_key(layer_name, i))) for i in shards]
-                if cube.combine_digests(digests) != entry.sha256:
+                if cube.combine_digests(digests) != layer_entry.sha256:
                     problems.append(
                         f"checksum mismatch for layer {layer_name!r} rows [{marker.row_start}, {marker.row_stop}) "
                         f"of unit {marker.unit_id} in {self.cube_loc.describe(layer_name)}; "

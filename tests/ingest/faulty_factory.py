@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from tests.ingest.demo_factory import build
+from tests.models.demo_factory import build
 
 MARKER_SAMPLES = 1600
 MARKER_VALUE = 0.5

@@ -1,14 +1,14 @@
 import torch
 import torchaudio
 
-from neurolake.ingest.models import load_model
 from neurolake.ingest.pipeline import default_layers
+from neurolake.models import load_model
 
 LETTERS = ["'"] + [chr(ord("A") + i) for i in range(26)]
 
 
 def test_default_layers_pick_blocks(tmp_path):
-    assert [layer.name for layer in default_layers(load_model("python:tests.ingest.demo_factory:build"))] == [
+    assert [layer.name for layer in default_layers(load_model("python:tests.models.demo_factory:build"))] == [
         "frontend",
         "conv1",
         "conv2",

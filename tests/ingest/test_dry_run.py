@@ -1,8 +1,8 @@
 from neurolake.cli import main
+from neurolake.corpora.synth import synthesize_corpus
 from neurolake.ingest.pipeline import plan_ingest
-from neurolake.ingest.synth import synthesize_corpus
 
-MODEL = "python:tests.ingest.demo_factory:build"
+MODEL = "python:tests.models.demo_factory:build"
 
 
 def test_dry_run_prints_the_plan(tmp_path, capsys):

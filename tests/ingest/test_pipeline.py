@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from neurolake.corpora.synth import synthesize_corpus
 from neurolake.errors import RunConflictError
 from neurolake.ingest.pipeline import ingest
-from neurolake.ingest.synth import synthesize_corpus
 from neurolake.store import Lake
 
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL = "python:tests.ingest.demo_factory:build"
+MODEL = "python:tests.models.demo_factory:build"
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_ingest_resume_and_conflicts(ray_session, corpus, tmp_path):
         ingest(
             str(lake_dir),
             str(corpus),
-            "python:tests.ingest.toy_factory:build",
+            "python:tests.models.toy_factory:build",
             run_id="r",
             unit_rows=300,
             progress=False,
@@ -158,7 +158,7 @@ def test_killed_actor_is_replaced_and_lake_is_unchanged(ray_session, corpus, tmp
 
     def kill_once(result):
         if not kills:
-            kills.append(subprocess.run(["pkill", "-9", "-f", "ray::UnitActor"]).returncode)
+            kills.append(subprocess.run(["pkill", "-9", "-f", "ray::ModelWorker"]).returncode)
 
     s = ingest(str(killed), str(corpus), MODEL, run_id="k", unit_rows=300, progress=False, on_unit_done=kill_once)
     assert kills == [0]

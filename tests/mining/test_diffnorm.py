@@ -16,7 +16,6 @@ from neurolake.mining.diffnorm import (
     diffnorm,
     universal_code_length,
 )
-from neurolake.mining.diffnorm_ray import DiffNormRay
 
 LOG2_C0 = math.log2(2.865064)
 
@@ -241,7 +240,7 @@ def test_bad_inputs_are_refused_with_a_spec_error():
 @pytest.mark.parametrize("num_workers", [2, 3])
 def test_ray_version_equals_single_process(planted, local_ray, num_workers):
     a, b, *_, expected = planted
-    got = DiffNormRay(min_support=0.05, num_workers=num_workers).fit([a, b]).discover()
+    got = DiffNorm(min_support=0.05, workers=num_workers).fit([a, b]).discover()
     assert got.patterns == expected.patterns
     assert got.total_length == pytest.approx(expected.total_length, abs=1e-9)
     assert got.singleton_length == pytest.approx(expected.singleton_length, abs=1e-9)

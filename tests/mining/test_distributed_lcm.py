@@ -1,4 +1,4 @@
-"""The Ray miner against the single-process miner, on a real local Ray."""
+"""LCM on Ray workers against LCM in one process, on a real local Ray."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from neurolake.errors import SpecError
-from neurolake.mining.distributed import distributed_closed_itemsets, plan_batches
-from neurolake.mining.lcm import closed_itemsets, first_level_branches, read_fimi
+from neurolake.mining.lcm import closed_itemsets, first_level_branches, plan_batches, read_fimi
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -34,7 +33,7 @@ def test_mushroom_matches_single_process(fraction, max_size):
         pytest.skip("FIMI benchmark file mushroom.dat is not in the shared data directory")
     db = read_fimi(str(path))
     expected = as_set(closed_itemsets(db, fraction, max_size))
-    assert as_set(distributed_closed_itemsets(db, fraction, max_size, num_workers=2)) == expected
+    assert as_set(closed_itemsets(db, fraction, max_size, workers=2)) == expected
 
 
 @pytest.mark.parametrize("seed,density,minsup,workers", [(0, 0.3, 5, 2), (1, 0.1, 2, 1), (2, 0.5, 40, 3)])
@@ -42,7 +41,7 @@ def test_random_data_matches_single_process(seed, density, minsup, workers):
     rows = random_rows(seed, 400, 40, density)
     expected = as_set(closed_itemsets(rows, minsup))
     assert len(expected) > 10
-    assert as_set(distributed_closed_itemsets(rows, minsup, num_workers=workers)) == expected
+    assert as_set(closed_itemsets(rows, minsup, workers=workers)) == expected
 
 
 def test_dense_activation_like_matrix_matches_single_process():
@@ -55,23 +54,23 @@ def test_dense_activation_like_matrix_matches_single_process():
     frames[np.ix_(on, group)] = True
     expected = as_set(closed_itemsets(frames, 0.02))
     assert dict(expected)[tuple(group.tolist())] >= on.sum()
-    assert as_set(distributed_closed_itemsets(frames, 0.02, num_workers=2)) == expected
+    assert as_set(closed_itemsets(frames, 0.02, workers=2)) == expected
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 def test_bad_worker_count_is_a_spec_error(bad):
     with pytest.raises(SpecError):
-        distributed_closed_itemsets([[1, 2]], 1, num_workers=bad)
+        closed_itemsets([[1, 2]], 1, workers=bad)
 
 
 def test_trivial_inputs_need_no_tasks():
-    assert len(distributed_closed_itemsets([], 1)) == 0
-    assert as_set(distributed_closed_itemsets([[1, 2], [1, 2]], 1)) == {((1, 2), 2)}
+    assert len(closed_itemsets([], 1, workers=None)) == 0
+    assert as_set(closed_itemsets([[1, 2], [1, 2]], 1, workers=None)) == {((1, 2), 2)}
 
 
 def test_batches_cover_every_branch_once_heaviest_first():
     plan = first_level_branches(random_rows(4, 500, 50, 0.2), 5)
-    batches = plan_batches(plan.branches, num_workers=2)
+    batches = plan_batches(plan.branches, workers=2)
     flat = [b for batch in batches for b in batch]
     assert sorted(id(b) for b in flat) == sorted(id(b) for b in plan.branches)
     costs = [sum(b.cost for b in batch) for batch in batches]
