@@ -39,14 +39,14 @@ from neurolake.cluster.ray_env import connect
 from neurolake.corpora import open_corpus
 from neurolake.corpora.audio import load_audio
 from neurolake.corpora.synth import synthesize_corpus
+from neurolake.ingest.part import length_batches
 from neurolake.ingest.pipeline import ingest
-from neurolake.ingest.unit import length_batches
 from neurolake.models import load_model
 
 
 def _batches(audio: list, max_batch: int, max_batch_samples: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Padded batches by the pipeline's own rule, over the whole corpus sorted by length (the
-    pipeline's units are cut from the same order, so its batches differ at unit boundaries)."""
+    pipeline's parts are cut from the same order, so its batches differ at part boundaries)."""
     batches = length_batches([a.shape[0] for a in audio], max_batch, max_batch_samples)
     tensors = []
     for b in batches:
@@ -210,9 +210,7 @@ def main() -> None:
     ap.add_argument("--layers", default=None, help="comma-separated globs (default: the model's blocks)")
     ap.add_argument("--max-batch", type=int, default=16)
     ap.add_argument("--actors", type=int, default=None, help="model actors (default: ingest's own choice)")
-    ap.add_argument(
-        "--unit-rows", type=int, default=None, help="frames per work unit (default: ~256 MB of activations)"
-    )
+    ap.add_argument("--part-rows", type=int, default=None, help="frames per part (default: ~256 MB of activations)")
     args = ap.parse_args()
     large = args.model == "wav2vec2-base"  # ~60x the demo model's cost per frame: fewer frames do
     args.utterances = args.utterances or (150 if large else 1000)
@@ -234,7 +232,7 @@ def main() -> None:
         per_core_s = (
             bare_forward_per_core(args.model, corpus, args.max_batch, 16_000 * 160, cpus) if cpus > 1 else bare_s
         )
-        done: list[tuple[float, object]] = []  # (time, UnitResult) as units commit
+        done: list[tuple[float, object]] = []  # (time, PartResult) as parts commit
         t0 = time.perf_counter()
         summary = ingest(
             os.path.join(base, "lake"),
@@ -244,9 +242,9 @@ def main() -> None:
             layers=args.layers.split(",") if args.layers else None,
             max_batch=args.max_batch,
             progress=False,
-            unit_rows=args.unit_rows,
+            part_rows=args.part_rows,
             actors=args.actors,
-            on_unit_done=lambda r: done.append((time.perf_counter(), r)),
+            on_part_done=lambda r: done.append((time.perf_counter(), r)),
         )
         pipe_s = time.perf_counter() - t0
         assert summary.frames == frames, (summary.frames, frames)
@@ -268,11 +266,11 @@ def main() -> None:
             f"forward; against one {cpus}-thread process {pipe_fps * bare_s / frames:.2f})"
         )
         if done:
-            # An actor works on two units at once, so they commit in pairs: a rate between
-            # commits would mislead; the time to the first commit shows start-up plus a unit.
+            # An actor works on two parts at once, so they commit in pairs: a rate between
+            # commits would mislead; the time to the first commit shows start-up plus a part.
             print(
-                f"first unit committed after {done[0][0] - t0:.1f} s (planning, actor start-up, decoding "
-                f"and the unit itself); {len(done)} units"
+                f"first part committed after {done[0][0] - t0:.1f} s (planning, actor start-up, decoding "
+                f"and the part itself); {len(done)} parts"
             )
             forward_s = sum(r.forward_seconds for _, r in done)
             padded = sum(r.padded_samples for _, r in done)

@@ -24,7 +24,7 @@ import pyarrow as pa
 from neurolake.query.engine import QueryEngine
 from neurolake.query.gather import gather_activations
 from neurolake.query.groups import create_group, group_frame_ids, group_query
-from neurolake.store import Lake, LayerSpec, plan_work_units
+from neurolake.store import Lake, LayerSpec, plan_parts
 
 FRAMES_PER_UTT = 750  # 15 s at 50 frames/s
 PHONES = [
@@ -78,21 +78,21 @@ def _dict(indices: np.ndarray, values: list[str]) -> pa.Array:
 
 def build_run(lake: Lake, run_id: str, n_rows: int, units: int, seed: int) -> None:
     n_utts = n_rows // FRAMES_PER_UTT
-    plan = plan_work_units(
-        ((f"{run_id}-{i:08d}", FRAMES_PER_UTT) for i in range(n_utts)), rows_per_shard=4096, unit_rows=262144
+    plan = plan_parts(
+        ((f"{run_id}-{i:08d}", FRAMES_PER_UTT) for i in range(n_utts)), rows_per_shard=4096, part_rows=262144
     )
     run = lake.create_run(
         run_id, model={"spec": "bench"}, corpus={"spec": "bench"}, layers=[LayerSpec("layer", units)], plan=plan
     )
     rng = np.random.default_rng(seed)
     wer_of = rng.beta(1.2, 5.0, n_utts)
-    for unit in plan.units:
+    for unit in plan.parts:
         n, utts = unit.rows_used, unit.utterances
         first = int(utts[0].utterance_id.rsplit("-", 1)[1])
         u_idx = np.repeat(np.arange(len(utts)), FRAMES_PER_UTT)
         frame_index = np.tile(np.arange(FRAMES_PER_UTT, dtype=np.int32), len(utts))
         word_error = rng.random(n) < np.repeat(wer_of[first : first + len(utts)], FRAMES_PER_UTT)
-        writer = run.unit_writer(unit.unit_id)
+        writer = run.part_writer(unit.part_id)
         block = (
             rng.standard_normal((n, units), dtype=np.float32).astype(np.float16)
             if units > 1

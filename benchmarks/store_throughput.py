@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from neurolake.store import Lake, LayerSpec, plan_work_units
+from neurolake.store import Lake, LayerSpec, plan_parts
 
 UNITS = 512
 N_LAYERS = 4
 ROWS_PER_SHARD = 4096
 CHUNK_ROWS = 256
-UNIT_ROWS = 32768
+PART_ROWS = 32768
 
 
 def activation_pool(n_blocks: int, rows: int, seed: int = 0) -> list[list[np.ndarray]]:
@@ -83,8 +83,8 @@ def block_for(pool: list[list[np.ndarray]], layer: int, shard: int) -> np.ndarra
     return pool[layer][shard % len(pool[layer])]
 
 
-def unit_tables(unit) -> tuple[pa.Table, pa.Table]:
-    """Plausible ``utterances`` and ``frames`` rows of a unit."""
+def part_tables(unit) -> tuple[pa.Table, pa.Table]:
+    """Plausible ``utterances`` and ``frames`` rows of a part."""
     utts = unit.utterances
     utterances = pa.table(
         {
@@ -169,12 +169,12 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         )
 
         lengths = [(f"utt{i:06d}", 1024) for i in range(rows // 1024)]
-        plan = plan_work_units(lengths, rows_per_shard=ROWS_PER_SHARD, unit_rows=UNIT_ROWS, chunk_rows=CHUNK_ROWS)
+        plan = plan_parts(lengths, rows_per_shard=ROWS_PER_SHARD, part_rows=PART_ROWS, chunk_rows=CHUNK_ROWS)
         assert plan.total_rows == rows
         lake = Lake.create(str(base / "lake"))
         # The rows of the tables are made before the clock starts: building Python lists of
         # strings is this script's cost, not the store's; encoding and writing them is timed.
-        tables = {unit.unit_id: unit_tables(unit) for unit in plan.units}
+        tables = {unit.part_id: part_tables(unit) for unit in plan.parts}
 
         def write_raw() -> float:
             raw_dir = base / "raw"
@@ -200,12 +200,12 @@ def measure(kind: str, args: argparse.Namespace) -> None:
                 plan=plan,
                 zstd_level=args.zstd_level,
             )
-            for unit in plan.units:
-                writer = run.unit_writer(unit.unit_id)
+            for unit in plan.parts:
+                writer = run.part_writer(unit.part_id)
                 for li, layer in enumerate(layers):
                     for s in range(unit.row_start // ROWS_PER_SHARD, unit.row_stop // ROWS_PER_SHARD):
                         writer.append(layer.name, block_for(pool, li, s))
-                utterances, frames = tables[unit.unit_id]
+                utterances, frames = tables[unit.part_id]
                 writer.write_table("utterances", utterances)
                 writer.write_table("frames", frames)
                 writer.commit()

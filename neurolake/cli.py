@@ -97,7 +97,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         _, planned = plan_ingest(
-            args.corpus, args.model, args.layers, unit_rows=args.unit_rows, max_duration_s=args.max_duration
+            args.corpus, args.model, args.layers, part_rows=args.part_rows, max_duration_s=args.max_duration
         )
         print(format_dry_run(planned, args.run or default_run_id(args.corpus, args.model)))
         return 0
@@ -110,12 +110,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         actors=args.actors,
         threads=args.threads,
-        unit_rows=args.unit_rows,
+        part_rows=args.part_rows,
         progress=None if not args.quiet else False,
         max_duration_s=args.max_duration,
     )
     print(format_summary(summary))
-    return 1 if summary.units_failed else 0
+    return 1 if summary.parts_failed else 0
 
 
 def cmd_mine(args: argparse.Namespace) -> int:
@@ -165,8 +165,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
             for p in found:
                 print(p)
-            units, summary = repair(lake.url, run_id, ray_address=args.ray_address)
-            print(f"run {run_id}: re-did {len(units)} damaged unit(s): {', '.join(units)}")
+            parts, summary = repair(lake.url, run_id, ray_address=args.ray_address)
+            print(f"run {run_id}: re-did {len(parts)} damaged part(s): {', '.join(parts)}")
             if summary is not None:
                 print(format_summary(summary))
             found = lake.run(run_id).verify()
@@ -367,9 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="torch threads per actor (default: the CPUs shared out among the actors; 1 on GPU)",
     )
-    p.add_argument(
-        "--unit-rows", type=int, metavar="ROWS", help="frames per work unit (default: ~256 MB of activations)"
-    )
+    p.add_argument("--part-rows", type=int, metavar="ROWS", help="frames per part (default: ~256 MB of activations)")
     p.add_argument(
         "--max-duration",
         type=float,
@@ -379,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MAX_DURATION_S:g}: a model's memory grows with the audio)",
     )
     p.add_argument(
-        "--dry-run", action="store_true", help="print the plan (utterances, hours, frames, units, bytes) and stop"
+        "--dry-run", action="store_true", help="print the plan (utterances, hours, frames, parts, bytes) and stop"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_ingest)
@@ -464,13 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=10, metavar="N", help="patterns to print (default 10)")
     p.set_defaults(func=cmd_mine)
 
-    p = sub.add_parser("verify", help="check committed units against their checksums and report missing data")
+    p = sub.add_parser("verify", help="check committed parts against their checksums and report missing data")
     _add_lake_arg(p)
     p.add_argument("--run", metavar="ID", help="check only this run")
     p.add_argument(
         "--repair",
         action="store_true",
-        help="re-do exactly the damaged units with the run's own model, corpus and plan",
+        help="re-do exactly the damaged parts with the run's own model, corpus and plan",
     )
     p.add_argument(
         "--ray-address", metavar="A", help="Ray cluster for --repair (default: $RAY_ADDRESS, else a local Ray)"

@@ -3,7 +3,7 @@
 Synthesises a small corpus (with an accent held out of the demo model's training, so
 there are errors to study), ingests it with the bundled model on a local Ray into the
 lake, and prints what landed: runs, hours, frames, layers, WER and the worst utterances.
-Running it again reuses the corpus and the committed units.
+Running it again reuses the corpus and the committed parts.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def format_runs_table(infos: Sequence[RunInfo]) -> str:
         (
             i.run_id,
             i.status,
-            f"{i.units_committed}/{i.units_total} ({100 * i.progress:.0f}%)",
+            f"{i.parts_committed}/{i.parts_total} ({100 * i.progress:.0f}%)",
             i.n_utterances,
             f"{i.frames_committed}/{i.n_frames}",
             i.layers,
@@ -64,7 +64,7 @@ def format_runs_table(infos: Sequence[RunInfo]) -> str:
         )
         for i in infos
     ]
-    return format_table(("run", "status", "units", "utterances", "frames", "layers", "size", "model", "corpus"), rows)
+    return format_table(("run", "status", "parts", "utterances", "frames", "layers", "size", "model", "corpus"), rows)
 
 
 # ------------------------------------------------------------------ ingest
@@ -78,7 +78,7 @@ def format_dry_run(planned: PlannedCorpus, run_id: str) -> str:
         f"  utterances   {plan.n_utterances:,} planned, {len(planned.errors):,} with errors, {planned.skipped:,} audio files without transcript skipped",
         f"  audio        {planned.audio_seconds / 3600:,.2f} h",
         f"  frames       {plan.n_frames:,} (rows {plan.total_rows:,}, {plan.rows_per_shard:,} per shard)",
-        f"  work units   {len(plan.units):,}",
+        f"  parts        {len(plan.parts):,}",
         f"  activations  {human_bytes(sum(per_layer.values()))} uncompressed in {len(per_layer)} layers",
         "",
         format_table(
@@ -93,16 +93,16 @@ def format_dry_run(planned: PlannedCorpus, run_id: str) -> str:
 
 
 def format_summary(s: IngestSummary) -> str:
-    if s.units_run == 0:
-        return f"run {s.run_id} in {s.lake_url}: all {s.units_total} units already committed; nothing to do"
+    if s.parts_run == 0:
+        return f"run {s.run_id} in {s.lake_url}: all {s.parts_total} parts already committed; nothing to do"
     rate = s.audio_seconds / s.wall_seconds if s.wall_seconds else 0.0
-    failed = [f"  FAILED      {line}" for line in s.units_failed]
+    failed = [f"  FAILED      {line}" for line in s.parts_failed]
     if failed:
-        failed.append(f"  {len(s.units_failed)} unit(s) not committed: run the same ingest again to retry them")
+        failed.append(f"  {len(s.parts_failed)} part(s) not committed: run the same ingest again to retry them")
     return "\n".join(
         [
-            f"run {s.run_id} in {s.lake_url}: {s.units_run - len(s.units_failed)} units ingested"
-            + (f" ({s.units_already_committed} were already committed)" if s.units_already_committed else ""),
+            f"run {s.run_id} in {s.lake_url}: {s.parts_run - len(s.parts_failed)} parts ingested"
+            + (f" ({s.parts_already_committed} were already committed)" if s.parts_already_committed else ""),
             f"  utterances  {s.utterances_done:,} done, {s.utterances_failed:,} failed, {s.utterances_skipped:,} skipped",
             f"  audio       {s.audio_seconds / 3600:,.3f} h in {s.wall_seconds:,.1f} s ({rate:,.1f} s of audio per second)",
             f"  frames      {s.frames:,} ({s.frames / max(s.wall_seconds, 1e-9):,.0f} per second), {human_bytes(s.bytes_raw)} of activations",

@@ -4,7 +4,7 @@ import pytest
 
 from neurolake.cli import build_parser, main
 from neurolake.store import Lake
-from tests.store.unitdata import create_run, write_unit
+from tests.store.partdata import create_run, write_part
 
 
 def _leaf_verbs(parser, prefix=()):
@@ -58,15 +58,15 @@ def test_corpus_synth(tmp_path, capsys):
 def test_runs_lists_runs(tmp_path, capsys):
     url = str(tmp_path / "lake")
     run = create_run(Lake.create(url))
-    write_unit(run, run.plan.units[0].unit_id)
+    write_part(run, run.plan.parts[0].part_id)
     assert main(["runs", "--lake", url, "--format", "json"]) == 0
     (info,) = json.loads(capsys.readouterr().out)
     assert info["run_id"] == "r1" and info["status"] == "partial"
-    assert info["units_committed"] == 1 and info["frames_committed"] == run.plan.units[0].rows_used
+    assert info["parts_committed"] == 1 and info["frames_committed"] == run.plan.parts[0].rows_used
     assert main(["runs", "--lake", url]) == 0
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:3] == ["run", "status", "units"]
-    assert f"1/{len(run.plan.units)}" in table
+    assert f"1/{len(run.plan.parts)}" in table
 
 
 @pytest.mark.slow
@@ -87,7 +87,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "neurons active together inside misrecognised words" in out and "per layer" in out
     worst = max(utts.column("wer").to_pylist())
     assert f"{round(worst, 2)}" in out
-    # a second demo reuses the corpus and the committed units
+    # a second demo reuses the corpus and the committed parts
     assert main(["demo", "--lake", url, "--utterances", "30"]) == 0
     assert "already synthesised" in capsys.readouterr().out
     ray.shutdown()
@@ -96,11 +96,11 @@ def test_demo_end_to_end(tmp_path, capsys):
 def test_verify_reports_problems(tmp_path, capsys, monkeypatch):
     url = str(tmp_path / "lake")
     run = create_run(Lake.create(url))
-    write_unit(run, run.plan.units[0].unit_id)
+    write_part(run, run.plan.parts[0].part_id)
     monkeypatch.setenv("NEUROLAKE_LAKE", url)
     assert main(["verify"]) == 0
     assert "1 run(s) checked, 0 problem(s)" in capsys.readouterr().out
-    (tmp_path / "lake" / "runs" / "r1" / "tables" / "frames" / "u000000.parquet").write_bytes(b"garbage")
+    (tmp_path / "lake" / "runs" / "r1" / "tables" / "frames" / "p000000.parquet").write_bytes(b"garbage")
     assert main(["verify", "--run", "r1"]) == 1
     out = capsys.readouterr().out
     assert "checksum mismatch" in out and "1 problem(s)" in out
@@ -143,3 +143,16 @@ def test_names_with_a_trailing_newline_are_refused(tmp_path, capsys):
     assert "run id" in capsys.readouterr().err.lower()
     assert main(["group", "create", "g\n", "--run", "r1", "--where", "true", "--lake", str(tmp_path / "lake")]) == 2
     assert "invalid group name" in capsys.readouterr().err
+
+
+def test_a_lake_of_the_format_before_parts_is_refused_in_one_line(tmp_path, capsys):
+    """Version 1 named a piece of ingest work a "unit" (``commits/u000000.json``, ``unit_id``)."""
+    import json
+
+    lake_dir = tmp_path / "lake"
+    create_run(Lake.create(str(lake_dir)))
+    (lake_dir / "lake.json").write_text(json.dumps({"format": "neurolake", "version": 1}))
+    for verb in (["runs"], ["sql", "SELECT 1"], ["verify"]):
+        assert main([*verb, "--lake", str(lake_dir)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "format version 1, older than this neurolake reads (2)" in err, err

@@ -1,6 +1,6 @@
-"""Decoding a work unit's audio: the CPU tasks that feed the model actors.
+"""Decoding a part's audio: the CPU tasks that feed the model actors.
 
-Kept apart from :mod:`neurolake.ingest.unit` so that a decoding worker imports
+Kept apart from :mod:`neurolake.ingest.part` so that a decoding worker imports
 soundfile and numpy only, not torch (which costs a Ray worker ~1.5 s of CPU to start).
 """
 
@@ -31,10 +31,10 @@ class Decoded:
     stage: str = "decode"  # where ``error`` arose: decoding, or the model (found by bisection)
 
 
-def decode_unit(
+def decode_part(
     utterances: Sequence[Utterance], sample_rate: int, storage_options: Mapping[str, Any] | None = None
 ) -> list[Decoded]:
-    """Decode every utterance of a unit (and read its ground-truth phones where the corpus has them)."""
+    """Decode every utterance of a part (and read its ground-truth phones where the corpus has them)."""
     sidecars: dict[str, dict] = {}
     out = []
     for utt in utterances:

@@ -1,14 +1,14 @@
 """``neurolake ingest``: stream a corpus through a model on Ray into the lake, exactly once.
 
-Why Ray core actors rather than Ray Data: a work unit is the unit of writing and of
-commit (a writer owns whole shards), so the natural task is "process unit U", not a
-stream of rows. Each model actor is built once and turns whole units into committed
-data; CPU tasks decode a unit's audio ahead of it. No activations pass through the
-driver: actors write the lake themselves. The driver keeps at most two units in
+Why Ray core actors rather than Ray Data: a part is the unit of writing and of
+commit (a writer owns whole shards), so the natural task is "process part P", not a
+stream of rows. Each model actor is built once and turns whole parts into committed
+data; CPU tasks decode a part's audio ahead of it. No activations pass through the
+driver: actors write the lake themselves. The driver keeps at most two parts in
 flight per actor, so decoding cannot run ahead of the models and fill memory, and a
 slow store holds the actor (its writer applies backpressure) and hence the driver.
-Actors are restarted when their process dies and the unit is retried; re-running a
-unit rewrites identical bytes, and resuming runs only uncommitted units.
+Actors are restarted when their process dies and the part is retried; re-running a
+part rewrites identical bytes, and resuming runs only uncommitted parts.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from neurolake.cluster.progress import progress_bar
 from neurolake.cluster.ray_env import connect
 from neurolake.errors import LakeError, PlanError, is_storage_error, one_line
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
-from neurolake.ingest.decode import decode_unit
+from neurolake.ingest.decode import decode_part
+from neurolake.ingest.part import PartProcessor, PartResult
 from neurolake.ingest.planning import PlannedCorpus, plan_corpus
-from neurolake.ingest.unit import UnitProcessor, UnitResult
 from neurolake.models import load_model
 from neurolake.store import Lake, LayerSpec
 from neurolake.store.lease import DEFAULT_TTL_S, RunLease
@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 class IngestSummary:
     run_id: str
     lake_url: str
-    units_total: int
-    units_run: int
-    units_already_committed: int
+    parts_total: int
+    parts_run: int
+    parts_already_committed: int
     utterances_done: int = 0
     utterances_failed: int = 0
     utterances_skipped: int = 0
@@ -52,7 +52,7 @@ class IngestSummary:
     bytes_raw: int = 0
     wall_seconds: float = 0.0
     nodes: dict[str, int] = field(default_factory=dict)
-    units_failed: list[str] = field(default_factory=list)
+    parts_failed: list[str] = field(default_factory=list)
 
 
 def default_run_id(corpus_spec: str, model_spec: str) -> str:
@@ -89,24 +89,24 @@ def plan_ingest(
     model: str,
     layers: Sequence[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
-    unit_rows: int | None = None,
+    part_rows: int | None = None,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> tuple[Any, PlannedCorpus]:
     """The adapter and the plan (headers only), for ``--dry-run`` and for :func:`ingest`."""
     adapter = load_model(model)
     specs = _layer_specs(_chosen_layers(adapter, layers))
     return adapter, plan_corpus(
-        corpus, adapter, specs, storage_options=storage_options, unit_rows=unit_rows, max_duration_s=max_duration_s
+        corpus, adapter, specs, storage_options=storage_options, part_rows=part_rows, max_duration_s=max_duration_s
     )
 
 
 class ModelWorker:
-    """What each model actor holds: the model, built once, and the unit processor of the run.
+    """What each model actor holds: the model, built once, and the part processor of the run.
 
-    The pool gives it two units at once (``per_actor=2``): one in the forward pass while the
-    other is labelled, compressed and committed (:class:`UnitProcessor` serialises the forward
-    passes). An actor that dies (out of memory, a crash in native code) is restarted; a unit
-    is tried at most :data:`MAX_UNIT_ATTEMPTS` times, then its failing utterances are isolated
+    The pool gives it two parts at once (``per_actor=2``): one in the forward pass while the
+    other is labelled, compressed and committed (:class:`PartProcessor` serialises the forward
+    passes). An actor that dies (out of memory, a crash in native code) is restarted; a part
+    is tried at most :data:`MAX_PART_ATTEMPTS` times, then its failing utterances are isolated
     (see :func:`_isolate`).
     """
 
@@ -117,7 +117,7 @@ class ModelWorker:
 
         torch.set_num_threads(max(1, threads))
         # The model is built now, while the driver may still be planning; the run is
-        # opened at the first unit (it may not exist yet).
+        # opened at the first part (it may not exist yet).
         self.adapter = load_model(model_spec, device=device)
         _warm_up_labels(self.adapter)
         self._args = (lake_url, run_id, model_spec, layers)
@@ -128,14 +128,14 @@ class ModelWorker:
     def _processor(self):
         with self._lock:
             if self.processor is None:
-                self.processor = UnitProcessor(*self._args, **self._kwargs)
+                self.processor = PartProcessor(*self._args, **self._kwargs)
         return self.processor
 
-    def process(self, unit, utterances, decoded, extra_errors, lease=None, exclude=None):
-        return self._processor().process(unit, utterances, decoded, extra_errors, lease=lease, exclude=exclude)
+    def process(self, part, utterances, decoded, extra_errors, lease=None, exclude=None):
+        return self._processor().process(part, utterances, decoded, extra_errors, lease=lease, exclude=exclude)
 
     def probe(self, utterances, sample_rate, storage_options):
-        decoded = [d for d in decode_unit(utterances, sample_rate, storage_options) if d.audio is not None]
+        decoded = [d for d in decode_part(utterances, sample_rate, storage_options) if d.audio is not None]
         if decoded:
             self._processor().probe(decoded)
 
@@ -144,7 +144,7 @@ class ModelWorker:
 
 
 def _warm_up_labels(adapter) -> None:
-    """Load the compiled labelling kernels before the first unit (numba's cache takes ~0.3 s)."""
+    """Load the compiled labelling kernels before the first part (numba's cache takes ~0.3 s)."""
     import numpy as np
 
     from neurolake.labels.frames import label_utterance
@@ -170,17 +170,17 @@ def ingest(
     storage_options: Mapping[str, Any] | None = None,
     actors: int | None = None,
     threads: int | None = None,
-    unit_rows: int | None = None,
+    part_rows: int | None = None,
     max_batch: int = 16,
     progress: bool | None = None,
-    on_unit_done=None,
-    only_units: Sequence[str] | None = None,
+    on_part_done=None,
+    only_parts: Sequence[str] | None = None,
     lease_ttl_s: float = DEFAULT_TTL_S,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> IngestSummary:
     """Ingest ``corpus`` through ``model`` into run ``run_id`` of the lake; resumes if it exists.
 
-    ``only_units`` limits the work to those pending units (``verify --repair`` re-does the
+    ``only_parts`` limits the work to those pending parts (``verify --repair`` re-does the
     damaged ones and nothing else)."""
     for name, value in (("actors", actors), ("threads", threads), ("max_batch", max_batch)):
         if value is not None and value < 1:
@@ -193,7 +193,7 @@ def ingest(
     layer_names = [layer.name for layer in chosen]
     # A run that is already complete needs no Ray at all; otherwise the model actors are
     # started first and build their models while this process reads the corpus headers.
-    finished = run_id in lake.list_runs() and not _wanted(lake.run(run_id).pending_units(), only_units)
+    finished = run_id in lake.list_runs() and not _wanted(lake.run(run_id).pending_parts(), only_parts)
     pool: ActorPool | None = None
     # One writer per run: a second ingest of the run stops here with a clear message.
     lease = RunLease(lake.loc.child("runs", run_id), ttl_s=lease_ttl_s) if not finished else None
@@ -209,28 +209,28 @@ def ingest(
             adapter,
             _layer_specs(chosen),
             storage_options=storage_options,
-            unit_rows=unit_rows,
+            part_rows=part_rows,
             max_duration_s=max_duration_s,
         )
         run = lake.create_run(
             run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers, plan=planned.plan
         )
-        pending = _wanted(run.pending_units(), only_units)
+        pending = _wanted(run.pending_parts(), only_parts)
         summary = IngestSummary(
             run_id=run_id,
             lake_url=lake.url,
-            units_total=len(planned.plan.units),
-            units_run=len(pending),
-            units_already_committed=len(planned.plan.units) - len(pending),
+            parts_total=len(planned.plan.parts),
+            parts_run=len(pending),
+            parts_already_committed=len(planned.plan.parts) - len(pending),
             plan_errors=len(planned.errors),
             utterances_skipped=planned.skipped,
         )
-        if pending and not pool:  # finished a moment ago, and since then units were lost
+        if pending and not pool:  # finished a moment ago, and since then parts were lost
             pool = _start_actors(
                 actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch
             )
         if pending:
-            _run_units(
+            _run_parts(
                 summary,
                 planned,
                 pending,
@@ -238,7 +238,7 @@ def ingest(
                 adapter,
                 storage_options,
                 progress,
-                on_unit_done,
+                on_part_done,
                 t0,
                 lease,
                 actor_args=(lake.url, run_id, model, layer_names),
@@ -256,8 +256,8 @@ def ingest(
     return summary
 
 
-def _wanted(pending: list, only_units: Sequence[str] | None) -> list:
-    return pending if only_units is None else [u for u in pending if u.unit_id in set(only_units)]
+def _wanted(pending: list, only_parts: Sequence[str] | None) -> list:
+    return pending if only_parts is None else [u for u in pending if u.part_id in set(only_parts)]
 
 
 def _chosen_layers(adapter, layers: Sequence[str] | None) -> list:
@@ -298,13 +298,13 @@ def _start_actors(
         num_cpus=1,
         num_gpus=1 if gpus else 0,
         max_restarts=-1,
-        max_task_retries=MAX_UNIT_ATTEMPTS - 1,
+        max_task_retries=MAX_PART_ATTEMPTS - 1,
         spread=True,
         address=ray_address,
     )
 
 
-def _run_units(
+def _run_parts(
     summary,
     planned,
     pending,
@@ -312,13 +312,13 @@ def _run_units(
     adapter,
     storage_options,
     progress,
-    on_unit_done,
+    on_part_done,
     t0,
     lease=None,
     actor_args: tuple = (),
 ) -> None:
-    first_unit = planned.plan.units[0].unit_id
-    queue: list[tuple[Any, dict[str, str] | None]] = [(unit, None) for unit in pending]
+    first_part = planned.plan.parts[0].part_id
+    queue: list[tuple[Any, dict[str, str] | None]] = [(part, None) for part in pending]
     bar = progress_bar(planned.audio_seconds, f"ingest {summary.run_id}", unit="s audio", enabled=progress)
     probes: list[ActorPool] = []
     rounds: dict[str, int] = {}
@@ -339,48 +339,48 @@ def _run_units(
 
     def submit() -> None:
         while queue and (a := pool.free_actor()) is not None:
-            unit, exclude = queue.pop(0)
-            utts = [planned.utterances[p.utterance_id] for p in unit.utterances]
-            # Decoding runs on the node of the actor that will take the unit, so the audio
+            part, exclude = queue.pop(0)
+            utts = [planned.utterances[p.utterance_id] for p in part.utterances]
+            # Decoding runs on the node of the actor that will take the part, so the audio
             # stays on that node.
-            decoded = pool.near(a, decode_unit, utts, adapter.sample_rate, dict(storage_options or {}))
-            extra = planned.errors if unit.unit_id == first_unit else []
+            decoded = pool.near(a, decode_part, utts, adapter.sample_rate, dict(storage_options or {}))
+            extra = planned.errors if part.part_id == first_part else []
             token = lease.token if lease is not None else None
-            pool.submit(a, "process", unit, utts, decoded, extra, token, exclude, tag=(unit, exclude))
+            pool.submit(a, "process", part, utts, decoded, extra, token, exclude, tag=(part, exclude))
 
     submit()
     try:
         while pool.busy:
             if lease is not None:
                 lease.check()  # the heartbeat found the lease taken over: stop submitting
-            (unit, exclude), a, result, error = pool.next_done()
+            (part, exclude), a, result, error = pool.next_done()
             if error is not None:
                 if is_storage_error(error):  # not the model: no use isolating utterances
                     raise LakeError(
-                        f"the lake's storage failed while unit {unit.unit_id} was written ({_reason(error)}); "
-                        f"the {summary.units_already_committed + sum(summary.nodes.values())} units committed so far "
+                        f"the lake's storage failed while part {part.part_id} was written ({_reason(error)}); "
+                        f"the {summary.parts_already_committed + sum(summary.nodes.values())} parts committed so far "
                         "are kept: run the same ingest "
                         "again once the storage answers"
                     ) from error
-                # A unit can also fail because the other unit its actor held crashed the
+                # A part can also fail because the other part its actor held crashed the
                 # process; so it is isolated again (up to MAX_ISOLATIONS times) before it is
                 # given up.
-                rounds[unit.unit_id] = rounds.get(unit.unit_id, 0) + 1
-                if rounds[unit.unit_id] > MAX_ISOLATIONS:
-                    summary.units_failed.append(f"{unit.unit_id}: {_reason(error)}")
+                rounds[part.part_id] = rounds.get(part.part_id, 0) + 1
+                if rounds[part.part_id] > MAX_ISOLATIONS:
+                    summary.parts_failed.append(f"{part.part_id}: {_reason(error)}")
                     submit()
                     continue
                 log.warning(
-                    "unit %s failed %d times (%s); isolating the utterances the model fails on",
-                    unit.unit_id,
-                    MAX_UNIT_ATTEMPTS,
+                    "part %s failed %d times (%s); isolating the utterances the model fails on",
+                    part.part_id,
+                    MAX_PART_ATTEMPTS,
                     _reason(error),
                 )
                 utts = [
-                    planned.utterances[p.utterance_id] for p in unit.utterances if p.utterance_id not in (exclude or {})
+                    planned.utterances[p.utterance_id] for p in part.utterances if p.utterance_id not in (exclude or {})
                 ]
                 failing = dict(exclude or {}, **_isolate(utts, adapter.sample_rate, storage_options, probe_pool()))
-                queue.insert(0, (unit, failing))
+                queue.insert(0, (part, failing))
                 submit()
                 continue
             _account(summary, result, pool.node_of(a, wait=True) or "?")
@@ -389,8 +389,8 @@ def _run_units(
             bar.set_postfix_str(
                 f"{summary.utterances_done} utt, {summary.frames / elapsed:,.0f} frames/s, {summary.bytes_raw / 1e6:,.0f} MB"
             )
-            if on_unit_done is not None:
-                on_unit_done(result)
+            if on_part_done is not None:
+                on_part_done(result)
             submit()
     finally:
         bar.close()
@@ -398,7 +398,7 @@ def _run_units(
             probe.close()
 
 
-MAX_UNIT_ATTEMPTS = 3
+MAX_PART_ATTEMPTS = 3
 MAX_ISOLATIONS = 3
 
 
@@ -432,7 +432,7 @@ def _isolate(utterances: list, sample_rate: int, storage_options, probe: ActorPo
     return failing
 
 
-def _account(summary: IngestSummary, result: UnitResult, node: str) -> None:
+def _account(summary: IngestSummary, result: PartResult, node: str) -> None:
     summary.utterances_done += result.utterances_done
     summary.utterances_failed += result.utterances_failed
     summary.audio_seconds += result.audio_seconds
@@ -449,25 +449,25 @@ def repair(
     ray_address: str | None = None,
     progress: bool | None = None,
 ) -> tuple[list[str], IngestSummary | None]:
-    """Re-do exactly the committed units of a run whose files are damaged; returns their ids.
+    """Re-do exactly the committed parts of a run whose files are damaged; returns their ids.
 
-    The damaged units' markers are removed (the units become invisible), and ingest runs them
-    again with the run's own model, corpus, layers and plan (a re-run unit rewrites the same
-    bytes). Units that were never committed stay as they are.
+    The damaged parts' markers are removed (the parts become invisible), and ingest runs them
+    again with the run's own model, corpus, layers and plan (a re-run part rewrites the same
+    bytes). Parts that were never committed stay as they are.
     """
     lake = Lake.open(lake_url, storage_options)
     run = lake.run(run_id)
-    damaged = sorted(run.damaged_units())
+    damaged = sorted(run.damaged_parts())
     if not damaged:
         return [], None
-    with RunLease(run.loc, purpose="repair"):  # no ingest writes the run while units are uncommitted
-        for unit_id in damaged:
-            run.uncommit(unit_id)
+    with RunLease(run.loc, purpose="repair"):  # no ingest writes the run while parts are uncommitted
+        for part_id in damaged:
+            run.uncommit(part_id)
     manifest = run.manifest
-    # The planner closes a unit as soon as it holds unit_rows frames, so the smallest unit but
-    # the last one gives back the unit_rows that made this plan.
-    used = [sum(p.n_frames for p in u.utterances) for u in run.plan.units]
-    unit_rows = min(used[:-1]) if len(used) > 1 else used[0]
+    # The planner closes a part as soon as it holds part_rows frames, so the smallest part but
+    # the last one gives back the part_rows that made this plan.
+    used = [sum(p.n_frames for p in u.utterances) for u in run.plan.parts]
+    part_rows = min(used[:-1]) if len(used) > 1 else used[0]
     summary = ingest(
         lake.url,
         str(manifest["corpus"]["spec"]),
@@ -476,8 +476,8 @@ def repair(
         run_id=run_id,
         ray_address=ray_address,
         storage_options=storage_options,
-        unit_rows=unit_rows,
+        part_rows=part_rows,
         progress=progress,
-        only_units=damaged,
+        only_parts=damaged,
     )
     return damaged, summary

@@ -2,7 +2,7 @@
 
 Every utterance's sample count comes from its audio header (no decoding), its exact
 output-frame count from the model adapter, and the store's planner packs the utterances,
-shortest first, into work units. Items that cannot be planned (unreadable header, wrong sample rate,
+shortest first, into parts. Items that cannot be planned (unreadable header, wrong sample rate,
 too short for one frame, a broken transcript line) become ``errors`` rows.
 """
 
@@ -21,17 +21,17 @@ from neurolake.corpora.audio import SAMPLE_RATE, audio_info
 from neurolake.errors import InputError, SpecError
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
 from neurolake.models import ModelAdapter
-from neurolake.store import LayerSpec, Plan, plan_work_units
+from neurolake.store import LayerSpec, Plan, plan_parts
 from neurolake.store.plan import DEFAULT_ROWS_PER_SHARD
 
 log = logging.getLogger(__name__)
 
-# A unit's activations are held by one worker while it runs, and its utterances are batched
-# only among themselves. ~256 MB keeps the first small beside a model (two units per actor)
+# A part's activations are held by one worker while it runs, and its utterances are batched
+# only among themselves. ~256 MB keeps the first small beside a model (two parts per actor)
 # and leaves a large model enough utterances to fill its batches (wav2vec2-base stores 18 KB
-# per frame; a 64 MB unit held ~30 short utterances); the number of files (one Parquet file
-# per table and unit) stays modest.
-TARGET_UNIT_BYTES = 256 * 1024 * 1024
+# per frame; a 64 MB part held ~30 short utterances); the number of files (one Parquet file
+# per table and part) stays modest.
+TARGET_PART_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -71,12 +71,12 @@ def error_row(utterance_id: str | None, audio_uri: str | None, stage: str, messa
     return {"utterance_id": utterance_id or "", "audio_uri": audio_uri or "", "stage": stage, "message": message}
 
 
-def unit_rows_for(layers: Sequence[LayerSpec], rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) -> int:
-    """Frames per work unit so that a unit holds about :data:`TARGET_UNIT_BYTES` of activations."""
+def part_rows_for(layers: Sequence[LayerSpec], rows_per_shard: int = DEFAULT_ROWS_PER_SHARD) -> int:
+    """Frames per part so that a part holds about :data:`TARGET_PART_BYTES` of activations."""
     import numpy as np
 
     row_bytes = max(1, sum(layer.units * np.dtype(layer.dtype).itemsize for layer in layers))
-    return max(rows_per_shard, (TARGET_UNIT_BYTES // row_bytes) // rows_per_shard * rows_per_shard)
+    return max(rows_per_shard, (TARGET_PART_BYTES // row_bytes) // rows_per_shard * rows_per_shard)
 
 
 def plan_corpus(
@@ -86,7 +86,7 @@ def plan_corpus(
     *,
     storage_options: Mapping[str, Any] | None = None,
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-    unit_rows: int | None = None,
+    part_rows: int | None = None,
     header_threads: int = 16,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
 ) -> PlannedCorpus:
@@ -169,12 +169,12 @@ def plan_corpus(
     if not planned:
         first = f"; first: {errors[0]['message']}" if errors else ""
         raise SpecError(f"no utterance of {corpus_spec} can be ingested ({len(errors)} errors{first})")
-    # Shortest first (ties in corpus order): a unit then holds utterances of about one
+    # Shortest first (ties in corpus order): a part then holds utterances of about one
     # length, so its batches are full and carry almost no padding, which the model would
     # compute like audio. Row order is free: every row is found through its utterance.
     planned.sort(key=lambda item: item[1])
-    plan = plan_work_units(
-        planned, rows_per_shard=rows_per_shard, unit_rows=unit_rows or unit_rows_for(layers, rows_per_shard)
+    plan = plan_parts(
+        planned, rows_per_shard=rows_per_shard, part_rows=part_rows or part_rows_for(layers, rows_per_shard)
     )
     return PlannedCorpus(
         corpus_spec=str(corpus_spec),

@@ -238,7 +238,7 @@ class UtteranceLabels:
 def frames_table_of(labels: Sequence[UtteranceLabels]) -> pa.Table:
     """The frames of several utterances, in this order, as one :data:`FRAME_SCHEMA` table.
 
-    One Arrow array per column over all the utterances: a work unit's frames table costs
+    One Arrow array per column over all the utterances: a part's frames table costs
     about a third of building one table per utterance and concatenating them.
     """
     if not labels:

@@ -1,6 +1,6 @@
 """SQL over the lake: an in-process DuckDB connection with the views of :mod:`neurolake.schemas`.
 
-The views read the committed Parquet files only (a unit is visible iff its commit
+The views read the committed Parquet files only (a part is visible iff its commit
 marker exists), straight from the lake's storage: local files directly, S3 through
 DuckDB's httpfs extension (loaded from the ``duckdb-extension-httpfs`` wheel, no
 download), and anything else (``memory://``, ``gs://``, or S3 without httpfs) through the

@@ -3,7 +3,7 @@
 A group is materialised (its frame ids written once) as derived data of its run,
 ``derived/groups/<spec-hash>/``: ``frames.parquet`` (name, run_id, frame_id),
 ``group.json`` (size, creation time) and ``spec.json`` (name, run, predicate and the
-committed units it was computed over). Group names are unique in a lake. The
+committed parts it was computed over). Group names are unique in a lake. The
 ``groups`` and ``group_frames`` views show them to SQL, so a predicate can use another
 group (e.g. its complement).
 """
@@ -173,7 +173,7 @@ def create_group(
 
     ``where`` is an SQL predicate over the columns of ``frames`` joined with
     ``utterances`` (e.g. ``word_error AND wer > 0.3``). Asking again with the same name,
-    run and predicate over the same committed units returns the stored group. A name
+    run and predicate over the same committed parts returns the stored group. A name
     taken by a different group is refused unless ``replace``.
     """
     if not _NAME.match(name):

@@ -93,7 +93,7 @@ def neuron_statistics(lake: Lake, run_id: str, layers: Sequence[str] | None = No
     """Statistics of every unit of ``layers`` (default: all) over the committed frames.
 
     Reused from the lake when computed before for the same layers over the same
-    committed units; otherwise computed and stored.
+    committed parts; otherwise computed and stored.
     """
     run = lake.run(run_id)
     names = list(layers) if layers else run.layer_names
@@ -102,7 +102,7 @@ def neuron_statistics(lake: Lake, run_id: str, layers: Sequence[str] | None = No
     snapshot = run.commits()  # one snapshot for every layer, whatever an ingest commits meanwhile
     if not snapshot:
         raise RunError(
-            f"run {run_id!r} has no committed units yet; neuron statistics need ingested frames (see `neurolake runs`)"
+            f"run {run_id!r} has no committed parts yet; neuron statistics need ingested frames (see `neurolake runs`)"
         )
     spec = {"layers": names, "bins": int(bins), "commits": commits_fingerprint(run, snapshot)}
     derived = run.derived(KIND, spec)

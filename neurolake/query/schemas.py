@@ -17,8 +17,8 @@ RUNS = pa.schema(
         ("n_utterances", pa.int64()),
         ("n_frames", pa.int64()),
         ("frames_committed", pa.int64()),
-        ("units_committed", pa.int64()),
-        ("units_total", pa.int64()),
+        ("parts_committed", pa.int64()),
+        ("parts_total", pa.int64()),
         ("n_layers", pa.int64()),
         ("created_at", pa.string()),
     ]
@@ -72,8 +72,8 @@ def run_row(info: RunInfo) -> dict:
         "n_utterances": info.n_utterances,
         "n_frames": info.n_frames,
         "frames_committed": info.frames_committed,
-        "units_committed": info.units_committed,
-        "units_total": info.units_total,
+        "parts_committed": info.parts_committed,
+        "parts_total": info.parts_total,
         "n_layers": info.layers,
         "created_at": info.created_at,
     }

@@ -8,8 +8,8 @@ from neurolake.store.cube import LayerSpec
 from neurolake.store.derived import Derived, spec_hash
 from neurolake.store.lake import Lake
 from neurolake.store.location import Location
-from neurolake.store.plan import Plan, PlannedUtterance, WorkUnit, plan_work_units
-from neurolake.store.run import Run, RunInfo, UnitWriter
+from neurolake.store.plan import Part, Plan, PlannedUtterance, plan_parts
+from neurolake.store.run import PartWriter, Run, RunInfo
 
 __all__ = [
     "CommitMarker",
@@ -21,8 +21,8 @@ __all__ = [
     "PlannedUtterance",
     "Run",
     "RunInfo",
-    "UnitWriter",
-    "WorkUnit",
-    "plan_work_units",
+    "PartWriter",
+    "Part",
+    "plan_parts",
     "spec_hash",
 ]

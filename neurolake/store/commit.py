@@ -1,8 +1,8 @@
-"""Commit markers: a unit is visible iff ``runs/<run>/commits/<unit>.json`` exists.
+"""Commit markers: a part is visible iff ``runs/<run>/commits/<part>.json`` exists.
 
-The marker is written last, after every shard and table file of the unit, and says
-what a reader may trust: the unit's row range, its utterances, row counts and checksums.
-It carries no timestamp, so re-running a unit rewrites byte-identical keys.
+The marker is written last, after every shard and table file of the part, and says
+what a reader may trust: the part's row range, its utterances, row counts and checksums.
+It carries no timestamp, so re-running a part rewrites byte-identical keys.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class LayerEntry:
 
 @dataclass(frozen=True)
 class CommitMarker:
-    unit_id: str
+    part_id: str
     row_start: int
     row_stop: int
     rows_used: int
@@ -45,7 +45,7 @@ class CommitMarker:
     def to_dict(self) -> dict:
         return {
             "marker_version": MARKER_VERSION,
-            "unit_id": self.unit_id,
+            "part_id": self.part_id,
             "row_start": self.row_start,
             "row_stop": self.row_stop,
             "rows_used": self.rows_used,
@@ -58,7 +58,7 @@ class CommitMarker:
     def from_dict(cls, d: dict, where: str) -> CommitMarker:
         try:
             return cls(
-                unit_id=str(d["unit_id"]),
+                part_id=str(d["part_id"]),
                 row_start=int(d["row_start"]),
                 row_stop=int(d["row_stop"]),
                 rows_used=int(d["rows_used"]),
@@ -67,7 +67,7 @@ class CommitMarker:
                 layers={k: LayerEntry(int(v["rows"]), str(v["sha256"])) for k, v in d["layers"].items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise CorruptFileError(f"commit marker {where} is malformed ({exc!r}); re-run its unit") from exc
+            raise CorruptFileError(f"commit marker {where} is malformed ({exc!r}); re-run its part") from exc
 
 
 def sha256_hex(data: bytes) -> str:

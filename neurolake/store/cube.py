@@ -186,11 +186,11 @@ def bytes_digest(data: bytes) -> bytes:
     """CRC32C of a shard file's bytes, 4 bytes big-endian.
 
     CRC32C (hardware-accelerated, ~8 GB/s) catches corrupted, truncated or swapped shards;
-    the per-unit checksum in the commit marker is a SHA-256 over these shard digests.
+    the per-part checksum in the commit marker is a SHA-256 over these shard digests.
     """
     return google_crc32c.value(data).to_bytes(4, "big")
 
 
 def combine_digests(digests: list[bytes]) -> str:
-    """A layer's checksum over a unit: SHA-256 of its shards' CRC32C digests, in row order."""
+    """A layer's checksum over a part: SHA-256 of its shards' CRC32C digests, in row order."""
     return hashlib.sha256(b"".join(digests)).hexdigest()

@@ -15,7 +15,8 @@ from neurolake.store.run import Run, RunInfo
 log = logging.getLogger(__name__)
 
 FORMAT = "neurolake"
-VERSION = 1
+#: 2: pieces of ingest work are "parts" (``p000000``, ``part_id``); 1 called them "units".
+VERSION = 2
 
 
 def _readable_header(loc: Location) -> bool:
@@ -95,6 +96,11 @@ class Lake:
         if version > VERSION:
             raise LakeVersionError(
                 f"{where} has format version {version}, newer than this neurolake reads ({VERSION}); upgrade neurolake"
+            )
+        if version < VERSION:
+            raise LakeVersionError(
+                f"{where} has format version {version}, older than this neurolake reads ({VERSION}); "
+                "ingest the runs again into a new lake"
             )
 
     # ------------------------------------------------------------ runs

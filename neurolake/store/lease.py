@@ -7,7 +7,7 @@ epoch tells every older holder that it has lost the lease. The holder renews its
 heartbeat) and marks it released when done. A lease is free when it is released, expired, or held
 by a process of this host that no longer exists (a killed ingest need not wait for its expiry).
 
-Writers check the lease before each commit marker, so a unit written by a process that lost the
+Writers check the lease before each commit marker, so a part written by a process that lost the
 lease (an orphaned actor of a killed driver, say) never becomes visible.
 """
 
@@ -148,7 +148,7 @@ class RunLease:
                 continue
 
     def check(self) -> None:
-        """Raise if the lease was lost (the driver calls this between units)."""
+        """Raise if the lease was lost (the driver calls this between parts)."""
         if self.lost is not None:
             raise self.lost
 

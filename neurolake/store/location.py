@@ -74,7 +74,7 @@ class Location:
     # ------------------------------------------------------------ reading
 
     def _fresh(self, path: str) -> None:
-        # Object-store filesystems cache listings; other processes commit units meanwhile.
+        # Object-store filesystems cache listings; other processes commit parts meanwhile.
         if not self.is_local:
             self.fs.invalidate_cache(path)
 

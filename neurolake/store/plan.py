@@ -1,8 +1,8 @@
-"""Row-space planning: pack utterances into work units before any inference.
+"""Row-space planning: pack utterances into parts before any inference.
 
 Every captured layer of a run is one array of shape ``(rows, units)`` whose row *i*
 is output frame ``frame_id = i``. The planner fixes which rows each utterance gets
-from its exact frame count, and groups utterances into work units. A unit owns a
+from its exact frame count, and groups utterances into parts. A part owns a
 contiguous range of whole shards, so two writers never touch the same shard
 (partial-shard writes from two processes lose data in Zarr 3).
 """
@@ -17,7 +17,7 @@ from neurolake.errors import PlanError
 
 DEFAULT_ROWS_PER_SHARD = 4096
 DEFAULT_CHUNK_ROWS = 256
-DEFAULT_UNIT_ROWS = 65536
+DEFAULT_PART_ROWS = 65536
 
 
 @dataclass(frozen=True)
@@ -30,14 +30,14 @@ class PlannedUtterance:
 
 
 @dataclass(frozen=True)
-class WorkUnit:
+class Part:
     """A contiguous, shard-aligned row range and the utterances that fill its head.
 
     ``row_start``/``row_stop`` are multiples of the shard size; rows
     ``[row_start + rows_used, row_stop)`` are padding that no frame references.
     """
 
-    unit_id: str
+    part_id: str
     index: int
     row_start: int
     row_stop: int
@@ -58,7 +58,7 @@ class WorkUnit:
 
     def to_dict(self) -> dict:
         return {
-            "unit_id": self.unit_id,
+            "part_id": self.part_id,
             "index": self.index,
             "row_start": self.row_start,
             "row_stop": self.row_stop,
@@ -66,9 +66,9 @@ class WorkUnit:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> WorkUnit:
+    def from_dict(cls, d: dict) -> Part:
         return cls(
-            unit_id=d["unit_id"],
+            part_id=d["part_id"],
             index=int(d["index"]),
             row_start=int(d["row_start"]),
             row_stop=int(d["row_stop"]),
@@ -82,29 +82,29 @@ class Plan:
 
     rows_per_shard: int
     chunk_rows: int
-    units: tuple[WorkUnit, ...]
+    parts: tuple[Part, ...]
 
     @property
     def total_rows(self) -> int:
         """Rows of every layer array (a multiple of ``rows_per_shard``)."""
-        return self.units[-1].row_stop if self.units else 0
+        return self.parts[-1].row_stop if self.parts else 0
 
     @property
     def n_frames(self) -> int:
-        return sum(u.rows_used for u in self.units)
+        return sum(u.rows_used for u in self.parts)
 
     @property
     def n_utterances(self) -> int:
-        return sum(len(u.utterances) for u in self.units)
+        return sum(len(u.utterances) for u in self.parts)
 
-    def unit(self, unit_id: str) -> WorkUnit:
-        for u in self.units:
-            if u.unit_id == unit_id:
+    def part(self, part_id: str) -> Part:
+        for u in self.parts:
+            if u.part_id == part_id:
                 return u
         raise PlanError(
-            f"no work unit {unit_id!r} in the plan (units: {self.units[0].unit_id}..{self.units[-1].unit_id})"
-            if self.units
-            else "the plan has no work units"
+            f"no part {part_id!r} in the plan (parts: {self.parts[0].part_id}..{self.parts[-1].part_id})"
+            if self.parts
+            else "the plan has no parts"
         )
 
     def to_dict(self) -> dict:
@@ -114,7 +114,7 @@ class Plan:
             "total_rows": self.total_rows,
             "n_frames": self.n_frames,
             "n_utterances": self.n_utterances,
-            "units": [u.to_dict() for u in self.units],
+            "parts": [u.to_dict() for u in self.parts],
         }
 
     @classmethod
@@ -122,44 +122,44 @@ class Plan:
         return cls(
             rows_per_shard=int(d["rows_per_shard"]),
             chunk_rows=int(d["chunk_rows"]),
-            units=tuple(WorkUnit.from_dict(u) for u in d["units"]),
+            parts=tuple(Part.from_dict(u) for u in d["parts"]),
         )
 
 
-def unit_name(index: int) -> str:
-    return f"u{index:06d}"
+def part_name(index: int) -> str:
+    return f"p{index:06d}"
 
 
-def plan_work_units(
+def plan_parts(
     utterances: Iterable[tuple[str, int]] | Sequence[tuple[str, int]],
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
-    unit_rows: int = DEFAULT_UNIT_ROWS,
+    part_rows: int = DEFAULT_PART_ROWS,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> Plan:
-    """Pack ``(utterance_id, n_frames)`` pairs, in the given order, into work units.
+    """Pack ``(utterance_id, n_frames)`` pairs, in the given order, into parts.
 
-    A unit is closed once it holds at least ``unit_rows`` frames (an utterance is never
-    split), and its end is rounded up to the next shard boundary; the next unit starts
+    A part is closed once it holds at least ``part_rows`` frames (an utterance is never
+    split), and its end is rounded up to the next shard boundary; the next part starts
     there. The result depends only on the input, so planning twice gives the same plan.
 
     ``chunk_rows`` is the Zarr inner-chunk height (the unit of a partial read) and must
     divide ``rows_per_shard``.
     """
-    if rows_per_shard <= 0 or chunk_rows <= 0 or unit_rows <= 0:
-        raise PlanError("rows_per_shard, chunk_rows and unit_rows must be positive")
+    if rows_per_shard <= 0 or chunk_rows <= 0 or part_rows <= 0:
+        raise PlanError("rows_per_shard, chunk_rows and part_rows must be positive")
     if rows_per_shard % chunk_rows:
         raise PlanError(f"chunk_rows ({chunk_rows}) must divide rows_per_shard ({rows_per_shard})")
     seen: set[str] = set()
-    units: list[WorkUnit] = []
+    parts: list[Part] = []
     current: list[PlannedUtterance] = []
-    unit_start = 0
+    part_start = 0
     cursor = 0
 
     def close() -> None:
-        nonlocal unit_start, cursor, current
+        nonlocal part_start, cursor, current
         stop = -(-cursor // rows_per_shard) * rows_per_shard
-        units.append(WorkUnit(unit_name(len(units)), len(units), unit_start, stop, tuple(current)))
-        unit_start = cursor = stop
+        parts.append(Part(part_name(len(parts)), len(parts), part_start, stop, tuple(current)))
+        part_start = cursor = stop
         current = []
 
     for utterance_id, n_frames in utterances:
@@ -172,8 +172,8 @@ def plan_work_units(
         seen.add(utterance_id)
         current.append(PlannedUtterance(utterance_id, cursor, n_frames))
         cursor += n_frames
-        if cursor - unit_start >= unit_rows:
+        if cursor - part_start >= part_rows:
             close()
     if current:
         close()
-    return Plan(rows_per_shard=rows_per_shard, chunk_rows=chunk_rows, units=tuple(units))
+    return Plan(rows_per_shard=rows_per_shard, chunk_rows=chunk_rows, parts=tuple(parts))

@@ -1,4 +1,4 @@
-"""A run: one model over one corpus, its immutable manifest, its units and their data."""
+"""A run: one model over one corpus, its immutable manifest, its parts and their data."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from neurolake.store.cube import LayerSpec
 from neurolake.store.derived import Derived
 from neurolake.store.lease import LeaseToken
 from neurolake.store.location import Location, canonical_json
-from neurolake.store.plan import Plan, WorkUnit
+from neurolake.store.plan import Part, Plan
 
 log = logging.getLogger(__name__)
 
@@ -95,15 +95,15 @@ class RunInfo:
     n_utterances: int
     n_frames: int
     frames_committed: int
-    units_committed: int
-    units_total: int
+    parts_committed: int
+    parts_total: int
     layers: int
     created_at: str
     size_bytes: int | None = None
 
     @property
     def progress(self) -> float:
-        return self.units_committed / self.units_total if self.units_total else 1.0
+        return self.parts_committed / self.parts_total if self.parts_total else 1.0
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -232,9 +232,9 @@ class Run:
     # ------------------------------------------------------------ commits
 
     def commits(self) -> dict[str, CommitMarker]:
-        """Commit markers of the visible (committed) units, by unit id.
+        """Commit markers of the visible (committed) parts, by part id.
 
-        One listing per call; a marker's content is read once and cached, since a unit's
+        One listing per call; a marker's content is read once and cached, since a part's
         marker only ever reappears with the same content (re-runs rewrite identical data).
         """
         names = [n for n in self.loc.list_names("commits") if n.endswith(".json") and not n.startswith(".")]
@@ -246,27 +246,27 @@ class Run:
                 marker = CommitMarker.from_dict(self.loc.read_json("commits", name), where)
             cache[name] = marker
         self._markers = cache
-        return {m.unit_id: m for m in cache.values()}
+        return {m.part_id: m for m in cache.values()}
 
-    def committed_units(self) -> list[WorkUnit]:
+    def committed_parts(self) -> list[Part]:
         done = self.commits()
-        return [u for u in self.plan.units if u.unit_id in done]
+        return [u for u in self.plan.parts if u.part_id in done]
 
-    def pending_units(self) -> list[WorkUnit]:
-        """Units without a commit marker: what a resumed ingest still has to run."""
+    def pending_parts(self) -> list[Part]:
+        """Parts without a commit marker: what a resumed ingest still has to run."""
         done = self.commits()
-        return [u for u in self.plan.units if u.unit_id not in done]
+        return [u for u in self.plan.parts if u.part_id not in done]
 
     def committed_frame_ids(self) -> np.ndarray:
-        """Every row that holds a frame of a committed unit, ascending. ``[frames] int64``"""
+        """Every row that holds a frame of a committed part, ascending. ``[frames] int64``"""
         parts = [np.arange(m.row_start, m.used_stop, dtype=np.int64) for m in self._sorted_markers()]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def _sorted_markers(self) -> list[CommitMarker]:
         return sorted(self.commits().values(), key=lambda m: m.row_start)
 
-    def unit_writer(self, unit_id: str) -> UnitWriter:
-        return UnitWriter(self, self.plan.unit(unit_id))
+    def part_writer(self, part_id: str) -> PartWriter:
+        return PartWriter(self, self.plan.part(part_id))
 
     # ------------------------------------------------------------ activations
 
@@ -289,11 +289,11 @@ class Run:
             path = self.cube_loc.describe(cube.shard_key(layer, missing[0]))
             raise IntegrityError(
                 f"{len(missing)} shard(s) of committed data are missing, first {path}; "
-                f"`neurolake verify --repair` re-does the unit that owns rows from {missing[0] * self.plan.rows_per_shard}"
+                f"`neurolake verify --repair` re-does the part that owns rows from {missing[0] * self.plan.rows_per_shard}"
             )
 
     def check_frame_ids(self, frame_ids: np.ndarray) -> None:
-        """Raise :class:`OutOfRangeError` unless every id is a frame row of a committed unit."""
+        """Raise :class:`OutOfRangeError` unless every id is a frame row of a committed part."""
         markers = self._sorted_markers()
         starts = np.array([m.row_start for m in markers], dtype=np.int64)
         stops = np.array([m.used_stop for m in markers], dtype=np.int64)
@@ -303,7 +303,7 @@ class Run:
         if not ok.all():
             bad = frame_ids[~ok]
             raise OutOfRangeError(
-                f"{bad.size} frame id(s) of run {self.run_id!r} are not rows of a committed unit "
+                f"{bad.size} frame id(s) of run {self.run_id!r} are not rows of a committed part "
                 f"(first: {int(bad[0])}; the run has {self.plan.n_frames} planned frames, "
                 f"{int((stops - starts).sum())} committed)"
             )
@@ -312,7 +312,7 @@ class Run:
         """Activations of ``layer`` at the given frames, in the order given. ``[n, units]``
 
         Rows are gathered chunk by chunk (each touched chunk is decoded once, whatever
-        the number of rows taken from it). Frames outside committed units are refused.
+        the number of rows taken from it). Frames outside committed parts are refused.
         """
         ids = np.asarray(frame_ids, dtype=np.int64).reshape(-1)
         spec = self.layer(layer)
@@ -325,7 +325,7 @@ class Run:
         return data[inverse]
 
     def read_range(self, layer: str, row_start: int, row_stop: int) -> np.ndarray:
-        """Rows ``[row_start, row_stop)`` of a layer, which must lie in committed units."""
+        """Rows ``[row_start, row_stop)`` of a layer, which must lie in committed parts."""
         if row_stop <= row_start:
             return np.zeros((0, self.layer(layer).units), dtype=self.layer(layer).dtype)
         self.check_frame_ids(np.array([row_start, row_stop - 1], dtype=np.int64))
@@ -336,7 +336,7 @@ class Run:
     def layer_dask(self, layer: str) -> da.Array:
         """The whole layer as a dask array ``[total_rows, units]``, one block per shard.
 
-        Rows of uncommitted units and padding rows read as zeros; select real frames with
+        Rows of uncommitted parts and padding rows read as zeros; select real frames with
         :meth:`committed_frame_ids`.
         """
         import dask.array as da
@@ -370,27 +370,27 @@ class Run:
             data = self.loc.read_bytes(entry.key)
         except FileNotFoundError as exc:
             raise IntegrityError(
-                f"{where} is missing although its unit is committed; `neurolake verify --repair` re-does the unit"
+                f"{where} is missing although its part is committed; `neurolake verify --repair` re-does the part"
             ) from exc
         if verify and sha256_hex(data) != entry.sha256:
             raise IntegrityError(
-                f"checksum mismatch for {where}; the file changed after commit; `neurolake verify --repair` re-does the unit"
+                f"checksum mismatch for {where}; the file changed after commit; `neurolake verify --repair` re-does the part"
             )
         return data
 
     # ------------------------------------------------------------ checks and status
 
     def verify(self) -> list[str]:
-        """Check every committed unit: files present, checksums equal. Returns the problems found."""
-        return [message for messages in self.damaged_units().values() for message in messages]
+        """Check every committed part: files present, checksums equal. Returns the problems found."""
+        return [message for messages in self.damaged_parts().values() for message in messages]
 
-    def damaged_units(self) -> dict[str, list[str]]:
-        """``unit_id -> problems`` of the committed units whose files are missing or differ from
-        their commit marker's checksums (empty when every committed unit is intact)."""
+    def damaged_parts(self) -> dict[str, list[str]]:
+        """``part_id -> problems`` of the committed parts whose files are missing or differ from
+        their commit marker's checksums (empty when every committed part is intact)."""
         damaged: dict[str, list[str]] = {}
         self._shards_seen.clear()
         for marker in self._sorted_markers():
-            problems = damaged.setdefault(marker.unit_id, [])
+            problems = damaged.setdefault(marker.part_id, [])
             for entry in marker.tables.values():
                 try:
                     self._read_table_bytes(entry, verify=True)
@@ -408,22 +408,22 @@ class Run:
                 if cube.combine_digests(digests) != layer_entry.sha256:
                     problems.append(
                         f"checksum mismatch for layer {layer_name!r} rows [{marker.row_start}, {marker.row_stop}) "
-                        f"of unit {marker.unit_id} in {self.cube_loc.describe(layer_name)}; "
-                        "`neurolake verify --repair` re-does the unit"
+                        f"of part {marker.part_id} in {self.cube_loc.describe(layer_name)}; "
+                        "`neurolake verify --repair` re-does the part"
                     )
-        return {unit: problems for unit, problems in damaged.items() if problems}
+        return {part: problems for part, problems in damaged.items() if problems}
 
-    def uncommit(self, unit_id: str) -> None:
-        """Remove a unit's commit marker (it becomes pending: invisible, and re-done by ingest)."""
-        self.plan.unit(unit_id)
-        self.loc.remove("commits", f"{unit_id}.json")
+    def uncommit(self, part_id: str) -> None:
+        """Remove a part's commit marker (it becomes pending: invisible, and re-done by ingest)."""
+        self.plan.part(part_id)
+        self.loc.remove("commits", f"{part_id}.json")
 
     def info(self, with_size: bool = False) -> RunInfo:
         markers = self.commits()
-        n_units = len(self.plan.units)
+        n_parts = len(self.plan.parts)
         if not markers:
             status = "planned"
-        elif len(markers) < n_units:
+        elif len(markers) < n_parts:
             status = "partial"
         else:
             status = "complete"
@@ -435,8 +435,8 @@ class Run:
             n_utterances=self.plan.n_utterances,
             n_frames=self.plan.n_frames,
             frames_committed=sum(m.rows_used for m in markers.values()),
-            units_committed=len(markers),
-            units_total=n_units,
+            parts_committed=len(markers),
+            parts_total=n_parts,
             layers=len(self.layers),
             created_at=str(self.manifest.get("created_at", "")),
             size_bytes=self.loc.size() if with_size else None,
@@ -449,19 +449,19 @@ class Run:
         return Derived.at(self.loc.child("derived"), kind, spec)
 
 
-class UnitWriter:
-    """Writes one work unit: layer rows (whole shards only), table files, then the marker.
+class PartWriter:
+    """Writes one part: layer rows (whole shards only), table files, then the marker.
 
     Rows are appended per layer in frame order; each time a shard fills up it is
     written. :meth:`commit` pads the last shard, writes the tables not yet written and
-    finally the commit marker. A committed unit's marker is never removed here: ingest writes
-    pending units only, under the run's lease, and a damaged unit is uncommitted explicitly
+    finally the commit marker. A committed part's marker is never removed here: ingest writes
+    pending parts only, under the run's lease, and a damaged part is uncommitted explicitly
     (:meth:`Run.uncommit`) before it is written again.
     """
 
-    def __init__(self, run: Run, unit: WorkUnit):
+    def __init__(self, run: Run, part: Part):
         self.run = run
-        self.unit = unit
+        self.part = part
         self._layers = {layer.name: layer for layer in run.layers}
         self._pending: dict[str, list[np.ndarray]] = {name: [] for name in self._layers}
         self._pending_rows = dict.fromkeys(self._layers, 0)
@@ -484,11 +484,11 @@ class UnitWriter:
         if block.ndim != 2 or block.shape[1] != spec.units:
             raise SchemaError(f"layer {layer!r} takes [rows, {spec.units}] blocks, got shape {block.shape}")
         written = self._flushed[layer] + self._pending_rows[layer]
-        if written + block.shape[0] > self.unit.rows_used:
-            first = self.unit.row_start + written
+        if written + block.shape[0] > self.part.rows_used:
+            first = self.part.row_start + written
             raise OutOfRangeError(
-                f"unit {self.unit.unit_id} of run {self.run.run_id!r} owns frame rows "
-                f"[{self.unit.row_start}, {self.unit.used_stop}); refusing rows [{first}, {first + block.shape[0]}) "
+                f"part {self.part.part_id} of run {self.run.run_id!r} owns frame rows "
+                f"[{self.part.row_start}, {self.part.used_stop}); refusing rows [{first}, {first + block.shape[0]}) "
                 f"of layer {layer!r}"
             )
         self._pending[layer].append(block.astype(spec.dtype, copy=False))
@@ -504,10 +504,10 @@ class UnitWriter:
             n = (data.shape[0] // rps) * rps
             head, rest = data[:n], data[n:]
         else:
-            pad = self.unit.row_stop - self.unit.row_start - self._flushed[layer] - data.shape[0]
+            pad = self.part.row_stop - self.part.row_start - self._flushed[layer] - data.shape[0]
             head = np.concatenate([data, np.zeros((pad, data.shape[1]), dtype=data.dtype)]) if pad else data
             rest = data[:0]
-        start = self.unit.row_start + self._flushed[layer]
+        start = self.part.row_start + self._flushed[layer]
         for lo in range(0, head.shape[0], rps):
             self._submit_shard(layer, (start + lo) // rps, head[lo : lo + rps])
         self._flushed[layer] += head.shape[0]
@@ -529,24 +529,24 @@ class UnitWriter:
         return digest
 
     def flush(self) -> None:
-        """Wait until every whole shard appended so far is on storage (the unit stays invisible)."""
+        """Wait until every whole shard appended so far is on storage (the part stays invisible)."""
         while self._in_flight:
             self._in_flight.popleft().result()
 
     # ------------------------------------------------------------ tables
 
     def write_table(self, name: str, data: pa.Table | Mapping[str, Any]) -> TableEntry:
-        """Write this unit's rows of ``utterances``, ``frames`` or ``errors``."""
+        """Write this part's rows of ``utterances``, ``frames`` or ``errors``."""
         table = tables.conform(name, data, self.run.run_id)
-        lo, hi = self.unit.row_start, self.unit.used_stop
+        lo, hi = self.part.row_start, self.part.used_stop
         id_column = {"frames": "frame_id", "utterances": "first_frame_id"}.get(name)
         if id_column and table.num_rows:
             ids = table.column(id_column).to_numpy(zero_copy_only=False)
             if ids.min() < lo or ids.max() >= hi:
                 raise OutOfRangeError(
-                    f"table {name!r} of unit {self.unit.unit_id} has {id_column} values outside the unit's rows [{lo}, {hi})"
+                    f"table {name!r} of part {self.part.part_id} has {id_column} values outside the part's rows [{lo}, {hi})"
                 )
-        key = f"tables/{name}/{self.unit.unit_id}.parquet"
+        key = f"tables/{name}/{self.part.part_id}.parquet"
         data_bytes = tables.encode_parquet(table)
         self.run.loc.write_bytes(data_bytes, key)
         entry = TableEntry(key=key, rows=table.num_rows, sha256=sha256_hex(data_bytes))
@@ -556,32 +556,32 @@ class UnitWriter:
     # ------------------------------------------------------------ commit
 
     def commit(self, lease: LeaseToken | None = None) -> CommitMarker:
-        """Finish every layer, write missing tables, then the marker that makes the unit visible
+        """Finish every layer, write missing tables, then the marker that makes the part visible
         (only while ``lease``, where given, is still the run's write lease)."""
         for layer in self._layers:
             got = self._flushed[layer] + self._pending_rows[layer]
-            if got != self.unit.rows_used:
+            if got != self.part.rows_used:
                 raise IntegrityError(
-                    f"unit {self.unit.unit_id}: layer {layer!r} got {got} rows but the unit has {self.unit.rows_used} frames"
+                    f"part {self.part.part_id}: layer {layer!r} got {got} rows but the part has {self.part.rows_used} frames"
                 )
         for layer in self._layers:
-            if self._flushed[layer] < self.unit.row_stop - self.unit.row_start:
+            if self._flushed[layer] < self.part.row_stop - self.part.row_start:
                 self._flush(layer, whole_shards_only=False)
         for name in ("utterances", "frames"):
             if name not in self._tables:
-                raise SchemaError(f"unit {self.unit.unit_id}: write the {name!r} table before committing")
+                raise SchemaError(f"part {self.part.part_id}: write the {name!r} table before committing")
         if "errors" not in self._tables:
             self.write_table("errors", {})
         marker = CommitMarker(
-            unit_id=self.unit.unit_id,
-            row_start=self.unit.row_start,
-            row_stop=self.unit.row_stop,
-            rows_used=self.unit.rows_used,
-            utterance_ids=tuple(self.unit.utterance_ids),
+            part_id=self.part.part_id,
+            row_start=self.part.row_start,
+            row_stop=self.part.row_stop,
+            rows_used=self.part.rows_used,
+            utterance_ids=tuple(self.part.utterance_ids),
             tables=dict(sorted(self._tables.items())),
             layers={
                 name: LayerEntry(
-                    rows=self.unit.row_stop - self.unit.row_start,
+                    rows=self.part.row_stop - self.part.row_start,
                     sha256=cube.combine_digests([f.result() for f in futures]),
                 )
                 for name, futures in self._shard_digests.items()
@@ -589,7 +589,7 @@ class UnitWriter:
         )
         self._in_flight.clear()
         if lease is not None:
-            lease.check()  # a writer that lost the run's lease never makes its unit visible
-        self.run.loc.write_json(marker.to_dict(), "commits", f"{self.unit.unit_id}.json")
-        log.debug("committed unit %s of run %s", self.unit.unit_id, self.run.run_id)
+            lease.check()  # a writer that lost the run's lease never makes its part visible
+        self.run.loc.write_json(marker.to_dict(), "commits", f"{self.part.part_id}.json")
+        log.debug("committed part %s of run %s", self.part.part_id, self.run.run_id)
         return marker

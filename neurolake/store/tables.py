@@ -1,4 +1,4 @@
-"""The per-unit Parquet tables: conforming rows to their schema, and their encoding."""
+"""The per-part Parquet tables: conforming rows to their schema, and their encoding."""
 
 from __future__ import annotations
 

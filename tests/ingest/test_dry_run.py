@@ -33,6 +33,6 @@ def test_dry_run_prints_the_plan(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "utterances   11 planned, 1 with errors" in out
-    assert f"frames       {planned.plan.n_frames:,}" in out and "work units   1" in out
+    assert f"frames       {planned.plan.n_frames:,}" in out and "parts        1" in out
     assert "header: " in out and "audio file is empty" in out
     assert not (tmp_path / "lake").exists()  # a dry run writes nothing

@@ -46,7 +46,7 @@ def corpus(tmp_path_factory):
 def _ingest_cli(corpus: Path, run_id: str, lake: str | None = None) -> list[str]:
     """``neurolake ingest`` of the test corpus with the test model, as a command line."""
     cmd = [os.sys.executable, "-m", "neurolake.cli", "ingest", "--corpus", str(corpus), "--model", MODEL]
-    cmd += ["--run", run_id, "--unit-rows", "200", "--quiet"]
+    cmd += ["--run", run_id, "--part-rows", "200", "--quiet"]
     return cmd + (["--lake", lake] if lake else [])
 
 
@@ -61,16 +61,16 @@ def _run_files(lake_dir: Path, run_id: str) -> dict[str, bytes]:
 
 def test_ingest_resume_and_conflicts(ray_session, corpus, tmp_path):
     lake_dir = tmp_path / "lake"
-    s = ingest(str(lake_dir), str(corpus), MODEL, run_id="r", unit_rows=300, progress=False)
+    s = ingest(str(lake_dir), str(corpus), MODEL, run_id="r", part_rows=300, progress=False)
     run = Lake.open(str(lake_dir)).run("r")
     info = run.info()
-    assert info.status == "complete" and s.units_run == info.units_total > 2
+    assert info.status == "complete" and s.parts_run == info.parts_total > 2
     assert s.utterances_done == info.n_utterances and s.utterances_failed == 0
     utts = run.read_table("utterances")
     frames = run.read_table("frames")
     assert frames.num_rows == run.plan.n_frames == s.frames
     # every utterance's frames are its planned rows, in order
-    for p in (p for u in run.plan.units for p in u.utterances):
+    for p in (p for u in run.plan.parts for p in u.utterances):
         row = utts.filter(utts.column("utterance_id").to_numpy(zero_copy_only=False) == p.utterance_id).to_pylist()[0]
         assert (row["first_frame_id"], row["n_frames"]) == (p.first_row, p.n_frames)
     assert run.verify() == []
@@ -91,24 +91,24 @@ def test_ingest_resume_and_conflicts(ray_session, corpus, tmp_path):
     np.testing.assert_array_equal(got.layers["conv2"], run.read_rows("conv2", err_ids))
     before = _run_files(lake_dir, "r")
 
-    # Resume: nothing to do; a lost unit is redone byte for byte.
-    assert ingest(str(lake_dir), str(corpus), MODEL, run_id="r", unit_rows=300, progress=False).units_run == 0
-    victim = run.plan.units[1].unit_id
+    # Resume: nothing to do; a lost part is redone byte for byte.
+    assert ingest(str(lake_dir), str(corpus), MODEL, run_id="r", part_rows=300, progress=False).parts_run == 0
+    victim = run.plan.parts[1].part_id
     (lake_dir / "runs" / "r" / "commits" / f"{victim}.json").unlink()
-    again = ingest(str(lake_dir), str(corpus), MODEL, run_id="r", unit_rows=300, progress=False)
-    assert (again.units_run, again.units_already_committed) == (1, info.units_total - 1)
+    again = ingest(str(lake_dir), str(corpus), MODEL, run_id="r", part_rows=300, progress=False)
+    assert (again.parts_run, again.parts_already_committed) == (1, info.parts_total - 1)
     assert _run_files(lake_dir, "r") == before
 
     # A different layer set or model under the same run id is refused.
     with pytest.raises(RunConflictError, match="layers"):
-        ingest(str(lake_dir), str(corpus), MODEL, layers=["conv1*"], run_id="r", unit_rows=300, progress=False)
+        ingest(str(lake_dir), str(corpus), MODEL, layers=["conv1*"], run_id="r", part_rows=300, progress=False)
     with pytest.raises(RunConflictError, match="model"):
         ingest(
             str(lake_dir),
             str(corpus),
             "python:tests.models.toy_factory:build",
             run_id="r",
-            unit_rows=300,
+            part_rows=300,
             progress=False,
         )
 
@@ -134,7 +134,7 @@ def test_bad_input_becomes_error_rows(ray_session, corpus, tmp_path):
         fh.write(f"{chapter}-0091 CAF\xe9 OLE\n".encode("latin-1"))  # not UTF-8
     ids = {f.name.replace(".flac", "") for f in flacs[:4]}
 
-    s = ingest(str(tmp_path / "lake"), str(bad), MODEL, run_id="bad", unit_rows=300, progress=False)
+    s = ingest(str(tmp_path / "lake"), str(bad), MODEL, run_id="bad", part_rows=300, progress=False)
     run = Lake.open(str(tmp_path / "lake")).run("bad")
     errors = run.read_table("errors").to_pylist()
     by_id = {e["utterance_id"]: e for e in errors}
@@ -145,7 +145,7 @@ def test_bad_input_becomes_error_rows(ray_session, corpus, tmp_path):
     import re
 
     assert not any(re.search(r"line (\d+):? line \1", e["message"]) for e in errors)  # said once
-    good = {p.utterance_id for u in run.plan.units for p in u.utterances} - set(by_id)
+    good = {p.utterance_id for u in run.plan.parts for p in u.utterances} - set(by_id)
     assert set(run.read_table("utterances").column("utterance_id").to_pylist()) == good
     assert s.utterances_done == len(good) == 24 - 4
     assert run.info().status == "complete"
@@ -153,16 +153,16 @@ def test_bad_input_becomes_error_rows(ray_session, corpus, tmp_path):
 
 def test_killed_actor_is_replaced_and_lake_is_unchanged(ray_session, corpus, tmp_path):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
-    ingest(str(clean), str(corpus), MODEL, run_id="k", unit_rows=300, progress=False)
+    ingest(str(clean), str(corpus), MODEL, run_id="k", part_rows=300, progress=False)
     kills = []
 
     def kill_once(result):
         if not kills:
             kills.append(subprocess.run(["pkill", "-9", "-f", "ray::ModelWorker"]).returncode)
 
-    s = ingest(str(killed), str(corpus), MODEL, run_id="k", unit_rows=300, progress=False, on_unit_done=kill_once)
+    s = ingest(str(killed), str(corpus), MODEL, run_id="k", part_rows=300, progress=False, on_part_done=kill_once)
     assert kills == [0]
-    assert s.units_run == Lake.open(str(killed)).run("k").info().units_committed
+    assert s.parts_run == Lake.open(str(killed)).run("k").info().parts_committed
     assert _run_files(killed, "k") == _run_files(clean, "k")
 
 
@@ -173,16 +173,16 @@ def test_as_many_actors_as_cpus_gives_the_same_lake(ray_session, corpus, tmp_pat
     bits of a forward pass, and the untrained test model's argmax can flip on them.
     """
     one, two = tmp_path / "one", tmp_path / "two"
-    ingest(str(one), str(corpus), MODEL, run_id="a", unit_rows=300, progress=False, actors=1, threads=1)
-    s = ingest(str(two), str(corpus), MODEL, run_id="a", unit_rows=300, progress=False, actors=2)
-    assert s.units_run == s.units_total > 2 and s.utterances_done == 24
+    ingest(str(one), str(corpus), MODEL, run_id="a", part_rows=300, progress=False, actors=1, threads=1)
+    s = ingest(str(two), str(corpus), MODEL, run_id="a", part_rows=300, progress=False, actors=2)
+    assert s.parts_run == s.parts_total > 2 and s.utterances_done == 24
     assert _run_files(two, "a") == _run_files(one, "a")
 
 
 def test_lake_on_s3(ray_session, corpus, s3_bucket):
     bucket, opts = s3_bucket
     url = f"s3://{bucket}/lake"
-    s = ingest(url, str(corpus), MODEL, run_id="s3", unit_rows=600, progress=False, storage_options=opts)
+    s = ingest(url, str(corpus), MODEL, run_id="s3", part_rows=600, progress=False, storage_options=opts)
     run = Lake.open(url, opts).run("s3")
     assert run.info().status == "complete" and s.utterances_done == run.plan.n_utterances
     assert run.read_table("frames").num_rows == run.plan.n_frames
@@ -199,8 +199,8 @@ def test_two_node_cluster(corpus, tmp_path):
     cluster.add_node(num_cpus=2)
     try:
         ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}, log_to_driver=False)
-        s = ingest(str(tmp_path / "lake"), str(corpus), MODEL, run_id="two", unit_rows=200, actors=2, progress=False)
-        assert len(s.nodes) == 2 and sum(s.nodes.values()) == s.units_run
+        s = ingest(str(tmp_path / "lake"), str(corpus), MODEL, run_id="two", part_rows=200, actors=2, progress=False)
+        assert len(s.nodes) == 2 and sum(s.nodes.values()) == s.parts_run
         assert Lake.open(str(tmp_path / "lake")).run("two").info().status == "complete"
     finally:
         ray.shutdown()
@@ -226,13 +226,13 @@ def test_killed_driver_converges(corpus, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = Lake.open(str(killed)).run("d").info()
-    assert 1 <= partial.units_committed < partial.units_total
+    assert 1 <= partial.parts_committed < partial.parts_total
     subprocess.run(_ingest_cli(corpus, "d", str(killed)), env=env, check=True, cwd=REPO)
     assert _run_files(killed, "d") == _run_files(clean, "d")
 
 
 def test_length_batches_by_hand():
-    from neurolake.ingest.unit import length_batches
+    from neurolake.ingest.part import length_batches
 
     lengths = [100, 100, 100, 150, 400, 410, 90]
     # 90,100,100 fill a batch of 3; 100+150 would be 17 % padding; 150+400 too; 400+410 is 1 %.
@@ -252,12 +252,12 @@ def test_verify_repair_redoes_exactly_the_damaged_units(ray_session, corpus, tmp
     from neurolake.cli import main
 
     lake_dir = tmp_path / "lake"
-    ingest(str(lake_dir), str(corpus), MODEL, run_id="r", unit_rows=300, progress=False)
+    ingest(str(lake_dir), str(corpus), MODEL, run_id="r", part_rows=300, progress=False)
     run = Lake.open(str(lake_dir)).run("r")
     before = _run_files(lake_dir, "r")
-    units = run.plan.units
-    assert len(units) >= 3
-    # damage two units: flip a byte of a shard of one, delete a table file of another
+    parts = run.plan.parts
+    assert len(parts) >= 3
+    # damage two parts: flip a byte of a shard of one, delete a table file of another
     shard = (
         lake_dir
         / "runs"
@@ -265,30 +265,30 @@ def test_verify_repair_redoes_exactly_the_damaged_units(ray_session, corpus, tmp
         / "activations.zarr"
         / run.layer_names[0]
         / "c"
-        / str(units[1].row_start // run.plan.rows_per_shard)
+        / str(parts[1].row_start // run.plan.rows_per_shard)
         / "0"
     )
     data = bytearray(shard.read_bytes())
     data[len(data) // 2] ^= 0xFF
     shard.write_bytes(bytes(data))
-    marker = run.commits()[units[2].unit_id]
+    marker = run.commits()[parts[2].part_id]
     (lake_dir / "runs" / "r" / marker.tables["frames"].key).unlink()
-    assert sorted(run.damaged_units()) == sorted([units[1].unit_id, units[2].unit_id])
+    assert sorted(run.damaged_parts()) == sorted([parts[1].part_id, parts[2].part_id])
     untouched = {
-        u.unit_id: (lake_dir / "runs" / "r" / "commits" / f"{u.unit_id}.json").stat().st_mtime_ns
-        for u in units
-        if u not in units[1:3]
+        u.part_id: (lake_dir / "runs" / "r" / "commits" / f"{u.part_id}.json").stat().st_mtime_ns
+        for u in parts
+        if u not in parts[1:3]
     }
 
     assert main(["verify", "--lake", str(lake_dir)]) == 1
     assert "verify --repair" in capsys.readouterr().out
     assert main(["verify", "--repair", "--lake", str(lake_dir)]) == 0
     out = capsys.readouterr().out
-    assert f"re-did 2 damaged unit(s): {', '.join(sorted([units[1].unit_id, units[2].unit_id]))}" in out
+    assert f"re-did 2 damaged part(s): {', '.join(sorted([parts[1].part_id, parts[2].part_id]))}" in out
     assert out.strip().endswith("1 run(s) checked, 0 problem(s)")
     assert _run_files(lake_dir, "r") == before  # byte for byte what the first ingest wrote
-    for unit_id, mtime in untouched.items():  # the intact units were not re-done
-        assert (lake_dir / "runs" / "r" / "commits" / f"{unit_id}.json").stat().st_mtime_ns == mtime
+    for part_id, mtime in untouched.items():  # the intact parts were not re-done
+        assert (lake_dir / "runs" / "r" / "commits" / f"{part_id}.json").stat().st_mtime_ns == mtime
 
 
 def test_a_second_ingest_of_a_run_stops_and_the_run_never_shrinks(corpus, tmp_path):
@@ -354,23 +354,23 @@ def test_utterances_the_model_fails_on_are_isolated(ray_session, corpus, tmp_pat
         str(tmp_path / "corpus"),
         f"python:tests.ingest.faulty_factory:{factory}",
         run_id="f",
-        unit_rows=300,
+        part_rows=300,
         progress=False,
     )
     run = Lake.open(str(tmp_path / "lake")).run("f")
-    assert run.info().status == "complete" and s.units_failed == []
+    assert run.info().status == "complete" and s.parts_failed == []
     errors = {e["utterance_id"]: e for e in run.read_table("errors").to_pylist()}
     assert set(errors) == bad  # exactly the planted ones, found by bisection
     assert all(e["stage"] == "model" and reason in e["message"] for e in errors.values())
     ingested = set(run.read_table("utterances").column("utterance_id").to_pylist())
-    assert ingested == {p.utterance_id for u in run.plan.units for p in u.utterances} - bad
+    assert ingested == {p.utterance_id for u in run.plan.parts for p in u.utterances} - bad
     assert s.utterances_failed == len(bad) and s.utterances_done == len(ingested)
 
 
 def test_overlong_utterances_are_error_rows(ray_session, corpus, tmp_path):
     lengths = {f.name[: -len(".flac")]: sf.info(f).duration for f in corpus.rglob("*.flac")}
     limit = sorted(lengths.values())[-3]  # the two longest are over it
-    ingest(str(tmp_path / "lake"), str(corpus), MODEL, run_id="l", unit_rows=300, progress=False, max_duration_s=limit)
+    ingest(str(tmp_path / "lake"), str(corpus), MODEL, run_id="l", part_rows=300, progress=False, max_duration_s=limit)
     run = Lake.open(str(tmp_path / "lake")).run("l")
     errors = {e["utterance_id"]: e for e in run.read_table("errors").to_pylist()}
     assert set(errors) == {u for u, d in lengths.items() if d > limit} and len(errors) == 2
@@ -378,7 +378,7 @@ def test_overlong_utterances_are_error_rows(ray_session, corpus, tmp_path):
 
 
 def test_storage_outage_mid_ingest_is_one_line_and_keeps_the_commits(corpus, tmp_path):
-    """The S3 endpoint goes away during an ingest: one line, exit 2, committed units kept."""
+    """The S3 endpoint goes away during an ingest: one line, exit 2, committed parts kept."""
     import sys
     import time
     import urllib.request

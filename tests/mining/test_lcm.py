@@ -289,10 +289,10 @@ def test_random_data_matches_pyfim_property(case, minsup):
         assert as_set(_mine_prepared(prep, mode)) == expected
 
 
-def planted_frames(seed: int, n_frames: int, n_units: int, rate: float) -> np.ndarray:
+def planted_frames(seed: int, n_frames: int, n_parts: int, rate: float) -> np.ndarray:
     """Binarised activations ``[frames, units] bool`` with two planted co-active groups."""
     rng = np.random.default_rng(seed)
-    frames = rng.random((n_frames, n_units)) < rate
+    frames = rng.random((n_frames, n_parts)) < rate
     for group in (np.array([1, 5, 9, 30]), np.array([2, 5, 40, 41, 42])):
         on = rng.random(n_frames) < 0.1
         frames[np.ix_(on, group)] |= rng.random((int(on.sum()), group.size)) < 0.9

@@ -7,7 +7,7 @@ from neurolake.errors import GroupError, SpecError
 from neurolake.mining.mine import mine, supports
 from neurolake.query.engine import QueryEngine
 from neurolake.query.groups import create_group
-from neurolake.store import Lake, LayerSpec, plan_work_units
+from neurolake.store import Lake, LayerSpec, plan_parts
 
 PLANTED = [("a", 3), ("a", 7), ("b", 2)]  # fire together in target frames
 
@@ -15,19 +15,19 @@ PLANTED = [("a", 3), ("a", 7), ("b", 2)]  # fire together in target frames
 def _planted_lake(path):
     rng = np.random.default_rng(0)
     lengths = [(f"u{i:03d}", 50) for i in range(40)]
-    plan = plan_work_units(lengths, rows_per_shard=256, unit_rows=500, chunk_rows=64)
+    plan = plan_parts(lengths, rows_per_shard=256, part_rows=500, chunk_rows=64)
     lake = Lake.create(str(path))
     run = lake.create_run(
         "m", model={"spec": "t"}, corpus={"spec": "t"}, layers=[LayerSpec("a", 12), LayerSpec("b", 6)], plan=plan
     )
-    for unit in plan.units:
+    for unit in plan.parts:
         ids = np.arange(unit.row_start, unit.used_stop)
         target = (ids % 4) == 0  # every 4th frame is a "word error" frame
         acts = {"a": rng.normal(0, 1, (ids.size, 12)), "b": rng.normal(0, 1, (ids.size, 6))}
         fire = target & (rng.random(ids.size) < 0.8)
         for layer, unit_index in PLANTED:
             acts[layer][fire, unit_index] = 4.0 + rng.random(fire.sum())
-        w = run.unit_writer(unit.unit_id)
+        w = run.part_writer(unit.part_id)
         for layer in ("a", "b"):
             w.append(layer, acts[layer])
         n = ids.size

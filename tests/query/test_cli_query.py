@@ -8,15 +8,15 @@ import pytest
 
 from neurolake.cli import main
 from neurolake.store import Lake
-from tests.store.unitdata import create_run, expected_rows, write_unit
+from tests.store.partdata import create_run, expected_rows, write_part
 
 
 @pytest.fixture
 def url(tmp_path):
     url = str(tmp_path / "lake")
     run = create_run(Lake.create(url))
-    for u in run.plan.units:
-        write_unit(run, u.unit_id)
+    for u in run.plan.parts:
+        write_part(run, u.part_id)
     return url
 
 
@@ -27,7 +27,7 @@ def test_sql_formats(url, tmp_path, capsys):
     assert lines[0].split() == ["utterance_id", "n"] and lines[-1] == "(3 rows)"
     assert main(["sql", q, "--lake", url, "--format", "json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    lengths = {u.utterance_id: u.n_frames for unit in Lake.open(url).run("r1").plan.units for u in unit.utterances}
+    lengths = {u.utterance_id: u.n_frames for unit in Lake.open(url).run("r1").plan.parts for u in unit.utterances}
     assert rows == [{"utterance_id": k, "n": lengths[k]} for k in sorted(lengths)[:3]]
     assert main(["sql", q, "--lake", url, "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == '"utterance_id","n"'

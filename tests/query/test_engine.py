@@ -6,7 +6,7 @@ import pytest
 from neurolake.errors import QueryError
 from neurolake.query.engine import QueryEngine
 from neurolake.store import Lake
-from tests.store.unitdata import create_run, write_unit
+from tests.store.partdata import create_run, write_part
 
 
 @pytest.fixture
@@ -14,10 +14,10 @@ def two_runs(lake_target):
     url, opts = lake_target
     lake = Lake.create(url, opts)
     a = create_run(lake, "ra")
-    for u in a.plan.units:
-        write_unit(a, u.unit_id)
+    for u in a.plan.parts:
+        write_part(a, u.part_id)
     b = create_run(lake, "rb", n_utterances=12)
-    write_unit(b, b.plan.units[0].unit_id)
+    write_part(b, b.plan.parts[0].part_id)
     return lake, a, b
 
 
@@ -25,21 +25,21 @@ def test_views_match_the_tables(two_runs):
     lake, a, b = two_runs
     with QueryEngine(lake) as q:
         runs = q.arrow(
-            "SELECT run_id, status, units_committed, units_total, n_frames FROM runs ORDER BY run_id"
+            "SELECT run_id, status, parts_committed, parts_total, n_frames FROM runs ORDER BY run_id"
         ).to_pylist()
         assert runs == [
             {
                 "run_id": "ra",
                 "status": "complete",
-                "units_committed": len(a.plan.units),
-                "units_total": len(a.plan.units),
+                "parts_committed": len(a.plan.parts),
+                "parts_total": len(a.plan.parts),
                 "n_frames": a.plan.n_frames,
             },
             {
                 "run_id": "rb",
                 "status": "partial",
-                "units_committed": 1,
-                "units_total": len(b.plan.units),
+                "parts_committed": 1,
+                "parts_total": len(b.plan.parts),
                 "n_frames": b.plan.n_frames,
             },
         ]
@@ -49,7 +49,7 @@ def test_views_match_the_tables(two_runs):
         ]
         rows = q.arrow("SELECT run_id, count(*) AS n FROM frames GROUP BY run_id").to_pylist()
         counts = {r["run_id"]: r["n"] for r in rows}
-        assert counts == {"ra": a.plan.n_frames, "rb": b.plan.units[0].rows_used}
+        assert counts == {"ra": a.plan.n_frames, "rb": b.plan.parts[0].rows_used}
         frames = a.read_table("frames")
         expected = pc.sum(pc.and_(frames.column("word_error"), pc.greater(frames.column("frame_index"), 10))).as_py()
         got = (
@@ -65,7 +65,7 @@ def test_views_match_the_tables(two_runs):
             .column("n")[0]
             .as_py()
         )
-        assert joined == b.plan.units[0].rows_used
+        assert joined == b.plan.parts[0].rows_used
         assert q.arrow("SELECT count(*) AS n FROM errors").column("n")[0].as_py() == 0
         assert q.arrow("SELECT count(*) AS n FROM patterns").column("n")[0].as_py() == 0
         if lake.loc.protocol == "s3":
@@ -77,13 +77,13 @@ def test_uncommitted_units_are_invisible_and_refresh_sees_growth(tmp_path):
     run = create_run(lake)
     q = QueryEngine(lake)
     assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == 0
-    write_unit(run, run.plan.units[0].unit_id, commit=False)  # written, not committed
+    write_part(run, run.plan.parts[0].part_id, commit=False)  # written, not committed
     q.refresh()
     assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == 0
-    write_unit(run, run.plan.units[0].unit_id)
+    write_part(run, run.plan.parts[0].part_id)
     assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == 0  # a snapshot ...
     q.refresh()  # ... until refreshed
-    assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == run.plan.units[0].rows_used
+    assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == run.plan.parts[0].rows_used
     q.close()
 
 
@@ -116,11 +116,11 @@ def test_s3_through_fsspec_fallback(s3_bucket):
     bucket, opts = s3_bucket
     lake = Lake.create(f"s3://{bucket}/lake", opts)
     run = create_run(lake)
-    write_unit(run, run.plan.units[0].unit_id)
+    write_part(run, run.plan.parts[0].part_id)
     with QueryEngine(lake, use_httpfs=False) as q:
         assert q.via == "fsspec"
         n = q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py()
-    assert n == run.plan.units[0].rows_used
+    assert n == run.plan.parts[0].rows_used
 
 
 def test_s3_wrong_credentials_is_one_clear_error(s3_auth_server, monkeypatch, capsys):
@@ -130,9 +130,9 @@ def test_s3_wrong_credentials_is_one_clear_error(s3_auth_server, monkeypatch, ca
     endpoint, bucket, good = s3_auth_server
     lake = Lake.create(f"s3://{bucket}/lake", good)
     run = create_run(lake)
-    write_unit(run, run.plan.units[0].unit_id)
+    write_part(run, run.plan.parts[0].part_id)
     with QueryEngine(Lake.open(f"s3://{bucket}/lake", good)) as q:
-        assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == run.plan.units[0].rows_used
+        assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == run.plan.parts[0].rows_used
     bad = dict(good, key="AKIAWRONGWRONGWRONG", secret="wrong")
     with pytest.raises(LakeError, match=f"access to s3://{bucket}/lake was refused.*check the credentials"):
         Lake.open(f"s3://{bucket}/lake", bad)

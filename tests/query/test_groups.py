@@ -10,15 +10,15 @@ from neurolake.query.gather import gather_activations
 from neurolake.query.groups import create_group, get_group, list_groups, ranges_to_ids
 from neurolake.query.neurons import neuron_statistics
 from neurolake.store import Lake
-from tests.store.unitdata import LAYERS, create_run, expected_rows, write_unit
+from tests.store.partdata import LAYERS, create_run, expected_rows, write_part
 
 
 @pytest.fixture
 def lake(tmp_path):
     lake = Lake.create(str(tmp_path / "lake"))
     run = create_run(lake)
-    for u in run.plan.units[:-1]:
-        write_unit(run, u.unit_id)
+    for u in run.plan.parts[:-1]:
+        write_part(run, u.part_id)
     return lake
 
 
@@ -112,7 +112,7 @@ def test_gather_group_and_ids(lake):
     lazy = gather_activations(lake, ["enc.conv1"], run_id="r1", frame_ids=[40, 3, 3, 17], as_dask=True)
     np.testing.assert_array_equal(lazy.frame_ids, [3, 17, 40])
     np.testing.assert_array_equal(lazy.layers["enc.conv1"].compute(), expected_rows(0, 24, [3, 17, 40]))
-    last = lake.run("r1").plan.units[-1]
+    last = lake.run("r1").plan.parts[-1]
     with pytest.raises(OutOfRangeError):
         gather_activations(lake, ["enc.conv1"], run_id="r1", frame_ids=[last.row_start])
     from neurolake.errors import LayerNotFoundError
@@ -155,8 +155,8 @@ def test_neuron_statistics_use_one_snapshot_while_units_commit(tmp_path, monkeyp
 
     lake = Lake.create(str(tmp_path / "lake"))
     run = create_run(lake)
-    first, *rest = run.plan.units
-    write_unit(run, first.unit_id)
+    first, *rest = run.plan.parts
+    write_part(run, first.part_id)
     real = neurons.layer_statistics
     calls = []
 
@@ -164,7 +164,7 @@ def test_neuron_statistics_use_one_snapshot_while_units_commit(tmp_path, monkeyp
         out = real(x, bins=bins)
         if not calls:
             for u in rest:  # an ingest commits the other units meanwhile
-                write_unit(run, u.unit_id)
+                write_part(run, u.part_id)
         calls.append(1)
         return out
 
@@ -179,8 +179,8 @@ def test_neuron_statistics_of_an_empty_run_is_one_clear_error(tmp_path, capsys):
 
     lake = Lake.create(str(tmp_path / "lake"))
     create_run(lake)
-    with pytest.raises(RunError, match="no committed units yet"):
+    with pytest.raises(RunError, match="no committed parts yet"):
         neuron_statistics(lake, "r1")
     assert main(["neurons", "--run", "r1", "--lake", str(tmp_path / "lake")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no committed units yet" in err
+    assert err.count("\n") == 1 and "no committed parts yet" in err

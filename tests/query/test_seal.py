@@ -19,7 +19,7 @@ from neurolake.errors import NeurolakeError, QueryError
 from neurolake.query.engine import QueryEngine
 from neurolake.query.groups import create_group, list_groups
 from neurolake.store import Lake
-from tests.store.unitdata import create_run, write_unit
+from tests.store.partdata import create_run, write_part
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -42,7 +42,7 @@ def sealed(tmp_path, monkeypatch):
     secret.write_text("do not read me\n")
     lake = Lake.create(str(tmp_path / "lake"))
     run = create_run(lake)
-    write_unit(run, run.plan.units[0].unit_id)
+    write_part(run, run.plan.parts[0].part_id)
     create_group(lake, "err", "r1", "word_error")
     # A symbolic link inside the lake pointing outside it.
     os.symlink(secret, tmp_path / "lake" / "runs" / "r1" / "tables" / "link.txt")
@@ -150,7 +150,7 @@ def test_cli_refusal_is_one_line_and_exit_2(sealed, template, capsys):
 
 def test_what_is_allowed_still_works(sealed):
     lake, _ = sealed
-    n = lake.run("r1").plan.units[0].rows_used
+    n = lake.run("r1").plan.parts[0].rows_used
     with QueryEngine(lake) as q:
         assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == n
         assert q.arrow("  -- a leading comment\nSELECT count(*) AS n FROM frames").column("n")[0].as_py() == n
@@ -269,11 +269,11 @@ def test_s3_lake_is_sealed_too(s3_auth_server):
     s3.put_object(Bucket=bucket, Key="other/secret.txt", Body=b"do not read me")
     lake = Lake.create(f"s3://{bucket}/sealed", good)
     run = create_run(lake)
-    write_unit(run, run.plan.units[0].unit_id)
+    write_part(run, run.plan.parts[0].part_id)
     escape = f"s3://{bucket}/sealed/runs/r1/../../../other/secret.txt"
     with QueryEngine(Lake.open(f"s3://{bucket}/sealed", good)) as q:
         assert q.via == "httpfs"
-        assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == run.plan.units[0].rows_used
+        assert q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == run.plan.parts[0].rows_used
         for sql in (
             f"SELECT * FROM read_text('{escape}')",
             f"SELECT * FROM '{escape}'",

@@ -18,7 +18,7 @@ from neurolake.errors import (
     RunNotFoundError,
 )
 from neurolake.store import Lake
-from tests.store.unitdata import create_run, write_unit
+from tests.store.partdata import create_run, write_part
 
 
 def test_not_a_lake(tmp_path):
@@ -35,8 +35,8 @@ def test_not_a_lake(tmp_path):
 
 def test_newer_version(tmp_path):
     Lake.create(str(tmp_path))
-    (tmp_path / "lake.json").write_text(json.dumps({"format": "neurolake", "version": 2}))
-    with pytest.raises(LakeVersionError, match=f"{tmp_path}/lake.json has format version 2, newer"):
+    (tmp_path / "lake.json").write_text(json.dumps({"format": "neurolake", "version": 3}))
+    with pytest.raises(LakeVersionError, match=f"{tmp_path}/lake.json has format version 3, newer"):
         Lake.open(str(tmp_path))
 
 
@@ -74,19 +74,19 @@ def test_unknown_run_and_layer(tmp_path):
 
 def test_out_of_range_rows(tmp_path):
     run = create_run(Lake.create(str(tmp_path)))
-    unit = run.plan.units[0]
-    write_unit(run, unit.unit_id)
-    ok = run.read_rows("enc.conv1", [0, unit.used_stop - 1])
+    part = run.plan.parts[0]
+    write_part(run, part.part_id)
+    ok = run.read_rows("enc.conv1", [0, part.used_stop - 1])
     assert ok.shape == (2, 24)
-    for bad in ([-1], [unit.used_stop], [run.plan.total_rows + 5]):  # negative, padding, beyond the array
+    for bad in ([-1], [part.used_stop], [run.plan.total_rows + 5]):  # negative, padding, beyond the array
         with pytest.raises(OutOfRangeError, match=f"first: {bad[0]}"):
             run.read_rows("enc.conv1", bad)
 
 
 def test_missing_shard_of_committed_unit(tmp_path):
     run = create_run(Lake.create(str(tmp_path)))
-    unit = run.plan.units[0]
-    write_unit(run, unit.unit_id)
+    part = run.plan.parts[0]
+    write_part(run, part.part_id)
     shard = tmp_path / "runs" / "r1" / "activations.zarr" / "enc.conv2" / "c" / "1" / "0"
     os.remove(shard)
     run = Lake.open(str(tmp_path)).run("r1")
@@ -99,9 +99,9 @@ def test_missing_shard_of_committed_unit(tmp_path):
 
 def test_checksum_mismatch(tmp_path):
     run = create_run(Lake.create(str(tmp_path)))
-    unit = run.plan.units[0]
-    write_unit(run, unit.unit_id)
-    table = tmp_path / "runs" / "r1" / "tables" / "frames" / f"{unit.unit_id}.parquet"
+    part = run.plan.parts[0]
+    write_part(run, part.part_id)
+    table = tmp_path / "runs" / "r1" / "tables" / "frames" / f"{part.part_id}.parquet"
     good = table.read_bytes()
     # Same rows, different bytes: rewrite with another compression.
     import pyarrow.parquet as pq
@@ -110,16 +110,16 @@ def test_checksum_mismatch(tmp_path):
     with pytest.raises(IntegrityError, match=f"checksum mismatch for {table}"):
         run.read_table("frames")
     table.write_bytes(good)
-    assert run.read_table("frames").num_rows == unit.rows_used
+    assert run.read_table("frames").num_rows == part.rows_used
 
-    # Overwrite one shard with another unit's valid shard: readable, but not what was committed.
-    write_unit(run, run.plan.units[1].unit_id)
+    # Overwrite one shard with another part's valid shard: readable, but not what was committed.
+    write_part(run, run.plan.parts[1].part_id)
     cdir = tmp_path / "runs" / "r1" / "activations.zarr" / "enc.conv1" / "c"
-    first_of_unit1 = run.plan.units[1].row_start // 256
+    first_of_unit1 = run.plan.parts[1].row_start // 256
     (cdir / "0" / "0").write_bytes((cdir / str(first_of_unit1) / "0").read_bytes())
     problems = run.verify()
     assert (
-        len(problems) == 1 and "checksum mismatch for layer 'enc.conv1'" in problems[0] and unit.unit_id in problems[0]
+        len(problems) == 1 and "checksum mismatch for layer 'enc.conv1'" in problems[0] and part.part_id in problems[0]
     )
 
 

@@ -1,5 +1,5 @@
 from neurolake.store import Lake, spec_hash
-from tests.store.unitdata import create_run
+from tests.store.partdata import create_run
 
 
 def test_derived_reuse(lake_target):

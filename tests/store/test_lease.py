@@ -14,7 +14,7 @@ import pytest
 from neurolake.errors import RunBusyError, RunLeaseLostError
 from neurolake.store import Lake
 from neurolake.store.lease import RunLease
-from tests.store.unitdata import create_run, take_lease_in_process, write_unit
+from tests.store.partdata import create_run, take_lease_in_process, write_part
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,13 +42,13 @@ def test_expired_lease_is_taken_over_and_the_old_writer_cannot_commit(tmp_path):
     time.sleep(1.0)
     second = RunLease(run.loc).acquire()
     assert second.epoch == first.epoch + 1
-    # the first writer finishes a unit, but its commit is refused: the unit stays invisible
-    unit = run.plan.units[0]
+    # the first writer finishes a part, but its commit is refused: the part stays invisible
+    part = run.plan.parts[0]
     with pytest.raises(RunLeaseLostError, match="another ingest"):
-        write_unit(run, unit.unit_id, lease=first.token)
+        write_part(run, part.part_id, lease=first.token)
     assert run.commits() == {}
-    write_unit(run, unit.unit_id, lease=second.token)  # the holder's commit goes through
-    assert list(run.commits()) == [unit.unit_id]
+    write_part(run, part.part_id, lease=second.token)  # the holder's commit goes through
+    assert list(run.commits()) == [part.part_id]
     second.release()
     # released: the next writer takes it at once
     third = RunLease(run.loc).acquire()

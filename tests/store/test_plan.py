@@ -1,30 +1,30 @@
 import pytest
 
 from neurolake.errors import PlanError
-from neurolake.store import Plan, plan_work_units
+from neurolake.store import Plan, plan_parts
 
 
 def test_hand_computed_plan():
-    # shard = 100 rows, a unit closes once it holds >= 150 frames.
-    plan = plan_work_units(
-        [("a", 60), ("b", 70), ("c", 30), ("d", 250), ("e", 10)], rows_per_shard=100, unit_rows=150, chunk_rows=50
+    # shard = 100 rows, a part closes once it holds >= 150 frames.
+    plan = plan_parts(
+        [("a", 60), ("b", 70), ("c", 30), ("d", 250), ("e", 10)], rows_per_shard=100, part_rows=150, chunk_rows=50
     )
     got = [
-        (u.unit_id, u.row_start, u.row_stop, [(p.utterance_id, p.first_row, p.n_frames) for p in u.utterances])
-        for u in plan.units
+        (u.part_id, u.row_start, u.row_stop, [(p.utterance_id, p.first_row, p.n_frames) for p in u.utterances])
+        for u in plan.parts
     ]
     assert got == [
         # a+b+c = 160 >= 150 -> closes at 160, rounded up to 200
-        ("u000000", 0, 200, [("a", 0, 60), ("b", 60, 70), ("c", 130, 30)]),
+        ("p000000", 0, 200, [("a", 0, 60), ("b", 60, 70), ("c", 130, 30)]),
         # d alone is 250 >= 150 -> [200, 450) rounded to 500
-        ("u000001", 200, 500, [("d", 200, 250)]),
+        ("p000001", 200, 500, [("d", 200, 250)]),
         # e is the tail: [500, 510) rounded to 600
-        ("u000002", 500, 600, [("e", 500, 10)]),
+        ("p000002", 500, 600, [("e", 500, 10)]),
     ]
     assert plan.total_rows == 600
     assert plan.n_frames == 420
     assert plan.n_utterances == 5
-    assert [u.rows_used for u in plan.units] == [160, 250, 10]
+    assert [u.rows_used for u in plan.parts] == [160, 250, 10]
 
 
 def test_units_are_contiguous_shard_aligned_and_disjoint():
@@ -32,10 +32,10 @@ def test_units_are_contiguous_shard_aligned_and_disjoint():
 
     rnd = random.Random(3)
     utts = [(f"u{i}", rnd.randint(1, 900)) for i in range(500)]
-    plan = plan_work_units(utts, rows_per_shard=128, unit_rows=2000, chunk_rows=32)
+    plan = plan_parts(utts, rows_per_shard=128, part_rows=2000, chunk_rows=32)
     prev_stop = 0
     seen = []
-    for u in plan.units:
+    for u in plan.parts:
         assert u.row_start == prev_stop
         assert u.row_start % 128 == 0 and u.row_stop % 128 == 0
         assert u.used_stop <= u.row_stop < u.used_stop + 128
@@ -50,8 +50,8 @@ def test_units_are_contiguous_shard_aligned_and_disjoint():
 
 def test_plan_is_deterministic_and_round_trips():
     utts = [(f"x{i}", 10 + (i * 37) % 300) for i in range(200)]
-    a = plan_work_units(utts, rows_per_shard=64, unit_rows=1000, chunk_rows=16)
-    b = plan_work_units(list(utts), rows_per_shard=64, unit_rows=1000, chunk_rows=16)
+    a = plan_parts(utts, rows_per_shard=64, part_rows=1000, chunk_rows=16)
+    b = plan_parts(list(utts), rows_per_shard=64, part_rows=1000, chunk_rows=16)
     assert a == b
     assert Plan.from_dict(a.to_dict()) == a
 
@@ -67,9 +67,9 @@ def test_plan_is_deterministic_and_round_trips():
 )
 def test_bad_plan_input(utts, kwargs, message):
     with pytest.raises(PlanError, match=message):
-        plan_work_units(utts, **kwargs)
+        plan_parts(utts, **kwargs)
 
 
 def test_empty_plan():
-    plan = plan_work_units([])
-    assert plan.units == () and plan.total_rows == 0 and plan.n_frames == 0
+    plan = plan_parts([])
+    assert plan.parts == () and plan.total_rows == 0 and plan.n_frames == 0

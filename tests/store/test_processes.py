@@ -12,21 +12,21 @@ import numpy as np
 import pytest
 
 from neurolake.store import Lake
-from tests.store.unitdata import LAYERS, create_run, expected_rows, write_units_in_process
+from tests.store.partdata import LAYERS, create_run, expected_rows, write_units_in_process
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_concurrent_writers(shared_target):
     url, opts = shared_target
-    run = create_run(Lake.create(url, opts), n_utterances=60, unit_rows=300)
-    units = [u.unit_id for u in run.plan.units]
-    assert len(units) >= 8
-    batches = [units[i::4] for i in range(4)]
+    run = create_run(Lake.create(url, opts), n_utterances=60, part_rows=300)
+    parts = [u.part_id for u in run.plan.parts]
+    assert len(parts) >= 8
+    batches = [parts[i::4] for i in range(4)]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=4, mp_context=ctx) as pool:
         done = list(pool.map(write_units_in_process, [url] * 4, [opts] * 4, ["r1"] * 4, batches))
-    assert sorted(u for b in done for u in b) == sorted(units)
+    assert sorted(u for b in done for u in b) == sorted(parts)
 
     run = Lake.open(url, opts).run("r1")
     assert run.info().status == "complete"
@@ -46,27 +46,27 @@ def test_concurrent_writers(shared_target):
 CRASHING_WRITER = """
 import os, signal, sys
 from neurolake.store import Lake
-from tests.store.unitdata import write_unit
+from tests.store.partdata import write_part
 run = Lake.open(sys.argv[1]).run("r1")
-write_unit(run, sys.argv[2], commit=False)   # every shard and table written ...
+write_part(run, sys.argv[2], commit=False)   # every shard and table written ...
 os.kill(os.getpid(), signal.SIGKILL)          # ... and the process dies before its commit
 """
 
 
-def _unit_files(lake_dir: Path, unit) -> dict[str, bytes]:
+def _unit_files(lake_dir: Path, part) -> dict[str, bytes]:
     run_dir = lake_dir / "runs" / "r1"
     out = {}
     for path in sorted(run_dir.rglob("*")):
         rel = path.relative_to(run_dir).as_posix()
-        if path.is_file() and (unit.unit_id in rel or _in_unit_shards(rel, unit)):
+        if path.is_file() and (part.part_id in rel or _in_unit_shards(rel, part)):
             out[rel] = path.read_bytes()
     return out
 
 
-def _in_unit_shards(rel: str, unit) -> bool:
+def _in_unit_shards(rel: str, part) -> bool:
     parts = rel.split("/")
     if len(parts) == 5 and parts[0] == "activations.zarr" and parts[2] == "c":
-        return unit.row_start // 256 <= int(parts[3]) < unit.row_stop // 256
+        return part.row_start // 256 <= int(parts[3]) < part.row_stop // 256
     return False
 
 
@@ -74,38 +74,38 @@ def test_killed_writer_leaves_unit_invisible_and_rerun_is_identical(tmp_path):
     crashed, clean = tmp_path / "crashed", tmp_path / "clean"
     run = create_run(Lake.create(str(crashed)))
     create_run(Lake.create(str(clean)))
-    unit = run.plan.units[1]
+    part = run.plan.parts[1]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(crashed), unit.unit_id], env=env, cwd=REPO)
+    proc = subprocess.run([sys.executable, "-c", CRASHING_WRITER, str(crashed), part.part_id], env=env, cwd=REPO)
     assert proc.returncode == -signal.SIGKILL
 
     run = Lake.open(str(crashed)).run("r1")
-    files = _unit_files(crashed, unit)
+    files = _unit_files(crashed, part)
     assert any(k.startswith("activations.zarr/") for k in files), "the writer should have written shards"
     assert any(k.startswith("tables/frames/") for k in files)
     assert run.commits() == {} and run.info().frames_committed == 0
     assert run.read_table("frames").num_rows == 0
-    with pytest.raises(Exception, match="not rows of a committed unit"):
-        run.read_rows("enc.conv1", [unit.row_start])
-    assert [u.unit_id for u in run.pending_units()] == [u.unit_id for u in run.plan.units]
+    with pytest.raises(Exception, match="not rows of a committed part"):
+        run.read_rows("enc.conv1", [part.row_start])
+    assert [u.part_id for u in run.pending_parts()] == [u.part_id for u in run.plan.parts]
 
-    # Run the unit again in a healthy process; and once, undisturbed, in the clean lake.
+    # Run the part again in a healthy process; and once, undisturbed, in the clean lake.
     rerun = subprocess.run(
         [
             sys.executable,
             "-c",
             CRASHING_WRITER.replace("commit=False", "commit=True").split("os.kill")[0],
             str(crashed),
-            unit.unit_id,
+            part.part_id,
         ],
         env=env,
         cwd=REPO,
     )
     assert rerun.returncode == 0
-    from tests.store.unitdata import write_unit
+    from tests.store.partdata import write_part
 
-    write_unit(Lake.open(str(clean)).run("r1"), unit.unit_id)
-    assert list(Lake.open(str(crashed)).run("r1").commits()) == [unit.unit_id]
-    a, b = _unit_files(crashed, unit), _unit_files(clean, unit)
-    assert a.keys() == b.keys() and f"commits/{unit.unit_id}.json" in a
+    write_part(Lake.open(str(clean)).run("r1"), part.part_id)
+    assert list(Lake.open(str(crashed)).run("r1").commits()) == [part.part_id]
+    a, b = _unit_files(crashed, part), _unit_files(clean, part)
+    assert a.keys() == b.keys() and f"commits/{part.part_id}.json" in a
     assert all(a[k] == b[k] for k in a)

@@ -11,7 +11,7 @@ from neurolake.errors import QueryError
 from neurolake.query.engine import QueryEngine
 from neurolake.query.groups import create_group, get_group, list_groups
 from neurolake.store import Lake
-from tests.store.unitdata import create_group_in_process, create_lake_and_run_in_process, create_run, write_unit
+from tests.store.partdata import create_group_in_process, create_lake_and_run_in_process, create_run, write_part
 
 
 def _pool(n):
@@ -35,8 +35,8 @@ def test_lake_and_run_creation_races(shared_target):
 def lake(tmp_path):
     lake = Lake.create(str(tmp_path / "lake"))
     run = create_run(lake)
-    for u in run.plan.units:
-        write_unit(run, u.unit_id)
+    for u in run.plan.parts:
+        write_part(run, u.part_id)
     return lake
 
 

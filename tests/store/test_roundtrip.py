@@ -5,33 +5,33 @@ import pytest
 
 from neurolake.errors import OutOfRangeError, RunConflictError
 from neurolake.store import Lake, LayerSpec
-from tests.store.unitdata import LAYERS, create_run, expected_rows, unit_tables, write_unit
+from tests.store.partdata import LAYERS, create_run, expected_rows, part_tables, write_part
 
 
 def test_lake_json_and_runs(lake_target):
     url, opts = lake_target
     lake = Lake.create(url, opts)
-    assert lake.loc.read_json("lake.json") == {"format": "neurolake", "version": 1}
+    assert lake.loc.read_json("lake.json") == {"format": "neurolake", "version": 2}
     assert Lake.open(url, opts).list_runs() == []
     run = create_run(lake)
     assert Lake.open(url, opts).list_runs() == ["r1"]
     info = run.info()
-    assert (info.status, info.units_committed, info.frames_committed) == ("planned", 0, 0)
-    assert info.units_total == len(run.plan.units) > 2
+    assert (info.status, info.parts_committed, info.frames_committed) == ("planned", 0, 0)
+    assert info.parts_total == len(run.plan.parts) > 2
 
 
 def test_write_read_round_trip(lake_target):
     url, opts = lake_target
     lake = Lake.create(url, opts)
     run = create_run(lake)
-    units = run.plan.units
-    for unit in units[:-1]:
-        write_unit(run, unit.unit_id)
+    parts = run.plan.parts
+    for part in parts[:-1]:
+        write_part(run, part.part_id)
     run = Lake.open(url, opts).run("r1")
     info = run.info()
     assert info.status == "partial"
-    assert info.units_committed == len(units) - 1
-    assert info.frames_committed == sum(u.rows_used for u in units[:-1])
+    assert info.parts_committed == len(parts) - 1
+    assert info.frames_committed == sum(u.rows_used for u in parts[:-1])
 
     committed = run.committed_frame_ids()
     assert committed.size == info.frames_committed
@@ -41,29 +41,29 @@ def test_write_read_round_trip(lake_target):
         got = run.read_rows(layer.name, ids)
         assert got.dtype == np.float16 and got.shape == (300, layer.units)
         np.testing.assert_array_equal(got, expected_rows(li, layer.units, ids))
-    # A whole unit range, and the dask view of the whole layer.
-    u = units[1]
+    # A whole part range, and the dask view of the whole layer.
+    u = parts[1]
     np.testing.assert_array_equal(
         run.read_range("enc.conv2", u.row_start, u.used_stop), expected_rows(1, 10, np.arange(u.row_start, u.used_stop))
     )
     dask_layer = run.layer_dask("enc.conv1")
     assert dask_layer.shape == (run.plan.total_rows, 24)
     np.testing.assert_array_equal(dask_layer[committed].compute(), expected_rows(0, 24, committed))
-    # Rows of the uncommitted unit are not visible.
-    with pytest.raises(OutOfRangeError, match="not rows of a committed unit"):
-        run.read_rows("enc.conv1", [units[-1].row_start])
+    # Rows of the uncommitted part are not visible.
+    with pytest.raises(OutOfRangeError, match="not rows of a committed part"):
+        run.read_rows("enc.conv1", [parts[-1].row_start])
 
     frames = run.read_table("frames")
     assert frames.num_rows == info.frames_committed
     assert frames.column("frame_id").to_pylist() == committed.tolist()
     assert set(frames.column("run_id").to_pylist()) == {"r1"}
-    expected_utts = [p.utterance_id for u in units[:-1] for p in u.utterances]
+    expected_utts = [p.utterance_id for u in parts[:-1] for p in u.utterances]
     assert run.read_table("utterances").column("utterance_id").to_pylist() == expected_utts
     assert run.read_table("errors").num_rows == 0
     assert run.verify() == []
 
-    # Committing the last unit completes the run.
-    write_unit(run, units[-1].unit_id)
+    # Committing the last part completes the run.
+    write_part(run, parts[-1].part_id)
     assert run.info().status == "complete"
     assert run.read_table("frames").num_rows == run.plan.n_frames
 
@@ -72,20 +72,20 @@ def test_rerun_rewrites_same_bytes(lake_target):
     url, opts = lake_target
     lake = Lake.create(url, opts)
     run = create_run(lake)
-    unit = run.plan.units[0]
-    write_unit(run, unit.unit_id, block_rows=100)
-    before = {k: lake.loc.read_bytes("runs", "r1", k) for k in _unit_keys(run, unit)}
-    write_unit(run, unit.unit_id, block_rows=77)
-    after = {k: lake.loc.read_bytes("runs", "r1", k) for k in _unit_keys(run, unit)}
-    assert before == after and len(before) >= 3 + 2 * (unit.row_stop - unit.row_start) // 256
+    part = run.plan.parts[0]
+    write_part(run, part.part_id, block_rows=100)
+    before = {k: lake.loc.read_bytes("runs", "r1", k) for k in _unit_keys(run, part)}
+    write_part(run, part.part_id, block_rows=77)
+    after = {k: lake.loc.read_bytes("runs", "r1", k) for k in _unit_keys(run, part)}
+    assert before == after and len(before) >= 3 + 2 * (part.row_stop - part.row_start) // 256
 
 
-def _unit_keys(run, unit):
-    keys = [f"commits/{unit.unit_id}.json"] + [
-        f"tables/{t}/{unit.unit_id}.parquet" for t in ("utterances", "frames", "errors")
+def _unit_keys(run, part):
+    keys = [f"commits/{part.part_id}.json"] + [
+        f"tables/{t}/{part.part_id}.parquet" for t in ("utterances", "frames", "errors")
     ]
     for layer in LAYERS:
-        for s in range(unit.row_start // 256, unit.row_stop // 256):
+        for s in range(part.row_start // 256, part.row_stop // 256):
             keys.append(f"activations.zarr/{layer.name}/c/{s}/0")
     return keys
 
@@ -113,14 +113,14 @@ def test_create_run_again(lake_target):
 def test_writer_refuses_rows_outside_its_range(lake_target):
     url, opts = lake_target
     run = create_run(Lake.create(url, opts))
-    unit = run.plan.units[0]
-    writer = run.unit_writer(unit.unit_id)
-    writer.append("enc.conv2", np.zeros((unit.rows_used - 5, 10)))
-    with pytest.raises(OutOfRangeError, match=f"owns frame rows \\[0, {unit.used_stop}\\)"):
+    part = run.plan.parts[0]
+    writer = run.part_writer(part.part_id)
+    writer.append("enc.conv2", np.zeros((part.rows_used - 5, 10)))
+    with pytest.raises(OutOfRangeError, match=f"owns frame rows \\[0, {part.used_stop}\\)"):
         writer.append("enc.conv2", np.zeros((6, 10)))
-    utterances, frames = unit_tables(run, unit)
-    frames["frame_id"] = frames["frame_id"] + 1  # last frame now falls outside the unit
-    with pytest.raises(OutOfRangeError, match="outside the unit's rows"):
+    utterances, frames = part_tables(run, part)
+    frames["frame_id"] = frames["frame_id"] + 1  # last frame now falls outside the part
+    with pytest.raises(OutOfRangeError, match="outside the part's rows"):
         writer.write_table("frames", frames)
     from neurolake.errors import IntegrityError
 

@@ -1,8 +1,8 @@
-"""Processing one work unit: decode, forward with capture, labels, write, commit.
+"""Processing one part: decode, forward with capture, labels, write, commit.
 
-Plain code without Ray: :mod:`neurolake.ingest.pipeline` runs :func:`decode_unit` as
-CPU tasks and :class:`UnitProcessor` inside model actors (built once per actor, then a
-pure transformation per unit), but both also run in-process.
+Plain code without Ray: :mod:`neurolake.ingest.pipeline` runs :func:`decode_part` as
+CPU tasks and :class:`PartProcessor` inside model actors (built once per actor, then a
+pure transformation per part), but both also run in-process.
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from neurolake.ingest.decode import Decoded
 from neurolake.ingest.planning import error_row
 from neurolake.labels.frames import frames_table_of, label_utterance
 from neurolake.models import ModelAdapter, load_model
-from neurolake.store import Lake, WorkUnit
+from neurolake.store import Lake, Part
 from neurolake.store.lease import LeaseToken
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class UnitResult:
-    unit_id: str
+class PartResult:
+    part_id: str
     utterances_done: int
     utterances_failed: int
     audio_seconds: float
@@ -54,10 +54,10 @@ def length_batches(
 
     A batch ends at ``max_batch`` items, at ``max_batch_samples`` padded samples, or where
     the next (longer) item would make more than ``max_padding`` of the batch padding. The
-    pipeline sorts only a unit's own utterances: when units held corpus order, a large model's
-    unit had few utterances and without the last rule its batches were 31 % padding
-    (wav2vec2-base, synthetic speech, 3,500-frame units), all of it computed by the model.
-    The planner now orders utterances by length, so the rule mostly cuts at unit edges;
+    pipeline sorts only a part's own utterances: when parts held corpus order, a large model's
+    part had few utterances and without the last rule its batches were 31 % padding
+    (wav2vec2-base, synthetic speech, 3,500-frame parts), all of it computed by the model.
+    The planner now orders utterances by length, so the rule mostly cuts at part edges;
     smaller batches cost a CPU little (the demo model runs batches of 4, 8 and 16 at 33-37 k
     frames/s).
     """
@@ -92,8 +92,8 @@ def _pad(items: Sequence[Decoded]) -> tuple[np.ndarray, list[int]]:
     return padded, lengths
 
 
-class UnitProcessor:
-    """Holds a model (built once) and writes whole work units of one run."""
+class PartProcessor:
+    """Holds a model (built once) and writes whole parts of one run."""
 
     def __init__(
         self,
@@ -132,7 +132,7 @@ class UnitProcessor:
     def probe(self, decoded: list[Decoded]) -> None:
         """Run the model on these utterances and write nothing; raises what the model raises.
 
-        The pipeline bisects a unit that keeps failing with probes, to find the utterances
+        The pipeline bisects a part that keeps failing with probes, to find the utterances
         the model cannot take."""
         for batch in self._batches(decoded):
             items = [decoded[i] for i in batch]
@@ -147,14 +147,14 @@ class UnitProcessor:
 
     def process(
         self,
-        unit: WorkUnit,
+        part: Part,
         utterances: Sequence[Utterance],
         decoded: list[Decoded],
         extra_errors: Sequence[dict] = (),
         lease: LeaseToken | None = None,
         exclude: Mapping[str, str] | None = None,
-    ) -> UnitResult:
-        """Forward, label and write ``unit``, then commit it (only while ``lease`` holds).
+    ) -> PartResult:
+        """Forward, label and write ``part``, then commit it (only while ``lease`` holds).
 
         ``exclude`` maps utterances the model failed on (found by the pipeline's bisection) to
         the reason: they become ``errors`` rows of stage ``model`` and the rest is ingested."""
@@ -167,7 +167,7 @@ class UnitProcessor:
                 for d in decoded
             ]
         by_id = {u.utterance_id: u for u in utterances}
-        planned = {p.utterance_id: p for p in unit.utterances}
+        planned = {p.utterance_id: p for p in part.utterances}
         tokens = self.adapter.tokens
         errors = list(extra_errors)
         acts: dict[str, dict[str, np.ndarray]] = {}  # utterance -> layer -> [frames, units]
@@ -181,7 +181,7 @@ class UnitProcessor:
             padded, lengths = _pad(items)
             wave = torch.from_numpy(padded)
             # One forward at a time: capture hooks live on the shared module during a call.
-            # Labels and writes of another unit run meanwhile (the actor takes two at once).
+            # Labels and writes of another part run meanwhile (the actor takes two at once).
             with self._forward_lock:
                 t_forward = time.perf_counter()
                 out = self.adapter.forward(
@@ -229,26 +229,26 @@ class UnitProcessor:
                 utt_rows[d.utterance_id] = urow
                 frame_labels[d.utterance_id] = labels
 
-        writer = self.run.unit_writer(unit.unit_id)
+        writer = self.run.part_writer(part.part_id)
         spec_by_name = {layer.name: layer for layer in self.run.layers}
         for name in self.layers:
             units = spec_by_name[name].units
-            for p in unit.utterances:
+            for p in part.utterances:
                 block = acts.get(p.utterance_id, {}).get(name)
                 writer.append(name, block if block is not None else np.zeros((p.n_frames, units), np.float16))
-        order = [p.utterance_id for p in unit.utterances if p.utterance_id in utt_rows]
+        order = [p.utterance_id for p in part.utterances if p.utterance_id in utt_rows]
         writer.write_table("utterances", pa.Table.from_pylist([utt_rows[u] for u in order]) if order else {})
         writer.write_table("frames", frames_table_of([frame_labels[u] for u in order]) if order else {})
         writer.write_table("errors", pa.Table.from_pylist(errors) if errors else {})
         writer.commit(lease)
         failed = len({e["utterance_id"] for e in errors if e["utterance_id"] in planned})
-        return UnitResult(
-            unit_id=unit.unit_id,
+        return PartResult(
+            part_id=part.part_id,
             utterances_done=len(order),
             utterances_failed=failed,
             audio_seconds=sum(d.audio.shape[0] for d in decoded if d.audio is not None) / self.adapter.sample_rate,
-            frames=unit.rows_used,
-            bytes_raw=unit.rows_used * sum(spec_by_name[n].units * 2 for n in self.layers),
+            frames=part.rows_used,
+            bytes_raw=part.rows_used * sum(spec_by_name[n].units * 2 for n in self.layers),
             seconds=time.perf_counter() - t0,
             forward_seconds=forward_s,
             padded_samples=padded_samples,

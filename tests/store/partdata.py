@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurolake.store import Lake, LayerSpec, Run, plan_work_units
+from neurolake.store import Lake, LayerSpec, Run, plan_parts
 
 LAYERS = [LayerSpec("enc.conv1", 24, module="enc.0"), LayerSpec("enc.conv2", 10, module="enc.2")]
 ROWS_PER_SHARD = 256
@@ -24,9 +24,9 @@ def expected_rows(layer_index: int, units: int, rows: np.ndarray) -> np.ndarray:
     return (k / 64.0).astype(np.float16)
 
 
-def create_run(lake: Lake, run_id: str = "r1", n_utterances: int = 30, unit_rows: int = 600) -> Run:
-    plan = plan_work_units(
-        utterance_lengths(n_utterances), rows_per_shard=ROWS_PER_SHARD, unit_rows=unit_rows, chunk_rows=CHUNK_ROWS
+def create_run(lake: Lake, run_id: str = "r1", n_utterances: int = 30, part_rows: int = 600) -> Run:
+    plan = plan_parts(
+        utterance_lengths(n_utterances), rows_per_shard=ROWS_PER_SHARD, part_rows=part_rows, chunk_rows=CHUNK_ROWS
     )
     return lake.create_run(
         run_id,
@@ -37,8 +37,8 @@ def create_run(lake: Lake, run_id: str = "r1", n_utterances: int = 30, unit_rows
     )
 
 
-def unit_tables(run: Run, unit) -> tuple[dict, dict]:
-    utts = unit.utterances
+def part_tables(run: Run, part) -> tuple[dict, dict]:
+    utts = part.utterances
     utterances = {
         "utterance_id": [u.utterance_id for u in utts],
         "speaker_id": [u.utterance_id.split("-")[0] for u in utts],
@@ -53,7 +53,7 @@ def unit_tables(run: Run, unit) -> tuple[dict, dict]:
         "cer": [1 / 3] * len(utts),
         "n_word_errors": [1] * len(utts),
     }
-    frame_ids = np.arange(unit.row_start, unit.used_stop)
+    frame_ids = np.arange(part.row_start, part.used_stop)
     owner = np.concatenate([[i] * u.n_frames for i, u in enumerate(utts)])
     index = np.concatenate([np.arange(u.n_frames) for u in utts])
     frames = {
@@ -74,15 +74,15 @@ def unit_tables(run: Run, unit) -> tuple[dict, dict]:
     return utterances, frames
 
 
-def write_unit(run: Run, unit_id: str, commit: bool = True, block_rows: int = 100, lease=None) -> None:
-    """Write a unit in blocks of ``block_rows`` (not shard-sized, to exercise buffering)."""
-    unit = run.plan.unit(unit_id)
-    writer = run.unit_writer(unit_id)
-    rows = np.arange(unit.row_start, unit.used_stop)
+def write_part(run: Run, part_id: str, commit: bool = True, block_rows: int = 100, lease=None) -> None:
+    """Write a part in blocks of ``block_rows`` (not shard-sized, to exercise buffering)."""
+    part = run.plan.part(part_id)
+    writer = run.part_writer(part_id)
+    rows = np.arange(part.row_start, part.used_stop)
     for li, layer in enumerate(run.layers):
         for lo in range(0, rows.size, block_rows):
             writer.append(layer.name, expected_rows(li, layer.units, rows[lo : lo + block_rows]))
-    utterances, frames = unit_tables(run, unit)
+    utterances, frames = part_tables(run, part)
     writer.write_table("utterances", utterances)
     writer.write_table("frames", frames)
     if commit:
@@ -91,12 +91,12 @@ def write_unit(run: Run, unit_id: str, commit: bool = True, block_rows: int = 10
         writer.flush()
 
 
-def write_units_in_process(url: str, storage_options: dict, run_id: str, unit_ids: list[str]) -> list[str]:
+def write_units_in_process(url: str, storage_options: dict, run_id: str, part_ids: list[str]) -> list[str]:
     """Entry point for writer processes."""
     run = Lake.open(url, storage_options).run(run_id)
-    for unit_id in unit_ids:
-        write_unit(run, unit_id)
-    return unit_ids
+    for part_id in part_ids:
+        write_part(run, part_id)
+    return part_ids
 
 
 def create_lake_and_run_in_process(url: str, storage_options: dict, start_at: float) -> dict:
