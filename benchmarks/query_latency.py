@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from neurolake.query.engine import QueryEngine
 from neurolake.query.gather import gather_activations
-from neurolake.query.groups import create_group, group_frame_ids, group_query
+from neurolake.query.groups import create_group, group_frame_ids, group_relation
 from neurolake.store import Lake, LayerSpec, plan_parts
 
 FRAMES_PER_UTT = 750  # 15 s at 50 frames/s
@@ -190,7 +190,9 @@ def main() -> None:
                         f"  {name:55s} best {min(times):6.2f} s  median {sorted(times)[1]:6.2f} s  -> {ids.size:,} ids  (target <= 2 s at 100 M)"
                     )
                     if n_rows <= 10_000_000:  # the same ids as the plain join of frames and utterances
-                        joined = np.sort(q.arrow(group_query(run_id, predicate)).column("frame_id").to_numpy())
+                        joined = np.sort(
+                            q.rows(lambda r=run_id, p=predicate: group_relation(q, r, p)).column("frame_id").to_numpy()
+                        )
                         assert np.array_equal(ids, joined), f"{predicate}: ids differ from the join"
 
         run_id = "gather"

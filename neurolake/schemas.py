@@ -90,3 +90,60 @@ PATTERNS = pa.schema(
         ("background", pa.string()),
     ]
 )
+
+# ------------------------------------------------------------------ views built from
+# run manifests, derived data and group files (not Parquet tables of a run's parts)
+
+RUNS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("status", pa.string()),
+        ("model", pa.string()),
+        ("corpus", pa.string()),
+        ("n_utterances", pa.int64()),
+        ("n_frames", pa.int64()),
+        ("frames_committed", pa.int64()),
+        ("parts_committed", pa.int64()),
+        ("parts_total", pa.int64()),
+        ("n_layers", pa.int64()),
+        ("created_at", pa.string()),
+    ]
+)
+
+LAYERS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("layer", pa.string()),
+        ("units", pa.int64()),
+        ("dtype", pa.string()),
+        ("module", pa.string()),
+    ]
+)
+
+NEURONS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("layer", pa.string()),
+        ("unit", pa.int64()),
+        ("mean", pa.float64()),
+        ("std", pa.float64()),
+        ("q50", pa.float64()),
+        ("q90", pa.float64()),
+        ("q99", pa.float64()),
+        ("max", pa.float64()),
+        ("active_rate", pa.float64()),
+        ("n_frames", pa.int64()),
+    ]
+)
+
+GROUPS = pa.schema(
+    [
+        ("name", pa.string()),
+        ("run_id", pa.string()),
+        ("predicate", pa.string()),
+        ("n_frames", pa.int64()),
+        ("created_at", pa.string()),
+    ]
+)
+
+GROUP_FRAMES = pa.schema([("name", pa.string()), ("run_id", pa.string()), ("frame_id", pa.int64())])

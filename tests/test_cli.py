@@ -65,7 +65,7 @@ def test_runs_lists_runs(tmp_path, capsys):
     assert info["parts_committed"] == 1 and info["frames_committed"] == run.plan.parts[0].rows_used
     assert main(["runs", "--lake", url]) == 0
     table = capsys.readouterr().out
-    assert table.splitlines()[0].split()[:3] == ["run", "status", "units"]
+    assert table.splitlines()[0].split()[:3] == ["run", "status", "parts"]
     assert f"1/{len(run.plan.parts)}" in table
 
 

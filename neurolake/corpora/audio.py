@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import soundfile as sf
-from fsspec.core import url_to_fs
 
-from neurolake.errors import InputError
+from neurolake.corpora.records import open_url
+from neurolake.errors import InputError, SpecError
 
 if TYPE_CHECKING:
     import torchaudio
@@ -154,10 +154,11 @@ def _resampler(orig_rate: int, target_rate: int) -> torchaudio.transforms.Resamp
 
 
 def _filesystem(uri: str, storage_options: Mapping[str, Any] | None):
+    """The filesystem of one audio file; a URL that cannot be opened is that item's error."""
     try:
-        return url_to_fs(uri, **dict(storage_options or {}))
-    except (ValueError, ImportError) as exc:
-        raise InputError(f"{uri}: cannot open ({exc})") from exc
+        return open_url(uri, storage_options)
+    except SpecError as exc:
+        raise InputError(f"{uri}: {exc}") from exc
 
 
 def _sound_file(uri: str, handle: BinaryIO) -> sf.SoundFile:

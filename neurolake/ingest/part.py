@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +24,7 @@ from neurolake.ingest.decode import Decoded
 from neurolake.ingest.planning import error_row
 from neurolake.labels.frames import frames_table_of, label_utterance
 from neurolake.models import ModelAdapter, load_model
-from neurolake.store import Lake, Part
+from neurolake.store import Lake, Location, Part
 from neurolake.store.lease import LeaseToken
 
 log = logging.getLogger(__name__)
@@ -97,17 +96,16 @@ class PartProcessor:
 
     def __init__(
         self,
-        lake_url: str,
+        lake: Location,
         run_id: str,
         model_spec: str,
         layers: Sequence[str],
-        storage_options: Mapping[str, Any] | None = None,
         device: str = "cpu",
         max_batch: int = 16,
         max_batch_samples: int = SAMPLE_RATE * 160,
         adapter: ModelAdapter | None = None,
     ):
-        self.run = Lake.open(lake_url, storage_options).run(run_id)
+        self.run = Lake.open(lake).run(run_id)
         self.adapter: ModelAdapter = adapter if adapter is not None else load_model(model_spec, device=device)
         self.layers = list(layers)
         self.max_batch = max_batch

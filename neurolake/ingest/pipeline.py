@@ -30,7 +30,7 @@ from neurolake.ingest.decode import decode_part
 from neurolake.ingest.part import PartProcessor, PartResult
 from neurolake.ingest.planning import PlannedCorpus, plan_corpus
 from neurolake.models import load_model
-from neurolake.store import Lake, LayerSpec
+from neurolake.store import Lake, LayerSpec, Location
 from neurolake.store.lease import DEFAULT_TTL_S, RunLease
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class ModelWorker:
     (see :func:`_isolate`).
     """
 
-    def __init__(self, lake_url, run_id, model_spec, layers, *, threads: int = 1, device: str = "cpu", **kwargs):
+    def __init__(self, lake: Location, run_id, model_spec, layers, *, threads: int = 1, device: str = "cpu", **kwargs):
         import threading
 
         import torch
@@ -120,7 +120,7 @@ class ModelWorker:
         # opened at the first part (it may not exist yet).
         self.adapter = load_model(model_spec, device=device)
         _warm_up_labels(self.adapter)
-        self._args = (lake_url, run_id, model_spec, layers)
+        self._args = (lake, run_id, model_spec, layers)
         self._kwargs = dict(kwargs, device=device, adapter=self.adapter)
         self._lock = threading.Lock()
         self.processor = None
@@ -160,7 +160,7 @@ def _warm_up_labels(adapter) -> None:
 
 
 def ingest(
-    lake_url: str,
+    lake_url: str | Location,
     corpus: str,
     model: str,
     *,
@@ -186,6 +186,8 @@ def ingest(
         if value is not None and value < 1:
             raise PlanError(f"{name} must be at least 1, got {value}")
     t0 = time.perf_counter()
+    # One Location (URL and storage options) for the lake from here on; ``storage_options``
+    # also open the corpus and its audio.
     lake = Lake.open(lake_url, storage_options, create=True)
     run_id = run_id or default_run_id(corpus, model)
     adapter = load_model(model)
@@ -201,9 +203,7 @@ def ingest(
         lease.acquire()
     try:
         if not finished:
-            pool = _start_actors(
-                actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch
-            )
+            pool = _start_actors(actors, threads, ray_address, lake.loc, run_id, model, layer_names, max_batch)
         planned = plan_corpus(
             corpus,
             adapter,
@@ -226,9 +226,7 @@ def ingest(
             utterances_skipped=planned.skipped,
         )
         if pending and not pool:  # finished a moment ago, and since then parts were lost
-            pool = _start_actors(
-                actors, threads, ray_address, lake.url, run_id, model, layer_names, storage_options, max_batch
-            )
+            pool = _start_actors(actors, threads, ray_address, lake.loc, run_id, model, layer_names, max_batch)
         if pending:
             _run_parts(
                 summary,
@@ -241,7 +239,7 @@ def ingest(
                 on_part_done,
                 t0,
                 lease,
-                actor_args=(lake.url, run_id, model, layer_names),
+                actor_args=(lake.loc, run_id, model, layer_names),
             )
     finally:
         if pool is not None:
@@ -268,9 +266,7 @@ def _layer_specs(chosen) -> list[LayerSpec]:
     return [LayerSpec(layer.name, layer.units, module=layer.module_path) for layer in chosen]
 
 
-def _start_actors(
-    actors, threads, ray_address, lake_url, run_id, model, layer_names, storage_options, max_batch
-) -> ActorPool:
+def _start_actors(actors, threads, ray_address, lake: Location, run_id, model, layer_names, max_batch) -> ActorPool:
     """Connect to Ray and start the model actors: one per GPU, else one per two CPUs."""
     resources = connect(ray_address)
     cpus = int(resources.get("CPU", 1))
@@ -287,9 +283,8 @@ def _start_actors(
     # SPREAD: one model per node first, so a cluster's nodes all work from the start.
     return ActorPool(
         ModelWorker,
-        [(lake_url, run_id, model, layer_names)] * n_actors,
+        [(lake, run_id, model, layer_names)] * n_actors,
         kwargs={
-            "storage_options": dict(storage_options or {}),
             "device": "cuda" if gpus else "cpu",
             "max_batch": max_batch,
             "threads": threads,
@@ -330,7 +325,7 @@ def _run_parts(
                 ActorPool(
                     ModelWorker,
                     [actor_args],
-                    kwargs={"storage_options": dict(storage_options or {}), "device": "cpu", "max_batch": 1},
+                    kwargs={"device": "cpu", "max_batch": 1},
                     num_cpus=0,
                     max_restarts=-1,
                 )
@@ -442,7 +437,7 @@ def _account(summary: IngestSummary, result: PartResult, node: str) -> None:
 
 
 def repair(
-    lake_url: str,
+    lake_url: str | Location,
     run_id: str,
     *,
     storage_options: Mapping[str, Any] | None = None,
@@ -469,7 +464,7 @@ def repair(
     used = [sum(p.n_frames for p in u.utterances) for u in run.plan.parts]
     part_rows = min(used[:-1]) if len(used) > 1 else used[0]
     summary = ingest(
-        lake.url,
+        lake.loc,
         str(manifest["corpus"]["spec"]),
         str(manifest["model"]["spec"]),
         layers=[layer.name for layer in run.layers],

@@ -40,11 +40,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import fsspec
 import torch
 from torch import nn
 
 from neurolake.corpora.audio import SAMPLE_RATE
+from neurolake.corpora.records import open_url
 from neurolake.errors import InputError, SpecError
 from neurolake.models.framing import zero_beyond
 
@@ -404,9 +404,9 @@ class ModelAdapter(abc.ABC):
 
 def read_checkpoint(url: str, spec: str, required: Sequence[str]) -> tuple[dict[str, Any], str]:
     """``(checkpoint dict, SHA-256 of the file)``; the dict has every key in ``required``."""
+    fs, path = open_url(url)
     try:
-        with fsspec.open(url, "rb") as handle:
-            data = handle.read()
+        data = fs.cat_file(path)
     except FileNotFoundError as exc:
         raise SpecError(f"{spec}: checkpoint {url!r} not found") from exc
     except OSError as exc:

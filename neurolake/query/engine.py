@@ -20,15 +20,17 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from neurolake import schemas
 from neurolake.errors import QueryError, one_line
-from neurolake.query import schemas
+from neurolake.query import rows as view_rows
 from neurolake.query.fingerprint import commits_fingerprint
-from neurolake.query.guard import check_select
+from neurolake.query.guard import check_select, parse_predicate
 from neurolake.query.registry import visible_groups
 from neurolake.schemas import PATTERNS, SCHEMAS
 from neurolake.store import Lake, Run
@@ -186,8 +188,8 @@ class QueryEngine:
 
     def _define_views(self, con: duckdb.DuckDBPyConnection, runs: list[Run]) -> None:
         infos = [r.info() for r in runs]
-        con.register("_nl_runs", pa.Table.from_pylist([schemas.run_row(i) for i in infos], schema=schemas.RUNS))
-        layer_rows = [schemas.layer_row(r.run_id, layer) for r in runs for layer in r.layers]
+        con.register("_nl_runs", pa.Table.from_pylist([view_rows.run_row(i) for i in infos], schema=schemas.RUNS))
+        layer_rows = [view_rows.layer_row(r.run_id, layer) for r in runs for layer in r.layers]
         con.register("_nl_layers", pa.Table.from_pylist(layer_rows, schema=schemas.LAYERS))
         con.execute("CREATE VIEW runs AS SELECT * FROM _nl_runs")
         con.execute("CREATE VIEW layers AS SELECT * FROM _nl_layers")
@@ -210,7 +212,7 @@ class QueryEngine:
         by_id = {run.run_id: run for run in runs}
         for run_id, d in visible_groups(self.lake, runs):  # the group each name points at
             group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
-            group_rows.append(schemas.group_row(d))
+            group_rows.append(view_rows.group_row(d))
         self._files += neuron_files + group_files + pattern_files
         self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)
@@ -240,11 +242,35 @@ class QueryEngine:
 
     arrow = sql
 
-    def binds(self, query: str) -> bool:
-        """Whether an allowed SELECT binds (its tables and columns exist), without running it."""
-        text = self.check(query)
+    def check_predicate(self, predicate: str) -> str:
+        """DuckDB's rendering of ``predicate`` if it is exactly one expression that an allowed
+        SELECT may hold (views only, no table functions or settings); else a :class:`QueryError`."""
+        expression = parse_predicate(predicate)
+        self.check(f"SELECT frame_id FROM frames WHERE {expression}")
+        return expression
+
+    def relation(self, view: str, run_id: str | None = None) -> duckdb.DuckDBPyRelation:
+        """A view as a DuckDB relation, narrowed to ``run_id`` when given.
+
+        The run id enters the plan as a constant (not a parameter), so DuckDB prunes Parquet
+        row groups with it at planning time; no SQL text is assembled. Relations bind when
+        built: a bad column in a later ``filter`` raises there.
+        """
+        if view not in VIEWS:
+            raise QueryError(f"no view {view!r}; the views are {', '.join(VIEWS)}")
+        rel = self.con.view(view)
+        if run_id is not None:
+            rel = rel.filter(duckdb.ColumnExpression("run_id") == duckdb.ConstantExpression(run_id))
+        return rel
+
+    def rows(self, build: Callable[[], duckdb.DuckDBPyRelation]) -> pa.Table:
+        """Build a relation and run it under the engine's limits; its rows as an Arrow table."""
+        return self._run(lambda: build().to_arrow_table())
+
+    def binds_relation(self, build: Callable[[], duckdb.DuckDBPyRelation]) -> bool:
+        """Whether a relation binds (its columns exist), without running it."""
         try:
-            self._run(lambda: self.con.execute("EXPLAIN " + text).fetchall())
+            self._run(build)
             return True
         except QueryError:
             return False

@@ -14,6 +14,7 @@ import datetime as _dt
 import re
 from dataclasses import dataclass
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -44,37 +45,35 @@ class Group:
         return table.column("frame_id").to_numpy()
 
 
-def group_query(run_id: str, predicate: str) -> str:
-    """The SELECT that lists the frame ids of ``run_id`` satisfying ``predicate``.
+def group_relation(engine: QueryEngine, run_id: str, predicate: str) -> duckdb.DuckDBPyRelation:
+    """The frame ids of ``run_id`` satisfying ``predicate``, as a DuckDB relation.
 
     Frames join their utterance on an integer key: an utterance owns the rows
     ``[first_frame_id, first_frame_id + n_frames)`` and ``frame_index`` counts from its first
     row, so ``frame_id - frame_index = first_frame_id`` (1.8 s against 2.5 s for the string key
     on 100 M rows). Both sides are narrowed to the run first; ``utterances`` leaves out the
     columns ``frames`` has, so every column name is unambiguous, and the aliases keep
-    ``frames.x`` and ``utterances.x`` usable. The run id is a literal, not a parameter:
-    DuckDB prunes Parquet row groups with literals at planning time. The ids come back
-    unordered: sorting them in numpy is cheaper than in SQL.
+    ``frames.x`` and ``utterances.x`` usable. The ids come back unordered: sorting them in
+    numpy is cheaper than in SQL.
     """
-    run = "'" + run_id.replace("'", "''") + "'"
-    return (
-        f"WITH f AS (SELECT * FROM frames WHERE run_id = {run}), "
-        f"u AS (SELECT * EXCLUDE (run_id, utterance_id) FROM utterances WHERE run_id = {run}) "
-        "SELECT frame_id FROM f AS frames JOIN u AS utterances "
-        f"ON frames.frame_id - frames.frame_index = utterances.first_frame_id WHERE ({predicate})"
+    frames = engine.relation("frames", run_id).set_alias("frames")
+    utterances = engine.relation("utterances", run_id).project("* EXCLUDE (run_id, utterance_id)")
+    joined = frames.join(
+        utterances.set_alias("utterances"), "frames.frame_id - frames.frame_index = utterances.first_frame_id"
     )
+    return joined.filter(predicate).project("frames.frame_id AS frame_id")
 
 
-def _frames_only_query(run_id: str, predicate: str) -> str:
-    run = "'" + run_id.replace("'", "''") + "'"
-    return f"SELECT frame_id FROM frames WHERE run_id = {run} AND ({predicate})"
+def _frames_only(engine: QueryEngine, run_id: str, predicate: str) -> duckdb.DuckDBPyRelation:
+    return engine.relation("frames", run_id).filter(predicate).project("frame_id")
 
 
-def _utterances_only_query(run_id: str, predicate: str) -> str:
-    run = "'" + run_id.replace("'", "''") + "'"
+def _utterances_only(engine: QueryEngine, run_id: str, predicate: str) -> duckdb.DuckDBPyRelation:
     return (
-        f"SELECT first_frame_id, n_frames FROM utterances WHERE run_id = {run} AND ({predicate}) "
-        "ORDER BY first_frame_id"
+        engine.relation("utterances", run_id)
+        .filter(predicate)
+        .project("first_frame_id, n_frames")
+        .order("first_frame_id")
     )
 
 
@@ -102,14 +101,14 @@ def group_frame_ids(engine: QueryEngine, run_id: str, predicate: str) -> np.ndar
       1.7 s for 21 M ids out of 100 M);
     - both: frames joined with their utterance.
     """
-    predicate = parse_predicate(predicate)  # exactly one expression, or nothing runs
-    if engine.binds(_frames_only_query(run_id, predicate)):
-        table = engine.arrow(_frames_only_query(run_id, predicate))
-    elif engine.binds(_utterances_only_query(run_id, predicate)):
-        table = engine.arrow(_utterances_only_query(run_id, predicate))
+    predicate = engine.check_predicate(predicate)  # one allowed expression, or nothing runs
+    if engine.binds_relation(lambda: _frames_only(engine, run_id, predicate)):
+        table = engine.rows(lambda: _frames_only(engine, run_id, predicate))
+    elif engine.binds_relation(lambda: _utterances_only(engine, run_id, predicate)):
+        table = engine.rows(lambda: _utterances_only(engine, run_id, predicate))
         return ranges_to_ids(table.column("first_frame_id").to_numpy(), table.column("n_frames").to_numpy())
-    else:
-        table = engine.arrow(group_query(run_id, predicate))  # reports the error, if the predicate has one
+    else:  # reports the error, if the predicate has one
+        table = engine.rows(lambda: group_relation(engine, run_id, predicate))
     # The join returns sorted runs of ids; a stable (merge) sort is fast on those.
     return np.sort(table.column("frame_id").to_numpy(), kind="stable")
 

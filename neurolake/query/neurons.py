@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from neurolake.errors import RunError
 from neurolake.query.fingerprint import commits_fingerprint
-from neurolake.query.schemas import NEURONS
+from neurolake.schemas import NEURONS
 from neurolake.store import Lake, Run
 from neurolake.store.commit import CommitMarker
 from neurolake.store.tables import decode_parquet, encode_parquet

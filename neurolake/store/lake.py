@@ -46,13 +46,14 @@ class Lake:
         return f"Lake({self.url!r})"
 
     @classmethod
-    def open(cls, url: str, storage_options: Mapping[str, Any] | None = None, create: bool = False) -> Lake:
+    def open(cls, url: str | Location, storage_options: Mapping[str, Any] | None = None, create: bool = False) -> Lake:
         """Open the lake at ``url``; with ``create=True`` make one where nothing is yet.
 
         A location that exists and holds other files but no ``lake.json`` is never turned
         into a lake: that is :class:`NotALakeError`, as is a missing location without ``create``.
+        ``url`` may be a :class:`Location`, which carries its storage options.
         """
-        loc = Location.from_url(url, dict(storage_options or {}))
+        loc = Location.of(url, storage_options)
         if _readable_header(loc):
             cls._check_header(loc)
             return cls(loc)
@@ -64,9 +65,9 @@ class Lake:
         return cls.create(url, storage_options)
 
     @classmethod
-    def create(cls, url: str, storage_options: Mapping[str, Any] | None = None) -> Lake:
+    def create(cls, url: str | Location, storage_options: Mapping[str, Any] | None = None) -> Lake:
         """Create a lake at ``url`` (or open the one already there)."""
-        loc = Location.from_url(url, dict(storage_options or {}))
+        loc = Location.of(url, storage_options)
         if _readable_header(loc):
             cls._check_header(loc)
             return cls(loc)

@@ -10,6 +10,7 @@ import json
 import os
 import posixpath
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,14 @@ class Location:
         except (ImportError, ValueError) as exc:
             raise LakeError(f"cannot open {url!r}: {exc}") from exc
         return cls(fs=fs, path=path.rstrip("/") or "/", storage_options=options)
+
+    @classmethod
+    def of(cls, where: str | Location, storage_options: Mapping[str, Any] | None = None) -> Location:
+        """``where`` itself when it is a Location (it carries its own options), else the
+        Location of the URL with ``storage_options``."""
+        if isinstance(where, Location):
+            return where
+        return cls.from_url(where, dict(storage_options or {}))
 
     # ------------------------------------------------------------ naming
 

@@ -11,7 +11,7 @@ import soundfile as sf
 from neurolake.corpora.synth import synthesize_corpus
 from neurolake.errors import RunConflictError
 from neurolake.ingest.pipeline import ingest
-from neurolake.store import Lake
+from neurolake.store import Lake, Location
 
 pytestmark = pytest.mark.slow
 
@@ -187,6 +187,20 @@ def test_lake_on_s3(ray_session, corpus, s3_bucket):
     assert run.info().status == "complete" and s.utterances_done == run.plan.n_utterances
     assert run.read_table("frames").num_rows == run.plan.n_frames
     assert run.verify() == []
+
+
+def test_a_lake_location_carries_its_storage_options_to_the_actors(ray_session, corpus, s3_bucket):
+    """The lake is given as one Location (URL and options) and no separate options: the driver,
+    the model actors and repair all reach the S3 endpoint through it."""
+    bucket, opts = s3_bucket
+    loc = Location.from_url(f"s3://{bucket}/lake-loc", opts)
+    s = ingest(loc, str(corpus), MODEL, run_id="l", part_rows=600, progress=False)
+    run = Lake.open(loc).run("l")
+    assert run.info().status == "complete" and s.utterances_done == run.plan.n_utterances == 24
+    first = run.plan.parts[0]
+    loc.child("runs", "l").remove("commits", f"{first.part_id}.json")  # one part lost
+    redone = ingest(loc, str(corpus), MODEL, run_id="l", part_rows=600, progress=False)
+    assert redone.parts_run == 1 and Lake.open(loc).run("l").verify() == []
 
 
 def test_two_node_cluster(corpus, tmp_path):
