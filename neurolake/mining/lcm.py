@@ -322,11 +322,10 @@ def _common_closure(prep: _Prepared) -> ClosedItemsets:
     )
 
 
-def _mine_prepared(prep: _Prepared, bits_mode: int = kernels.BITS_AUTO) -> ClosedItemsets:
-    root = _common_closure(prep)
-    if prep.nothing_below_root:
-        return root
-    out_items, out_ptr, out_supp, *_ = kernels.enumerate_closed(
+def _enumerate_from_root(prep: _Prepared, keep_children: bool, bits_mode: int = kernels.BITS_AUTO) -> tuple:
+    """The kernel's search from the root; ``keep_children`` also returns the first-level
+    branches' conditional databases instead of descending into them."""
+    return kernels.enumerate_closed(
         prep.ptr,
         prep.items,
         prep.weights,
@@ -335,9 +334,16 @@ def _mine_prepared(prep: _Prepared, bits_mode: int = kernels.BITS_AUTO) -> Close
         np.zeros(0, np.int32),
         prep.min_support,
         prep.kernel_max_size,
-        False,
+        keep_children,
         bits_mode,
     )
+
+
+def _mine_prepared(prep: _Prepared, bits_mode: int = kernels.BITS_AUTO) -> ClosedItemsets:
+    root = _common_closure(prep)
+    if prep.nothing_below_root:
+        return root
+    out_items, out_ptr, out_supp, *_ = _enumerate_from_root(prep, keep_children=False, bits_mode=bits_mode)
     return ClosedItemsets.concat([root, _finish(prep.labels, prep.common, out_items, out_ptr, out_supp)])
 
 
@@ -493,18 +499,7 @@ def _plan(prep: _Prepared) -> SearchPlan:
     root = _common_closure(prep)
     if prep.nothing_below_root:
         return SearchPlan(root, [])
-    out_items, out_ptr, out_supp, n_out, iarena, larena, children = kernels.enumerate_closed(
-        prep.ptr,
-        prep.items,
-        prep.weights,
-        prep.labels.size,
-        -1,
-        np.zeros(0, np.int32),
-        prep.min_support,
-        prep.kernel_max_size,
-        True,
-        kernels.BITS_AUTO,
-    )
+    out_items, out_ptr, out_supp, n_out, iarena, larena, children = _enumerate_from_root(prep, keep_children=True)
     branches = []
     for i in range(n_out):
         core, ptr_off, n, lo, hi = (int(v) for v in children[i])
