@@ -280,6 +280,24 @@ def cmd_group_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from neurolake.introspect.ablation import ablate
+    from neurolake.render import format_ablation
+    from neurolake.store import Lake
+
+    result = ablate(
+        Lake.open(_lake_url(args)),
+        args.run,
+        args.units,
+        mode=args.mode,
+        max_utterances=args.utterances,
+        controls=args.controls,
+        seed=args.seed,
+    )
+    print(format_ablation(result))
+    return 0
+
+
 def cmd_neurons(args: argparse.Namespace) -> int:
     from neurolake.query.neurons import neuron_statistics
     from neurolake.store import Lake
@@ -432,6 +450,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, metavar="ID")
     p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="comma-separated layer names (default: all)")
     p.set_defaults(func=cmd_neurons)
+
+    p = sub.add_parser(
+        "ablate", help="re-decode a run's utterances with units held fixed, against random units of the same size"
+    )
+    _add_lake_arg(p)
+    p.add_argument("--run", required=True, metavar="ID")
+    p.add_argument(
+        "--units", required=True, type=comma_list, metavar="L:U,..", help="units to ablate, e.g. conv7:12,conv7:40"
+    )
+    p.add_argument(
+        "--mode", choices=("zero", "mean"), default="zero", help="set the units to 0 or to their mean (default zero)"
+    )
+    p.add_argument(
+        "--utterances", type=int, default=100, metavar="N", help="committed utterances to decode (default 100)"
+    )
+    p.add_argument("--controls", type=int, default=5, metavar="N", help="random unit sets of the same size (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("mine", help="find groups of neurons active together in a target group and not in a background")
     _add_lake_arg(p)

@@ -22,6 +22,7 @@ from neurolake.errors import QueryError
 if TYPE_CHECKING:
     from neurolake.ingest.pipeline import IngestSummary
     from neurolake.ingest.planning import PlannedCorpus
+    from neurolake.introspect.ablation import AblationResult
     from neurolake.mining.mine import MiningResult
     from neurolake.store.run import RunInfo
 
@@ -113,6 +114,35 @@ def format_summary(s: IngestSummary) -> str:
 
 
 # ------------------------------------------------------------------ mining
+
+
+def format_ablation(result: AblationResult) -> str:
+    """The error rates with the units ablated beside the model as it is and the random controls."""
+    rows = [("model as it is", f"{result.base.cer:.3f}", f"{result.base.wer:.3f}", "")]
+    rows.append(
+        (
+            f"{len(result.units)} units {result.mode}",
+            f"{result.ablated.cer:.3f}",
+            f"{result.ablated.wer:.3f}",
+            f"{result.cer_change:+.3f}",
+        )
+    )
+    for i, control in enumerate(result.controls, 1):
+        rows.append(
+            (f"random units #{i}", f"{control.cer:.3f}", f"{control.wer:.3f}", f"{control.cer - result.base.cer:+.3f}")
+        )
+    lines = [
+        f"ablation of {', '.join(result.units)} in run {result.run_id} ({len(result.utterances)} utterances)",
+        format_table(("condition", "CER", "WER", "CER change"), rows),
+    ]
+    changes = result.control_cer_changes
+    if changes:
+        inside = min(changes) <= result.cer_change <= max(changes)
+        lines.append(
+            f"random units change the CER by {min(changes):+.3f} .. {max(changes):+.3f}; these units by "
+            f"{result.cer_change:+.3f} ({'inside' if inside else 'outside'} that range)"
+        )
+    return "\n".join(lines)
 
 
 def format_mining(result: MiningResult, top: int = 10) -> str:

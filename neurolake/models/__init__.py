@@ -58,6 +58,7 @@ from neurolake.models.adapter import (
     ForwardOutput,
     LayerInfo,
     ModelAdapter,
+    UnitEdit,
     state_dict_sha256,
 )
 from neurolake.models.demo import DemoAdapter, load_demo
@@ -72,6 +73,7 @@ __all__ = [
     "ForwardOutput",
     "LayerInfo",
     "ModelAdapter",
+    "UnitEdit",
     "Wav2LetterAdapter",
     "Wav2Vec2Adapter",
     "load_model",

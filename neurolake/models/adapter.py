@@ -78,6 +78,19 @@ class LayerInfo:
 
 
 @dataclass(frozen=True)
+class UnitEdit:
+    """Units of one layer held at fixed values during a forward (an ablation).
+
+    Attributes:
+        units: indices along the layer's unit axis.
+        values: one value per unit; ``None`` sets them to zero.
+    """
+
+    units: tuple[int, ...]
+    values: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
 class ForwardOutput:
     """What :meth:`ModelAdapter.forward` returns for a batch of ``B`` utterances.
 
@@ -288,6 +301,7 @@ class ModelAdapter(abc.ABC):
         layers: Iterable[str | LayerInfo] = (),
         *,
         capture_dtype: torch.dtype = torch.float32,
+        edits: Mapping[str, UnitEdit] | None = None,
     ) -> ForwardOutput:
         """Run a batch and capture ``layers``.
 
@@ -298,6 +312,10 @@ class ModelAdapter(abc.ABC):
             capture_dtype: dtype of the captured tensors. Pooling onto the output grid is
                 done in float32 first; ``torch.float16`` (what the lake stores) then converts
                 in torch, ~15x faster than numpy's float16 conversion.
+            edits: layer name -> :class:`UnitEdit`: those units of the layer's output are
+                replaced (on every frame, padding included) before the rest of the network
+                sees them; a captured layer shows the edited values. Run one utterance per
+                batch when the values are not zero, so that padding stays zero.
 
         Raises:
             InputError: bad shapes or lengths, or an utterance too short for one output frame.
@@ -321,13 +339,36 @@ class ModelAdapter(abc.ABC):
         modules = dict(self.module.named_modules())
         outputs: dict[str, list[torch.Tensor | None]] = {name: [] for name in names}
         # Masking hooks go first: the capture hooks then see (and clone) the masked output.
-        hooks = self._masking_hooks(lengths) + [(modules[name], _recorder(outputs[name])) for name in names]
+        hooks = (
+            self._masking_hooks(lengths)
+            + self._edit_hooks(edits or {})
+            + [(modules[name], _recorder(outputs[name])) for name in names]
+        )
         log_probs = self._hooked_run(waveforms, lengths, hooks)
         frames = max(counts)
         self._check_output(log_probs, len(counts), frames)
         frame_lengths = torch.tensor(counts, dtype=torch.int64, device=self.device)
         captured = {name: self._on_grid(name, outputs[name], frame_lengths, capture_dtype) for name in names}
         return ForwardOutput(log_probs.float(), frame_lengths, captured)
+
+    def _edit_hooks(self, edits: Mapping[str, UnitEdit]) -> list[tuple[nn.Module, Hook]]:
+        modules = dict(self.module.named_modules())
+        hooks = []
+        for name, edit in edits.items():
+            geometry = self._geometries.get(name)
+            if geometry is None:
+                raise SpecError(
+                    f"{name!r} is not a capturable layer of {self._spec!r}; available: {_some(self._geometries)}"
+                )
+            bad = [u for u in edit.units if not 0 <= int(u) < geometry.units]
+            if bad:
+                raise SpecError(f"unit {bad[0]} is out of range for layer {name!r} ({geometry.units} units)")
+            if edit.values is not None and len(edit.values) != len(edit.units):
+                raise SpecError(f"layer {name!r}: {len(edit.units)} units but {len(edit.values)} values")
+            index = torch.tensor([int(u) for u in edit.units], dtype=torch.int64, device=self.device)
+            values = None if edit.values is None else torch.tensor(edit.values, dtype=torch.float32, device=self.device)
+            hooks.append((modules[name], _editing_hook(3 - geometry.time_axis, index, values)))
+        return hooks
 
     def _hooked_run(
         self, waveforms: torch.Tensor, lengths: torch.Tensor, hooks: Sequence[tuple[nn.Module, Hook]]
@@ -469,6 +510,28 @@ def _first_tensor(output: Any) -> torch.Tensor | None:
     if isinstance(output, (tuple, list)):
         return next((item for item in output if isinstance(item, torch.Tensor)), None)
     return None
+
+
+def _editing_hook(unit_axis: int, index: torch.Tensor, values: torch.Tensor | None) -> Hook:
+    """Replace ``index`` along ``unit_axis`` of a module's (first tensor) output."""
+
+    def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+        tensor = _first_tensor(output)
+        if tensor is None:
+            return None
+        edited = tensor.clone()
+        units_last = edited.movedim(unit_axis, -1)  # a view of the clone
+        if values is None:
+            units_last[..., index] = 0
+        else:
+            units_last[..., index] = values.to(edited.dtype)
+        if isinstance(output, torch.Tensor):
+            return edited
+        items = list(output)
+        items[next(i for i, item in enumerate(items) if item is tensor)] = edited
+        return type(output)(items) if isinstance(output, list) else tuple(items)
+
+    return hook
 
 
 def _recorder(store: list[torch.Tensor | None]) -> Hook:

@@ -1,0 +1,228 @@
+"""Ablation: re-run a run's utterances with chosen units held fixed, and measure what changes.
+
+Mining finds units that fire together when the model errs; an ablation asks the model itself
+whether they matter. The run's own model (its weights hash checked against the run) decodes the
+chosen utterances three ways: as it is, with the units changed by forward hooks (set to zero or
+to their mean over the run's frames), and with random unit sets of the same size in the same
+layers (``controls`` draws). The effect of the units is the change in character and word error
+rates, set beside the changes the random sets cause: an effect outside their range is evidence
+that these units, and not any units, carry the behaviour.
+
+Utterances run one at a time, so an edit never reaches padding frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from neurolake.corpora import open_corpus
+from neurolake.corpora.audio import load_audio
+from neurolake.errors import InputError, SpecError
+from neurolake.labels.ctc import greedy_decode
+from neurolake.labels.frames import normalise_transcript
+from neurolake.labels.wer import align_sequences
+from neurolake.models import ModelAdapter, UnitEdit, load_model
+from neurolake.store import Lake, Run
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MODES", "AblationResult", "Scores", "ablate", "parse_units"]
+
+MODES = ("zero", "mean")
+
+
+def parse_units(spec: str | Sequence[str], run: Run) -> dict[str, list[int]]:
+    """``"conv7:3,conv7:9,head:2"`` (or its items) -> ``{"conv7": [3, 9], "head": [2]}``,
+    checked against the layers the run captured and their widths."""
+    items = [x.strip() for x in (spec.split(",") if isinstance(spec, str) else spec) if x.strip()]
+    if not items:
+        raise SpecError("give the units to ablate as LAYER:UNIT,...")
+    widths = {layer.name: layer.units for layer in run.layers}
+    units: dict[str, list[int]] = {}
+    for item in items:
+        layer, sep, index = item.rpartition(":")
+        if not sep or not layer or not index.strip().lstrip("-").isdigit():
+            raise SpecError(f"unit {item!r}: write LAYER:UNIT, e.g. conv7:12")
+        if layer not in widths:
+            raise SpecError(f"unit {item!r}: run {run.run_id!r} did not capture layer {layer!r}")
+        unit = int(index)
+        if not 0 <= unit < widths[layer]:
+            raise SpecError(f"unit {item!r}: layer {layer!r} has units 0..{widths[layer] - 1}")
+        if unit not in units.setdefault(layer, []):
+            units[layer].append(unit)
+    return units
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Corpus-level error rates of one condition: edits over reference characters / words."""
+
+    cer: float
+    wer: float
+
+
+@dataclass
+class AblationResult:
+    """What an ablation measured.
+
+    Attributes:
+        units: the ablated units as ``layer:unit``.
+        mode: ``zero`` or ``mean``.
+        utterances: the utterance ids decoded.
+        base: error rates of the model as it is.
+        ablated: error rates with the units held fixed.
+        controls: error rates with random unit sets of the same size per layer.
+    """
+
+    run_id: str
+    units: list[str]
+    mode: str
+    utterances: list[str]
+    base: Scores
+    ablated: Scores
+    controls: list[Scores] = field(default_factory=list)
+
+    @property
+    def cer_change(self) -> float:
+        return self.ablated.cer - self.base.cer
+
+    @property
+    def control_cer_changes(self) -> list[float]:
+        return [c.cer - self.base.cer for c in self.controls]
+
+
+def ablate(
+    lake: Lake,
+    run_id: str,
+    units: str | Sequence[str],
+    *,
+    mode: str = "zero",
+    utterances: Sequence[str] | None = None,
+    max_utterances: int = 100,
+    controls: int = 5,
+    seed: int = 0,
+    adapter: ModelAdapter | None = None,
+) -> AblationResult:
+    """Decode utterances of ``run_id`` with ``units`` ablated, and with ``controls`` random sets.
+
+    Args:
+        units: ``LAYER:UNIT`` items of layers the run captured.
+        mode: ``zero`` sets the units to 0; ``mean`` to their mean over the run's frames
+            (from ``neurolake neurons``, computed if missing).
+        utterances: ids to decode; default the first ``max_utterances`` of the run by id.
+        controls: random unit sets (same count per layer, drawn from the other units).
+        adapter: the model, if already loaded (it must have the run's weights).
+    """
+    if mode not in MODES:
+        raise SpecError(f"ablation mode {mode!r} unknown; use one of {', '.join(MODES)}")
+    if controls < 0 or max_utterances < 1:
+        raise SpecError("controls must be >= 0 and max_utterances >= 1")
+    run = lake.run(run_id)
+    chosen = parse_units(units, run)
+    model = run.manifest["model"]
+    adapter = adapter if adapter is not None else load_model(str(model["spec"]))
+    expected = model.get("weights_sha256")
+    if expected and expected != adapter.spec.get("weights_sha256"):
+        raise SpecError(
+            f"model {model['spec']!r} now has other weights than run {run_id!r} was ingested with; "
+            "an ablation needs the same model"
+        )
+    records = _utterances(run, utterances, max_utterances)
+    means: dict[str, np.ndarray] = {}
+    if mode == "mean":
+        means = _unit_means(lake, run_id, {layer: list(range(run.layer(layer).units)) for layer in chosen})
+    audio = {r.utterance_id: load_audio(r.audio_uri, adapter.sample_rate) for r in records}
+    references = {r.utterance_id: normalise_transcript(r.transcript) for r in records}
+
+    def scores(edits: Mapping[str, UnitEdit]) -> Scores:
+        return _decode_scores(adapter, audio, references, edits)
+
+    def edits_of(layer_units: Mapping[str, Sequence[int]]) -> dict[str, UnitEdit]:
+        return {
+            layer: UnitEdit(tuple(idx), tuple(float(means[layer][i]) for i in idx) if mode == "mean" else None)
+            for layer, idx in layer_units.items()
+        }
+
+    base = scores({})
+    ablated = scores(edits_of(chosen))
+    rng = np.random.default_rng(seed)
+    control_scores = []
+    for _ in range(controls):
+        draw = {}
+        for layer, idx in chosen.items():
+            others = np.setdiff1d(np.arange(run.layer(layer).units), idx)
+            if others.size < len(idx):
+                raise SpecError(f"layer {layer!r} has too few other units for a random control of {len(idx)}")
+            draw[layer] = sorted(int(u) for u in rng.choice(others, size=len(idx), replace=False))
+        control_scores.append(scores(edits_of(draw)))
+    return AblationResult(
+        run_id=run_id,
+        units=[f"{layer}:{u}" for layer, idx in chosen.items() for u in idx],
+        mode=mode,
+        utterances=[r.utterance_id for r in records],
+        base=base,
+        ablated=ablated,
+        controls=control_scores,
+    )
+
+
+def _utterances(run: Run, wanted: Sequence[str] | None, limit: int) -> list:
+    """Corpus records of the utterances to decode (committed ones of the run)."""
+    committed = sorted(run.read_table("utterances").column("utterance_id").to_pylist())
+    if wanted is None:
+        ids = committed[:limit]
+    else:
+        missing = sorted(set(wanted) - set(committed))
+        if missing:
+            raise SpecError(f"run {run.run_id!r} has no committed utterance {missing[0]!r}")
+        ids = list(dict.fromkeys(wanted))
+    if not ids:
+        raise SpecError(f"run {run.run_id!r} has no committed utterances to decode")
+    corpus = open_corpus(str(run.manifest["corpus"]["spec"]))
+    by_id = {u.utterance_id: u for u in corpus.utterances}
+    gone = [i for i in ids if i not in by_id]
+    if gone:
+        raise InputError(f"utterance {gone[0]!r} is no longer in the corpus {run.manifest['corpus']['spec']!r}")
+    return [by_id[i] for i in ids]
+
+
+def _unit_means(lake: Lake, run_id: str, layers: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+    from neurolake.query.neurons import neuron_statistics
+
+    table = neuron_statistics(lake, run_id, list(layers))
+    out: dict[str, np.ndarray] = {}
+    for layer in layers:
+        rows = [r for r in table.to_pylist() if r["layer"] == layer]
+        values = np.zeros(max(r["unit"] for r in rows) + 1)
+        for r in rows:
+            values[r["unit"]] = r["mean"]
+        out[layer] = values
+    return out
+
+
+def _decode_scores(
+    adapter: ModelAdapter,
+    audio: Mapping[str, np.ndarray],
+    references: Mapping[str, str],
+    edits: Mapping[str, UnitEdit],
+) -> Scores:
+    char_edits = char_total = word_edits = word_total = 0
+    for utterance_id, samples in audio.items():
+        wave = torch.from_numpy(np.asarray(samples, dtype=np.float32))[None, :]
+        out = adapter.forward(wave, [wave.shape[1]], edits=edits)
+        decoded = greedy_decode(out.log_probs[0, : int(out.frame_lengths[0])].cpu().numpy())
+        text = "".join(adapter.tokens[t] for t in decoded.token_ids).replace(adapter.word_boundary, " ")
+        hypothesis = " ".join(text.split())
+        reference = references[utterance_id]
+        chars = align_sequences(reference, hypothesis)
+        words = align_sequences(reference.split(), hypothesis.split())
+        char_edits += chars.distance
+        char_total += len(reference)
+        word_edits += words.distance
+        word_total += len(reference.split())
+    return Scores(cer=char_edits / max(1, char_total), wer=word_edits / max(1, word_total))

@@ -1,0 +1,121 @@
+"""Ablation: unit edits in the forward pass, and a planted fault that ablation proves."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from neurolake.errors import SpecError
+from neurolake.introspect.ablation import ablate, parse_units
+from neurolake.models import UnitEdit, load_model
+from neurolake.store import Lake
+from tests.introspect import faulty_demo
+
+SMALL = "python:tests.models.demo_factory:build"
+FAULTY = "python:tests.introspect.faulty_demo:build"
+
+
+def _wave(seconds: float = 1.3, seed: int = 0) -> torch.Tensor:
+    return 0.1 * torch.randn(1, int(16_000 * seconds), generator=torch.Generator().manual_seed(seed))
+
+
+def test_zeroed_units_are_what_the_rest_of_the_network_sees():
+    adapter = load_model(SMALL)
+    wave = _wave()
+    plain = adapter.forward(wave, [wave.shape[1]], ["conv3"])
+    edited = adapter.forward(wave, [wave.shape[1]], ["conv3"], edits={"conv3": UnitEdit((1, 5, 7))})
+    captured = edited.captured["conv3"][0]  # [T, units]
+    assert torch.count_nonzero(captured[:, [1, 5, 7]]) == 0
+    assert torch.count_nonzero(plain.captured["conv3"][0][:, [1, 5, 7]]) > 0
+    keep = [u for u in range(captured.shape[1]) if u not in (1, 5, 7)]
+    torch.testing.assert_close(captured[:, keep], plain.captured["conv3"][0][:, keep])
+    # the head is a 1x1 convolution on conv3: the output follows from the edited activations
+    head = adapter.module.head
+    with torch.no_grad():
+        expected = torch.log_softmax(head(captured.T[None]).transpose(1, 2), dim=-1)
+    torch.testing.assert_close(edited.log_probs, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(edited.log_probs, plain.log_probs)
+
+
+def test_units_can_be_held_at_given_values():
+    adapter = load_model(SMALL)
+    wave = _wave(seed=1)
+    out = adapter.forward(wave, [wave.shape[1]], ["conv3"], edits={"conv3": UnitEdit((0, 2), (0.5, -1.25))})
+    captured = out.captured["conv3"][0]
+    assert torch.all(captured[:, 0] == 0.5) and torch.all(captured[:, 2] == -1.25)
+
+
+@pytest.mark.parametrize(
+    "edits,message",
+    [
+        ({"conv3": UnitEdit((10_000,))}, "out of range"),
+        ({"nope": UnitEdit((0,))}, "not a capturable layer"),
+        ({"conv3": UnitEdit((0, 1), (1.0,))}, "2 units but 1 values"),
+    ],
+)
+def test_bad_edits_are_one_line(edits, message):
+    adapter = load_model(SMALL)
+    wave = _wave()
+    with pytest.raises(SpecError, match=message):
+        adapter.forward(wave, [wave.shape[1]], edits=edits)
+
+
+@pytest.fixture(scope="module")
+def faulty_run(tmp_path_factory):
+    import ray
+
+    from neurolake.corpora.synth import synthesize_corpus
+    from neurolake.ingest.pipeline import ingest
+
+    root = tmp_path_factory.mktemp("ablation")
+    synthesize_corpus(str(root / "c"), n_utterances=12, seed=5, holdout_accent=None, test_fraction=0.0)
+    if ray.is_initialized():
+        ray.shutdown()
+    ingest(str(root / "lake"), str(root / "c" / "train"), FAULTY, layers=["conv7"], run_id="f", progress=False)
+    ray.shutdown()
+    return Lake.open(str(root / "lake"))
+
+
+@pytest.mark.slow
+def test_ablating_the_planted_units_restores_the_model_and_random_units_do_not(faulty_run):
+    planted = faulty_demo.planted_units(load_model(FAULTY).module)
+    units = ",".join(f"conv7:{u}" for u in planted)
+    result = ablate(faulty_run, "f", units, controls=3, seed=1)
+    assert len(result.utterances) == 12
+    assert result.base.cer > 0.5  # the fault deletes letters wherever the units fire
+    assert result.ablated.cer < 0.3 and result.cer_change < -0.3  # the clean model's rate is about 0.2
+    assert len(result.controls) == 3 and all(c.cer > 0.5 for c in result.controls)
+    assert min(result.control_cer_changes) > result.cer_change + 0.3
+    assert result.units == [f"conv7:{u}" for u in planted]
+
+
+@pytest.mark.slow
+def test_bad_ablation_requests_are_one_line(faulty_run):
+    run = faulty_run.run("f")
+    with pytest.raises(SpecError, match="did not capture layer 'conv3'"):
+        parse_units("conv3:1", run)
+    with pytest.raises(SpecError, match="units 0..255"):
+        parse_units("conv7:256", run)
+    with pytest.raises(SpecError, match="LAYER:UNIT"):
+        parse_units("conv7", run)
+    with pytest.raises(SpecError, match="ablation mode"):
+        ablate(faulty_run, "f", "conv7:1", mode="shuffle")
+    with pytest.raises(SpecError, match="other weights"):
+        ablate(faulty_run, "f", "conv7:1", adapter=load_model("demo"))
+    assert np.isfinite(ablate(faulty_run, "f", "conv7:1", mode="mean", controls=0, max_utterances=2).ablated.cer)
+
+
+@pytest.mark.slow
+def test_ablate_cli(faulty_run, capsys):
+    from neurolake.cli import main
+
+    lake = str(faulty_run.loc.url)
+    planted = faulty_demo.planted_units(load_model(FAULTY).module)
+    units = ",".join(f"conv7:{u}" for u in planted)
+    assert main(["ablate", "--lake", lake, "--run", "f", "--units", units, "--controls", "2", "--utterances", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "4 units zero" in out and "random units #2" in out and "(outside that range)" in out
+    assert main(["ablate", "--lake", lake, "--run", "f", "--units", "conv7:999"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "layer 'conv7' has units 0..255" in err
