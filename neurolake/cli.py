@@ -281,14 +281,23 @@ def cmd_group_export(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from neurolake.introspect.ablation import ablate
+    from neurolake.errors import SpecError
+    from neurolake.introspect.ablation import ablate, pattern_units
     from neurolake.render import format_ablation
     from neurolake.store import Lake
 
+    lake = Lake.open(_lake_url(args))
+    if (args.units is None) == (args.pattern is None):
+        raise SpecError("give the units to ablate with --units L:U,.. or --pattern MINING_ID/PATTERN_ID")
+    run_id, units = (args.run, args.units) if args.units else pattern_units(lake, args.pattern)
+    if args.run and run_id != args.run:
+        raise SpecError(f"pattern {args.pattern!r} belongs to run {run_id!r}, not {args.run!r}")
+    if not run_id:
+        raise SpecError("give --run with --units")
     result = ablate(
-        Lake.open(_lake_url(args)),
-        args.run,
-        args.units,
+        lake,
+        run_id,
+        units,
         mode=args.mode,
         max_utterances=args.utterances,
         controls=args.controls,
@@ -455,10 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
         "ablate", help="re-decode a run's utterances with units held fixed, against random units of the same size"
     )
     _add_lake_arg(p)
-    p.add_argument("--run", required=True, metavar="ID")
-    p.add_argument(
-        "--units", required=True, type=comma_list, metavar="L:U,..", help="units to ablate, e.g. conv7:12,conv7:40"
-    )
+    p.add_argument("--run", metavar="ID", help="the run (with --units; checked against a --pattern's run)")
+    p.add_argument("--units", type=comma_list, metavar="L:U,..", help="units to ablate, e.g. conv7:12,conv7:40")
+    p.add_argument("--pattern", metavar="MINING_ID/PATTERN_ID", help="the units of a mined pattern (the patterns view)")
     p.add_argument(
         "--mode", choices=("zero", "mean"), default="zero", help="set the units to 0 or to their mean (default zero)"
     )

@@ -147,3 +147,20 @@ GROUPS = pa.schema(
 )
 
 GROUP_FRAMES = pa.schema([("name", pa.string()), ("run_id", pa.string()), ("frame_id", pa.int64())])
+
+#: Ablations, as ``neurolake ablate`` writes them: one row per decoded condition (the model as it
+#: is, the units ablated, each random control) with its units and error rates.
+ABLATIONS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("ablation_id", pa.string()),
+        ("condition", pa.string()),
+        ("draw", pa.int64()),
+        ("units", pa.list_(pa.string())),
+        ("mode", pa.string()),
+        ("n_utterances", pa.int64()),
+        ("cer", pa.float64()),
+        ("wer", pa.float64()),
+        ("cer_change", pa.float64()),
+    ]
+)

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from neurolake.corpora import open_corpus
@@ -27,13 +28,31 @@ from neurolake.labels.ctc import greedy_decode
 from neurolake.labels.frames import normalise_transcript
 from neurolake.labels.wer import align_sequences
 from neurolake.models import ModelAdapter, UnitEdit, load_model
+from neurolake.schemas import ABLATIONS
 from neurolake.store import Lake, Run
+from neurolake.store.tables import decode_parquet, encode_parquet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODES", "AblationResult", "Scores", "ablate", "parse_units"]
+__all__ = ["MODES", "AblationResult", "Scores", "ablate", "parse_units", "pattern_units"]
 
 MODES = ("zero", "mean")
+
+
+def pattern_units(lake: Lake, pattern: str) -> tuple[str, list[str]]:
+    """``MINING_ID/PATTERN_ID`` (from the ``patterns`` view) -> ``(run_id, ["layer:unit", ...])``."""
+    from neurolake.query.engine import QueryEngine
+
+    mining_id, sep, number = pattern.partition("/")
+    if not sep or not mining_id or not number.isdigit():
+        raise SpecError(f"pattern {pattern!r}: write MINING_ID/PATTERN_ID as the patterns view shows them")
+    with QueryEngine(lake) as engine:
+        rows = engine.sql(
+            "SELECT run_id, items FROM patterns WHERE mining_id = ? AND pattern_id = ?", [mining_id, int(number)]
+        ).to_pylist()
+    if not rows:
+        raise SpecError(f'no pattern {pattern!r} in the lake (see: neurolake sql "SELECT * FROM patterns")')
+    return str(rows[0]["run_id"]), list(rows[0]["items"])
 
 
 def parse_units(spec: str | Sequence[str], run: Run) -> dict[str, list[int]]:
@@ -68,9 +87,10 @@ class Scores:
 
 @dataclass
 class AblationResult:
-    """What an ablation measured.
+    """What an ablation measured (stored as derived data ``ablations``; the ``ablations`` view).
 
     Attributes:
+        ablation_id: the hash of what was asked (units, mode, utterances, controls, seed, weights).
         units: the ablated units as ``layer:unit``.
         mode: ``zero`` or ``mean``.
         utterances: the utterance ids decoded.
@@ -80,12 +100,59 @@ class AblationResult:
     """
 
     run_id: str
+    ablation_id: str
     units: list[str]
     mode: str
     utterances: list[str]
     base: Scores
     ablated: Scores
     controls: list[Scores] = field(default_factory=list)
+    control_units: list[list[str]] = field(default_factory=list)
+    reused: bool = False
+
+    def table(self) -> pa.Table:
+        """One row per condition, in the ``ablations`` view's schema."""
+        conditions = [("base", 0, [], self.base), ("ablated", 0, self.units, self.ablated)]
+        conditions += [
+            ("control", i + 1, units, scores)
+            for i, (units, scores) in enumerate(zip(self.control_units, self.controls, strict=True))
+        ]
+        return pa.Table.from_pylist(
+            [
+                {
+                    "run_id": self.run_id,
+                    "ablation_id": self.ablation_id,
+                    "condition": condition,
+                    "draw": draw,
+                    "units": list(units),
+                    "mode": self.mode,
+                    "n_utterances": len(self.utterances),
+                    "cer": scores.cer,
+                    "wer": scores.wer,
+                    "cer_change": scores.cer - self.base.cer,
+                }
+                for condition, draw, units, scores in conditions
+            ],
+            schema=ABLATIONS,
+        )
+
+    @classmethod
+    def from_table(cls, table: pa.Table, utterances: list[str]) -> AblationResult:
+        rows = table.to_pylist()
+        by = {(r["condition"], r["draw"]): r for r in rows}
+        controls = sorted((r for r in rows if r["condition"] == "control"), key=lambda r: r["draw"])
+        return cls(
+            run_id=rows[0]["run_id"],
+            ablation_id=rows[0]["ablation_id"],
+            units=list(by[("ablated", 0)]["units"]),
+            mode=rows[0]["mode"],
+            utterances=utterances,
+            base=Scores(by[("base", 0)]["cer"], by[("base", 0)]["wer"]),
+            ablated=Scores(by[("ablated", 0)]["cer"], by[("ablated", 0)]["wer"]),
+            controls=[Scores(r["cer"], r["wer"]) for r in controls],
+            control_units=[list(r["units"]) for r in controls],
+            reused=True,
+        )
 
     @property
     def cer_change(self) -> float:
@@ -133,6 +200,17 @@ def ablate(
             "an ablation needs the same model"
         )
     records = _utterances(run, utterances, max_utterances)
+    spec = {
+        "units": [f"{layer}:{u}" for layer, idx in chosen.items() for u in idx],
+        "mode": mode,
+        "utterances": [r.utterance_id for r in records],
+        "controls": controls,
+        "seed": seed,
+        "weights_sha256": adapter.spec.get("weights_sha256"),
+    }
+    derived = run.derived("ablations", spec)
+    if derived.complete:
+        return AblationResult.from_table(decode_parquet(derived.read_bytes("ablation.parquet")), spec["utterances"])
     means: dict[str, np.ndarray] = {}
     if mode == "mean":
         means = _unit_means(lake, run_id, {layer: list(range(run.layer(layer).units)) for layer in chosen})
@@ -151,7 +229,7 @@ def ablate(
     base = scores({})
     ablated = scores(edits_of(chosen))
     rng = np.random.default_rng(seed)
-    control_scores = []
+    control_scores, control_units = [], []
     for _ in range(controls):
         draw = {}
         for layer, idx in chosen.items():
@@ -160,15 +238,21 @@ def ablate(
                 raise SpecError(f"layer {layer!r} has too few other units for a random control of {len(idx)}")
             draw[layer] = sorted(int(u) for u in rng.choice(others, size=len(idx), replace=False))
         control_scores.append(scores(edits_of(draw)))
-    return AblationResult(
+        control_units.append([f"{layer}:{u}" for layer, idx in draw.items() for u in idx])
+    result = AblationResult(
         run_id=run_id,
+        ablation_id=derived.spec_hash,
         units=[f"{layer}:{u}" for layer, idx in chosen.items() for u in idx],
         mode=mode,
         utterances=[r.utterance_id for r in records],
         base=base,
         ablated=ablated,
         controls=control_scores,
+        control_units=control_units,
     )
+    derived.write_bytes(encode_parquet(result.table()), "ablation.parquet")
+    derived.commit()
+    return result
 
 
 def _utterances(run: Run, wanted: Sequence[str] | None, limit: int) -> list:

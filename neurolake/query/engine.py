@@ -38,7 +38,18 @@ from neurolake.store.derived import list_derived
 
 log = logging.getLogger(__name__)
 
-VIEWS = ("runs", "layers", "utterances", "frames", "errors", "neurons", "groups", "group_frames", "patterns")
+VIEWS = (
+    "runs",
+    "layers",
+    "utterances",
+    "frames",
+    "errors",
+    "neurons",
+    "groups",
+    "group_frames",
+    "patterns",
+    "ablations",
+)
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -199,7 +210,7 @@ class QueryEngine:
             self._parquet_view(con, name, files, SCHEMAS[name])
             self._files += files
 
-        neuron_files, group_files, group_rows, pattern_files = [], [], [], []
+        neuron_files, group_files, group_rows, pattern_files, ablation_files = [], [], [], [], []
         for run in runs:
             base = run.loc.child("derived")
             current = commits_fingerprint(run)
@@ -209,14 +220,17 @@ class QueryEngine:
                 neuron_files.append(self._url(run, f"derived/neurons/{d.spec_hash}/neurons.parquet"))
             for d in list_derived(base, "patterns"):
                 pattern_files.append(self._url(run, f"derived/patterns/{d.spec_hash}/patterns.parquet"))
+            for d in list_derived(base, "ablations"):
+                ablation_files.append(self._url(run, f"derived/ablations/{d.spec_hash}/ablation.parquet"))
         by_id = {run.run_id: run for run in runs}
         for run_id, d in visible_groups(self.lake, runs):  # the group each name points at
             group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
             group_rows.append(view_rows.group_row(d))
-        self._files += neuron_files + group_files + pattern_files
+        self._files += neuron_files + group_files + pattern_files + ablation_files
         self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)
         self._parquet_view(con, "patterns", pattern_files, PATTERNS)
+        self._parquet_view(con, "ablations", ablation_files, schemas.ABLATIONS)
         con.register("_nl_groups", pa.Table.from_pylist(group_rows, schema=schemas.GROUPS))
         con.execute("CREATE VIEW groups AS SELECT * FROM _nl_groups")
 

@@ -119,3 +119,56 @@ def test_ablate_cli(faulty_run, capsys):
     assert main(["ablate", "--lake", lake, "--run", "f", "--units", "conv7:999"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "layer 'conv7' has units 0..255" in err
+
+
+@pytest.mark.slow
+def test_an_ablation_is_stored_queryable_and_reused(faulty_run):
+    from neurolake.query.engine import QueryEngine
+
+    first = ablate(faulty_run, "f", "conv7:3,conv7:4", controls=2, max_utterances=3, seed=7)
+    assert not first.reused
+    with QueryEngine(faulty_run) as q:
+        rows = q.sql(
+            "SELECT condition, draw, units, cer, cer_change FROM ablations WHERE ablation_id = ? ORDER BY condition, draw",
+            [first.ablation_id],
+        ).to_pylist()
+    assert [(r["condition"], r["draw"]) for r in rows] == [("ablated", 0), ("base", 0), ("control", 1), ("control", 2)]
+    assert rows[0]["units"] == ["conv7:3", "conv7:4"] and rows[0]["cer"] == first.ablated.cer
+    assert rows[1]["cer_change"] == 0.0 and rows[2]["cer"] == first.controls[0].cer
+    assert all(len(r["units"]) == 2 and not {"conv7:3", "conv7:4"} & set(r["units"]) for r in rows[2:])
+    again = ablate(faulty_run, "f", "conv7:3,conv7:4", controls=2, max_utterances=3, seed=7)
+    assert again.reused and again.ablation_id == first.ablation_id
+    assert (again.base, again.ablated, again.controls, again.control_units) == (
+        first.base,
+        first.ablated,
+        first.controls,
+        first.control_units,
+    )
+
+
+@pytest.mark.slow
+def test_a_mined_pattern_is_ablated_by_its_id(faulty_run, capsys):
+    from neurolake.cli import main
+    from neurolake.introspect.ablation import pattern_units
+    from neurolake.mining.mine import mine
+    from neurolake.query.groups import create_group
+
+    create_group(faulty_run, "err", "f", "word_error")
+    create_group(faulty_run, "ok", "f", "NOT word_error")
+    mined = mine(faulty_run, "err", "ok", binarization="topk:8", min_support=0.2, max_size=2)
+    assert mined.patterns.num_rows > 0
+    items = mined.patterns.column("items")[0].as_py()
+    assert pattern_units(faulty_run, f"{mined.mining_id}/0") == ("f", items)
+    lake = str(faulty_run.loc.url)
+    args = ["ablate", "--lake", lake, "--pattern", f"{mined.mining_id}/0", "--controls", "1", "--utterances", "2"]
+    assert main(args) == 0
+    assert f"ablation of {', '.join(items)} in run f" in capsys.readouterr().out
+    for bad, message in (
+        ([f"{mined.mining_id}/999"], "no pattern"),
+        (["nonsense"], "MINING_ID/PATTERN_ID"),
+    ):
+        assert main(["ablate", "--lake", lake, "--pattern", *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+    assert main(["ablate", "--lake", lake, "--run", "f"]) == 2
+    assert "--units L:U,.. or --pattern" in capsys.readouterr().err
