@@ -299,6 +299,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         run_id,
         units,
         mode=args.mode,
+        patch_group=args.patch_group,
         max_utterances=args.utterances,
         controls=args.controls,
         seed=args.seed,
@@ -468,8 +469,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", type=comma_list, metavar="L:U,..", help="units to ablate, e.g. conv7:12,conv7:40")
     p.add_argument("--pattern", metavar="MINING_ID/PATTERN_ID", help="the units of a mined pattern (the patterns view)")
     p.add_argument(
-        "--mode", choices=("zero", "mean"), default="zero", help="set the units to 0 or to their mean (default zero)"
+        "--mode",
+        choices=("zero", "mean", "patch"),
+        default="zero",
+        help="set the units to 0, to their mean over the run, or to their mean over --patch-group (default zero)",
     )
+    p.add_argument("--patch-group", metavar="NAME", help="with --mode patch: the group whose mean the units get")
     p.add_argument(
         "--utterances", type=int, default=100, metavar="N", help="committed utterances to decode (default 100)"
     )

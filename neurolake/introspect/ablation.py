@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["MODES", "AblationResult", "Scores", "ablate", "parse_units", "pattern_units"]
 
-MODES = ("zero", "mean")
+MODES = ("zero", "mean", "patch")
 
 
 def pattern_units(lake: Lake, pattern: str) -> tuple[str, list[str]]:
@@ -169,6 +169,7 @@ def ablate(
     units: str | Sequence[str],
     *,
     mode: str = "zero",
+    patch_group: str | None = None,
     utterances: Sequence[str] | None = None,
     max_utterances: int = 100,
     controls: int = 5,
@@ -180,13 +181,17 @@ def ablate(
     Args:
         units: ``LAYER:UNIT`` items of layers the run captured.
         mode: ``zero`` sets the units to 0; ``mean`` to their mean over the run's frames
-            (from ``neurolake neurons``, computed if missing).
+            (from ``neurolake neurons``, computed if missing); ``patch`` to their mean over
+            the frames of ``patch_group`` (say, the slice's background: the same sounds
+            recognised correctly).
         utterances: ids to decode; default the first ``max_utterances`` of the run by id.
         controls: random unit sets (same count per layer, drawn from the other units).
         adapter: the model, if already loaded (it must have the run's weights).
     """
     if mode not in MODES:
         raise SpecError(f"ablation mode {mode!r} unknown; use one of {', '.join(MODES)}")
+    if (mode == "patch") != (patch_group is not None):
+        raise SpecError("--mode patch takes --patch-group NAME (the frames whose mean the units get), other modes none")
     if controls < 0 or max_utterances < 1:
         raise SpecError("controls must be >= 0 and max_utterances >= 1")
     run = lake.run(run_id)
@@ -203,6 +208,7 @@ def ablate(
     spec = {
         "units": [f"{layer}:{u}" for layer, idx in chosen.items() for u in idx],
         "mode": mode,
+        "patch_group": patch_group,
         "utterances": [r.utterance_id for r in records],
         "controls": controls,
         "seed": seed,
@@ -214,6 +220,8 @@ def ablate(
     means: dict[str, np.ndarray] = {}
     if mode == "mean":
         means = _unit_means(lake, run_id, {layer: list(range(run.layer(layer).units)) for layer in chosen})
+    elif mode == "patch":
+        means = _group_means(lake, run_id, str(patch_group), list(chosen))
     audio = {r.utterance_id: load_audio(r.audio_uri, adapter.sample_rate) for r in records}
     references = {r.utterance_id: normalise_transcript(r.transcript) for r in records}
 
@@ -222,7 +230,7 @@ def ablate(
 
     def edits_of(layer_units: Mapping[str, Sequence[int]]) -> dict[str, UnitEdit]:
         return {
-            layer: UnitEdit(tuple(idx), tuple(float(means[layer][i]) for i in idx) if mode == "mean" else None)
+            layer: UnitEdit(tuple(idx), tuple(float(means[layer][i]) for i in idx) if means else None)
             for layer, idx in layer_units.items()
         }
 
@@ -287,6 +295,17 @@ def _unit_means(lake: Lake, run_id: str, layers: Mapping[str, Sequence[int]]) ->
             values[r["unit"]] = r["mean"]
         out[layer] = values
     return out
+
+
+def _group_means(lake: Lake, run_id: str, group: str, layers: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every unit's mean over a group's frames, per layer (gathered chunk by chunk)."""
+    from neurolake.query.gather import gather_activations
+    from neurolake.query.groups import get_group
+
+    if get_group(lake, group).run_id != run_id:
+        raise SpecError(f"group {group!r} belongs to run {get_group(lake, group).run_id!r}, not {run_id!r}")
+    gathered = gather_activations(lake, layers, group=group)
+    return {layer: np.asarray(gathered.layers[layer], dtype=np.float64).mean(axis=0) for layer in layers}
 
 
 def _decode_scores(

@@ -172,3 +172,23 @@ def test_a_mined_pattern_is_ablated_by_its_id(faulty_run, capsys):
         assert err.count("\n") == 1 and message in err
     assert main(["ablate", "--lake", lake, "--run", "f"]) == 2
     assert "--units L:U,.. or --pattern" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_patching_holds_the_units_at_their_mean_over_a_group(faulty_run):
+    from neurolake.introspect.ablation import _group_means
+    from neurolake.query.gather import gather_activations
+    from neurolake.query.groups import create_group
+
+    create_group(faulty_run, "clean-frames", "f", "NOT word_error AND pred_prob > 0.9")
+    means = _group_means(faulty_run, "f", "clean-frames", ["conv7"])
+    frames = gather_activations(faulty_run, ["conv7"], group="clean-frames").layers["conv7"]
+    np.testing.assert_allclose(means["conv7"], np.asarray(frames, np.float64).mean(axis=0))
+    assert means["conv7"].shape == (256,) and means["conv7"].max() > 0
+    patched = ablate(faulty_run, "f", "conv7:1", mode="patch", patch_group="clean-frames", controls=0, max_utterances=2)
+    zeroed = ablate(faulty_run, "f", "conv7:1", controls=0, max_utterances=2)
+    assert patched.ablation_id != zeroed.ablation_id and patched.mode == "patch"
+    with pytest.raises(SpecError, match="--patch-group"):
+        ablate(faulty_run, "f", "conv7:1", mode="patch")
+    with pytest.raises(SpecError, match="--patch-group"):
+        ablate(faulty_run, "f", "conv7:1", patch_group="clean-frames")
