@@ -95,6 +95,7 @@ class ActorPool:
         self._nodes: list[str | None] = [None] * len(self._actors)
         self.load = [0] * len(self._actors)
         self._in_flight: dict[Any, tuple[int, Any]] = {}
+        self._tasks: dict[Callable[..., Any], Any] = {}
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -131,7 +132,9 @@ class ActorPool:
         options: dict[str, Any] = {"num_cpus": 0, "max_retries": retries}
         if node:
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
-        return ray.remote(fn).options(**options).remote(*args)
+        if fn not in self._tasks:  # registered with Ray once per pool, not per call
+            self._tasks[fn] = ray.remote(fn)
+        return self._tasks[fn].options(**options).remote(*args)
 
     def submit(self, a: int, method: str, *args: Any, tag: Any = None) -> None:
         """Call ``method(*args)`` on actor ``a``; :meth:`next_done` gives it back with ``tag``."""
