@@ -2,7 +2,9 @@
 
 Synthesises a small corpus (with an accent held out of the demo model's training, so
 there are errors to study), ingests it with the bundled model on a local Ray into the
-lake, and prints what landed: runs, hours, frames, layers, WER and the worst utterances.
+lake, and prints what landed: runs, hours, frames, layers, WER and the worst utterances; then
+mines the neurons active together inside misrecognised words and ablates the top pattern's units
+in the model, beside random units of the same size.
 Running it again reuses the corpus and the committed parts.
 """
 
@@ -19,10 +21,13 @@ log = logging.getLogger(__name__)
 DEMO_UTTERANCES = 100
 DEMO_SEED = 7
 DEMO_RUN = "demo"
+DEMO_ABLATION_UTTERANCES = 40
+DEMO_ABLATION_CONTROLS = 3
 
 
-def mining_step(lake: Lake) -> str:
-    """Frames inside misrecognised words versus frames of correctly recognised words, mined."""
+def mining_step(lake: Lake) -> tuple[str, list[str]]:
+    """Frames inside misrecognised words versus frames of correctly recognised words, mined;
+    returns the text and the units of the best pattern outside the output head (none if none)."""
     from neurolake.mining.mine import mine
     from neurolake.query.groups import create_group
     from neurolake.render import format_mining
@@ -32,10 +37,24 @@ def mining_step(lake: Lake) -> str:
     result = mine(
         lake, "demo-error-words", "demo-correct-words", binarization="quantile:0.9", min_support=0.04, max_size=3
     )
-    return (
-        "neurons active together inside misrecognised words (LCM, units above their 90th percentile):\n"
-        + format_mining(result, top=8)
-    )
+    text = "neurons active together inside misrecognised words (LCM, units above their 90th percentile):\n"
+    # The best pattern of hidden units: the head's units are the token logits themselves.
+    hidden = [
+        items for items in result.patterns.column("items").to_pylist() if not any(i.startswith("head:") for i in items)
+    ]
+    top = hidden[0] if hidden else []
+    return text + format_mining(result, top=8), top
+
+
+def ablation_step(lake: Lake, units: list[str]) -> str:
+    """Do the top pattern's units matter to the model? Decode with them zeroed, beside random units."""
+    from neurolake.introspect.ablation import ablate
+    from neurolake.render import format_ablation
+
+    if not units:
+        return "no pattern to ablate"
+    result = ablate(lake, DEMO_RUN, units, controls=DEMO_ABLATION_CONTROLS, max_utterances=DEMO_ABLATION_UTTERANCES)
+    return "the best pattern of hidden units, zeroed in the model:\n" + format_ablation(result)
 
 
 def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, progress: bool | None = None) -> Lake:
@@ -109,7 +128,9 @@ def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, prog
         )
         + "\n"
     )
-    out.write("\n" + mining_step(lake) + "\n")
+    mined, top_units = mining_step(lake)
+    out.write("\n" + mined + "\n")
+    out.write("\n" + ablation_step(lake, top_units) + "\n")
     out.write(
         '\nnext: neurolake sql "SELECT phoneme, avg(word_error::INT) AS err FROM frames GROUP BY phoneme ORDER BY err DESC" '
         f"--lake {lake.url}\n"

@@ -121,7 +121,7 @@ def format_ablation(result: AblationResult) -> str:
     rows = [("model as it is", f"{result.base.cer:.3f}", f"{result.base.wer:.3f}", "")]
     rows.append(
         (
-            f"{len(result.units)} units {result.mode}",
+            f"{len(result.units)} unit{'s' if len(result.units) != 1 else ''}, {result.mode}",
             f"{result.ablated.cer:.3f}",
             f"{result.ablated.wer:.3f}",
             f"{result.cer_change:+.3f}",
@@ -137,10 +137,15 @@ def format_ablation(result: AblationResult) -> str:
     ]
     changes = result.control_cer_changes
     if changes:
-        inside = min(changes) <= result.cer_change <= max(changes)
+        if result.cer_change < min(changes):
+            where = "below every random set"
+        elif result.cer_change > max(changes):
+            where = "above every random set"
+        else:
+            where = "within the random sets' range: no evidence that these units matter more than any"
         lines.append(
             f"random units change the CER by {min(changes):+.3f} .. {max(changes):+.3f}; these units by "
-            f"{result.cer_change:+.3f} ({'inside' if inside else 'outside'} that range)"
+            f"{result.cer_change:+.3f} ({where})"
         )
     return "\n".join(lines)
 

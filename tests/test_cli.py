@@ -85,6 +85,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert utts.num_rows == 30 and run.read_table("errors").num_rows == 0
     assert "worst utterances:" in out and "overall WER" in out and "test-holdout" in out
     assert "neurons active together inside misrecognised words" in out and "per layer" in out
+    assert "the best pattern of hidden units, zeroed in the model:" in out and "random units #3" in out
     worst = max(utts.column("wer").to_pylist())
     assert f"{round(worst, 2)}" in out
     # a second demo reuses the corpus and the committed parts

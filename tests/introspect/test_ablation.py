@@ -115,7 +115,7 @@ def test_ablate_cli(faulty_run, capsys):
     units = ",".join(f"conv7:{u}" for u in planted)
     assert main(["ablate", "--lake", lake, "--run", "f", "--units", units, "--controls", "2", "--utterances", "6"]) == 0
     out = capsys.readouterr().out
-    assert "4 units zero" in out and "random units #2" in out and "(outside that range)" in out
+    assert "4 units, zero" in out and "random units #2" in out and "(below every random set)" in out
     assert main(["ablate", "--lake", lake, "--run", "f", "--units", "conv7:999"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "layer 'conv7' has units 0..255" in err
