@@ -21,11 +21,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from neurolake.corpora import open_corpus
 from neurolake.corpora.audio import load_audio
-from neurolake.errors import InputError, SpecError
+from neurolake.errors import SpecError
 from neurolake.labels.ctc import greedy_decode
-from neurolake.labels.frames import normalise_transcript
+from neurolake.labels.frames import hypothesis_text
 from neurolake.labels.wer import align_sequences
 from neurolake.models import ModelAdapter, UnitEdit, load_model
 from neurolake.schemas import ABLATIONS
@@ -209,7 +208,7 @@ def ablate(
         "units": [f"{layer}:{u}" for layer, idx in chosen.items() for u in idx],
         "mode": mode,
         "patch_group": patch_group,
-        "utterances": [r.utterance_id for r in records],
+        "utterances": [r["utterance_id"] for r in records],
         "controls": controls,
         "seed": seed,
         "weights_sha256": adapter.spec.get("weights_sha256"),
@@ -219,11 +218,11 @@ def ablate(
         return AblationResult.from_table(decode_parquet(derived.read_bytes("ablation.parquet")), spec["utterances"])
     means: dict[str, np.ndarray] = {}
     if mode == "mean":
-        means = _unit_means(lake, run_id, {layer: list(range(run.layer(layer).units)) for layer in chosen})
+        means = _unit_means(lake, run_id, list(chosen))
     elif mode == "patch":
         means = _group_means(lake, run_id, str(patch_group), list(chosen))
-    audio = {r.utterance_id: load_audio(r.audio_uri, adapter.sample_rate) for r in records}
-    references = {r.utterance_id: normalise_transcript(r.transcript) for r in records}
+    audio = {r["utterance_id"]: load_audio(r["audio_uri"], adapter.sample_rate) for r in records}
+    references = {r["utterance_id"]: r["reference"] for r in records}
 
     def scores(edits: Mapping[str, UnitEdit]) -> Scores:
         return _decode_scores(adapter, audio, references, edits)
@@ -252,7 +251,7 @@ def ablate(
         ablation_id=derived.spec_hash,
         units=[f"{layer}:{u}" for layer, idx in chosen.items() for u in idx],
         mode=mode,
-        utterances=[r.utterance_id for r in records],
+        utterances=[r["utterance_id"] for r in records],
         base=base,
         ablated=ablated,
         controls=control_scores,
@@ -263,9 +262,14 @@ def ablate(
     return result
 
 
-def _utterances(run: Run, wanted: Sequence[str] | None, limit: int) -> list:
-    """Corpus records of the utterances to decode (committed ones of the run)."""
-    committed = sorted(run.read_table("utterances").column("utterance_id").to_pylist())
+def _utterances(run: Run, wanted: Sequence[str] | None, limit: int) -> list[dict]:
+    """``utterance_id``, ``audio_uri`` and normalised ``reference`` of the utterances to decode,
+    from the run's own ``utterances`` table (committed ones only)."""
+    rows = {
+        r["utterance_id"]: r
+        for r in run.read_table("utterances").select(["utterance_id", "audio_uri", "reference"]).to_pylist()
+    }
+    committed = sorted(rows)
     if wanted is None:
         ids = committed[:limit]
     else:
@@ -275,25 +279,21 @@ def _utterances(run: Run, wanted: Sequence[str] | None, limit: int) -> list:
         ids = list(dict.fromkeys(wanted))
     if not ids:
         raise SpecError(f"run {run.run_id!r} has no committed utterances to decode")
-    corpus = open_corpus(str(run.manifest["corpus"]["spec"]))
-    by_id = {u.utterance_id: u for u in corpus.utterances}
-    gone = [i for i in ids if i not in by_id]
-    if gone:
-        raise InputError(f"utterance {gone[0]!r} is no longer in the corpus {run.manifest['corpus']['spec']!r}")
-    return [by_id[i] for i in ids]
+    return [rows[i] for i in ids]
 
 
-def _unit_means(lake: Lake, run_id: str, layers: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
+def _unit_means(lake: Lake, run_id: str, layers: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every unit's mean over the run's frames, per layer (the ``neurons`` statistics)."""
     from neurolake.query.neurons import neuron_statistics
 
     table = neuron_statistics(lake, run_id, list(layers))
+    names = np.asarray(table.column("layer").to_pylist())
+    units, means = table.column("unit").to_numpy(), table.column("mean").to_numpy()
     out: dict[str, np.ndarray] = {}
     for layer in layers:
-        rows = [r for r in table.to_pylist() if r["layer"] == layer]
-        values = np.zeros(max(r["unit"] for r in rows) + 1)
-        for r in rows:
-            values[r["unit"]] = r["mean"]
-        out[layer] = values
+        mine = names == layer
+        out[layer] = np.zeros(int(units[mine].max()) + 1)
+        out[layer][units[mine]] = means[mine]
     return out
 
 
@@ -319,8 +319,7 @@ def _decode_scores(
         wave = torch.from_numpy(np.asarray(samples, dtype=np.float32))[None, :]
         out = adapter.forward(wave, [wave.shape[1]], edits=edits)
         decoded = greedy_decode(out.log_probs[0, : int(out.frame_lengths[0])].cpu().numpy())
-        text = "".join(adapter.tokens[t] for t in decoded.token_ids).replace(adapter.word_boundary, " ")
-        hypothesis = " ".join(text.split())
+        hypothesis = hypothesis_text(decoded.token_ids, adapter.tokens)
         reference = references[utterance_id]
         chars = align_sequences(reference, hypothesis)
         words = align_sequences(reference.split(), hypothesis.split())

@@ -249,6 +249,14 @@ def frames_table_of(labels: Sequence[UtteranceLabels]) -> pa.Table:
     )
 
 
+def hypothesis_text(token_ids: Sequence[int], tokens: Sequence[str]) -> str:
+    """The words a collapsed CTC token sequence spells: the boundary token becomes a space,
+    upper case, single spaces (the form of :func:`normalise_transcript`)."""
+    token_map = _token_map(tuple(tokens))
+    text = "".join(" " if t == token_map.boundary else token_map.strings[t] for t in token_ids)
+    return " ".join(text.upper().split())
+
+
 def _frame_shift(frame_rate_hz: float | None, frame_shift_s: float | None) -> float:
     if (frame_rate_hz is None) == (frame_shift_s is None):
         raise SpecError("give exactly one of frame_rate_hz and frame_shift_s")
@@ -380,8 +388,7 @@ def label_utterance(
         for w in range(len(words)):
             word_index[first[w] : last[w] + 1] = w
 
-    hypothesis_text = "".join(" " if t == token_map.boundary else token_map.strings[t] for t in greedy.token_ids)
-    hypothesis = " ".join(hypothesis_text.upper().split())
+    hypothesis = hypothesis_text(greedy.token_ids, tokens)
     hypothesis_words = hypothesis.split()
     word_alignment = align_sequences(words, hypothesis_words)
     word_wrong = np.append(word_alignment.reference_ops != EditOp.CORRECT, False)
