@@ -151,6 +151,33 @@ def cmd_mine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_scan(args: argparse.Namespace) -> int:
+    from neurolake.introspect.scan import scan
+    from neurolake.render import format_scan
+    from neurolake.store import Lake
+
+    lake = Lake.open(_lake_url(args))
+    if args.workers and args.workers > 1:
+        from neurolake.cluster.ray_env import connect
+
+        connect(args.ray_address)  # the cluster given (or $RAY_ADDRESS), else a local Ray
+    result = scan(
+        lake,
+        args.run,
+        layers=args.layers,
+        algo=args.algo,
+        binarization=args.binarize,
+        min_support=args.min_support,
+        max_size=args.max_size,
+        min_frames=args.min_frames,
+        max_slices=args.max_slices,
+        columns=args.columns,
+        workers=args.workers,
+    )
+    print(format_scan(result, top=args.top))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
@@ -287,11 +314,23 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
     lake = Lake.open(_lake_url(args))
-    if (args.units is None) == (args.pattern is None):
-        raise SpecError("give the units to ablate with --units L:U,.. or --pattern MINING_ID/PATTERN_ID")
-    run_id, units = (args.run, args.units) if args.units else pattern_units(lake, args.pattern)
+    given = [x for x in (args.units, args.pattern, args.finding) if x is not None]
+    if len(given) != 1:
+        raise SpecError(
+            "give the units to ablate with one of --units L:U,.., --pattern MINING_ID/PATTERN_ID "
+            "or --finding SCAN_ID/FINDING_ID"
+        )
+    if args.finding:
+        from neurolake.introspect.scan import get_finding
+
+        row = get_finding(lake, args.finding)
+        run_id, units, slice_predicate = str(row["run_id"]), list(row["items"]), str(row["target"])
+    else:
+        run_id, units = (args.run, args.units) if args.units else pattern_units(lake, args.pattern)
+        slice_predicate = None
     if args.run and run_id != args.run:
-        raise SpecError(f"pattern {args.pattern!r} belongs to run {run_id!r}, not {args.run!r}")
+        what = f"finding {args.finding!r}" if args.finding else f"pattern {args.pattern!r}"
+        raise SpecError(f"{what} belongs to run {run_id!r}, not {args.run!r}")
     if not run_id:
         raise SpecError("give --run with --units")
     result = ablate(
@@ -299,6 +338,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         run_id,
         units,
         mode=args.mode,
+        slice=slice_predicate,
         patch_group=args.patch_group,
         max_utterances=args.utterances,
         controls=args.controls,
@@ -468,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", metavar="ID", help="the run (with --units; checked against a --pattern's run)")
     p.add_argument("--units", type=comma_list, metavar="L:U,..", help="units to ablate, e.g. conv7:12,conv7:40")
     p.add_argument("--pattern", metavar="MINING_ID/PATTERN_ID", help="the units of a mined pattern (the patterns view)")
+    p.add_argument("--finding", metavar="SCAN_ID/FINDING_ID", help="the units of a scan's finding (the findings view)")
     p.add_argument(
         "--mode",
         choices=("zero", "mean", "patch"),
@@ -510,6 +551,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top", type=int, default=10, metavar="N", help="patterns to print (default 10)")
     p.set_defaults(func=cmd_mine)
+
+    p = sub.add_parser(
+        "scan", help="find the slices of frames where the model errs and the neuron patterns that single them out"
+    )
+    _add_lake_arg(p)
+    p.add_argument("--run", required=True, metavar="ID")
+    p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="layers whose units are the items (default: all)")
+    p.add_argument(
+        "--algo",
+        choices=["lcm", "diffnorm"],
+        default="lcm",
+        help="LCM closed patterns per slice, or DiffNorm over all slices at once (default lcm)",
+    )
+    p.add_argument("--binarize", default="quantile:0.9", metavar="SPEC", help="as for mine (default quantile:0.9)")
+    p.add_argument(
+        "--min-support", type=float, default=0.2, metavar="F", help="fraction of a slice's frames (default 0.2)"
+    )
+    p.add_argument("--max-size", type=int, default=4, metavar="N", help="largest pattern (default 4)")
+    p.add_argument("--min-frames", type=int, default=10, metavar="N", help="least frames of a slice (default 10)")
+    p.add_argument("--max-slices", type=int, default=40, metavar="N", help="slices mined, largest first (default 40)")
+    p.add_argument(
+        "--columns",
+        type=comma_list,
+        default=["speaker_id"],
+        metavar="C1,C2",
+        help="utterance columns whose values may form slices (default speaker_id)",
+    )
+    p.add_argument("--workers", type=int, metavar="N", help="N Ray workers mining slices in parallel")
+    p.add_argument(
+        "--ray-address", metavar="A", help="Ray cluster for --workers (default: $RAY_ADDRESS, else a local Ray)"
+    )
+    p.add_argument("--top", type=int, default=10, metavar="N", help="findings to print (default 10)")
+    p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("verify", help="check committed parts against their checksums and report missing data")
     _add_lake_arg(p)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from neurolake.ingest.pipeline import IngestSummary
     from neurolake.ingest.planning import PlannedCorpus
     from neurolake.introspect.ablation import AblationResult
+    from neurolake.introspect.scan import ScanResult
     from neurolake.mining.mine import MiningResult
     from neurolake.store.run import RunInfo
 
@@ -117,37 +118,46 @@ def format_summary(s: IngestSummary) -> str:
 
 
 def format_ablation(result: AblationResult) -> str:
-    """The error rates with the units ablated beside the model as it is and the random controls."""
-    rows = [("model as it is", f"{result.base.cer:.3f}", f"{result.base.wer:.3f}", "")]
-    rows.append(
-        (
-            f"{len(result.units)} unit{'s' if len(result.units) != 1 else ''}, {result.mode}",
-            f"{result.ablated.cer:.3f}",
-            f"{result.ablated.wer:.3f}",
-            f"{result.cer_change:+.3f}",
-        )
-    )
+    """The error rates with the units ablated beside the model as it is and the random controls
+    (and, for a slice, its frames under each)."""
+    with_slice = result.base.slice_frames is not None
+
+    def row(name: str, scores, change: str) -> tuple:
+        cells = (name, f"{scores.cer:.3f}", f"{scores.wer:.3f}", change)
+        return cells + (scores.slice_frames,) if with_slice else cells
+
+    rows = [row("model as it is", result.base, "")]
+    n = len(result.units)
+    rows.append(row(f"{n} unit{'s' if n != 1 else ''}, {result.mode}", result.ablated, f"{result.cer_change:+.3f}"))
     for i, control in enumerate(result.controls, 1):
-        rows.append(
-            (f"random units #{i}", f"{control.cer:.3f}", f"{control.wer:.3f}", f"{control.cer - result.base.cer:+.3f}")
-        )
+        rows.append(row(f"random units #{i}", control, f"{control.cer - result.base.cer:+.3f}"))
+    header = ("condition", "CER", "WER", "CER change") + (("slice frames",) if with_slice else ())
     lines = [
         f"ablation of {', '.join(result.units)} in run {result.run_id} ({len(result.utterances)} utterances)",
-        format_table(("condition", "CER", "WER", "CER change"), rows),
     ]
+    if with_slice:
+        lines.append(f"slice: {result.slice}")
+    lines.append(format_table(header, rows))
     changes = result.control_cer_changes
     if changes:
-        if result.cer_change < min(changes):
-            where = "below every random set"
-        elif result.cer_change > max(changes):
-            where = "above every random set"
-        else:
-            where = "within the random sets' range: no evidence that these units matter more than any"
-        lines.append(
-            f"random units change the CER by {min(changes):+.3f} .. {max(changes):+.3f}; these units by "
-            f"{result.cer_change:+.3f} ({where})"
-        )
+        lines.append(_against_controls("CER", result.cer_change, changes, "{:+.3f}"))
+    slice_change = result.slice_change
+    if slice_change is not None and result.control_slice_changes:
+        lines.append(_against_controls("slice's frames", slice_change, result.control_slice_changes, "{:+.0%}"))
     return "\n".join(lines)
+
+
+def _against_controls(what: str, value: float, controls: Sequence[float], fmt: str) -> str:
+    if value < min(controls):
+        where = "below every random set"
+    elif value > max(controls):
+        where = "above every random set"
+    else:
+        where = "within the random sets' range: no evidence that these units matter more than any"
+    return (
+        f"random units change the {what} by {fmt.format(min(controls))} .. {fmt.format(max(controls))}; "
+        f"these units by {fmt.format(value)} ({where})"
+    )
 
 
 def format_mining(result: MiningResult, top: int = 10) -> str:
@@ -203,6 +213,45 @@ def format_mining(result: MiningResult, top: int = 10) -> str:
     lines.append(
         f"\nall patterns: neurolake sql \"SELECT * FROM patterns WHERE mining_id = '{result.mining_id}' ORDER BY score DESC\""
     )
+    return "\n".join(lines)
+
+
+def format_scan(result: ScanResult, top: int = 10) -> str:
+    """The top findings of a scan, with how to reproduce, query and test them."""
+    f = result.findings
+    head = (
+        f"scan {result.scan_id} of run {result.run_id}: {result.slices.num_rows} slices mined, "
+        f"{result.n_tests:,} patterns tested, {f.num_rows:,} findings at p <= 0.05 (Holm over the whole scan)"
+        + (" [reused]" if result.reused else f" in {result.seconds:.1f} s")
+    )
+    lines = [head, ""]
+    if not f.num_rows:
+        lines.append("no finding: no slice has a pattern that sets it apart; try --min-support, --binarize or --layers")
+        return "\n".join(lines)
+    rows = [
+        (
+            r["finding_id"],
+            r["slice"],
+            " ".join(r["items"]),
+            f"{r['support_target']}/{r['n_target']}",
+            f"{r['support_background']}/{r['n_background']}",
+            f"{r['excess_frames']:.1f}",
+            f"{r['relative_risk']:.2f}",
+            f"{r['p_value']:.1e}",
+        )
+        for r in f.slice(0, top).to_pylist()
+    ]
+    lines.append(
+        format_table(("id", "slice", "neurons", "in slice", "in background", "excess", "rel. risk", "p (Holm)"), rows)
+    )
+    first = f.slice(0, 1).to_pylist()[0]
+    lines += [
+        "",
+        f"slice of finding 1: {first['target']}",
+        f"its background:     {first['background']}",
+        f"test it in the model: neurolake ablate --finding {result.scan_id}/1",
+        f"all findings: neurolake sql \"SELECT * FROM findings WHERE scan_id = '{result.scan_id}' ORDER BY finding_id\"",
+    ]
     return "\n".join(lines)
 
 

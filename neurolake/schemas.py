@@ -58,6 +58,11 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("word_index", pa.int32()),
             ("word_error", pa.bool_()),
             ("token_error", pa.bool_()),
+            # segment labels (neurolake.labels.frames.label_utterance); null in runs made before them
+            _optional("ref_segment", pa.string()),
+            _optional("pred_segment", pa.string()),
+            _optional("segment_error", pa.bool_()),
+            _optional("confusion", pa.string()),
         ]
     ),
     "errors": pa.schema(
@@ -162,5 +167,55 @@ ABLATIONS = pa.schema(
         ("cer", pa.float64()),
         ("wer", pa.float64()),
         ("cer_change", pa.float64()),
+        # with a slice (neurolake ablate --finding): its predicate, and its frames in this decoding
+        ("slice", pa.string()),
+        ("slice_frames", pa.int64()),
+    ]
+)
+
+#: Findings of ``neurolake scan``: a slice of frames where the model errs (``target`` and
+#: ``background`` are SQL predicates for ``neurolake group create``) and a pattern of units that
+#: singles it out, ranked by excess frames (``finding_id`` 1 is the first).
+FINDINGS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("scan_id", pa.string()),
+        ("finding_id", pa.int64()),
+        ("slice_id", pa.int64()),
+        ("kind", pa.string()),
+        ("slice", pa.string()),
+        ("target", pa.string()),
+        ("background", pa.string()),
+        ("items", pa.list_(pa.string())),
+        ("size", pa.int64()),
+        ("support_target", pa.int64()),
+        ("n_target", pa.int64()),
+        ("support_background", pa.int64()),
+        ("n_background", pa.int64()),
+        ("relative_risk", pa.float64()),
+        ("effect", pa.float64()),
+        ("excess_frames", pa.float64()),
+        ("error_share", pa.float64()),
+        ("p_value", pa.float64()),
+        ("p_value_raw", pa.float64()),
+    ]
+)
+
+#: The slices a scan mined, with their sizes (``n_*_mined``: after sampling) and test counts.
+SLICES = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("scan_id", pa.string()),
+        ("slice_id", pa.int64()),
+        ("kind", pa.string()),
+        ("slice", pa.string()),
+        ("target", pa.string()),
+        ("background", pa.string()),
+        ("n_target", pa.int64()),
+        ("n_background", pa.int64()),
+        ("n_target_mined", pa.int64()),
+        ("n_background_mined", pa.int64()),
+        ("n_tested", pa.int64()),
+        ("n_findings", pa.int64()),
     ]
 )

@@ -8,6 +8,12 @@ layers (``controls`` draws). The effect of the units is the change in character 
 rates, set beside the changes the random sets cause: an effect outside their range is evidence
 that these units, and not any units, carry the behaviour.
 
+Given a slice (the SQL predicate of a scan's finding), the utterances with frames in it are
+decoded first, with a seeded sample of the others as a control, and each condition's decoding is
+labelled again (:func:`~neurolake.labels.frames.label_utterance`; the phonemes are the run's own,
+frame by frame) so that the slice's frames are counted under every condition: a finding whose
+units cause the error leaves few of them when ablated, random units leave them be.
+
 Utterances run one at a time, so an edit never reaches padding frames.
 """
 
@@ -24,7 +30,7 @@ import torch
 from neurolake.corpora.audio import load_audio
 from neurolake.errors import SpecError
 from neurolake.labels.ctc import greedy_decode
-from neurolake.labels.frames import hypothesis_text
+from neurolake.labels.frames import hypothesis_text, label_utterance
 from neurolake.labels.wer import align_sequences
 from neurolake.models import ModelAdapter, UnitEdit, load_model
 from neurolake.schemas import ABLATIONS
@@ -78,10 +84,12 @@ def parse_units(spec: str | Sequence[str], run: Run) -> dict[str, list[int]]:
 
 @dataclass(frozen=True)
 class Scores:
-    """Corpus-level error rates of one condition: edits over reference characters / words."""
+    """Corpus-level error rates of one condition: edits over reference characters / words, and
+    the frames of the slice asked about (``None`` without one)."""
 
     cer: float
     wer: float
+    slice_frames: int | None = None
 
 
 @dataclass
@@ -108,6 +116,7 @@ class AblationResult:
     controls: list[Scores] = field(default_factory=list)
     control_units: list[list[str]] = field(default_factory=list)
     reused: bool = False
+    slice: str | None = None
 
     def table(self) -> pa.Table:
         """One row per condition, in the ``ablations`` view's schema."""
@@ -129,6 +138,8 @@ class AblationResult:
                     "cer": scores.cer,
                     "wer": scores.wer,
                     "cer_change": scores.cer - self.base.cer,
+                    "slice": self.slice,
+                    "slice_frames": scores.slice_frames,
                 }
                 for condition, draw, units, scores in conditions
             ],
@@ -146,12 +157,22 @@ class AblationResult:
             units=list(by[("ablated", 0)]["units"]),
             mode=rows[0]["mode"],
             utterances=utterances,
-            base=Scores(by[("base", 0)]["cer"], by[("base", 0)]["wer"]),
-            ablated=Scores(by[("ablated", 0)]["cer"], by[("ablated", 0)]["wer"]),
-            controls=[Scores(r["cer"], r["wer"]) for r in controls],
+            base=_scores(by[("base", 0)]),
+            ablated=_scores(by[("ablated", 0)]),
+            controls=[_scores(r) for r in controls],
             control_units=[list(r["units"]) for r in controls],
             reused=True,
+            slice=rows[0].get("slice"),
         )
+
+    @property
+    def slice_change(self) -> float | None:
+        """Relative change of the slice's frames under the ablation (``-1``: all gone)."""
+        return _relative(self.ablated.slice_frames, self.base.slice_frames)
+
+    @property
+    def control_slice_changes(self) -> list[float]:
+        return [v for c in self.controls if (v := _relative(c.slice_frames, self.base.slice_frames)) is not None]
 
     @property
     def cer_change(self) -> float:
@@ -162,12 +183,23 @@ class AblationResult:
         return [c.cer - self.base.cer for c in self.controls]
 
 
+def _scores(row: Mapping) -> Scores:
+    return Scores(row["cer"], row["wer"], row.get("slice_frames"))
+
+
+def _relative(value: int | None, base: int | None) -> float | None:
+    if value is None or not base:
+        return None
+    return value / base - 1.0
+
+
 def ablate(
     lake: Lake,
     run_id: str,
     units: str | Sequence[str],
     *,
     mode: str = "zero",
+    slice: str | None = None,
     patch_group: str | None = None,
     utterances: Sequence[str] | None = None,
     max_utterances: int = 100,
@@ -183,6 +215,10 @@ def ablate(
             (from ``neurolake neurons``, computed if missing); ``patch`` to their mean over
             the frames of ``patch_group`` (say, the slice's background: the same sounds
             recognised correctly).
+        slice: an SQL predicate over ``frames`` and ``utterances`` (a finding's ``target``):
+            its frames are counted under every condition, and the utterances decoded by default
+            are those with the most frames in it (up to ``max_utterances``) and as many others
+            again, at most 10, drawn with ``seed``.
         utterances: ids to decode; default the first ``max_utterances`` of the run by id.
         controls: random unit sets (same count per layer, drawn from the other units).
         adapter: the model, if already loaded (it must have the run's weights).
@@ -203,8 +239,11 @@ def ablate(
             f"model {model['spec']!r} now has other weights than run {run_id!r} was ingested with; "
             "an ablation needs the same model"
         )
+    if slice is not None and utterances is None:
+        utterances = _slice_utterances(lake, run_id, slice, max_utterances, seed)
     records = _utterances(run, utterances, max_utterances)
     spec = {
+        "run_id": run_id,
         "units": [f"{layer}:{u}" for layer, idx in chosen.items() for u in idx],
         "mode": mode,
         "patch_group": patch_group,
@@ -212,6 +251,7 @@ def ablate(
         "controls": controls,
         "seed": seed,
         "weights_sha256": adapter.spec.get("weights_sha256"),
+        **({"slice": slice} if slice is not None else {}),
     }
     derived = run.derived("ablations", spec)
     if derived.complete:
@@ -223,9 +263,10 @@ def ablate(
         means = _group_means(lake, run_id, str(patch_group), list(chosen))
     audio = {r["utterance_id"]: load_audio(r["audio_uri"], adapter.sample_rate) for r in records}
     references = {r["utterance_id"]: r["reference"] for r in records}
+    counter = _SliceCounter(lake, run_id, slice, records) if slice is not None else None
 
     def scores(edits: Mapping[str, UnitEdit]) -> Scores:
-        return _decode_scores(adapter, audio, references, edits)
+        return _decode_scores(adapter, audio, references, edits, counter)
 
     def edits_of(layer_units: Mapping[str, Sequence[int]]) -> dict[str, UnitEdit]:
         return {
@@ -256,10 +297,97 @@ def ablate(
         ablated=ablated,
         controls=control_scores,
         control_units=control_units,
+        slice=slice,
     )
     derived.write_bytes(encode_parquet(result.table()), "ablation.parquet")
     derived.commit()
     return result
+
+
+def _slice_utterances(lake: Lake, run_id: str, predicate: str, limit: int, seed: int) -> list[str]:
+    """The utterances with the most frames in the slice (up to ``limit``), then a seeded sample
+    of the others: as many again, at most 10."""
+    from neurolake.query.engine import QueryEngine
+    from neurolake.query.groups import group_relation
+
+    with QueryEngine(lake) as engine:
+        ids = engine.rows(lambda: group_relation(engine, run_id, engine.check_predicate(predicate)))
+        hits = engine.sql(
+            "SELECT utterance_id, first_frame_id, n_frames FROM utterances WHERE run_id = ? ORDER BY first_frame_id",
+            [run_id],
+        ).to_pylist()
+    first = np.array([h["first_frame_id"] for h in hits], dtype=np.int64)
+    owner = np.searchsorted(first, ids.column("frame_id").to_numpy(), side="right") - 1
+    counts = np.bincount(owner, minlength=len(hits))
+    if not counts.any():
+        raise SpecError(f"the slice {predicate!r} has no frames in run {run_id!r}")
+    order = sorted((i for i in range(len(hits)) if counts[i]), key=lambda i: (-counts[i], hits[i]["utterance_id"]))
+    chosen = [hits[i]["utterance_id"] for i in order[:limit]]
+    others = sorted({h["utterance_id"] for h in hits} - set(chosen))
+    n_more = min(len(others), len(chosen), 10)
+    if n_more:
+        chosen += sorted(np.random.default_rng(seed).choice(others, size=n_more, replace=False).tolist())
+    return chosen
+
+
+class _SliceCounter:
+    """Counts a slice's frames in a decoding: the decoding labelled again, the run's own phonemes
+    and utterance columns joined, the slice's predicate run over it in DuckDB."""
+
+    def __init__(self, lake: Lake, run_id: str, predicate: str, records: Sequence[Mapping]):
+        from neurolake.query.engine import QueryEngine
+
+        ids = [r["utterance_id"] for r in records]
+        with QueryEngine(lake) as engine:
+            predicate = engine.check_predicate(predicate)  # one allowed expression, or nothing runs
+            utterances = engine.sql(
+                "SELECT * EXCLUDE (run_id, hypothesis, wer, cer, n_word_errors) FROM utterances "
+                "WHERE run_id = ? AND list_contains(?, utterance_id)",
+                [run_id, ids],
+            )
+            phonemes = engine.sql(
+                "SELECT frame_id, phoneme FROM frames WHERE run_id = ? AND list_contains(?, utterance_id)",
+                [run_id, ids],
+            )
+        self.checked = predicate
+        self.utterances = {r["utterance_id"]: r for r in utterances.to_pylist()}
+        frame_ids, phoneme = phonemes.column("frame_id").to_pylist(), phonemes.column("phoneme").to_pylist()
+        self.phonemes = dict(zip(frame_ids, phoneme, strict=True))
+
+    def count(self, tables: Sequence[pa.Table]) -> int:
+        import duckdb
+
+        frames = pa.concat_tables(tables)
+        with duckdb.connect() as con:
+            con.register("_frames", frames)
+            return int(
+                con.execute(f"SELECT count(*) FROM _frames AS frames WHERE {self.checked}").fetchone()[0]  # type: ignore[index]
+            )
+
+    def labelled(self, adapter: ModelAdapter, utterance_id: str, log_probs: np.ndarray, reference: str) -> pa.Table:
+        row = self.utterances[utterance_id]
+        labels = label_utterance(
+            log_probs,
+            adapter.tokens,
+            reference,
+            frame_shift_s=adapter.frame_shift_s,
+            utterance_id=utterance_id,
+            first_frame_id=int(row["first_frame_id"]),
+        )
+        frames = labels.frames_table()
+        ids = frames.column("frame_id").to_pylist()
+        frames = frames.set_column(
+            frames.schema.get_field_index("phoneme"),
+            "phoneme",
+            pa.array([self.phonemes.get(i) for i in ids], pa.string()),
+        )
+        # The utterance's columns beside each frame, as the lake's join gives them; the error
+        # rates are this decoding's.
+        values = {**row, **{k: labels.utterance[k] for k in ("hypothesis", "wer", "cer", "n_word_errors")}}
+        for name, value in values.items():
+            if name not in frames.column_names:
+                frames = frames.append_column(name, pa.array([value] * frames.num_rows))
+        return frames
 
 
 def _utterances(run: Run, wanted: Sequence[str] | None, limit: int) -> list[dict]:
@@ -313,12 +441,15 @@ def _decode_scores(
     audio: Mapping[str, np.ndarray],
     references: Mapping[str, str],
     edits: Mapping[str, UnitEdit],
+    counter: _SliceCounter | None = None,
 ) -> Scores:
     char_edits = char_total = word_edits = word_total = 0
+    labelled = []
     for utterance_id, samples in audio.items():
         wave = torch.from_numpy(np.asarray(samples, dtype=np.float32))[None, :]
         out = adapter.forward(wave, [wave.shape[1]], edits=edits)
-        decoded = greedy_decode(out.log_probs[0, : int(out.frame_lengths[0])].cpu().numpy())
+        log_probs = out.log_probs[0, : int(out.frame_lengths[0])].cpu().numpy()
+        decoded = greedy_decode(log_probs)
         hypothesis = hypothesis_text(decoded.token_ids, adapter.tokens)
         reference = references[utterance_id]
         chars = align_sequences(reference, hypothesis)
@@ -327,4 +458,10 @@ def _decode_scores(
         char_total += len(reference)
         word_edits += words.distance
         word_total += len(reference.split())
-    return Scores(cer=char_edits / max(1, char_total), wer=word_edits / max(1, word_total))
+        if counter is not None:
+            labelled.append(counter.labelled(adapter, utterance_id, log_probs, reference))
+    return Scores(
+        cer=char_edits / max(1, char_total),
+        wer=word_edits / max(1, word_total),
+        slice_frames=counter.count(labelled) if counter is not None else None,
+    )

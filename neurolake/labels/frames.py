@@ -40,7 +40,13 @@ __all__ = [
     "UtteranceLabels",
     "label_utterance",
     "normalise_transcript",
+    "spread_segments",
 ]
+
+#: ``confusion`` of a frame whose reference token the hypothesis leaves out, and of a frame
+#: in the greedy segment of a token the hypothesis adds.
+DELETED = "<del>"
+INSERTED = "<ins>"
 
 #: Tokens that mark a word boundary, in order of preference when a list has both
 #: (Wav2Letter-style lists use a space, wav2vec2 bundles use "|").
@@ -257,6 +263,72 @@ def hypothesis_text(token_ids: Sequence[int], tokens: Sequence[str]) -> str:
     return " ".join(text.upper().split())
 
 
+def spread_segments(index: np.ndarray) -> np.ndarray:
+    """Spread a CTC path's tokens over the blanks between them.
+
+    ``index`` ``[frames]`` holds, for every frame of a path, the position of the token it
+    emits in the collapsed sequence, ``-1`` on blanks. Blank frames between two tokens go to
+    the nearer one (the earlier one on a tie); blanks before the first token and after the
+    last belong to none (``-1``). ``[-1, 0, -1, -1, 1, -1] -> [-1, 0, 0, 1, 1, -1]``
+    """
+    index = np.asarray(index, dtype=np.int64)
+    out = np.full(index.size, -1, dtype=np.int64)
+    emitted = np.flatnonzero(index >= 0)
+    if emitted.size == 0:
+        return out
+    frames = np.arange(index.size)
+    k = np.searchsorted(emitted, frames, side="right") - 1  # last emitting frame at or before
+    prev = emitted[np.clip(k, 0, None)]
+    nxt = emitted[np.clip(k + 1, None, emitted.size - 1)]
+    on_token = (k >= 0) & (prev == frames)
+    between = (k >= 0) & (k + 1 < emitted.size) & ~on_token
+    to_prev = on_token | (between & (frames - prev <= nxt - frames))
+    to_next = between & ~to_prev
+    out[to_prev] = index[prev[to_prev]]
+    out[to_next] = index[nxt[to_next]]
+    return out
+
+
+def _greedy_positions(frame_tokens: np.ndarray, blank: int = 0) -> np.ndarray:
+    """Position in the collapsed greedy sequence of each frame's token (``-1`` on blanks)."""
+    previous = np.concatenate([[-1], frame_tokens[:-1]])
+    starts = (frame_tokens != blank) & (frame_tokens != previous)
+    return np.where(frame_tokens != blank, np.cumsum(starts) - 1, -1)
+
+
+def _segment_labels(
+    targets: np.ndarray, target_index: np.ndarray, greedy_tokens: np.ndarray, greedy_ids: np.ndarray, strings
+) -> dict[str, np.ndarray]:
+    """The segment columns of :func:`label_utterance` (see there)."""
+    ref_owner = spread_segments(target_index)
+    pred_owner = spread_segments(_greedy_positions(greedy_tokens))
+    edits = align_sequences(targets.tolist(), greedy_ids.tolist())
+    # Per reference token: its operation and, for a substitution, the hypothesis token.
+    ref_op = edits.reference_ops
+    sub_token = np.full(targets.size, -1, dtype=np.int64)
+    on_both = (edits.ref_index >= 0) & (edits.hyp_index >= 0)
+    sub_token[edits.ref_index[on_both]] = greedy_ids[edits.hyp_index[on_both]]
+    inserted = np.zeros(greedy_ids.size, dtype=bool)
+    inserted[edits.hyp_index[edits.ops == EditOp.INSERTION]] = True
+
+    has_ref, has_pred = ref_owner >= 0, pred_owner >= 0
+    op = np.where(has_ref, np.append(ref_op, EditOp.CORRECT)[ref_owner], EditOp.CORRECT)
+    added = has_pred & np.append(inserted, False)[pred_owner]
+    error = (op != EditOp.CORRECT) | added
+    confusion = np.full(target_index.size, None, dtype=object)
+    confusion[added] = INSERTED
+    confusion[op == EditOp.DELETION] = DELETED
+    substituted = op == EditOp.SUBSTITUTION
+    confusion[substituted] = strings[sub_token[ref_owner[substituted]]]
+    none = np.array([None], dtype=object)
+    return {
+        "ref_segment": np.where(has_ref, np.append(strings[targets], none)[ref_owner], None),
+        "pred_segment": np.where(has_pred, np.append(strings[greedy_ids], none)[pred_owner], None),
+        "segment_error": error,
+        "confusion": confusion,
+    }
+
+
 def _frame_shift(frame_rate_hz: float | None, frame_shift_s: float | None) -> float:
     if (frame_rate_hz is None) == (frame_shift_s is None):
         raise SpecError("give exactly one of frame_rate_hz and frame_shift_s")
@@ -329,6 +401,25 @@ def label_utterance(
       the letter it is aligned to, or for a blank the letter aligned last before it, and a
       letter that spells ``k`` phones splits its frames into ``k`` equal consecutive parts.
       Frames outside words get ``None``.
+
+    Segment labels, the frame error labels to use (``token_error`` compares two peaky paths
+    frame by frame, so a character recognised one frame late is two errors and one deleted
+    character is often none):
+
+    - ``ref_segment``: the reference token whose segment holds the frame, on the forced
+      alignment spread over the blanks (:func:`spread_segments`: blanks between two tokens
+      go to the nearer one; blanks before the first token and after the last to none,
+      ``None``). The word boundary is a token, with a segment of its own.
+    - ``pred_segment``: likewise the greedy path's token whose segment holds the frame.
+    - ``segment_error``: the frame's reference token is substituted or deleted in the
+      Levenshtein alignment of the greedy token sequence to the reference tokens
+      (:func:`~neurolake.labels.wer.align_sequences`), or the frame lies in the greedy
+      segment of a token the hypothesis inserts. It depends on which tokens the model got
+      wrong, not on when each path emits them.
+    - ``confusion``: what the model made of the frame's reference token: the substituted
+      token's string, ``"<del>"`` for a deletion, ``"<ins>"`` for an inserted token's frames
+      otherwise correct; ``None`` where ``segment_error`` is false. Confusion slices are
+      ``ref_segment = 'S' AND confusion = 'Z'``.
 
     Utterance row: ``reference`` (normalised), ``hypothesis`` (greedy collapse, boundary
     tokens as spaces, upper-cased, whitespace-normalised), ``wer``, ``cer`` (see
@@ -418,6 +509,7 @@ def label_utterance(
         "word_index": word_index,
         "word_error": word_wrong[word_index],
         "token_error": greedy.frame_tokens != alignment.frame_tokens,
+        **_segment_labels(targets, alignment.target_index, greedy.frame_tokens, greedy.token_ids, token_map.strings),
     }
     n_errors = word_alignment.distance
     utterance = {

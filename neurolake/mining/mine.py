@@ -65,7 +65,7 @@ class MiningResult:
     details: dict = field(default_factory=dict)  # algorithm figures, e.g. DiffNorm's L%
 
 
-def _items_for(run: Run, layers: Sequence[str]) -> list[str]:
+def items_for(run: Run, layers: Sequence[str]) -> list[str]:
     return [f"{layer}:{unit}" for layer in layers for unit in range(run.layer(layer).units)]
 
 
@@ -76,11 +76,24 @@ def binarised_group(
     derived = run.derived(
         "bits", {"group": group.derived.spec_hash, "layers": list(layers), "binarization": dict(spec)}
     )
-    items = _items_for(run, layers)
+    items = items_for(run, layers)
     if derived.complete:
         data = np.load(io.BytesIO(derived.read_bytes("bits.npz")))
         return BitMatrix(data["frame_ids"], items, data["bits"])
     ids = group.frame_ids()
+    bits = np.packbits(binarised_rows(run, ids, layers, spec, stats), axis=1)
+    buf = io.BytesIO()
+    np.savez(buf, frame_ids=ids, bits=bits)
+    derived.write_bytes(buf.getvalue(), "bits.npz")
+    derived.commit()
+    return BitMatrix(ids, items, bits)
+
+
+def binarised_rows(
+    run: Run, ids: np.ndarray, layers: Sequence[str], spec: Mapping[str, Any], stats: pa.Table | None
+) -> np.ndarray:
+    """``[len(ids), items]`` bool: the frames ``ids`` (ascending) of ``layers`` binarised under
+    ``spec``, thresholds from the ``neurons`` statistics ``stats``; read chunk by chunk."""
     parts = []
     for layer in layers:
         x = run.read_rows(layer, ids)
@@ -92,13 +105,7 @@ def binarised_group(
             elif spec["method"] == "zscore":
                 kw["mean"], kw["std"] = rows.column("mean").to_numpy(), rows.column("std").to_numpy()
         parts.append(binarize(x, spec, **kw))
-    dense = np.concatenate(parts, axis=1) if parts else np.zeros((ids.size, 0), bool)
-    bits = np.packbits(dense, axis=1)
-    buf = io.BytesIO()
-    np.savez(buf, frame_ids=ids, bits=bits)
-    derived.write_bytes(buf.getvalue(), "bits.npz")
-    derived.commit()
-    return BitMatrix(ids, items, bits)
+    return np.concatenate(parts, axis=1) if parts else np.zeros((ids.size, 0), bool)
 
 
 def supports(dense: np.ndarray, itemsets: Sequence[Sequence[int]]) -> np.ndarray:
@@ -175,7 +182,7 @@ def mine(
             decode_parquet(derived.read_bytes("layers.parquet")),
             g_t.n_frames,
             g_b.n_frames,
-            len(_items_for(run, layers)),
+            len(items_for(run, layers)),
             time.perf_counter() - t0,
             True,
             derived.read_json("details.json"),

@@ -74,4 +74,6 @@ def encode_parquet(table: pa.Table) -> bytes:
 
 
 def decode_parquet(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    # One thread: a thread pool left behind by a threaded read can abort the interpreter at exit
+    # ("terminate called without an active exception", apache/arrow#34314); these files are small.
+    return pq.read_table(io.BytesIO(data), use_threads=False)

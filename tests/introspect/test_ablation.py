@@ -9,8 +9,7 @@ import torch
 from neurolake.errors import SpecError
 from neurolake.introspect.ablation import ablate, parse_units
 from neurolake.models import UnitEdit, load_model
-from neurolake.store import Lake
-from tests.introspect import faulty_demo
+from tests.introspect import faulty_demo, synthetic_lake
 
 SMALL = "python:tests.models.demo_factory:build"
 FAULTY = "python:tests.introspect.faulty_demo:build"
@@ -63,18 +62,7 @@ def test_bad_edits_are_one_line(edits, message):
 
 @pytest.fixture(scope="module")
 def faulty_run(tmp_path_factory):
-    import ray
-
-    from neurolake.corpora.synth import synthesize_corpus
-    from neurolake.ingest.pipeline import ingest
-
-    root = tmp_path_factory.mktemp("ablation")
-    synthesize_corpus(str(root / "c"), n_utterances=12, seed=5, holdout_accent=None, test_fraction=0.0)
-    if ray.is_initialized():
-        ray.shutdown()
-    ingest(str(root / "lake"), str(root / "c" / "train"), FAULTY, layers=["conv7"], run_id="f", progress=False)
-    ray.shutdown()
-    return Lake.open(str(root / "lake"))
+    return synthetic_lake(tmp_path_factory.mktemp("ablation"), 12, {"f": FAULTY}, ["conv7"])
 
 
 @pytest.mark.slow
@@ -171,7 +159,7 @@ def test_a_mined_pattern_is_ablated_by_its_id(faulty_run, capsys):
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err
     assert main(["ablate", "--lake", lake, "--run", "f"]) == 2
-    assert "--units L:U,.. or --pattern" in capsys.readouterr().err
+    assert "one of --units L:U,.., --pattern MINING_ID/PATTERN_ID or --finding" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from neurolake.labels.frames import (
     frames_table_of,
     label_utterance,
     normalise_transcript,
+    spread_segments,
 )
 from neurolake.labels.wer import wer
 
@@ -76,6 +77,12 @@ def test_hand_built_utterance():
     assert f["word"].tolist() == EXPECTED_WORD
     assert f["word_error"].tolist() == EXPECTED_WORD_ERROR
     assert f["phoneme"].tolist() == EXPECTED_PHONEME
+    # Segments: blanks between two emissions go to the nearer one (frame 3 to H, 5 to E,
+    # 7 to |, 9 to C or B); the blanks at the ends to none. C -> B is the one substitution.
+    assert f["ref_segment"].tolist() == [None, *"THHEE||CCAT", None]
+    assert f["pred_segment"].tolist() == [None, *"THHEE||BBAT", None]
+    assert f["segment_error"].tolist() == [False] * 8 + [True, True] + [False] * 3
+    assert f["confusion"].tolist() == [None] * 8 + ["B", "B"] + [None] * 3
     assert labels.utterance == {
         "utterance_id": "u-1",
         "first_frame_id": 1000,
@@ -122,6 +129,53 @@ def test_deleted_word_still_gets_frames_and_an_error():
     assert not labels.frames["word_error"][word_index != 1].any()
     assert labels.utterance["hypothesis"] == "THE"
     assert labels.utterance["wer"] == 0.5
+
+
+def test_deleted_letters_are_segment_errors_whenever_either_path_emits():
+    # The same deletion, segment by segment: the forced path puts | C A T on frames 5-8, one
+    # frame each (the greedy blanks cost the same everywhere, the earliest place wins), the
+    # greedy path ends with E on frame 4. Those four reference tokens are deletions;
+    # token_error, comparing the paths frame by frame, sees the same four frames here but
+    # would see none for a deleted letter aligned to a blank-aligned stretch.
+    frames = [{tok: 0.9} for tok in "-TH-E--------"]
+    f = label_utterance(_posteriors(TOKENS, frames), TOKENS, "THE CAT", frame_rate_hz=50).frames
+    assert f["ref_token"].tolist() == list("-TH-E|CAT----")
+    assert f["ref_segment"].tolist() == [None, *"THHE|CAT", *[None] * 4]
+    assert f["pred_segment"].tolist() == [None, *"THHE", *[None] * 8]
+    assert f["segment_error"].tolist() == [False] * 5 + [True] * 4 + [False] * 4
+    assert f["confusion"].tolist() == [None] * 5 + ["<del>"] * 4 + [None] * 4
+
+
+def test_a_late_letter_is_no_segment_error_but_an_inserted_one_is():
+    # Greedy "-TH-EE-A|-CAT-" says THE A CAT... without the boundary before A: "THEA CAT".
+    # The A on frame 7 is an insertion; its greedy segment is frame 7 alone (frame 6 is
+    # nearer E, 8 is |). Everything else is spelt right, even where the paths emit at
+    # different frames (frame 7 is | on the forced path and A on the greedy one).
+    frames = [{tok: 0.9} for tok in "-TH-EE-A|-CAT-"]
+    labels = label_utterance(_posteriors(TOKENS, frames), TOKENS, "THE CAT", frame_rate_hz=50)
+    f = labels.frames
+    assert labels.utterance["hypothesis"] == "THEA CAT"
+    assert f["ref_token"].tolist() == list("-TH-EE-||-CAT-")
+    assert f["pred_segment"].tolist() == [None, *"THHEEEA||CAT", None]
+    assert f["segment_error"].tolist() == [False] * 7 + [True] + [False] * 6
+    assert f["confusion"].tolist() == [None] * 7 + ["<ins>"] + [None] * 6
+    # token_error, frame by frame: only where the paths disagree, frame 7 (| against A).
+    assert f["token_error"].tolist() == [False] * 7 + [True] + [False] * 6
+
+
+@pytest.mark.parametrize(
+    "index,expected",
+    [
+        ([-1, 0, -1, -1, 1, -1], [-1, 0, 0, 1, 1, -1]),
+        ([0, -1, -1, -1, 1], [0, 0, 0, 1, 1]),  # an odd gap: the middle frame to the earlier
+        ([-1, -1], [-1, -1]),
+        ([], []),
+        ([-1, 3, 3, -1], [-1, 3, 3, -1]),
+        ([0, 1, -1, -1, -1, -1, 2], [0, 1, 1, 1, 2, 2, 2]),
+    ],
+)
+def test_spread_segments(index, expected):
+    assert spread_segments(np.array(index, dtype=np.int64)).tolist() == expected
 
 
 def test_arrow_tables_follow_the_schemas():
@@ -210,6 +264,7 @@ def test_correct_greedy_path_means_no_errors(seed):
     assert labels.utterance["hypothesis"] == reference
     assert not labels.frames["token_error"].any()
     assert not labels.frames["word_error"].any()
+    assert not labels.frames["segment_error"].any()
     assert labels.utterance["wer"] == 0.0
 
 
@@ -241,6 +296,16 @@ def test_invariants_on_random_utterances(seed):
     assert all(p is None for p in f["phoneme"][outside])
     assert not f["word_error"][outside].any()
     assert np.array_equal(f["token_error"], f["ref_token"] != f["pred_token"])
+    # Segments: a frame aligned to a token is in that token's segment, every character error
+    # has frames, and a frame's confusion is given exactly on segment errors.
+    aligned = f["ref_token"] != "-"
+    assert np.array_equal(f["ref_segment"][aligned], f["ref_token"][aligned])
+    assert np.array_equal(f["pred_segment"][f["pred_token"] != "-"], f["pred_token"][f["pred_token"] != "-"])
+    if u["cer"] > 0:
+        assert f["segment_error"].any()
+    assert np.array_equal(f["segment_error"], np.array([c is not None for c in f["confusion"]]))
+    substituted = f["segment_error"] & ~np.isin(f["confusion"], ["<del>", "<ins>"])
+    assert not np.any(f["confusion"][substituted] == f["ref_segment"][substituted])
 
 
 def test_ipa_intervals_are_mapped_to_arpabet_and_split():

@@ -21,3 +21,20 @@ def test_derived_reuse(lake_target):
     from neurolake.store.derived import list_derived
 
     assert [x.spec for x in list_derived(run.loc.child("derived"), "neurons")] == [spec]
+
+
+def test_reading_derived_parquet_leaves_the_interpreter_able_to_exit():
+    # A threaded Parquet read can leave a thread pool that aborts the interpreter at exit
+    # (rc 134, "terminate called without an active exception"; about one run in two with
+    # pyarrow 26 here). Eight fresh interpreters each decode a list-column table and exit.
+    import subprocess
+    import sys
+
+    code = (
+        "import pyarrow as pa\n"
+        "from neurolake.store.tables import decode_parquet, encode_parquet\n"
+        "t = pa.table({'items': [['a', 'b']] * 50, 'n': list(range(50))})\n"
+        "assert decode_parquet(encode_parquet(t)).equals(t)\n"
+    )
+    codes = [subprocess.run([sys.executable, "-c", code], capture_output=True).returncode for _ in range(8)]
+    assert codes == [0] * 8

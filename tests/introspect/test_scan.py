@@ -1,0 +1,177 @@
+"""Scan: a planted confusion is found without being told where to look, ranked first, reproduced
+with groups and mining, and proved in the model by ablation; a clean model is the control."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neurolake.errors import SpecError
+from neurolake.introspect.scan import _absorb, _lit, candidate_slices, get_finding, scan
+from neurolake.query.engine import QueryEngine
+from neurolake.query.groups import group_frame_ids
+from neurolake.store import Lake
+from tests.introspect import faulty_demo, synthetic_lake
+
+CONFUSION = "python:tests.introspect.faulty_demo:build_confusion"
+PLANTED = {f"conv7:{u}" for u in faulty_demo.CONFUSION_UNITS}
+
+
+@pytest.fixture(scope="module")
+def scanned_lake(tmp_path_factory):
+    """24 synthetic utterances through the faulty model (run ``z``) and the clean one (``clean``)."""
+    return synthetic_lake(tmp_path_factory.mktemp("scan"), 24, {"z": CONFUSION, "clean": "demo"}, ["conv6", "conv7"])
+
+
+def test_sql_literals_and_absorption_by_hand():
+    assert _lit("E") == "'E'" and _lit("'") == "''''" and _lit(3) == "3" and _lit(0.5) == "0.5"
+    with pytest.raises(SpecError):
+        _lit(None)
+    # {0,1} (excess 10) gives way to {0,1,2} (9.5 >= 0.9 * 10) but not to {0,1,3} (8);
+    # {0,1,2} is kept, and {4} has no superset; {0,1,3} stays too (no superset of it).
+    itemsets = [(0, 1), (0, 1, 2), (0, 1, 3), (4,)]
+    excess = np.array([10.0, 9.5, 8.0, 3.0])
+    keep = _absorb(itemsets, excess, np.ones(4, bool))
+    assert keep.tolist() == [False, True, True, True]
+    # a pattern not kept (not significant) absorbs nothing
+    assert _absorb(itemsets, excess, np.array([True, False, True, True])).tolist() == [True, False, True, True]
+
+
+def test_a_run_without_segment_labels_is_one_clear_error(tmp_path):
+    from tests.store.partdata import create_run, write_part
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    with pytest.raises(SpecError, match="no segment labels"):
+        scan(lake, "r1")
+    with pytest.raises(SpecError, match="SCAN_ID/FINDING_ID"):
+        get_finding(lake, "nope")
+    with pytest.raises(SpecError, match="no finding 'abc/1'"):
+        get_finding(lake, "abc/1")
+
+
+@pytest.mark.slow
+def test_the_scan_ranks_the_planted_confusion_first(scanned_lake):
+    result = scan(scanned_lake, "z", progress=False)
+    top = result.findings.slice(0, 1).to_pylist()[0]
+    # Nobody said "E read as Z": the scan proposed the slice and the planted units single it out.
+    assert top["kind"] == "confusion" and top["slice"] in ("E -> Z", "A -> Z")
+    assert set(top["items"]) <= PLANTED and len(top["items"]) >= 3
+    assert top["p_value"] < 1e-6 and top["support_target"] > 0.8 * top["n_target"]
+    assert top["support_background"] <= 0.05 * top["n_background"]
+    # Holm over every test of the scan: the smallest raw p-value is multiplied by all of them.
+    rows = result.findings.to_pylist()
+    best = min(rows, key=lambda r: r["p_value_raw"])
+    assert best["p_value"] == pytest.approx(min(1.0, best["p_value_raw"] * result.n_tests))
+    assert result.n_tests > result.findings.num_rows > 0
+    assert [r["finding_id"] for r in rows] == list(range(1, len(rows) + 1))
+    assert all(a["excess_frames"] >= b["excess_frames"] for a, b in zip(rows, rows[1:], strict=False))
+
+
+@pytest.mark.slow
+def test_a_clean_model_has_no_planted_finding(scanned_lake):
+    result = scan(scanned_lake, "clean", progress=False)
+    assert "E -> Z" not in result.slices.column("slice").to_pylist()
+    assert all(len(PLANTED & set(items)) <= 1 for items in result.findings.column("items").to_pylist())
+
+
+@pytest.mark.slow
+def test_findings_are_stored_queryable_and_reproducible_with_groups_and_mining(scanned_lake):
+    from neurolake.mining.mine import mine
+    from neurolake.query.groups import create_group
+
+    result = scan(scanned_lake, "z", progress=False)
+    again = scan(scanned_lake, "z", progress=False)
+    assert again.reused and again.scan_id == result.scan_id and again.findings.equals(result.findings)
+    with QueryEngine(scanned_lake) as q:
+        stored = q.sql("SELECT * FROM findings WHERE scan_id = ? ORDER BY finding_id", [result.scan_id])
+        slices = q.sql("SELECT * FROM slices WHERE scan_id = ? ORDER BY slice_id", [result.scan_id])
+    assert stored.to_pylist() == result.findings.to_pylist()
+    assert slices.num_rows == result.slices.num_rows
+    top = get_finding(scanned_lake, f"{result.scan_id}/1")
+    create_group(scanned_lake, "top_t", "z", top["target"])
+    create_group(scanned_lake, "top_b", "z", top["background"])
+    mined = mine(scanned_lake, "top_t", "top_b", layers=["conv6", "conv7"], min_support=0.2, max_size=4)
+    same = [p for p in mined.patterns.to_pylist() if sorted(p["items"]) == sorted(top["items"])]
+    assert len(same) == 1
+    assert (same[0]["support_target"], same[0]["support_background"]) == (
+        top["support_target"],
+        top["support_background"],
+    )
+    assert mined.n_target == top["n_target"] and mined.n_background == top["n_background"]
+
+
+@pytest.mark.slow
+def test_ablating_the_top_finding_removes_its_slice_and_random_units_do_not(scanned_lake):
+    from neurolake.introspect.ablation import ablate
+
+    result = scan(scanned_lake, "z", progress=False)
+    top = result.findings.slice(0, 1).to_pylist()[0]
+    ablation = ablate(scanned_lake, "z", top["items"], slice=top["target"], controls=3, seed=2)
+    # The base decoding labelled again counts exactly the frames the scan saw.
+    assert ablation.base.slice_frames == top["n_target"]
+    assert ablation.ablated.slice_frames <= 0.1 * top["n_target"]
+    assert all(c.slice_frames >= 0.8 * top["n_target"] for c in ablation.controls)
+    assert ablation.cer_change < min(ablation.control_cer_changes) - 0.02
+
+
+@pytest.mark.slow
+def test_scan_on_ray_workers_equals_the_scan_in_process(scanned_lake):
+    from neurolake.store.derived import list_derived
+
+    kinds = ("confusion", "deletion")
+    local = scan(scanned_lake, "z", kinds=kinds, progress=False)
+    for d in list_derived(scanned_lake.run("z").loc.child("derived"), "scans"):
+        if d.spec_hash == local.scan_id:
+            d.loc.remove_tree()
+    remote = scan(scanned_lake, "z", kinds=kinds, workers=2)
+    assert not remote.reused and remote.findings.equals(local.findings)
+
+
+@pytest.mark.slow
+def test_diffnorm_over_all_slices_finds_the_planted_units(scanned_lake):
+    result = scan(scanned_lake, "z", algo="diffnorm", kinds=("confusion",), progress=False)
+    planted = [r for r in result.findings.to_pylist() if len(PLANTED & set(r["items"])) >= 2]
+    assert planted and planted[0]["slice"] in ("E -> Z", "A -> Z")
+
+
+@pytest.mark.slow
+def test_candidate_slices_and_bad_requests(scanned_lake):
+    with QueryEngine(scanned_lake) as engine:
+        slices = candidate_slices(engine, "z", min_frames=10)
+        assert [s.n_frames for s in slices] == sorted((s.n_frames for s in slices), reverse=True)
+        names = {s.name for s in slices}
+        assert "E -> Z" in names and any(s.kind == "phoneme" for s in slices)
+        for s in slices:  # every slice's predicate selects the frames it counted
+            assert group_frame_ids(engine, "z", s.target).size == s.n_frames, s
+        with pytest.raises(SpecError, match="unknown slice kind"):
+            candidate_slices(engine, "z", kinds=("nope",))
+        with pytest.raises(SpecError, match="utterance column 'accent' unknown"):
+            candidate_slices(engine, "z", columns=("accent",))
+    with pytest.raises(SpecError, match="unknown mining algorithm"):
+        scan(scanned_lake, "z", algo="apriori")
+
+
+@pytest.mark.slow
+def test_scan_and_ablate_cli(scanned_lake, capsys):
+    from neurolake.cli import main
+
+    lake = str(scanned_lake.loc.url)
+    assert main(["scan", "--lake", lake, "--run", "z", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "E -> Z" in out and "neurolake ablate --finding" in out
+    scan_id = out.split("scan ", 1)[1].split()[0]
+    assert main(["ablate", "--lake", lake, "--finding", f"{scan_id}/1", "--controls", "1", "--utterances", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "slice frames" in out and "slice's frames" in out
+    for argv, message in (
+        (["ablate", "--lake", lake, "--finding", f"{scan_id}/9999"], "no finding"),
+        (["ablate", "--lake", lake, "--finding", f"{scan_id}/1", "--run", "clean"], "belongs to run 'z'"),
+        (["scan", "--lake", lake, "--run", "z", "--layers", "conv3"], "conv3"),
+        (["scan", "--lake", lake, "--run", "nope"], "no run 'nope'"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
