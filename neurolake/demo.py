@@ -3,8 +3,9 @@
 Synthesises a small corpus (with an accent held out of the demo model's training, so
 there are errors to study), ingests it with the bundled model on a local Ray into the
 lake, and prints what landed: runs, hours, frames, layers, WER and the worst utterances; then
-mines the neurons active together inside misrecognised words and ablates the top pattern's units
-in the model, beside random units of the same size.
+mines the neurons active together inside misrecognised words, scans the run for failure slices
+by themselves, and ablates the units of the top finding in the model, beside random units of the
+same size, counting the finding's slice under each.
 Running it again reuses the corpus and the committed parts.
 """
 
@@ -46,15 +47,35 @@ def mining_step(lake: Lake) -> tuple[str, list[str]]:
     return text + format_mining(result, top=8), top
 
 
-def ablation_step(lake: Lake, units: list[str]) -> str:
-    """Do the top pattern's units matter to the model? Decode with them zeroed, beside random units."""
+def scan_step(lake: Lake, progress: bool | None = None) -> tuple[str, dict | None]:
+    """Failure slices found by themselves, and the hidden units that single each out; returns
+    the text and the top finding (none if the scan found none)."""
+    from neurolake.introspect.scan import scan
+    from neurolake.render import format_scan
+
+    hidden = [layer for layer in lake.run(DEMO_RUN).layer_names if layer != "head"]
+    result = scan(lake, DEMO_RUN, layers=hidden, progress=progress)
+    text = "failure slices found by themselves, and the hidden units that single each out (neurolake scan):\n"
+    top = result.findings.slice(0, 1).to_pylist()[0] if result.findings.num_rows else None
+    return text + format_scan(result, top=8), top
+
+
+def ablation_step(lake: Lake, finding: dict | None) -> str:
+    """Do the top finding's units matter to the model? Decode with them zeroed, beside random units."""
     from neurolake.introspect.ablation import ablate
     from neurolake.render import format_ablation
 
-    if not units:
-        return "no pattern to ablate"
-    result = ablate(lake, DEMO_RUN, units, controls=DEMO_ABLATION_CONTROLS, max_utterances=DEMO_ABLATION_UTTERANCES)
-    return "the best pattern of hidden units, zeroed in the model:\n" + format_ablation(result)
+    if finding is None:
+        return "no finding to ablate"
+    result = ablate(
+        lake,
+        DEMO_RUN,
+        finding["items"],
+        slice=finding["target"],
+        controls=DEMO_ABLATION_CONTROLS,
+        max_utterances=DEMO_ABLATION_UTTERANCES,
+    )
+    return f"the top finding's units ({finding['slice']}), zeroed in the model:\n" + format_ablation(result)
 
 
 def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, progress: bool | None = None) -> Lake:
@@ -128,9 +149,11 @@ def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, prog
         )
         + "\n"
     )
-    mined, top_units = mining_step(lake)
+    mined, _ = mining_step(lake)
     out.write("\n" + mined + "\n")
-    out.write("\n" + ablation_step(lake, top_units) + "\n")
+    scanned, top = scan_step(lake, progress)
+    out.write("\n" + scanned + "\n")
+    out.write("\n" + ablation_step(lake, top) + "\n")
     out.write(
         '\nnext: neurolake sql "SELECT phoneme, avg(word_error::INT) AS err FROM frames GROUP BY phoneme ORDER BY err DESC" '
         f"--lake {lake.url}\n"

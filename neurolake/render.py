@@ -148,10 +148,13 @@ def format_ablation(result: AblationResult) -> str:
 
 
 def _against_controls(what: str, value: float, controls: Sequence[float], fmt: str) -> str:
-    if value < min(controls):
-        where = "below every random set"
-    elif value > max(controls):
-        where = "above every random set"
+    low, high = min(controls), max(controls)
+    # Outside the range by less than the range's own width is weak evidence, and says so.
+    weak = ", by less than the random sets' spread: weak evidence" if high - low > 0 else ""
+    if value < low:
+        where = "below every random set" + (weak if low - value < high - low else "")
+    elif value > high:
+        where = "above every random set" + (weak if value - high < high - low else "")
     else:
         where = "within the random sets' range: no evidence that these units matter more than any"
     return (

@@ -3,6 +3,7 @@ import json
 import pytest
 
 from neurolake.cli import build_parser, main
+from neurolake.query.engine import QueryEngine
 from neurolake.store import Lake
 from tests.store.partdata import create_run, write_part
 
@@ -85,7 +86,11 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert utts.num_rows == 30 and run.read_table("errors").num_rows == 0
     assert "worst utterances:" in out and "overall WER" in out and "test-holdout" in out
     assert "neurons active together inside misrecognised words" in out and "per layer" in out
-    assert "the best pattern of hidden units, zeroed in the model:" in out and "random units #3" in out
+    assert "failure slices found by themselves" in out and "findings at p <= 0.05" in out
+    assert "the top finding's units" in out and "random units #3" in out and "slice frames" in out
+    with QueryEngine(Lake.open(url)) as q:  # the demo's scan and ablation are in the lake's views
+        assert q.sql("SELECT count(*) AS n FROM findings").column("n")[0].as_py() > 0
+        assert q.sql("SELECT count(*) AS n FROM ablations WHERE slice IS NOT NULL").column("n")[0].as_py() == 5
     worst = max(utts.column("wer").to_pylist())
     assert f"{round(worst, 2)}" in out
     # a second demo reuses the corpus and the committed parts

@@ -180,3 +180,35 @@ def test_patching_holds_the_units_at_their_mean_over_a_group(faulty_run):
         ablate(faulty_run, "f", "conv7:1", mode="patch")
     with pytest.raises(SpecError, match="--patch-group"):
         ablate(faulty_run, "f", "conv7:1", patch_group="clean-frames")
+
+
+def test_the_summary_weighs_the_effect_against_the_random_sets():
+    from neurolake.introspect.ablation import AblationResult, Scores
+    from neurolake.render import format_ablation
+
+    def result(ablated_cer, slice_frames=None):
+        return AblationResult(
+            run_id="r",
+            ablation_id="a",
+            units=["conv7:1"],
+            mode="zero",
+            utterances=["u"],
+            base=Scores(0.30, 0.5, 100 if slice_frames is not None else None),
+            ablated=Scores(ablated_cer, 0.5, slice_frames),
+            controls=[
+                Scores(0.30, 0.5, 98 if slice_frames is not None else None),
+                Scores(0.31, 0.5, 101 if slice_frames is not None else None),
+            ],
+            control_units=[["conv7:2"], ["conv7:3"]],
+            slice="x" if slice_frames is not None else None,
+        )
+
+    # controls change the CER by +0.000 .. +0.010 (spread 0.01)
+    assert "-0.100 (below every random set)" in format_ablation(result(0.20))
+    assert "-0.005 (below every random set, by less than the random sets' spread: weak evidence)" in format_ablation(
+        result(0.295)
+    )
+    assert "within the random sets' range" in format_ablation(result(0.305))
+    text = format_ablation(result(0.20, slice_frames=3))
+    assert "slice frames" in text and "slice: x" in text
+    assert "slice's frames by -2% .. +1%; these units by -97% (below every random set)" in text
