@@ -178,6 +178,25 @@ def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_blocks(args: argparse.Namespace) -> int:
+    from neurolake.introspect.blocks import blocks
+    from neurolake.render import format_block
+    from neurolake.store import Lake
+
+    block = blocks(
+        Lake.open(_lake_url(args)),
+        args.finding,
+        depth=args.depth,
+        per_layer=args.per_layer,
+        z=args.z,
+        max_utterances=args.utterances,
+        controls=args.controls,
+        seed=args.seed,
+    )
+    print(format_block(block))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
@@ -584,6 +603,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--top", type=int, default=10, metavar="N", help="findings to print (default 10)")
     p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("blocks", help="connect a finding's units across the captured layers and ablate the whole block")
+    _add_lake_arg(p)
+    p.add_argument("--finding", required=True, metavar="SCAN_ID/FINDING_ID", help="a finding of neurolake scan")
+    p.add_argument("--depth", type=int, default=2, metavar="N", help="layers to follow each way (default 2)")
+    p.add_argument("--per-layer", type=int, default=8, metavar="N", help="most units added per layer (default 8)")
+    p.add_argument("--z", type=float, default=4.0, help="robust z-score a unit needs to join (default 4)")
+    p.add_argument("--utterances", type=int, default=20, metavar="N", help="slice utterances used (default 20)")
+    p.add_argument("--controls", type=int, default=3, metavar="N", help="random unit sets for the ablation (default 3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_blocks)
 
     p = sub.add_parser("verify", help="check committed parts against their checksums and report missing data")
     _add_lake_arg(p)

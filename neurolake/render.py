@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from neurolake.ingest.pipeline import IngestSummary
     from neurolake.ingest.planning import PlannedCorpus
     from neurolake.introspect.ablation import AblationResult
+    from neurolake.introspect.blocks import Block
     from neurolake.introspect.scan import ScanResult
     from neurolake.mining.mine import MiningResult
     from neurolake.store.run import RunInfo
@@ -255,6 +256,29 @@ def format_scan(result: ScanResult, top: int = 10) -> str:
         f"test it in the model: neurolake ablate --finding {result.scan_id}/1",
         f"all findings: neurolake sql \"SELECT * FROM findings WHERE scan_id = '{result.scan_id}' ORDER BY finding_id\"",
     ]
+    return "\n".join(lines)
+
+
+def format_block(block: Block) -> str:
+    """A finding's block: its layers and units with their scores, where it is active, its ablation."""
+    lines = [
+        f"block of finding {block.finding} in run {block.run_id}: {len(block.layers)} layers "
+        f"({', '.join(block.layers)}), {len(block.items())} units; slice {block.slice}",
+        f"({block.n_frames} slice frames in {block.n_utterances} utterances)",
+        "",
+    ]
+    rows = []
+    for layer, units in block.units.items():
+        seeds = set(block.seeds.get(layer, []))
+        shown = [
+            f"{u}" if u in seeds else f"{u} ({score:+.3g})" for u, score in zip(units, block.scores[layer], strict=True)
+        ]
+        role = "finding" if seeds else "connected"
+        rows.append((layer, role, " ".join(shown), f"{block.layer_share[layer]:.0%}"))
+    lines.append(format_table(("layer", "units from", "units (score)", "active on slice"), rows))
+    lines.append(f"the whole block is active on {block.active_share:.0%} of the slice's frames")
+    if block.ablation is not None:
+        lines += ["", "the whole block, zeroed in the model:", format_ablation(block.ablation)]
     return "\n".join(lines)
 
 

@@ -39,7 +39,7 @@ from neurolake.store.tables import decode_parquet, encode_parquet
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MODES", "AblationResult", "Scores", "ablate", "parse_units", "pattern_units"]
+__all__ = ["MODES", "AblationResult", "Scores", "ablate", "parse_units", "pattern_units", "run_model"]
 
 MODES = ("zero", "mean", "patch")
 
@@ -183,6 +183,20 @@ class AblationResult:
         return [c.cer - self.base.cer for c in self.controls]
 
 
+def run_model(run: Run, adapter: ModelAdapter | None = None) -> ModelAdapter:
+    """The run's own model (loaded from its spec unless given), checked against the weights the
+    run was ingested with: an edit or an attribution means nothing on other weights."""
+    model = run.manifest["model"]
+    adapter = adapter if adapter is not None else load_model(str(model["spec"]))
+    expected = model.get("weights_sha256")
+    if expected and expected != adapter.spec.get("weights_sha256"):
+        raise SpecError(
+            f"model {model['spec']!r} now has other weights than run {run.run_id!r} was ingested with; "
+            "ablations and attributions need the same model"
+        )
+    return adapter
+
+
 def _scores(row: Mapping) -> Scores:
     return Scores(row["cer"], row["wer"], row.get("slice_frames"))
 
@@ -231,14 +245,7 @@ def ablate(
         raise SpecError("controls must be >= 0 and max_utterances >= 1")
     run = lake.run(run_id)
     chosen = parse_units(units, run)
-    model = run.manifest["model"]
-    adapter = adapter if adapter is not None else load_model(str(model["spec"]))
-    expected = model.get("weights_sha256")
-    if expected and expected != adapter.spec.get("weights_sha256"):
-        raise SpecError(
-            f"model {model['spec']!r} now has other weights than run {run_id!r} was ingested with; "
-            "an ablation needs the same model"
-        )
+    adapter = run_model(run, adapter)
     if slice is not None and utterances is None:
         utterances = _slice_utterances(lake, run_id, slice, max_utterances, seed)
     records = _utterances(run, utterances, max_utterances)
@@ -304,26 +311,31 @@ def ablate(
     return result
 
 
+def slice_frames(lake: Lake, run_id: str, predicate: str) -> dict[str, np.ndarray]:
+    """The frames of a slice (an SQL predicate over ``frames`` and ``utterances``) by utterance:
+    ``utterance_id -> frame_index`` ascending, utterances with the most frames first."""
+    from neurolake.query.engine import QueryEngine
+    from neurolake.query.groups import group_frame_ids
+
+    with QueryEngine(lake) as engine:
+        ids = group_frame_ids(engine, run_id, predicate)
+        spans = engine.sql(
+            "SELECT utterance_id, first_frame_id FROM utterances WHERE run_id = ? ORDER BY first_frame_id", [run_id]
+        ).to_pylist()
+    if ids.size == 0:
+        raise SpecError(f"the slice {predicate!r} has no frames in run {run_id!r}")
+    first = np.array([r["first_frame_id"] for r in spans], dtype=np.int64)
+    owner = np.searchsorted(first, ids, side="right") - 1
+    out = {spans[i]["utterance_id"]: ids[owner == i] - first[i] for i in np.unique(owner).tolist()}
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1].size, kv[0])))
+
+
 def _slice_utterances(lake: Lake, run_id: str, predicate: str, limit: int, seed: int) -> list[str]:
     """The utterances with the most frames in the slice (up to ``limit``), then a seeded sample
     of the others: as many again, at most 10."""
-    from neurolake.query.engine import QueryEngine
-    from neurolake.query.groups import group_relation
-
-    with QueryEngine(lake) as engine:
-        ids = engine.rows(lambda: group_relation(engine, run_id, engine.check_predicate(predicate)))
-        hits = engine.sql(
-            "SELECT utterance_id, first_frame_id, n_frames FROM utterances WHERE run_id = ? ORDER BY first_frame_id",
-            [run_id],
-        ).to_pylist()
-    first = np.array([h["first_frame_id"] for h in hits], dtype=np.int64)
-    owner = np.searchsorted(first, ids.column("frame_id").to_numpy(), side="right") - 1
-    counts = np.bincount(owner, minlength=len(hits))
-    if not counts.any():
-        raise SpecError(f"the slice {predicate!r} has no frames in run {run_id!r}")
-    order = sorted((i for i in range(len(hits)) if counts[i]), key=lambda i: (-counts[i], hits[i]["utterance_id"]))
-    chosen = [hits[i]["utterance_id"] for i in order[:limit]]
-    others = sorted({h["utterance_id"] for h in hits} - set(chosen))
+    chosen = list(slice_frames(lake, run_id, predicate))[:limit]
+    everything = lake.run(run_id).read_table("utterances").column("utterance_id").to_pylist()
+    others = sorted(set(everything) - set(chosen))
     n_more = min(len(others), len(chosen), 10)
     if n_more:
         chosen += sorted(np.random.default_rng(seed).choice(others, size=n_more, replace=False).tolist())

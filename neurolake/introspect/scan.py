@@ -32,9 +32,10 @@ frames ``a - c * n_t / n_b`` (target frames with the pattern beyond the backgrou
 much error a pattern accounts for and how specific it is to the error, in one number.
 ``error_share`` divides it by the run's segment-error frames.
 
-Mining runs per slice in this process or as Ray tasks (``workers`` > 1); each slice's groups are
-at most ``max_frames`` frames (a seeded sample beyond that), read chunk by chunk, so memory is
-bounded whatever the size of the run. Results are derived data ``scans`` of the run, shown by
+The frames of every slice and background (each at most ``max_frames``, a seeded sample beyond
+that) are read and binarised once, block by block, into packed bits: a chunk of the run is
+decoded about once however many slices share it, and memory holds bits, never the run. Mining
+runs per slice in this process or as Ray tasks (``workers`` > 1) that receive the slice's bits. Results are derived data ``scans`` of the run, shown by
 the ``findings`` and ``slices`` views.
 """
 
@@ -264,34 +265,57 @@ def _sample(ids: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(ids, size=limit, replace=False))
 
 
+def _union_bits(
+    run: Any,
+    ids: np.ndarray,
+    layers: Sequence[str],
+    spec: Mapping[str, Any],
+    stats: pa.Table | None,
+    progress: bool | None,
+    block: int = 32_768,
+) -> np.ndarray:
+    """Packed bits ``[len(ids), ceil(items / 8)]`` of the frames ``ids`` (ascending): every
+    slice's and background's frames binarised in one pass, ``block`` rows at a time, so each
+    chunk of the run is decoded about once however many slices share it."""
+    from neurolake.cluster.progress import progress_bar
+
+    n_items = sum(run.layer(layer).units for layer in layers)
+    out = np.zeros((ids.size, (n_items + 7) // 8), dtype=np.uint8)
+    with progress_bar(ids.size, "scan: gather", unit="frame", enabled=progress) as bar:
+        for start in range(0, ids.size, block):
+            rows = ids[start : start + block]
+            out[start : start + rows.size] = np.packbits(binarised_rows(run, rows, layers, spec, stats), axis=1)
+            bar.update(rows.size)
+    return out
+
+
 def _mine_slice(job: Mapping[str, Any]) -> dict[str, Any]:
     """One slice's LCM patterns and their supports (runs in this process or as a Ray task)."""
     from neurolake.mining.lcm import closed_itemsets
 
-    run = Lake.open(job["lake"]).run(job["run_id"])
-    T = binarised_rows(run, job["target"], job["layers"], job["spec"], job["stats"])
-    B = binarised_rows(run, job["background"], job["layers"], job["spec"], job["stats"])
+    T = np.unpackbits(job["target"], axis=1, count=job["n_items"]).astype(bool)
+    B = np.unpackbits(job["background"], axis=1, count=job["n_items"]).astype(bool)
     itemsets = [tuple(s) for s in closed_itemsets(T, job["min_support"], job["max_size"]).items if len(s) > 0]
     return {"itemsets": itemsets, "a": supports(T, itemsets), "c": supports(B, itemsets)}
 
 
-def _diffnorm_slices(jobs: Sequence[Mapping[str, Any]], min_support: float, workers: int) -> list[dict[str, Any]]:
-    """DiffNorm over every slice at once (targets and the pooled backgrounds): each slice's own
-    patterns, with supports in the slice and in its own background."""
+def _diffnorm_slices(
+    jobs: Sequence[Mapping[str, Any]], pooled: np.ndarray, min_support: float, workers: int
+) -> list[dict[str, Any]]:
+    """DiffNorm over every slice at once (the slices and their pooled backgrounds): each slice's
+    own patterns, with supports in the slice and in its own background."""
     from neurolake.mining.diffnorm import DiffNorm
 
-    targets, backgrounds = [], []
-    for job in jobs:
-        run = Lake.open(job["lake"]).run(job["run_id"])
-        targets.append(binarised_rows(run, job["target"], job["layers"], job["spec"], job["stats"]))
-        backgrounds.append(binarised_rows(run, job["background"], job["layers"], job["spec"], job["stats"]))
-    pooled = np.unique(np.concatenate([job["background"] for job in jobs]))
-    run = Lake.open(jobs[0]["lake"]).run(jobs[0]["run_id"])
-    model = DiffNorm(min_support=min_support, workers=workers).fit(
-        [*targets, binarised_rows(run, pooled, jobs[0]["layers"], jobs[0]["spec"], jobs[0]["stats"])]
-    )
+    n_items = jobs[0]["n_items"]
+
+    def dense(bits: np.ndarray) -> np.ndarray:
+        return np.unpackbits(bits, axis=1, count=n_items).astype(bool)
+
+    targets = [dense(job["target"]) for job in jobs]
+    model = DiffNorm(min_support=min_support, workers=workers).fit([*targets, dense(pooled)])
     out = []
-    for i, (T, B) in enumerate(zip(targets, backgrounds, strict=True)):
+    for i, (T, job) in enumerate(zip(targets, jobs, strict=True)):
+        B = dense(job["background"])
         itemsets = [tuple(s) for s in model.patterns_for((i,)) if len(s) > 0]
         out.append({"itemsets": itemsets, "a": supports(T, itemsets), "c": supports(B, itemsets)})
     return out
@@ -428,15 +452,14 @@ def scan(
                 )
             )
     stats = neuron_statistics(lake, run_id, layers) if spec["method"] in ("quantile", "zscore") else None
+    union = np.unique(np.concatenate([ids for _, t, b, _, _ in slices for ids in (t, b)])) if slices else np.zeros(0)
+    bits = _union_bits(run, union.astype(np.int64), layers, spec, stats, progress)
+    n_items = sum(run.layer(layer).units for layer in layers)
     jobs = [
         {
-            "lake": lake.loc,
-            "run_id": run_id,
-            "layers": layers,
-            "spec": spec,
-            "stats": stats,
-            "target": t,
-            "background": b,
+            "target": bits[np.searchsorted(union, t)],
+            "background": bits[np.searchsorted(union, b)],
+            "n_items": n_items,
             "min_support": float(min_support),
             "max_size": max_size,
         }
@@ -446,14 +469,15 @@ def scan(
     if not jobs:
         mined: list[dict[str, Any]] = []
     elif algo == "diffnorm":
-        mined = _diffnorm_slices(jobs, float(min_support), n_workers)
+        pooled = bits[np.searchsorted(union, np.unique(np.concatenate([b for _, _, b, _, _ in slices])))]
+        mined = _diffnorm_slices(jobs, pooled, float(min_support), n_workers)
     elif n_workers > 1:
         from neurolake.cluster.pool import task_map
 
         mined = task_map(_mine_slice, jobs, workers=n_workers)
     else:
         mined = []
-        with progress_bar(len(jobs), "scan", unit="slice", enabled=progress) as bar:
+        with progress_bar(len(jobs), "scan: mine", unit="slice", enabled=progress) as bar:
             for job in jobs:
                 mined.append(_mine_slice(job))
                 bar.update(1)

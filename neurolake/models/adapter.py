@@ -351,6 +351,55 @@ class ModelAdapter(abc.ABC):
         captured = {name: self._on_grid(name, outputs[name], frame_lengths, capture_dtype) for name in names}
         return ForwardOutput(log_probs.float(), frame_lengths, captured)
 
+    def attribution(
+        self, waveform: torch.Tensor, lower: str, upper: str, units: Sequence[int], frames: Sequence[int]
+    ) -> torch.Tensor:
+        """Gradient x activation of every unit of ``lower`` on the summed activations of ``units``
+        of ``upper`` over output ``frames`` of one utterance. ``[lower units]`` float64
+
+        ``upper`` must come after ``lower`` in the forward pass. The contribution of unit ``i``
+        is ``sum_t a_i(t) * d(target) / d a_i(t)`` over every frame ``t`` of ``lower`` (the
+        receptive field reaches past the target frames); for a linear map this is exactly the
+        share of the target that flows through ``i``.
+        """
+        waveforms, lengths = self._checked_batch(waveform.reshape(1, -1), [int(waveform.numel())])
+        for name in (lower, upper):
+            if name not in self._geometries:
+                raise SpecError(f"{name!r} is not a capturable layer of {self._spec!r}")
+        modules = dict(self.module.named_modules())
+        leaves: list[torch.Tensor] = []
+        uppers: list[torch.Tensor | None] = []
+
+        def at_lower(module: nn.Module, inputs: Any, output: Any) -> Any:
+            tensor = _first_tensor(output)
+            if tensor is None:
+                return None
+            leaf = tensor.detach().clone().requires_grad_(True)
+            leaves.append(leaf)
+            passed = leaf.clone()  # what the network goes on with (an in-place op must not touch the leaf)
+            return passed if isinstance(output, torch.Tensor) else (passed, *output[1:])
+
+        def at_upper(module: nn.Module, inputs: Any, output: Any) -> None:
+            tensor = _first_tensor(output)
+            uppers.append(None if tensor is None else tensor.clone())
+
+        hooks = [*self._masking_hooks(lengths), (modules[lower], at_lower), (modules[upper], at_upper)]
+        with torch.enable_grad(), _installed(hooks):
+            self._run(waveforms, lengths)
+        if len(leaves) != 1 or not uppers:
+            raise SpecError(
+                f"layers {lower!r} and {upper!r} of {self._spec!r} cannot be attributed (each must run once)"
+            )
+        frame_lengths = torch.tensor([self.num_frames(int(lengths[0]))], device=self.device)
+        grid = self._on_grid(upper, uppers, frame_lengths)[0]  # [T, units]
+        index = torch.as_tensor(list(frames), dtype=torch.int64, device=self.device)
+        target = grid[index][:, torch.as_tensor(list(units), dtype=torch.int64, device=self.device)].sum()
+        if not target.requires_grad:
+            raise SpecError(f"layer {upper!r} does not depend on layer {lower!r} in {self._spec!r}")
+        (gradient,) = torch.autograd.grad(target, leaves[0])
+        contribution = self._on_grid(lower, [gradient * leaves[0].detach()], frame_lengths)[0]
+        return contribution.sum(dim=0).double().cpu()
+
     def _edit_hooks(self, edits: Mapping[str, UnitEdit]) -> list[tuple[nn.Module, Hook]]:
         modules = dict(self.module.named_modules())
         hooks = []

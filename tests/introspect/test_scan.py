@@ -1,10 +1,12 @@
 """Scan: a planted confusion is found without being told where to look, ranked first, reproduced
-with groups and mining, and proved in the model by ablation; a clean model is the control."""
+with groups and mining, and proved in the model by ablation; a clean model is the control. Blocks:
+a fault planted across two layers is traced down to the layer it was planted in."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from neurolake.errors import SpecError
 from neurolake.introspect.scan import _absorb, _lit, candidate_slices, get_finding, scan
@@ -14,13 +16,16 @@ from neurolake.store import Lake
 from tests.introspect import faulty_demo, synthetic_lake
 
 CONFUSION = "python:tests.introspect.faulty_demo:build_confusion"
+BLOCK = "python:tests.introspect.faulty_demo:build_block"
 PLANTED = {f"conv7:{u}" for u in faulty_demo.CONFUSION_UNITS}
 
 
 @pytest.fixture(scope="module")
 def scanned_lake(tmp_path_factory):
-    """24 synthetic utterances through the faulty model (run ``z``) and the clean one (``clean``)."""
-    return synthetic_lake(tmp_path_factory.mktemp("scan"), 24, {"z": CONFUSION, "clean": "demo"}, ["conv6", "conv7"])
+    """24 synthetic utterances through the faulty model (run ``z``), the clean one (``clean``) and
+    the model whose fault reaches down into conv6 (``b``)."""
+    runs = {"z": CONFUSION, "clean": "demo", "b": BLOCK}
+    return synthetic_lake(tmp_path_factory.mktemp("scan"), 24, runs, ["conv6", "conv7"])
 
 
 def test_sql_literals_and_absorption_by_hand():
@@ -175,3 +180,55 @@ def test_scan_and_ablate_cli(scanned_lake, capsys):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+def test_attribution_through_a_linear_map_is_weights_times_activations():
+    from neurolake.models import load_model
+
+    adapter = load_model("python:tests.models.demo_factory:build")
+    wave = 0.1 * torch.randn(16_000, generator=torch.Generator().manual_seed(0))
+    captured = adapter.forward(wave[None], [wave.numel()], ["conv3"]).captured["conv3"][0]  # [T, units]
+    frames = [3, 4, 5, 8]
+    # head is a 1x1 convolution on conv3: unit i's share of head unit 2 is a_i(t) * W[2, i], summed
+    weight = adapter.module.head.weight[:, :, 0].detach()
+    expected = (captured[frames] * weight[2]).sum(dim=0).double()
+    got = adapter.attribution(wave, "conv3", "head", [2], frames)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(SpecError, match="not a capturable layer"):
+        adapter.attribution(wave, "nope", "head", [2], frames)
+
+
+@pytest.mark.slow
+def test_the_block_reaches_down_to_the_planted_drivers_and_not_in_a_model_without_them(scanned_lake):
+    from neurolake.introspect.blocks import blocks
+
+    drivers = set(faulty_demo.BLOCK_DRIVERS)
+    found = {}
+    for run_id in ("b", "z"):
+        result = scan(scanned_lake, run_id, progress=False)
+        top = result.findings.slice(0, 1).to_pylist()[0]
+        assert top["slice"] == "E -> Z" and set(top["items"]) <= PLANTED
+        found[run_id] = blocks(scanned_lake, f"{result.scan_id}/1", controls=2, with_ablation=run_id == "b")
+    block = found["b"]
+    assert block.layers == ["conv6", "conv7"]  # the layers the fault was planted in
+    conv6 = dict(zip(block.units["conv6"], block.scores["conv6"], strict=True))
+    strongest = max(conv6, key=conv6.get)
+    assert strongest in drivers and conv6[strongest] > 1.5 * sorted(conv6.values())[-2]
+    assert not drivers & set(found["z"].units.get("conv6", []))  # the same fault without the wiring
+    # Zeroing the whole block removes the slice; random units of the same size per layer do not.
+    assert block.ablation.ablated.slice_frames == 0
+    assert all(c.slice_frames >= 0.8 * block.ablation.base.slice_frames for c in block.ablation.controls)
+    assert 0 < block.layer_share["conv7"] <= 1 and 0 <= block.active_share <= block.layer_share["conv6"]
+
+
+@pytest.mark.slow
+def test_blocks_cli(scanned_lake, capsys):
+    from neurolake.cli import main
+
+    lake = str(scanned_lake.loc.url)
+    scan_id = scan(scanned_lake, "b", progress=False).scan_id
+    assert main(["blocks", "--lake", lake, "--finding", f"{scan_id}/1", "--controls", "1", "--utterances", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "2 layers (conv6, conv7)" in out and "the whole block, zeroed in the model" in out
+    assert main(["blocks", "--lake", lake, "--finding", f"{scan_id}/999"]) == 2
+    assert "no finding" in capsys.readouterr().err
