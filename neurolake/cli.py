@@ -333,6 +333,10 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
     lake = Lake.open(_lake_url(args))
+    if args.workers and args.workers > 1:
+        from neurolake.cluster.ray_env import connect
+
+        connect(args.ray_address)  # the cluster given (or $RAY_ADDRESS), else a local Ray
     given = [x for x in (args.units, args.pattern, args.finding) if x is not None]
     if len(given) != 1:
         raise SpecError(
@@ -362,6 +366,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         max_utterances=args.utterances,
         controls=args.controls,
         seed=args.seed,
+        workers=args.workers,
     )
     print(format_ablation(result))
     return 0
@@ -540,6 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--controls", type=int, default=5, metavar="N", help="random unit sets of the same size (default 5)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--workers", type=int, metavar="N", help="decode on N Ray model actors (one per GPU on a GPU cluster)"
+    )
+    p.add_argument(
+        "--ray-address", metavar="A", help="Ray cluster for --workers (default: $RAY_ADDRESS, else a local Ray)"
+    )
     p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("mine", help="find groups of neurons active together in a target group and not in a background")

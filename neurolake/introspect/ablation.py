@@ -220,6 +220,7 @@ def ablate(
     controls: int = 5,
     seed: int = 0,
     adapter: ModelAdapter | None = None,
+    workers: int | None = None,
 ) -> AblationResult:
     """Decode utterances of ``run_id`` with ``units`` ablated, and with ``controls`` random sets.
 
@@ -236,6 +237,8 @@ def ablate(
         utterances: ids to decode; default the first ``max_utterances`` of the run by id.
         controls: random unit sets (same count per layer, drawn from the other units).
         adapter: the model, if already loaded (it must have the run's weights).
+        workers: decode on this many Ray actors (one per GPU where the cluster has GPUs),
+            the utterances split between them; ``None``/1: in this process.
     """
     if mode not in MODES:
         raise SpecError(f"ablation mode {mode!r} unknown; use one of {', '.join(MODES)}")
@@ -268,12 +271,7 @@ def ablate(
         means = _unit_means(lake, run_id, list(chosen))
     elif mode == "patch":
         means = _group_means(lake, run_id, str(patch_group), list(chosen))
-    audio = {r["utterance_id"]: load_audio(r["audio_uri"], adapter.sample_rate) for r in records}
-    references = {r["utterance_id"]: r["reference"] for r in records}
     counter = _SliceCounter(lake, run_id, slice, records) if slice is not None else None
-
-    def scores(edits: Mapping[str, UnitEdit]) -> Scores:
-        return _decode_scores(adapter, audio, references, edits, counter)
 
     def edits_of(layer_units: Mapping[str, Sequence[int]]) -> dict[str, UnitEdit]:
         return {
@@ -281,10 +279,8 @@ def ablate(
             for layer, idx in layer_units.items()
         }
 
-    base = scores({})
-    ablated = scores(edits_of(chosen))
     rng = np.random.default_rng(seed)
-    control_scores, control_units = [], []
+    draws = []
     for _ in range(controls):
         draw = {}
         for layer, idx in chosen.items():
@@ -292,8 +288,16 @@ def ablate(
             if others.size < len(idx):
                 raise SpecError(f"layer {layer!r} has too few other units for a random control of {len(idx)}")
             draw[layer] = sorted(int(u) for u in rng.choice(others, size=len(idx), replace=False))
-        control_scores.append(scores(edits_of(draw)))
-        control_units.append([f"{layer}:{u}" for layer, idx in draw.items() for u in idx])
+        draws.append(draw)
+    conditions = [{}, edits_of(chosen), *(edits_of(d) for d in draws)]
+    if workers and workers > 1:
+        tallies = _decode_on_ray(str(run.manifest["model"]["spec"]), conditions, records, counter, workers)
+    else:
+        audio = {r["utterance_id"]: load_audio(r["audio_uri"], adapter.sample_rate) for r in records}
+        references = {r["utterance_id"]: r["reference"] for r in records}
+        tallies = [_decode_tally(adapter, audio, references, edits, counter) for edits in conditions]
+    base, ablated, *control_scores = [t.scores(counter) for t in tallies]
+    control_units = [[f"{layer}:{u}" for layer, idx in d.items() for u in idx] for d in draws]
     result = AblationResult(
         run_id=run_id,
         ablation_id=derived.spec_hash,
@@ -448,15 +452,41 @@ def _group_means(lake: Lake, run_id: str, group: str, layers: Sequence[str]) -> 
     return {layer: np.asarray(gathered.layers[layer], dtype=np.float64).mean(axis=0) for layer in layers}
 
 
-def _decode_scores(
+@dataclass
+class _Tally:
+    """Edit counts (and, with a slice, the labelled frames) of some utterances under one condition."""
+
+    char_edits: int = 0
+    char_total: int = 0
+    word_edits: int = 0
+    word_total: int = 0
+    labelled: list[pa.Table] = field(default_factory=list)
+
+    def add(self, other: _Tally) -> _Tally:
+        return _Tally(
+            self.char_edits + other.char_edits,
+            self.char_total + other.char_total,
+            self.word_edits + other.word_edits,
+            self.word_total + other.word_total,
+            self.labelled + other.labelled,
+        )
+
+    def scores(self, counter: _SliceCounter | None) -> Scores:
+        return Scores(
+            cer=self.char_edits / max(1, self.char_total),
+            wer=self.word_edits / max(1, self.word_total),
+            slice_frames=counter.count(self.labelled) if counter is not None else None,
+        )
+
+
+def _decode_tally(
     adapter: ModelAdapter,
     audio: Mapping[str, np.ndarray],
     references: Mapping[str, str],
     edits: Mapping[str, UnitEdit],
     counter: _SliceCounter | None = None,
-) -> Scores:
-    char_edits = char_total = word_edits = word_total = 0
-    labelled = []
+) -> _Tally:
+    tally = _Tally()
     for utterance_id, samples in audio.items():
         wave = torch.from_numpy(np.asarray(samples, dtype=np.float32))[None, :]
         out = adapter.forward(wave, [wave.shape[1]], edits=edits)
@@ -464,16 +494,54 @@ def _decode_scores(
         decoded = greedy_decode(log_probs)
         hypothesis = hypothesis_text(decoded.token_ids, adapter.tokens)
         reference = references[utterance_id]
-        chars = align_sequences(reference, hypothesis)
-        words = align_sequences(reference.split(), hypothesis.split())
-        char_edits += chars.distance
-        char_total += len(reference)
-        word_edits += words.distance
-        word_total += len(reference.split())
+        tally.char_edits += align_sequences(reference, hypothesis).distance
+        tally.char_total += len(reference)
+        tally.word_edits += align_sequences(reference.split(), hypothesis.split()).distance
+        tally.word_total += len(reference.split())
         if counter is not None:
-            labelled.append(counter.labelled(adapter, utterance_id, log_probs, reference))
-    return Scores(
-        cer=char_edits / max(1, char_total),
-        wer=word_edits / max(1, word_total),
-        slice_frames=counter.count(labelled) if counter is not None else None,
-    )
+            tally.labelled.append(counter.labelled(adapter, utterance_id, log_probs, reference))
+    return tally
+
+
+class DecodeWorker:
+    """Inside a Ray actor: the run's model (on the actor's GPU when it has one) decoding
+    utterances under edits. Audio is read once per utterance and kept."""
+
+    def __init__(self, spec: str, device: str, counter: _SliceCounter | None) -> None:
+        self.adapter = load_model(spec, device)
+        self.counter = counter
+        self.audio: dict[str, np.ndarray] = {}
+
+    def decode(self, edits: Mapping[str, UnitEdit], records: Sequence[Mapping]) -> _Tally:
+        for r in records:
+            if r["utterance_id"] not in self.audio:
+                self.audio[r["utterance_id"]] = load_audio(r["audio_uri"], self.adapter.sample_rate)
+        audio = {r["utterance_id"]: self.audio[r["utterance_id"]] for r in records}
+        references = {r["utterance_id"]: r["reference"] for r in records}
+        return _decode_tally(self.adapter, audio, references, edits, self.counter)
+
+
+def _decode_on_ray(
+    spec: str, conditions: Sequence[Mapping[str, UnitEdit]], records: Sequence[Mapping], counter, workers: int
+) -> list[_Tally]:
+    """Every condition's tally, the utterances split over ``workers`` model actors (one per GPU
+    when the cluster has GPUs)."""
+    from neurolake.cluster.pool import ActorPool
+    from neurolake.cluster.ray_env import connect
+
+    gpus = int(connect().get("GPU", 0))
+    n_actors = min(workers, gpus) if gpus else workers
+    chunks = [list(records[i::n_actors]) for i in range(n_actors) if records[i::n_actors]]
+    pending = [(c, j) for c in range(len(conditions)) for j in range(len(chunks))]
+    tallies = [_Tally() for _ in conditions]
+    args = [(spec, "cuda" if gpus else "cpu", counter)] * len(chunks)
+    with ActorPool(DecodeWorker, args, num_gpus=1 if gpus else 0) as pool:
+        while pending or pool.busy:
+            while pending and (a := pool.free_actor()) is not None:
+                c, j = pending.pop(0)
+                pool.submit(a, "decode", conditions[c], chunks[j], tag=c)
+            c, _, value, error = pool.next_done()
+            if error is not None:
+                raise error
+            tallies[c] = tallies[c].add(value)
+    return tallies

@@ -232,3 +232,20 @@ def test_blocks_cli(scanned_lake, capsys):
     assert "2 layers (conv6, conv7)" in out and "the whole block, zeroed in the model" in out
     assert main(["blocks", "--lake", lake, "--finding", f"{scan_id}/999"]) == 2
     assert "no finding" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_an_ablation_on_ray_model_actors_equals_the_one_in_process(scanned_lake):
+    from neurolake.introspect.ablation import ablate
+    from neurolake.store.derived import list_derived
+
+    top = scan(scanned_lake, "z", progress=False).findings.slice(0, 1).to_pylist()[0]
+    kwargs = {"slice": top["target"], "controls": 2, "seed": 3, "max_utterances": 5}
+    local = ablate(scanned_lake, "z", top["items"], **kwargs)
+    for d in list_derived(scanned_lake.run("z").loc.child("derived"), "ablations"):
+        if d.spec_hash == local.ablation_id:
+            d.loc.remove_tree()
+    remote = ablate(scanned_lake, "z", top["items"], workers=2, **kwargs)
+    assert not remote.reused and remote.ablation_id == local.ablation_id
+    assert (remote.base, remote.ablated, remote.controls) == (local.base, local.ablated, local.controls)
+    assert remote.control_units == local.control_units and remote.ablated.slice_frames < remote.base.slice_frames
