@@ -197,6 +197,25 @@ def cmd_blocks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_naps(args: argparse.Namespace) -> int:
+    from neurolake.introspect.naps import naps
+    from neurolake.render import format_naps
+    from neurolake.store import Lake
+
+    result = naps(
+        Lake.open(_lake_url(args)),
+        args.run,
+        groups=args.groups,
+        by=args.by,
+        layers=args.layers,
+        window=args.window,
+        weighted=args.weighted,
+        max_groups=args.max_groups,
+    )
+    print(format_naps(result, top=args.top))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
@@ -625,6 +644,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controls", type=int, default=3, metavar="N", help="random unit sets for the ablation (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_blocks)
+
+    p = sub.add_parser("naps", help="neuron activation profiles: each group's mean response per unit, and contrasted")
+    _add_lake_arg(p)
+    p.add_argument("--run", required=True, metavar="ID")
+    p.add_argument("--groups", type=comma_list, metavar="G1,G2", help="named groups to profile")
+    p.add_argument("--by", metavar="COLUMN", help="one group per value of a frames or utterances column")
+    p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="layers to profile (default: all)")
+    p.add_argument("--window", type=int, metavar="W", help="with --by: event-aligned at offsets -W..W frames")
+    p.add_argument("--weighted", action="store_true", help="contrast against the size-weighted mean of the groups")
+    p.add_argument("--max-groups", type=int, default=200, metavar="N", help="most values --by may have (default 200)")
+    p.add_argument("--top", type=int, default=5, metavar="N", help="most set-apart units shown per group (default 5)")
+    p.set_defaults(func=cmd_naps)
 
     p = sub.add_parser("verify", help="check committed parts against their checksums and report missing data")
     _add_lake_arg(p)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from neurolake.ingest.planning import PlannedCorpus
     from neurolake.introspect.ablation import AblationResult
     from neurolake.introspect.blocks import Block
+    from neurolake.introspect.naps import NapResult
     from neurolake.introspect.scan import ScanResult
     from neurolake.mining.mine import MiningResult
     from neurolake.store.run import RunInfo
@@ -279,6 +280,25 @@ def format_block(block: Block) -> str:
     lines.append(f"the whole block is active on {block.active_share:.0%} of the slice's frames")
     if block.ablation is not None:
         lines += ["", "the whole block, zeroed in the model:", format_ablation(block.ablation)]
+    return "\n".join(lines)
+
+
+def format_naps(result: NapResult, top: int = 5) -> str:
+    """Per layer and group: frames averaged and the units most set apart (contrastive NAP)."""
+    centre = result.offsets.index(0)
+    lines = [
+        f"NAPs {result.nap_id} of run {result.run_id}: {len(result.groups)} groups x {len(result.mean)} layers"
+        + (f", offsets {result.offsets[0]}..{result.offsets[-1]}" if len(result.offsets) > 1 else "")
+        + (" [reused]" if result.reused else f" in {result.seconds:.1f} s"),
+    ]
+    for layer, contrast in result.contrastive.items():
+        rows = []
+        for g, name in enumerate(result.groups):
+            values = contrast[g, centre]
+            best = [int(u) for u in values.argsort()[::-1][:top]]
+            rows.append((name, int(result.counts[g, centre]), " ".join(f"{u} ({values[u]:+.2f})" for u in best)))
+        lines += ["", f"{layer}:", format_table(("group", "frames", f"top {top} units (contrastive NAP)"), rows)]
+    lines.append(f"\nall profiles: neurolake sql \"SELECT * FROM naps WHERE nap_id = '{result.nap_id}'\"")
     return "\n".join(lines)
 
 

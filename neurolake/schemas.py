@@ -219,3 +219,20 @@ SLICES = pa.schema(
         ("n_findings", pa.int64()),
     ]
 )
+
+#: Neuron activation profiles (``neurolake naps``): a group's mean response per unit, and the
+#: contrastive profile (less the mean over the groups compared); ``offset`` is the frame offset
+#: from an event's centre for event-aligned profiles, 0 otherwise.
+NAPS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("nap_id", pa.string()),
+        ("layer", pa.string()),
+        ("group", pa.string()),
+        ("offset", pa.int64()),
+        ("unit", pa.int64()),
+        ("mean", pa.float64()),
+        ("contrastive", pa.float64()),
+        ("n_frames", pa.int64()),
+    ]
+)

@@ -1,0 +1,275 @@
+"""Neuron activation profiles (NAPs) of groups of frames, computed in one streaming pass.
+
+The NAP of a group in a layer is every unit's mean response over the group's frames; the
+contrastive NAP subtracts the mean of the groups' NAPs (optionally weighted by group size), so
+that what all groups share cancels and what sets a group apart remains.
+
+Groups are named groups of the lake (``neurolake group create``), or one group per value of a
+column of ``frames`` or ``utterances`` (``by="phoneme"``). With ``window=W`` the NAPs are
+event-aligned: an event is an occurrence of a value (a run of consecutive frames of one
+utterance with that value, say one phoneme), and the profile is the mean response at each
+offset ``-W..W`` frames from the event's centre frame, ``[offsets, units]`` per group, as in an
+event-related potential.
+
+Each layer is read once, block by block over the frames any group needs; per block the frames
+are summed into their groups (a frame may belong to several) in float64. Memory holds one block
+and the sums, never the run. Results are derived data ``naps`` of the run and the ``naps`` view.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from neurolake.errors import SpecError
+from neurolake.query.engine import QueryEngine
+from neurolake.query.fingerprint import commits_fingerprint
+from neurolake.query.groups import get_group
+from neurolake.schemas import NAPS, SCHEMAS
+from neurolake.store import Lake, Run
+from neurolake.store.tables import decode_parquet, encode_parquet
+
+__all__ = ["NapResult", "naps"]
+
+BLOCK_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class NapResult:
+    """NAPs of groups: ``mean[layer]`` and ``contrastive[layer]`` are ``[groups, offsets, units]``
+    float64 (one offset, 0, without a window); ``table`` is the same in the ``naps`` view's rows."""
+
+    run_id: str
+    nap_id: str
+    groups: list[str]
+    offsets: list[int]
+    counts: np.ndarray  # [groups, offsets] frames averaged
+    mean: dict[str, np.ndarray]
+    contrastive: dict[str, np.ndarray]
+    table: pa.Table
+    seconds: float
+    reused: bool
+
+
+def _column_expr(column: str) -> str:
+    frames = {f.name for f in SCHEMAS["frames"]}
+    utterances = {f.name for f in SCHEMAS["utterances"]} - {"run_id", "utterance_id"}
+    quoted = '"' + column.replace('"', '""') + '"'
+    if column in frames:
+        return f"f.{quoted}"
+    if column in utterances:
+        return f"u.{quoted}"
+    raise SpecError(
+        f"--by {column!r}: not a column of frames or utterances; frames: {', '.join(sorted(frames))}; "
+        f"utterances: {', '.join(sorted(utterances))}"
+    )
+
+
+def _natural(value: str) -> tuple:
+    """Numbers in numeric order, then text: ``"2" < "10" < "AA"``."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _by_members(
+    lake: Lake, run_id: str, column: str, max_groups: int, window: int | None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(group names, frame ids, slot per id)`` for one group per value of ``column``."""
+    expr = _column_expr(column)
+    joined = (
+        "FROM frames f JOIN utterances u ON f.run_id = u.run_id AND f.frame_id - f.frame_index = u.first_frame_id "
+        f"WHERE f.run_id = ? AND {expr} IS NOT NULL"
+    )
+    with QueryEngine(lake) as engine:
+        n_values = engine.sql(f"SELECT count(DISTINCT {expr}) AS n {joined}", [run_id]).column("n")[0].as_py()
+        if n_values == 0:
+            raise SpecError(f"--by {column!r}: the column has no values in run {run_id!r}")
+        if n_values > max_groups:
+            raise SpecError(
+                f"--by {column!r} gives {n_values:,} groups, more than --max-groups {max_groups}; "
+                "choose a coarser column or name groups with --groups"
+            )
+        rows = engine.sql(
+            f"SELECT f.frame_id AS frame_id, CAST({expr} AS VARCHAR) AS value, f.frame_index AS frame_index, "
+            f"u.n_frames AS n_frames {joined} ORDER BY f.frame_id",
+            [run_id],
+        )
+    ids = rows.column("frame_id").to_numpy()
+    values = np.asarray(rows.column("value").to_pylist(), dtype=object)
+    names = sorted(set(values.tolist()), key=_natural)
+    position = {name: g for g, name in enumerate(names)}
+    group = np.fromiter((position[v] for v in values), dtype=np.int64, count=values.size)
+    if window is None:
+        return names, ids, group
+    # Events: runs of one value on consecutive frames of one utterance; the centre frame of each.
+    index = rows.column("frame_index").to_numpy().astype(np.int64)
+    n_frames = rows.column("n_frames").to_numpy().astype(np.int64)
+    new = np.ones(ids.size, dtype=bool)
+    new[1:] = (group[1:] != group[:-1]) | (ids[1:] != ids[:-1] + 1) | (index[1:] == 0)
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], ids.size) - 1
+    centre = (starts + ends) // 2
+    first = ids[centre] - index[centre]  # the utterance's first frame id
+    out_ids, out_slots = [], []
+    width = 2 * window + 1
+    for k, offset in enumerate(range(-window, window + 1)):
+        at = ids[centre] + offset
+        inside = (at >= first) & (at < first + n_frames[centre])
+        out_ids.append(at[inside])
+        out_slots.append(group[centre][inside] * width + k)
+    return names, np.concatenate(out_ids), np.concatenate(out_slots)
+
+
+def _group_members(lake: Lake, run_id: str, groups: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    ids, slots = [], []
+    for g, name in enumerate(groups):
+        group = get_group(lake, name)
+        if group.run_id != run_id:
+            raise SpecError(f"group {name!r} belongs to run {group.run_id!r}, not {run_id!r}")
+        members = group.frame_ids()
+        ids.append(members)
+        slots.append(np.full(members.size, g, dtype=np.int64))
+    return list(groups), np.concatenate(ids), np.concatenate(slots)
+
+
+def _sums(run: Run, layer: str, ids: np.ndarray, slots: np.ndarray, n_slots: int, progress) -> np.ndarray:
+    """Per slot, the sum of ``layer``'s rows ``ids`` (each pair once), in one pass over the
+    distinct ids, ``BLOCK_ROWS`` at a time. ``[n_slots, units]`` float64"""
+    order = np.argsort(ids, kind="stable")
+    ids, slots = ids[order], slots[order]
+    distinct = np.unique(ids)
+    sums = np.zeros((n_slots, run.layer(layer).units))
+    for start in range(0, distinct.size, BLOCK_ROWS):
+        block = distinct[start : start + BLOCK_ROWS]
+        rows = np.asarray(run.read_rows(layer, block), dtype=np.float64)
+        lo, hi = np.searchsorted(ids, block[0], side="left"), np.searchsorted(ids, block[-1], side="right")
+        pair_rows = np.searchsorted(block, ids[lo:hi])
+        pair_slots = slots[lo:hi]
+        by_slot = np.argsort(pair_slots, kind="stable")
+        sorted_slots = pair_slots[by_slot]
+        cuts = np.flatnonzero(np.diff(sorted_slots)) + 1
+        heads = np.concatenate([[0], cuts])
+        sums[sorted_slots[heads]] += np.add.reduceat(rows[pair_rows[by_slot]], heads, axis=0)
+        progress.update(block.size)
+    return sums
+
+
+def naps(
+    lake: Lake,
+    run_id: str,
+    *,
+    groups: Sequence[str] | None = None,
+    by: str | None = None,
+    layers: Sequence[str] | None = None,
+    window: int | None = None,
+    weighted: bool = False,
+    max_groups: int = 200,
+    progress: bool | None = None,
+) -> NapResult:
+    """NAPs of ``groups`` (named groups) or of one group per value of column ``by``.
+
+    Args:
+        layers: layers to profile (default: all the run captured).
+        window: with ``by``, event-aligned NAPs at offsets ``-window..window`` from each
+            occurrence's centre frame.
+        weighted: the contrastive NAP subtracts the groups' mean weighted by their frames.
+        max_groups: most values ``by`` may have (a column with more is refused).
+    """
+    from neurolake.cluster.progress import progress_bar
+
+    t0 = time.perf_counter()
+    if (groups is None) == (by is None):
+        raise SpecError("give the groups to profile: --groups G1,G2,.. or --by COLUMN")
+    if window is not None and (by is None or window < 0):
+        raise SpecError("--window W (>= 0) aligns events of a --by column")
+    run = lake.run(run_id)
+    layers = list(layers) if layers else run.layer_names
+    for layer in layers:
+        run.layer(layer)
+    spec = {
+        "run_id": run_id,
+        "groups": [[g, get_group(lake, g).derived.spec_hash] for g in groups] if groups is not None else None,
+        "by": by,
+        "layers": layers,
+        "window": window,
+        "weighted": weighted,
+        "commits": commits_fingerprint(run),
+    }
+    derived = run.derived("naps", spec)
+    if groups is not None:
+        if not groups:
+            raise SpecError("--groups names no group")
+        names, ids, slots = _group_members(lake, run_id, groups)
+    else:
+        names, ids, slots = _by_members(lake, run_id, str(by), max_groups, window)
+    offsets = list(range(-window, window + 1)) if window is not None else [0]
+    n_slots = len(names) * len(offsets)
+    counts = np.bincount(slots, minlength=n_slots).reshape(len(names), len(offsets))
+    empty = [names[g] for g in range(len(names)) if counts[g].sum() == 0]
+    if empty:
+        raise SpecError(f"group {empty[0]!r} has no frames in run {run_id!r}; a NAP of no frames is undefined")
+    if derived.complete:
+        table = decode_parquet(derived.read_bytes("naps.parquet"))
+        mean, contrastive = _arrays(table, layers, len(names), len(offsets))
+        return NapResult(
+            run_id, derived.spec_hash, names, offsets, counts, mean, contrastive, table, time.perf_counter() - t0, True
+        )
+    mean, contrastive = {}, {}
+    total = np.unique(ids).size * len(layers)
+    with progress_bar(total, "naps", unit="frame", enabled=progress) as bar:
+        for layer in layers:
+            sums = _sums(run, layer, ids, slots, n_slots, bar).reshape(len(names), len(offsets), -1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                m = sums / counts[:, :, None]
+            if weighted:
+                centre = np.nansum(m * counts[:, :, None], axis=0) / counts.sum(axis=0)[:, None]
+            else:
+                centre = np.nanmean(m, axis=0)
+            mean[layer], contrastive[layer] = m, m - centre[None]
+    table = _table(run_id, derived.spec_hash, names, offsets, counts, mean, contrastive)
+    derived.write_bytes(encode_parquet(table), "naps.parquet")
+    derived.commit()
+    return NapResult(
+        run_id, derived.spec_hash, names, offsets, counts, mean, contrastive, table, time.perf_counter() - t0, False
+    )
+
+
+def _table(run_id, nap_id, names, offsets, counts, mean, contrastive) -> pa.Table:
+    parts = []
+    for layer, m in mean.items():
+        g, o, u = np.meshgrid(np.arange(len(names)), np.arange(len(offsets)), np.arange(m.shape[2]), indexing="ij")
+        n = m.size
+        parts.append(
+            pa.table(
+                {
+                    "run_id": pa.array([run_id] * n, pa.string()),
+                    "nap_id": pa.array([nap_id] * n, pa.string()),
+                    "layer": pa.array([layer] * n, pa.string()),
+                    "group": pa.array(np.asarray(names, dtype=object)[g.ravel()], pa.string()),
+                    "offset": pa.array(np.asarray(offsets)[o.ravel()], pa.int64()),
+                    "unit": pa.array(u.ravel(), pa.int64()),
+                    "mean": pa.array(m.ravel(), pa.float64()),
+                    "contrastive": pa.array(contrastive[layer].ravel(), pa.float64()),
+                    "n_frames": pa.array(counts[g.ravel(), o.ravel()], pa.int64()),
+                },
+                schema=NAPS,
+            )
+        )
+    return pa.concat_tables(parts) if parts else NAPS.empty_table()
+
+
+def _arrays(table: pa.Table, layers, n_groups: int, n_offsets: int) -> tuple[dict, dict]:
+    mean, contrastive = {}, {}
+    names = np.asarray(table.column("layer").to_pylist())
+    for layer in layers:
+        rows = table.filter(pa.array(names == layer))
+        shape = (n_groups, n_offsets, -1)
+        mean[layer] = rows.column("mean").to_numpy().reshape(shape)
+        contrastive[layer] = rows.column("contrastive").to_numpy().reshape(shape)
+    return mean, contrastive
