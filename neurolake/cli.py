@@ -216,6 +216,33 @@ def cmd_naps(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_phonetics(args: argparse.Namespace) -> int:
+    from neurolake.introspect.phonetics import phonetic_layers
+    from neurolake.render import format_table
+    from neurolake.store import Lake
+
+    rows = phonetic_layers(
+        Lake.open(_lake_url(args)),
+        args.run,
+        layers=args.layers,
+        min_frames=args.min_frames,
+        permutations=args.permutations,
+        out_dir=args.out,
+    )
+    print(
+        f"phoneme NAP clustering (cosine, average linkage) against articulatory distance (panphon), "
+        f"{rows[0]['n_phones']} phonemes, {args.permutations} permutations:"
+    )
+    print(
+        format_table(
+            ("layer", "cophenetic r", "p"), [(r["layer"], f"{r['r']:.3f}", f"{r['p_value']:.4f}") for r in rows]
+        )
+    )
+    if args.out:
+        print(f"figures: {args.out}/phonetic-agreement.png and one dendrogram-LAYER.png per layer")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
@@ -656,6 +683,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-groups", type=int, default=200, metavar="N", help="most values --by may have (default 200)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="most set-apart units shown per group (default 5)")
     p.set_defaults(func=cmd_naps)
+
+    p = sub.add_parser(
+        "phonetics", help="per layer: does the clustering of phoneme NAPs follow articulatory similarity?"
+    )
+    _add_lake_arg(p)
+    p.add_argument("--run", required=True, metavar="ID")
+    p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="layers (default: all)")
+    p.add_argument("--min-frames", type=int, default=20, metavar="N", help="least frames of a phoneme (default 20)")
+    p.add_argument("--permutations", type=int, default=999, metavar="N", help="for the p-value (default 999)")
+    p.add_argument("--out", metavar="DIR", help="write the dendrograms and the per-layer curve (PNG) here")
+    p.set_defaults(func=cmd_phonetics)
 
     p = sub.add_parser("verify", help="check committed parts against their checksums and report missing data")
     _add_lake_arg(p)

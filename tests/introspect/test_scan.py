@@ -249,3 +249,19 @@ def test_an_ablation_on_ray_model_actors_equals_the_one_in_process(scanned_lake)
     assert not remote.reused and remote.ablation_id == local.ablation_id
     assert (remote.base, remote.ablated, remote.controls) == (local.base, local.ablated, local.controls)
     assert remote.control_units == local.control_units and remote.ablated.slice_frames < remote.base.slice_frames
+
+
+@pytest.mark.slow
+def test_phoneme_profiles_of_the_demo_model_follow_phonetics(scanned_lake, tmp_path, capsys):
+    from neurolake.cli import main
+    from neurolake.introspect.phonetics import phonetic_layers
+
+    rows = phonetic_layers(scanned_lake, "clean", permutations=199, out_dir=tmp_path)
+    assert [r["layer"] for r in rows] == ["conv6", "conv7"] and rows[0]["n_phones"] >= 10
+    assert any(r["p_value"] < 0.05 and r["r"] > 0.3 for r in rows), rows
+    for name in ("phonetic-agreement.png", "dendrogram-conv6.png", "dendrogram-conv7.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["phonetics", "--lake", str(scanned_lake.loc.url), "--run", "clean", "--permutations", "99"]) == 0
+    assert "cophenetic r" in capsys.readouterr().out
+    assert main(["phonetics", "--lake", str(scanned_lake.loc.url), "--run", "clean", "--min-frames", "100000"]) == 2
+    assert "need at least 4" in capsys.readouterr().err
