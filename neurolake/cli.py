@@ -198,20 +198,35 @@ def cmd_blocks(args: argparse.Namespace) -> int:
 
 
 def cmd_naps(args: argparse.Namespace) -> int:
-    from neurolake.introspect.naps import naps
+    from neurolake.errors import SpecError
+    from neurolake.introspect.naps import gradnaps, naps
     from neurolake.render import format_naps
     from neurolake.store import Lake
 
-    result = naps(
-        Lake.open(_lake_url(args)),
-        args.run,
-        groups=args.groups,
-        by=args.by,
-        layers=args.layers,
-        window=args.window,
-        weighted=args.weighted,
-        max_groups=args.max_groups,
-    )
+    lake = Lake.open(_lake_url(args))
+    if args.relevance:
+        if not args.layers or args.window is not None:
+            raise SpecError("--relevance (GradNAPs) needs --layers and takes no --window")
+        result = gradnaps(
+            lake,
+            args.run,
+            groups=args.groups,
+            by=args.by,
+            layers=args.layers,
+            weighted=args.weighted,
+            max_groups=args.max_groups,
+        )
+    else:
+        result = naps(
+            lake,
+            args.run,
+            groups=args.groups,
+            by=args.by,
+            layers=args.layers,
+            window=args.window,
+            weighted=args.weighted,
+            max_groups=args.max_groups,
+        )
     print(format_naps(result, top=args.top))
     return 0
 
@@ -680,6 +695,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="layers to profile (default: all)")
     p.add_argument("--window", type=int, metavar="W", help="with --by: event-aligned at offsets -W..W frames")
     p.add_argument("--weighted", action="store_true", help="contrast against the size-weighted mean of the groups")
+    p.add_argument(
+        "--relevance",
+        action="store_true",
+        help="GradNAPs: profile gradient x activation of the predicted token (re-runs the groups' utterances)",
+    )
     p.add_argument("--max-groups", type=int, default=200, metavar="N", help="most values --by may have (default 200)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="most set-apart units shown per group (default 5)")
     p.set_defaults(func=cmd_naps)

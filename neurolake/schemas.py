@@ -220,13 +220,15 @@ SLICES = pa.schema(
     ]
 )
 
-#: Neuron activation profiles (``neurolake naps``): a group's mean response per unit, and the
+#: Neuron activation profiles (``neurolake naps``; GradNAPs with ``--relevance``): a group's mean
+#: response (or relevance) per unit, and the
 #: contrastive profile (less the mean over the groups compared); ``offset`` is the frame offset
 #: from an event's centre for event-aligned profiles, 0 otherwise.
 NAPS = pa.schema(
     [
         ("run_id", pa.string()),
         ("nap_id", pa.string()),
+        ("measure", pa.string()),  # "activation" (NAPs) or "relevance" (GradNAPs)
         ("layer", pa.string()),
         ("group", pa.string()),
         ("offset", pa.int64()),

@@ -131,7 +131,9 @@ def _parquet_rows(data: bytes, url: str) -> list[tuple[int, dict]]:
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(pa.BufferReader(data), use_threads=False)  # see store.tables.decode_parquet
+        table = pq.read_table(
+            pa.BufferReader(data), use_threads=False, pre_buffer=False
+        )  # see store.tables.decode_parquet
     except (pa.ArrowInvalid, OSError) as exc:
         raise SpecError(f"manifest {url!r} is not a readable Parquet file: {exc}") from exc
     return list(enumerate(table.to_pylist(), start=1))

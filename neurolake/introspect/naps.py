@@ -33,7 +33,7 @@ from neurolake.schemas import NAPS, SCHEMAS
 from neurolake.store import Lake, Run
 from neurolake.store.tables import decode_parquet, encode_parquet
 
-__all__ = ["NapResult", "naps"]
+__all__ = ["NapResult", "gradnaps", "naps"]
 
 BLOCK_ROWS = 65_536
 
@@ -194,6 +194,7 @@ def naps(
         run.layer(layer)
     spec = {
         "run_id": run_id,
+        "measure": "activation",
         "groups": [[g, get_group(lake, g).derived.spec_hash] for g in groups] if groups is not None else None,
         "by": by,
         "layers": layers,
@@ -220,19 +221,11 @@ def naps(
         return NapResult(
             run_id, derived.spec_hash, names, offsets, counts, mean, contrastive, table, time.perf_counter() - t0, True
         )
-    mean, contrastive = {}, {}
     total = np.unique(ids).size * len(layers)
     with progress_bar(total, "naps", unit="frame", enabled=progress) as bar:
-        for layer in layers:
-            sums = _sums(run, layer, ids, slots, n_slots, bar).reshape(len(names), len(offsets), -1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                m = sums / counts[:, :, None]
-            if weighted:
-                centre = np.nansum(m * counts[:, :, None], axis=0) / counts.sum(axis=0)[:, None]
-            else:
-                centre = np.nanmean(m, axis=0)
-            mean[layer], contrastive[layer] = m, m - centre[None]
-    table = _table(run_id, derived.spec_hash, names, offsets, counts, mean, contrastive)
+        sums = {layer: _sums(run, layer, ids, slots, n_slots, bar) for layer in layers}
+    mean, contrastive = _profiles(sums, counts, weighted)
+    table = _table(run_id, derived.spec_hash, names, offsets, counts, mean, contrastive, "activation")
     derived.write_bytes(encode_parquet(table), "naps.parquet")
     derived.commit()
     return NapResult(
@@ -240,7 +233,106 @@ def naps(
     )
 
 
-def _table(run_id, nap_id, names, offsets, counts, mean, contrastive) -> pa.Table:
+def _profiles(sums: dict[str, np.ndarray], counts: np.ndarray, weighted: bool) -> tuple[dict, dict]:
+    """Means ``[groups, offsets, units]`` from per-slot sums, and the contrastive profiles."""
+    mean, contrastive = {}, {}
+    for layer, total in sums.items():
+        with np.errstate(invalid="ignore", divide="ignore"):
+            m = total.reshape(counts.shape[0], counts.shape[1], -1) / counts[:, :, None]
+        if weighted:
+            centre = np.nansum(m * counts[:, :, None], axis=0) / counts.sum(axis=0)[:, None]
+        else:
+            centre = np.nanmean(m, axis=0)
+        mean[layer], contrastive[layer] = m, m - centre[None]
+    return mean, contrastive
+
+
+def gradnaps(
+    lake: Lake,
+    run_id: str,
+    *,
+    groups: Sequence[str] | None = None,
+    by: str | None = None,
+    layers: Sequence[str],
+    weighted: bool = False,
+    max_groups: int = 200,
+    progress: bool | None = None,
+) -> NapResult:
+    """Gradient-adjusted NAPs: NAPs over relevance instead of activation.
+
+    The groups' utterances are decoded again by the run's model (its weights checked); each
+    frame's relevance is gradient x activation of the log-probability of the token the model
+    predicts there (:meth:`~neurolake.models.adapter.ModelAdapter.relevance`), and a group's
+    GradNAP is the mean relevance per unit over its frames. One backward pass per frame and
+    layer: meant for groups of up to some thousands of utterances on a CPU.
+    """
+    import torch
+
+    from neurolake.cluster.progress import progress_bar
+    from neurolake.corpora.audio import load_audio
+    from neurolake.introspect.ablation import run_model
+
+    t0 = time.perf_counter()
+    if (groups is None) == (by is None):
+        raise SpecError("give the groups to profile: --groups G1,G2,.. or --by COLUMN")
+    run = lake.run(run_id)
+    layers = list(layers)
+    if not layers:
+        raise SpecError("name the layers whose relevance to profile")
+    for layer in layers:
+        run.layer(layer)
+    adapter = run_model(run)
+    spec = {
+        "run_id": run_id,
+        "measure": "relevance",
+        "groups": [[g, get_group(lake, g).derived.spec_hash] for g in groups] if groups is not None else None,
+        "by": by,
+        "layers": layers,
+        "window": None,
+        "weighted": weighted,
+        "weights_sha256": adapter.spec.get("weights_sha256"),
+        "commits": commits_fingerprint(run),
+    }
+    derived = run.derived("naps", spec)
+    if groups is not None:
+        names, ids, slots = _group_members(lake, run_id, groups)
+    else:
+        names, ids, slots = _by_members(lake, run_id, str(by), max_groups, None)
+    counts = np.bincount(slots, minlength=len(names)).reshape(len(names), 1)
+    if derived.complete:
+        table = decode_parquet(derived.read_bytes("naps.parquet"))
+        mean, contrastive = _arrays(table, layers, len(names), 1)
+        return NapResult(
+            run_id, derived.spec_hash, names, [0], counts, mean, contrastive, table, time.perf_counter() - t0, True
+        )
+    utterances = run.read_table("utterances").select(["utterance_id", "audio_uri", "first_frame_id", "n_frames"])
+    first = utterances.column("first_frame_id").to_numpy().astype(np.int64)
+    order = np.argsort(first)
+    owner = order[np.searchsorted(first[order], ids, side="right") - 1]
+    sums = {layer: np.zeros((len(names), run.layer(layer).units)) for layer in layers}
+    rows = utterances.to_pylist()
+    touched = np.unique(owner)
+    with progress_bar(touched.size, "gradnaps", unit="utt", enabled=progress) as bar:
+        for u in touched.tolist():
+            mine = owner == u
+            frame_index, slot = ids[mine] - first[u], slots[mine]
+            wave = torch.from_numpy(load_audio(rows[u]["audio_uri"], adapter.sample_rate))
+            out = adapter.forward(wave[None], [wave.numel()])
+            predicted = out.log_probs[0, : int(out.frame_lengths[0])].argmax(dim=-1).tolist()
+            for layer in layers:
+                relevance = adapter.relevance(wave, layer, predicted).numpy()
+                np.add.at(sums[layer], slot, relevance[frame_index])
+            bar.update(1)
+    mean, contrastive = _profiles(sums, counts, weighted)
+    table = _table(run_id, derived.spec_hash, names, [0], counts, mean, contrastive, "relevance")
+    derived.write_bytes(encode_parquet(table), "naps.parquet")
+    derived.commit()
+    return NapResult(
+        run_id, derived.spec_hash, names, [0], counts, mean, contrastive, table, time.perf_counter() - t0, False
+    )
+
+
+def _table(run_id, nap_id, names, offsets, counts, mean, contrastive, measure) -> pa.Table:
     parts = []
     for layer, m in mean.items():
         g, o, u = np.meshgrid(np.arange(len(names)), np.arange(len(offsets)), np.arange(m.shape[2]), indexing="ij")
@@ -250,6 +342,7 @@ def _table(run_id, nap_id, names, offsets, counts, mean, contrastive) -> pa.Tabl
                 {
                     "run_id": pa.array([run_id] * n, pa.string()),
                     "nap_id": pa.array([nap_id] * n, pa.string()),
+                    "measure": pa.array([measure] * n, pa.string()),
                     "layer": pa.array([layer] * n, pa.string()),
                     "group": pa.array(np.asarray(names, dtype=object)[g.ravel()], pa.string()),
                     "offset": pa.array(np.asarray(offsets)[o.ravel()], pa.int64()),

@@ -400,6 +400,49 @@ class ModelAdapter(abc.ABC):
         contribution = self._on_grid(lower, [gradient * leaves[0].detach()], frame_lengths)[0]
         return contribution.sum(dim=0).double().cpu()
 
+    def relevance(self, waveform: torch.Tensor, layer: str, targets: Sequence[int]) -> torch.Tensor:
+        """Per-frame relevance of ``layer``'s units for one utterance. ``[frames, units]`` float64
+
+        Entry ``[t, i]`` is ``a_i(t) * d log p_t(targets[t]) / d a_i(t)``: the activation of unit
+        ``i`` at output frame ``t`` times the gradient of that frame's log-probability of its
+        target token (the predicted one for a GradNAP) - gradient x activation, one backward
+        pass per frame. ``layer`` must be on the output frame grid (one row per output frame).
+        """
+        waveforms, lengths = self._checked_batch(waveform.reshape(1, -1), [int(waveform.numel())])
+        geometry = self._geometries.get(layer)
+        if geometry is None:
+            raise SpecError(f"{layer!r} is not a capturable layer of {self._spec!r}")
+        n_frames = self.num_frames(int(lengths[0]))
+        if len(targets) != n_frames:
+            raise SpecError(f"{len(targets)} targets for an utterance of {n_frames} frames")
+        modules = dict(self.module.named_modules())
+        leaves: list[torch.Tensor] = []
+
+        def at_layer(module: nn.Module, inputs: Any, output: Any) -> Any:
+            tensor = _first_tensor(output)
+            if tensor is None:
+                return None
+            leaf = tensor.detach().clone().requires_grad_(True)
+            leaves.append(leaf)
+            passed = leaf.clone()
+            return passed if isinstance(output, torch.Tensor) else (passed, *output[1:])
+
+        with torch.enable_grad(), _installed([*self._masking_hooks(lengths), (modules[layer], at_layer)]):
+            log_probs = self._run(waveforms, lengths)[0]  # [T, tokens]
+        if len(leaves) != 1:
+            raise SpecError(f"layer {layer!r} of {self._spec!r} runs more than once per forward")
+        leaf = leaves[0]
+        frame_lengths = torch.tensor([n_frames], device=self.device)
+        activations = self._on_grid(layer, [leaf.detach()], frame_lengths)[0]  # [T, units]
+        if activations.shape[0] != n_frames:
+            raise SpecError(f"layer {layer!r} is not on the output frame grid")
+        out = torch.zeros(n_frames, geometry.units, dtype=torch.float64)
+        for t, token in enumerate(targets):
+            (gradient,) = torch.autograd.grad(log_probs[t, int(token)], leaf, retain_graph=t + 1 < n_frames)
+            grid = self._on_grid(layer, [gradient], frame_lengths)[0]
+            out[t] = (grid[t] * activations[t]).double().cpu()
+        return out
+
     def _edit_hooks(self, edits: Mapping[str, UnitEdit]) -> list[tuple[nn.Module, Hook]]:
         modules = dict(self.module.named_modules())
         hooks = []

@@ -74,6 +74,7 @@ def encode_parquet(table: pa.Table) -> bytes:
 
 
 def decode_parquet(data: bytes) -> pa.Table:
-    # One thread: a thread pool left behind by a threaded read can abort the interpreter at exit
-    # ("terminate called without an active exception", apache/arrow#34314); these files are small.
-    return pq.read_table(io.BytesIO(data), use_threads=False)
+    # No thread pool: one left behind by a threaded read (or by pre-buffering, which uses the I/O
+    # pool) can abort the interpreter at exit ("terminate called without an active exception",
+    # apache/arrow#34314); these files are small.
+    return pq.read_table(io.BytesIO(data), use_threads=False, pre_buffer=False)

@@ -265,3 +265,55 @@ def test_phoneme_profiles_of_the_demo_model_follow_phonetics(scanned_lake, tmp_p
     assert "cophenetic r" in capsys.readouterr().out
     assert main(["phonetics", "--lake", str(scanned_lake.loc.url), "--run", "clean", "--min-frames", "100000"]) == 2
     assert "need at least 4" in capsys.readouterr().err
+
+
+def test_relevance_through_a_linear_head_by_hand():
+    from neurolake.models import load_model
+
+    adapter = load_model("python:tests.models.demo_factory:build")
+    wave = 0.1 * torch.randn(16_000, generator=torch.Generator().manual_seed(1))
+    out = adapter.forward(wave[None], [wave.numel()], ["conv3"])
+    a = out.captured["conv3"][0].double()  # [T, units]
+    p = out.log_probs[0].double().exp()  # [T, tokens]
+    targets = out.log_probs[0].argmax(dim=-1).tolist()
+    # head: logits = W a + b, log p = log_softmax: d log p_y / d a = W[y] - sum_v p_v W[v]
+    weight = adapter.module.head.weight[:, :, 0].detach().double()
+    expected = a * (weight[targets] - p @ weight)
+    torch.testing.assert_close(adapter.relevance(wave, "conv3", targets), expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(SpecError, match="targets for an utterance"):
+        adapter.relevance(wave, "conv3", targets[:-1])
+
+
+@pytest.mark.slow
+def test_gradnaps_are_the_mean_relevance_of_the_predicted_tokens(scanned_lake):
+    from neurolake.corpora.audio import load_audio
+    from neurolake.introspect.naps import gradnaps
+    from neurolake.models import load_model
+    from neurolake.query.groups import create_group
+
+    run = scanned_lake.run("clean")
+    first = sorted(run.read_table("utterances").to_pylist(), key=lambda r: r["utterance_id"])[:2]
+    create_group(
+        scanned_lake, "two", "clean", f"utterance_id IN ('{first[0]['utterance_id']}', '{first[1]['utterance_id']}')"
+    )
+    create_group(scanned_lake, "two_errors", "clean", f"utterance_id = '{first[0]['utterance_id']}' AND segment_error")
+    result = gradnaps(scanned_lake, "clean", groups=["two", "two_errors"], layers=["conv7"], progress=False)
+    adapter = load_model("demo")
+    rows = []
+    for r in first:
+        wave = torch.from_numpy(load_audio(r["audio_uri"], adapter.sample_rate))
+        targets = adapter.forward(wave[None], [wave.numel()]).log_probs[0].argmax(dim=-1).tolist()
+        rows.append(adapter.relevance(wave, "conv7", targets).numpy())
+    np.testing.assert_allclose(result.mean["conv7"][0, 0], np.concatenate(rows).mean(axis=0), rtol=1e-6, atol=1e-9)
+    with QueryEngine(scanned_lake) as q:
+        errors = (
+            q.sql(
+                "SELECT frame_index FROM frames WHERE run_id = 'clean' AND utterance_id = ? AND segment_error ORDER BY 1",
+                [first[0]["utterance_id"]],
+            )
+            .column("frame_index")
+            .to_numpy()
+        )
+        measure = q.sql("SELECT DISTINCT measure FROM naps WHERE nap_id = ?", [result.nap_id]).column(0).to_pylist()
+    np.testing.assert_allclose(result.mean["conv7"][1, 0], rows[0][errors].mean(axis=0), rtol=1e-6, atol=1e-9)
+    assert measure == ["relevance"] and result.counts[:, 0].tolist() == [sum(len(r) for r in rows), errors.size]
