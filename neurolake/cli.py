@@ -250,7 +250,17 @@ def cmd_phonetics(args: argparse.Namespace) -> int:
     )
     print(
         format_table(
-            ("layer", "cophenetic r", "p"), [(r["layer"], f"{r['r']:.3f}", f"{r['p_value']:.4f}") for r in rows]
+            ("layer", "cophenetic r", "p", "variance by phoneme", "by grapheme"),
+            [
+                (
+                    r["layer"],
+                    f"{r['r']:.3f}",
+                    f"{r['p_value']:.4f}",
+                    f"{r['eta2_phoneme']:.3f}",
+                    f"{r['eta2_grapheme']:.3f}",
+                )
+                for r in rows
+            ],
         )
     )
     if args.out:

@@ -33,7 +33,7 @@ from neurolake.schemas import NAPS, SCHEMAS
 from neurolake.store import Lake, Run
 from neurolake.store.tables import decode_parquet, encode_parquet
 
-__all__ = ["NapResult", "gradnaps", "naps"]
+__all__ = ["NapResult", "gradnaps", "naps", "separation"]
 
 BLOCK_ROWS = 65_536
 
@@ -138,13 +138,18 @@ def _group_members(lake: Lake, run_id: str, groups: Sequence[str]) -> tuple[list
     return list(groups), np.concatenate(ids), np.concatenate(slots)
 
 
-def _sums(run: Run, layer: str, ids: np.ndarray, slots: np.ndarray, n_slots: int, progress) -> np.ndarray:
+def _sums(
+    run: Run, layer: str, ids: np.ndarray, slots: np.ndarray, n_slots: int, progress, squares: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Per slot, the sum of ``layer``'s rows ``ids`` (each pair once), in one pass over the
-    distinct ids, ``BLOCK_ROWS`` at a time. ``[n_slots, units]`` float64"""
+    distinct ids, ``BLOCK_ROWS`` at a time. ``[n_slots, units]`` float64; with ``squares``
+    also the sums of squares."""
     order = np.argsort(ids, kind="stable")
     ids, slots = ids[order], slots[order]
     distinct = np.unique(ids)
-    sums = np.zeros((n_slots, run.layer(layer).units))
+    units = run.layer(layer).units
+    sums = np.zeros((n_slots, units))
+    sums2 = np.zeros((n_slots, units)) if squares else None
     for start in range(0, distinct.size, BLOCK_ROWS):
         block = distinct[start : start + BLOCK_ROWS]
         rows = np.asarray(run.read_rows(layer, block), dtype=np.float64)
@@ -153,11 +158,34 @@ def _sums(run: Run, layer: str, ids: np.ndarray, slots: np.ndarray, n_slots: int
         pair_slots = slots[lo:hi]
         by_slot = np.argsort(pair_slots, kind="stable")
         sorted_slots = pair_slots[by_slot]
-        cuts = np.flatnonzero(np.diff(sorted_slots)) + 1
-        heads = np.concatenate([[0], cuts])
-        sums[sorted_slots[heads]] += np.add.reduceat(rows[pair_rows[by_slot]], heads, axis=0)
+        heads = np.concatenate([[0], np.flatnonzero(np.diff(sorted_slots)) + 1])
+        picked = rows[pair_rows[by_slot]]
+        sums[sorted_slots[heads]] += np.add.reduceat(picked, heads, axis=0)
+        if sums2 is not None:
+            sums2[sorted_slots[heads]] += np.add.reduceat(picked * picked, heads, axis=0)
         progress.update(block.size)
-    return sums
+    return (sums, sums2) if sums2 is not None else sums
+
+
+def separation(lake: Lake, run_id: str, column: str, layers: Sequence[str], max_groups: int = 200) -> dict[str, float]:
+    """Per layer, how much of the activations' variance the values of ``column`` explain: the
+    between-group sum of squares over the total, summed over units (eta squared), over the frames
+    where ``column`` is not null. One streaming pass per layer."""
+    from neurolake.cluster.progress import progress_bar
+
+    run = lake.run(run_id)
+    names, ids, slots = _by_members(lake, run_id, column, max_groups, None)
+    counts = np.bincount(slots, minlength=len(names)).astype(np.float64)
+    out = {}
+    with progress_bar(ids.size * len(layers), "separation", unit="frame", enabled=False) as bar:
+        for layer in layers:
+            sums, squares = _sums(run, layer, ids, slots, len(names), bar, squares=True)
+            n = counts.sum()
+            grand = sums.sum(axis=0) / n
+            total = squares.sum(axis=0) - n * grand**2
+            between = (sums**2 / counts[:, None]).sum(axis=0) - n * grand**2
+            out[layer] = float(between.sum() / total.sum())
+    return out
 
 
 def naps(

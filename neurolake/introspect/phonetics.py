@@ -110,9 +110,11 @@ def phonetic_layers(
     out_dir: str | Path | None = None,
     progress: bool | None = None,
 ) -> list[dict]:
-    """Per layer: r, p and the phones used (those with at least ``min_frames`` frames); with
-    ``out_dir``, one dendrogram per layer and the per-layer curve as PNG files there."""
-    from neurolake.introspect.naps import naps
+    """Per layer: r, p and the phones used (those with at least ``min_frames`` frames), and how
+    much of the activations' variance phonemes and graphemes (the reference letters,
+    ``ref_segment``) each explain (eta squared, :func:`~neurolake.introspect.naps.separation`);
+    with ``out_dir``, one dendrogram per layer and the per-layer curve as PNG files there."""
+    from neurolake.introspect.naps import naps, separation
 
     result = naps(lake, run_id, by="phoneme", layers=layers, progress=progress)
     keep = [g for g, phone in enumerate(result.groups) if phone in ARPABET_IPA and result.counts[g, 0] >= min_frames]
@@ -121,10 +123,19 @@ def phonetic_layers(
         raise SpecError(
             f"run {run_id!r} has {len(phones)} ARPAbet phonemes with >= {min_frames} frames; need at least 4"
         )
+    by_phoneme = separation(lake, run_id, "phoneme", list(result.contrastive))
+    by_grapheme = separation(lake, run_id, "ref_segment", list(result.contrastive))
     rows = []
     for layer, contrast in result.contrastive.items():
         found = agreement(contrast[keep, 0], phones, permutations=permutations)
-        row = {"layer": layer, "r": found.r, "p_value": found.p_value, "n_phones": found.n_phones}
+        row = {
+            "layer": layer,
+            "r": found.r,
+            "p_value": found.p_value,
+            "n_phones": found.n_phones,
+            "eta2_phoneme": by_phoneme[layer],
+            "eta2_grapheme": by_grapheme[layer],
+        }
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
             row["figure"] = str(

@@ -127,3 +127,18 @@ def test_naps_cli(lake, capsys):
     assert main(["naps", "--lake", url, "--run", "r1", "--by", "frame_index", "--max-groups", "5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "more than --max-groups 5" in err
+
+
+def test_separation_is_eta_squared_against_numpy(lake):
+    from neurolake.introspect.naps import separation
+
+    f = _frames(lake)
+    ids, speakers = np.array(f["frame_id"]), np.array(f["speaker_id"])
+    got = separation(lake, "r1", "speaker_id", ["enc.conv1", "enc.conv2"])
+    for li, spec in enumerate(LAYERS):
+        x = expected_rows(li, spec.units, ids).astype(np.float64)
+        grand = x.mean(axis=0)
+        between = sum(
+            (speakers == s).sum() * ((x[speakers == s].mean(axis=0) - grand) ** 2).sum() for s in set(speakers)
+        )
+        assert got[spec.name] == pytest.approx(between / ((x - grand) ** 2).sum(), rel=1e-9)

@@ -259,6 +259,7 @@ def test_phoneme_profiles_of_the_demo_model_follow_phonetics(scanned_lake, tmp_p
     rows = phonetic_layers(scanned_lake, "clean", permutations=199, out_dir=tmp_path)
     assert [r["layer"] for r in rows] == ["conv6", "conv7"] and rows[0]["n_phones"] >= 10
     assert any(r["p_value"] < 0.05 and r["r"] > 0.3 for r in rows), rows
+    assert all(0 < r["eta2_phoneme"] < 1 and 0 < r["eta2_grapheme"] < 1 for r in rows)
     for name in ("phonetic-agreement.png", "dendrogram-conv6.png", "dendrogram-conv7.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["phonetics", "--lake", str(scanned_lake.loc.url), "--run", "clean", "--permutations", "99"]) == 0
