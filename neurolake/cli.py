@@ -268,6 +268,32 @@ def cmd_phonetics(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topomap(args: argparse.Namespace) -> int:
+    from neurolake.introspect.topomap import topomap
+    from neurolake.render import format_table
+    from neurolake.store import Lake
+
+    maps = topomap(
+        Lake.open(_lake_url(args)),
+        args.run,
+        args.layer,
+        groups=args.groups,
+        by=args.by,
+        methods=args.methods,
+        size=args.size,
+        seed=args.seed,
+        out_dir=args.out,
+    )
+    print(f"topographic maps of {args.layer} ({maps[0].units.size} responding units, {len(maps[0].groups)} groups):")
+    print(
+        format_table(
+            ("layout", "smoothness (lower is smoother)", "seconds", "figure"),
+            [(m.method, f"{m.smoothness:.3f}", f"{m.seconds:.2f}", m.figure or "-") for m in maps],
+        )
+    )
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
@@ -724,6 +750,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--permutations", type=int, default=999, metavar="N", help="for the p-value (default 999)")
     p.add_argument("--out", metavar="DIR", help="write the dendrograms and the per-layer curve (PNG) here")
     p.set_defaults(func=cmd_phonetics)
+
+    p = sub.add_parser("topomap", help="lay a layer's units out in 2D by their activation profiles and map each group")
+    _add_lake_arg(p)
+    p.add_argument("--run", required=True, metavar="ID")
+    p.add_argument("--layer", required=True, metavar="L")
+    p.add_argument("--groups", type=comma_list, metavar="G1,G2", help="named groups to compare")
+    p.add_argument("--by", metavar="COLUMN", help="one group per value of a frames or utterances column")
+    p.add_argument(
+        "--methods",
+        type=comma_list,
+        default=["som", "force", "pca", "tsne", "umap"],
+        metavar="M1,M2",
+        help="layouts among som, force, pca, tsne, umap (default: all)",
+    )
+    p.add_argument("--size", type=int, default=32, metavar="N", help="map side in cells (default 32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", help="write one PNG per layout (a panel per group) here")
+    p.set_defaults(func=cmd_topomap)
 
     p = sub.add_parser("verify", help="check committed parts against their checksums and report missing data")
     _add_lake_arg(p)

@@ -1,0 +1,103 @@
+"""Topographic maps: units with planted shared preferences land together in every layout, the
+maps of a real layout are smoother than those of a shuffled one, and bad input is one line."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neurolake.errors import SpecError
+from neurolake.introspect.topomap import METHODS, layout, render, smoothness, topomap, unit_features
+
+
+def _planted(seed: int = 0, per_cluster: int = 20):
+    """NAPs ``[8 groups, 60 units]``: three clusters of units, each preferring its own groups,
+    plus noise; and 5 units that never respond."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.standard_normal((3, 8)) * 3
+    units = np.concatenate([prototypes[c] + 0.3 * rng.standard_normal((per_cluster, 8)) for c in range(3)])
+    labels = np.repeat(np.arange(3), per_cluster)
+    silent = np.full((5, 8), 2.0)  # the same response to every group
+    return np.concatenate([units, silent]).T, labels
+
+
+def test_silent_units_are_dropped_and_features_are_z_scored():
+    profiles, _ = _planted()
+    kept, features = unit_features(profiles)
+    assert kept.tolist() == list(range(60))
+    np.testing.assert_allclose(features.mean(axis=1), 0, atol=1e-9)
+    np.testing.assert_allclose(features.std(axis=1), 1, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_units_with_planted_preferences_land_together(method):
+    profiles, labels = _planted()
+    _, features = unit_features(profiles)
+    pos = layout(features, method, seed=1)
+    assert pos.shape == (60, 2) and pos.min() >= 0 and pos.max() <= 1
+    d = np.linalg.norm(pos[:, None] - pos[None], axis=-1)
+    same = labels[:, None] == labels[None]
+    np.fill_diagonal(same, False)
+    other = labels[:, None] != labels[None]
+    assert d[same].mean() < 0.6 * d[other].mean(), method
+    # the map of a real layout is smoother than the map of the same values on shuffled positions
+    values = profiles[0, :60]
+    shuffled = pos[np.random.default_rng(2).permutation(60)]
+    assert smoothness(render(pos, values, 16)) < smoothness(render(shuffled, values, 16)), method
+
+
+def test_render_by_hand():
+    # two units in opposite corners of a 4 x 4 map: their cells hold their values
+    image = render(np.array([[0.0, 0.0], [0.99, 0.99]]), np.array([1.0, 3.0]), size=4, sigma=0.5)
+    assert image[0, 0] == 1.0 and image[3, 3] == 3.0
+    assert smoothness(np.ones((8, 8))) == 0.0
+
+
+def test_too_few_units_and_unknown_layouts_are_one_line():
+    features = np.random.default_rng(0).standard_normal((3, 4))
+    with pytest.raises(SpecError, match="needs at least 6 responding units, got 3"):
+        layout(features, "tsne")
+    with pytest.raises(SpecError, match="unknown layout 'mds'"):
+        layout(features, "mds")
+
+
+def test_topomap_of_a_stored_run_and_the_cli(tmp_path, capsys):
+    from neurolake.cli import main
+    from neurolake.store import Lake
+    from tests.store.partdata import create_run, write_part
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    maps = topomap(lake, "r1", "enc.conv1", by="speaker_id", methods=("pca", "som"), size=8, out_dir=tmp_path)
+    assert [m.method for m in maps] == ["pca", "som"]
+    assert maps[0].maps.shape == (3, 8, 8) and maps[0].units.size <= 24
+    assert (tmp_path / "topomap-enc.conv1-pca.png").read_bytes()[:4] == b"\x89PNG"
+    url = str(tmp_path / "lake")
+    assert (
+        main(
+            [
+                "topomap",
+                "--lake",
+                url,
+                "--run",
+                "r1",
+                "--layer",
+                "enc.conv1",
+                "--by",
+                "speaker_id",
+                "--methods",
+                "pca,force",
+            ]
+        )
+        == 0
+    )
+    assert "smoothness" in capsys.readouterr().out
+    assert (
+        main(
+            ["topomap", "--lake", url, "--run", "r1", "--layer", "enc.conv1", "--by", "speaker_id", "--methods", "mds"]
+        )
+        == 2
+    )
+    assert "unknown layout 'mds'" in capsys.readouterr().err
