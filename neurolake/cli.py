@@ -273,8 +273,15 @@ def cmd_topomap(args: argparse.Namespace) -> int:
     from neurolake.render import format_table
     from neurolake.store import Lake
 
+    lake = Lake.open(_lake_url(args))
+    mark: list[int] = []
+    if args.finding:
+        from neurolake.introspect.scan import get_finding
+
+        items = get_finding(lake, args.finding)["items"]
+        mark = [int(i.rsplit(":", 1)[1]) for i in items if i.rsplit(":", 1)[0] == args.layer]
     maps = topomap(
-        Lake.open(_lake_url(args)),
+        lake,
         args.run,
         args.layer,
         groups=args.groups,
@@ -283,6 +290,7 @@ def cmd_topomap(args: argparse.Namespace) -> int:
         size=args.size,
         seed=args.seed,
         out_dir=args.out,
+        mark=mark,
     )
     print(f"topographic maps of {args.layer} ({maps[0].units.size} responding units, {len(maps[0].groups)} groups):")
     print(
@@ -767,6 +775,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=32, metavar="N", help="map side in cells (default 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="write one PNG per layout (a panel per group) here")
+    p.add_argument("--finding", metavar="SCAN_ID/FINDING_ID", help="circle a scan finding's units of this layer")
     p.set_defaults(func=cmd_topomap)
 
     p = sub.add_parser("verify", help="check committed parts against their checksums and report missing data")

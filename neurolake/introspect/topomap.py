@@ -153,10 +153,12 @@ def topomap(
     size: int = 32,
     seed: int = 0,
     out_dir: str | Path | None = None,
+    mark: Sequence[int] = (),
     progress: bool | None = None,
 ) -> list[TopoMap]:
     """Topographic maps of ``layer`` over the groups' NAPs, one per layout method; with
-    ``out_dir`` one PNG per method (a panel per group, one shared colour scale)."""
+    ``out_dir`` one PNG per method (a panel per group, one shared colour scale), the units
+    ``mark`` (say, a finding's) circled where they sit."""
     from neurolake.introspect.naps import naps
 
     unknown = [m for m in methods if m not in METHODS]
@@ -176,14 +178,16 @@ def topomap(
         score = float(np.mean([smoothness(m) for m in maps]))
         figure = None
         if out_dir is not None:
-            figure = str(
-                _render_maps(maps, result.groups, Path(out_dir) / f"topomap-{layer}-{method}.png", layer, method)
-            )
+            marked = positions[np.isin(kept, list(mark))] * size - 0.5
+            path = Path(out_dir) / f"topomap-{layer}-{method}.png"
+            figure = str(_render_maps(maps, result.groups, path, layer, method, marked))
         out.append(TopoMap(layer, method, list(result.groups), kept, positions, maps, score, seconds, figure))
     return out
 
 
-def _render_maps(maps: np.ndarray, groups: Sequence[str], path: Path, layer: str, method: str) -> Path:
+def _render_maps(
+    maps: np.ndarray, groups: Sequence[str], path: Path, layer: str, method: str, marked: np.ndarray
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,10 +205,12 @@ def _render_maps(maps: np.ndarray, groups: Sequence[str], path: Path, layer: str
     for g, name in enumerate(groups):
         ax = axes.ravel()[g]
         image = ax.imshow(maps[g], vmin=low, vmax=high, cmap="viridis", origin="lower")
+        if marked.size:
+            ax.scatter(marked[:, 0], marked[:, 1], s=40, facecolors="none", edgecolors="#ff3b30", linewidths=1.2)
         ax.set_title(str(name), fontsize=9)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="mean activation")
-    fig.suptitle(f"{layer}: {method} layout")
+    fig.suptitle(f"{layer}: {method} layout" + (" (circled: the finding's units)" if marked.size else ""))
     fig.savefig(path)
     plt.close(fig)
     return path

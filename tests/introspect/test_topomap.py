@@ -73,7 +73,13 @@ def test_topomap_of_a_stored_run_and_the_cli(tmp_path, capsys):
     maps = topomap(lake, "r1", "enc.conv1", by="speaker_id", methods=("pca", "som"), size=8, out_dir=tmp_path)
     assert [m.method for m in maps] == ["pca", "som"]
     assert maps[0].maps.shape == (3, 8, 8) and maps[0].units.size <= 24
-    assert (tmp_path / "topomap-enc.conv1-pca.png").read_bytes()[:4] == b"\x89PNG"
+    plain = (tmp_path / "topomap-enc.conv1-pca.png").read_bytes()
+    assert plain[:4] == b"\x89PNG"
+    marked = topomap(
+        lake, "r1", "enc.conv1", by="speaker_id", methods=("pca",), size=8, out_dir=tmp_path / "m", mark=[3]
+    )
+    assert (tmp_path / "m" / "topomap-enc.conv1-pca.png").read_bytes() != plain  # the unit is circled
+    np.testing.assert_array_equal(marked[0].maps, maps[0].maps)
     url = str(tmp_path / "lake")
     assert (
         main(
