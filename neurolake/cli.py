@@ -302,6 +302,61 @@ def cmd_topomap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from neurolake.introspect.probe import probe
+    from neurolake.render import format_table
+    from neurolake.store import Lake
+
+    result = probe(
+        Lake.open(_lake_url(args)),
+        args.run,
+        args.target,
+        level=args.level,
+        layers=args.layers,
+        max_frames=args.max_frames,
+        min_per_class=args.min_per_class,
+        l1_ratio=args.l1_ratio,
+        seed=args.seed,
+        out_dir=args.out,
+    )
+    rows = result.table.to_pylist()
+    split = (
+        "split by speaker (no speaker in both)"
+        if rows[0]["split"] == "speaker-disjoint"
+        else f"split {rows[0]['split']}"
+    )
+    print(
+        f"linear probes ({'elastic net' if args.l1_ratio else 'L2'} logistic regression) of {args.target} at "
+        f"{args.level} level, run {args.run}: {rows[0]['n_classes']} classes, {rows[0]['n_train']:,} train / "
+        f"{rows[0]['n_test']:,} test examples, {split}"
+        + (f"; a seeded sample of {args.max_frames:,} frames" if result.sampled else "")
+    )
+    if result.dropped:
+        print(
+            f"left out (< {args.min_per_class} training examples): "
+            + ", ".join(f"{c} ({n})" for c, n in sorted(result.dropped.items()))
+        )
+    print(
+        format_table(
+            ("layer", "accuracy", "macro-F1", "majority baseline", "control task", "selectivity"),
+            [
+                (
+                    r["layer"],
+                    f"{r['accuracy']:.3f}",
+                    f"{r['macro_f1']:.3f}",
+                    f"{r['baseline']:.3f}",
+                    f"{r['control_accuracy']:.3f}",
+                    f"{r['selectivity']:+.3f}",
+                )
+                for r in rows
+            ],
+        )
+    )
+    if args.out:
+        print(f"figure: {args.out}/probe-{args.target}-{args.level}.png")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
@@ -777,6 +832,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="write one PNG per layout (a panel per group) here")
     p.add_argument("--finding", metavar="SCAN_ID/FINDING_ID", help="circle a scan finding's units of this layer")
     p.set_defaults(func=cmd_topomap)
+
+    p = sub.add_parser(
+        "probe", help="linear probes per layer of a frames or utterances column (speaker-disjoint split)"
+    )
+    _add_lake_arg(p)
+    p.add_argument("--run", required=True, metavar="ID")
+    p.add_argument(
+        "--target", required=True, metavar="COLUMN", help="e.g. phoneme, ref_segment, word_error, speaker_id"
+    )
+    p.add_argument("--level", choices=("frame", "utterance"), default="frame")
+    p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="layers (default: all)")
+    p.add_argument("--max-frames", type=int, default=50_000, metavar="N", help="frame-level sample (default 50000)")
+    p.add_argument("--min-per-class", type=int, default=10, metavar="N", help="least training examples of a class")
+    p.add_argument("--l1-ratio", type=float, default=0.0, metavar="F", help="elastic-net mixing (0: L2, fast)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", help="write the per-layer accuracy curve (PNG) here")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("verify", help="check committed parts against their checksums and report missing data")
     _add_lake_arg(p)

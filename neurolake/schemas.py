@@ -238,3 +238,25 @@ NAPS = pa.schema(
         ("n_frames", pa.int64()),
     ]
 )
+
+#: Linear probes (``neurolake probe``): one row per layer and target, test metrics on a
+#: speaker-disjoint split, the majority baseline and the control task's accuracy.
+PROBES = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("probe_id", pa.string()),
+        ("target", pa.string()),
+        ("level", pa.string()),
+        ("layer", pa.string()),
+        ("split", pa.string()),
+        ("n_train", pa.int64()),
+        ("n_test", pa.int64()),
+        ("n_classes", pa.int64()),
+        ("accuracy", pa.float64()),
+        ("macro_f1", pa.float64()),
+        ("baseline", pa.float64()),
+        ("control_accuracy", pa.float64()),
+        ("selectivity", pa.float64()),
+        ("sampled", pa.bool_()),
+    ]
+)

@@ -52,6 +52,7 @@ VIEWS = (
     "findings",
     "slices",
     "naps",
+    "probes",
 )
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -214,7 +215,7 @@ class QueryEngine:
             self._files += files
 
         neuron_files, group_files, group_rows, pattern_files, ablation_files = [], [], [], [], []
-        finding_files, slice_files, nap_files = [], [], []
+        finding_files, slice_files, nap_files, probe_files = [], [], [], []
         for run in runs:
             base = run.loc.child("derived")
             current = commits_fingerprint(run)
@@ -231,12 +232,21 @@ class QueryEngine:
                 slice_files.append(self._url(run, f"derived/scans/{d.spec_hash}/slices.parquet"))
             for d in list_derived(base, "naps"):
                 nap_files.append(self._url(run, f"derived/naps/{d.spec_hash}/naps.parquet"))
+            for d in list_derived(base, "probes"):
+                probe_files.append(self._url(run, f"derived/probes/{d.spec_hash}/probes.parquet"))
         by_id = {run.run_id: run for run in runs}
         for run_id, d in visible_groups(self.lake, runs):  # the group each name points at
             group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
             group_rows.append(view_rows.group_row(d))
         self._files += (
-            neuron_files + group_files + pattern_files + ablation_files + finding_files + slice_files + nap_files
+            neuron_files
+            + group_files
+            + pattern_files
+            + ablation_files
+            + finding_files
+            + slice_files
+            + nap_files
+            + probe_files
         )
         self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)
@@ -245,6 +255,7 @@ class QueryEngine:
         self._parquet_view(con, "findings", finding_files, schemas.FINDINGS)
         self._parquet_view(con, "slices", slice_files, schemas.SLICES)
         self._parquet_view(con, "naps", nap_files, schemas.NAPS)
+        self._parquet_view(con, "probes", probe_files, schemas.PROBES)
         con.register("_nl_groups", pa.Table.from_pylist(group_rows, schema=schemas.GROUPS))
         con.execute("CREATE VIEW groups AS SELECT * FROM _nl_groups")
 

@@ -318,3 +318,21 @@ def test_gradnaps_are_the_mean_relevance_of_the_predicted_tokens(scanned_lake):
         measure = q.sql("SELECT DISTINCT measure FROM naps WHERE nap_id = ?", [result.nap_id]).column(0).to_pylist()
     np.testing.assert_allclose(result.mean["conv7"][1, 0], rows[0][errors].mean(axis=0), rtol=1e-6, atol=1e-9)
     assert measure == ["relevance"] and result.counts[:, 0].tolist() == [sum(len(r) for r in rows), errors.size]
+
+
+@pytest.mark.slow
+def test_phoneme_probes_of_the_demo_model_beat_the_baseline_and_the_control_task(scanned_lake, capsys):
+    from neurolake.cli import main
+    from neurolake.introspect.probe import probe
+
+    result = probe(scanned_lake, "clean", "phoneme", layers=["conv7"], min_per_class=5, progress=False)
+    row = result.table.to_pylist()[0]
+    assert row["accuracy"] > 3 * row["baseline"] and row["selectivity"] > 0.1, row
+    with QueryEngine(scanned_lake) as q:
+        stored = q.sql("SELECT accuracy FROM probes WHERE probe_id = ?", [result.probe_id]).column(0).to_pylist()
+    assert stored == [row["accuracy"]]
+    lake = str(scanned_lake.loc.url)
+    # one utterance per speaker here: the speaker is probed from frames, split at random
+    argv = ["probe", "--lake", lake, "--run", "clean", "--target", "speaker_id", "--layers", "conv7"]
+    assert main([*argv, "--min-per-class", "5"]) == 0
+    assert "split random (the target is the speaker)" in capsys.readouterr().out
