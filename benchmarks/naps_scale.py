@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scan_scale import build_run
+from scan_scale import build_run, read_every_layer
 
 from neurolake.store import Lake
 
@@ -35,12 +35,7 @@ def _child(url: str, n_groups: int, queue) -> None:
 
     lake = Lake.open(url)
     run = lake.run("big")
-    t0 = time.perf_counter()
-    for layer in run.layer_names:
-        for part in run.plan.parts:
-            for start in range(part.row_start, part.used_stop, 65536):
-                run.read_rows(layer, np.arange(start, min(start + 65536, part.used_stop)))
-    full_read = time.perf_counter() - t0
+    full_read = read_every_layer(run)
     t0 = time.perf_counter()
     result = naps(lake, "big", groups=[f"g{k}" for k in range(n_groups)], progress=False)
     seconds = time.perf_counter() - t0

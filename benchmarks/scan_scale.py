@@ -120,17 +120,22 @@ def build_run(lake: Lake, n_frames: int, n_layers: int, units: int, seed: int = 
         writer.commit()
 
 
+def read_every_layer(run) -> float:
+    """The baseline: seconds for one plain chunked read of every layer of every part."""
+    t0 = time.perf_counter()
+    for layer in run.layer_names:
+        for part in run.plan.parts:
+            for start in range(part.row_start, part.used_stop, 65536):
+                run.read_rows(layer, np.arange(start, min(start + 65536, part.used_stop)))
+    return time.perf_counter() - t0
+
+
 def _child(url: str, queue) -> None:
     from neurolake.introspect.scan import scan
 
     lake = Lake.open(url)
     run = lake.run("big")
-    t0 = time.perf_counter()
-    for layer in run.layer_names:  # baseline: one plain chunked read of the whole run
-        for part in run.plan.parts:
-            for start in range(part.row_start, part.used_stop, 65536):
-                run.read_rows(layer, np.arange(start, min(start + 65536, part.used_stop)))
-    full_read = time.perf_counter() - t0
+    full_read = read_every_layer(run)
     t0 = time.perf_counter()
     first = scan(lake, "big", progress=False)
     cold = time.perf_counter() - t0

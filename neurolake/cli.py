@@ -83,6 +83,14 @@ def cmd_models_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _connect_for_workers(args: argparse.Namespace) -> None:
+    """With ``--workers N`` (N > 1): join the cluster given (or $RAY_ADDRESS), else start a local Ray."""
+    if args.workers and args.workers > 1:
+        from neurolake.cluster.ray_env import connect
+
+        connect(args.ray_address)
+
+
 def comma_list(value: str) -> list[str]:
     """An argument ``a,b,c`` as ``["a", "b", "c"]`` (blanks dropped): every comma list of the CLI."""
     items = [x.strip() for x in value.split(",") if x.strip()]
@@ -132,10 +140,7 @@ def cmd_mine(args: argparse.Namespace) -> int:
                 from neurolake.errors import GroupError
 
                 raise GroupError(f"group {name!r} does not belong to run {args.run!r}")
-    if args.workers and args.workers > 1:
-        from neurolake.cluster.ray_env import connect
-
-        connect(args.ray_address)  # the cluster given (or $RAY_ADDRESS), else a local Ray
+    _connect_for_workers(args)
     result = mine(
         lake,
         args.target,
@@ -157,10 +162,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
     lake = Lake.open(_lake_url(args))
-    if args.workers and args.workers > 1:
-        from neurolake.cluster.ray_env import connect
-
-        connect(args.ray_address)  # the cluster given (or $RAY_ADDRESS), else a local Ray
+    _connect_for_workers(args)
     result = scan(
         lake,
         args.run,
@@ -493,10 +495,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from neurolake.store import Lake
 
     lake = Lake.open(_lake_url(args))
-    if args.workers and args.workers > 1:
-        from neurolake.cluster.ray_env import connect
-
-        connect(args.ray_address)  # the cluster given (or $RAY_ADDRESS), else a local Ray
+    _connect_for_workers(args)
     given = [x for x in (args.units, args.pattern, args.finding) if x is not None]
     if len(given) != 1:
         raise SpecError(

@@ -115,7 +115,7 @@ def blocks(
     frames_of = dict(list(slice_frames(lake, run_id, str(row["target"])).items())[:max_utterances])
     records = {
         r["utterance_id"]: r
-        for r in run.read_table("utterances").select(["utterance_id", "audio_uri"]).to_pylist()
+        for r in run.read_table("utterances").select(["utterance_id", "audio_uri", "first_frame_id"]).to_pylist()
         if r["utterance_id"] in frames_of
     }
     audio = {u: torch.from_numpy(load_audio(records[u]["audio_uri"], adapter.sample_rate)) for u in frames_of}
@@ -155,8 +155,7 @@ def blocks(
 
     # Where the block is active: the slice's frames, binarised as the scan does.
     stats = neuron_statistics(lake, run_id, list(units))
-    first = {r["utterance_id"]: r["first_frame_id"] for r in run.read_table("utterances").to_pylist()}
-    ids = np.sort(np.concatenate([first[u] + f for u, f in frames_of.items()]))
+    ids = np.sort(np.concatenate([records[u]["first_frame_id"] + f for u, f in frames_of.items()]))
     per_layer_active = []
     layer_share: dict[str, float] = {}
     for layer, idx in units.items():

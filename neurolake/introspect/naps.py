@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,7 +34,7 @@ from neurolake.schemas import NAPS, SCHEMAS
 from neurolake.store import Lake, Run
 from neurolake.store.tables import decode_parquet, encode_parquet
 
-__all__ = ["NapResult", "gradnaps", "naps", "separation"]
+__all__ = ["NapResult", "gradnaps", "layer_sums", "naps", "separation"]
 
 BLOCK_ROWS = 65_536
 
@@ -138,12 +139,69 @@ def _group_members(lake: Lake, run_id: str, groups: Sequence[str]) -> tuple[list
     return list(groups), np.concatenate(ids), np.concatenate(slots)
 
 
-def _sums(
-    run: Run, layer: str, ids: np.ndarray, slots: np.ndarray, n_slots: int, progress, squares: bool = False
+def _members(
+    lake: Lake, run_id: str, groups: Sequence[str] | None, by: str | None, max_groups: int, window: int | None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(group names, frame ids, slot per id)`` of named ``groups`` or of the values of ``by``."""
+    if groups is not None:
+        if not groups:
+            raise SpecError("--groups names no group")
+        return _group_members(lake, run_id, groups)
+    return _by_members(lake, run_id, str(by), max_groups, window)
+
+
+def _spec(lake: Lake, run, measure: str, groups, by, layers, window, weighted) -> dict:
+    """What a NAP is keyed by (the groups by their stored spec, the run by its commits)."""
+    if (groups is None) == (by is None):
+        raise SpecError("give the groups to profile: --groups G1,G2,.. or --by COLUMN")
+    return {
+        "run_id": run.run_id,
+        "measure": measure,
+        "groups": [[g, get_group(lake, g).derived.spec_hash] for g in groups] if groups is not None else None,
+        "by": by,
+        "layers": list(layers),
+        "window": window,
+        "weighted": weighted,
+        "commits": commits_fingerprint(run),
+    }
+
+
+def _result(derived, run_id, names, offsets, counts, layers, t0, *, sums=None, weighted=False, measure="") -> NapResult:
+    """The stored NAPs (``sums`` None), or those of ``sums`` stored now."""
+    if sums is None:
+        table = decode_parquet(derived.read_bytes("naps.parquet"))
+        mean, contrastive = _arrays(table, layers, len(names), len(offsets))
+    else:
+        mean, contrastive = _profiles(sums, counts, weighted)
+        table = _table(run_id, derived.spec_hash, names, offsets, counts, mean, contrastive, measure)
+        derived.write_bytes(encode_parquet(table), "naps.parquet")
+        derived.commit()
+    return NapResult(
+        run_id,
+        derived.spec_hash,
+        names,
+        offsets,
+        counts,
+        mean,
+        contrastive,
+        table,
+        time.perf_counter() - t0,
+        sums is None,
+    )
+
+
+def layer_sums(
+    run: Run,
+    layer: str,
+    ids: np.ndarray,
+    slots: np.ndarray,
+    n_slots: int,
+    progress: Any = None,
+    squares: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Per slot, the sum of ``layer``'s rows ``ids`` (each pair once), in one pass over the
     distinct ids, ``BLOCK_ROWS`` at a time. ``[n_slots, units]`` float64; with ``squares``
-    also the sums of squares."""
+    also the sums of squares. ``progress`` (a bar) is told the rows read."""
     order = np.argsort(ids, kind="stable")
     ids, slots = ids[order], slots[order]
     distinct = np.unique(ids)
@@ -163,7 +221,8 @@ def _sums(
         sums[sorted_slots[heads]] += np.add.reduceat(picked, heads, axis=0)
         if sums2 is not None:
             sums2[sorted_slots[heads]] += np.add.reduceat(picked * picked, heads, axis=0)
-        progress.update(block.size)
+        if progress is not None:
+            progress.update(block.size)
     return (sums, sums2) if sums2 is not None else sums
 
 
@@ -171,20 +230,17 @@ def separation(lake: Lake, run_id: str, column: str, layers: Sequence[str], max_
     """Per layer, how much of the activations' variance the values of ``column`` explain: the
     between-group sum of squares over the total, summed over units (eta squared), over the frames
     where ``column`` is not null. One streaming pass per layer."""
-    from neurolake.cluster.progress import progress_bar
-
     run = lake.run(run_id)
     names, ids, slots = _by_members(lake, run_id, column, max_groups, None)
     counts = np.bincount(slots, minlength=len(names)).astype(np.float64)
+    n = counts.sum()
     out = {}
-    with progress_bar(ids.size * len(layers), "separation", unit="frame", enabled=False) as bar:
-        for layer in layers:
-            sums, squares = _sums(run, layer, ids, slots, len(names), bar, squares=True)
-            n = counts.sum()
-            grand = sums.sum(axis=0) / n
-            total = squares.sum(axis=0) - n * grand**2
-            between = (sums**2 / counts[:, None]).sum(axis=0) - n * grand**2
-            out[layer] = float(between.sum() / total.sum())
+    for layer in layers:
+        sums, squares = layer_sums(run, layer, ids, slots, len(names), squares=True)
+        grand = sums.sum(axis=0) / n
+        total = squares.sum(axis=0) - n * grand**2
+        between = (sums**2 / counts[:, None]).sum(axis=0) - n * grand**2
+        out[layer] = float(between.sum() / total.sum())
     return out
 
 
@@ -212,31 +268,14 @@ def naps(
     from neurolake.cluster.progress import progress_bar
 
     t0 = time.perf_counter()
-    if (groups is None) == (by is None):
-        raise SpecError("give the groups to profile: --groups G1,G2,.. or --by COLUMN")
     if window is not None and (by is None or window < 0):
         raise SpecError("--window W (>= 0) aligns events of a --by column")
     run = lake.run(run_id)
     layers = list(layers) if layers else run.layer_names
     for layer in layers:
         run.layer(layer)
-    spec = {
-        "run_id": run_id,
-        "measure": "activation",
-        "groups": [[g, get_group(lake, g).derived.spec_hash] for g in groups] if groups is not None else None,
-        "by": by,
-        "layers": layers,
-        "window": window,
-        "weighted": weighted,
-        "commits": commits_fingerprint(run),
-    }
-    derived = run.derived("naps", spec)
-    if groups is not None:
-        if not groups:
-            raise SpecError("--groups names no group")
-        names, ids, slots = _group_members(lake, run_id, groups)
-    else:
-        names, ids, slots = _by_members(lake, run_id, str(by), max_groups, window)
+    derived = run.derived("naps", _spec(lake, run, "activation", groups, by, layers, window, weighted))
+    names, ids, slots = _members(lake, run_id, groups, by, max_groups, window)
     offsets = list(range(-window, window + 1)) if window is not None else [0]
     n_slots = len(names) * len(offsets)
     counts = np.bincount(slots, minlength=n_slots).reshape(len(names), len(offsets))
@@ -244,20 +283,11 @@ def naps(
     if empty:
         raise SpecError(f"group {empty[0]!r} has no frames in run {run_id!r}; a NAP of no frames is undefined")
     if derived.complete:
-        table = decode_parquet(derived.read_bytes("naps.parquet"))
-        mean, contrastive = _arrays(table, layers, len(names), len(offsets))
-        return NapResult(
-            run_id, derived.spec_hash, names, offsets, counts, mean, contrastive, table, time.perf_counter() - t0, True
-        )
-    total = np.unique(ids).size * len(layers)
-    with progress_bar(total, "naps", unit="frame", enabled=progress) as bar:
-        sums = {layer: _sums(run, layer, ids, slots, n_slots, bar) for layer in layers}
-    mean, contrastive = _profiles(sums, counts, weighted)
-    table = _table(run_id, derived.spec_hash, names, offsets, counts, mean, contrastive, "activation")
-    derived.write_bytes(encode_parquet(table), "naps.parquet")
-    derived.commit()
-    return NapResult(
-        run_id, derived.spec_hash, names, offsets, counts, mean, contrastive, table, time.perf_counter() - t0, False
+        return _result(derived, run_id, names, offsets, counts, layers, t0)
+    with progress_bar(np.unique(ids).size * len(layers), "naps", unit="frame", enabled=progress) as bar:
+        sums = {layer: layer_sums(run, layer, ids, slots, n_slots, bar) for layer in layers}
+    return _result(
+        derived, run_id, names, offsets, counts, layers, t0, sums=sums, weighted=weighted, measure="activation"
     )
 
 
@@ -301,8 +331,6 @@ def gradnaps(
     from neurolake.introspect.ablation import run_model
 
     t0 = time.perf_counter()
-    if (groups is None) == (by is None):
-        raise SpecError("give the groups to profile: --groups G1,G2,.. or --by COLUMN")
     run = lake.run(run_id)
     layers = list(layers)
     if not layers:
@@ -310,29 +338,12 @@ def gradnaps(
     for layer in layers:
         run.layer(layer)
     adapter = run_model(run)
-    spec = {
-        "run_id": run_id,
-        "measure": "relevance",
-        "groups": [[g, get_group(lake, g).derived.spec_hash] for g in groups] if groups is not None else None,
-        "by": by,
-        "layers": layers,
-        "window": None,
-        "weighted": weighted,
-        "weights_sha256": adapter.spec.get("weights_sha256"),
-        "commits": commits_fingerprint(run),
-    }
-    derived = run.derived("naps", spec)
-    if groups is not None:
-        names, ids, slots = _group_members(lake, run_id, groups)
-    else:
-        names, ids, slots = _by_members(lake, run_id, str(by), max_groups, None)
+    spec = _spec(lake, run, "relevance", groups, by, layers, None, weighted)
+    derived = run.derived("naps", {**spec, "weights_sha256": adapter.spec.get("weights_sha256")})
+    names, ids, slots = _members(lake, run_id, groups, by, max_groups, None)
     counts = np.bincount(slots, minlength=len(names)).reshape(len(names), 1)
     if derived.complete:
-        table = decode_parquet(derived.read_bytes("naps.parquet"))
-        mean, contrastive = _arrays(table, layers, len(names), 1)
-        return NapResult(
-            run_id, derived.spec_hash, names, [0], counts, mean, contrastive, table, time.perf_counter() - t0, True
-        )
+        return _result(derived, run_id, names, [0], counts, layers, t0)
     utterances = run.read_table("utterances").select(["utterance_id", "audio_uri", "first_frame_id", "n_frames"])
     first = utterances.column("first_frame_id").to_numpy().astype(np.int64)
     order = np.argsort(first)
@@ -351,13 +362,7 @@ def gradnaps(
                 relevance = adapter.relevance(wave, layer, predicted).numpy()
                 np.add.at(sums[layer], slot, relevance[frame_index])
             bar.update(1)
-    mean, contrastive = _profiles(sums, counts, weighted)
-    table = _table(run_id, derived.spec_hash, names, [0], counts, mean, contrastive, "relevance")
-    derived.write_bytes(encode_parquet(table), "naps.parquet")
-    derived.commit()
-    return NapResult(
-        run_id, derived.spec_hash, names, [0], counts, mean, contrastive, table, time.perf_counter() - t0, False
-    )
+    return _result(derived, run_id, names, [0], counts, layers, t0, sums=sums, weighted=weighted, measure="relevance")
 
 
 def _table(run_id, nap_id, names, offsets, counts, mean, contrastive, measure) -> pa.Table:

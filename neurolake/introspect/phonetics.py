@@ -83,11 +83,11 @@ def agreement(
 
 def render_dendrogram(tree: np.ndarray, labels: Sequence[str], path: str | Path, title: str) -> Path:
     """The dendrogram as an image (PNG or SVG by the file's suffix)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy.cluster.hierarchy import dendrogram
+
+    from neurolake.introspect.figures import pyplot
+
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(max(6, 0.28 * len(labels)), 3.6))
     dendrogram(tree, labels=list(labels), ax=ax, color_threshold=0, above_threshold_color="#444444")
@@ -153,10 +153,9 @@ def phonetic_layers(
 
 
 def _render_curve(rows: Sequence[dict], path: Path, run_id: str) -> Path:
-    import matplotlib
+    from neurolake.introspect.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
     x = np.arange(len(rows))

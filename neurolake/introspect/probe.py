@@ -4,7 +4,7 @@ or of the utterances.
 Examples and labels come from the lake's metadata: a ``frames`` column (phoneme, reference token,
 word error, ...) at frame level, or an ``utterances`` column (speaker, ...) at utterance level,
 where an utterance's representation is the mean of its frames' activations (read in one
-streaming pass, :func:`neurolake.introspect.naps._sums`). The split never shares a speaker
+streaming pass, :func:`neurolake.introspect.naps.layer_sums`). The split never shares a speaker
 between train and test: whole speakers, in a seeded order, go to the test side until it holds
 ``test_share`` of the examples. Frame-level runs larger than ``max_frames`` are probed on a seeded
 sample of that many frames (the output says so); rows are read chunk by chunk, never the run.
@@ -253,25 +253,20 @@ def _features(run, layer: str, ids: np.ndarray, utterances: pa.Table | None) -> 
     """Frame rows (float32), or each utterance's mean over its frames in one streaming pass."""
     if utterances is None:
         return np.asarray(run.read_rows(layer, ids), dtype=np.float32)
-    from neurolake.introspect.naps import _sums
+    from neurolake.introspect.naps import layer_sums
 
     counts = utterances.column("n_frames").to_numpy().astype(np.int64)
     frame_ids = np.repeat(ids, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
     slots = np.repeat(np.arange(ids.size), counts)
 
-    class _Quiet:
-        def update(self, n: int) -> None:
-            pass
-
-    sums = _sums(run, layer, frame_ids, slots, ids.size, _Quiet())
+    sums = layer_sums(run, layer, frame_ids, slots, ids.size)
     return (sums / counts[:, None]).astype(np.float32)
 
 
 def _render_curve(table: pa.Table, path: Path) -> Path:
-    import matplotlib
+    from neurolake.introspect.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = table.to_pylist()

@@ -52,6 +52,7 @@ import numpy as np
 import pyarrow as pa
 
 from neurolake.errors import SpecError
+from neurolake.labels.frames import DELETED, INSERTED
 from neurolake.mining.binarize import as_spec
 from neurolake.mining.mine import binarised_rows, items_for, supports
 from neurolake.mining.significance import fisher_greater, holm, relative_risk
@@ -103,6 +104,9 @@ def _lit(value: object) -> str:
     return repr(value)
 
 
+DEL, INS = _lit(DELETED), _lit(INSERTED)  # the confusion markers as SQL literals
+
+
 def _show(token: str | None) -> str:
     return {" ": "<space>", "|": "<space>"}.get(token or "", token or "")
 
@@ -139,7 +143,7 @@ def candidate_slices(
     grouped(
         "confusion",
         "SELECT ref_segment AS ref, confusion AS got, count(*) AS n FROM frames WHERE run_id = ? AND segment_error "
-        f"AND ref_segment IS NOT NULL AND confusion NOT IN ('<del>', '<ins>') AND pred_token = confusion {having}, ref, got",
+        f"AND ref_segment IS NOT NULL AND confusion NOT IN ({DEL}, {INS}) AND pred_token = confusion {having}, ref, got",
         lambda r: (
             f"{_show(r['ref'])} -> {_show(r['got'])}",
             f"ref_segment = {_lit(r['ref'])} AND confusion = {_lit(r['got'])} AND pred_token = {_lit(r['got'])}",
@@ -148,20 +152,20 @@ def candidate_slices(
     )
     grouped(
         "deletion",
-        f"SELECT ref_segment AS ref, count(*) AS n FROM frames WHERE run_id = ? AND confusion = '<del>' {having}, ref",
+        f"SELECT ref_segment AS ref, count(*) AS n FROM frames WHERE run_id = ? AND confusion = {DEL} {having}, ref",
         lambda r: (
             f"{_show(r['ref'])} deleted",
-            f"ref_segment = {_lit(r['ref'])} AND confusion = '<del>'",
+            f"ref_segment = {_lit(r['ref'])} AND confusion = {DEL}",
             f"ref_segment = {_lit(r['ref'])} AND {good}",
         ),
     )
     grouped(
         "insertion",
-        "SELECT pred_segment AS got, count(*) AS n FROM frames WHERE run_id = ? AND confusion = '<ins>' "
+        f"SELECT pred_segment AS got, count(*) AS n FROM frames WHERE run_id = ? AND confusion = {INS} "
         f"AND pred_token = pred_segment {having}, got",
         lambda r: (
             f"{_show(r['got'])} inserted",
-            f"confusion = '<ins>' AND pred_segment = {_lit(r['got'])} AND pred_token = {_lit(r['got'])}",
+            f"confusion = {INS} AND pred_segment = {_lit(r['got'])} AND pred_token = {_lit(r['got'])}",
             f"pred_token = {_lit(r['got'])} AND {good}",
         ),
     )
@@ -454,7 +458,8 @@ def scan(
     stats = neuron_statistics(lake, run_id, layers) if spec["method"] in ("quantile", "zscore") else None
     union = np.unique(np.concatenate([ids for _, t, b, _, _ in slices for ids in (t, b)])) if slices else np.zeros(0)
     bits = _union_bits(run, union.astype(np.int64), layers, spec, stats, progress)
-    n_items = sum(run.layer(layer).units for layer in layers)
+    items = items_for(run, layers)
+    n_items = len(items)
     jobs = [
         {
             "target": bits[np.searchsorted(union, t)],
@@ -490,7 +495,6 @@ def scan(
         p_raw_all.append(m["p_raw"])
     n_tests = int(sum(p.size for p in p_raw_all))
     p_adj_all = holm(np.concatenate(p_raw_all)) if n_tests else np.zeros(0)
-    items = items_for(run, layers)
     rows, slice_rows, offset = [], [], 0
     for k, ((s, t, b, n_t_all, n_b_all), m) in enumerate(zip(slices, mined, strict=True)):
         n_t, n_b = t.size, b.size

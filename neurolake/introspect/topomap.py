@@ -188,10 +188,9 @@ def topomap(
 def _render_maps(
     maps: np.ndarray, groups: Sequence[str], path: Path, layer: str, method: str, marked: np.ndarray
 ) -> Path:
-    import matplotlib
+    from neurolake.introspect.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     path.parent.mkdir(parents=True, exist_ok=True)
     n = len(groups)
