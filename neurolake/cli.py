@@ -304,6 +304,51 @@ def cmd_topomap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rank(args: argparse.Namespace) -> int:
+    from neurolake.introspect.ranking import rank_neurons
+    from neurolake.render import format_ranking
+    from neurolake.store import Lake
+
+    result = rank_neurons(
+        Lake.open(_lake_url(args)),
+        args.run,
+        args.target,
+        level=args.level,
+        layers=args.layers,
+        max_frames=args.max_frames,
+        min_per_class=args.min_per_class,
+        share=args.share,
+        draws=args.draws,
+        redundancy=args.redundancy,
+        ablate=args.ablate,
+        ablate_class=args.ablate_class,
+        controls=args.controls,
+        max_utterances=args.max_utterances,
+        workers=args.workers,
+        seed=args.seed,
+        out_dir=args.out,
+    )
+    split = "split by speaker (no speaker in both)" if result.split == "speaker-disjoint" else f"split {result.split}"
+    n_train = int(result.layers[0]["n_train"]) if result.layers else 0
+    print(
+        f"neuron rankings for {args.target} at {args.level} level, run {args.run}: {n_train:,} training examples, "
+        f"{split}"
+        + (f"; a seeded sample of {args.max_frames:,} frames" if result.sampled else "")
+        + (" (reused)" if result.reused else "")
+    )
+    if result.dropped:
+        print(
+            f"left out (< {args.min_per_class} training examples): "
+            + ", ".join(f"{c} ({n})" for c, n in sorted(result.dropped.items()))
+        )
+    print(format_ranking(result, args.top, args.share))
+    print(f"tables: neuron_rankings, ranking_curves (ranking_id {result.ranking_id})")
+    if args.out:
+        for summary in result.layers:
+            print(f"figure: {args.out}/ranking-{args.target}-{summary['layer']}.png")
+    return 0
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     from neurolake.introspect.probe import probe
     from neurolake.render import format_table
@@ -848,6 +893,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="write the per-layer accuracy curve (PNG) here")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser(
+        "rank",
+        help="rank a layer's units for a frames or utterances column (probe weights, class means, mutual "
+        "information), minimal subsets, redundancy, ablation in the model",
+    )
+    _add_lake_arg(p)
+    p.add_argument("--run", required=True, metavar="ID")
+    p.add_argument("--target", required=True, metavar="COLUMN", help="e.g. phoneme, ref_segment, speaker_id")
+    p.add_argument("--level", choices=("frame", "utterance"), default="frame")
+    p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="layers (default: all)")
+    p.add_argument("--max-frames", type=int, default=20_000, metavar="N", help="frame-level sample (default 20000)")
+    p.add_argument("--min-per-class", type=int, default=10, metavar="N", help="least training examples of a class")
+    p.add_argument(
+        "--share", type=float, default=0.9, metavar="F", help="minimal subset: share of the full accuracy (0.9)"
+    )
+    p.add_argument("--draws", type=int, default=3, metavar="N", help="random subsets per k (default 3)")
+    p.add_argument(
+        "--redundancy", type=float, default=0.8, metavar="R", help="units correlated at |r| >= R are redundant"
+    )
+    p.add_argument("--ablate", type=int, metavar="K", help="zero the top K probe units in the model, against random K")
+    p.add_argument("--ablate-class", metavar="CLASS", help="with --ablate: the top K units of this class")
+    p.add_argument("--controls", type=int, default=5, metavar="N", help="random unit sets for --ablate (default 5)")
+    p.add_argument("--max-utterances", type=int, default=50, metavar="N", help="utterances --ablate decodes")
+    p.add_argument("--workers", type=int, metavar="N", help="decode --ablate on N Ray actors")
+    p.add_argument("--top", type=int, default=10, metavar="N", help="units shown per ranking (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", help="write the accuracy-against-k curve per layer (PNG) here")
+    p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("verify", help="check committed parts against their checksums and report missing data")
     _add_lake_arg(p)

@@ -11,7 +11,7 @@ import io
 import json
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -367,3 +367,55 @@ def write_table(table: pa.Table, fmt: str, out: str | None, stdout: TextIO) -> N
             fh.write(text)
     else:
         stdout.write(text)
+
+
+def format_ranking(result: Any, top: int, share: float) -> str:
+    """Per layer of a :class:`~neurolake.introspect.ranking.Ranking`: the full probe, the minimal
+    subsets, the top units of each ranking, the curves and the ablation in the model."""
+    from neurolake.introspect.ranking import METHODS
+
+    lines = []
+    curves = result.curves.to_pylist()
+    for summary in result.layers:
+        layer = summary["layer"]
+        lines.append(
+            f"layer {layer} ({summary['units']} units): full probe accuracy {summary['accuracy']:.3f} "
+            f"(majority baseline {summary['baseline']:.3f}); {summary['clusters']} redundancy clusters"
+        )
+        for method in METHODS:
+            k = summary["minimal_k"][method]
+            if k is None:
+                lines.append(f"  {method}: no top k reaches {share:.0%} of the full probe's accuracy")
+            else:
+                lines.append(
+                    f"  {method}: {k} of {summary['units']} units reach {share:.0%} of the full probe's accuracy "
+                    f"({summary['minimal_clusters'][method]} redundancy clusters among them)"
+                )
+        lines.append(
+            format_table(
+                ("ranking", f"top {top} units (most telling first)"),
+                [(m, ", ".join(str(u) for u in result.order(layer, m)[:top])) for m in METHODS],
+            )
+        )
+        subsets = (*METHODS, "bottom", "random")
+        points = {(r["subset"], r["k"]): r["accuracy"] for r in curves if r["layer"] == layer}
+        ks = sorted({k for _, k in points})
+        lines.append(
+            format_table(
+                ("k", *(f"top {s}" if s in METHODS else s for s in subsets)),
+                [(k, *(f"{points[s, k]:.3f}" for s in subsets)) for k in ks],
+            )
+        )
+        ablation = summary.get("ablation")
+        if ablation:
+            lines.append(
+                f"  in the model: top {ablation['k']} probe units"
+                + (f" of class {ablation['class']}" if ablation.get("class") else "")
+                + f" zeroed ({', '.join(str(u) for u in ablation['units'])}), CER {ablation['cer']:.3f} -> "
+                f"{ablation['cer_ablated']:.3f}"
+            )
+            if ablation["control_cer_changes"]:
+                lines.append(
+                    "  " + _against_controls("CER", ablation["cer_change"], ablation["control_cer_changes"], "{:+.3f}")
+                )
+    return "\n".join(lines)

@@ -260,3 +260,40 @@ PROBES = pa.schema(
         ("sampled", pa.bool_()),
     ]
 )
+
+#: Neuron rankings (``neurolake rank``): per layer, ranking method and class (NULL: over all
+#: classes), every unit's rank (1 = carries the target most) and score; ``cluster`` groups
+#: redundant units (correlated at ``|r| >=`` the ranking's threshold, average linkage), and
+#: ``in_minimal`` marks the smallest top-k of an overall ranking that reaches the asked share of
+#: the full probe's accuracy.
+NEURON_RANKINGS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("ranking_id", pa.string()),
+        ("target", pa.string()),
+        ("level", pa.string()),
+        ("layer", pa.string()),
+        ("method", pa.string()),  # probe, classmean, mi
+        ("class", pa.string()),
+        ("unit", pa.int64()),
+        ("rank", pa.int64()),
+        ("score", pa.float64()),
+        ("cluster", pa.int64()),
+        ("in_minimal", pa.bool_()),
+    ]
+)
+
+#: Accuracy of probes retrained on k units (``neurolake rank``): the top k of each overall ranking,
+#: the bottom k of the probe ranking, and random k (the mean over seeded draws).
+RANKING_CURVES = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("ranking_id", pa.string()),
+        ("target", pa.string()),
+        ("layer", pa.string()),
+        ("subset", pa.string()),  # probe, classmean, mi (their top k), bottom, random
+        ("k", pa.int64()),
+        ("accuracy", pa.float64()),
+        ("share_of_full", pa.float64()),
+    ]
+)

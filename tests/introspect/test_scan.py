@@ -335,4 +335,38 @@ def test_phoneme_probes_of_the_demo_model_beat_the_baseline_and_the_control_task
     # one utterance per speaker here: the speaker is probed from frames, split at random
     argv = ["probe", "--lake", lake, "--run", "clean", "--target", "speaker_id", "--layers", "conv7"]
     assert main([*argv, "--min-per-class", "5"]) == 0
-    assert "split random (the target is the speaker)" in capsys.readouterr().out
+    assert "split random (the target is the speaker, some with one utterance)" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_ablating_the_units_ranked_for_a_token_removes_it_and_random_units_do_not(scanned_lake, capsys):
+    from neurolake.cli import main
+    from neurolake.introspect.ranking import rank_neurons
+
+    # Which conv7 units tell the frames the faulty model reads as Z? The planted ones; zeroing
+    # them in the model takes the planted errors away, random sets of as many units do not.
+    result = rank_neurons(
+        scanned_lake,
+        "z",
+        "pred_token",
+        layers=["conv7"],
+        max_frames=2000,
+        min_per_class=5,
+        draws=1,
+        ablate=4,
+        ablate_class="Z",
+        controls=3,
+        max_utterances=24,
+        progress=False,
+    )
+    top = set(result.order("conv7", "probe", "Z")[:4])
+    assert len(top & set(faulty_demo.CONFUSION_UNITS)) >= 3, top
+    ablation = result.layers[0]["ablation"]
+    assert ablation["cer_change"] < -0.05 and ablation["cer_change"] < min(ablation["control_cer_changes"]) - 0.05
+    argv = ["rank", "--lake", str(scanned_lake.loc.url), "--run", "z", "--target", "pred_token", "--layers", "conv7"]
+    options = ["--max-frames", "2000", "--min-per-class", "5", "--draws", "1", "--ablate", "4", "--ablate-class"]
+    assert main([*argv, *options, "Z", "--controls", "3", "--max-utterances", "24"]) == 0
+    out = capsys.readouterr().out
+    assert "(reused)" in out and "below every random set" in out
+    assert main([*argv, *options, "nope"]) == 2
+    assert "is not a class of 'pred_token'" in capsys.readouterr().err
