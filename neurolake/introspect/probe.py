@@ -246,6 +246,8 @@ def probe(
     )
     if derived.complete:
         table = decode_parquet(derived.read_bytes("probes.parquet"))
+        if out_dir is not None:
+            _render_curve(table, Path(out_dir) / f"probe-{target}-{level}.png")
         return ProbeResult(
             run_id, derived.spec_hash, target, level, table, ex.dropped, ex.sampled, time.perf_counter() - t0, True
         )
@@ -354,7 +356,7 @@ def _render_curve(table: pa.Table, path: Path) -> Path:
     ax.plot(x, [r["control_accuracy"] for r in rows], marker="s", label="control task")
     ax.plot(x, [r["baseline"] for r in rows], ls="--", color="#888888", label="majority class")
     ax.set_xticks(x, [r["layer"] for r in rows], rotation=30, ha="right")
-    ax.set_ylabel("test accuracy (speaker-disjoint)")
+    ax.set_ylabel(f"test accuracy ({rows[0]['split'].split(' (')[0]} split)")
     ax.set_title(f"{rows[0]['target']} ({rows[0]['level']} level)")
     ax.legend(fontsize=8)
     fig.tight_layout()
