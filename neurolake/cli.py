@@ -304,6 +304,20 @@ def cmd_topomap(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from neurolake.report import report
+    from neurolake.store import Lake
+
+    out = args.out or f"neurolake-report-{args.run}"
+    result = report(Lake.open(_lake_url(args)), args.run, out, embed=args.embed, lake_arg=_lake_url(args))
+    print(
+        f"report of run {args.run}: {len(result.sections)} sections ({', '.join(result.sections)}), "
+        f"{result.figures} figures, {result.seconds:.1f} s"
+    )
+    print(f"open: {result.path.resolve()}")
+    return 0
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
     from neurolake.introspect.ranking import rank_neurons
     from neurolake.render import format_ranking
@@ -893,6 +907,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="write the per-layer accuracy curve (PNG) here")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("report", help="write an HTML report of a run, with figures, of what the lake holds")
+    _add_lake_arg(p)
+    p.add_argument("--run", required=True, metavar="ID")
+    p.add_argument("--out", metavar="DIR", help="folder of index.html (default ./neurolake-report-RUN)")
+    p.add_argument("--embed", action="store_true", help="put the figures inside index.html (one file)")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "rank",

@@ -12,6 +12,7 @@ Running it again reuses the corpus and the committed parts.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TextIO
 
 from neurolake.render import format_runs_table, format_table
@@ -76,6 +77,14 @@ def ablation_step(lake: Lake, finding: dict | None) -> str:
         max_utterances=DEMO_ABLATION_UTTERANCES,
     )
     return f"the top finding's units ({finding['slice']}), zeroed in the model:\n" + format_ablation(result)
+
+
+def _report_dir(lake: Lake) -> Path:
+    """Beside a local lake, else in the working directory."""
+    url = str(lake.url)
+    if "://" not in url or url.startswith("file://"):
+        return Path(url.removeprefix("file://")) / "report"
+    return Path("neurolake-report-demo")
 
 
 def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, progress: bool | None = None) -> Lake:
@@ -154,6 +163,13 @@ def run_demo(lake_url: str, out: TextIO, utterances: int = DEMO_UTTERANCES, prog
     scanned, top = scan_step(lake, progress)
     out.write("\n" + scanned + "\n")
     out.write("\n" + ablation_step(lake, top) + "\n")
+    from neurolake.report import report
+
+    written = report(lake, DEMO_RUN, _report_dir(lake), lake_arg=lake.url)
+    out.write(
+        f"\nreport: {written.path} ({len(written.sections)} sections, {written.figures} figures; "
+        "open it in a browser)\n"
+    )
     out.write(
         '\nnext: neurolake sql "SELECT phoneme, avg(word_error::INT) AS err FROM frames GROUP BY phoneme ORDER BY err DESC" '
         f"--lake {lake.url}\n"

@@ -93,6 +93,9 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert q.sql("SELECT count(*) AS n FROM ablations WHERE slice IS NOT NULL").column("n")[0].as_py() == 5
     worst = max(utts.column("wer").to_pylist())
     assert f"{round(worst, 2)}" in out
+    index = tmp_path / "lake" / "report" / "index.html"  # the report, beside the lake
+    assert f"report: {index} (3 sections" in out and index.stat().st_size > 5000
+    assert (tmp_path / "lake" / "report" / "figures" / "ablations.png").is_file()
     # a second demo reuses the corpus and the committed parts
     assert main(["demo", "--lake", url, "--utterances", "30"]) == 0
     assert "already synthesised" in capsys.readouterr().out

@@ -13,19 +13,11 @@ from neurolake.introspect.scan import _absorb, _lit, candidate_slices, get_findi
 from neurolake.query.engine import QueryEngine
 from neurolake.query.groups import group_frame_ids
 from neurolake.store import Lake
-from tests.introspect import faulty_demo, synthetic_lake
+from tests.introspect import faulty_demo
 
 CONFUSION = "python:tests.introspect.faulty_demo:build_confusion"
 BLOCK = "python:tests.introspect.faulty_demo:build_block"
 PLANTED = {f"conv7:{u}" for u in faulty_demo.CONFUSION_UNITS}
-
-
-@pytest.fixture(scope="module")
-def scanned_lake(tmp_path_factory):
-    """24 synthetic utterances through the faulty model (run ``z``), the clean one (``clean``) and
-    the model whose fault reaches down into conv6 (``b``)."""
-    runs = {"z": CONFUSION, "clean": "demo", "b": BLOCK}
-    return synthetic_lake(tmp_path_factory.mktemp("scan"), 24, runs, ["conv6", "conv7"])
 
 
 def test_sql_literals_and_absorption_by_hand():

@@ -1,0 +1,141 @@
+"""The report: a section per kind of result the lake holds, every figure a real image with its
+command, a finding's own ablation beside it, and the page checked in a real browser."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neurolake.errors import SpecError
+from neurolake.report import report
+from neurolake.store import Lake
+from tests.store.partdata import create_run, write_part
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.sections: list[str] = []
+        self.images: list[str] = []
+        self.audio: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "section":
+            self.sections.append(a["id"])
+        elif tag == "img":
+            self.images.append(a["src"])
+        elif tag == "audio":
+            self.audio.append(a["src"])
+
+
+def _parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def _assert_images_drawn(root: Path, sources: list[str]) -> None:
+    from matplotlib.image import imread
+
+    for src in sources:
+        pixels = imread(root / src)
+        assert pixels.shape[0] > 100 and pixels.std() > 0.01, src  # not blank
+
+
+def test_a_run_without_analyses_gets_its_run_section_only(tmp_path):
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    with pytest.raises(SpecError, match="no committed part"):
+        report(lake, "r1", tmp_path / "empty")
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    result = report(lake, "r1", tmp_path / "out")
+    page = _parse(result.path)
+    assert result.sections == page.sections == ["run"]
+    assert page.images == ["figures/error-rates.png"] and page.audio == []  # the audio is not on disk
+    _assert_images_drawn(tmp_path / "out", page.images)
+    text = result.path.read_text()
+    assert "30" in text and "SELECT speaker_id, avg(wer)" in text
+    embedded = report(lake, "r1", tmp_path / "one", embed=True)
+    assert _parse(embedded.path).images[0].startswith("data:image/png;base64,")
+    assert not (tmp_path / "one" / "figures" / "error-rates.png").exists()
+
+
+def _browser() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@pytest.mark.slow
+def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_lake, tmp_path):
+    from neurolake.cli import main
+    from neurolake.introspect.ablation import ablate
+    from neurolake.introspect.naps import naps
+    from neurolake.introspect.probe import probe
+    from neurolake.introspect.ranking import rank_neurons
+    from neurolake.introspect.scan import scan
+
+    found = scan(scanned_lake, "z", progress=False).findings.to_pylist()
+    first = found[0]
+    ablate(scanned_lake, "z", first["items"], slice=first["target"], controls=2, max_utterances=6)
+    probe(scanned_lake, "z", "phoneme", layers=["conv6", "conv7"], min_per_class=5, progress=False)
+    naps(scanned_lake, "z", by="phoneme", layers=["conv7"], progress=False)
+    rank_neurons(scanned_lake, "z", "phoneme", layers=["conv7"], max_frames=1500, draws=1, min_per_class=5)
+
+    out = tmp_path / "report"
+    lake_url = str(scanned_lake.loc.url)
+    assert main(["report", "--lake", lake_url, "--run", "z", "--out", str(out)]) == 0
+    page = _parse(out / "index.html")
+    assert page.sections == ["run", "phonemes", "findings", "naps", "probes"]
+    _assert_images_drawn(out, page.images)
+    expected = {"error-rates", "phoneme-errors", "confusions", "ablations", "naps-conv7", "probe-phoneme-frame"}
+    assert {f"figures/{name}.png" for name in {*expected, "ranking-phoneme-conv7"}} <= set(page.images)
+    assert len(page.audio) == 10 and all((out / a).stat().st_size > 1000 for a in page.audio)
+    html = (out / "index.html").read_text()
+    # the first finding shows its own ablation, a finding with other units none
+    rows = re.findall(r"<tr><td>[0-9a-f]+/(\d+)</td>(.*?)</tr>", html)
+    assert rows[0][0] == "1" and "slice frames" in rows[0][1]
+    assert all("slice frames" not in r[1] for r in rows[1:])
+    for verb, args in (("probe", "--target phoneme"), ("rank", "--target phoneme"), ("naps", "--by phoneme")):
+        assert f"neurolake {verb} --lake {lake_url} --run z {args}" in html
+
+    browser = _browser()
+    if browser is None:
+        if os.environ.get("NEUROLAKE_REQUIRE_BROWSER"):
+            pytest.fail("NEUROLAKE_REQUIRE_BROWSER is set but no chromium is installed")
+        pytest.skip("no chromium on this machine (apt-get install chromium): the page was checked without a browser")
+    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
+    url = (out / "index.html").resolve().as_uri()
+    dumped = subprocess.run(
+        [*flags, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    assert f'data-images="{len(page.images)}/{len(page.images)}"' in dumped.stdout  # every image decoded
+    for key in page.sections:
+        assert f'<section id="{key}">' in dumped.stdout
+    console = [line for line in dumped.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == []
+    shot = tmp_path / "page.png"
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", "--window-size=1280,3000", "--virtual-time-budget=10000", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (3000, 1280) and np.std(pixels) > 0.05
