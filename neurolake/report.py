@@ -289,8 +289,30 @@ def section_findings(ctx: _Context) -> Section | None:
         for c in by_ablation.values()
         if c.get("ablated") and c.get("base")
     }
+    layer_order = {name: i for i, name in enumerate(ctx.run.layer_names)}
+    blocks: dict[str, dict[str, Any]] = {}
+    for b in ctx.sql(
+        "SELECT finding, layer, count(*) AS n, any_value(active_share) AS active, any_value(ablation_id) AS ablation "
+        "FROM blocks WHERE run_id = ? GROUP BY finding, layer, block_id"
+    ).to_pylist():
+        entry = blocks.setdefault(b["finding"], {"layers": {}, "active": b["active"], "ablation": b["ablation"]})
+        entry["layers"][b["layer"]] = b["n"]
     rows, effects = [], []
     for f in findings:
+        block = blocks.get(f"{f['scan_id']}/{f['finding_id']}")
+        block_text = ""
+        if block:
+            block_text = (
+                " -> ".join(
+                    f"{layer} ({n})"
+                    for layer, n in sorted(block["layers"].items(), key=lambda kv: layer_order.get(kv[0], 0))
+                )
+                + f"; active on {block['active']:.0%} of the slice"
+            )
+            ablated = by_ablation.get(block["ablation"] or "", {})
+            if ablated.get("ablated") and ablated.get("base") and ablated["base"][0]["slice_frames"]:
+                base = ablated["base"][0]["slice_frames"]
+                block_text += f"; zeroed: {(ablated['ablated'][0]['slice_frames'] - base) / base:+.0%} slice frames"
         found = of_finding.get((f["target"], tuple(sorted(f["items"]))), {})
         effect = ""
         if found.get("ablated") and found.get("base"):
@@ -312,17 +334,30 @@ def section_findings(ctx: _Context) -> Section | None:
                 f["effect"],
                 f"{f['p_value']:.2g}",
                 effect,
+                block_text,
             )
         )
     section = Section(
         "findings",
         "Failure slices found by the scan",
         _table(
-            ("finding", "kind", "slice", "units", "in slice", "in background", "effect", "p (Holm)", "ablation"),
+            (
+                "finding",
+                "kind",
+                "slice",
+                "units",
+                "in slice",
+                "in background",
+                "effect",
+                "p (Holm)",
+                "ablation",
+                "block across layers",
+            ),
             rows,
             "findings",
         )
-        + f"<p class=cmd>{html.escape(ctx.cmd('scan'))}</p>",
+        + f"<p class=cmd>{html.escape(ctx.cmd('scan'))}; blocks: neurolake blocks --lake {html.escape(ctx.lake_arg)} "
+        "--finding SCAN_ID/FINDING_ID</p>",
     )
     if effects:
         plt = pyplot()

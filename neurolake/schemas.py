@@ -261,6 +261,27 @@ PROBES = pa.schema(
     ]
 )
 
+#: Blocks (``neurolake blocks``): a finding's units connected across layers, one row per unit
+#: (``seed``: one of the finding's own units; ``score``: attribution down or activation drop up),
+#: with the block's activity over the slice and the ablation of the whole block.
+BLOCKS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("block_id", pa.string()),
+        ("finding", pa.string()),  # SCAN_ID/FINDING_ID
+        ("slice", pa.string()),
+        ("layer", pa.string()),
+        ("unit", pa.int64()),
+        ("seed", pa.bool_()),
+        ("score", pa.float64()),
+        ("layer_share", pa.float64()),
+        ("active_share", pa.float64()),
+        ("n_frames", pa.int64()),
+        ("n_utterances", pa.int64()),
+        ("ablation_id", pa.string()),
+    ]
+)
+
 #: Neuron rankings (``neurolake rank``): per layer, ranking method and class (NULL: over all
 #: classes), every unit's rank (1 = carries the target most) and score; ``cluster`` groups
 #: redundant units (correlated at ``|r| >=`` the ranking's threshold, average linkage), and

@@ -28,6 +28,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
@@ -36,7 +37,11 @@ from neurolake.errors import SpecError
 from neurolake.introspect.ablation import AblationResult, ablate, parse_units, run_model, slice_frames
 from neurolake.introspect.scan import get_finding
 from neurolake.models import ModelAdapter, UnitEdit
+from neurolake.query.fingerprint import commits_fingerprint
+from neurolake.schemas import BLOCKS
 from neurolake.store import Lake
+from neurolake.store.derived import list_derived
+from neurolake.store.tables import decode_parquet, encode_parquet
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,8 @@ class Block:
     n_utterances: int
     ablation: AblationResult | None = None
     seeds: dict[str, list[int]] = field(default_factory=dict)
+    block_id: str = ""
+    reused: bool = False
 
     @property
     def layers(self) -> list[str]:
@@ -108,6 +115,24 @@ def blocks(
     run = lake.run(run_id)
     seeds = parse_units(list(row["items"]), run)
     adapter = run_model(run, adapter)
+    spec = {
+        "run_id": run_id,
+        "finding": finding,
+        "items": list(row["items"]),
+        "slice": str(row["target"]),
+        "depth": depth,
+        "per_layer": per_layer,
+        "z": z,
+        "max_utterances": max_utterances,
+        "controls": controls,
+        "seed": seed,
+        "with_ablation": with_ablation,
+        "weights_sha256": adapter.spec.get("weights_sha256"),
+        "commits": commits_fingerprint(run),
+    }
+    derived = run.derived("blocks", spec)
+    if derived.complete:
+        return _from_table(decode_parquet(derived.read_bytes("block.parquet")), lake, adapter)
     # The captured layers in the model's order, without the output layer (token scores).
     module_order = {name: i for i, (name, _) in enumerate(adapter.module.named_modules())}
     layers = sorted(run.layer_names, key=lambda name: module_order.get(name, len(module_order)))
@@ -190,4 +215,71 @@ def blocks(
             seed=seed,
             adapter=adapter,
         )
+    block.block_id = derived.spec_hash
+    derived.write_bytes(encode_parquet(_table(block)), "block.parquet")
+    derived.commit()
+    return block
+
+
+def _table(block: Block) -> pa.Table:
+    """The ``blocks`` view's rows of ``block``."""
+    rows = []
+    for layer, idx in block.units.items():
+        seeds = set(block.seeds.get(layer, []))
+        for unit, score in zip(idx, block.scores[layer], strict=True):
+            rows.append(
+                {
+                    "run_id": block.run_id,
+                    "block_id": block.block_id,
+                    "finding": block.finding,
+                    "slice": block.slice,
+                    "layer": layer,
+                    "unit": unit,
+                    "seed": unit in seeds,
+                    "score": None if np.isnan(score) else score,
+                    "layer_share": block.layer_share[layer],
+                    "active_share": block.active_share,
+                    "n_frames": block.n_frames,
+                    "n_utterances": block.n_utterances,
+                    "ablation_id": block.ablation.ablation_id if block.ablation else None,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=BLOCKS)
+
+
+def _from_table(table: pa.Table, lake: Lake, adapter: ModelAdapter) -> Block:
+    """A stored block, its ablation read back from the ``ablations`` it was stored with."""
+    rows = table.to_pylist()
+    first = rows[0]
+    units: dict[str, list[int]] = {}
+    scores: dict[str, list[float]] = {}
+    seeds: dict[str, list[int]] = {}
+    for r in rows:
+        units.setdefault(r["layer"], []).append(r["unit"])
+        scores.setdefault(r["layer"], []).append(float("nan") if r["score"] is None else r["score"])
+        if r["seed"]:
+            seeds.setdefault(r["layer"], []).append(r["unit"])
+    block = Block(
+        run_id=first["run_id"],
+        finding=first["finding"],
+        slice=first["slice"],
+        units=units,
+        scores=scores,
+        active_share=first["active_share"],
+        layer_share={r["layer"]: r["layer_share"] for r in rows},
+        n_frames=first["n_frames"],
+        n_utterances=first["n_utterances"],
+        seeds=seeds,
+        block_id=str(first["block_id"]),
+    )
+    if first["ablation_id"]:
+        run = lake.run(block.run_id)
+        ablations = [
+            d for d in list_derived(run.loc.child("derived"), "ablations") if d.spec_hash == first["ablation_id"]
+        ]
+        if ablations:
+            block.ablation = AblationResult.from_table(
+                decode_parquet(ablations[0].read_bytes("ablation.parquet")), list(ablations[0].spec["utterances"])
+            )
+    block.reused = True
     return block

@@ -55,6 +55,7 @@ VIEWS = (
     "probes",
     "neuron_rankings",
     "ranking_curves",
+    "blocks",
 )
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -218,7 +219,7 @@ class QueryEngine:
 
         neuron_files, group_files, group_rows, pattern_files, ablation_files = [], [], [], [], []
         finding_files, slice_files, nap_files, probe_files = [], [], [], []
-        ranking_files, curve_files = [], []
+        ranking_files, curve_files, block_files = [], [], []
         for run in runs:
             base = run.loc.child("derived")
             current = commits_fingerprint(run)
@@ -237,6 +238,8 @@ class QueryEngine:
                 nap_files.append(self._url(run, f"derived/naps/{d.spec_hash}/naps.parquet"))
             for d in list_derived(base, "probes"):
                 probe_files.append(self._url(run, f"derived/probes/{d.spec_hash}/probes.parquet"))
+            for d in list_derived(base, "blocks"):
+                block_files.append(self._url(run, f"derived/blocks/{d.spec_hash}/block.parquet"))
             for d in list_derived(base, "rankings"):
                 ranking_files.append(self._url(run, f"derived/rankings/{d.spec_hash}/rankings.parquet"))
                 curve_files.append(self._url(run, f"derived/rankings/{d.spec_hash}/curves.parquet"))
@@ -255,6 +258,7 @@ class QueryEngine:
             + probe_files
             + ranking_files
             + curve_files
+            + block_files
         )
         self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)
@@ -265,6 +269,7 @@ class QueryEngine:
         self._parquet_view(con, "naps", nap_files, schemas.NAPS)
         self._parquet_view(con, "probes", probe_files, schemas.PROBES)
         self._parquet_view(con, "neuron_rankings", ranking_files, schemas.NEURON_RANKINGS)
+        self._parquet_view(con, "blocks", block_files, schemas.BLOCKS)
         self._parquet_view(con, "ranking_curves", curve_files, schemas.RANKING_CURVES)
         con.register("_nl_groups", pa.Table.from_pylist(group_rows, schema=schemas.GROUPS))
         con.execute("CREATE VIEW groups AS SELECT * FROM _nl_groups")

@@ -80,6 +80,7 @@ def _browser() -> str | None:
 def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_lake, tmp_path):
     from neurolake.cli import main
     from neurolake.introspect.ablation import ablate
+    from neurolake.introspect.blocks import blocks
     from neurolake.introspect.naps import naps
     from neurolake.introspect.probe import probe
     from neurolake.introspect.ranking import rank_neurons
@@ -88,6 +89,7 @@ def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_
     found = scan(scanned_lake, "z", progress=False).findings.to_pylist()
     first = found[0]
     ablate(scanned_lake, "z", first["items"], slice=first["target"], controls=2, max_utterances=6)
+    blocks(scanned_lake, f"{first['scan_id']}/1", controls=2, with_ablation=False)
     probe(scanned_lake, "z", "phoneme", layers=["conv6", "conv7"], min_per_class=5, progress=False)
     naps(scanned_lake, "z", by="phoneme", layers=["conv7"], progress=False)
     rank_neurons(scanned_lake, "z", "phoneme", layers=["conv7"], max_frames=1500, draws=1, min_per_class=5)
@@ -104,7 +106,8 @@ def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_
     html = (out / "index.html").read_text()
     # the first finding shows its own ablation, a finding with other units none
     rows = re.findall(r"<tr><td>[0-9a-f]+/(\d+)</td>(.*?)</tr>", html)
-    assert rows[0][0] == "1" and "slice frames" in rows[0][1]
+    assert rows[0][0] == "1" and "slice frames" in rows[0][1] and "conv7 (" in rows[0][1]
+    assert "of the slice" in rows[0][1]  # its block across layers
     assert all("slice frames" not in r[1] for r in rows[1:])
     for verb, args in (("probe", "--target phoneme"), ("rank", "--target phoneme"), ("naps", "--by phoneme")):
         assert f"neurolake {verb} --lake {lake_url} --run z {args}" in html

@@ -211,6 +211,23 @@ def test_the_block_reaches_down_to_the_planted_drivers_and_not_in_a_model_withou
     assert block.ablation.ablated.slice_frames == 0
     assert all(c.slice_frames >= 0.8 * block.ablation.base.slice_frames for c in block.ablation.controls)
     assert 0 < block.layer_share["conv7"] <= 1 and 0 <= block.active_share <= block.layer_share["conv6"]
+    # Stored: asked again, it is read back whole, and the blocks view holds it.
+    again = blocks(scanned_lake, block.finding, controls=2)
+    assert again.reused and not block.reused and again.block_id == block.block_id
+    assert again.units == block.units and again.seeds == block.seeds and again.active_share == block.active_share
+    np.testing.assert_array_equal(again.scores["conv6"], block.scores["conv6"])
+    assert again.ablation is not None and again.ablation.ablated.slice_frames == 0
+    assert [c.slice_frames for c in again.ablation.controls] == [c.slice_frames for c in block.ablation.controls]
+    with QueryEngine(scanned_lake) as q:
+        rows = q.sql(
+            "SELECT layer, count(*) AS n, count(*) FILTER (WHERE seed) AS seeds FROM blocks WHERE block_id = ? "
+            "GROUP BY 1 ORDER BY 1",
+            [block.block_id],
+        ).to_pylist()
+    assert rows == [
+        {"layer": layer, "n": len(block.units[layer]), "seeds": len(block.seeds.get(layer, []))}
+        for layer in ("conv6", "conv7")
+    ]
 
 
 @pytest.mark.slow
