@@ -118,6 +118,19 @@ class AblationResult:
     reused: bool = False
     slice: str | None = None
 
+    def _repr_html_(self) -> str:
+        from neurolake.notebook import card, html_table
+
+        facts = [
+            ("run", self.run_id),
+            ("units", ", ".join(self.units)),
+            ("mode", self.mode),
+            ("utterances", len(self.utterances)),
+            ("slice", self.slice or "none"),
+        ]
+        columns = ["condition", "draw", "cer", "wer", "cer_change", "slice_frames"]
+        return card(f"ablation {self.ablation_id}", facts, html_table(self.table(), columns=columns))
+
     def table(self) -> pa.Table:
         """One row per condition, in the ``ablations`` view's schema."""
         conditions = [("base", 0, [], self.base), ("ablated", 0, self.units, self.ablated)]

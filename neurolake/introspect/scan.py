@@ -94,6 +94,19 @@ class ScanResult:
     seconds: float
     reused: bool
 
+    def _repr_html_(self) -> str:
+        from neurolake.notebook import card, html_table
+
+        facts = [
+            ("run", self.run_id),
+            ("error frames", f"{self.n_error_frames:,}"),
+            ("slices", f"{self.slices.num_rows:,}"),
+            ("tests (Holm over all)", f"{self.n_tests:,}"),
+            ("findings", f"{self.findings.num_rows:,}"),
+        ]
+        columns = ["finding_id", "kind", "slice", "items", "support_target", "n_target", "excess_frames", "p_value"]
+        return card(f"scan {self.scan_id}", facts, html_table(self.findings, columns=columns))
+
 
 def _lit(value: object) -> str:
     """An SQL literal of a string or number."""

@@ -64,6 +64,22 @@ class MiningResult:
     reused: bool
     details: dict = field(default_factory=dict)  # algorithm figures, e.g. DiffNorm's L%
 
+    def _repr_html_(self) -> str:
+        from neurolake.notebook import card, html_table
+
+        facts = [
+            ("run", self.run_id),
+            (
+                "target / background",
+                f"{self.target} ({self.n_target:,} frames) / {self.background} ({self.n_background:,})",
+            ),
+            ("items", f"{self.n_items:,}"),
+            ("patterns", f"{self.patterns.num_rows:,}"),
+            ("seconds", f"{self.seconds:.1f}" + (" (reused)" if self.reused else "")),
+        ]
+        columns = ["pattern_id", "items", "support_target", "support_background", "relative_risk", "p_value"]
+        return card(f"mining {self.mining_id}", facts, html_table(self.patterns, columns=columns))
+
 
 def items_for(run: Run, layers: Sequence[str]) -> list[str]:
     return [f"{layer}:{unit}" for layer in layers for unit in range(run.layer(layer).units)]

@@ -39,6 +39,17 @@ class Group:
     created_at: str
     derived: Derived
 
+    def _repr_html_(self) -> str:
+        from neurolake.notebook import card
+
+        facts = [
+            ("run", self.run_id),
+            ("where", self.predicate),
+            ("frames", f"{self.n_frames:,}"),
+            ("created", self.created_at),
+        ]
+        return card(f"group {self.name}", facts)
+
     def frame_ids(self) -> np.ndarray:
         """The group's frame ids, ascending. ``[n_frames] int64``"""
         table = decode_parquet(self.derived.read_bytes("frames.parquet"))

@@ -127,6 +127,25 @@ class Run:
         self._shards_seen: dict[str, set[int]] = {}
         self._markers: dict[str, CommitMarker] = {}
 
+    def _repr_html_(self) -> str:
+        import html
+
+        info = self.info()
+        facts = [
+            ("status", f"{info.status} ({info.parts_committed}/{info.parts_total} parts)"),
+            ("model", info.model),
+            ("corpus", info.corpus),
+            ("utterances", f"{info.n_utterances:,}"),
+            ("frames", f"{info.frames_committed:,} of {info.n_frames:,}"),
+            ("layers", ", ".join(f"{layer.name} ({layer.units})" for layer in self.layers)),
+            ("created", info.created_at),
+        ]
+        rows = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in facts
+        )
+        return f"<div><b>run {html.escape(self.run_id)}</b><table>{rows}</table></div>"
+
     # ------------------------------------------------------------ creation / loading
 
     @classmethod

@@ -142,3 +142,44 @@ def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_
 
     pixels = imread(shot)
     assert pixels.shape[:2] == (3000, 1280) and np.std(pixels) > 0.05
+
+
+def test_notebook_summaries_and_the_whole_api_from_one_import(tmp_path):
+    import neurolake
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    nl = neurolake.open(str(tmp_path / "lake"))
+    assert nl.runs().column("run_id").to_pylist() == ["r1"]
+    assert "run r1" in nl.run("r1")._repr_html_() and "complete" in nl.run("r1")._repr_html_()
+    group = nl.group("odd", "r1", "frame_index % 2 = 1")
+    assert nl.group("odd").n_frames == group.n_frames > 0
+    assert "frame_index % 2 = 1" in group._repr_html_() and f"{group.n_frames:,}" in group._repr_html_()
+    html = nl._repr_html_()
+    assert "r1" in html and "<table>" in html
+    assert nl.sql("SELECT count(*) AS n FROM frames WHERE run_id = ?", ["r1"]).column("n")[0].as_py() == sum(
+        u.n_frames for part in run.plan.parts for u in part.utterances
+    )
+
+
+@pytest.mark.slow
+def test_the_example_notebook_runs_from_a_lake_to_a_finding_and_its_map(scanned_lake, tmp_path, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    notebook = nbformat.read(Path(__file__).parents[2] / "docs" / "examples" / "lake-to-finding.ipynb", as_version=4)
+    monkeypatch.setenv("NEUROLAKE_LAKE", str(scanned_lake.loc.url))
+    monkeypatch.setenv("NEUROLAKE_RUN", "z")
+    repo = str(Path(__file__).parents[2])  # the kernel imports the faulty model from the tests
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH")) if p))
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = [cell.get("outputs", []) for cell in notebook.cells if cell.cell_type == "code"]
+    assert not [o for cell in outputs for o in cell if o.output_type == "error"]
+    html = ["".join(o["data"].get("text/html", "")) for cell in outputs for o in cell if "data" in o]
+    assert "run z" in html[1] and "<b>scan " in html[3] and "<b>ablation " in html[4]
+    assert "image/png" in outputs[-1][0]["data"]  # the map, with the finding's units circled
+    assert (tmp_path / "maps").is_dir()
