@@ -297,10 +297,21 @@ def cmd_topomap(args: argparse.Namespace) -> int:
     print(f"topographic maps of {args.layer} ({maps[0].units.size} responding units, {len(maps[0].groups)} groups):")
     print(
         format_table(
-            ("layout", "smoothness (lower is smoother)", "seconds", "figure"),
-            [(m.method, f"{m.smoothness:.3f}", f"{m.seconds:.2f}", m.figure or "-") for m in maps],
+            ("layout", "topomap_id", "smoothness (lower is smoother)", "seconds", "figure"),
+            [
+                (
+                    m.method,
+                    m.topomap_id,
+                    f"{m.smoothness:.3f}",
+                    f"{m.seconds:.2f}" + (" (reused)" if m.reused else ""),
+                    m.figure or "-",
+                )
+                for m in maps
+            ],
         )
     )
+    ids = ", ".join(f"'{m.topomap_id}'" for m in maps)
+    print(f'unit positions: neurolake sql "SELECT * FROM topomaps WHERE topomap_id IN ({ids})"')
     return 0
 
 

@@ -239,6 +239,24 @@ NAPS = pa.schema(
     ]
 )
 
+#: Topographic map layouts (``neurolake topomap``): one row per unit kept and layout, its position
+#: in the unit square, with the layout's smoothness (mean over the groups' maps, lower is smoother)
+#: and runtime; ``nap_id`` names the NAPs the units were laid out by.
+TOPOMAPS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("topomap_id", pa.string()),
+        ("nap_id", pa.string()),
+        ("layer", pa.string()),
+        ("method", pa.string()),
+        ("unit", pa.int64()),
+        ("x", pa.float64()),
+        ("y", pa.float64()),
+        ("smoothness", pa.float64()),
+        ("seconds", pa.float64()),
+    ]
+)
+
 #: Linear probes (``neurolake probe``): one row per layer and target, test metrics on a
 #: speaker-disjoint split, the majority baseline and the control task's accuracy.
 PROBES = pa.schema(

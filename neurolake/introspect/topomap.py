@@ -14,6 +14,9 @@ in it, empty cells filled by normalised Gaussian smoothing, one colour scale sha
 group's map. Smoothness, as ANN-topomaps measures it, is the mean squared difference between a
 rendered map and its blurred copy plus that against a copy downscaled by 4 and scaled back,
 over the map's variance: lower is smoother, a random layout scores high.
+
+Layouts are derived data of the run (``topomaps``, and the ``topomaps`` view: one row per unit
+and layout with its position): the same request reads them back instead of laying out again.
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 from neurolake.errors import SpecError
+from neurolake.schemas import TOPOMAPS
+from neurolake.store.tables import decode_parquet, encode_parquet
 
 __all__ = ["METHODS", "MIN_UNITS", "TopoMap", "layout", "render", "smoothness", "topomap", "unit_features"]
 
@@ -129,7 +135,11 @@ def smoothness(image: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class TopoMap:
-    """One layout of one layer: ``units`` kept, their ``positions``, one map per group."""
+    """One layout of one layer: ``units`` kept, their ``positions``, one map per group.
+
+    ``topomap_id`` names the stored layout (derived data ``topomaps``, the ``topomaps`` view);
+    ``reused`` says it was read back rather than computed, ``seconds`` is the layout's runtime
+    when it was computed."""
 
     layer: str
     method: str
@@ -139,6 +149,9 @@ class TopoMap:
     maps: np.ndarray  # [groups, size, size]
     smoothness: float  # mean over the groups' maps
     seconds: float
+    topomap_id: str
+    nap_id: str
+    reused: bool
     figure: str | None = None
 
 
@@ -158,31 +171,102 @@ def topomap(
 ) -> list[TopoMap]:
     """Topographic maps of ``layer`` over the groups' NAPs, one per layout method; with
     ``out_dir`` one PNG per method (a panel per group, one shared colour scale), the units
-    ``mark`` (say, a finding's) circled where they sit."""
+    ``mark`` (say, a finding's) circled where they sit.
+
+    Each layout is derived data ``topomaps`` keyed by the NAPs it lays out (their id names the
+    groups and the run's commits), the method, map size and seed: asked again, it is read back,
+    not computed."""
     from neurolake.introspect.naps import naps
+    from neurolake.query.fingerprint import commits_fingerprint
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise SpecError(f"unknown layout {unknown[0]!r}; use some of {', '.join(METHODS)}")
+    if size < 4:
+        raise SpecError(f"--size must be at least 4 cells, got {size}")
     result = naps(lake, run_id, groups=groups, by=by, layers=[layer], progress=progress)
     profiles = result.mean[layer][:, 0]  # [groups, units]
     if profiles.shape[0] < 2:
         raise SpecError("a topographic map compares at least 2 groups")
     kept, features = unit_features(profiles)
+    run = lake.run(run_id)
+    commits = commits_fingerprint(run)
     out = []
     for method in methods:
-        t0 = time.perf_counter()
-        positions = layout(features, method, seed)
-        seconds = time.perf_counter() - t0
-        maps = np.stack([render(positions, profiles[g, kept], size) for g in range(profiles.shape[0])])
-        score = float(np.mean([smoothness(m) for m in maps]))
+        spec = {
+            "run_id": run_id,
+            "layer": layer,
+            "nap_id": result.nap_id,
+            "method": method,
+            "size": size,
+            "seed": seed,
+            "commits": commits,
+        }
+        derived = run.derived("topomaps", spec)
+        reused = derived.complete
+        if reused:
+            stored = decode_parquet(derived.read_bytes("topomap.parquet"))
+            units = stored.column("unit").to_numpy()
+            positions = np.column_stack([stored.column("x").to_numpy(), stored.column("y").to_numpy()])
+            seconds = float(stored.column("seconds")[0].as_py())
+            score = float(stored.column("smoothness")[0].as_py())
+            maps = _maps(positions, profiles[:, units], size)
+        else:
+            units = kept
+            t0 = time.perf_counter()
+            positions = layout(features, method, seed)
+            seconds = time.perf_counter() - t0
+            maps = _maps(positions, profiles[:, units], size)
+            score = float(np.mean([smoothness(m) for m in maps]))
+            table = _table(run_id, derived.spec_hash, result.nap_id, layer, method, units, positions, score, seconds)
+            derived.write_bytes(encode_parquet(table), "topomap.parquet")
+            derived.commit()
         figure = None
         if out_dir is not None:
-            marked = positions[np.isin(kept, list(mark))] * size - 0.5
+            marked = positions[np.isin(units, list(mark))] * size - 0.5
             path = Path(out_dir) / f"topomap-{layer}-{method}.png"
             figure = str(_render_maps(maps, result.groups, path, layer, method, marked))
-        out.append(TopoMap(layer, method, list(result.groups), kept, positions, maps, score, seconds, figure))
+        out.append(
+            TopoMap(
+                layer,
+                method,
+                list(result.groups),
+                units,
+                positions,
+                maps,
+                score,
+                seconds,
+                derived.spec_hash,
+                result.nap_id,
+                reused,
+                figure,
+            )
+        )
     return out
+
+
+def _maps(positions: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+    """``[groups, size, size]``: one map per row of ``values`` ``[groups, units]``."""
+    return np.stack([render(positions, row, size) for row in values])
+
+
+def _table(run_id, topomap_id, nap_id, layer, method, units, positions, score, seconds) -> pa.Table:
+    n = units.size
+    return pa.table(
+        {
+            "run_id": pa.array([run_id] * n, pa.string()),
+            "topomap_id": pa.array([topomap_id] * n, pa.string()),
+            "nap_id": pa.array([nap_id] * n, pa.string()),
+            "layer": pa.array([layer] * n, pa.string()),
+            "method": pa.array([method] * n, pa.string()),
+            "unit": pa.array(units, pa.int64()),
+            "x": pa.array(positions[:, 0], pa.float64()),
+            "y": pa.array(positions[:, 1], pa.float64()),
+            "smoothness": pa.array([score] * n, pa.float64()),
+            "seconds": pa.array([seconds] * n, pa.float64()),
+        },
+        schema=TOPOMAPS,
+    )
 
 
 def _render_maps(

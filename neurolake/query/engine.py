@@ -53,6 +53,7 @@ VIEWS = (
     "slices",
     "naps",
     "probes",
+    "topomaps",
 )
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -215,7 +216,7 @@ class QueryEngine:
             self._files += files
 
         neuron_files, group_files, group_rows, pattern_files, ablation_files = [], [], [], [], []
-        finding_files, slice_files, nap_files, probe_files = [], [], [], []
+        finding_files, slice_files, nap_files, probe_files, topomap_files = [], [], [], [], []
         for run in runs:
             base = run.loc.child("derived")
             current = commits_fingerprint(run)
@@ -234,6 +235,8 @@ class QueryEngine:
                 nap_files.append(self._url(run, f"derived/naps/{d.spec_hash}/naps.parquet"))
             for d in list_derived(base, "probes"):
                 probe_files.append(self._url(run, f"derived/probes/{d.spec_hash}/probes.parquet"))
+            for d in list_derived(base, "topomaps"):
+                topomap_files.append(self._url(run, f"derived/topomaps/{d.spec_hash}/topomap.parquet"))
         by_id = {run.run_id: run for run in runs}
         for run_id, d in visible_groups(self.lake, runs):  # the group each name points at
             group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
@@ -247,6 +250,7 @@ class QueryEngine:
             + slice_files
             + nap_files
             + probe_files
+            + topomap_files
         )
         self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)
@@ -256,6 +260,7 @@ class QueryEngine:
         self._parquet_view(con, "slices", slice_files, schemas.SLICES)
         self._parquet_view(con, "naps", nap_files, schemas.NAPS)
         self._parquet_view(con, "probes", probe_files, schemas.PROBES)
+        self._parquet_view(con, "topomaps", topomap_files, schemas.TOPOMAPS)
         con.register("_nl_groups", pa.Table.from_pylist(group_rows, schema=schemas.GROUPS))
         con.execute("CREATE VIEW groups AS SELECT * FROM _nl_groups")
 

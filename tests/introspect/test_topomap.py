@@ -107,3 +107,44 @@ def test_topomap_of_a_stored_run_and_the_cli(tmp_path, capsys):
         == 2
     )
     assert "unknown layout 'mds'" in capsys.readouterr().err
+
+
+def test_layouts_are_stored_reused_and_queryable(tmp_path):
+    from neurolake.query.engine import QueryEngine
+    from neurolake.store import Lake
+    from tests.store.partdata import create_run, write_part
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    first = topomap(lake, "r1", "enc.conv1", by="speaker_id", methods=("pca", "som"), size=8, seed=3)
+    again = topomap(lake, "r1", "enc.conv1", by="speaker_id", methods=("pca", "som"), size=8, seed=3)
+    assert [m.reused for m in first] == [False, False] and [m.reused for m in again] == [True, True]
+    for a, b in zip(first, again, strict=True):
+        assert a.topomap_id == b.topomap_id and a.nap_id == b.nap_id and a.seconds == b.seconds
+        np.testing.assert_array_equal(a.units, b.units)
+        np.testing.assert_array_equal(a.positions, b.positions)
+        np.testing.assert_array_equal(a.maps, b.maps)
+        assert a.smoothness == b.smoothness
+    other_seed = topomap(lake, "r1", "enc.conv1", by="speaker_id", methods=("som",), size=8, seed=4)[0]
+    assert not other_seed.reused and other_seed.topomap_id != first[1].topomap_id
+    with QueryEngine(lake) as q:
+        rows = q.sql(
+            "SELECT layer, method, unit, x, y, smoothness, seconds, nap_id FROM topomaps "
+            "WHERE run_id = 'r1' AND topomap_id = ? ORDER BY unit",
+            [first[1].topomap_id],
+        ).to_pydict()
+        n_layouts = q.sql("SELECT count(DISTINCT topomap_id) AS n FROM topomaps").column("n")[0].as_py()
+    som = first[1]
+    order = np.argsort(som.units)
+    assert rows["unit"] == som.units[order].tolist() and set(rows["method"]) == {"som"}
+    np.testing.assert_array_equal(np.column_stack([rows["x"], rows["y"]]), som.positions[order])
+    assert set(rows["smoothness"]) == {som.smoothness} and set(rows["seconds"]) == {som.seconds}
+    assert set(rows["layer"]) == {"enc.conv1"} and set(rows["nap_id"]) == {som.nap_id}
+    assert n_layouts == 3
+    # a run that grows gets new layouts: the spec holds its commits
+    write_part(run, run.plan.parts[-1].part_id)  # rewriting the same bytes keeps the commits
+    assert topomap(lake, "r1", "enc.conv1", by="speaker_id", methods=("pca",), size=8, seed=3)[0].reused
+    with pytest.raises(SpecError, match="at least 4 cells"):
+        topomap(lake, "r1", "enc.conv1", by="speaker_id", methods=("pca",), size=2)
