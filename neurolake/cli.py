@@ -293,6 +293,7 @@ def cmd_topomap(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=args.out,
         mark=mark,
+        refine=args.refine,
     )
     print(f"topographic maps of {args.layer} ({maps[0].units.size} responding units, {len(maps[0].groups)} groups):")
     print(
@@ -300,7 +301,7 @@ def cmd_topomap(args: argparse.Namespace) -> int:
             ("layout", "topomap_id", "smoothness (lower is smoother)", "seconds", "figure"),
             [
                 (
-                    m.method,
+                    m.method + (f" + {m.refine}" if m.refine else ""),
                     m.topomap_id,
                     f"{m.smoothness:.3f}",
                     f"{m.seconds:.2f}" + (" (reused)" if m.reused else ""),
@@ -841,6 +842,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="write one PNG per layout (a panel per group) here")
     p.add_argument("--finding", metavar="SCAN_ID/FINDING_ID", help="circle a scan finding's units of this layer")
+    p.add_argument(
+        "--refine",
+        metavar="pso",
+        help="refine every layout: pso (a particle swarm that smooths the maps, keeping neighbours alike)",
+    )
     p.set_defaults(func=cmd_topomap)
 
     p = sub.add_parser(

@@ -240,7 +240,7 @@ NAPS = pa.schema(
 )
 
 #: Topographic map layouts (``neurolake topomap``): one row per unit kept and layout, its position
-#: in the unit square, with the layout's smoothness (mean over the groups' maps, lower is smoother)
+#: in the unit square (after the refinement, if any), with the layout's smoothness (mean over the groups' maps, lower is smoother)
 #: and runtime; ``nap_id`` names the NAPs the units were laid out by.
 TOPOMAPS = pa.schema(
     [
@@ -249,6 +249,7 @@ TOPOMAPS = pa.schema(
         ("nap_id", pa.string()),
         ("layer", pa.string()),
         ("method", pa.string()),
+        ("refine", pa.string()),  # "pso", or null for the layout as made
         ("unit", pa.int64()),
         ("x", pa.float64()),
         ("y", pa.float64()),
