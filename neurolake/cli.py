@@ -230,6 +230,13 @@ def cmd_naps(args: argparse.Namespace) -> int:
             max_groups=args.max_groups,
         )
     print(format_naps(result, top=args.top))
+    if args.cluster is not None or args.cluster_threshold is not None:
+        from neurolake.introspect.clustering import cluster_naps
+        from neurolake.render import format_nap_clusters
+
+        clusters = cluster_naps(lake, result, k=args.cluster, threshold=args.cluster_threshold, metric=args.metric)
+        print()
+        print(format_nap_clusters(clusters))
     return 0
 
 
@@ -812,6 +819,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-groups", type=int, default=200, metavar="N", help="most values --by may have (default 200)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="most set-apart units shown per group (default 5)")
+    p.add_argument("--cluster", type=int, metavar="K", help="cluster the groups' profiles per layer into K clusters")
+    p.add_argument(
+        "--cluster-threshold", type=float, metavar="T", help="cluster the groups, cutting the tree at merge distance T"
+    )
+    p.add_argument(
+        "--metric", default="cosine", metavar="M", help="distance between profiles: cosine (default) or euclidean"
+    )
     p.set_defaults(func=cmd_naps)
 
     p = sub.add_parser(

@@ -239,9 +239,26 @@ NAPS = pa.schema(
     ]
 )
 
+#: Clusters of NAPs (``neurolake naps --cluster K``): per layer, each group's cluster (scipy
+#: ``fcluster`` of average linkage with optimal leaf ordering over its contrastive profile) and
+#: its place among the dendrogram's leaves.
+NAP_CLUSTERS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("clustering_id", pa.string()),
+        ("nap_id", pa.string()),
+        ("layer", pa.string()),
+        ("metric", pa.string()),  # "cosine" or "euclidean"
+        ("group", pa.string()),
+        ("cluster", pa.int64()),
+        ("leaf_order", pa.int64()),
+    ]
+)
+
 #: Topographic map layouts (``neurolake topomap``): one row per unit kept and layout, its position
-#: in the unit square (after the refinement, if any), with the layout's smoothness (mean over the groups' maps, lower is smoother)
-#: and runtime; ``nap_id`` names the NAPs the units were laid out by.
+#: in the unit square (after the refinement, if any), with the layout's smoothness (mean over the
+#: groups' maps, lower is smoother) and runtime; ``nap_id`` names the NAPs the units were laid
+#: out by.
 TOPOMAPS = pa.schema(
     [
         ("run_id", pa.string()),

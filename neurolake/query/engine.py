@@ -54,6 +54,7 @@ VIEWS = (
     "naps",
     "probes",
     "topomaps",
+    "nap_clusters",
 )
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -216,7 +217,7 @@ class QueryEngine:
             self._files += files
 
         neuron_files, group_files, group_rows, pattern_files, ablation_files = [], [], [], [], []
-        finding_files, slice_files, nap_files, probe_files, topomap_files = [], [], [], [], []
+        finding_files, slice_files, nap_files, probe_files, topomap_files, cluster_files = [], [], [], [], [], []
         for run in runs:
             base = run.loc.child("derived")
             current = commits_fingerprint(run)
@@ -237,6 +238,8 @@ class QueryEngine:
                 probe_files.append(self._url(run, f"derived/probes/{d.spec_hash}/probes.parquet"))
             for d in list_derived(base, "topomaps"):
                 topomap_files.append(self._url(run, f"derived/topomaps/{d.spec_hash}/topomap.parquet"))
+            for d in list_derived(base, "nap_clusters"):
+                cluster_files.append(self._url(run, f"derived/nap_clusters/{d.spec_hash}/clusters.parquet"))
         by_id = {run.run_id: run for run in runs}
         for run_id, d in visible_groups(self.lake, runs):  # the group each name points at
             group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
@@ -251,6 +254,7 @@ class QueryEngine:
             + nap_files
             + probe_files
             + topomap_files
+            + cluster_files
         )
         self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)
@@ -261,6 +265,7 @@ class QueryEngine:
         self._parquet_view(con, "naps", nap_files, schemas.NAPS)
         self._parquet_view(con, "probes", probe_files, schemas.PROBES)
         self._parquet_view(con, "topomaps", topomap_files, schemas.TOPOMAPS)
+        self._parquet_view(con, "nap_clusters", cluster_files, schemas.NAP_CLUSTERS)
         con.register("_nl_groups", pa.Table.from_pylist(group_rows, schema=schemas.GROUPS))
         con.execute("CREATE VIEW groups AS SELECT * FROM _nl_groups")
 
