@@ -121,6 +121,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         part_rows=args.part_rows,
         progress=None if not args.quiet else False,
         max_duration_s=args.max_duration,
+        relevance=True if args.relevance else None,
     )
     print(format_summary(summary))
     return 1 if summary.parts_failed else 0
@@ -645,6 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help=f"longest utterance ingested, in seconds; longer ones become errors rows "
         f"(default {DEFAULT_MAX_DURATION_S:g}: a model's memory grows with the audio)",
+    )
+    p.add_argument(
+        "--relevance",
+        action="store_true",
+        help="also store each output-grid layer's per-frame relevance (gradient x activation of the predicted "
+        "token), for GradNAPs without re-running the model",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the plan (utterances, hours, frames, parts, bytes) and stop"

@@ -287,9 +287,15 @@ def format_block(block: Block) -> str:
 def format_naps(result: NapResult, top: int = 5) -> str:
     """Per layer and group: frames averaged and the units most set apart (contrastive NAP)."""
     centre = result.offsets.index(0)
+    relevance = result.table.num_rows and result.table.column("measure")[0].as_py() == "relevance"
     lines = [
-        f"{'GradNAPs' if result.table.num_rows and result.table.column('measure')[0].as_py() == 'relevance' else 'NAPs'} "
+        f"{'GradNAPs' if relevance else 'NAPs'} "
         f"{result.nap_id} of run {result.run_id}: {len(result.groups)} groups x {len(result.mean)} layers"
+        + (
+            (" (relevance read from the lake)" if result.source == "lake" else " (relevance computed by the model now)")
+            if relevance
+            else ""
+        )
         + (f", offsets {result.offsets[0]}..{result.offsets[-1]}" if len(result.offsets) > 1 else "")
         + (" [reused]" if result.reused else f" in {result.seconds:.1f} s"),
     ]
