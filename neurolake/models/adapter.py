@@ -433,15 +433,18 @@ class ModelAdapter(abc.ABC):
             raise SpecError(f"{len(targets)} targets for an utterance of {n_frames} frames")
         modules = dict(self.module.named_modules())
         leaves: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
+        reached: list[bool] = []
 
         def leaf_hook(found: list[torch.Tensor]) -> Hook:
             def at_layer(module: nn.Module, inputs: Any, output: Any) -> Any:
                 tensor = _first_tensor(output)
                 if tensor is None:
                     return None
-                # The first layer reached becomes a leaf of the graph; later ones stay in it (a
-                # detached copy would cut the gradient on its way down to the earlier layers).
-                kept = tensor if tensor.requires_grad else tensor.detach().clone().requires_grad_(True)
+                # The first layer reached becomes a leaf: no backward pass goes below it. Later
+                # ones stay in the graph (a detached copy would cut the gradient on its way down
+                # to the earlier layers).
+                kept = tensor if reached else tensor.detach().clone().requires_grad_(True)
+                reached.append(True)
                 found.append(kept)
                 passed = kept.clone()  # what the network goes on with (an in-place op must not touch it)
                 return passed if isinstance(output, torch.Tensor) else (passed, *output[1:])
