@@ -423,7 +423,11 @@ class ModelAdapter(abc.ABC):
         """:meth:`relevance` of several layers at once: ``(targets, layer -> [frames, units]
         float64)``, from one forward and one backward pass per frame (each reaching every
         layer). Without ``targets``, each frame's target is the token this forward predicts
-        there (the argmax of its log-probabilities)."""
+        there (the argmax of its log-probabilities).
+
+        On the demo model (one torch thread, 150 frames, conv5 to conv7) this took 1.0-1.2 s
+        against 1.8-2.0 s for one layer at a time; a vmapped backward over 50 frames at once
+        (``is_grads_batched``) gave the same values in 1.8 s, so frames stay one per pass."""
         waveforms, lengths = self._checked_batch(waveform.reshape(1, -1), [int(waveform.numel())])
         for layer in layers:
             if layer not in self._geometries:
