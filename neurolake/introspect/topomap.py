@@ -303,8 +303,8 @@ def topomap(
     with :func:`refine_pso` (default :class:`Swarm` settings, seeded by ``seed``).
 
     Each layout is derived data ``topomaps`` keyed by the NAPs it lays out (their id names the
-    groups and the run's commits), the method, its refinement, map size and seed: asked again, it is read back,
-    not computed."""
+    groups and the run's commits), the method, its refinement, map size and seed: asked again,
+    it is read back, not computed."""
     from neurolake.introspect.naps import naps
     from neurolake.query.fingerprint import commits_fingerprint
 
@@ -352,7 +352,7 @@ def topomap(
                 positions = refine_pso(positions, profiles[:, units], features, size, seed=seed)
             seconds = time.perf_counter() - t0
             maps = _maps(positions, profiles[:, units], size)
-            score = float(np.mean([smoothness(m) for m in maps]))
+            score = float(smoothness_many(maps).mean())
             table = _table(
                 run_id, derived.spec_hash, result.nap_id, layer, method, refine, units, positions, score, seconds
             )
@@ -386,7 +386,7 @@ def topomap(
 
 def _maps(positions: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
     """``[groups, size, size]``: one map per row of ``values`` ``[groups, units]``."""
-    return np.stack([render(positions, row, size) for row in values])
+    return render_many(positions[None], values, size)[0]
 
 
 def _table(run_id, topomap_id, nap_id, layer, method, refine, units, positions, score, seconds) -> pa.Table:
