@@ -121,6 +121,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         part_rows=args.part_rows,
         progress=None if not args.quiet else False,
         max_duration_s=args.max_duration,
+        relevance=True if args.relevance else None,
     )
     print(format_summary(summary))
     return 1 if summary.parts_failed else 0
@@ -230,6 +231,13 @@ def cmd_naps(args: argparse.Namespace) -> int:
             max_groups=args.max_groups,
         )
     print(format_naps(result, top=args.top))
+    if args.cluster is not None or args.cluster_threshold is not None:
+        from neurolake.introspect.clustering import cluster_naps
+        from neurolake.render import format_nap_clusters
+
+        clusters = cluster_naps(lake, result, k=args.cluster, threshold=args.cluster_threshold, metric=args.metric)
+        print()
+        print(format_nap_clusters(clusters))
     return 0
 
 
@@ -293,14 +301,26 @@ def cmd_topomap(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=args.out,
         mark=mark,
+        refine=args.refine,
     )
     print(f"topographic maps of {args.layer} ({maps[0].units.size} responding units, {len(maps[0].groups)} groups):")
     print(
         format_table(
-            ("layout", "smoothness (lower is smoother)", "seconds", "figure"),
-            [(m.method, f"{m.smoothness:.3f}", f"{m.seconds:.2f}", m.figure or "-") for m in maps],
+            ("layout", "topomap_id", "smoothness (lower is smoother)", "seconds", "figure"),
+            [
+                (
+                    m.method + (f" + {m.refine}" if m.refine else ""),
+                    m.topomap_id,
+                    f"{m.smoothness:.3f}",
+                    f"{m.seconds:.2f}" + (" (reused)" if m.reused else ""),
+                    m.figure or "-",
+                )
+                for m in maps
+            ],
         )
     )
+    ids = ", ".join(f"'{m.topomap_id}'" for m in maps)
+    print(f'unit positions: neurolake sql "SELECT * FROM topomaps WHERE topomap_id IN ({ids})"')
     return 0
 
 
@@ -687,6 +707,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {DEFAULT_MAX_DURATION_S:g}: a model's memory grows with the audio)",
     )
     p.add_argument(
+        "--relevance",
+        action="store_true",
+        help="also store each output-grid layer's per-frame relevance (gradient x activation of the predicted "
+        "token), for GradNAPs without re-running the model",
+    )
+    p.add_argument(
         "--dry-run", action="store_true", help="print the plan (utterances, hours, frames, parts, bytes) and stop"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -859,6 +885,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-groups", type=int, default=200, metavar="N", help="most values --by may have (default 200)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="most set-apart units shown per group (default 5)")
+    p.add_argument("--cluster", type=int, metavar="K", help="cluster the groups' profiles per layer into K clusters")
+    p.add_argument(
+        "--cluster-threshold", type=float, metavar="T", help="cluster the groups, cutting the tree at merge distance T"
+    )
+    p.add_argument(
+        "--metric", default="cosine", metavar="M", help="distance between profiles: cosine (default) or euclidean"
+    )
     p.set_defaults(func=cmd_naps)
 
     p = sub.add_parser(
@@ -889,6 +922,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="write one PNG per layout (a panel per group) here")
     p.add_argument("--finding", metavar="SCAN_ID/FINDING_ID", help="circle a scan finding's units of this layer")
+    p.add_argument(
+        "--refine",
+        metavar="pso",
+        help="refine every layout: pso (a particle swarm that smooths the maps, keeping neighbours alike)",
+    )
     p.set_defaults(func=cmd_topomap)
 
     p = sub.add_parser(

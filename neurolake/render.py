@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from neurolake.ingest.planning import PlannedCorpus
     from neurolake.introspect.ablation import AblationResult
     from neurolake.introspect.blocks import Block
+    from neurolake.introspect.clustering import NapClusters
     from neurolake.introspect.naps import NapResult
     from neurolake.introspect.scan import ScanResult
     from neurolake.mining.mine import MiningResult
@@ -286,9 +287,15 @@ def format_block(block: Block) -> str:
 def format_naps(result: NapResult, top: int = 5) -> str:
     """Per layer and group: frames averaged and the units most set apart (contrastive NAP)."""
     centre = result.offsets.index(0)
+    relevance = result.table.num_rows and result.table.column("measure")[0].as_py() == "relevance"
     lines = [
-        f"{'GradNAPs' if result.table.num_rows and result.table.column('measure')[0].as_py() == 'relevance' else 'NAPs'} "
+        f"{'GradNAPs' if relevance else 'NAPs'} "
         f"{result.nap_id} of run {result.run_id}: {len(result.groups)} groups x {len(result.mean)} layers"
+        + (
+            (" (relevance read from the lake)" if result.source == "lake" else " (relevance computed by the model now)")
+            if relevance
+            else ""
+        )
         + (f", offsets {result.offsets[0]}..{result.offsets[-1]}" if len(result.offsets) > 1 else "")
         + (" [reused]" if result.reused else f" in {result.seconds:.1f} s"),
     ]
@@ -300,6 +307,32 @@ def format_naps(result: NapResult, top: int = 5) -> str:
             rows.append((name, int(result.counts[g, centre]), " ".join(f"{u} ({values[u]:+.2f})" for u in best)))
         lines += ["", f"{layer}:", format_table(("group", "frames", f"top {top} units (contrastive NAP)"), rows)]
     lines.append(f"\nall profiles: neurolake sql \"SELECT * FROM naps WHERE nap_id = '{result.nap_id}'\"")
+    return "\n".join(lines)
+
+
+def format_nap_clusters(clusters: NapClusters) -> str:
+    """Per layer, the clusters of groups, each listed in dendrogram order, clusters in the order
+    their first group comes."""
+    cut = (
+        f"{clusters.k} clusters"
+        if clusters.k is not None
+        else f"cut at {clusters.metric} distance {clusters.threshold:g}"
+    )
+    lines = [
+        f"clusters {clusters.clustering_id} of NAPs {clusters.nap_id} ({clusters.metric}, average linkage, {cut})"
+        + (" [reused]" if clusters.reused else "")
+    ]
+    rows = []
+    for layer in dict.fromkeys(clusters.table.column("layer").to_pylist()):
+        mine = sorted((r for r in clusters.table.to_pylist() if r["layer"] == layer), key=lambda r: r["leaf_order"])
+        members: dict[int, list[str]] = {}
+        for r in mine:
+            members.setdefault(r["cluster"], []).append(r["group"])
+        rows += [(layer, str(c), " ".join(groups)) for c, groups in members.items()]
+    lines.append(format_table(("layer", "cluster", "groups (dendrogram order)"), rows))
+    lines.append(
+        f"all assignments: neurolake sql \"SELECT * FROM nap_clusters WHERE clustering_id = '{clusters.clustering_id}'\""
+    )
     return "\n".join(lines)
 
 

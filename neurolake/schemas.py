@@ -239,6 +239,42 @@ NAPS = pa.schema(
     ]
 )
 
+#: Clusters of NAPs (``neurolake naps --cluster K``): per layer, each group's cluster (scipy
+#: ``fcluster`` of average linkage with optimal leaf ordering over its contrastive profile) and
+#: its place among the dendrogram's leaves.
+NAP_CLUSTERS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("clustering_id", pa.string()),
+        ("nap_id", pa.string()),
+        ("layer", pa.string()),
+        ("metric", pa.string()),  # "cosine" or "euclidean"
+        ("group", pa.string()),
+        ("cluster", pa.int64()),
+        ("leaf_order", pa.int64()),
+    ]
+)
+
+#: Topographic map layouts (``neurolake topomap``): one row per unit kept and layout, its position
+#: in the unit square (after the refinement, if any), with the layout's smoothness (mean over the
+#: groups' maps, lower is smoother) and runtime; ``nap_id`` names the NAPs the units were laid
+#: out by.
+TOPOMAPS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("topomap_id", pa.string()),
+        ("nap_id", pa.string()),
+        ("layer", pa.string()),
+        ("method", pa.string()),
+        ("refine", pa.string()),  # "pso", or null for the layout as made
+        ("unit", pa.int64()),
+        ("x", pa.float64()),
+        ("y", pa.float64()),
+        ("smoothness", pa.float64()),
+        ("seconds", pa.float64()),
+    ]
+)
+
 #: Linear probes (``neurolake probe``): one row per layer and target, test metrics on a
 #: speaker-disjoint split, the majority baseline and the control task's accuracy.
 PROBES = pa.schema(

@@ -143,6 +143,13 @@ class PartProcessor:
                     capture_dtype=self._capture_dtype,
                 )
 
+    def _relevance(self, audio: np.ndarray, layers: Sequence[str]) -> dict[str, np.ndarray]:
+        """Relevance of ``layers`` for one utterance, as :meth:`ModelAdapter.relevance` gives it for
+        the tokens the model predicts (one forward, one backward pass per frame)."""
+        with self._forward_lock:
+            _, found = self.adapter.relevances(torch.from_numpy(np.asarray(audio)).to(self.device), layers)
+        return {layer: values.numpy().astype(np.float32) for layer, values in found.items()}
+
     def process(
         self,
         part: Part,
@@ -169,6 +176,8 @@ class PartProcessor:
         tokens = self.adapter.tokens
         errors = list(extra_errors)
         acts: dict[str, dict[str, np.ndarray]] = {}  # utterance -> layer -> [frames, units]
+        relevance: dict[str, dict[str, np.ndarray]] = {}  # likewise, for the run's relevance layers
+        relevance_layers = [spec.name for spec in self.run.relevance_layers]
         utt_rows, frame_labels = {}, {}
         forward_s, padded_samples = 0.0, 0
         for d in decoded:
@@ -204,6 +213,8 @@ class PartProcessor:
                     )
                     continue
                 acts[d.utterance_id] = {name: captured[name][row, :n] for name in self.layers}
+                if relevance_layers:
+                    relevance[d.utterance_id] = self._relevance(d.audio, relevance_layers)
                 try:
                     labels = label_utterance(
                         log_probs[row, :n],
@@ -234,6 +245,12 @@ class PartProcessor:
             for p in part.utterances:
                 block = acts.get(p.utterance_id, {}).get(name)
                 writer.append(name, block if block is not None else np.zeros((p.n_frames, units), np.float16))
+        for spec in self.run.relevance_layers:
+            for p in part.utterances:
+                block = relevance.get(p.utterance_id, {}).get(spec.name)
+                writer.append_relevance(
+                    spec.name, block if block is not None else np.zeros((p.n_frames, spec.units), np.float32)
+                )
         order = [p.utterance_id for p in part.utterances if p.utterance_id in utt_rows]
         writer.write_table("utterances", pa.Table.from_pylist([utt_rows[u] for u in order]) if order else {})
         writer.write_table("frames", frames_table_of([frame_labels[u] for u in order]) if order else {})

@@ -177,9 +177,14 @@ def ingest(
     only_parts: Sequence[str] | None = None,
     lease_ttl_s: float = DEFAULT_TTL_S,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    relevance: bool | None = None,
 ) -> IngestSummary:
     """Ingest ``corpus`` through ``model`` into run ``run_id`` of the lake; resumes if it exists.
 
+    With ``relevance``, every captured layer on the output frame grid also gets its relevance
+    stored per frame (gradient x activation of the log-probability of the predicted token,
+    :meth:`~neurolake.models.adapter.ModelAdapter.relevance`), written and committed with the
+    part's activations; ``None`` keeps what an existing run has (none for a new run).
     ``only_parts`` limits the work to those pending parts (``verify --repair`` re-does the
     damaged ones and nothing else)."""
     for name, value in (("actors", actors), ("threads", threads), ("max_batch", max_batch)):
@@ -193,6 +198,7 @@ def ingest(
     adapter = load_model(model)
     chosen = _chosen_layers(adapter, layers)
     layer_names = [layer.name for layer in chosen]
+    relevance_layers = _relevance_layers(lake, run_id, adapter, layer_names, relevance)
     # A run that is already complete needs no Ray at all; otherwise the model actors are
     # started first and build their models while this process reads the corpus headers.
     finished = run_id in lake.list_runs() and not _wanted(lake.run(run_id).pending_parts(), only_parts)
@@ -213,7 +219,12 @@ def ingest(
             max_duration_s=max_duration_s,
         )
         run = lake.create_run(
-            run_id, model=adapter.spec, corpus=planned.corpus_manifest(), layers=planned.layers, plan=planned.plan
+            run_id,
+            model=adapter.spec,
+            corpus=planned.corpus_manifest(),
+            layers=planned.layers,
+            plan=planned.plan,
+            relevance=relevance_layers,
         )
         pending = _wanted(run.pending_parts(), only_parts)
         summary = IngestSummary(
@@ -252,6 +263,21 @@ def ingest(
     summary.utterances_failed += len([e for e in planned.errors if e["utterance_id"]]) if pending else 0
     summary.wall_seconds = time.perf_counter() - t0
     return summary
+
+
+def _relevance_layers(lake: Lake, run_id: str, adapter, layer_names: list[str], relevance: bool | None) -> list[str]:
+    """The layers whose relevance the run stores (see :func:`ingest`)."""
+    if relevance is None:
+        return list(lake.run(run_id).manifest.get("relevance", [])) if run_id in lake.list_runs() else []
+    if not relevance:
+        return []
+    chosen = [name for name in layer_names if adapter.on_output_grid(name)]
+    if not chosen:
+        raise PlanError(
+            f"--relevance: none of the captured layers ({', '.join(layer_names)}) is on the model's output "
+            "frame grid; capture one that is"
+        )
+    return chosen
 
 
 def _wanted(pending: list, only_parts: Sequence[str] | None) -> list:

@@ -54,6 +54,7 @@ class NapResult:
     table: pa.Table
     seconds: float
     reused: bool
+    source: str = "activations"  # GradNAPs: relevance read from the "lake" or computed by the "model"
 
 
 def _column_expr(column: str) -> str:
@@ -166,7 +167,9 @@ def _spec(lake: Lake, run, measure: str, groups, by, layers, window, weighted) -
     }
 
 
-def _result(derived, run_id, names, offsets, counts, layers, t0, *, sums=None, weighted=False, measure="") -> NapResult:
+def _result(
+    derived, run_id, names, offsets, counts, layers, t0, *, sums=None, weighted=False, measure="", source="activations"
+) -> NapResult:
     """The stored NAPs (``sums`` None), or those of ``sums`` stored now."""
     if sums is None:
         table = decode_parquet(derived.read_bytes("naps.parquet"))
@@ -187,6 +190,7 @@ def _result(derived, run_id, names, offsets, counts, layers, t0, *, sums=None, w
         table,
         time.perf_counter() - t0,
         sums is None,
+        source,
     )
 
 
@@ -198,10 +202,12 @@ def layer_sums(
     n_slots: int,
     progress: Any = None,
     squares: bool = False,
+    relevance: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Per slot, the sum of ``layer``'s rows ``ids`` (each pair once), in one pass over the
     distinct ids, ``BLOCK_ROWS`` at a time. ``[n_slots, units]`` float64; with ``squares``
-    also the sums of squares. ``progress`` (a bar) is told the rows read."""
+    also the sums of squares; with ``relevance`` the rows of the layer's stored relevance.
+    ``progress`` (a bar) is told the rows read."""
     order = np.argsort(ids, kind="stable")
     ids, slots = ids[order], slots[order]
     distinct = np.unique(ids)
@@ -210,7 +216,7 @@ def layer_sums(
     sums2 = np.zeros((n_slots, units)) if squares else None
     for start in range(0, distinct.size, BLOCK_ROWS):
         block = distinct[start : start + BLOCK_ROWS]
-        rows = np.asarray(run.read_rows(layer, block), dtype=np.float64)
+        rows = np.asarray(run.read_rows(layer, block, relevance=relevance), dtype=np.float64)
         lo, hi = np.searchsorted(ids, block[0], side="left"), np.searchsorted(ids, block[-1], side="right")
         pair_rows = np.searchsorted(block, ids[lo:hi])
         pair_slots = slots[lo:hi]
@@ -314,21 +320,21 @@ def gradnaps(
     layers: Sequence[str],
     weighted: bool = False,
     max_groups: int = 200,
+    from_model: bool = False,
     progress: bool | None = None,
 ) -> NapResult:
     """Gradient-adjusted NAPs: NAPs over relevance instead of activation.
 
-    The groups' utterances are decoded again by the run's model (its weights checked); each
-    frame's relevance is gradient x activation of the log-probability of the token the model
-    predicts there (:meth:`~neurolake.models.adapter.ModelAdapter.relevance`), and a group's
-    GradNAP is the mean relevance per unit over its frames. One backward pass per frame and
-    layer: meant for groups of up to some thousands of utterances on a CPU.
+    Each frame's relevance is gradient x activation of the log-probability of the token the
+    model predicts there (:meth:`~neurolake.models.adapter.ModelAdapter.relevance`), and a
+    group's GradNAP is the mean relevance per unit over its frames. A run ingested with
+    ``--relevance`` stores it for its output-grid layers: then it is read in one streaming pass,
+    like a NAP (``source`` "lake"). Otherwise the groups' utterances are decoded
+    again by the run's model (its weights checked), one backward pass per frame (``source``
+    "model"; so with ``from_model`` even where the run stores it): meant for groups of up to some
+    thousands of utterances on a CPU.
     """
-    import torch
-
     from neurolake.cluster.progress import progress_bar
-    from neurolake.corpora.audio import load_audio
-    from neurolake.introspect.ablation import run_model
 
     t0 = time.perf_counter()
     run = lake.run(run_id)
@@ -337,13 +343,48 @@ def gradnaps(
         raise SpecError("name the layers whose relevance to profile")
     for layer in layers:
         run.layer(layer)
+    if not from_model and all(run.has_relevance(layer) for layer in layers):
+        spec = _spec(lake, run, "relevance", groups, by, layers, None, weighted)
+        weights = run.manifest["model"].get("weights_sha256")
+        derived = run.derived("naps", {**spec, "weights_sha256": weights, "source": "stored"})
+        names, ids, slots = _members(lake, run_id, groups, by, max_groups, None)
+        counts = np.bincount(slots, minlength=len(names)).reshape(len(names), 1)
+        if derived.complete:
+            return _result(derived, run_id, names, [0], counts, layers, t0, source="lake")
+        with progress_bar(np.unique(ids).size * len(layers), "gradnaps", unit="frame", enabled=progress) as bar:
+            sums = {layer: layer_sums(run, layer, ids, slots, len(names), bar, relevance=True) for layer in layers}
+        return _result(
+            derived,
+            run_id,
+            names,
+            [0],
+            counts,
+            layers,
+            t0,
+            sums=sums,
+            weighted=weighted,
+            measure="relevance",
+            source="lake",
+        )
+    return _gradnaps_by_model(lake, run, groups, by, layers, weighted, max_groups, progress, t0)
+
+
+def _gradnaps_by_model(lake, run, groups, by, layers, weighted, max_groups, progress, t0) -> NapResult:
+    """GradNAPs with the relevance computed now, by the run's model (:func:`gradnaps`)."""
+    import torch
+
+    from neurolake.cluster.progress import progress_bar
+    from neurolake.corpora.audio import load_audio
+    from neurolake.introspect.ablation import run_model
+
+    run_id = run.run_id
     adapter = run_model(run)
     spec = _spec(lake, run, "relevance", groups, by, layers, None, weighted)
     derived = run.derived("naps", {**spec, "weights_sha256": adapter.spec.get("weights_sha256")})
     names, ids, slots = _members(lake, run_id, groups, by, max_groups, None)
     counts = np.bincount(slots, minlength=len(names)).reshape(len(names), 1)
     if derived.complete:
-        return _result(derived, run_id, names, [0], counts, layers, t0)
+        return _result(derived, run_id, names, [0], counts, layers, t0, source="model")
     utterances = run.read_table("utterances").select(["utterance_id", "audio_uri", "first_frame_id", "n_frames"])
     first = utterances.column("first_frame_id").to_numpy().astype(np.int64)
     order = np.argsort(first)
@@ -356,13 +397,23 @@ def gradnaps(
             mine = owner == u
             frame_index, slot = ids[mine] - first[u], slots[mine]
             wave = torch.from_numpy(load_audio(rows[u]["audio_uri"], adapter.sample_rate))
-            out = adapter.forward(wave[None], [wave.numel()])
-            predicted = out.log_probs[0, : int(out.frame_lengths[0])].argmax(dim=-1).tolist()
+            _, found = adapter.relevances(wave, layers)
             for layer in layers:
-                relevance = adapter.relevance(wave, layer, predicted).numpy()
-                np.add.at(sums[layer], slot, relevance[frame_index])
+                np.add.at(sums[layer], slot, found[layer].numpy()[frame_index])
             bar.update(1)
-    return _result(derived, run_id, names, [0], counts, layers, t0, sums=sums, weighted=weighted, measure="relevance")
+    return _result(
+        derived,
+        run_id,
+        names,
+        [0],
+        counts,
+        layers,
+        t0,
+        sums=sums,
+        weighted=weighted,
+        measure="relevance",
+        source="model",
+    )
 
 
 def _table(run_id, nap_id, names, offsets, counts, mean, contrastive, measure) -> pa.Table:

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.cluster.hierarchy import cophenet, linkage
+from scipy.cluster.hierarchy import cophenet
 from scipy.spatial.distance import pdist, squareform
 
 from neurolake.errors import SpecError
+from neurolake.introspect.clustering import profile_linkage
 
 __all__ = ["ARPABET_IPA", "Agreement", "agreement", "articulatory_vectors", "phonetic_layers", "render_dendrogram"]
 
@@ -68,7 +69,7 @@ def agreement(
     """How well the dendrogram of ``profiles`` ``[phones, units]`` follows phonetic similarity."""
     if len(phones) < 4 or profiles.shape[0] != len(phones):
         raise SpecError(f"need profiles of at least 4 phones, one row each; got {profiles.shape[0]} for {len(phones)}")
-    tree = linkage(pdist(profiles, metric), method="average", optimal_ordering=True)
+    tree = profile_linkage(profiles, metric)
     coph = cophenet(tree)
     square = squareform(pdist(articulatory_vectors(phones), "euclidean"))
     upper = np.triu_indices(len(phones), k=1)

@@ -56,9 +56,26 @@ VIEWS = (
     "neuron_rankings",
     "ranking_curves",
     "blocks",
+    "topomaps",
+    "nap_clusters",
 )
 
 DEFAULT_TIMEOUT_S = 300.0
+
+#: Views over derived data: (view, derived kind, file in each result's folder, schema).
+DERIVED_VIEWS: tuple[tuple[str, str, str, pa.Schema], ...] = (
+    ("patterns", "patterns", "patterns.parquet", PATTERNS),
+    ("ablations", "ablations", "ablation.parquet", schemas.ABLATIONS),
+    ("findings", "scans", "findings.parquet", schemas.FINDINGS),
+    ("slices", "scans", "slices.parquet", schemas.SLICES),
+    ("naps", "naps", "naps.parquet", schemas.NAPS),
+    ("nap_clusters", "nap_clusters", "clusters.parquet", schemas.NAP_CLUSTERS),
+    ("topomaps", "topomaps", "topomap.parquet", schemas.TOPOMAPS),
+    ("probes", "probes", "probes.parquet", schemas.PROBES),
+    ("neuron_rankings", "rankings", "rankings.parquet", schemas.NEURON_RANKINGS),
+    ("ranking_curves", "rankings", "curves.parquet", schemas.RANKING_CURVES),
+    ("blocks", "blocks", "block.parquet", schemas.BLOCKS),
+)
 
 
 def default_memory_limit() -> str:
@@ -217,9 +234,8 @@ class QueryEngine:
             self._parquet_view(con, name, files, SCHEMAS[name])
             self._files += files
 
-        neuron_files, group_files, group_rows, pattern_files, ablation_files = [], [], [], [], []
-        finding_files, slice_files, nap_files, probe_files = [], [], [], []
-        ranking_files, curve_files, block_files = [], [], []
+        neuron_files, group_files, group_rows = [], [], []
+        derived_files: dict[str, list[str]] = {view: [] for view, _, _, _ in DERIVED_VIEWS}
         for run in runs:
             base = run.loc.child("derived")
             current = commits_fingerprint(run)
@@ -227,50 +243,18 @@ class QueryEngine:
                 if d.spec.get("commits") != current:
                     continue  # statistics of an earlier state of a growing run
                 neuron_files.append(self._url(run, f"derived/neurons/{d.spec_hash}/neurons.parquet"))
-            for d in list_derived(base, "patterns"):
-                pattern_files.append(self._url(run, f"derived/patterns/{d.spec_hash}/patterns.parquet"))
-            for d in list_derived(base, "ablations"):
-                ablation_files.append(self._url(run, f"derived/ablations/{d.spec_hash}/ablation.parquet"))
-            for d in list_derived(base, "scans"):
-                finding_files.append(self._url(run, f"derived/scans/{d.spec_hash}/findings.parquet"))
-                slice_files.append(self._url(run, f"derived/scans/{d.spec_hash}/slices.parquet"))
-            for d in list_derived(base, "naps"):
-                nap_files.append(self._url(run, f"derived/naps/{d.spec_hash}/naps.parquet"))
-            for d in list_derived(base, "probes"):
-                probe_files.append(self._url(run, f"derived/probes/{d.spec_hash}/probes.parquet"))
-            for d in list_derived(base, "blocks"):
-                block_files.append(self._url(run, f"derived/blocks/{d.spec_hash}/block.parquet"))
-            for d in list_derived(base, "rankings"):
-                ranking_files.append(self._url(run, f"derived/rankings/{d.spec_hash}/rankings.parquet"))
-                curve_files.append(self._url(run, f"derived/rankings/{d.spec_hash}/curves.parquet"))
+            for view, kind, file_name, _ in DERIVED_VIEWS:
+                for d in list_derived(base, kind):
+                    derived_files[view].append(self._url(run, f"derived/{kind}/{d.spec_hash}/{file_name}"))
         by_id = {run.run_id: run for run in runs}
         for run_id, d in visible_groups(self.lake, runs):  # the group each name points at
             group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
             group_rows.append(view_rows.group_row(d))
-        self._files += (
-            neuron_files
-            + group_files
-            + pattern_files
-            + ablation_files
-            + finding_files
-            + slice_files
-            + nap_files
-            + probe_files
-            + ranking_files
-            + curve_files
-            + block_files
-        )
+        self._files += neuron_files + group_files + [f for files in derived_files.values() for f in files]
         self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)
-        self._parquet_view(con, "patterns", pattern_files, PATTERNS)
-        self._parquet_view(con, "ablations", ablation_files, schemas.ABLATIONS)
-        self._parquet_view(con, "findings", finding_files, schemas.FINDINGS)
-        self._parquet_view(con, "slices", slice_files, schemas.SLICES)
-        self._parquet_view(con, "naps", nap_files, schemas.NAPS)
-        self._parquet_view(con, "probes", probe_files, schemas.PROBES)
-        self._parquet_view(con, "neuron_rankings", ranking_files, schemas.NEURON_RANKINGS)
-        self._parquet_view(con, "blocks", block_files, schemas.BLOCKS)
-        self._parquet_view(con, "ranking_curves", curve_files, schemas.RANKING_CURVES)
+        for view, _, _, schema in DERIVED_VIEWS:
+            self._parquet_view(con, view, derived_files[view], schema)
         con.register("_nl_groups", pa.Table.from_pylist(group_rows, schema=schemas.GROUPS))
         con.execute("CREATE VIEW groups AS SELECT * FROM _nl_groups")
 

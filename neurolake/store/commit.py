@@ -37,6 +37,7 @@ class CommitMarker:
     utterance_ids: tuple[str, ...]
     tables: dict[str, TableEntry] = field(default_factory=dict)
     layers: dict[str, LayerEntry] = field(default_factory=dict)
+    relevance: dict[str, LayerEntry] = field(default_factory=dict)  # the relevance cube's layers, if any
 
     @property
     def used_stop(self) -> int:
@@ -52,7 +53,11 @@ class CommitMarker:
             "utterance_ids": list(self.utterance_ids),
             "tables": {k: {"key": t.key, "rows": t.rows, "sha256": t.sha256} for k, t in self.tables.items()},
             "layers": {k: {"rows": v.rows, "sha256": v.sha256} for k, v in self.layers.items()},
-        }
+        } | (
+            {"relevance": {k: {"rows": v.rows, "sha256": v.sha256} for k, v in self.relevance.items()}}
+            if self.relevance
+            else {}
+        )
 
     @classmethod
     def from_dict(cls, d: dict, where: str) -> CommitMarker:
@@ -65,6 +70,7 @@ class CommitMarker:
                 utterance_ids=tuple(str(u) for u in d["utterance_ids"]),
                 tables={k: TableEntry(str(t["key"]), int(t["rows"]), str(t["sha256"])) for k, t in d["tables"].items()},
                 layers={k: LayerEntry(int(v["rows"]), str(v["sha256"])) for k, v in d["layers"].items()},
+                relevance={k: LayerEntry(int(v["rows"]), str(v["sha256"])) for k, v in d.get("relevance", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CorruptFileError(f"commit marker {where} is malformed ({exc!r}); re-run its part") from exc

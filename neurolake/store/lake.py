@@ -121,8 +121,18 @@ class Lake:
         layers: Sequence[LayerSpec],
         plan: Plan,
         zstd_level: int = DEFAULT_ZSTD_LEVEL,
+        relevance: Sequence[str] = (),
     ) -> Run:
-        return Run.create(self.loc, run_id, model=model, corpus=corpus, layers=layers, plan=plan, zstd_level=zstd_level)
+        return Run.create(
+            self.loc,
+            run_id,
+            model=model,
+            corpus=corpus,
+            layers=layers,
+            plan=plan,
+            zstd_level=zstd_level,
+            relevance=relevance,
+        )
 
     def run_infos(self, with_size: bool = True) -> list[RunInfo]:
         return [self.run(r).info(with_size=with_size) for r in self.list_runs()]

@@ -41,6 +41,9 @@ from neurolake.store.plan import Part, Plan
 
 log = logging.getLogger(__name__)
 
+#: How stored relevance is kept: gradients x activations are small numbers, below float16's
+#: resolution for many units.
+RELEVANCE_DTYPE = "float32"
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 MANIFEST_VERSION = 1
 # Keys of run.json that may differ between two creations of "the same" run.
@@ -181,8 +184,13 @@ class Run:
         layers: Sequence[LayerSpec],
         plan: Plan,
         zstd_level: int = cube.DEFAULT_ZSTD_LEVEL,
+        relevance: Sequence[str] = (),
     ) -> Run:
         """Write ``run.json`` (once) and the cube's array metadata.
+
+        ``relevance`` names layers whose per-frame relevance is stored beside their activations,
+        in a second cube on the same frame grid and shards (``relevance.zarr``, float32); the
+        manifest lists them under ``relevance`` (absent when none, as in runs made before).
 
         Creating a run that exists with the same manifest returns it (so a crashed
         creation or a resumed ingest can call this again); a different manifest is refused.
@@ -191,6 +199,11 @@ class Run:
         names = [layer.name for layer in layers]
         if len(set(names)) != len(names):
             raise RunError(f"layer names repeat in {names}")
+        unknown = [name for name in relevance if name not in names]
+        if unknown or len(set(relevance)) != len(relevance):
+            raise RunError(
+                f"relevance layers {list(relevance)} must be distinct layers of the run ({', '.join(names)})"
+            )
         manifest = {
             "run_id": run_id,
             "manifest_version": MANIFEST_VERSION,
@@ -202,6 +215,8 @@ class Run:
             "storage": {"codec": "zstd", "zstd_level": int(zstd_level), "chunk_rows": plan.chunk_rows},
             "software": software_versions(),
         }
+        if relevance:
+            manifest["relevance"] = list(relevance)
         # Round-trip through JSON so comparisons see what a reader would see.
         manifest = json.loads(canonical_json(manifest))
         loc = lake_loc.child("runs", run_id)
@@ -220,6 +235,15 @@ class Run:
         else:
             run = cls(lake_loc, run_id, manifest)
         cube.create_cube(run.cube_loc, list(layers), plan.total_rows, plan.rows_per_shard, plan.chunk_rows, zstd_level)
+        if run.relevance_layers:
+            cube.create_cube(
+                run.relevance_loc,
+                run.relevance_layers,
+                plan.total_rows,
+                plan.rows_per_shard,
+                plan.chunk_rows,
+                zstd_level,
+            )
         return run
 
     # ------------------------------------------------------------ manifest views
@@ -247,6 +271,22 @@ class Run:
     @property
     def cube_loc(self) -> Location:
         return self.loc.child("activations.zarr")
+
+    @cached_property
+    def relevance_layers(self) -> list[LayerSpec]:
+        """Layers whose relevance is stored (float32, the activations' units), in manifest order."""
+        by_name = {layer.name: layer for layer in self.layers}
+        return [
+            LayerSpec(name, by_name[name].units, module=by_name[name].module, dtype=RELEVANCE_DTYPE)
+            for name in self.manifest.get("relevance", [])
+        ]
+
+    @property
+    def relevance_loc(self) -> Location:
+        return self.loc.child("relevance.zarr")
+
+    def has_relevance(self, layer: str) -> bool:
+        return any(spec.name == layer for spec in self.relevance_layers)
 
     # ------------------------------------------------------------ commits
 
@@ -289,23 +329,41 @@ class Run:
 
     # ------------------------------------------------------------ activations
 
-    def _array(self, layer: str) -> Any:  # a zarr.Array, whose stubs type indexing too loosely
-        self.layer(layer)
-        return cube.open_layer(self.cube_loc, layer)
+    def _array(self, layer: str, relevance: bool = False) -> Any:  # a zarr.Array, whose stubs type indexing too loosely
+        self._spec(layer, relevance)
+        return cube.open_layer(self.relevance_loc if relevance else self.cube_loc, layer)
 
-    def _check_shards(self, layer: str, shard_indices: Iterable[int]) -> None:
+    def _spec(self, layer: str, relevance: bool) -> LayerSpec:
+        spec = self.layer(layer)
+        if not relevance:
+            return spec
+        for stored in self.relevance_layers:
+            if stored.name == layer:
+                return stored
+        raise LayerNotFoundError(
+            f"run {self.run_id!r} stores no relevance of layer {layer!r}"
+            + (
+                f" (only of {', '.join(s.name for s in self.relevance_layers)})"
+                if self.relevance_layers
+                else "; ingest with --relevance to store it"
+            )
+        )
+
+    def _check_shards(self, layer: str, shard_indices: Iterable[int], relevance: bool = False) -> None:
         needed = set(int(s) for s in shard_indices)
-        seen = self._shards_seen.get(layer)
+        key = f"relevance/{layer}" if relevance else layer
+        loc = self.relevance_loc if relevance else self.cube_loc
+        seen = self._shards_seen.get(key)
         if seen is None or not needed <= seen:
             seen = set()
-            for rel in self.cube_loc.find(layer, "c"):
+            for rel in loc.find(layer, "c"):
                 head = rel.split("/", 1)[0]
                 if head.isdigit():
                     seen.add(int(head))
-            self._shards_seen[layer] = seen
+            self._shards_seen[key] = seen
         missing = sorted(needed - seen)
         if missing:
-            path = self.cube_loc.describe(cube.shard_key(layer, missing[0]))
+            path = loc.describe(cube.shard_key(layer, missing[0]))
             raise IntegrityError(
                 f"{len(missing)} shard(s) of committed data are missing, first {path}; "
                 f"`neurolake verify --repair` re-does the part that owns rows from {missing[0] * self.plan.rows_per_shard}"
@@ -327,20 +385,21 @@ class Run:
                 f"{int((stops - starts).sum())} committed)"
             )
 
-    def read_rows(self, layer: str, frame_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    def read_rows(self, layer: str, frame_ids: Sequence[int] | np.ndarray, relevance: bool = False) -> np.ndarray:
         """Activations of ``layer`` at the given frames, in the order given. ``[n, units]``
 
         Rows are gathered chunk by chunk (each touched chunk is decoded once, whatever
         the number of rows taken from it). Frames outside committed parts are refused.
+        With ``relevance``, the layer's stored relevance (float32) instead.
         """
         ids = np.asarray(frame_ids, dtype=np.int64).reshape(-1)
-        spec = self.layer(layer)
+        spec = self._spec(layer, relevance)
         if ids.size == 0:
             return np.zeros((0, spec.units), dtype=spec.dtype)
         self.check_frame_ids(ids)
         uniq, inverse = np.unique(ids, return_inverse=True)
-        self._check_shards(layer, np.unique(uniq // self.plan.rows_per_shard))
-        data = self._array(layer).get_orthogonal_selection((uniq, slice(None)))
+        self._check_shards(layer, np.unique(uniq // self.plan.rows_per_shard), relevance)
+        data = self._array(layer, relevance).get_orthogonal_selection((uniq, slice(None)))
         return data[inverse]
 
     def read_range(self, layer: str, row_start: int, row_stop: int) -> np.ndarray:
@@ -415,19 +474,23 @@ class Run:
                     self._read_table_bytes(entry, verify=True)
                 except IntegrityError as exc:
                     problems.append(str(exc))
-            for layer_name, layer_entry in marker.layers.items():
+            entries = [(name, entry, False) for name, entry in marker.layers.items()]
+            entries += [(name, entry, True) for name, entry in marker.relevance.items()]
+            for layer_name, layer_entry, relevance in entries:
                 rps = self.plan.rows_per_shard
                 shards = range(marker.row_start // rps, marker.row_stop // rps)
+                loc = self.relevance_loc if relevance else self.cube_loc
                 try:
-                    self._check_shards(layer_name, shards)
+                    self._check_shards(layer_name, shards, relevance)
                 except IntegrityError as exc:
                     problems.append(str(exc))
                     continue
-                digests = [cube.bytes_digest(self.cube_loc.read_bytes(cube.shard_key(layer_name, i))) for i in shards]
+                digests = [cube.bytes_digest(loc.read_bytes(cube.shard_key(layer_name, i))) for i in shards]
                 if cube.combine_digests(digests) != layer_entry.sha256:
+                    what = "relevance of layer" if relevance else "layer"
                     problems.append(
-                        f"checksum mismatch for layer {layer_name!r} rows [{marker.row_start}, {marker.row_stop}) "
-                        f"of part {marker.part_id} in {self.cube_loc.describe(layer_name)}; "
+                        f"checksum mismatch for {what} {layer_name!r} rows [{marker.row_start}, {marker.row_stop}) "
+                        f"of part {marker.part_id} in {loc.describe(layer_name)}; "
                         "`neurolake verify --repair` re-does the part"
                     )
         return {part: problems for part, problems in damaged.items() if problems}
@@ -468,36 +531,33 @@ class Run:
         return Derived.at(self.loc.child("derived"), kind, spec)
 
 
-class PartWriter:
-    """Writes one part: layer rows (whole shards only), table files, then the marker.
+class _CubeRows:
+    """The rows one part writes into one cube (activations or relevance): whole shards only,
+    compressed and written on the shared pool, with backpressure."""
 
-    Rows are appended per layer in frame order; each time a shard fills up it is
-    written. :meth:`commit` pads the last shard, writes the tables not yet written and
-    finally the commit marker. A committed part's marker is never removed here: ingest writes
-    pending parts only, under the run's lease, and a damaged part is uncommitted explicitly
-    (:meth:`Run.uncommit`) before it is written again.
-    """
-
-    def __init__(self, run: Run, part: Part):
+    def __init__(self, run: Run, part: Part, loc: Location, layers: Sequence[LayerSpec], what: str):
         self.run = run
         self.part = part
-        self._layers = {layer.name: layer for layer in run.layers}
-        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in self._layers}
-        self._pending_rows = dict.fromkeys(self._layers, 0)
-        self._flushed = dict.fromkeys(self._layers, 0)
-        self._shard_digests: dict[str, list[Future]] = {name: [] for name in self._layers}
+        self.loc = loc
+        self.what = what
+        self.layers = {layer.name: layer for layer in layers}
+        self._pending: dict[str, list[np.ndarray]] = {name: [] for name in self.layers}
+        self._pending_rows = dict.fromkeys(self.layers, 0)
+        self._flushed = dict.fromkeys(self.layers, 0)
+        self._shard_digests: dict[str, list[Future]] = {name: [] for name in self.layers}
         self._in_flight: deque[Future] = deque()
-        self._tables: dict[str, TableEntry] = {}
         self._zstd_level = int(run.manifest.get("storage", {}).get("zstd_level", cube.DEFAULT_ZSTD_LEVEL))
 
-    # ------------------------------------------------------------ activations
-
     def append(self, layer: str, block: np.ndarray) -> None:
-        """Append ``[n, units]`` rows of ``layer`` after those already appended."""
-        spec = self._layers.get(layer)
+        spec = self.layers.get(layer)
+        if spec is None and self.what == "activations":
+            raise LayerNotFoundError(
+                f"run {self.run.run_id!r} has no layer {layer!r}; its layers are: {', '.join(self.layers)}"
+            )
         if spec is None:
             raise LayerNotFoundError(
-                f"run {self.run.run_id!r} has no layer {layer!r}; its layers are: {', '.join(self._layers)}"
+                f"run {self.run.run_id!r} stores no {self.what} of layer {layer!r}; "
+                f"it stores that of: {', '.join(self.layers) or 'no layer'}"
             )
         block = np.asarray(block)
         if block.ndim != 2 or block.shape[1] != spec.units:
@@ -544,13 +604,71 @@ class PartWriter:
 
     def _write_shard(self, layer: str, shard_index: int, block: np.ndarray) -> bytes:
         data, digest = cube.encode_shard(block, self.run.plan.chunk_rows, self._zstd_level)
-        self.run.cube_loc.write_bytes(data, cube.shard_key(layer, shard_index))
+        self.loc.write_bytes(data, cube.shard_key(layer, shard_index))
         return digest
 
     def flush(self) -> None:
-        """Wait until every whole shard appended so far is on storage (the part stays invisible)."""
         while self._in_flight:
             self._in_flight.popleft().result()
+
+    def check_complete(self) -> None:
+        for layer in self.layers:
+            got = self._flushed[layer] + self._pending_rows[layer]
+            if got != self.part.rows_used:
+                what = "layer" if self.what == "activations" else f"the {self.what} of layer"
+                raise IntegrityError(
+                    f"part {self.part.part_id}: {what} {layer!r} got {got} rows but the part has {self.part.rows_used} frames"
+                )
+
+    def finish(self) -> dict[str, LayerEntry]:
+        """Pad and write every layer's last shard; the layers' marker entries."""
+        for layer in self.layers:
+            if self._flushed[layer] < self.part.row_stop - self.part.row_start:
+                self._flush(layer, whole_shards_only=False)
+        entries = {
+            name: LayerEntry(
+                rows=self.part.row_stop - self.part.row_start,
+                sha256=cube.combine_digests([f.result() for f in futures]),
+            )
+            for name, futures in self._shard_digests.items()
+        }
+        self._in_flight.clear()
+        return entries
+
+
+class PartWriter:
+    """Writes one part: layer rows (whole shards only), table files, then the marker.
+
+    Rows are appended per layer in frame order; each time a shard fills up it is
+    written. A run that stores relevance takes each of those layers' relevance rows too
+    (:meth:`append_relevance`), written the same way into its own cube. :meth:`commit` pads the
+    last shards, writes the tables not yet written and finally the commit marker, so a part
+    that never commits leaves no visible activations nor relevance. A committed part's marker
+    is never removed here: ingest writes pending parts only, under the run's lease, and a
+    damaged part is uncommitted explicitly (:meth:`Run.uncommit`) before it is written again.
+    """
+
+    def __init__(self, run: Run, part: Part):
+        self.run = run
+        self.part = part
+        self._activations = _CubeRows(run, part, run.cube_loc, run.layers, "activations")
+        self._relevance = _CubeRows(run, part, run.relevance_loc, run.relevance_layers, "relevance")
+        self._tables: dict[str, TableEntry] = {}
+
+    # ------------------------------------------------------------ activations
+
+    def append(self, layer: str, block: np.ndarray) -> None:
+        """Append ``[n, units]`` rows of ``layer`` after those already appended."""
+        self._activations.append(layer, block)
+
+    def append_relevance(self, layer: str, block: np.ndarray) -> None:
+        """Append ``[n, units]`` rows of ``layer``'s relevance after those already appended."""
+        self._relevance.append(layer, block)
+
+    def flush(self) -> None:
+        """Wait until every whole shard appended so far is on storage (the part stays invisible)."""
+        self._activations.flush()
+        self._relevance.flush()
 
     # ------------------------------------------------------------ tables
 
@@ -577,15 +695,10 @@ class PartWriter:
     def commit(self, lease: LeaseToken | None = None) -> CommitMarker:
         """Finish every layer, write missing tables, then the marker that makes the part visible
         (only while ``lease``, where given, is still the run's write lease)."""
-        for layer in self._layers:
-            got = self._flushed[layer] + self._pending_rows[layer]
-            if got != self.part.rows_used:
-                raise IntegrityError(
-                    f"part {self.part.part_id}: layer {layer!r} got {got} rows but the part has {self.part.rows_used} frames"
-                )
-        for layer in self._layers:
-            if self._flushed[layer] < self.part.row_stop - self.part.row_start:
-                self._flush(layer, whole_shards_only=False)
+        self._activations.check_complete()
+        self._relevance.check_complete()
+        layers = self._activations.finish()
+        relevance = self._relevance.finish()
         for name in ("utterances", "frames"):
             if name not in self._tables:
                 raise SchemaError(f"part {self.part.part_id}: write the {name!r} table before committing")
@@ -598,15 +711,9 @@ class PartWriter:
             rows_used=self.part.rows_used,
             utterance_ids=tuple(self.part.utterance_ids),
             tables=dict(sorted(self._tables.items())),
-            layers={
-                name: LayerEntry(
-                    rows=self.part.row_stop - self.part.row_start,
-                    sha256=cube.combine_digests([f.result() for f in futures]),
-                )
-                for name, futures in self._shard_digests.items()
-            },
+            layers=layers,
+            relevance=relevance,
         )
-        self._in_flight.clear()
         if lease is not None:
             lease.check()  # a writer that lost the run's lease never makes its part visible
         self.run.loc.write_json(marker.to_dict(), "commits", f"{self.part.part_id}.json")

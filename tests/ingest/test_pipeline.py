@@ -449,3 +449,46 @@ def test_storage_outage_mid_ingest_is_one_line_and_keeps_the_commits(corpus, tmp
     assert proc.returncode == 2, err
     assert err.count("\n") == 1 and "the lake's storage failed" in err and "run the same ingest again" in err
     assert "Traceback" not in err
+
+
+def test_ingest_with_relevance_stores_the_models_relevance_and_gradnaps_read_it(ray_session, tmp_path, capsys):
+    import torch
+
+    from neurolake.cli import main
+    from neurolake.corpora.audio import load_audio
+    from neurolake.introspect.naps import gradnaps
+    from neurolake.models import load_model
+    from neurolake.query.groups import create_group
+
+    synthesize_corpus(str(tmp_path / "c"), n_utterances=4, seed=9, holdout_accent=None, test_fraction=0.0)
+    lake_dir = tmp_path / "lake"
+    argv = ["ingest", "--lake", str(lake_dir), "--corpus", str(tmp_path / "c" / "train"), "--model", MODEL]
+    assert main([*argv, "--run", "g", "--layers", "conv1,conv3", "--part-rows", "300", "--quiet", "--relevance"]) == 0
+    lake = Lake.open(str(lake_dir))
+    run = lake.run("g")
+    # conv1 is pooled onto the output grid, so only conv3 has a per-frame relevance
+    assert run.manifest["relevance"] == ["conv3"] and run.info().status == "complete" and run.verify() == []
+    adapter = load_model(MODEL)
+    utterances = sorted(run.read_table("utterances").to_pylist(), key=lambda r: r["first_frame_id"])
+    for row in utterances[:2]:
+        wave = torch.from_numpy(load_audio(row["audio_uri"], adapter.sample_rate))
+        targets = adapter.forward(wave[None], [wave.numel()]).log_probs[0].argmax(dim=-1).tolist()
+        expected = adapter.relevance(wave, "conv3", targets).numpy()
+        stored = run.read_rows("conv3", np.arange(row["n_frames"]) + row["first_frame_id"], relevance=True)
+        assert stored.dtype == np.float32 and np.abs(expected).max() > 0
+        np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
+    create_group(lake, "first", "g", f"utterance_id = '{utterances[0]['utterance_id']}'")
+    create_group(lake, "errors", "g", "segment_error")
+    stored = gradnaps(lake, "g", groups=["first", "errors"], layers=["conv3"], progress=False)
+    recomputed = gradnaps(lake, "g", groups=["first", "errors"], layers=["conv3"], from_model=True, progress=False)
+    assert (stored.source, recomputed.source) == ("lake", "model") and stored.nap_id != recomputed.nap_id
+    scale = np.abs(recomputed.mean["conv3"]).max()
+    np.testing.assert_allclose(stored.mean["conv3"], recomputed.mean["conv3"], rtol=1e-5, atol=1e-7 * scale)
+    np.testing.assert_array_equal(stored.counts, recomputed.counts)
+    with pytest.raises(Exception, match="stores no relevance of layer 'conv1'"):
+        run.read_rows("conv1", [0], relevance=True)
+    url = str(lake_dir)
+    assert (
+        main(["naps", "--lake", url, "--run", "g", "--groups", "first,errors", "--layers", "conv3", "--relevance"]) == 0
+    )
+    assert "relevance read from the lake" in capsys.readouterr().out

@@ -294,6 +294,26 @@ def test_relevance_through_a_linear_head_by_hand():
         adapter.relevance(wave, "conv3", targets[:-1])
 
 
+def test_relevance_of_several_layers_at_once_equals_one_layer_at_a_time():
+    from neurolake.models import load_model
+
+    adapter = load_model("python:tests.models.demo_factory:build")
+    wave = 0.1 * torch.randn(8_000, generator=torch.Generator().manual_seed(2))
+    predicted = adapter.forward(wave[None], [wave.numel()]).log_probs[0].argmax(dim=-1).tolist()
+    targets, found = adapter.relevances(wave, ["conv2", "conv3", "head"])
+    assert targets == predicted  # without targets, the tokens this forward predicts
+    for layer in ("conv2", "conv3", "head"):
+        torch.testing.assert_close(found[layer], adapter.relevance(wave, layer, predicted), rtol=1e-6, atol=1e-9)
+    # the head's relevance by hand: log p_y = z_y - logsumexp(z), so d/dz_i = [i = y] - p_i
+    out = adapter.forward(wave[None], [wave.numel()], ["head"])
+    z, p = out.captured["head"][0].double(), out.log_probs[0].double().exp()
+    onehot = torch.nn.functional.one_hot(torch.tensor(predicted), z.shape[1]).double()
+    torch.testing.assert_close(found["head"], z * (onehot - p), rtol=1e-4, atol=1e-5)
+    assert not adapter.on_output_grid("conv1") and adapter.on_output_grid("conv3")
+    with pytest.raises(SpecError, match="not on the output frame grid"):
+        adapter.relevances(wave, ["conv1"])
+
+
 @pytest.mark.slow
 def test_gradnaps_are_the_mean_relevance_of_the_predicted_tokens(scanned_lake):
     from neurolake.corpora.audio import load_audio
