@@ -218,8 +218,11 @@ def cmd_naps(args: argparse.Namespace) -> int:
             layers=args.layers,
             weighted=args.weighted,
             max_groups=args.max_groups,
+            token=args.token,
         )
     else:
+        if args.token != "predicted":
+            raise SpecError("--token reference goes with --relevance")
         result = naps(
             lake,
             args.run,
@@ -882,6 +885,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--relevance",
         action="store_true",
         help="GradNAPs: profile gradient x activation of the predicted token (re-runs the groups' utterances)",
+    )
+    p.add_argument(
+        "--token",
+        choices=("predicted", "reference"),
+        default="predicted",
+        help="with --relevance: the token whose log-probability is differentiated (default predicted)",
     )
     p.add_argument("--max-groups", type=int, default=200, metavar="N", help="most values --by may have (default 200)")
     p.add_argument("--top", type=int, default=5, metavar="N", help="most set-apart units shown per group (default 5)")

@@ -428,18 +428,113 @@ def section_naps(ctx: _Context) -> Section | None:
     return section
 
 
-def _nap_command(ctx: _Context, nap_id: str) -> str:
-    """The ``neurolake naps`` command of a stored NAP result, from its spec."""
+def _nap_spec(ctx: _Context, nap_id: str) -> dict:
     from neurolake.store.derived import list_derived
 
-    spec = next((d.spec for d in list_derived(ctx.run.loc.child("derived"), "naps") if d.spec_hash == nap_id), {})
-    args = (
-        ["--by", str(spec["by"])] if spec.get("by") else ["--groups", ",".join(g[0] for g in spec.get("groups") or [])]
-    )
-    args += ["--layers", ",".join(spec.get("layers", []))]
+    return next((d.spec for d in list_derived(ctx.run.loc.child("derived"), "naps") if d.spec_hash == nap_id), {})
+
+
+def _group_args(spec: dict) -> list[str]:
+    """``--by COLUMN`` or ``--groups G1,G2`` of a stored NAP spec."""
+    if spec.get("by"):
+        return ["--by", str(spec["by"])]
+    return ["--groups", ",".join(g[0] for g in spec.get("groups") or [])]
+
+
+def _nap_command(ctx: _Context, nap_id: str) -> str:
+    """The ``neurolake naps`` command of a stored NAP result, from its spec."""
+    spec = _nap_spec(ctx, nap_id)
+    args = [*_group_args(spec), "--layers", ",".join(spec.get("layers", []))]
     if spec.get("measure") == "relevance":
         args.append("--relevance")
     return ctx.cmd("naps", *args)
+
+
+def section_maps(ctx: _Context) -> Section | None:
+    """The per-layer phonetic agreement of phoneme NAPs, and the stored topographic maps with the
+    top finding's units circled."""
+    phonetics = ctx.sql(
+        "SELECT * FROM phonetics WHERE run_id = ? AND phonetics_id = (SELECT phonetics_id FROM phonetics "
+        "WHERE run_id = ? GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1)",
+        [ctx.run.run_id],
+    ).to_pylist()
+    layouts = ctx.sql(
+        "SELECT topomap_id, any_value(nap_id) AS nap_id, any_value(layer) AS layer, any_value(method) AS method, "
+        "any_value(refine) AS refine, any_value(smoothness) AS smoothness FROM topomaps WHERE run_id = ? "
+        "GROUP BY 1 ORDER BY layer, method, refine NULLS FIRST LIMIT 3"
+    ).to_pylist()
+    if not phonetics and not layouts:
+        return None
+    plt = pyplot()
+    section = Section("maps", "Phonetic structure and topographic maps")
+    order = {name: i for i, name in enumerate(ctx.run.layer_names)}
+    if phonetics:
+        rows = sorted(phonetics, key=lambda r: order.get(r["layer"], 0))
+        x = np.arange(len(rows))
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.4))
+        left.plot(x, [r["r"] for r in rows], marker="o", color="#1f5fa8")
+        for i, r in enumerate(rows):
+            if r["p_value"] < 0.05:
+                left.annotate("*", (i, r["r"]), textcoords="offset points", xytext=(0, 6), ha="center")
+        left.axhline(0, color="#999999", lw=0.8)
+        left.set_ylabel("cophenetic r (* p < 0.05)")
+        left.set_title("phoneme NAP clustering vs articulatory distance")
+        right.plot(x, [r["eta2_phoneme"] for r in rows], marker="o", label="phoneme")
+        right.plot(x, [r["eta2_grapheme"] for r in rows], marker="s", label="grapheme (letter)")
+        right.set_ylabel("share of variance explained")
+        right.legend(fontsize=8)
+        for ax in (left, right):
+            ax.set_xticks(x, [r["layer"] for r in rows], rotation=30, ha="right")
+        section.figures.append(
+            Figure(
+                "phonetics",
+                _png(fig),
+                "Per layer: how well the dendrogram of phoneme NAPs follows articulatory similarity (panphon "
+                "features), and how much of the activations' variance phonemes and letters explain.",
+                ctx.cmd("phonetics"),
+            )
+        )
+    if layouts:
+        from neurolake.introspect.topomap import _maps, _render_maps
+
+        findings = ctx.sql(
+            "SELECT items FROM findings WHERE run_id = ? ORDER BY scan_id, finding_id LIMIT 1"
+        ).to_pylist()
+        top_items = findings[0]["items"] if findings else []
+        for m in layouts:
+            stored = ctx.sql(
+                "SELECT unit, x, y FROM topomaps WHERE run_id = ? AND topomap_id = ? ORDER BY unit", [m["topomap_id"]]
+            )
+            naps = ctx.sql(
+                'SELECT "group", unit, mean FROM naps WHERE run_id = ? AND nap_id = ? AND layer = ? AND "offset" = 0',
+                [m["nap_id"], m["layer"]],
+            ).to_pandas()
+            if naps.empty:
+                continue
+            table = naps.pivot(index="group", columns="unit", values="mean")
+            units = stored.column("unit").to_numpy()
+            positions = np.column_stack([stored.column("x").to_numpy(), stored.column("y").to_numpy()])
+            groups = [str(g) for g in table.index][:18]
+            values = table.loc[table.index[:18], units].to_numpy(dtype=np.float64)
+            maps = _maps(positions, values, 32)
+            mine = [int(i.split(":")[1]) for i in top_items if i.startswith(m["layer"] + ":")]
+            marked = positions[np.isin(units, mine)] * 32 - 0.5
+            name = m["method"] + (f"-{m['refine']}" if m["refine"] else "")
+            path = _render_maps(
+                maps, groups, ctx.out / "figures" / f"topomap-{m['layer']}-{name}.png", m["layer"], name, marked
+            )
+            args = ["--layer", m["layer"], *_group_args(_nap_spec(ctx, m["nap_id"])), "--methods", m["method"]]
+            section.figures.append(
+                Figure(
+                    f"topomap-{m['layer']}-{name}",
+                    path.read_bytes(),
+                    f"{m['layer']}: units laid out by their profiles ({name}, smoothness {m['smoothness']:.3f}), "
+                    "each group's mean activation painted on the layout"
+                    + ("; circled: the top finding's units." if marked.size else "."),
+                    ctx.cmd("topomap", *args, *(["--refine", m["refine"]] if m["refine"] else [])),
+                )
+            )
+    return section
 
 
 def section_probes(ctx: _Context) -> Section | None:
@@ -506,6 +601,7 @@ SECTIONS: list[Callable[[_Context], Section | None]] = [
     section_phonemes,
     section_findings,
     section_naps,
+    section_maps,
     section_probes,
 ]
 

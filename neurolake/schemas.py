@@ -318,6 +318,23 @@ BLOCKS = pa.schema(
     ]
 )
 
+#: Phonetic agreement (``neurolake phonetics``): per layer, the cophenetic correlation between the
+#: phoneme NAPs' dendrogram and articulatory distance, its permutation p-value, and the share of
+#: the activations' variance phonemes and graphemes explain (eta squared).
+PHONETICS = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("phonetics_id", pa.string()),
+        ("nap_id", pa.string()),
+        ("layer", pa.string()),
+        ("r", pa.float64()),
+        ("p_value", pa.float64()),
+        ("n_phones", pa.int64()),
+        ("eta2_phoneme", pa.float64()),
+        ("eta2_grapheme", pa.float64()),
+    ]
+)
+
 #: Neuron rankings (``neurolake rank``): per layer, ranking method and class (NULL: over all
 #: classes), every unit's rank (1 = carries the target most) and score; ``cluster`` groups
 #: redundant units (correlated at ``|r| >=`` the ranking's threshold, average linkage), and

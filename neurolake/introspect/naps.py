@@ -321,6 +321,7 @@ def gradnaps(
     weighted: bool = False,
     max_groups: int = 200,
     from_model: bool = False,
+    token: str = "predicted",
     progress: bool | None = None,
 ) -> NapResult:
     """Gradient-adjusted NAPs: NAPs over relevance instead of activation.
@@ -333,6 +334,10 @@ def gradnaps(
     again by the run's model (its weights checked), one backward pass per frame (``source``
     "model"; so with ``from_model`` even where the run stores it): meant for groups of up to some
     thousands of utterances on a CPU.
+
+    ``token="reference"`` takes the gradient of the reference token's log-probability instead
+    (the forced alignment's token of each frame, ``frames.ref_token``): where the model errs,
+    what would have made it right rather than what it did. Always computed by the model.
     """
     from neurolake.cluster.progress import progress_bar
 
@@ -343,7 +348,9 @@ def gradnaps(
         raise SpecError("name the layers whose relevance to profile")
     for layer in layers:
         run.layer(layer)
-    if not from_model and all(run.has_relevance(layer) for layer in layers):
+    if token not in ("predicted", "reference"):
+        raise SpecError(f"--token must be predicted or reference, got {token!r}")
+    if token == "predicted" and not from_model and all(run.has_relevance(layer) for layer in layers):
         spec = _spec(lake, run, "relevance", groups, by, layers, None, weighted)
         weights = run.manifest["model"].get("weights_sha256")
         derived = run.derived("naps", {**spec, "weights_sha256": weights, "source": "stored"})
@@ -366,10 +373,27 @@ def gradnaps(
             measure="relevance",
             source="lake",
         )
-    return _gradnaps_by_model(lake, run, groups, by, layers, weighted, max_groups, progress, t0)
+    return _gradnaps_by_model(lake, run, groups, by, layers, weighted, max_groups, progress, t0, token)
 
 
-def _gradnaps_by_model(lake, run, groups, by, layers, weighted, max_groups, progress, t0) -> NapResult:
+def _reference_targets(lake: Lake, run_id: str, utterance_ids: Sequence[str], tokens: Sequence[str]) -> dict:
+    """``utterance_id -> [frames]`` token ids of each frame's reference token (``ref_token``)."""
+    index = {t: i for i, t in enumerate(tokens)}
+    with QueryEngine(lake) as q:
+        rows = q.sql(
+            "SELECT utterance_id, frame_index, ref_token FROM frames WHERE run_id = ? AND utterance_id IN "
+            "(SELECT unnest(?)) ORDER BY utterance_id, frame_index",
+            [run_id, list(utterance_ids)],
+        ).to_pylist()
+    out: dict[str, list[int]] = {}
+    for r in rows:
+        if r["ref_token"] not in index:
+            raise SpecError(f"frame {r['frame_index']} of {r['utterance_id']!r} has no reference token the model knows")
+        out.setdefault(r["utterance_id"], []).append(index[r["ref_token"]])
+    return out
+
+
+def _gradnaps_by_model(lake, run, groups, by, layers, weighted, max_groups, progress, t0, token) -> NapResult:
     """GradNAPs with the relevance computed now, by the run's model (:func:`gradnaps`)."""
     import torch
 
@@ -380,7 +404,8 @@ def _gradnaps_by_model(lake, run, groups, by, layers, weighted, max_groups, prog
     run_id = run.run_id
     adapter = run_model(run)
     spec = _spec(lake, run, "relevance", groups, by, layers, None, weighted)
-    derived = run.derived("naps", {**spec, "weights_sha256": adapter.spec.get("weights_sha256")})
+    spec = {**spec, "weights_sha256": adapter.spec.get("weights_sha256")}
+    derived = run.derived("naps", spec if token == "predicted" else {**spec, "token": token})
     names, ids, slots = _members(lake, run_id, groups, by, max_groups, None)
     counts = np.bincount(slots, minlength=len(names)).reshape(len(names), 1)
     if derived.complete:
@@ -392,12 +417,17 @@ def _gradnaps_by_model(lake, run, groups, by, layers, weighted, max_groups, prog
     sums = {layer: np.zeros((len(names), run.layer(layer).units)) for layer in layers}
     rows = utterances.to_pylist()
     touched = np.unique(owner)
+    targets = (
+        _reference_targets(lake, run_id, [rows[u]["utterance_id"] for u in touched.tolist()], adapter.tokens)
+        if token == "reference"
+        else {}
+    )
     with progress_bar(touched.size, "gradnaps", unit="utt", enabled=progress) as bar:
         for u in touched.tolist():
             mine = owner == u
             frame_index, slot = ids[mine] - first[u], slots[mine]
             wave = torch.from_numpy(load_audio(rows[u]["audio_uri"], adapter.sample_rate))
-            _, found = adapter.relevances(wave, layers)
+            _, found = adapter.relevances(wave, layers, targets.get(rows[u]["utterance_id"]))
             for layer in layers:
                 np.add.at(sums[layer], slot, found[layer].numpy()[frame_index])
             bar.update(1)

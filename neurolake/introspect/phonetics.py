@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from scipy.cluster.hierarchy import cophenet
 from scipy.spatial.distance import pdist, squareform
 
@@ -116,6 +117,9 @@ def phonetic_layers(
     ``ref_segment``) each explain (eta squared, :func:`~neurolake.introspect.naps.separation`);
     with ``out_dir``, one dendrogram per layer and the per-layer curve as PNG files there."""
     from neurolake.introspect.naps import naps, separation
+    from neurolake.query.fingerprint import commits_fingerprint
+    from neurolake.schemas import PHONETICS
+    from neurolake.store.tables import decode_parquet, encode_parquet
 
     result = naps(lake, run_id, by="phoneme", layers=layers, progress=progress)
     keep = [g for g, phone in enumerate(result.groups) if phone in ARPABET_IPA and result.counts[g, 0] >= min_frames]
@@ -124,18 +128,32 @@ def phonetic_layers(
         raise SpecError(
             f"run {run_id!r} has {len(phones)} ARPAbet phonemes with >= {min_frames} frames; need at least 4"
         )
-    by_phoneme = separation(lake, run_id, "phoneme", list(result.contrastive))
-    by_grapheme = separation(lake, run_id, "ref_segment", list(result.contrastive))
+    run = lake.run(run_id)
+    spec = {
+        "run_id": run_id,
+        "nap_id": result.nap_id,
+        "layers": list(result.contrastive),
+        "min_frames": min_frames,
+        "permutations": permutations,
+        "commits": commits_fingerprint(run),
+    }
+    derived = run.derived("phonetics", spec)
+    stored: dict[str, dict] = {}
+    if derived.complete:
+        stored = {r["layer"]: r for r in decode_parquet(derived.read_bytes("phonetics.parquet")).to_pylist()}
+    else:
+        by_phoneme = separation(lake, run_id, "phoneme", list(result.contrastive))
+        by_grapheme = separation(lake, run_id, "ref_segment", list(result.contrastive))
     rows = []
     for layer, contrast in result.contrastive.items():
-        found = agreement(contrast[keep, 0], phones, permutations=permutations)
+        found = agreement(contrast[keep, 0], phones, permutations=permutations if not stored else 0)
         row = {
             "layer": layer,
             "r": found.r,
-            "p_value": found.p_value,
+            "p_value": stored[layer]["p_value"] if stored else found.p_value,
             "n_phones": found.n_phones,
-            "eta2_phoneme": by_phoneme[layer],
-            "eta2_grapheme": by_grapheme[layer],
+            "eta2_phoneme": stored[layer]["eta2_phoneme"] if stored else by_phoneme[layer],
+            "eta2_grapheme": stored[layer]["eta2_grapheme"] if stored else by_grapheme[layer],
         }
         if out_dir is not None:
             Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -148,6 +166,16 @@ def phonetic_layers(
                 )
             )
         rows.append(row)
+    if not stored:
+        table = pa.Table.from_pylist(
+            [
+                {"run_id": run_id, "phonetics_id": derived.spec_hash, "nap_id": result.nap_id, **r}
+                for r in ({k: v for k, v in row.items() if k != "figure"} for row in rows)
+            ],
+            schema=PHONETICS,
+        )
+        derived.write_bytes(encode_parquet(table), "phonetics.parquet")
+        derived.commit()
     if out_dir is not None:
         _render_curve(rows, Path(out_dir) / "phonetic-agreement.png", run_id)
     return rows

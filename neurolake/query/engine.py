@@ -58,6 +58,7 @@ VIEWS = (
     "blocks",
     "topomaps",
     "nap_clusters",
+    "phonetics",
 )
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -75,6 +76,7 @@ DERIVED_VIEWS: tuple[tuple[str, str, str, pa.Schema], ...] = (
     ("neuron_rankings", "rankings", "rankings.parquet", schemas.NEURON_RANKINGS),
     ("ranking_curves", "rankings", "curves.parquet", schemas.RANKING_CURVES),
     ("blocks", "blocks", "block.parquet", schemas.BLOCKS),
+    ("phonetics", "phonetics", "phonetics.parquet", schemas.PHONETICS),
 )
 
 

@@ -82,9 +82,11 @@ def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_
     from neurolake.introspect.ablation import ablate
     from neurolake.introspect.blocks import blocks
     from neurolake.introspect.naps import naps
+    from neurolake.introspect.phonetics import phonetic_layers
     from neurolake.introspect.probe import probe
     from neurolake.introspect.ranking import rank_neurons
     from neurolake.introspect.scan import scan
+    from neurolake.introspect.topomap import topomap
 
     found = scan(scanned_lake, "z", progress=False).findings.to_pylist()
     first = found[0]
@@ -93,19 +95,23 @@ def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_
     probe(scanned_lake, "z", "phoneme", layers=["conv6", "conv7"], min_per_class=5, progress=False)
     naps(scanned_lake, "z", by="phoneme", layers=["conv7"], progress=False)
     rank_neurons(scanned_lake, "z", "phoneme", layers=["conv7"], max_frames=1500, draws=1, min_per_class=5)
+    phonetic_layers(scanned_lake, "z", permutations=49)
+    topomap(scanned_lake, "z", "conv7", by="phoneme", methods=["pca"], progress=False)
 
     out = tmp_path / "report"
     lake_url = str(scanned_lake.loc.url)
     assert main(["report", "--lake", lake_url, "--run", "z", "--out", str(out)]) == 0
     page = _parse(out / "index.html")
-    assert page.sections == ["run", "phonemes", "findings", "naps", "probes"]
+    assert page.sections == ["run", "phonemes", "findings", "naps", "maps", "probes"]
     _assert_images_drawn(out, page.images)
     expected = {"error-rates", "phoneme-errors", "confusions", "ablations", "naps-conv7", "probe-phoneme-frame"}
+    expected |= {"phonetics", "topomap-conv7-pca"}
     assert {f"figures/{name}.png" for name in {*expected, "ranking-phoneme-conv7"}} <= set(page.images)
     assert len(page.audio) == 10 and all((out / a).stat().st_size > 1000 for a in page.audio)
     html = (out / "index.html").read_text()
     # the first finding shows its own ablation, a finding with other units none
     rows = re.findall(r"<tr><td>[0-9a-f]+/(\d+)</td>(.*?)</tr>", html)
+    assert "circled: the top finding&#x27;s units" in html  # on the stored map
     assert rows[0][0] == "1" and "slice frames" in rows[0][1] and "conv7 (" in rows[0][1]
     assert "of the slice" in rows[0][1]  # its block across layers
     assert all("slice frames" not in r[1] for r in rows[1:])

@@ -271,6 +271,17 @@ def test_phoneme_profiles_of_the_demo_model_follow_phonetics(scanned_lake, tmp_p
     assert all(0 < r["eta2_phoneme"] < 1 and 0 < r["eta2_grapheme"] < 1 for r in rows)
     for name in ("phonetic-agreement.png", "dendrogram-conv6.png", "dendrogram-conv7.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # stored: asked again, read back (the same r, p and eta squared), and in the phonetics view
+    assert phonetic_layers(scanned_lake, "clean", permutations=199) == [
+        {k: v for k, v in r.items() if k != "figure"} for r in rows
+    ]
+    with QueryEngine(scanned_lake) as q:
+        stored = q.sql(
+            "SELECT layer, r, p_value FROM phonetics WHERE run_id = 'clean' AND phonetics_id IN "
+            "(SELECT phonetics_id FROM phonetics WHERE run_id = 'clean' GROUP BY 1 HAVING count(*) = 2) "
+            "ORDER BY layer"
+        ).to_pylist()
+    assert {(s["layer"], s["r"], s["p_value"]) for s in stored} >= {(r["layer"], r["r"], r["p_value"]) for r in rows}
     assert main(["phonetics", "--lake", str(scanned_lake.loc.url), "--run", "clean", "--permutations", "99"]) == 0
     assert "cophenetic r" in capsys.readouterr().out
     assert main(["phonetics", "--lake", str(scanned_lake.loc.url), "--run", "clean", "--min-frames", "100000"]) == 2
@@ -347,6 +358,23 @@ def test_gradnaps_are_the_mean_relevance_of_the_predicted_tokens(scanned_lake):
         measure = q.sql("SELECT DISTINCT measure FROM naps WHERE nap_id = ?", [result.nap_id]).column(0).to_pylist()
     np.testing.assert_allclose(result.mean["conv7"][1, 0], rows[0][errors].mean(axis=0), rtol=1e-6, atol=1e-9)
     assert measure == ["relevance"] and result.counts[:, 0].tolist() == [sum(len(r) for r in rows), errors.size]
+    # of the reference token instead: the forced alignment's token of each frame
+    reference = gradnaps(scanned_lake, "clean", groups=["two"], layers=["conv7"], token="reference", progress=False)
+    expected = []
+    with QueryEngine(scanned_lake) as q:
+        for r in first:
+            ref = q.sql(
+                "SELECT ref_token FROM frames WHERE run_id = 'clean' AND utterance_id = ? ORDER BY frame_index",
+                [r["utterance_id"]],
+            ).column(0)
+            wave = torch.from_numpy(load_audio(r["audio_uri"], adapter.sample_rate))
+            targets = [adapter.tokens.index(t) for t in ref.to_pylist()]
+            expected.append(adapter.relevance(wave, "conv7", targets).numpy())
+    mean = np.concatenate(expected).mean(axis=0)
+    np.testing.assert_allclose(reference.mean["conv7"][0, 0], mean, rtol=1e-6, atol=1e-9)
+    assert reference.nap_id != result.nap_id and not np.allclose(mean, result.mean["conv7"][0, 0])
+    with pytest.raises(SpecError, match="predicted or reference"):
+        gradnaps(scanned_lake, "clean", groups=["two"], layers=["conv7"], token="gold")
 
 
 @pytest.mark.slow
