@@ -256,6 +256,7 @@ def cmd_phonetics(args: argparse.Namespace) -> int:
         min_frames=args.min_frames,
         permutations=args.permutations,
         out_dir=args.out,
+        image_format=args.format,
     )
     print(
         f"phoneme NAP clustering (cosine, average linkage) against articulatory distance (panphon), "
@@ -911,7 +912,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="layers (default: all)")
     p.add_argument("--min-frames", type=int, default=20, metavar="N", help="least frames of a phoneme (default 20)")
     p.add_argument("--permutations", type=int, default=999, metavar="N", help="for the p-value (default 999)")
-    p.add_argument("--out", metavar="DIR", help="write the dendrograms and the per-layer curve (PNG) here")
+    p.add_argument("--out", metavar="DIR", help="write the dendrograms and the per-layer curve here")
+    p.add_argument("--format", choices=("png", "svg"), default="png", help="image format of --out (default png)")
     p.set_defaults(func=cmd_phonetics)
 
     p = sub.add_parser("topomap", help="lay a layer's units out in 2D by their activation profiles and map each group")

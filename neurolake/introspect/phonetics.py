@@ -110,12 +110,16 @@ def phonetic_layers(
     min_frames: int = 20,
     permutations: int = 999,
     out_dir: str | Path | None = None,
+    image_format: str = "png",
     progress: bool | None = None,
 ) -> list[dict]:
     """Per layer: r, p and the phones used (those with at least ``min_frames`` frames), and how
     much of the activations' variance phonemes and graphemes (the reference letters,
     ``ref_segment``) each explain (eta squared, :func:`~neurolake.introspect.naps.separation`);
-    with ``out_dir``, one dendrogram per layer and the per-layer curve as PNG files there."""
+    with ``out_dir``, one dendrogram per layer and the per-layer curve as ``image_format`` (png or
+    svg) files there."""
+    if image_format not in ("png", "svg"):
+        raise SpecError(f"image format must be png or svg, got {image_format!r}")
     from neurolake.introspect.naps import naps, separation
     from neurolake.query.fingerprint import commits_fingerprint
     from neurolake.schemas import PHONETICS
@@ -161,7 +165,7 @@ def phonetic_layers(
                 render_dendrogram(
                     found.linkage,
                     phones,
-                    Path(out_dir) / f"dendrogram-{layer}.png",
+                    Path(out_dir) / f"dendrogram-{layer}.{image_format}",
                     f"{run_id} {layer}: r = {found.r:.2f}",
                 )
             )
@@ -177,7 +181,7 @@ def phonetic_layers(
         derived.write_bytes(encode_parquet(table), "phonetics.parquet")
         derived.commit()
     if out_dir is not None:
-        _render_curve(rows, Path(out_dir) / "phonetic-agreement.png", run_id)
+        _render_curve(rows, Path(out_dir) / f"phonetic-agreement.{image_format}", run_id)
     return rows
 
 

@@ -282,8 +282,10 @@ def test_phoneme_profiles_of_the_demo_model_follow_phonetics(scanned_lake, tmp_p
             "ORDER BY layer"
         ).to_pylist()
     assert {(s["layer"], s["r"], s["p_value"]) for s in stored} >= {(r["layer"], r["r"], r["p_value"]) for r in rows}
-    assert main(["phonetics", "--lake", str(scanned_lake.loc.url), "--run", "clean", "--permutations", "99"]) == 0
+    argv = ["phonetics", "--lake", str(scanned_lake.loc.url), "--run", "clean", "--permutations", "99"]
+    assert main([*argv, "--out", str(tmp_path / "svg"), "--format", "svg"]) == 0
     assert "cophenetic r" in capsys.readouterr().out
+    assert (tmp_path / "svg" / "dendrogram-conv7.svg").read_text().lstrip().startswith("<?xml")
     assert main(["phonetics", "--lake", str(scanned_lake.loc.url), "--run", "clean", "--min-frames", "100000"]) == 2
     assert "need at least 4" in capsys.readouterr().err
 
