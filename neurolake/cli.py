@@ -13,7 +13,7 @@ from neurolake.errors import NeurolakeError, is_storage_error, one_line, root_ca
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
 
 DEFAULT_LAKE = "./lake"
-MODEL_SPECS = "demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH or python:MODULE:FACTORY"
+MODEL_SPECS = "demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH, hf:ID_OR_PATH or python:MODULE:FACTORY"
 
 
 def _lake_url(args: argparse.Namespace) -> str:

@@ -37,6 +37,10 @@ layers, each resampled onto the output frame grid as ``[B, T, units]``.
     ``{"config": keyword arguments of torchaudio.models.wav2vec2_model (aux_num_out
     set), "tokens": [str, ...], "state_dict": ..., "normalize_waveform": bool
     (optional, default False)}``.
+``hf:ID_OR_PATH``
+    A Hugging Face ``transformers`` CTC model (``AutoModelForCTC``: wav2vec 2.0, HuBERT, WavLM,
+    Data2Vec-audio, MMS) with its tokenizer and feature extractor, from a ``save_pretrained``
+    directory or the Hub's cache (:mod:`neurolake.models.hf`).
 ``python:MODULE:FACTORY``
     ``MODULE.FACTORY()`` returns an :class:`torch.nn.Module` mapping zero-padded
     16 kHz waveforms ``[B, samples]`` float32 to log-probabilities ``[B, T, C]``, with
@@ -80,7 +84,7 @@ __all__ = [
     "state_dict_sha256",
 ]
 
-_SPEC_HELP = "use demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH or python:MODULE:FACTORY"
+_SPEC_HELP = "use demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH, hf:ID_OR_PATH or python:MODULE:FACTORY"
 
 
 def load_model(spec: str, device: str | torch.device = "cpu") -> ModelAdapter:
@@ -102,4 +106,8 @@ def load_model(spec: str, device: str | torch.device = "cpu") -> ModelAdapter:
         return load_wav2vec2(target, spec, device)
     if kind == "python" and target:
         return load_factory(target, spec, device)
+    if kind == "hf" and target:
+        from neurolake.models.hf import load_hf
+
+        return load_hf(target, spec, device)
     raise SpecError(f"unknown model spec {spec!r}; {_SPEC_HELP}")

@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 #: Tokens that mark a word boundary, in order of preference.
 WORD_BOUNDARY_TOKENS = (" ", "|")
 
-_SPEC_HELP = "use demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH or python:MODULE:FACTORY"
+_SPEC_HELP = "use demo, wav2letter:PATH, wav2vec2:BUNDLE_OR_PATH, hf:ID_OR_PATH or python:MODULE:FACTORY"
 _DEMO_RESOURCE = "data/demo_model.pt"
 # Output frames between the two dry-run lengths: enough that a rate factor is exact
 # when the layer's stride divides the model's hop, and still a cheap forward.
@@ -136,7 +136,7 @@ class ModelAdapter(abc.ABC):
 
     Attributes:
         module: the network; capturable layer names are its submodule paths.
-        kind: ``"demo"``, ``"wav2letter"``, ``"wav2vec2"`` or ``"python"``.
+        kind: ``"demo"``, ``"wav2letter"``, ``"wav2vec2"``, ``"hf"`` or ``"python"``.
         tokens: output tokens, blank at index 0.
         weights_sha256: SHA-256 of the weights file, or of the state dict
             (:func:`state_dict_sha256`) where there is no single file.
