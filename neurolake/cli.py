@@ -105,7 +105,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         _, planned = plan_ingest(
-            args.corpus, args.model, args.layers, part_rows=args.part_rows, max_duration_s=args.max_duration
+            args.corpus,
+            args.model,
+            args.layers,
+            part_rows=args.part_rows,
+            max_duration_s=args.max_duration,
+            alignments=args.alignments,
         )
         print(format_dry_run(planned, args.run or default_run_id(args.corpus, args.model)))
         return 0
@@ -122,6 +127,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         progress=None if not args.quiet else False,
         max_duration_s=args.max_duration,
         relevance=True if args.relevance else None,
+        alignments=args.alignments,
     )
     print(format_summary(summary))
     return 1 if summary.parts_failed else 0
@@ -488,6 +494,15 @@ def cmd_corpus_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_textgrids(args: argparse.Namespace) -> int:
+    from neurolake.corpora.synth import export_textgrids
+
+    n = export_textgrids(args.corpus, args.out)
+    print(f"wrote {n} TextGrids (words and ARPAbet phones tiers, MFA layout) to {args.out}")
+    print(f"use them: neurolake ingest --corpus {args.corpus} --alignments {args.out} ...")
+    return 0
+
+
 def _print_arrow(table, fmt: str, out: str | None) -> None:
     from neurolake.render import write_table
 
@@ -668,6 +683,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing corpus at OUT")
     p.set_defaults(func=cmd_corpus_synth)
+    p = corpus.add_parser("textgrids", help="write a synthetic corpus's ground-truth timings as MFA-style TextGrids")
+    p.add_argument("corpus", metavar="CORPUS", help="a corpus made by `neurolake corpus synth`")
+    p.add_argument("out", metavar="OUT", help="output directory: OUT/SPEAKER/UTTERANCE.TextGrid")
+    p.set_defaults(func=cmd_corpus_textgrids)
 
     p = sub.add_parser("models", help="inspect models")
     models = p.add_subparsers(dest="models_verb", metavar="VERB")
@@ -715,6 +734,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also store each output-grid layer's per-frame relevance (gradient x activation of the predicted "
         "token), for GradNAPs without re-running the model",
+    )
+    p.add_argument(
+        "--alignments",
+        metavar="DIR",
+        help="Montreal Forced Aligner TextGrids (one per utterance, named after it): ground-truth phonemes and words",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the plan (utterances, hours, frames, parts, bytes) and stop"

@@ -63,6 +63,9 @@ SCHEMAS: dict[str, pa.Schema] = {
             _optional("pred_segment", pa.string()),
             _optional("segment_error", pa.bool_()),
             _optional("confusion", pa.string()),
+            # where the frame's phoneme came from: "alignments" (a forced aligner's TextGrid),
+            # "sidecar" (the corpus's own timings) or "lexicon"; null in runs made before it
+            _optional("phoneme_source", pa.string()),
         ]
     ),
     "errors": pa.schema(

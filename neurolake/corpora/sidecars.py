@@ -182,3 +182,116 @@ def find_phones_tier(tiers: Iterable[TextGridTier]) -> TextGridTier:
             return tier
     names = ", ".join(repr(t.name) for t in tiers) or "none"
     raise InputError(f"the TextGrid has no interval tier named 'phones' (tiers: {names})")
+
+
+# ---------------------------------------------------- forced-aligner output (MFA)
+
+#: Phone and word labels of a TextGrid that are silence, not speech.
+SILENCE_LABELS = frozenset({"", "sil", "sp", "spn", "<eps>", "<unk>"})
+
+
+def is_textgrid(uri: str) -> bool:
+    return uri.lower().endswith(".textgrid")
+
+
+def read_textgrid_alignment(
+    uri: str, utterance_id: str, *, storage_options: Mapping[str, Any] | None = None
+) -> Alignment:
+    """The phones and words tiers of one utterance's TextGrid (Montreal Forced Aligner's output),
+    silences left out.
+
+    Raises:
+        InputError: the file is missing, not a TextGrid, or has no phones tier.
+    """
+    fs, path = open_url(uri, storage_options)
+    try:
+        tiers = read_textgrid(fs.cat_file(path))
+    except FileNotFoundError as exc:
+        raise InputError(f"alignment {uri!r} not found") from exc
+    except InputError as exc:
+        raise InputError(f"{uri}: {exc}") from exc
+    phones = find_phones_tier(tiers)
+    words = next((t for t in tiers if t.kind == "IntervalTier" and t.name.strip().lower().endswith("words")), None)
+
+    def spoken(intervals: Iterable[tuple[float, float, str]], upper: bool) -> tuple[Interval, ...]:
+        return tuple(
+            Interval(s, e, label.strip().upper() if upper else label.strip())
+            for s, e, label in intervals
+            if label.strip().lower() not in SILENCE_LABELS
+        )
+
+    return Alignment(utterance_id, spoken(phones.intervals, False), spoken(words.intervals if words else (), True))
+
+
+def textgrid_index(directory: str, *, storage_options: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """``utterance_id -> URL`` of every ``*.TextGrid`` below ``directory`` (MFA writes one per
+    utterance, named after it, in the corpus's speaker folders or flat).
+
+    Raises:
+        InputError: the directory is missing or holds no TextGrid, or two files share a name.
+    """
+    from neurolake.corpora.records import url_of
+
+    fs, root = open_url(directory, storage_options)
+    if not fs.isdir(root):
+        raise InputError(f"--alignments {directory!r} is not a directory")
+    found: dict[str, str] = {}
+    for path in sorted(fs.find(root)):
+        name = path.rsplit("/", 1)[-1]
+        if not is_textgrid(name):
+            continue
+        stem = name[: -len(".TextGrid")]
+        if stem in found:
+            raise InputError(f"two alignments for {stem!r} under {directory}: {found[stem]} and {url_of(fs, path)}")
+        found[stem] = url_of(fs, path)
+    if not found:
+        raise InputError(f"--alignments {directory!r} holds no *.TextGrid file")
+    return found
+
+
+def write_textgrid(alignment: Alignment, duration_s: float) -> str:
+    """A long-format TextGrid with ``words`` and ``phones`` tiers (gaps as empty intervals), as
+    Montreal Forced Aligner writes them."""
+
+    def tier(name: str, intervals: Iterable[Interval]) -> list[str]:
+        filled: list[tuple[float, float, str]] = []
+        at = 0.0
+        for i in intervals:
+            if i.start_s > at + 1e-9:
+                filled.append((at, i.start_s, ""))
+            filled.append((i.start_s, i.end_s, i.label))
+            at = i.end_s
+        if duration_s > at + 1e-9:
+            filled.append((at, duration_s, ""))
+        lines = [
+            '        class = "IntervalTier"',
+            f'        name = "{name}"',
+            "        xmin = 0",
+            f"        xmax = {duration_s:.6f}",
+            f"        intervals: size = {len(filled)}",
+        ]
+        for n, (s, e, label) in enumerate(filled, start=1):
+            text = label.replace('"', '""')
+            lines += [
+                f"        intervals [{n}]:",
+                f"            xmin = {s:.6f}",
+                f"            xmax = {e:.6f}",
+                f'            text = "{text}"',
+            ]
+        return lines
+
+    lines = [
+        'File type = "ooTextFile"',
+        'Object class = "TextGrid"',
+        "",
+        "xmin = 0",
+        f"xmax = {duration_s:.6f}",
+        "tiers? <exists>",
+        "size = 2",
+        "item []:",
+        "    item [1]:",
+        *tier("words", alignment.words),
+        "    item [2]:",
+        *tier("phones", alignment.phones),
+    ]
+    return "\n".join(lines) + "\n"

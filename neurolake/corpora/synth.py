@@ -553,3 +553,34 @@ def _speakers_table(speakers: Sequence[SyntheticSpeaker], seconds: Mapping[str, 
             f"{s.accent}+{s.variant} rate={s.rate_wpm} pitch={s.pitch} range={s.pitch_range}"
         )
     return "\n".join(lines) + "\n"
+
+
+_ARPABET_VOWELS = frozenset({"AA", "AE", "AH", "AO", "AW", "AY", "EH", "ER", "EY", "IH", "IY", "OW", "OY", "UH", "UW"})
+
+
+def export_textgrids(corpus_url: str, out_url: str, *, storage_options: Mapping[str, Any] | None = None) -> int:
+    """The corpus's ground truth as Montreal Forced Aligner would write it: ``out/SPEAKER/
+    UTTERANCE.TextGrid`` with ``words`` and ``phones`` tiers, phones in ARPAbet with a stress
+    digit on vowels (espeak-ng's IPA mapped by :func:`neurolake.labels.lexicon.intervals_to_arpabet`).
+    Returns the number of files written."""
+    from neurolake.corpora.records import Alignment, Interval, open_url, url_of
+    from neurolake.corpora.sidecars import read_alignments, write_textgrid
+    from neurolake.labels.lexicon import intervals_to_arpabet
+
+    fs, root = open_url(corpus_url, storage_options)
+    out_fs, out_root = open_url(out_url, storage_options)
+    written = 0
+    for path in sorted(p for p in fs.find(root) if p.endswith(".phones.jsonl")):
+        for utterance_id, alignment in read_alignments(url_of(fs, path), storage_options=storage_options).items():
+            phones = tuple(
+                Interval(s, e, f"{p}1" if p in _ARPABET_VOWELS else p)
+                for s, e, p in intervals_to_arpabet(alignment.phones)
+            )
+            end = max([i.end_s for i in (*phones, *alignment.words)], default=0.0) + 0.05
+            text = write_textgrid(Alignment(utterance_id, phones, alignment.words), end)
+            folder = f"{out_root.rstrip('/')}/{utterance_id.split('-')[0]}"
+            out_fs.makedirs(folder, exist_ok=True)
+            with out_fs.open(f"{folder}/{utterance_id}.TextGrid", "w") as f:
+                f.write(text)
+            written += 1
+    return written

@@ -15,6 +15,7 @@ import numpy as np
 
 from neurolake.corpora import Utterance, read_alignments
 from neurolake.corpora.audio import load_audio
+from neurolake.corpora.sidecars import is_textgrid, read_textgrid_alignment
 from neurolake.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ class Decoded:
     phones: tuple | None
     error: str | None = None
     stage: str = "decode"  # where ``error`` arose: decoding, or the model (found by bisection)
+    phones_source: str = "sidecar"  # "alignments" when the phones come from a forced aligner's TextGrid
 
 
 def decode_part(
@@ -46,11 +48,16 @@ def decode_part(
         phones = None
         if utt.phones_uri:
             try:
-                if utt.phones_uri not in sidecars:
-                    sidecars[utt.phones_uri] = read_alignments(utt.phones_uri, storage_options=storage_options)
-                alignment = sidecars[utt.phones_uri].get(utt.utterance_id)
+                if is_textgrid(utt.phones_uri):
+                    found = read_textgrid_alignment(utt.phones_uri, utt.utterance_id, storage_options=storage_options)
+                    alignment = found if found.phones else None
+                else:
+                    if utt.phones_uri not in sidecars:
+                        sidecars[utt.phones_uri] = read_alignments(utt.phones_uri, storage_options=storage_options)
+                    alignment = sidecars[utt.phones_uri].get(utt.utterance_id)
                 phones = alignment.phones if alignment is not None else None
             except (InputError, OSError) as exc:
                 log.warning("phone timings of %s unreadable (%s); using the lexicon", utt.utterance_id, exc)
-        out.append(Decoded(utt.utterance_id, audio, phones))
+        source = "alignments" if utt.phones_uri and is_textgrid(utt.phones_uri) else "sidecar"
+        out.append(Decoded(utt.utterance_id, audio, phones, phones_source=source))
     return out

@@ -224,6 +224,7 @@ class PartProcessor:
                         phone_intervals=d.phones,
                         utterance_id=d.utterance_id,
                         first_frame_id=p.first_row,
+                        phone_source=d.phones_source,
                     )
                 except NeurolakeError as exc:
                     errors.append(error_row(d.utterance_id, utt.audio_uri, "labels", str(exc)))

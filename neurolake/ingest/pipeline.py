@@ -91,12 +91,19 @@ def plan_ingest(
     storage_options: Mapping[str, Any] | None = None,
     part_rows: int | None = None,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    alignments: str | None = None,
 ) -> tuple[Any, PlannedCorpus]:
     """The adapter and the plan (headers only), for ``--dry-run`` and for :func:`ingest`."""
     adapter = load_model(model)
     specs = _layer_specs(_chosen_layers(adapter, layers))
     return adapter, plan_corpus(
-        corpus, adapter, specs, storage_options=storage_options, part_rows=part_rows, max_duration_s=max_duration_s
+        corpus,
+        adapter,
+        specs,
+        storage_options=storage_options,
+        part_rows=part_rows,
+        max_duration_s=max_duration_s,
+        alignments=alignments,
     )
 
 
@@ -178,6 +185,7 @@ def ingest(
     lease_ttl_s: float = DEFAULT_TTL_S,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
     relevance: bool | None = None,
+    alignments: str | None = None,
 ) -> IngestSummary:
     """Ingest ``corpus`` through ``model`` into run ``run_id`` of the lake; resumes if it exists.
 
@@ -186,7 +194,8 @@ def ingest(
     :meth:`~neurolake.models.adapter.ModelAdapter.relevance`), written and committed with the
     part's activations; ``None`` keeps what an existing run has (none for a new run).
     ``only_parts`` limits the work to those pending parts (``verify --repair`` re-does the
-    damaged ones and nothing else)."""
+    damaged ones and nothing else). ``alignments``: a directory of forced-aligner TextGrids
+    (:func:`~neurolake.ingest.planning.plan_corpus`)."""
     for name, value in (("actors", actors), ("threads", threads), ("max_batch", max_batch)):
         if value is not None and value < 1:
             raise PlanError(f"{name} must be at least 1, got {value}")
@@ -217,6 +226,7 @@ def ingest(
             storage_options=storage_options,
             part_rows=part_rows,
             max_duration_s=max_duration_s,
+            alignments=alignments,
         )
         run = lake.create_run(
             run_id,
@@ -500,5 +510,6 @@ def repair(
         part_rows=part_rows,
         progress=progress,
         only_parts=damaged,
+        alignments=manifest["corpus"].get("alignments"),
     )
     return damaged, summary

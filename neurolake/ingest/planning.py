@@ -45,6 +45,8 @@ class PlannedCorpus:
     num_samples: dict[str, int]  # at the model's rate
     errors: list[dict] = field(default_factory=list)
     skipped: int = 0  # audio without a transcript line
+    alignments: str | None = None  # a forced aligner's TextGrids (--alignments)
+    aligned: int = 0  # utterances planned that have one
 
     @property
     def audio_seconds(self) -> float:
@@ -59,12 +61,15 @@ class PlannedCorpus:
         }
 
     def corpus_manifest(self) -> dict[str, Any]:
-        return {
+        manifest: dict[str, Any] = {
             "spec": self.corpus_spec,
             "n_utterances": self.plan.n_utterances,
             "seconds": round(self.audio_seconds, 3),
             "n_errors": len(self.errors),
         }
+        if self.alignments is not None:
+            manifest["alignments"] = self.alignments
+        return manifest
 
 
 def error_row(utterance_id: str | None, audio_uri: str | None, stage: str, message: str) -> dict:
@@ -89,12 +94,36 @@ def plan_corpus(
     part_rows: int | None = None,
     header_threads: int = 16,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
+    alignments: str | None = None,
 ) -> PlannedCorpus:
     """Read the corpus and every audio header; return the plan of an ingest.
 
     Utterances longer than ``max_duration_s`` become ``errors`` rows (stage ``header``): one
-    utterance is one forward pass, and a model's memory grows with its length."""
+    utterance is one forward pass, and a model's memory grows with its length. With
+    ``alignments`` (a directory of Montreal Forced Aligner TextGrids, one per utterance named
+    after it), an utterance that has one takes its phones and words from it instead of the
+    lexicon (or the corpus's own timings)."""
     corpus: Corpus = open_corpus(corpus_spec, storage_options=storage_options)
+    records = list(corpus.utterances)
+    if alignments is not None:
+        from dataclasses import replace
+
+        from neurolake.corpora.sidecars import textgrid_index
+
+        try:
+            found = textgrid_index(alignments, storage_options=storage_options)
+        except InputError as exc:
+            raise SpecError(str(exc)) from exc
+        records = [replace(u, phones_uri=found[u.utterance_id]) if u.utterance_id in found else u for u in records]
+        missing = sum(1 for u in records if u.utterance_id not in found)
+        if missing == len(records):
+            raise SpecError(f"--alignments {alignments}: no TextGrid is named after an utterance of {corpus_spec}")
+        if missing:
+            log.warning(
+                "%d utterances have no TextGrid under %s; they keep the corpus's own timings or the lexicon",
+                missing,
+                alignments,
+            )
     errors = [
         # (a message that starts with its line or row number is not given it twice)
         error_row(
@@ -121,7 +150,7 @@ def plan_corpus(
     utterances: dict[str, Utterance] = {}
     num_samples: dict[str, int] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(header_threads, (os.cpu_count() or 2) * 8))) as pool:
-        for utt, info, problem in pool.map(header, corpus.utterances):
+        for utt, info, problem in pool.map(header, records):
             if problem is not None:
                 errors.append(error_row(utt.utterance_id, utt.audio_uri, "header", problem))
                 continue
@@ -184,4 +213,6 @@ def plan_corpus(
         num_samples=num_samples,
         errors=errors,
         skipped=len(corpus.untranscribed_audio),
+        alignments=alignments,
+        aligned=sum(1 for u in utterances.values() if u.phones_uri and u.phones_uri.lower().endswith(".textgrid")),
     )

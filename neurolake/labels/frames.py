@@ -361,6 +361,7 @@ def label_utterance(
     phone_intervals: Iterable[tuple[float, float, str] | object] | None = None,
     utterance_id: str = "",
     first_frame_id: int = 0,
+    phone_source: str = "intervals",
 ) -> UtteranceLabels:
     """Per-frame and per-utterance labels of one utterance.
 
@@ -425,7 +426,8 @@ def label_utterance(
     tokens as spaces, upper-cased, whitespace-normalised), ``wer``, ``cer`` (see
     :mod:`~neurolake.labels.wer`), ``n_word_errors`` (substitutions + deletions + insertions,
     the numerator of ``wer``), ``n_reference_words``, ``n_frames``, ``utterance_id``,
-    ``first_frame_id`` and ``phoneme_source`` (``"intervals"`` or ``"lexicon"``).
+    ``first_frame_id`` and ``phoneme_source`` (``phone_source`` where intervals were given, else
+    ``"lexicon"``), which every frame row repeats.
 
     Args:
         log_probs: ``[frames, tokens]`` float32 natural-log probabilities of the utterance.
@@ -437,6 +439,8 @@ def label_utterance(
             (tuples, or records with ``start_s``/``end_s``/``label`` attributes); labels in
             ARPAbet (stress digits allowed) or espeak-ng IPA.
         utterance_id: copied into every row.
+        phone_source: what ``phone_intervals`` are, for ``phoneme_source`` (``"alignments"``: a
+            forced aligner's TextGrid; ``"sidecar"``: the corpus's own timings).
         first_frame_id: lake row of frame 0.
 
     Returns:
@@ -487,7 +491,7 @@ def label_utterance(
     if phone_intervals is not None:
         intervals = _arpabet_intervals(phone_intervals)
         phoneme = frame_phonemes_from_intervals(intervals, n_frames, shift)
-        phoneme_source = "intervals"
+        phoneme_source = phone_source
     else:
         phoneme = _lexicon_phonemes(words, alignment.target_index, target_word, target_char, word_index)
         phoneme_source = "lexicon"
@@ -510,6 +514,7 @@ def label_utterance(
         "word_error": word_wrong[word_index],
         "token_error": greedy.frame_tokens != alignment.frame_tokens,
         **_segment_labels(targets, alignment.target_index, greedy.frame_tokens, greedy.token_ids, token_map.strings),
+        "phoneme_source": np.full(n_frames, phoneme_source, dtype=object),
     }
     n_errors = word_alignment.distance
     utterance = {
