@@ -26,6 +26,55 @@ def s3_server():
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def gcs_server():
+    """A GCS emulator (``gcp-storage-emulator``'s handlers) in this process, on 127.0.0.1 only, in memory;
+    yields the storage options that point gcsfs at it. gcsfs's probe of a bucket's layout goes
+    over gRPC, which the emulator does not speak: it is turned off (before gcsfs is imported)."""
+    import os
+    import threading
+    from functools import partial
+    from http.server import ThreadingHTTPServer
+
+    from gcp_storage_emulator.server import RequestHandler
+    from gcp_storage_emulator.storage import Storage
+
+    os.environ["GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"] = "false"
+    import gcsfs.core
+    from fsspec.asyn import AsyncFileSystem
+
+    # The emulator answers only "bytes=START-END" ranges; a suffix range ("bytes=-N", which Zarr
+    # uses for a shard's index) gets the whole object. Real GCS serves both: for the emulator,
+    # suffix ranges are sent as START-END.
+    async def _process_limits(self, url, start, end):
+        if start is not None and start < 0 and end is None:
+            start = max(0, (await self._info(url))["size"] + start)
+        return await AsyncFileSystem._process_limits(self, url, start, end)
+
+    gcsfs.core.GCSFileSystem._process_limits = _process_limits
+    # The emulator's own server answers one request at a time, and a reader that leaves a
+    # response unread (DuckDB's prefetching through fsspec does) then stalls it: its request
+    # handler and in-memory storage are served by a threading HTTP server instead.
+    httpd = ThreadingHTTPServer(("127.0.0.1", _free_port()), partial(RequestHandler, Storage(use_memory_fs=True)))
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield {"endpoint_url": f"http://127.0.0.1:{httpd.server_address[1]}", "token": "anon", "project": "test"}
+    httpd.shutdown()
+    httpd.server_close()
+    del gcsfs.core.GCSFileSystem._process_limits
+
+
+@pytest.fixture
+def gcs_bucket(gcs_server):
+    """A fresh bucket on the emulator; returns ``(bucket_name, storage_options)`` for gcsfs."""
+    import gcsfs
+
+    name = f"lake-{uuid.uuid4().hex[:12]}"
+    gcsfs.GCSFileSystem(**gcs_server).mkdir(name)
+    return name, dict(gcs_server)
+
+
 @pytest.fixture
 def s3_bucket(s3_server, monkeypatch):
     """A fresh bucket; returns ``(bucket_name, storage_options)`` for s3fs."""

@@ -173,6 +173,10 @@ class QueryEngine:
         if loc.protocol in ("s3", "s3a") and self._use_httpfs and self._attach_httpfs(con):
             return f"s3://{loc.path.lstrip('/')}"
         con.register_filesystem(loc.fs)
+        # DuckDB's worker threads call back into Python for every read of a registered
+        # filesystem; with several of them, a query over an asynchronous one (gcsfs) can stall
+        # waiting for the interpreter. One thread reads it from the calling thread.
+        con.execute("SET threads = 1")
         self.via = "fsspec"
         return loc.url
 

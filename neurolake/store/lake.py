@@ -71,7 +71,9 @@ class Lake:
         if _readable_header(loc):
             cls._check_header(loc)
             return cls(loc)
-        if loc.list_names() and not _readable_header(loc):  # (another process may have just made it)
+        # A racing creator's half-written header (".lake.json.<id>.tmp") is not someone else's data.
+        others = [n for n in loc.list_names() if not (n.startswith(".lake.json.") and n.endswith(".tmp"))]
+        if others and not _readable_header(loc):  # (another process may have just made it)
             raise NotALakeError(
                 f"{loc.url} exists and is not empty but holds no lake.json; "
                 "refusing to turn it into a lake: choose an empty or new location"
