@@ -559,15 +559,17 @@ def section_probes(ctx: _Context) -> Section | None:
         ax.plot(x, [r["accuracy"] for r in rows], marker="o", label="probe")
         ax.plot(x, [r["control_accuracy"] for r in rows], marker="s", label="control task")
         ax.plot(x, [r["baseline"] for r in rows], ls="--", color="#888888", label="majority class")
+        ax.plot(x, [r["selectivity"] for r in rows], ls=":", marker="^", color="#2a9d8f", label="selectivity")
         ax.set_xticks(x, [r["layer"] for r in rows], rotation=30, ha="right")
-        ax.set_ylabel("test accuracy")
+        ax.set_ylabel("test accuracy, selectivity")
         ax.set_title(f"{target} ({level} level, {rows[0]['split'].split(' (')[0]} split)")
         ax.legend(fontsize=8)
         section.figures.append(
             Figure(
                 f"probe-{target}-{level}",
                 _png(fig),
-                f"Linear probes of {target} per layer against the majority class and the control task.",
+                f"Linear probes of {target} per layer against the majority class and the control task, "
+                "and their selectivity (accuracy less the control task's).",
                 ctx.cmd("probe", "--target", target, "--level", level),
             )
         )
