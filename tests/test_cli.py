@@ -5,6 +5,7 @@ import pytest
 from neurolake.cli import build_parser, main
 from neurolake.query.engine import QueryEngine
 from neurolake.store import Lake
+from tests.browser import check_in_browser
 from tests.store.partdata import create_run, write_part
 
 
@@ -96,6 +97,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     index = tmp_path / "lake" / "report" / "index.html"  # the report, beside the lake
     assert f"report: {index} (3 sections" in out and index.stat().st_size > 5000
     assert (tmp_path / "lake" / "report" / "figures" / "ablations.png").is_file()
+    check_in_browser(index, ["run", "phonemes", "findings"], 4, tmp_path)  # the demo's report, in a browser
     # a second demo reuses the corpus and the committed parts
     assert main(["demo", "--lake", url, "--utterances", "30"]) == 0
     assert "already synthesised" in capsys.readouterr().out

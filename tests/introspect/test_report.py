@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from neurolake.errors import SpecError
 from neurolake.report import report
 from neurolake.store import Lake
+from tests.browser import check_in_browser
 from tests.store.partdata import create_run, write_part
 
 
@@ -69,13 +67,6 @@ def test_a_run_without_analyses_gets_its_run_section_only(tmp_path):
     assert not (tmp_path / "one" / "figures" / "error-rates.png").exists()
 
 
-def _browser() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if path := shutil.which(name):
-            return path
-    return None
-
-
 @pytest.mark.slow
 def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_lake, tmp_path):
     from neurolake.cli import main
@@ -118,36 +109,7 @@ def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_
     for verb, args in (("probe", "--target phoneme"), ("rank", "--target phoneme"), ("naps", "--by phoneme")):
         assert f"neurolake {verb} --lake {lake_url} --run z {args}" in html
 
-    browser = _browser()
-    if browser is None:
-        if os.environ.get("NEUROLAKE_REQUIRE_BROWSER"):
-            pytest.fail("NEUROLAKE_REQUIRE_BROWSER is set but no chromium is installed")
-        pytest.skip("no chromium on this machine (apt-get install chromium): the page was checked without a browser")
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    url = (out / "index.html").resolve().as_uri()
-    dumped = subprocess.run(
-        [*flags, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom", url],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert dumped.returncode == 0, dumped.stderr[-2000:]
-    assert f'data-images="{len(page.images)}/{len(page.images)}"' in dumped.stdout  # every image decoded
-    for key in page.sections:
-        assert f'<section id="{key}">' in dumped.stdout
-    console = [line for line in dumped.stderr.splitlines() if ":CONSOLE" in line]
-    assert console == []
-    shot = tmp_path / "page.png"
-    subprocess.run(
-        [*flags, f"--screenshot={shot}", "--window-size=1280,3000", "--virtual-time-budget=10000", url],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-    from matplotlib.image import imread
-
-    pixels = imread(shot)
-    assert pixels.shape[:2] == (3000, 1280) and np.std(pixels) > 0.05
+    check_in_browser(out / "index.html", page.sections, len(page.images), tmp_path)
 
 
 def test_notebook_summaries_and_the_whole_api_from_one_import(tmp_path):
