@@ -31,6 +31,7 @@ class Decoded:
     error: str | None = None
     stage: str = "decode"  # where ``error`` arose: decoding, or the model (found by bisection)
     phones_source: str = "sidecar"  # "alignments" when the phones come from a forced aligner's TextGrid
+    words: tuple | None = None  # the same source's word intervals (a model that transcribes places words by them)
 
 
 def decode_part(
@@ -45,7 +46,7 @@ def decode_part(
         except InputError as exc:
             out.append(Decoded(utt.utterance_id, None, None, str(exc)))
             continue
-        phones = None
+        phones = words = None
         if utt.phones_uri:
             try:
                 if is_textgrid(utt.phones_uri):
@@ -56,8 +57,9 @@ def decode_part(
                         sidecars[utt.phones_uri] = read_alignments(utt.phones_uri, storage_options=storage_options)
                     alignment = sidecars[utt.phones_uri].get(utt.utterance_id)
                 phones = alignment.phones if alignment is not None else None
+                words = alignment.words if alignment is not None and alignment.words else None
             except (InputError, OSError) as exc:
                 log.warning("phone timings of %s unreadable (%s); using the lexicon", utt.utterance_id, exc)
         source = "alignments" if utt.phones_uri and is_textgrid(utt.phones_uri) else "sidecar"
-        out.append(Decoded(utt.utterance_id, audio, phones, phones_source=source))
+        out.append(Decoded(utt.utterance_id, audio, phones, phones_source=source, words=words))
     return out

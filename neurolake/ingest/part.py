@@ -22,7 +22,7 @@ from neurolake.corpora.audio import SAMPLE_RATE
 from neurolake.errors import NeurolakeError
 from neurolake.ingest.decode import Decoded
 from neurolake.ingest.planning import error_row
-from neurolake.labels.frames import frames_table_of, label_utterance
+from neurolake.labels.frames import frames_table_of, label_transcribed, label_utterance
 from neurolake.models import ModelAdapter, load_model
 from neurolake.store import Lake, Location, Part
 from neurolake.store.lease import LeaseToken
@@ -216,16 +216,29 @@ class PartProcessor:
                 if relevance_layers:
                     relevance[d.utterance_id] = self._relevance(d.audio, relevance_layers)
                 try:
-                    labels = label_utterance(
-                        log_probs[row, :n],
-                        tokens,
-                        utt.transcript,
-                        frame_shift_s=self.adapter.frame_shift_s,
-                        phone_intervals=d.phones,
-                        utterance_id=d.utterance_id,
-                        first_frame_id=p.first_row,
-                        phone_source=d.phones_source,
-                    )
+                    if out.hypotheses is not None:  # a model that transcribes (Whisper): no frame posteriors
+                        labels = label_transcribed(
+                            n,
+                            utt.transcript,
+                            out.hypotheses[row],
+                            frame_shift_s=self.adapter.frame_shift_s,
+                            phone_intervals=d.phones,
+                            word_intervals=d.words,
+                            utterance_id=d.utterance_id,
+                            first_frame_id=p.first_row,
+                            phone_source=d.phones_source,
+                        )
+                    else:
+                        labels = label_utterance(
+                            log_probs[row, :n],
+                            tokens,
+                            utt.transcript,
+                            frame_shift_s=self.adapter.frame_shift_s,
+                            phone_intervals=d.phones,
+                            utterance_id=d.utterance_id,
+                            first_frame_id=p.first_row,
+                            phone_source=d.phones_source,
+                        )
                 except NeurolakeError as exc:
                     errors.append(error_row(d.utterance_id, utt.audio_uri, "labels", str(exc)))
                     continue

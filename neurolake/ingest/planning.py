@@ -181,6 +181,17 @@ def plan_corpus(
                 )
                 continue
             samples = math.ceil(info.num_samples * adapter.sample_rate / info.sample_rate)
+            if adapter.max_samples is not None and samples > adapter.max_samples:
+                errors.append(
+                    error_row(
+                        utt.utterance_id,
+                        utt.audio_uri,
+                        "header",
+                        f"{utt.audio_uri}: {info.duration_s:.1f} s is longer than the "
+                        f"{adapter.max_samples / adapter.sample_rate:g} s the model takes at once; segment the recording",
+                    )
+                )
+                continue
             frames = adapter.num_frames(samples)
             if frames < 1:
                 errors.append(

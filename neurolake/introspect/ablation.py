@@ -30,7 +30,7 @@ import torch
 from neurolake.corpora.audio import load_audio
 from neurolake.errors import SpecError
 from neurolake.labels.ctc import greedy_decode
-from neurolake.labels.frames import hypothesis_text, label_utterance
+from neurolake.labels.frames import hypothesis_text, label_utterance, normalise_transcript
 from neurolake.labels.wer import align_sequences
 from neurolake.models import ModelAdapter, UnitEdit, load_model
 from neurolake.schemas import ABLATIONS
@@ -504,8 +504,15 @@ def _decode_tally(
         wave = torch.from_numpy(np.asarray(samples, dtype=np.float32))[None, :]
         out = adapter.forward(wave, [wave.shape[1]], edits=edits)
         log_probs = out.log_probs[0, : int(out.frame_lengths[0])].cpu().numpy()
-        decoded = greedy_decode(log_probs)
-        hypothesis = hypothesis_text(decoded.token_ids, adapter.tokens)
+        if out.hypotheses is not None:  # a model that transcribes (Whisper): its decoder's text
+            if counter is not None:
+                raise SpecError(
+                    f"{adapter.spec['spec']}: a slice's frames cannot be counted again after an ablation of a model "
+                    "without per-frame token posteriors (Whisper); ablate without a finding"
+                )
+            hypothesis = normalise_transcript(out.hypotheses[0])
+        else:
+            hypothesis = hypothesis_text(greedy_decode(log_probs).token_ids, adapter.tokens)
         reference = references[utterance_id]
         tally.char_edits += align_sequences(reference, hypothesis).distance
         tally.char_total += len(reference)

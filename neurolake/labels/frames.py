@@ -34,10 +34,12 @@ from neurolake.schemas import SCHEMAS
 
 __all__ = [
     "FRAME_SCHEMA",
+    "POSTERIOR_COLUMNS",
     "frames_table_of",
     "UTTERANCE_SCHEMA",
     "WORD_BOUNDARY_TOKENS",
     "UtteranceLabels",
+    "label_transcribed",
     "label_utterance",
     "normalise_transcript",
     "spread_segments",
@@ -530,3 +532,130 @@ def label_utterance(
         "phoneme_source": phoneme_source,
     }
     return UtteranceLabels(frames=frames, utterance=utterance)
+
+
+#: Frame columns that come from a CTC model's per-frame token posteriors; a model that
+#: transcribes by generating text (Whisper) has none, and :func:`label_transcribed` leaves them null.
+POSTERIOR_COLUMNS = (
+    "ref_token",
+    "pred_token",
+    "pred_prob",
+    "token_error",
+    "ref_segment",
+    "pred_segment",
+    "segment_error",
+    "confusion",
+)
+
+
+def label_transcribed(
+    n_frames: int,
+    reference: str,
+    hypothesis: str,
+    *,
+    frame_shift_s: float,
+    phone_intervals: Iterable[tuple[float, float, str] | object] | None = None,
+    word_intervals: Iterable[tuple[float, float, str] | object] | None = None,
+    utterance_id: str = "",
+    first_frame_id: int = 0,
+    phone_source: str = "intervals",
+) -> UtteranceLabels:
+    """Labels of an utterance that a sequence-to-sequence model transcribed (Whisper).
+
+    Such a model gives a transcript (``hypothesis``, from its decoder) but no token
+    posteriors per frame, so nothing ties its output to frames. What the frames get:
+
+    - ``frame_id``, ``frame_index``, ``start_s``, ``end_s`` as :func:`label_utterance` gives them.
+    - :data:`POSTERIOR_COLUMNS` (``ref_token``, ``pred_token``, ``pred_prob``, ``token_error``,
+      the segment labels and ``confusion``) are null: there is no per-frame prediction.
+    - ``phoneme``: from ``phone_intervals`` as in :func:`label_utterance`; null without them
+      (the lexicon cannot be placed in time without a CTC alignment).
+    - ``word`` / ``word_index``: from ``word_intervals``, the interval that covers the frame's
+      centre. Interval words are matched to the reference words in order (a Levenshtein
+      alignment of the two word sequences, so an interval whose word the reference lacks gets
+      ``-1`` and ``None``). Without word intervals every frame has ``-1`` and ``None``.
+    - ``word_error``: the frame's reference word is substituted or deleted in the alignment of
+      the hypothesis words to the reference words; ``False`` outside words; null for every
+      frame when there are no word intervals (nothing says which frames hold which word).
+
+    Utterance row as in :func:`label_utterance`, with ``hypothesis`` normalised by
+    :func:`normalise_transcript`; ``phoneme_source`` is ``phone_source`` where phone intervals
+    were given and null otherwise.
+    """
+    shift = _frame_shift(None, frame_shift_s)
+    if n_frames < 0:
+        raise InputError(f"an utterance cannot have {n_frames} frames")
+    reference = normalise_transcript(reference)
+    hypothesis = normalise_transcript(hypothesis)
+    words = reference.split()
+    word_alignment = align_sequences(words, hypothesis.split())
+    word_wrong = np.append(word_alignment.reference_ops != EditOp.CORRECT, False)
+    frame_index = np.arange(n_frames, dtype=np.int64)
+    nulls = np.full(n_frames, None, dtype=object)
+
+    if word_intervals is not None:
+        word_index = _words_from_intervals(word_intervals, words, n_frames, shift)
+        word_strings = np.empty(len(words) + 1, dtype=object)
+        word_strings[:-1] = words
+        word_strings[-1] = None
+        word, word_error = word_strings[word_index], word_wrong[word_index]
+    else:
+        word_index = np.full(n_frames, -1, dtype=np.int32)
+        word, word_error = nulls, nulls
+    if phone_intervals is not None:
+        phoneme = frame_phonemes_from_intervals(_arpabet_intervals(phone_intervals), n_frames, shift)
+        phoneme_source: str | None = phone_source
+    else:
+        phoneme, phoneme_source = nulls, None
+
+    frames = {
+        "frame_id": first_frame_id + frame_index,
+        "utterance_id": np.full(n_frames, utterance_id, dtype=object),
+        "frame_index": frame_index.astype(np.int32),
+        "start_s": frame_index * shift,
+        "end_s": (frame_index + 1) * shift,
+        **{name: nulls for name in POSTERIOR_COLUMNS},
+        "phoneme": phoneme,
+        "word": word,
+        "word_index": word_index,
+        "word_error": word_error,
+        "phoneme_source": np.full(n_frames, phoneme_source, dtype=object),
+    }
+    utterance = {
+        "utterance_id": utterance_id,
+        "first_frame_id": int(first_frame_id),
+        "n_frames": int(n_frames),
+        "reference": reference,
+        "hypothesis": hypothesis,
+        "wer": word_alignment.error_rate,
+        "cer": cer(reference, hypothesis),
+        "n_word_errors": int(word_alignment.distance),
+        "n_reference_words": len(words),
+        "phoneme_source": phoneme_source,
+    }
+    return UtteranceLabels(frames=frames, utterance=utterance)
+
+
+def _words_from_intervals(
+    intervals: Iterable[tuple[float, float, str] | object], words: Sequence[str], n_frames: int, shift: float
+) -> np.ndarray:
+    """``[n_frames] int32``: the reference word index of each frame (``-1`` for none) from timed
+    word intervals, each matched to a reference word by a Levenshtein alignment of the sequences."""
+    rows = sorted(interval_fields(interval) for interval in intervals)
+    rows = [r for r in rows if normalise_transcript(r[2])]  # unlabelled (silence) intervals hold no word
+    spoken = [normalise_transcript(r[2]) for r in rows]
+    to_reference = np.full(len(rows) + 1, -1, dtype=np.int32)  # the last entry: no interval
+    steps = align_sequences(words, spoken)
+    for op, ref, hyp in zip(steps.ops, steps.ref_index, steps.hyp_index, strict=True):
+        if op == EditOp.CORRECT:
+            to_reference[hyp] = ref
+    out = np.full(n_frames, -1, dtype=np.int32)
+    if not rows or n_frames == 0:
+        return out
+    starts = np.array([r[0] for r in rows])
+    ends = np.array([r[1] for r in rows])
+    centres = (np.arange(n_frames) + 0.5) * shift
+    index = np.searchsorted(starts, centres, side="right") - 1
+    covered = (index >= 0) & (centres < ends[np.maximum(index, 0)])
+    out[covered] = to_reference[index[covered]]
+    return out

@@ -40,7 +40,9 @@ layers, each resampled onto the output frame grid as ``[B, T, units]``.
 ``hf:ID_OR_PATH``
     A Hugging Face ``transformers`` CTC model (``AutoModelForCTC``: wav2vec 2.0, HuBERT, WavLM,
     Data2Vec-audio, MMS) with its tokenizer and feature extractor, from a ``save_pretrained``
-    directory or the Hub's cache (:mod:`neurolake.models.hf`).
+    directory or the Hub's cache (:mod:`neurolake.models.hf`); a Whisper checkpoint loads as
+    :class:`~neurolake.models.hf.WhisperAdapter` (encoder frames, transcripts from ``generate``;
+    ``hf:PATH?language=CODE`` fixes a multilingual model's language).
 ``python:MODULE:FACTORY``
     ``MODULE.FACTORY()`` returns an :class:`torch.nn.Module` mapping zero-padded
     16 kHz waveforms ``[B, samples]`` float32 to log-probabilities ``[B, T, C]``, with

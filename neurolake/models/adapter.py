@@ -101,11 +101,14 @@ class ForwardOutput:
             (``num_frames`` of its length); ``T`` is their maximum.
         captured: layer name -> ``[B, T, units]`` float32 on the output frame grid,
             zero at or past ``frame_lengths[b]``; on the model's device.
+        hypotheses: the transcripts of a model that generates text (``[B, T, 0]`` log-probs
+            then: it has no per-frame token posteriors); ``None`` for a CTC model.
     """
 
     log_probs: torch.Tensor
     frame_lengths: torch.Tensor
     captured: dict[str, torch.Tensor]
+    hypotheses: list[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -136,14 +139,19 @@ class ModelAdapter(abc.ABC):
 
     Attributes:
         module: the network; capturable layer names are its submodule paths.
-        kind: ``"demo"``, ``"wav2letter"``, ``"wav2vec2"``, ``"hf"`` or ``"python"``.
-        tokens: output tokens, blank at index 0.
+        kind: ``"demo"``, ``"wav2letter"``, ``"wav2vec2"``, ``"hf"``, ``"hf-whisper"`` or ``"python"``.
+        tokens: output tokens, blank at index 0 (empty for a model that :attr:`transcribes`).
+        transcribes: the model generates its transcript with a decoder (Whisper) instead of
+            emitting CTC token posteriors per frame; :meth:`forward` then returns ``hypotheses``.
+        max_samples: the longest input the model takes (Whisper's 30 s window), or ``None``.
         weights_sha256: SHA-256 of the weights file, or of the state dict
             (:func:`state_dict_sha256`) where there is no single file.
         device: where the network runs.
     """
 
     sample_rate: int = SAMPLE_RATE
+    transcribes: bool = False
+    max_samples: int | None = None
 
     def __init__(
         self,
@@ -158,7 +166,7 @@ class ModelAdapter(abc.ABC):
     ) -> None:
         self._spec = spec
         self.kind = kind
-        self.tokens = checked_tokens(tokens, spec)
+        self.tokens = list(tokens) if self.transcribes else checked_tokens(tokens, spec)
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()
         self.weights_sha256 = weights_sha256 or state_dict_sha256(module)
@@ -182,7 +190,9 @@ class ModelAdapter(abc.ABC):
 
     @property
     def word_boundary(self) -> str:
-        """The token that separates words (``" "`` or ``"|"``)."""
+        """The token that separates words (``" "`` or ``"|"``; a space for a model that transcribes)."""
+        if self.transcribes:
+            return " "
         return next(token for token in WORD_BOUNDARY_TOKENS if token in self.tokens)
 
     @functools.cached_property
@@ -232,6 +242,9 @@ class ModelAdapter(abc.ABC):
             "frame_rate_hz": self.frame_rate_hz,
             "frame_shift_s": self.frame_shift_s,
         }
+        if self.transcribes:
+            description["transcribes"] = True
+            description["max_samples"] = self.max_samples
         if self._config:
             description["config"] = self._config
         return description

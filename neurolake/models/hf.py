@@ -17,19 +17,40 @@ tokenizer and feature extractor, from a local ``save_pretrained`` directory or t
 - **Capture** of every named submodule with a ``[B, frames, units]`` output: the feature
   projection, each encoder layer (``wav2vec2.encoder.layers.N``: the hidden states), their
   attention and feed-forward blocks, and the CTC head.
+
+Whisper checkpoints (``model_type`` ``whisper``, e.g. a local copy of ``openai/whisper-small``)
+load as a :class:`WhisperAdapter`: the encoder's submodules are captured on its 50 Hz grid,
+trimmed to the audio's real length (the 30 s the feature extractor pads every input to are
+never stored), and the transcript comes from ``generate``. A sequence-to-sequence model has no
+per-frame token posteriors, so its frames carry no token labels
+(:func:`neurolake.labels.frames.label_transcribed` says which columns stay null).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from neurolake.errors import SpecError
-from neurolake.models.adapter import ModelAdapter, _padded
+from neurolake.errors import InputError, SpecError
+from neurolake.models.adapter import (
+    ForwardOutput,
+    LayerInfo,
+    ModelAdapter,
+    UnitEdit,
+    _Geometry,
+    _installed,
+    _padded,
+    _recorder,
+    _shape_recorder,
+    _some,
+)
 from neurolake.models.framing import zero_beyond
 
 
@@ -92,16 +113,180 @@ class HFCTCAdapter(ModelAdapter):
         return torch.log_softmax(logits[:, :frames, :].index_select(-1, self._order), dim=-1)
 
 
-def load_hf(target: str, spec: str, device: str | torch.device = "cpu") -> HFCTCAdapter:
-    """``hf:ID_OR_PATH``: a ``transformers`` CTC model with its tokenizer and feature extractor."""
-    from transformers import AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
+class WhisperAdapter(ModelAdapter):
+    """A ``transformers`` Whisper model: the encoder's frames, transcripts from ``generate``.
+
+    - **Frames.** The feature extractor pads or cuts every input to its window (30 s, 3000
+      log-mel frames of 160 samples); the encoder's second convolution halves that to 1500
+      frames of 20 ms. An utterance of ``n`` samples has ``ceil(n / 160)`` real mel frames (the
+      extractor's own attention mask) and so ``ceil(ceil(n / 160) / 2)`` encoder frames; only
+      those are returned and stored. Longer inputs than the window are refused
+      (:attr:`max_samples`): the planner makes them ``errors`` rows.
+    - **Capture**: every encoder submodule whose output runs along the encoder's frames (each
+      layer ``model.encoder.layers.N``, its attention and feed-forward blocks, the final
+      ``model.encoder.layer_norm``) or along the mel frames (``model.encoder.conv1``, two mel
+      frames averaged per encoder frame). The decoder runs on text positions and is not
+      capturable.
+    - **Transcripts**: the encoder runs once (with the capture and any unit edits), and
+      ``generate`` decodes from its output, so an edit of encoder units changes the transcript
+      as it would inside the model. A multilingual checkpoint is told to transcribe, not
+      translate; its language is detected unless the spec names one (``hf:PATH?language=en``).
+    """
+
+    transcribes = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        extractor: Any,
+        tokenizer: Any,
+        spec: str,
+        language: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.extractor = extractor
+        self.tokenizer = tokenizer
+        self.language = language
+        encoder = model.get_encoder()
+        self._mel_hop = int(extractor.hop_length)
+        self._stride = int(encoder.conv2.stride[0])
+        self._window_frames = int(model.config.max_source_positions)
+        self.max_samples = int(extractor.n_samples)
+        self._encoder_path = next(name for name, module in model.named_modules() if module is encoder)
+        super().__init__(model, spec=spec, kind="hf-whisper", tokens=(), config=config, device=device)
+
+    def num_frames(self, num_samples: int) -> int:
+        if num_samples <= 0:
+            return 0
+        mel = math.ceil(int(num_samples) / self._mel_hop)
+        return min(math.ceil(mel / self._stride), self._window_frames)
+
+    @functools.cached_property
+    def hop_samples(self) -> float:
+        return float(self._mel_hop * self._stride)
+
+    def _run(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        raise SpecError(
+            f"{self._spec}: a Whisper model has no per-frame token posteriors; relevance, GradNAPs and "
+            "attribution need a CTC model"
+        )
+
+    def features(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Log-mel features as the feature extractor makes them: ``[B, mels, window]`` on the device."""
+        audio = [
+            np.asarray(w[: int(n)].detach().cpu().numpy(), dtype=np.float32)
+            for w, n in zip(waveforms, lengths, strict=True)
+        ]
+        features = self.extractor(audio, sampling_rate=self.sample_rate, return_tensors="pt").input_features
+        return features.to(self.device, dtype=next(self.module.parameters()).dtype)
+
+    @functools.cached_property
+    def _geometries(self) -> dict[str, _Geometry]:
+        """One encoder pass: the submodules whose output runs along encoder or mel frames."""
+        modules = dict(self.module.named_modules())
+        names = [name for name in modules if name.startswith(self._encoder_path + ".")]
+        seen: dict[str, list] = {name: [] for name in names}
+        hooks = [(modules[name], _shape_recorder(seen[name])) for name in names]
+        wave = 0.1 * torch.randn(1, self.sample_rate, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad(), _installed(hooks):
+            self.module.get_encoder()(self.features(wave, torch.tensor([self.sample_rate])))
+        window = self._window_frames
+        geometries = {}
+        for name in names:
+            shapes = seen[name]
+            if len(shapes) != 1 or shapes[0] is None or not shapes[0][1] or len(shapes[0][0]) != 3:
+                continue
+            _, a, b = shapes[0][0]
+            for axis, length, units in ((1, a, b), (2, b, a)):
+                if length in (window, self._stride * window):
+                    geometries[name] = _Geometry(axis, units, length // window, 1)
+                    break
+        return geometries
+
+    def forward(
+        self,
+        waveforms: torch.Tensor,
+        lengths: torch.Tensor | Sequence[int],
+        layers: Iterable[str | LayerInfo] = (),
+        *,
+        capture_dtype: torch.dtype = torch.float32,
+        edits: Mapping[str, UnitEdit] | None = None,
+    ) -> ForwardOutput:
+        """As :meth:`ModelAdapter.forward`, with ``hypotheses`` from ``generate`` and
+        ``[B, T, 0]`` log-probabilities (there are no per-frame token posteriors)."""
+        waveforms, lengths = self._checked_batch(waveforms, lengths)
+        if int(lengths.max()) > self.max_samples:
+            longest = int(lengths.argmax())
+            raise InputError(
+                f"utterance {longest} of the batch lasts {int(lengths[longest]) / self.sample_rate:.1f} s, longer "
+                f"than the {self.max_samples / self.sample_rate:g} s window of {self._spec!r}; segment it"
+            )
+        names = [layer.name if isinstance(layer, LayerInfo) else layer for layer in layers]
+        unknown = [name for name in names if name not in self._geometries]
+        if unknown:
+            raise SpecError(
+                f"{unknown[0]!r} is not a capturable layer of {self._spec!r}; available: {_some(self._geometries)}"
+            )
+        modules = dict(self.module.named_modules())
+        outputs: dict[str, list[torch.Tensor | None]] = {name: [] for name in names}
+        hooks = self._edit_hooks(edits or {}) + [(modules[name], _recorder(outputs[name])) for name in names]
+        features = self.features(waveforms, lengths)
+        with torch.no_grad():
+            with _installed(hooks):
+                encoded = self.module.get_encoder()(features)
+            generated = self.module.generate(encoder_outputs=encoded, **self._generate_options())
+        hypotheses = [text.strip() for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+        counts = [self.num_frames(n) for n in lengths.tolist()]
+        frame_lengths = torch.tensor(counts, dtype=torch.int64, device=self.device)
+        captured = {name: self._on_grid(name, outputs[name], frame_lengths, capture_dtype) for name in names}
+        log_probs = torch.zeros((len(counts), max(counts), 0), device=self.device)
+        return ForwardOutput(log_probs, frame_lengths, captured, hypotheses=hypotheses)
+
+    def _generate_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        config = self.module.generation_config
+        if getattr(config, "is_multilingual", False):
+            options["task"] = "transcribe"
+            if self.language:
+                options["language"] = self.language
+        return options
+
+
+def _split_options(target: str, spec: str) -> tuple[str, dict[str, str]]:
+    """``PATH?key=value&...`` -> ``(PATH, {key: value})``; only ``language`` is known."""
+    path, _, query = target.partition("?")
+    options = {}
+    for item in filter(None, query.split("&")):
+        key, _, value = item.partition("=")
+        if key != "language" or not value:
+            raise SpecError(f"{spec}: unknown option {item!r}; the one option is language=CODE (Whisper)")
+        options[key] = value
+    return path, options
+
+
+def load_hf(target: str, spec: str, device: str | torch.device = "cpu") -> ModelAdapter:
+    """``hf:ID_OR_PATH``: a ``transformers`` CTC model with its tokenizer and feature extractor,
+    or a Whisper model (:class:`WhisperAdapter`)."""
+    from transformers import AutoConfig, AutoFeatureExtractor, AutoModelForCTC, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # the ingest's own bars say what is going on
 
+    target, options = _split_options(target, spec)
     local = os.path.isdir(target)
     if not local and (target.startswith((".", "/", "~")) or os.sep in target.strip("/").split("/", 1)[-1]):
         raise SpecError(f"{spec}: no model directory {target!r} (a Hub id is ORG/NAME)")
+    try:
+        model_type = AutoConfig.from_pretrained(target, local_files_only=local).model_type
+    except (OSError, ValueError, KeyError) as exc:
+        where = "the directory" if local else "the Hugging Face cache or Hub"
+        raise SpecError(f"{spec}: cannot load a CTC or Whisper model from {where}: {exc}") from exc
+    if model_type == "whisper":
+        return _load_whisper(target, spec, local, options.get("language"), device)
+    if options:
+        raise SpecError(f"{spec}: options (?language=...) are for Whisper models; this is a {model_type} model")
     try:
         model = AutoModelForCTC.from_pretrained(target, local_files_only=local)
         tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=local)
@@ -135,4 +320,35 @@ def load_hf(target: str, spec: str, device: str | torch.device = "cpu") -> HFCTC
         attention_mask=bool(getattr(extractor, "return_attention_mask", False)),
         config=config,
         device=device,
+    )
+
+
+def _load_whisper(
+    target: str, spec: str, local: bool, language: str | None, device: str | torch.device
+) -> WhisperAdapter:
+    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+    try:
+        model = WhisperForConditionalGeneration.from_pretrained(target, local_files_only=local)
+        tokenizer = WhisperTokenizer.from_pretrained(target, local_files_only=local)
+        extractor = WhisperFeatureExtractor.from_pretrained(target, local_files_only=local)
+    except (OSError, ValueError, KeyError) as exc:
+        where = "the directory" if local else "the Hugging Face cache or Hub"
+        raise SpecError(
+            f"{spec}: cannot load a Whisper model, tokenizer and feature extractor from {where}: {exc}"
+        ) from exc
+    if int(extractor.sampling_rate) != 16_000:
+        raise SpecError(
+            f"{spec}: the feature extractor expects {extractor.sampling_rate} Hz audio; neurolake decodes at 16 kHz"
+        )
+    config = {
+        "model_type": "whisper",
+        "layers": int(model.config.encoder_layers),
+        "hidden_size": int(model.config.d_model),
+        "window_s": int(extractor.n_samples) / 16_000,
+    }
+    if language:
+        config["language"] = language
+    return WhisperAdapter(
+        model, extractor=extractor, tokenizer=tokenizer, spec=spec, language=language, config=config, device=device
     )

@@ -348,3 +348,47 @@ def test_synthetic_utterance_frames_get_arpabet_phonemes():
     expected = {p for word in text.split() for p in pronounce(word)} - {"ER"}
     assert expected <= set(phonemes)
     assert labels.utterance["phoneme_source"] == "intervals"
+
+
+def test_a_transcribed_utterance_gets_words_and_phonemes_from_its_intervals_only():
+    from neurolake.labels.frames import POSTERIOR_COLUMNS, label_transcribed
+
+    # 10 frames of 0.1 s; "the cat sat", the hypothesis drops "cat" and changes "sat".
+    words = [(0.0, 0.3, "the"), (0.3, 0.6, "cat"), (0.6, 0.9, "sat")]
+    phones = [(0.0, 0.15, "DH"), (0.15, 0.3, "AH0"), (0.3, 0.6, "K"), (0.6, 0.9, "S")]
+    labels = label_transcribed(
+        10,
+        "The cat sat.",
+        "the mat",
+        frame_shift_s=0.1,
+        phone_intervals=phones,
+        word_intervals=words,
+        utterance_id="u",
+        first_frame_id=100,
+        phone_source="sidecar",
+    )
+    f = labels.frames
+    assert f["frame_id"].tolist() == list(range(100, 110))
+    assert f["word_index"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, -1]
+    assert f["word"].tolist() == ["THE"] * 3 + ["CAT"] * 3 + ["SAT"] * 3 + [None]
+    # THE matches; CAT -> MAT is a substitution; SAT is deleted
+    assert f["word_error"].tolist() == [False] * 3 + [True] * 6 + [False]
+    assert f["phoneme"].tolist() == ["DH", "AH", "AH", "K", "K", "K", "S", "S", "S", None]
+    for name in POSTERIOR_COLUMNS:
+        assert all(v is None for v in f[name]), name
+    u = labels.utterance
+    assert u["hypothesis"] == "THE MAT" and u["wer"] == pytest.approx(2 / 3) and u["n_word_errors"] == 2
+    assert u["phoneme_source"] == "sidecar"
+    table = labels.frames_table()
+    assert table.column("pred_token").null_count == 10 and table.column("word_error").null_count == 0
+
+    # An interval word the reference lacks gets no word; without intervals nothing is placed.
+    extra = label_transcribed(
+        4, "a b", "a b", frame_shift_s=0.5, word_intervals=[(0.0, 0.5, "a"), (0.5, 1.0, "um"), (1.0, 1.5, "b")]
+    )
+    assert extra.frames["word_index"].tolist() == [0, -1, 1, -1]
+    bare = label_transcribed(3, "a b", "a c", frame_shift_s=0.02)
+    assert bare.frames["word_index"].tolist() == [-1, -1, -1]
+    assert all(v is None for v in bare.frames["word_error"]) and all(v is None for v in bare.frames["phoneme"])
+    assert bare.utterance["phoneme_source"] is None and bare.utterance["wer"] == 0.5
+    assert bare.frames_table().column("word_error").null_count == 3

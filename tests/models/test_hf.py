@@ -107,7 +107,7 @@ def test_the_blank_moves_first_and_bad_directories_are_one_line(tmp_path):
     with pytest.raises(SpecError, match="no model directory"):
         load_model(f"hf:{tmp_path / 'nothing-here'}")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SpecError, match="cannot load a CTC model"):
+    with pytest.raises(SpecError, match="cannot load a CTC (or Whisper )?model"):
         load_model(f"hf:{tmp_path / 'empty'}")
 
 
