@@ -216,6 +216,25 @@ class WhisperAdapter(ModelAdapter):
     ) -> ForwardOutput:
         """As :meth:`ModelAdapter.forward`, with ``hypotheses`` from ``generate`` and
         ``[B, T, 0]`` log-probabilities (there are no per-frame token posteriors)."""
+        encoded, frame_lengths, captured = self.encode(
+            waveforms, lengths, layers, capture_dtype=capture_dtype, edits=edits
+        )
+        with torch.no_grad():
+            generated = self.module.generate(encoder_outputs=encoded, **self._generate_options())
+        hypotheses = [text.strip() for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+        log_probs = torch.zeros((len(hypotheses), int(frame_lengths.max()), 0), device=self.device)
+        return ForwardOutput(log_probs, frame_lengths, captured, hypotheses=hypotheses)
+
+    def encode(
+        self,
+        waveforms: torch.Tensor,
+        lengths: torch.Tensor | Sequence[int],
+        layers: Iterable[str | LayerInfo] = (),
+        *,
+        capture_dtype: torch.dtype = torch.float32,
+        edits: Mapping[str, UnitEdit] | None = None,
+    ) -> tuple[Any, torch.Tensor, dict[str, torch.Tensor]]:
+        """The encoder pass of :meth:`forward`: ``(encoder output, frame_lengths, captured)``."""
         waveforms, lengths = self._checked_batch(waveforms, lengths)
         if int(lengths.max()) > self.max_samples:
             longest = int(lengths.argmax())
@@ -233,16 +252,12 @@ class WhisperAdapter(ModelAdapter):
         outputs: dict[str, list[torch.Tensor | None]] = {name: [] for name in names}
         hooks = self._edit_hooks(edits or {}) + [(modules[name], _recorder(outputs[name])) for name in names]
         features = self.features(waveforms, lengths)
-        with torch.no_grad():
-            with _installed(hooks):
-                encoded = self.module.get_encoder()(features)
-            generated = self.module.generate(encoder_outputs=encoded, **self._generate_options())
-        hypotheses = [text.strip() for text in self.tokenizer.batch_decode(generated, skip_special_tokens=True)]
+        with torch.no_grad(), _installed(hooks):
+            encoded = self.module.get_encoder()(features)
         counts = [self.num_frames(n) for n in lengths.tolist()]
         frame_lengths = torch.tensor(counts, dtype=torch.int64, device=self.device)
         captured = {name: self._on_grid(name, outputs[name], frame_lengths, capture_dtype) for name in names}
-        log_probs = torch.zeros((len(counts), max(counts), 0), device=self.device)
-        return ForwardOutput(log_probs, frame_lengths, captured, hypotheses=hypotheses)
+        return encoded, frame_lengths, captured
 
     def _generate_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {}

@@ -12,9 +12,13 @@ import torch
 SPECIALS = ["<|endoftext|>", "<|startoftranscript|>", "<|transcribe|>", "<|notimestamps|>"]
 
 
-def save_tiny_whisper(path: Path, *, encoder_layers: int = 3, seed: int = 3):
+def save_tiny_whisper(
+    path: Path, *, encoder_layers: int = 3, d_model: int = 32, heads: int = 2, ffn: int = 64, seed: int = 3
+):
     """Write the checkpoint to ``path`` and return the model (``eval`` mode). With the default
-    seed its transcripts are not empty (a random model often emits only special tokens)."""
+    seed its transcripts are not empty (a random model often emits only special tokens). The
+    encoder geometry is settable (``d_model=512, heads=8, ffn=2048, encoder_layers=6`` is
+    whisper-base's); the decoder has two layers."""
     from transformers import (
         GenerationConfig,
         WhisperConfig,
@@ -52,11 +56,11 @@ def save_tiny_whisper(path: Path, *, encoder_layers: int = 3, seed: int = 3):
         num_mel_bins=80,
         encoder_layers=encoder_layers,
         decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        d_model=32,
-        encoder_ffn_dim=64,
-        decoder_ffn_dim=64,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        d_model=d_model,
+        encoder_ffn_dim=ffn,
+        decoder_ffn_dim=ffn,
         max_source_positions=1500,
         max_target_positions=64,
         begin_suppress_tokens=None,
