@@ -40,6 +40,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
+from neurolake.corpora.lhotse_manifest import is_lhotse_directory, is_lhotse_file, read_lhotse
 from neurolake.corpora.librispeech import parse_transcript_line, read_librispeech
 from neurolake.corpora.manifest import read_manifest
 from neurolake.corpora.records import (
@@ -70,6 +71,7 @@ __all__ = [
     "parse_transcript_line",
     "read_alignments",
     "read_librispeech",
+    "read_lhotse",
     "read_manifest",
     "read_phone_intervals",
     "url_of",
@@ -84,10 +86,13 @@ def is_manifest(spec: str | os.PathLike[str]) -> bool:
 
 
 def open_corpus(spec: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> Corpus:
-    """Read the corpus a user named: a LibriSpeech directory or URL, or a manifest file.
+    """Read the corpus a user named: a LibriSpeech directory or URL, a manifest file, or lhotse
+    manifests.
 
-    A spec ending in ``.jsonl``, ``.csv`` or ``.parquet`` is read by
-    :func:`read_manifest`; an existing directory by :func:`read_librispeech`.
+    - a ``.jsonl.gz`` file, a ``.jsonl`` file whose first line is a lhotse cut, recording or
+      supervision, or a directory holding lhotse manifests at its top level: :func:`read_lhotse`;
+    - another spec ending in ``.jsonl``, ``.csv`` or ``.parquet``: :func:`read_manifest`;
+    - any other directory: :func:`read_librispeech`.
 
     Raises:
         SpecError: empty spec, unknown protocol, nothing at that location, or a
@@ -99,14 +104,18 @@ def open_corpus(spec: str | os.PathLike[str], *, storage_options: Mapping[str, A
             f"empty corpus spec; give a LibriSpeech directory or URL, or a manifest ({', '.join(MANIFEST_SUFFIXES)})"
         )
     fs, path = open_url(spec, storage_options)
+    if is_lhotse_file(spec, storage_options=storage_options):
+        return read_lhotse(spec, storage_options=storage_options)
     if is_manifest(path):
         return read_manifest(spec, storage_options=storage_options)
     if fs.isdir(path):
+        if is_lhotse_directory(spec, storage_options=storage_options):
+            return read_lhotse(spec, storage_options=storage_options)
         return read_librispeech(spec, storage_options=storage_options)
     if fs.exists(path):
         raise SpecError(
             f"corpus {spec!r} is a file but not a manifest; give a LibriSpeech directory "
-            f"or a manifest ending in {', '.join(MANIFEST_SUFFIXES)}"
+            f"or a manifest ending in {', '.join(MANIFEST_SUFFIXES)} (or a lhotse .jsonl.gz)"
         )
     raise SpecError(
         f"corpus {spec!r} not found; give a LibriSpeech directory or URL, or a manifest "

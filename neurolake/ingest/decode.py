@@ -30,7 +30,9 @@ class Decoded:
     phones: tuple | None
     error: str | None = None
     stage: str = "decode"  # where ``error`` arose: decoding, or the model (found by bisection)
-    phones_source: str = "sidecar"  # "alignments" when the phones come from a forced aligner's TextGrid
+    # Where ``phones`` come from: "sidecar" (the corpus's phones.jsonl), "alignments" (a forced
+    # aligner's TextGrid, --alignments) or "lhotse" (the supervision's alignment in a lhotse manifest).
+    phones_source: str = "sidecar"
 
 
 def decode_part(
@@ -45,19 +47,24 @@ def decode_part(
         except InputError as exc:
             out.append(Decoded(utt.utterance_id, None, None, str(exc)))
             continue
-        phones = None
-        if utt.phones_uri:
+        phones, source = None, "sidecar"
+        if utt.phones_uri and is_textgrid(utt.phones_uri):
+            # --alignments: the user named these TextGrids for this ingest; they win.
+            source = "alignments"
             try:
-                if is_textgrid(utt.phones_uri):
-                    found = read_textgrid_alignment(utt.phones_uri, utt.utterance_id, storage_options=storage_options)
-                    alignment = found if found.phones else None
-                else:
-                    if utt.phones_uri not in sidecars:
-                        sidecars[utt.phones_uri] = read_alignments(utt.phones_uri, storage_options=storage_options)
-                    alignment = sidecars[utt.phones_uri].get(utt.utterance_id)
+                found = read_textgrid_alignment(utt.phones_uri, utt.utterance_id, storage_options=storage_options)
+                phones = found.phones or None
+            except (InputError, OSError) as exc:
+                log.warning("phone timings of %s unreadable (%s); using the lexicon", utt.utterance_id, exc)
+        elif utt.alignment is not None:
+            phones, source = utt.alignment.phones or None, "lhotse"
+        elif utt.phones_uri:
+            try:
+                if utt.phones_uri not in sidecars:
+                    sidecars[utt.phones_uri] = read_alignments(utt.phones_uri, storage_options=storage_options)
+                alignment = sidecars[utt.phones_uri].get(utt.utterance_id)
                 phones = alignment.phones if alignment is not None else None
             except (InputError, OSError) as exc:
                 log.warning("phone timings of %s unreadable (%s); using the lexicon", utt.utterance_id, exc)
-        source = "alignments" if utt.phones_uri and is_textgrid(utt.phones_uri) else "sidecar"
         out.append(Decoded(utt.utterance_id, audio, phones, phones_source=source))
     return out
