@@ -40,6 +40,7 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
+from neurolake.corpora.hf_datasets import is_hf_dataset_directory, read_hf_dataset
 from neurolake.corpora.lhotse_manifest import is_lhotse_directory, is_lhotse_file, read_lhotse
 from neurolake.corpora.librispeech import parse_transcript_line, read_librispeech
 from neurolake.corpora.manifest import read_manifest
@@ -70,6 +71,7 @@ __all__ = [
     "open_url",
     "parse_transcript_line",
     "read_alignments",
+    "read_hf_dataset",
     "read_librispeech",
     "read_lhotse",
     "read_manifest",
@@ -86,12 +88,14 @@ def is_manifest(spec: str | os.PathLike[str]) -> bool:
 
 
 def open_corpus(spec: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> Corpus:
-    """Read the corpus a user named: a LibriSpeech directory or URL, a manifest file, or lhotse
-    manifests.
+    """Read the corpus a user named: a LibriSpeech directory or URL, a manifest file, lhotse
+    manifests, or a Hugging Face ``datasets`` audio dataset.
 
     - a ``.jsonl.gz`` file, a ``.jsonl`` file whose first line is a lhotse cut, recording or
       supervision, or a directory holding lhotse manifests at its top level: :func:`read_lhotse`;
     - another spec ending in ``.jsonl``, ``.csv`` or ``.parquet``: :func:`read_manifest`;
+    - a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, or holding
+      Parquet shards (with an ``Audio`` column): :func:`read_hf_dataset`;
     - any other directory: :func:`read_librispeech`.
 
     Raises:
@@ -111,6 +115,8 @@ def open_corpus(spec: str | os.PathLike[str], *, storage_options: Mapping[str, A
     if fs.isdir(path):
         if is_lhotse_directory(spec, storage_options=storage_options):
             return read_lhotse(spec, storage_options=storage_options)
+        if is_hf_dataset_directory(spec, storage_options=storage_options):
+            return read_hf_dataset(spec, storage_options=storage_options)
         return read_librispeech(spec, storage_options=storage_options)
     if fs.exists(path):
         raise SpecError(

@@ -1,6 +1,6 @@
 """Corpora in other formats, ingested end to end against the same corpus read as a LibriSpeech
 tree: the synthetic corpus's ground truth as lhotse manifests (the frames' phonemes must equal
-those of its own sidecars)."""
+those of its own sidecars), and as a Hugging Face ``datasets`` dataset."""
 
 from __future__ import annotations
 
@@ -59,3 +59,60 @@ def test_ingest_of_lhotse_manifests_labels_frames_with_their_alignments(syntheti
     assert {r["source"] for r in frames} == {"lhotse"} and all(r["same"] for r in frames)
     assert sum(r["n"] for r in frames) == total
     assert sum(r["n"] for r in frames if r["labelled"]) > 0.8 * total
+
+
+@pytest.mark.slow
+def test_ingest_of_a_datasets_corpus_equals_that_of_its_librispeech_tree(synthetic, tmp_path):
+    """The synthetic corpus as a LibriSpeech-format HF dataset (``file``, ``audio``, ``text``,
+    ``speaker_id``, ``chapter_id``, ``id``), saved to disk and as Parquet shards, ingests to the
+    utterances, transcripts and frame counts of the tree it was made from."""
+    import ray
+    from datasets import Audio, Dataset, DatasetDict, load_from_disk
+
+    from neurolake.corpora import read_librispeech
+    from neurolake.ingest.pipeline import ingest
+    from neurolake.query.engine import QueryEngine
+    from neurolake.store import Lake
+
+    tree = str(synthetic / "c" / "train")
+    rows = read_librispeech(tree).utterances
+    dataset = Dataset.from_dict(
+        {
+            "file": [u.audio_uri for u in rows],
+            "audio": [u.audio_uri for u in rows],
+            "text": [u.transcript for u in rows],
+            "speaker_id": [int(u.speaker_id or 0) for u in rows],
+            "chapter_id": [int(u.chapter_id or 0) for u in rows],
+            "id": [u.utterance_id for u in rows],
+        }
+    ).cast_column("audio", Audio(sampling_rate=16_000))
+    DatasetDict({"train": dataset}).save_to_disk(str(tmp_path / "saved"), num_shards={"train": 2})
+    saved = load_from_disk(str(tmp_path / "saved"))["train"]  # the audio bytes embedded by save_to_disk
+    for i in range(2):
+        saved.shard(2, i, contiguous=True).to_parquet(str(tmp_path / "pq" / "data" / f"train-0000{i}-of-00002.parquet"))
+
+    from neurolake.corpora import open_corpus
+
+    # the audio is read from the shards' rows, not from the tree's files
+    for corpus in (str(tmp_path / "saved"), str(tmp_path / "pq")):
+        assert all("#audio=" in u.audio_uri for u in open_corpus(corpus))
+    lake = str(tmp_path / "lake")
+    if ray.is_initialized():
+        ray.shutdown()
+    try:
+        for run, corpus in (("tree", tree), ("saved", str(tmp_path / "saved")), ("parquet", str(tmp_path / "pq"))):
+            ingest(lake, corpus, "demo", layers=["conv7"], run_id=run, progress=False)
+    finally:
+        ray.shutdown()
+    with QueryEngine(Lake.open(lake)) as q:
+        found = q.sql(
+            "SELECT run_id, utterance_id, reference, n_frames FROM utterances ORDER BY utterance_id"
+        ).to_pylist()
+        errors = q.sql("SELECT count(*) FROM errors").column(0).to_pylist()[0]
+    by_run = {
+        run: [(r["utterance_id"], r["reference"], r["n_frames"]) for r in found if r["run_id"] == run]
+        for run in ("tree", "saved", "parquet")
+    }
+    assert len(by_run["tree"]) == len(rows) == 6 and errors == 0
+    assert by_run["saved"] == by_run["tree"] and by_run["parquet"] == by_run["tree"]
+    assert [u for u, _, _ in by_run["tree"]] == sorted(u.utterance_id for u in rows)
