@@ -31,6 +31,21 @@ Word labels are upper case like the transcripts.
 
 Manifests: ``.jsonl``, ``.csv`` or ``.parquet`` with one row per utterance; see
 :func:`read_manifest` for the accepted column names.
+
+lhotse (:mod:`neurolake.corpora.lhotse_manifest`, :func:`read_lhotse`): a ``CutSet`` manifest, or
+a ``RecordingSet`` and ``SupervisionSet`` pair (``<prefix>_recordings_<split>.jsonl.gz`` and
+``<prefix>_supervisions_<split>.jsonl.gz``), or a directory holding them. One supervision that
+spans its whole single-channel recording is one utterance; its ``alignment["phone"]`` and
+``["word"]`` travel in :attr:`Utterance.alignment` and label the frames with
+``phoneme_source = "lhotse"``. Segments of recordings, several channels and sources without a URL
+are one :class:`CorpusError` each.
+
+Hugging Face ``datasets`` (:mod:`neurolake.corpora.hf_datasets`, :func:`read_hf_dataset`): a
+``save_to_disk`` directory (one ``Dataset`` or a ``DatasetDict``) or Parquet shards with an
+``Audio`` column. A row's embedded audio has the URL ``SHARD#COLUMN=ROW``, which
+:mod:`neurolake.corpora.audio` reads without reading the rest of the shard.
+
+:func:`open_corpus` tells the formats apart (see there).
 """
 
 from __future__ import annotations

@@ -440,7 +440,8 @@ def label_utterance(
             ARPAbet (stress digits allowed) or espeak-ng IPA.
         utterance_id: copied into every row.
         phone_source: what ``phone_intervals`` are, for ``phoneme_source`` (``"alignments"``: a
-            forced aligner's TextGrid; ``"sidecar"``: the corpus's own timings).
+            forced aligner's TextGrid; ``"sidecar"``: the corpus's own timings; ``"lhotse"``: a
+            lhotse supervision's alignment).
         first_frame_id: lake row of frame 0.
 
     Returns:
