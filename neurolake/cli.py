@@ -503,6 +503,16 @@ def cmd_corpus_textgrids(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_corpus_lhotse(args: argparse.Namespace) -> int:
+    from neurolake.corpora.synth import export_lhotse
+
+    n = export_lhotse(args.corpus, args.out, cuts=args.cuts)
+    kind = "cuts" if args.cuts else "recordings and supervisions"
+    print(f"wrote {n} utterances as lhotse {kind} (phone and word alignments) to {args.out}")
+    print(f"use them: neurolake ingest --corpus {args.out} ...")
+    return 0
+
+
 def _print_arrow(table, fmt: str, out: str | None) -> None:
     from neurolake.render import write_table
 
@@ -688,6 +698,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", metavar="OUT", help="output directory: OUT/SPEAKER/UTTERANCE.TextGrid")
     p.set_defaults(func=cmd_corpus_textgrids)
 
+    p = corpus.add_parser("lhotse", help="write a synthetic corpus with its ground-truth timings as lhotse manifests")
+    p.add_argument("corpus", metavar="CORPUS", help="a corpus made by `neurolake corpus synth`")
+    p.add_argument("out", metavar="OUT", help="output directory: synth_{recordings,supervisions}_<split>.jsonl.gz")
+    p.add_argument("--cuts", action="store_true", help="write one synth_cuts_<split>.jsonl.gz per split instead")
+    p.set_defaults(func=cmd_corpus_lhotse)
+
     p = sub.add_parser("models", help="inspect models")
     models = p.add_subparsers(dest="models_verb", metavar="VERB")
     models.required = True
@@ -702,7 +718,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--corpus",
         required=True,
         metavar="SPEC",
-        help="LibriSpeech split/parent directory or URL, or a .jsonl/.csv/.parquet manifest",
+        help="LibriSpeech split/parent directory or URL, a .jsonl/.csv/.parquet manifest, or lhotse manifests "
+        "(a .jsonl.gz file or their directory)",
     )
     p.add_argument("--model", required=True, metavar="SPEC", help=MODEL_SPECS)
     p.add_argument(

@@ -43,7 +43,7 @@ def test_every_verb_has_help(capsys):
             assert exc.code == 0
         out = capsys.readouterr().out
         assert out.startswith(f"usage: neurolake {verb}")
-        assert "--lake" in out or verb in ("corpus synth", "corpus textgrids", "models show")
+        assert "--lake" in out or verb in ("corpus synth", "corpus textgrids", "corpus lhotse", "models show")
 
 
 def test_corpus_synth(tmp_path, capsys):

@@ -31,6 +31,21 @@ Word labels are upper case like the transcripts.
 
 Manifests: ``.jsonl``, ``.csv`` or ``.parquet`` with one row per utterance; see
 :func:`read_manifest` for the accepted column names.
+
+lhotse (:mod:`neurolake.corpora.lhotse_manifest`, :func:`read_lhotse`): a ``CutSet`` manifest, or
+a ``RecordingSet`` and ``SupervisionSet`` pair (``<prefix>_recordings_<split>.jsonl.gz`` and
+``<prefix>_supervisions_<split>.jsonl.gz``), or a directory holding them. One supervision that
+spans its whole single-channel recording is one utterance; its ``alignment["phone"]`` and
+``["word"]`` travel in :attr:`Utterance.alignment` and label the frames with
+``phoneme_source = "lhotse"``. Segments of recordings, several channels and sources without a URL
+are one :class:`CorpusError` each.
+
+Hugging Face ``datasets`` (:mod:`neurolake.corpora.hf_datasets`, :func:`read_hf_dataset`): a
+``save_to_disk`` directory (one ``Dataset`` or a ``DatasetDict``) or Parquet shards with an
+``Audio`` column. A row's embedded audio has the URL ``SHARD#COLUMN=ROW``, which
+:mod:`neurolake.corpora.audio` reads without reading the rest of the shard.
+
+:func:`open_corpus` tells the formats apart (see there).
 """
 
 from __future__ import annotations
@@ -40,6 +55,8 @@ import posixpath
 from collections.abc import Mapping
 from typing import Any
 
+from neurolake.corpora.hf_datasets import is_hf_dataset_directory, read_hf_dataset
+from neurolake.corpora.lhotse_manifest import is_lhotse_directory, is_lhotse_file, read_lhotse
 from neurolake.corpora.librispeech import parse_transcript_line, read_librispeech
 from neurolake.corpora.manifest import read_manifest
 from neurolake.corpora.records import (
@@ -69,7 +86,9 @@ __all__ = [
     "open_url",
     "parse_transcript_line",
     "read_alignments",
+    "read_hf_dataset",
     "read_librispeech",
+    "read_lhotse",
     "read_manifest",
     "read_phone_intervals",
     "url_of",
@@ -84,10 +103,15 @@ def is_manifest(spec: str | os.PathLike[str]) -> bool:
 
 
 def open_corpus(spec: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None) -> Corpus:
-    """Read the corpus a user named: a LibriSpeech directory or URL, or a manifest file.
+    """Read the corpus a user named: a LibriSpeech directory or URL, a manifest file, lhotse
+    manifests, or a Hugging Face ``datasets`` audio dataset.
 
-    A spec ending in ``.jsonl``, ``.csv`` or ``.parquet`` is read by
-    :func:`read_manifest`; an existing directory by :func:`read_librispeech`.
+    - a ``.jsonl.gz`` file, a ``.jsonl`` file whose first line is a lhotse cut, recording or
+      supervision, or a directory holding lhotse manifests at its top level: :func:`read_lhotse`;
+    - another spec ending in ``.jsonl``, ``.csv`` or ``.parquet``: :func:`read_manifest`;
+    - a directory written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``, or holding
+      Parquet shards (with an ``Audio`` column): :func:`read_hf_dataset`;
+    - any other directory: :func:`read_librispeech`.
 
     Raises:
         SpecError: empty spec, unknown protocol, nothing at that location, or a
@@ -99,14 +123,20 @@ def open_corpus(spec: str | os.PathLike[str], *, storage_options: Mapping[str, A
             f"empty corpus spec; give a LibriSpeech directory or URL, or a manifest ({', '.join(MANIFEST_SUFFIXES)})"
         )
     fs, path = open_url(spec, storage_options)
+    if is_lhotse_file(spec, storage_options=storage_options):
+        return read_lhotse(spec, storage_options=storage_options)
     if is_manifest(path):
         return read_manifest(spec, storage_options=storage_options)
     if fs.isdir(path):
+        if is_lhotse_directory(spec, storage_options=storage_options):
+            return read_lhotse(spec, storage_options=storage_options)
+        if is_hf_dataset_directory(spec, storage_options=storage_options):
+            return read_hf_dataset(spec, storage_options=storage_options)
         return read_librispeech(spec, storage_options=storage_options)
     if fs.exists(path):
         raise SpecError(
             f"corpus {spec!r} is a file but not a manifest; give a LibriSpeech directory "
-            f"or a manifest ending in {', '.join(MANIFEST_SUFFIXES)}"
+            f"or a manifest ending in {', '.join(MANIFEST_SUFFIXES)} (or a lhotse .jsonl.gz)"
         )
     raise SpecError(
         f"corpus {spec!r} not found; give a LibriSpeech directory or URL, or a manifest "

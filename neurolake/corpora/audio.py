@@ -3,7 +3,9 @@
 :func:`audio_info` reads only as much of a file as its header needs (sample
 count, rate, channels), which is what the planner wants for every utterance of
 a corpus before any audio is decoded. :func:`load_audio` decodes a file to the
-float32 mono waveform models consume.
+float32 mono waveform models consume. Both take a row of a Hugging Face ``datasets`` shard
+too (``SHARD#COLUMN=ROW``, :mod:`neurolake.corpora.hf_datasets`): that row's encoded bytes are
+read, and nothing else of the shard where the format allows it.
 
 Every failure that one bad file can cause (missing, empty, not audio, corrupt,
 truncated) raises :class:`neurolake.errors.InputError` naming the file and the
@@ -78,7 +80,11 @@ def audio_info(uri: str, *, storage_options: Mapping[str, Any] | None = None) ->
         InputError: the file is missing, empty, not audio, holds no samples, or
             (WAV) is shorter than its header says.
     """
-    fs, path = _filesystem(uri, storage_options)
+    embedded, uri_of_file = _dataset_row(uri, storage_options)
+    if embedded is not None:
+        with _sound_file(uri, io.BytesIO(embedded)) as sound:
+            return _info(uri, sound)
+    fs, path = _filesystem(uri_of_file, storage_options)
     try:
         with fs.open(path, "rb", block_size=_HEADER_BLOCK_BYTES) as handle:
             with _sound_file(uri, handle) as sound:
@@ -103,12 +109,14 @@ def load_audio(
     """
     if target_rate <= 0:
         raise ValueError(f"target_rate must be positive, got {target_rate}")
-    fs, path = _filesystem(uri, storage_options)
-    try:
-        # One whole-object read: cheaper on object stores than libsndfile's many small seeks.
-        data = fs.cat_file(path)
-    except FileNotFoundError as exc:
-        raise InputError(f"{uri}: audio file not found") from exc
+    data, uri_of_file = _dataset_row(uri, storage_options)
+    if data is None:
+        fs, path = _filesystem(uri_of_file, storage_options)
+        try:
+            # One whole-object read: cheaper on object stores than libsndfile's many small seeks.
+            data = fs.cat_file(path)
+        except FileNotFoundError as exc:
+            raise InputError(f"{uri}: audio file not found") from exc
     with _sound_file(uri, io.BytesIO(data)) as sound:
         info = _info(uri, sound)
         try:
@@ -151,6 +159,19 @@ def _resampler(orig_rate: int, target_rate: int) -> torchaudio.transforms.Resamp
     # Building the sinc kernel costs more than applying it to seconds of audio;
     # the transform keeps it (the filter of torchaudio.functional.resample, held in float32).
     return torchaudio.transforms.Resample(orig_rate, target_rate)
+
+
+def _dataset_row(uri: str, storage_options: Mapping[str, Any] | None) -> tuple[bytes | None, str]:
+    """A ``datasets`` row address (:mod:`neurolake.corpora.hf_datasets`) as the row's encoded audio,
+    or as the URL of the file it names; any other URL as itself."""
+    if "#" not in uri:
+        return None, uri
+    from neurolake.corpora.hf_datasets import parse_row_address, read_row_audio
+
+    if parse_row_address(uri) is None:
+        return None, uri
+    data, path = read_row_audio(uri, storage_options=storage_options)
+    return data, path or uri
 
 
 def _filesystem(uri: str, storage_options: Mapping[str, Any] | None):

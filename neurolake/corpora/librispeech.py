@@ -130,7 +130,7 @@ def read_librispeech(url: str, *, storage_options: Mapping[str, Any] | None = No
         logger.warning(
             "%s: skipped %d audio file(s) without a transcript line, e.g. %s", url, len(untranscribed), untranscribed[0]
         )
-    return Corpus(url, tuple(utterances), tuple(errors), tuple(untranscribed))
+    return Corpus(url, tuple(utterances), tuple(errors), tuple(untranscribed), format="librispeech")
 
 
 def _transcript_depth(relative: list[tuple[str, list[str]]]) -> int | None:

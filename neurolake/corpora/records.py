@@ -40,6 +40,9 @@ class Utterance:
         phones_uri: URL of a sidecar with ground-truth phone and word timings
             (format in the module docstring), or ``None``.
         extra: further fields a manifest carried (``duration``, ``gender``, ...).
+        alignment: ground-truth phone and word timings the corpus carries inline (a lhotse
+            supervision's ``alignment``), seconds from the start of the audio file, or ``None``.
+            Used before ``phones_uri``; the frames then say ``phoneme_source = "lhotse"``.
     """
 
     utterance_id: str
@@ -51,6 +54,7 @@ class Utterance:
     phones_uri: str | None = None
     # Out of the hash (a dict is unhashable) so that records can key sets and dicts.
     extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    alignment: Alignment | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -83,12 +87,16 @@ class Corpus:
         errors: one record per unreadable item.
         untranscribed_audio: audio files with no transcript line; skipped, because
             an utterance without a reference cannot be labelled.
+        format: the reader that read it: ``"librispeech"`` (whose audio is 16 kHz, so another
+            rate is a damaged file), ``"manifest"``, ``"lhotse"`` or ``"hf-datasets"`` (any rate,
+            resampled when decoded).
     """
 
     source: str
     utterances: tuple[Utterance, ...]
     errors: tuple[CorpusError, ...] = ()
     untranscribed_audio: tuple[str, ...] = ()
+    format: str = "manifest"
 
     def __len__(self) -> int:
         return len(self.utterances)

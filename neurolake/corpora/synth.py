@@ -584,3 +584,79 @@ def export_textgrids(corpus_url: str, out_url: str, *, storage_options: Mapping[
                 f.write(text)
             written += 1
     return written
+
+
+def export_lhotse(
+    corpus_url: str, out_url: str, *, cuts: bool = False, storage_options: Mapping[str, Any] | None = None
+) -> int:
+    """The corpus with its ground truth as lhotse manifests, built with lhotse's own classes:
+    per split, ``synth_recordings_<split>.jsonl.gz`` and ``synth_supervisions_<split>.jsonl.gz``
+    (with ``cuts``, one ``synth_cuts_<split>.jsonl.gz`` instead).
+
+    One recording and one whole-recording supervision per utterance (id, speaker, transcript);
+    the supervision's ``alignment`` holds the corpus's phone timings under ``"phone"`` (espeak-ng
+    IPA, as in the sidecars) and its word timings under ``"word"``. Recordings name their FLAC
+    files by the URLs the corpus reader gives. Returns the number of supervisions written.
+
+    Raises:
+        SpecError: ``corpus_url`` is not a corpus with phone timings.
+    """
+    import tempfile
+
+    from lhotse import AudioSource, CutSet, Recording, RecordingSet, SupervisionSegment, SupervisionSet
+    from lhotse.supervision import AlignmentItem
+
+    from neurolake.corpora.audio import audio_info
+    from neurolake.corpora.librispeech import read_librispeech
+    from neurolake.corpora.sidecars import read_alignments
+
+    corpus = read_librispeech(corpus_url, storage_options=storage_options)
+    by_split: dict[str, list[tuple[Recording, SupervisionSegment]]] = {}
+    sidecars: dict[str, dict] = {}
+    for utt in corpus.utterances:
+        if utt.phones_uri is None:
+            raise SpecError(f"{utt.utterance_id} of {corpus_url} has no phone timings; give a synthetic corpus")
+        if utt.phones_uri not in sidecars:
+            sidecars[utt.phones_uri] = read_alignments(utt.phones_uri, storage_options=storage_options)
+        truth = sidecars[utt.phones_uri][utt.utterance_id]
+        info = audio_info(utt.audio_uri, storage_options=storage_options)
+        recording = Recording(
+            id=utt.utterance_id,
+            sources=[AudioSource(type="file", channels=[0], source=utt.audio_uri)],
+            sampling_rate=info.sample_rate,
+            num_samples=info.num_samples,
+            duration=info.duration_s,
+        )
+        supervision = SupervisionSegment(
+            id=utt.utterance_id,
+            recording_id=recording.id,
+            start=0.0,
+            duration=recording.duration,
+            channel=0,
+            text=utt.transcript,
+            speaker=utt.speaker_id,
+            language="English",
+            alignment={
+                kind: [AlignmentItem(i.label, i.start_s, round(i.end_s - i.start_s, 6)) for i in intervals]
+                for kind, intervals in (("phone", truth.phones), ("word", truth.words))
+            },
+        )
+        by_split.setdefault(utt.split or "all", []).append((recording, supervision))
+
+    out_fs, out_root = open_url(out_url, storage_options)
+    out_fs.makedirs(out_root, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        # lhotse writes local files; they are copied to wherever OUT is.
+        for split, items in sorted(by_split.items()):
+            recordings = RecordingSet.from_recordings(r for r, _ in items)
+            supervisions = SupervisionSet.from_segments(s for _, s in items)
+            manifests = (
+                {"cuts": CutSet.from_manifests(recordings=recordings, supervisions=supervisions)}
+                if cuts
+                else {"recordings": recordings, "supervisions": supervisions}
+            )
+            for kind, manifest in manifests.items():
+                name = f"synth_{kind}_{split}.jsonl.gz"
+                manifest.to_file(f"{scratch}/{name}")
+                out_fs.put_file(f"{scratch}/{name}", f"{out_root.rstrip('/')}/{name}")
+    return sum(len(items) for items in by_split.values())

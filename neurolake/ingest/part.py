@@ -27,6 +27,10 @@ from neurolake.models import ModelAdapter, load_model
 from neurolake.store import Lake, Location, Part
 from neurolake.store.lease import LeaseToken
 
+#: Ground-truth sources whose word timings replace the CTC alignment's words: a forced aligner's
+#: TextGrids (``--alignments``) and the alignments of a lhotse manifest's supervisions.
+ALIGNER_SOURCES = ("alignments", "lhotse")
+
 log = logging.getLogger(__name__)
 
 
@@ -235,6 +239,9 @@ class PartProcessor:
                             utt.transcript,
                             frame_shift_s=self.adapter.frame_shift_s,
                             phone_intervals=d.phones,
+                            # A forced aligner's words (TextGrids, lhotse alignments) are the frames'
+                            # words; the synthetic corpus's sidecar gives phones, words stay the model's.
+                            word_intervals=d.words if d.phones_source in ALIGNER_SOURCES else None,
                             utterance_id=d.utterance_id,
                             first_frame_id=p.first_row,
                             phone_source=d.phones_source,

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from neurolake.corpora import Corpus, Utterance, is_manifest, open_corpus
+from neurolake.corpora import Corpus, Utterance, open_corpus
 from neurolake.corpora.audio import SAMPLE_RATE, audio_info
 from neurolake.errors import InputError, SpecError
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
@@ -138,7 +138,7 @@ def plan_corpus(
     ]
     if corpus.untranscribed_audio:
         log.warning("%d audio files have no transcript line and are skipped", len(corpus.untranscribed_audio))
-    expected_rate = None if is_manifest(corpus_spec) else SAMPLE_RATE
+    expected_rate = SAMPLE_RATE if corpus.format == "librispeech" else None
 
     def header(utt: Utterance):
         try:

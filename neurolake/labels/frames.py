@@ -361,6 +361,7 @@ def label_utterance(
     frame_rate_hz: float | None = None,
     frame_shift_s: float | None = None,
     phone_intervals: Iterable[tuple[float, float, str] | object] | None = None,
+    word_intervals: Iterable[tuple[float, float, str] | object] | None = None,
     utterance_id: str = "",
     first_frame_id: int = 0,
     phone_source: str = "intervals",
@@ -388,6 +389,9 @@ def label_utterance(
       reference, and the word as written there). Other frames - aligned to a boundary
       token, or blanks between words or at the ends - get ``-1`` and ``None``. Every
       reference word has at least one frame.
+      With ``word_intervals`` (a forced aligner's word timings) a frame's word is instead the
+      timed word covering its centre, matched to the reference words in order (as in
+      :func:`label_transcribed`); frames outside every timed word get ``-1`` and ``None``.
     - ``word_error``: the frame's word is substituted or deleted in the Levenshtein
       alignment of the hypothesis words to the reference words
       (:func:`~neurolake.labels.wer.align_sequences`); ``False`` outside words, since
@@ -440,9 +444,12 @@ def label_utterance(
         phone_intervals: ground-truth ``(start_s, end_s, phoneme)`` intervals in seconds
             (tuples, or records with ``start_s``/``end_s``/``label`` attributes); labels in
             ARPAbet (stress digits allowed) or espeak-ng IPA.
+        word_intervals: ground-truth ``(start_s, end_s, word)`` intervals in seconds, or ``None``
+            to place words by the CTC alignment.
         utterance_id: copied into every row.
         phone_source: what ``phone_intervals`` are, for ``phoneme_source`` (``"alignments"``: a
-            forced aligner's TextGrid; ``"sidecar"``: the corpus's own timings).
+            forced aligner's TextGrid; ``"sidecar"``: the corpus's own timings; ``"lhotse"``: a
+            lhotse supervision's alignment).
         first_frame_id: lake row of frame 0.
 
     Returns:
@@ -497,6 +504,8 @@ def label_utterance(
     else:
         phoneme = _lexicon_phonemes(words, alignment.target_index, target_word, target_char, word_index)
         phoneme_source = "lexicon"
+    if word_intervals is not None:  # an aligner's word timings replace the model's own alignment
+        word_index = _words_from_intervals(word_intervals, words, n_frames, shift)
 
     word_strings = np.empty(len(words) + 1, dtype=object)
     word_strings[:-1] = words

@@ -51,6 +51,7 @@ def test_ingest_takes_its_phonemes_from_the_aligners_textgrids(tmp_path, capsys)
     from neurolake.ingest.pipeline import ingest
     from neurolake.query.engine import QueryEngine
     from neurolake.store import Lake
+    from tests.ingest import assert_words_follow_timings
 
     synthesize_corpus(str(tmp_path / "c"), n_utterances=6, seed=5, holdout_accent=None, test_fraction=0.0)
     assert main(["corpus", "textgrids", str(tmp_path / "c"), str(tmp_path / "mfa")]) == 0
@@ -79,6 +80,9 @@ def test_ingest_takes_its_phonemes_from_the_aligners_textgrids(tmp_path, capsys)
             [unaligned],
         ).to_pylist()
         sidecar_sources = q.sql("SELECT DISTINCT phoneme_source FROM frames WHERE run_id = 'sidecar'").column(0)
+        # the aligner's word tier gives the frames' words (the sidecar run keeps the model's alignment)
+        worded = assert_words_follow_timings(q, "mfa", tmp_path / "c", skip=(unaligned,))
+        assert worded > 0.5 * sum(r["n"] for r in frames)
     # the same timings, through the aligner's format: the same phoneme on (almost) every frame
     same = sum(r["n"] for r in frames if r["same"])
     assert {r["source"] for r in frames} == {"alignments"} and same >= 0.99 * sum(r["n"] for r in frames)
