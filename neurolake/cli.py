@@ -587,9 +587,26 @@ def cmd_group_show(args: argparse.Namespace) -> int:
 
 
 def cmd_group_export(args: argparse.Namespace) -> int:
+    import posixpath
+
+    from neurolake.errors import SpecError
     from neurolake.query.output import export_activations
     from neurolake.store import Lake
 
+    if not posixpath.splitext(args.out.rstrip("/"))[1]:  # a directory: a Hugging Face datasets dataset
+        from neurolake.query.export import export_datasets
+
+        result = export_datasets(
+            _lake_url(args), args.out, group=args.name, layers=args.layers, columns=args.columns, dtype=args.dtype
+        )
+        print(
+            f"wrote {result.rows} frames of group {args.name!r} ({', '.join(result.layers)}"
+            f"{', ' + ', '.join(result.columns) if result.columns else ''}; {result.bytes / 1e6:.1f} MB) "
+            f"as a datasets dataset to {result.path} (datasets.load_from_disk reads it)"
+        )
+        return 0
+    if args.columns or args.dtype != "float16":
+        raise SpecError("--columns and --dtype are for a datasets export (an --out directory)")
     lake = Lake.open(_lake_url(args))
     written = export_activations(lake, args.name, args.layers, args.out)
     print(f"wrote {written}")
@@ -805,7 +822,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lake_arg(p)
     p.add_argument("name", metavar="NAME")
     p.add_argument("--layers", required=True, type=comma_list, metavar="L1,L2", help="comma-separated layer names")
-    p.add_argument("--out", required=True, metavar="FILE", help=".npy (one layer), .npz or .parquet")
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE_OR_DIR",
+        help=".npy (one layer), .npz or .parquet; a directory (no suffix) gets a Hugging Face datasets dataset",
+    )
+    p.add_argument(
+        "--columns",
+        type=comma_list,
+        default=[],
+        metavar="C1,C2",
+        help="frames or utterances columns to add (datasets export), e.g. phoneme,word,speaker_id",
+    )
+    p.add_argument(
+        "--dtype", choices=("float16", "float32"), default="float16", help="of the activations (datasets export)"
+    )
     p.set_defaults(func=cmd_group_export)
 
     p = sub.add_parser("neurons", help="compute per-neuron statistics (mean, std, quantiles, active rate)")

@@ -39,7 +39,54 @@ import torch
 
 from neurolake.errors import GroupError, SpecError
 
-__all__ = ["ActivationDataset"]
+__all__ = ["ActivationDataset", "frame_columns", "frames_of"]
+
+
+def frames_of(lake: Any, run_id: str | None, group: str | None) -> tuple[Any, np.ndarray]:
+    """``(run, frame ids)``: the committed frames of ``run_id``, or the frames of ``group``.
+
+    Raises:
+        SpecError: neither is named. GroupError: the group belongs to another run.
+    """
+    from neurolake.query.groups import get_group
+
+    if group is not None:
+        g = get_group(lake, group)
+        if run_id is not None and run_id != g.run_id:
+            raise GroupError(f"group {group!r} belongs to run {g.run_id!r}, not {run_id!r}")
+        run = lake.run(g.run_id)
+        return run, np.asarray(g.frame_ids(), dtype=np.int64)
+    if run_id is None:
+        raise SpecError("name a run or a group")
+    run = lake.run(run_id)
+    return run, np.asarray(run.committed_frame_ids(), dtype=np.int64)
+
+
+def frame_columns(lake: Any, run_id: str, ids: np.ndarray, columns: Sequence[str]) -> pa.Table:
+    """``frames`` and ``utterances`` ``columns`` of the frames ``ids`` (sorted), in that order, nulls kept.
+
+    Raises:
+        SpecError: a column that neither table has.
+    """
+    from neurolake.query.engine import QueryEngine
+    from neurolake.schemas import SCHEMAS
+
+    frames = {f.name for f in SCHEMAS["frames"]}
+    known = frames | {f.name for f in SCHEMAS["utterances"]}
+    unknown = [c for c in columns if c not in known]
+    if unknown:
+        raise SpecError(f"{unknown[0]!r} is not a frames or utterances column")
+    if not columns:
+        return pa.table({})
+    select = ", ".join(f'{"f" if c in frames else "u"}."{c}"' for c in columns)
+    with QueryEngine(lake) as q:
+        table = q.sql(
+            f"SELECT f.frame_id, {select} FROM frames f JOIN utterances u ON f.run_id = u.run_id "
+            "AND f.frame_id - f.frame_index = u.first_frame_id WHERE f.run_id = ? ORDER BY f.frame_id",
+            [run_id],
+        )
+    position = np.searchsorted(table.column("frame_id").to_numpy(), ids)
+    return table.select(list(columns)).take(pa.array(position))
 
 
 def _filled(column: Any) -> Any:
@@ -78,52 +125,27 @@ class ActivationDataset(torch.utils.data.IterableDataset):
         world_size: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        from neurolake.query.engine import QueryEngine
-        from neurolake.query.groups import get_group
-        from neurolake.schemas import SCHEMAS
         from neurolake.store import Lake
 
         super().__init__()
         if buffer_size < 1 or block_chunks < 1 or (batch_size is not None and batch_size < 1):
             raise SpecError("buffer_size, block_chunks and batch_size must be at least 1")
         lake = Lake.open(lake_url, storage_options)
-        if group is not None:
-            g = get_group(lake, group)
-            if run_id is not None and run_id != g.run_id:
-                raise GroupError(f"group {group!r} belongs to run {g.run_id!r}, not {run_id!r}")
-            run_id, ids = g.run_id, g.frame_ids()
-        elif run_id is None:
-            raise SpecError("name a run or a group")
-        run = lake.run(run_id)
-        if group is None:
-            ids = run.committed_frame_ids()
+        run, ids = frames_of(lake, run_id, group)
         if not layers:
-            raise SpecError(f"name at least one layer; run {run_id!r} has: {', '.join(run.layer_names)}")
+            raise SpecError(f"name at least one layer; run {run.run_id!r} has: {', '.join(run.layer_names)}")
         for layer in layers:
             run.layer(layer)
-        known = {f.name for f in SCHEMAS["frames"]} | {f.name for f in SCHEMAS["utterances"]}
-        unknown = [c for c in columns if c not in known]
-        if unknown:
-            raise SpecError(f"{unknown[0]!r} is not a frames or utterances column")
         self.lake_url, self.storage_options = lake_url, dict(storage_options or {})
-        self.run_id, self.layers, self.columns = str(run_id), list(layers), list(columns)
-        self.frame_ids = np.asarray(ids, dtype=np.int64)
+        self.run_id, self.layers, self.columns = run.run_id, list(layers), list(columns)
+        self.frame_ids = ids
         self.metadata: dict[str, np.ndarray] = {}
         if columns:
-            frames = {f.name for f in SCHEMAS["frames"]}
-            select = ", ".join(f'{"f" if c in frames else "u"}."{c}"' for c in columns)
-            with QueryEngine(lake) as q:
-                table = q.sql(
-                    f"SELECT f.frame_id, {select} FROM frames f JOIN utterances u ON f.run_id = u.run_id "
-                    "AND f.frame_id - f.frame_index = u.first_frame_id WHERE f.run_id = ? ORDER BY f.frame_id",
-                    [self.run_id],
-                )
-            position = np.searchsorted(table.column("frame_id").to_numpy(), self.frame_ids)
+            table = frame_columns(lake, self.run_id, ids, columns)
             for c in columns:
                 column = _filled(table.column(c))
                 text = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
-                values = np.asarray(column.to_pylist(), object) if text else column.to_numpy()
-                self.metadata[c] = np.asarray(values)[position]
+                self.metadata[c] = np.asarray(column.to_pylist(), object) if text else column.to_numpy()
         self.shuffle, self.buffer_size, self.seed, self.epoch = shuffle, buffer_size, seed, epoch
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         block_rows = run.plan.chunk_rows * block_chunks
