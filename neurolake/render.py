@@ -188,16 +188,26 @@ def format_mining(result: MiningResult, top: int = 10) -> str:
         for r in p.slice(0, top).to_pylist()
     ]
     lines = [head]
-    if "l_percent" in result.details:
+    diffnorm = "l_percent" in result.details
+    if diffnorm:
         sets = result.details["pattern_sets"]
+        accepted, limit = result.details.get("n_accepted"), result.details.get("max_iterations")
+        stopped = f"; the search stopped at its limit of {limit} accepted patterns" if accepted == limit else ""
         lines.append(
             f"DiffNorm: L% = {result.details['l_percent']:.2f} (length relative to singletons only); pattern sets: "
-            f"target {sets['target']}, background {sets['background']}, shared {sets['shared']}"
+            f"target {sets['target']}, background {sets['background']}, shared {sets['shared']}{stopped}"
         )
     lines.append("")
     if rows:
         lines.append(
             format_table(("id", "neurons", "in target", "in background", "WRAcc", "rel. risk", "p (Holm)"), rows)
+        )
+    elif diffnorm:
+        sets = result.details["pattern_sets"]
+        lines.append(
+            f"DiffNorm's target set is empty: what fires together in the target frames is described as well by the "
+            f"{sets['shared']} shared and {sets['background']} background patterns; nothing at this binarisation "
+            "sets the target apart (try another --binarize or layer, or LCM with a background contrast)"
         )
     else:
         lines.append("no pattern reaches the minimum support; lower --min-support or change --binarize")

@@ -322,5 +322,7 @@ def _diffnorm(
         "l_percent": float(result.l_percent),
         "total_length_bits": float(result.total_length),
         "pattern_sets": sizes,
+        "n_accepted": int(result.n_accepted),
+        "max_iterations": int(model.max_iterations),
     }
     return model.patterns_for((0,)), details

@@ -293,3 +293,21 @@ def test_mine_with_workers_on_a_separately_started_cluster(tmp_path):
     )
     assert key(stored.patterns) == key(local.patterns)
     assert sorted(stored.patterns.to_pylist()[0]["items"]) == ["a:3", "a:7", "b:2"]
+
+
+def test_an_empty_target_set_is_reported_as_what_diffnorm_found(tmp_path, capsys):
+    """The planted pattern fires in both halves of the error frames: DiffNorm puts it in the shared
+    set, and the output says so instead of blaming the support threshold."""
+    from neurolake.cli import main
+
+    lake = _planted_lake(tmp_path / "lake")
+    create_group(lake, "errors-even", "m", "word_error AND frame_id % 8 = 0")
+    create_group(lake, "errors-odd", "m", "word_error AND frame_id % 8 = 4")
+    args = ["mine", "--lake", str(tmp_path / "lake"), "--target", "errors-even", "--background", "errors-odd"]
+    assert main([*args, "--algo", "diffnorm", "--binarize", "absolute:3", "--min-support", "0.05"]) == 0
+    out = capsys.readouterr().out
+    sets = next(x for x in out.splitlines() if x.startswith("DiffNorm: L% = "))
+    assert "target 0," in sets and "shared 0" not in sets
+    assert "DiffNorm's target set is empty" in out and "minimum support" not in out
+    assert main([*args, "--binarize", "absolute:3", "--min-support", "0.99"]) == 0  # LCM keeps its hint
+    assert "no pattern reaches the minimum support" in capsys.readouterr().out
