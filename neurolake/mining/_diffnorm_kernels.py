@@ -11,7 +11,16 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["co_usage", "cover_usage", "pack_rows", "supports", "words_for"]
+__all__ = [
+    "co_usage",
+    "co_usage_add",
+    "co_usage_renumbered",
+    "cover_usage",
+    "pack_rows",
+    "slim_gains",
+    "supports",
+    "words_for",
+]
 
 _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
@@ -102,12 +111,12 @@ def co_usage(rows: np.ndarray, table: np.ndarray, n_items: int) -> np.ndarray:
         n_items: size of the item universe.
 
     Returns:
-        ``[p + n_items, p + n_items] int64``, filled above the diagonal only (``a < b``).
+        ``[p + n_items, p + n_items] int32``, filled above the diagonal only (``a < b``).
     """
     n_rows, n_words = rows.shape
     n_pat = table.shape[0]
     n_el = n_pat + n_items
-    counts = np.zeros((n_el, n_el), np.int64)
+    counts = np.zeros((n_el, n_el), np.int32)  # counts of rows: int32 halves the memory traffic
     rest = np.empty(n_words, np.uint64)
     used = np.empty(n_el, np.int64)
     for r in range(n_rows):
@@ -148,4 +157,149 @@ def supports(rows: np.ndarray, patterns: np.ndarray) -> np.ndarray:
         for t in range(n_pat):
             if _contains(row, patterns[t]):
                 out[t] += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def slim_gains(
+    co: np.ndarray,
+    usage: np.ndarray,
+    sizes: np.ndarray,
+    st_el: np.ndarray,
+    singleton_st: np.ndarray,
+    length_cost: np.ndarray,
+    fixed_cost: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Slim's estimated gain of the union of every pair of elements used together in covers.
+
+    For elements ``a < b`` used together in ``e = co[a, b] > 0`` covers, the union takes over
+    those ``e`` uses (the formulas are in ``DiffNorm._slim_candidates``). One pass over the
+    upper triangle, in row-major order; pairs whose gain is not positive are left out.
+
+    Args:
+        co: ``[n, n] int32`` co-usages (:func:`co_usage`).
+        usage: ``[n] int64`` usages of the elements (patterns first, then singletons).
+        sizes: ``[n] int64`` items of each element.
+        st_el: ``[n]`` standard-code length of each element's items.
+        singleton_st: ``[n]`` the standard code of a singleton's item (0 for patterns).
+        length_cost: ``[L]`` ``L_N(k)`` at ``k - 1`` for the union lengths that can occur.
+        fixed_cost: model cost every union pays (subset label and the count's growth).
+
+    Returns:
+        ``(a, b, gain, model_cost)`` of the pairs with a positive gain.
+    """
+    n = co.shape[0]
+    whole = 0
+    for x in range(n):
+        whole += usage[x]
+    # Usages are integers in [0, whole]: x log2 x and log2 x by table, not by a log per pair.
+    xl = np.zeros(whole + 1, np.float64)
+    lg = np.zeros(whole + 1, np.float64)
+    for v in range(1, whole + 1):
+        lg[v] = np.log2(float(v))
+        xl[v] = v * lg[v]
+    log_total = lg[whole]
+    base = xl[whole]
+    capacity = 1024
+    out_a = np.empty(capacity, np.int64)
+    out_b = np.empty(capacity, np.int64)
+    out_gain = np.empty(capacity, np.float64)
+    out_cost = np.empty(capacity, np.float64)
+    found = 0
+    for a in range(n):
+        ua = usage[a]
+        code_a = log_total - lg[max(ua, 1)]
+        xl_a = xl[ua]
+        row = co[a]
+        for b in range(a + 1, n):
+            e = row[b]
+            if e == 0:
+                continue
+            ub = usage[b]
+            after = whole - e
+            gain = base - xl[after] - xl_a - xl[ub] + xl[ua - e] + xl[ub - e] + xl[e] - (lg[after] - lg[e])
+            if after == 0:
+                gain = np.inf  # as log2(0) = -inf would give
+            if ua == e:
+                gain += code_a + singleton_st[a]
+            if ub == e:
+                gain += log_total - lg[max(ub, 1)] + singleton_st[b]
+            if gain <= 0.0:
+                continue
+            if found == capacity:
+                capacity *= 2
+                out_a = _grown(out_a, capacity)
+                out_b = _grown(out_b, capacity)
+                out_gain = _grown(out_gain, capacity)
+                out_cost = _grown(out_cost, capacity)
+            out_a[found] = a
+            out_b[found] = b
+            out_gain[found] = gain
+            out_cost[found] = fixed_cost + st_el[a] + st_el[b] + length_cost[sizes[a] + sizes[b] - 1]
+            found += 1
+    return out_a[:found], out_b[:found], out_gain[:found], out_cost[:found]
+
+
+@numba.njit(cache=True, nogil=True)
+def _grown(values: np.ndarray, capacity: int) -> np.ndarray:
+    out = np.empty(capacity, values.dtype)
+    out[: values.shape[0]] = values
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def co_usage_add(
+    counts: np.ndarray, rows: np.ndarray, table: np.ndarray, within: np.ndarray, n_items: int, sign: int
+) -> None:
+    """Add ``sign`` to ``counts`` (as :func:`co_usage` fills it) for every pair of elements used
+    together in the cover of each row that contains ``within``: with ``-1`` under the old
+    table and ``+1`` under the new one, the co-usages follow a change of the table without
+    covering every row again (only rows containing the changed pattern change their cover)."""
+    n_rows, n_words = rows.shape
+    n_pat = table.shape[0]
+    rest = np.empty(n_words, np.uint64)
+    used = np.empty(n_pat + n_items, np.int64)
+    for r in range(n_rows):
+        row = rows[r]
+        if not _contains(row, within):
+            continue
+        n_used = 0
+        for w in range(n_words):
+            rest[w] = row[w]
+        for t in range(n_pat):
+            if _contains(rest, table[t]):
+                used[n_used] = t
+                n_used += 1
+                for w in range(n_words):
+                    rest[w] &= ~table[t, w]
+        for w in range(n_words):
+            bits = rest[w]
+            b = 0
+            while bits != _ZERO:
+                if bits & _ONE:
+                    used[n_used] = n_pat + w * 64 + b
+                    n_used += 1
+                bits >>= _ONE
+                b += 1
+        for a in range(n_used):
+            ua = used[a]
+            for c in range(a + 1, n_used):
+                counts[ua, used[c]] += sign
+
+
+def co_usage_renumbered(counts: np.ndarray, pos: int, insert: bool) -> np.ndarray:
+    """``counts`` with element ``pos`` inserted (a zero row and column) or removed: the
+    numbering after a pattern joins or leaves the table at position ``pos``. Only the upper
+    triangle holds counts, so three block copies move them."""
+    n = counts.shape[0]
+    if insert:
+        out = np.zeros((n + 1, n + 1), counts.dtype)
+        out[:pos, :pos] = counts[:pos, :pos]
+        out[:pos, pos + 1 :] = counts[:pos, pos:]
+        out[pos + 1 :, pos + 1 :] = counts[pos:, pos:]
+    else:
+        out = np.zeros((n - 1, n - 1), counts.dtype)
+        out[:pos, :pos] = counts[:pos, :pos]
+        out[:pos, pos:] = counts[:pos, pos + 1 :]
+        out[pos:, pos:] = counts[pos + 1 :, pos + 1 :]
     return out

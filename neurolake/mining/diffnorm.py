@@ -238,8 +238,16 @@ class UsageCounter(ABC):
 
     @abstractmethod
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
-        """For each ``(group, table)``: ``[p + n_items, p + n_items] int64`` rows whose cover
+        """For each ``(group, table)``: ``[p + n_items, p + n_items] int32`` rows whose cover
         uses both elements (patterns first, then singletons; filled above the diagonal)."""
+
+    def co_usage_change(
+        self, group: int, counts: np.ndarray, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
+    ) -> np.ndarray:
+        """The co-usages of table ``new``, given ``counts`` (those of ``old``): ``new`` is ``old``
+        with the pattern ``within`` inserted at (``add``) or removed from position ``pos``.
+        Counted again from scratch here; a counter holding the rows may update instead."""
+        return self.co_usages([(group, new)])[0]
 
     def close(self) -> None:  # noqa: B027 - optional to override: most counters hold nothing
         """Release whatever the counter holds (nothing for the local one)."""
@@ -269,6 +277,17 @@ class LocalUsageCounter(UsageCounter):
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         return [kernels.co_usage(self.groups[i], table, self.n_items) for i, table in requests]
+
+    def co_usage_change(
+        self, group: int, counts: np.ndarray, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
+    ) -> np.ndarray:
+        """Only the rows containing the changed pattern are covered again, under both tables
+        (a tenth of the work of a full count for a pattern in a tenth of the rows)."""
+        rows = self.groups[group]
+        kernels.co_usage_add(counts, rows, old, within, self.n_items, -1)
+        counts = kernels.co_usage_renumbered(counts, pos, add)
+        kernels.co_usage_add(counts, rows, new, within, self.n_items, 1)
+        return counts
 
 
 class PartitionedUsageCounter(UsageCounter):
@@ -318,7 +337,7 @@ class PartitionedUsageCounter(UsageCounter):
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         requests = list(requests)
         parts = self._pool.broadcast("co_usages", requests)
-        return [np.asarray(np.sum([p[r] for p in parts], axis=0, dtype=np.int64)) for r in range(len(requests))]
+        return [np.asarray(np.sum([p[r] for p in parts], axis=0, dtype=np.int32)) for r in range(len(requests))]
 
     def close(self) -> None:
         self._pool.close()
@@ -448,6 +467,21 @@ def _itemset_bits(itemset: Itemset, n_words: int) -> np.ndarray:
     for x in itemset:
         words[x // 64] |= np.uint64(1) << np.uint64(x % 64)
     return words
+
+
+def _top_stable(values: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest ``values``, largest first, ties in position order: the
+    first ``k`` of a stable descending argsort, without sorting everything."""
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    if values.size > k:
+        kth = np.partition(-values, k - 1)[k - 1]
+        above = np.flatnonzero(-values < kth)
+        ties = np.flatnonzero(-values == kth)[: k - above.size]
+        chosen = np.concatenate([above, ties])
+    else:
+        chosen = np.arange(values.size)
+    return chosen[np.lexsort((chosen, -values[chosen]))]
 
 
 def _xlog2x(x: np.ndarray) -> np.ndarray:
@@ -665,6 +699,9 @@ class DiffNorm:
             self._tables.append(_Table([], [], empty_bits, np.zeros(0, np.int64), item_usage, data, column))
         self._total = self._total_length()
         self._singleton_length = self._total
+        # Co-usages of each group's current table (Slim's pair statistics), counted when first
+        # needed and then updated with every change of the table.
+        self._co: list[np.ndarray | None] = [None] * k
 
     def _search(self, packed: list[BitMatrix]) -> None:
         singleton_length = self._singleton_length
@@ -760,45 +797,30 @@ class DiffNorm:
         n_patterns = len(self._placed)
         count_cost = universal_code_length(n_patterns + 2) - universal_code_length(n_patterns + 1)
         label_cost = math.log2(len(self._subsets))
-        co = self._live_counter().co_usages([(i, self._tables[i].bits) for i in range(k)])
+        stale = [i for i in range(k) if self._co[i] is None]
+        for i, counts in zip(
+            stale, self._live_counter().co_usages([(i, self._tables[i].bits) for i in stale]), strict=True
+        ):
+            self._co[i] = counts
+        co = [c for c in self._co if c is not None]
         # gains[Z][i]: best estimated drop of group i's length from adding Z to C_i;
         # model[Z]: estimated model cost of Z (its pattern cost and the larger count).
         gains: dict[Itemset, dict[int, float]] = {}
         model: dict[Itemset, float] = {}
         for i in range(k):
             table = self._tables[i]
-            a, b = np.nonzero(co[i])
-            if a.size == 0:
-                continue
-            e = co[i][a, b]
             usage = np.concatenate([table.pat_usage, table.item_usage])
-            total = float(usage.sum())
-            after = total - e
-            ua, ub = usage[a], usage[b]
-            data_gain = (
-                total * math.log2(total)
-                - _xlog2x(after)
-                - _xlog2x(ua)
-                - _xlog2x(ub)
-                + _xlog2x(ua - e)
-                + _xlog2x(ub - e)
-                + _xlog2x(e)
-            )
-            sizes = np.concatenate([[len(x) for x in table.itemsets], np.ones(m)]).astype(int)
+            sizes = np.concatenate([[len(x) for x in table.itemsets], np.ones(m)]).astype(np.int64)
+            if usage.sum() == 0:
+                continue
             st_el = np.concatenate([[self._content_items(x) for x in table.itemsets], self._st])
             singleton_st = np.concatenate([np.zeros(len(table.itemsets)), self._st])
-            code = math.log2(total) - np.log2(usage.clip(min=1).astype(np.float64))
-            column_gain = (
-                np.where(ua == e, code[a] + singleton_st[a], 0.0)
-                + np.where(ub == e, code[b] + singleton_st[b], 0.0)
-                - (np.log2(after) - np.log2(e.astype(np.float64)))
+            longest = 2 * int(sizes.max())
+            length_cost = np.array([universal_code_length(n) for n in range(1, longest + 1)])
+            a, b, gain, union_model = kernels.slim_gains(
+                co[i], usage, sizes, st_el, singleton_st, length_cost, label_cost + count_cost
             )
-            gain = data_gain + column_gain
-            union_size = sizes[a] + sizes[b]
-            length_cost = np.array([universal_code_length(n) for n in range(1, int(union_size.max()) + 1)])
-            union_model = label_cost + count_cost + st_el[a] + st_el[b] + length_cost[union_size - 1]
-            keep = np.flatnonzero(gain > 0)
-            keep = keep[np.argsort(-gain[keep], kind="stable")[: self.max_candidates]]
+            keep = _top_stable(gain, self.max_candidates)
             names = table.itemsets + [(x,) for x in range(m)]
             for a_i, b_i, g, cost in zip(
                 a[keep].tolist(),
@@ -974,8 +996,23 @@ class DiffNorm:
 
     def _apply(self, proposal: _Proposal) -> None:
         for i, table in proposal.tables.items():
+            self._follow_co_usages(i, self._tables[i], table)
             self._tables[i] = table
         self._total = self._total_length()
+
+    def _follow_co_usages(self, i: int, old: _Table, new: _Table) -> None:
+        """Bring group ``i``'s co-usages from table ``old`` to ``new`` (one pattern in or out)."""
+        counts = self._co[i]
+        if counts is None:
+            return
+        add = len(new.itemsets) == len(old.itemsets) + 1
+        if not add and len(new.itemsets) != len(old.itemsets) - 1:
+            self._co[i] = None
+            return
+        shorter, longer = (old.itemsets, new.itemsets) if add else (new.itemsets, old.itemsets)
+        pos = next((t for t, x in enumerate(shorter) if x != longer[t]), len(shorter))
+        within = self._bits[longer[pos]]
+        self._co[i] = self._live_counter().co_usage_change(i, counts, old.bits, new.bits, within, pos, add)
 
     def _accept(self, itemset: Itemset, proposal: _Proposal) -> None:
         """Add ``itemset`` to the subset of ``proposal``, then prune."""

@@ -245,3 +245,78 @@ def test_ray_version_equals_single_process(planted, local_ray, num_workers):
     assert got.total_length == pytest.approx(expected.total_length, abs=1e-9)
     assert got.singleton_length == pytest.approx(expected.singleton_length, abs=1e-9)
     assert np.array_equal(got.singleton_usage, expected.singleton_usage)
+
+
+def test_co_usages_follow_the_tables_exactly_as_a_full_recount():
+    """Slim's pair counts are updated with each change of a table (only the rows holding the
+    changed pattern are covered again); the search is the one that counts everything afresh,
+    and the maintained counts equal a full count of the final tables."""
+    from neurolake.mining.diffnorm import LocalUsageCounter, UsageCounter
+
+    class Recounting(LocalUsageCounter):
+        def co_usage_change(self, group, counts, old, new, within, pos, add):
+            return UsageCounter.co_usage_change(self, group, counts, old, new, within, pos, add)
+
+    class RecountingDiffNorm(DiffNorm):
+        def _make_counter(self, groups, n_items):
+            return Recounting(groups, n_items)
+
+    rng = np.random.default_rng(4)
+    a = rng.random((600, 60)) < 0.15  # dense enough that Slim merges and prunes many pairs
+    b = rng.random((600, 60)) < 0.15
+    a[np.ix_(rng.random(600) < 0.2, [3, 7, 11, 19])] = True
+    incremental = DiffNorm(min_support=0.05, max_iterations=60).fit([a, b])
+    recounted = RecountingDiffNorm(min_support=0.05, max_iterations=60).fit([a, b])
+    got, expected = incremental.discover(), recounted.discover()
+    assert got.n_accepted > 20
+    assert [(p.itemset, p.subset, p.usage) for p in got.patterns] == [
+        (p.itemset, p.subset, p.usage) for p in expected.patterns
+    ]
+    assert got.total_length == expected.total_length
+    for i, rows in enumerate((a, b)):
+        table = incremental._tables[i]
+        if incremental._co[i] is not None:
+            fresh = kernels.co_usage(BitMatrix.from_dense(rows).words, table.bits, 60)
+            np.testing.assert_array_equal(incremental._co[i], fresh)
+
+
+def test_slim_gains_kernel_equals_the_formula_and_top_k_is_a_stable_sort():
+    from neurolake.mining.diffnorm import _top_stable, _xlog2x
+
+    rng = np.random.default_rng(5)
+    n = 12
+    co = np.triu(rng.integers(0, 30, (n, n)) * (rng.random((n, n)) < 0.3), 1).astype(np.int32)
+    # each element used at least as often as with any other; some exactly so
+    usage = (np.maximum(co.max(axis=0), co.max(axis=1)) + rng.integers(0, 2, n)).astype(np.int64) + 40
+    sizes = np.concatenate([[2, 3], np.ones(n - 2, np.int64)]).astype(np.int64)
+    st_el = rng.random(n) * 5
+    singleton_st = np.where(sizes == 1, st_el, 0.0)
+    length_cost = np.array([universal_code_length(k) for k in range(1, 7)])
+    a, b, gain, cost = kernels.slim_gains(co, usage, sizes, st_el, singleton_st, length_cost, 1.5)
+    # the vectorised formula, pair by pair
+    ia, ib = np.nonzero(co)
+    e = co[ia, ib].astype(np.float64)
+    total = float(usage.sum())
+    ua, ub = usage[ia].astype(np.float64), usage[ib].astype(np.float64)
+    code = math.log2(total) - np.log2(np.maximum(usage, 1).astype(np.float64))
+    expected = (
+        total * math.log2(total)
+        - _xlog2x(total - e)
+        - _xlog2x(ua)
+        - _xlog2x(ub)
+        + _xlog2x(ua - e)
+        + _xlog2x(ub - e)
+        + _xlog2x(e)
+        + np.where(ua == e, code[ia] + singleton_st[ia], 0.0)
+        + np.where(ub == e, code[ib] + singleton_st[ib], 0.0)
+        - (np.log2(total - e) - np.log2(e))
+    )
+    keep = expected > 0
+    assert keep.any() and (~keep).any()
+    np.testing.assert_array_equal(a, ia[keep])
+    np.testing.assert_array_equal(b, ib[keep])
+    np.testing.assert_allclose(gain, expected[keep], rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(cost, 1.5 + st_el[a] + st_el[b] + length_cost[sizes[a] + sizes[b] - 1])
+    values = np.array([3.0, 1.0, 3.0, 2.0, 3.0, 0.5])
+    for k in range(0, 8):
+        assert _top_stable(values, k).tolist() == np.argsort(-values, kind="stable")[:k].tolist()
