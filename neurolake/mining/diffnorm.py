@@ -90,7 +90,12 @@ runs the numba kernels of :mod:`neurolake.mining._diffnorm_kernels` on whole gro
 Usages are integers, so both yield the same search, bit for bit. Covers are incremental:
 adding or removing ``X`` changes only the covers of rows that contain ``X``, so only those
 rows are covered again, under the old and the new coding set, and the difference of the two
-usage vectors updates the whole-group usages exactly.
+usage vectors updates the whole-group usages exactly. Slim's pair statistics (how many covers
+use two elements together) are kept the same way: counted once per group, then updated with
+every accepted or pruned pattern from the rows holding it (:meth:`UsageCounter.co_usage_change`;
+the Ray counter still counts them afresh), and the estimated gains of all pairs come from one
+numba pass (:func:`~neurolake.mining._diffnorm_kernels.slim_gains`) with ``x log2 x`` read from
+a table of the integer usages.
 """
 
 from __future__ import annotations
