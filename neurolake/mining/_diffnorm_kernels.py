@@ -113,37 +113,9 @@ def co_usage(rows: np.ndarray, table: np.ndarray, n_items: int) -> np.ndarray:
     Returns:
         ``[p + n_items, p + n_items] int32``, filled above the diagonal only (``a < b``).
     """
-    n_rows, n_words = rows.shape
-    n_pat = table.shape[0]
-    n_el = n_pat + n_items
+    n_el = table.shape[0] + n_items
     counts = np.zeros((n_el, n_el), np.int32)  # counts of rows: int32 halves the memory traffic
-    rest = np.empty(n_words, np.uint64)
-    used = np.empty(n_el, np.int64)
-    for r in range(n_rows):
-        row = rows[r]
-        n_used = 0
-        for w in range(n_words):
-            rest[w] = row[w]
-        for t in range(n_pat):
-            if _contains(rest, table[t]):
-                used[n_used] = t
-                n_used += 1
-                for w in range(n_words):
-                    rest[w] &= ~table[t, w]
-        for w in range(n_words):
-            bits = rest[w]
-            b = 0
-            while bits != _ZERO:
-                if bits & _ONE:
-                    used[n_used] = n_pat + w * 64 + b
-                    n_used += 1
-                bits >>= _ONE
-                b += 1
-        # ``used`` is increasing, so every pair lands above the diagonal.
-        for a in range(n_used):
-            ua = used[a]
-            for c in range(a + 1, n_used):
-                counts[ua, used[c]] += 1
+    co_usage_add(counts, rows, table, np.zeros(rows.shape[1], np.uint64), n_items, 1)
     return counts
 
 
@@ -281,6 +253,7 @@ def co_usage_add(
                     n_used += 1
                 bits >>= _ONE
                 b += 1
+        # ``used`` is increasing, so every pair lands above the diagonal.
         for a in range(n_used):
             ua = used[a]
             for c in range(a + 1, n_used):

@@ -343,12 +343,7 @@ class ModelAdapter(abc.ABC):
                 f"utterance {short[0]} of the batch has {int(lengths[short[0]])} samples, too "
                 f"short for one output frame of {self._spec!r} (needs {self.min_samples})"
             )
-        names = [layer.name if isinstance(layer, LayerInfo) else layer for layer in layers]
-        unknown = [name for name in names if name not in self._geometries]
-        if unknown:
-            raise SpecError(
-                f"{unknown[0]!r} is not a capturable layer of {self._spec!r}; available: {_some(self._geometries)}"
-            )
+        names = self._capture_names(layers)
         modules = dict(self.module.named_modules())
         outputs: dict[str, list[torch.Tensor | None]] = {name: [] for name in names}
         # Masking hooks go first: the capture hooks then see (and clone) the masked output.
@@ -363,6 +358,16 @@ class ModelAdapter(abc.ABC):
         frame_lengths = torch.tensor(counts, dtype=torch.int64, device=self.device)
         captured = {name: self._on_grid(name, outputs[name], frame_lengths, capture_dtype) for name in names}
         return ForwardOutput(log_probs.float(), frame_lengths, captured)
+
+    def _capture_names(self, layers: Iterable[str | LayerInfo]) -> list[str]:
+        """Layer names of ``layers``; :class:`SpecError` for one that is not capturable."""
+        names = [layer.name if isinstance(layer, LayerInfo) else layer for layer in layers]
+        unknown = [name for name in names if name not in self._geometries]
+        if unknown:
+            raise SpecError(
+                f"{unknown[0]!r} is not a capturable layer of {self._spec!r}; available: {_some(self._geometries)}"
+            )
+        return names
 
     def attribution(
         self, waveform: torch.Tensor, lower: str, upper: str, units: Sequence[int], frames: Sequence[int]

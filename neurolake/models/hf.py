@@ -49,7 +49,6 @@ from neurolake.models.adapter import (
     _padded,
     _recorder,
     _shape_recorder,
-    _some,
 )
 from neurolake.models.framing import zero_beyond
 
@@ -242,12 +241,7 @@ class WhisperAdapter(ModelAdapter):
                 f"utterance {longest} of the batch lasts {int(lengths[longest]) / self.sample_rate:.1f} s, longer "
                 f"than the {self.max_samples / self.sample_rate:g} s window of {self._spec!r}; segment it"
             )
-        names = [layer.name if isinstance(layer, LayerInfo) else layer for layer in layers]
-        unknown = [name for name in names if name not in self._geometries]
-        if unknown:
-            raise SpecError(
-                f"{unknown[0]!r} is not a capturable layer of {self._spec!r}; available: {_some(self._geometries)}"
-            )
+        names = self._capture_names(layers)
         modules = dict(self.module.named_modules())
         outputs: dict[str, list[torch.Tensor | None]] = {name: [] for name in names}
         hooks = self._edit_hooks(edits or {}) + [(modules[name], _recorder(outputs[name])) for name in names]
