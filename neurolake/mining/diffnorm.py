@@ -73,8 +73,11 @@ Search (the paper's Sec. 4, Krimp- and Slim-style)
 2. Slim combinations: for every pair of elements used together in some cover of ``D_i``,
    their union with an estimated usage of the rows using both; the estimated gain of the
    union in ``S_j`` sums the estimated data gains over the groups ``i ∈ j`` and pays its
-   model cost once. Unions are tried by estimated gain (the best ``max_candidates``); the
-   first whose exact placement lowers the total is accepted, then the pairs are rebuilt.
+   model cost once. Unions are tried by estimated gain (the best ``max_candidates``); each
+   whose exact placement lowers the total (against the model as it is at that moment) is
+   accepted, going down the list, and after ``slim_batch`` acceptances (default 8; 1 is
+   Slim's own rule) or at the end of the list the pairs are rebuilt. The search stops when a
+   freshly built list holds nothing that helps.
 3. Every acceptance is followed by pruning: a model pattern whose usage fell in some group
    is removed when that lowers the total (lowest usage first), and the patterns whose usage
    fell through a removal are tried too.
@@ -516,6 +519,11 @@ class DiffNorm:
         max_candidates: closed candidates tried (the first in standard candidate order),
             and Slim combinations tried per iteration (the best by estimated gain).
         max_iterations: most candidates accepted in the whole search.
+        slim_batch: Slim combinations accepted from one candidate list before the list is
+            built again (each acceptance is still evaluated exactly against the model as it
+            then is, so the total only falls; the list's estimated order just ages). 1 builds
+            it after every acceptance, as Slim does; building it is most of a search's time
+            on dense data (1,885 units: 8 made the demo contrast several times faster).
         subsets: subsets of group indices with a pattern set each; default every group
             alone and all groups together.
         workers: 1 counts in this process; more split every group's rows into that many
@@ -532,11 +540,15 @@ class DiffNorm:
         max_iterations: int = 500,
         subsets: Sequence[Sequence[int]] | None = None,
         workers: int = 1,
+        slim_batch: int = 8,
     ) -> None:
         absolute_support(min_support, 1)  # fail on a bad value now, not at fit time
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise SpecError(f"workers must be an int >= 1, got {workers!r}")
         self.workers = workers
+        if isinstance(slim_batch, bool) or not isinstance(slim_batch, int) or slim_batch < 1:
+            raise SpecError(f"slim_batch must be an int >= 1, got {slim_batch!r}")
+        self.slim_batch = slim_batch
         for name, value in (("max_candidates", max_candidates), ("max_iterations", max_iterations)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise SpecError(f"{name} must be an int >= 0, got {value!r}")
@@ -730,10 +742,11 @@ class DiffNorm:
                 accepted_this_round += 1
                 position = candidates.index(rest[index]) + 1
             while n_accepted < self.max_iterations:
-                if not self._slim_step():
+                accepted = self._slim_step(self.max_iterations - n_accepted)
+                if accepted == 0:
                     break
-                n_accepted += 1
-                accepted_this_round += 1
+                n_accepted += accepted
+                accepted_this_round += accepted
             logger.debug("DiffNorm round: %d accepted, total %.1f bits", accepted_this_round, self._total)
             if accepted_this_round == 0:
                 break
@@ -850,14 +863,20 @@ class DiffNorm:
         scored.sort()
         return [union for _, union in scored[: self.max_candidates]]
 
-    def _slim_step(self) -> bool:
-        """Accept the first Slim combination that lowers the total; False when none does."""
+    def _slim_step(self, limit: int) -> int:
+        """Build Slim's candidate list and accept from it, in order, each combination that
+        lowers the total (evaluated exactly against the model as it then is), at most
+        ``slim_batch`` and ``limit``; the number accepted (0: none of a fresh list helps)."""
         candidates = self._slim_candidates()
-        index, proposal = self._first_improving(candidates)
-        if proposal is None:
-            return False
-        self._accept(candidates[index], proposal)
-        return True
+        accepted, position = 0, 0
+        while accepted < min(limit, self.slim_batch):
+            index, proposal = self._first_improving(candidates[position:])
+            if proposal is None:
+                break
+            self._accept(candidates[position + index], proposal)
+            accepted += 1
+            position += index + 1
+        return accepted
 
     # ------------------------------------------------------------- evaluation
 
