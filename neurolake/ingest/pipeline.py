@@ -216,6 +216,7 @@ def ingest(
     lease = RunLease(lake.loc.child("runs", run_id), ttl_s=lease_ttl_s) if not finished else None
     if lease is not None:
         lease.acquire()
+    outage = False
     try:
         if not finished:
             pool = _start_actors(actors, threads, ray_address, lake.loc, run_id, model, layer_names, max_batch)
@@ -262,10 +263,15 @@ def ingest(
                 lease,
                 actor_args=(lake.loc, run_id, model, layer_names),
             )
+    except LakeError as exc:
+        outage = is_storage_error(exc)
+        raise
     finally:
         if pool is not None:
             pool.close()
-        if lease is not None:
+        if lease is not None and outage:
+            lease.abandon()  # storage that answers no more cannot take the release either
+        elif lease is not None:
             try:
                 lease.release()
             except Exception as exc:
@@ -353,6 +359,7 @@ def _run_parts(
     bar = progress_bar(planned.audio_seconds, f"ingest {summary.run_id}", unit="s audio", enabled=progress)
     probes: list[ActorPool] = []
     rounds: dict[str, int] = {}
+    storage_failures: dict[str, int] = {}
 
     def probe_pool() -> ActorPool:
         """A model actor of its own for bisection: restarted as often as probes crash it."""
@@ -387,12 +394,27 @@ def _run_parts(
             (part, exclude), a, result, error = pool.next_done()
             if error is not None:
                 if is_storage_error(error):  # not the model: no use isolating utterances
-                    raise LakeError(
-                        f"the lake's storage failed while part {part.part_id} was written ({_reason(error)}); "
-                        f"the {summary.parts_already_committed + sum(summary.nodes.values())} parts committed so far "
-                        "are kept: run the same ingest "
-                        "again once the storage answers"
-                    ) from error
+                    # Each request was retried already (S3_RETRIES). A store that answers no more
+                    # stops the run; one that answers fails this part alone, after a second try.
+                    if not _storage_answers(actor_args[0]):
+                        raise LakeError(
+                            f"the lake's storage failed while part {part.part_id} was written ({_reason(error)}); "
+                            f"the {summary.parts_already_committed + sum(summary.nodes.values())} parts committed "
+                            "so far are kept: run the same ingest again once the storage answers"
+                        ) from error
+                    storage_failures[part.part_id] = storage_failures.get(part.part_id, 0) + 1
+                    if storage_failures[part.part_id] < MAX_STORAGE_ATTEMPTS:
+                        log.warning(
+                            "part %s: the lake's storage failed (%s); trying again", part.part_id, _reason(error)
+                        )
+                        queue.insert(0, (part, exclude))
+                    else:
+                        summary.parts_failed.append(
+                            f"{part.part_id}: the lake's storage failed while it was written, "
+                            f"{MAX_STORAGE_ATTEMPTS} times ({_reason(error)})"
+                        )
+                    submit()
+                    continue
                 # A part can also fail because the other part its actor held crashed the
                 # process; so it is isolated again (up to MAX_ISOLATIONS times) before it is
                 # given up.
@@ -431,6 +453,25 @@ def _run_parts(
 
 MAX_PART_ATTEMPTS = 3
 MAX_ISOLATIONS = 3
+#: Tries of a part whose writes fail on storage that still answers (each request retried already).
+MAX_STORAGE_ATTEMPTS = 2
+
+
+def _storage_answers(lake: Location, tries: int = 4, pause_s: float = 1.0) -> bool:
+    """Whether the lake's storage answers at all: its ``lake.json`` is found, in one of a few tries
+    of a few quick attempts (a dead endpoint is told apart in seconds, not after the minute that
+    the lake's own retries take)."""
+    probe = lake.with_retries(2)
+    for attempt in range(tries):
+        try:
+            if probe.exists("lake.json"):
+                return True
+        except Exception as exc:
+            if not is_storage_error(exc):
+                raise
+        if attempt + 1 < tries:
+            time.sleep(pause_s)
+    return False
 
 
 def _reason(error: RemoteError) -> str:

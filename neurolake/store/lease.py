@@ -161,6 +161,11 @@ class RunLease:
             if epoch == self.epoch and record is not None and record.get("owner") == self.owner:
                 self.run_loc.write_bytes(self._record(released=True), DIRECTORY, _epoch_name(self.epoch))
 
+    def abandon(self) -> None:
+        """Stop the heartbeat without writing anything (for storage that answers no more): the
+        lease is free again once it expires."""
+        self._stop.set()
+
     def __enter__(self) -> RunLease:
         return self.acquire()
 

@@ -18,6 +18,27 @@ import fsspec
 
 from neurolake.errors import CorruptFileError, LakeError
 
+#: botocore's retries of an S3 request, unless the storage options set their own
+#: (``config_kwargs={"retries": ...}``): "adaptive" backs off exponentially on 5xx answers, resets
+#: and throttling (``SlowDown``), and slows the client's request rate while it is throttled. Ten
+#: attempts (botocore's default is five) keep an ingest going through a store that fails one
+#: request in three (``benchmarks/s3_faults.py``); a request that fails ten times in a row fails its
+#: part, and the part is run again by the next ingest.
+S3_RETRIES: dict[str, Any] = {"total_max_attempts": 10, "mode": "adaptive"}
+
+
+def with_retry_defaults(url: str, storage_options: Mapping[str, Any]) -> dict[str, Any]:
+    """``storage_options`` with :data:`S3_RETRIES` added for an ``s3://`` URL, unless they or the
+    environment (``AWS_MAX_ATTEMPTS``, ``AWS_RETRY_MODE``) set retries."""
+    options = dict(storage_options)
+    protocol = fsspec.core.split_protocol(str(url))[0]
+    if protocol not in ("s3", "s3a") or "AWS_MAX_ATTEMPTS" in os.environ or "AWS_RETRY_MODE" in os.environ:
+        return options
+    config = dict(options.get("config_kwargs") or {})
+    config.setdefault("retries", dict(S3_RETRIES))
+    options["config_kwargs"] = config
+    return options
+
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
@@ -37,7 +58,7 @@ class Location:
 
     @classmethod
     def from_url(cls, url: str, storage_options: dict[str, Any] | None = None) -> Location:
-        options = dict(storage_options or {})
+        options = with_retry_defaults(url, storage_options or {})
         try:
             fs, path = fsspec.core.url_to_fs(str(url), **options)
         except (ImportError, ValueError) as exc:
@@ -51,6 +72,15 @@ class Location:
         if isinstance(where, Location):
             return where
         return cls.from_url(where, dict(storage_options or {}))
+
+    def with_retries(self, max_attempts: int) -> Location:
+        """This location with at most ``max_attempts`` tries per S3 request (the same location
+        elsewhere: other filesystems have retries of their own)."""
+        if self.protocol not in ("s3", "s3a"):
+            return self
+        config = dict(self.storage_options.get("config_kwargs") or {})
+        config["retries"] = {"total_max_attempts": int(max_attempts), "mode": "standard"}
+        return Location.from_url(self.url, dict(self.storage_options, config_kwargs=config))
 
     # ------------------------------------------------------------ naming
 
@@ -175,7 +205,8 @@ class Location:
         Of several processes racing to create one key exactly one wins, on a local disk (a
         hard link, which fails if the name exists) and on S3 (a conditional PUT,
         ``If-None-Match: *``). Other filesystems check and then write, which is only as good
-        as their own consistency.
+        as their own consistency. On S3 a key that holds exactly ``data`` counts as created by
+        this call: its own first attempt, applied although the answer was lost.
         """
         target = self.join(*parts)
         if self.is_local:
@@ -196,16 +227,26 @@ class Location:
                 self.fs.pipe_file(target, data, mode="create")
                 return True
             except FileExistsError:
-                return False
+                pass
             except OSError as exc:
-                if "PreconditionFailed" in str(exc) or "412" in str(exc):
-                    return False
-                raise
+                if "PreconditionFailed" not in str(exc) and "412" not in str(exc):
+                    raise
+            # A retried PUT whose first attempt was applied but whose answer was lost (a reset
+            # connection) finds the key taken, by itself: the same bytes there mean this call
+            # created it. (Every caller writes bytes of its own: a lease record names its owner.)
+            return self._holds(target, data)
         self._fresh(target)
         if self.fs.exists(target):
             return False
         self.fs.pipe_file(target, data)
         return True
+
+    def _holds(self, target: str, data: bytes) -> bool:
+        self._fresh(target)
+        try:
+            return bool(self.fs.cat_file(target) == data)
+        except FileNotFoundError:
+            return False
 
     def write_json(self, obj: Any, *parts: str) -> None:
         self.write_bytes(canonical_json(obj, indent=1).encode("utf-8"), *parts)
