@@ -6,6 +6,7 @@ The rest of neurolake never imports ``ray``; it hands plain classes and function
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -182,11 +183,18 @@ class ActorPool:
                 time.sleep(0.2)
 
     def close(self) -> None:
-        """Stop every actor (calls in flight are abandoned)."""
+        """Stop every actor. Calls in flight are abandoned; their outcomes (errors, mostly, once
+        the actors are gone) are taken here, so that Ray does not print them as unhandled."""
+        abandoned = list(self._in_flight)
         for actor in self._actors:
             ray.kill(actor)
         self._actors = []
         self._in_flight.clear()
+        if abandoned:
+            ready, _ = ray.wait(abandoned, num_returns=len(abandoned), timeout=10)
+            for ref in ready:
+                with contextlib.suppress(ray.exceptions.RayError):
+                    ray.get(ref, timeout=0)
 
 
 def task_map(

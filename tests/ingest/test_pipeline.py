@@ -431,6 +431,9 @@ def test_storage_outage_mid_ingest_is_one_line_and_keeps_the_commits(corpus, tmp
             AWS_SECRET_ACCESS_KEY="t",
             AWS_ENDPOINT_URL=endpoint,
             AWS_DEFAULT_REGION="us-east-1",
+            # the user's retry setting replaces the lake's default of 10 attempts: the outage
+            # is found after a few seconds of backoff, not a minute
+            AWS_MAX_ATTEMPTS="3",
         )
         cmd = _ingest_cli(corpus, "o", "s3://outage/lake")
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
