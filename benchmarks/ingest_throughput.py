@@ -58,8 +58,8 @@ def _batches(audio: list, max_batch: int, max_batch_samples: int) -> list[tuple[
     return tensors
 
 
-def _decoded_audio(model_spec: str, corpus: str) -> tuple[object, list]:
-    adapter = load_model(model_spec)
+def _decoded_audio(model_spec: str, corpus: str, device: str = "cpu") -> tuple[object, list]:
+    adapter = load_model(model_spec, device)
     cache: dict[str, object] = {}
     audio = []
     for u in open_corpus(corpus):
@@ -70,20 +70,25 @@ def _decoded_audio(model_spec: str, corpus: str) -> tuple[object, list]:
 
 
 def _timed_forward(adapter, tensors) -> float:
+    device = adapter.device
     with torch.no_grad():
-        adapter.forward(*tensors[0], [])  # warm-up
+        adapter.forward(tensors[0][0].to(device), tensors[0][1], [])  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
         for wave, lengths in tensors:
-            adapter.forward(wave, lengths, [])
+            adapter.forward(wave.to(device), lengths, [])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         return time.perf_counter() - t0
 
 
 def bare_forward(
-    model_spec: str, corpus: str, max_batch: int, max_batch_samples: int
+    model_spec: str, corpus: str, max_batch: int, max_batch_samples: int, device: str = "cpu"
 ) -> tuple[float, int, float, float]:
-    """Seconds of pure forward over the corpus (one process, all cores), frames, audio seconds,
-    and the share of padding in its batches."""
-    adapter, audio = _decoded_audio(model_spec, corpus)
+    """Seconds of pure forward over the corpus (one process, all cores, or one GPU), frames,
+    audio seconds, and the share of padding in its batches."""
+    adapter, audio = _decoded_audio(model_spec, corpus, device)
     batches = _batches(audio, max_batch, max_batch_samples)
     elapsed = _timed_forward(adapter, batches)
     frames = sum(adapter.num_frames(a.shape[0]) for a in audio)
@@ -157,30 +162,32 @@ def full_wav2letter(base: str) -> str:
     return path
 
 
-def base_wav2vec2(base: str) -> str:
+def base_wav2vec2(base: str, large: bool = False) -> str:
     """A checkpoint of wav2vec 2.0 "base" (the architecture of WAV2VEC2_ASR_BASE_960H: 95 M
-    parameters, 12 transformer layers of 768) with random weights, as the adapter reads it."""
+    parameters, 12 transformer layers of 768) or, with ``large``, "large" (WAV2VEC2_ASR_LARGE_LV60K_960H's:
+    317 M parameters, 24 layers of 1024, layer-normalised feature encoder) with random weights,
+    as the adapter reads it."""
     config = dict(
-        extractor_mode="group_norm",
+        extractor_mode="layer_norm" if large else "group_norm",
         extractor_conv_layer_config=None,
-        extractor_conv_bias=False,
-        encoder_embed_dim=768,
+        extractor_conv_bias=large,
+        encoder_embed_dim=1024 if large else 768,
         encoder_projection_dropout=0.0,
         encoder_pos_conv_kernel=128,
         encoder_pos_conv_groups=16,
-        encoder_num_layers=12,
-        encoder_num_heads=12,
+        encoder_num_layers=24 if large else 12,
+        encoder_num_heads=16 if large else 12,
         encoder_attention_dropout=0.0,
-        encoder_ff_interm_features=3072,
+        encoder_ff_interm_features=4096 if large else 3072,
         encoder_ff_interm_dropout=0.0,
         encoder_dropout=0.0,
-        encoder_layer_norm_first=False,
+        encoder_layer_norm_first=large,
         encoder_layer_drop=0.0,
         aux_num_out=29,
     )
     torch.manual_seed(0)
     model = torchaudio.models.wav2vec2_model(**config)
-    path = os.path.join(base, "wav2vec2-base.pt")
+    path = os.path.join(base, "wav2vec2-large.pt" if large else "wav2vec2-base.pt")
     tokens = ["-", "|", "'"] + [chr(ord("A") + i) for i in range(26)]
     torch.save({"config": config, "tokens": tokens, "state_dict": model.state_dict()}, path)
     return path
@@ -192,7 +199,8 @@ def main() -> None:
         "--model",
         default="wav2vec2-base",
         help="'wav2vec2-base' (default: wav2vec 2.0 base, "
-        "WAV2VEC2_ASR_BASE_960H's architecture), 'wav2letter-full' (torchaudio's full-size Wav2Letter "
+        "WAV2VEC2_ASR_BASE_960H's architecture), 'wav2vec2-large' (24 layers of 1024), "
+        "'wav2letter-full' (torchaudio's full-size Wav2Letter "
         "on waveforms), both with random weights, or any model spec such as 'demo'",
     )
     ap.add_argument(
@@ -212,7 +220,7 @@ def main() -> None:
     ap.add_argument("--actors", type=int, default=None, help="model actors (default: ingest's own choice)")
     ap.add_argument("--part-rows", type=int, default=None, help="frames per part (default: ~256 MB of activations)")
     args = ap.parse_args()
-    large = args.model == "wav2vec2-base"  # ~60x the demo model's cost per frame: fewer frames do
+    large = args.model in ("wav2vec2-base", "wav2vec2-large")  # ~60x the demo model's cost per frame
     args.utterances = args.utterances or (150 if large else 1000)
     args.repeat = args.repeat or (4 if large else 10)
     base = tempfile.mkdtemp(prefix="nl-ingest-bench-")
@@ -223,14 +231,18 @@ def main() -> None:
             corpus = repeated_manifest(corpus, args.repeat, os.path.join(base, "repeated.jsonl"))
         if args.model == "wav2letter-full":
             args.model = f"wav2letter:{full_wav2letter(base)}"
-        elif args.model == "wav2vec2-base":
-            args.model = f"wav2vec2:{base_wav2vec2(base)}"
+        elif args.model in ("wav2vec2-base", "wav2vec2-large"):
+            args.model = f"wav2vec2:{base_wav2vec2(base, large=args.model == 'wav2vec2-large')}"
         resources = connect()
         cpus = int(resources.get("CPU", 1))
+        gpus = int(resources.get("GPU", 0))
+        device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
         torch.set_num_threads(cpus)
-        bare_s, frames, audio_s, bare_padding = bare_forward(args.model, corpus, args.max_batch, 16_000 * 160)
+        bare_s, frames, audio_s, bare_padding = bare_forward(args.model, corpus, args.max_batch, 16_000 * 160, device)
         per_core_s = (
-            bare_forward_per_core(args.model, corpus, args.max_batch, 16_000 * 160, cpus) if cpus > 1 else bare_s
+            bare_forward_per_core(args.model, corpus, args.max_batch, 16_000 * 160, cpus)
+            if cpus > 1 and device == "cpu"
+            else bare_s
         )
         done: list[tuple[float, object]] = []  # (time, PartResult) as parts commit
         t0 = time.perf_counter()
@@ -252,7 +264,7 @@ def main() -> None:
         bare_fps = frames / min(bare_s, per_core_s)
         print(
             f"{args.utterances} x {args.repeat} utterances, {audio_s / 60:.1f} min of audio, {frames:,} frames, "
-            f"{cpus} CPUs, model {args.model}"
+            f"{cpus} CPUs, {gpus} GPUs (bare forward on {device}), model {args.model}"
         )
         print(f"bare forward : {bare_s:7.1f} s  {frames / bare_s:10,.0f} frames/s  (one process, {cpus} threads)")
         print(
@@ -282,6 +294,10 @@ def main() -> None:
         hours_per_s = audio_s / pipe_s / 3600
         print(
             f"audio: {audio_s / pipe_s:,.1f} s of audio per second; 960 h would take {960 / hours_per_s / 3600:,.1f} h here"
+        )
+        print(
+            f"activations written: {summary.bytes_raw / pipe_s / 1e9:.2f} GB/s (float16, before compression)"
+            + (f"; per GPU {audio_s / pipe_s / 3600 / gpus:.4f} audio hours per second" if gpus else "")
         )
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -216,6 +216,8 @@ def _ingest(url: str, corpus: Path, options: dict):
 
 @pytest.mark.slow
 def test_an_ingest_through_faults_converges_to_the_undisturbed_lake(ray_corpus, s3_bucket, proxy, monkeypatch, capsys):
+    import s3fs
+
     from neurolake.cli import main
 
     bucket, options = s3_bucket
@@ -230,6 +232,9 @@ def test_an_ingest_through_faults_converges_to_the_undisturbed_lake(ray_corpus, 
 
     # verify and queries through the CLI, through the same faults
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    # s3fs keeps instances by their arguments, not the environment: one made by an earlier test
+    # with the same (default) options would keep that test's endpoint and credentials
+    s3fs.S3FileSystem.clear_instance_cache()
     capsys.readouterr()
     assert main(["verify", "--lake", f"s3://{bucket}/faulty", "--run", "r"]) == 0
     assert capsys.readouterr().out.strip() == "1 run(s) checked, 0 problem(s)"
@@ -242,6 +247,7 @@ def test_an_ingest_through_faults_converges_to_the_undisturbed_lake(ray_corpus, 
     direct = Location.from_url(f"s3://{bucket}", options)
     assert run_files(direct.child("faulty"), "r") == run_files(direct.child("clean"), "r")
     monkeypatch.setenv("AWS_ENDPOINT_URL", options["client_kwargs"]["endpoint_url"])
+    s3fs.S3FileSystem.clear_instance_cache()
     assert main(["sql", "--lake", f"s3://{bucket}/clean", "--format", "csv", query]) == 0
     assert capsys.readouterr().out == disturbed_rows and disturbed_rows.count("\n") > 100
 

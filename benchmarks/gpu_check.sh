@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU check: one script, under 10 minutes on one GPU. It installs neurolake from the lock
+# (beside the machine's own torch where one is installed), then runs the ingest benchmark with
+# wav2vec 2.0 base and large (random weights, the real architectures), every encoder layer
+# captured as float16, and prints for each: frames and audio hours per second per GPU, the ratio
+# to the bare forward on the same GPU, the activations written per second, and the time 960 h of
+# LibriSpeech would take (target: under 1 hour for base on one H100-class GPU, ratio >= 0.9).
+#
+#   bash benchmarks/gpu_check.sh [--quick]     # --quick: fewer utterances (a smoke run, ~2 min)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+python=python3
+if [ ! -x .venv/bin/neurolake ]; then
+  # --system-site-packages: a GPU image's CUDA torch (2.11.0+cu130) satisfies the torch pin, so
+  # it is not downloaded again.
+  python3 -m venv --system-site-packages .venv
+  .venv/bin/pip install -q -c constraints.txt -e .
+fi
+python=.venv/bin/python
+.venv/bin/neurolake doctor || true  # prints the stack and whether a GPU is visible
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi: running on CPU"
+
+if [ "$quick" = 1 ]; then
+  base=(--utterances 40 --repeat 2)
+  large=(--utterances 20 --repeat 2)
+else
+  base=(--utterances 400 --repeat 8)
+  large=(--utterances 200 --repeat 4)
+fi
+echo "== wav2vec 2.0 base, all 12 encoder layers =="
+$python benchmarks/ingest_throughput.py --model wav2vec2-base --layers 'encoder.transformer.layers.?,encoder.transformer.layers.??' --max-batch 32 "${base[@]}"
+echo "== wav2vec 2.0 large, all 24 encoder layers =="
+$python benchmarks/ingest_throughput.py --model wav2vec2-large --layers 'encoder.transformer.layers.?,encoder.transformer.layers.??' --max-batch 16 "${large[@]}"
