@@ -14,6 +14,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -527,8 +528,23 @@ def label_utterance(
         **_segment_labels(targets, alignment.target_index, greedy.frame_tokens, greedy.token_ids, token_map.strings),
         "phoneme_source": np.full(n_frames, phoneme_source, dtype=object),
     }
-    n_errors = word_alignment.distance
-    utterance = {
+    utterance = _utterance_row(
+        utterance_id, first_frame_id, n_frames, reference, hypothesis, word_alignment, phoneme_source
+    )
+    return UtteranceLabels(frames=frames, utterance=utterance)
+
+
+def _utterance_row(
+    utterance_id: str,
+    first_frame_id: int,
+    n_frames: int,
+    reference: str,
+    hypothesis: str,
+    word_alignment: Any,
+    phoneme_source: str | None,
+) -> dict[str, object]:
+    """The per-utterance values of :data:`UTTERANCE_SCHEMA`."""
+    return {
         "utterance_id": utterance_id,
         "first_frame_id": int(first_frame_id),
         "n_frames": int(n_frames),
@@ -536,11 +552,10 @@ def label_utterance(
         "hypothesis": hypothesis,
         "wer": word_alignment.error_rate,
         "cer": cer(reference, hypothesis),
-        "n_word_errors": int(n_errors),
-        "n_reference_words": len(words),
+        "n_word_errors": int(word_alignment.distance),
+        "n_reference_words": len(reference.split()),
         "phoneme_source": phoneme_source,
     }
-    return UtteranceLabels(frames=frames, utterance=utterance)
 
 
 #: Frame columns that come from a CTC model's per-frame token posteriors; a model that
@@ -630,18 +645,9 @@ def label_transcribed(
         "word_error": word_error,
         "phoneme_source": np.full(n_frames, phoneme_source, dtype=object),
     }
-    utterance = {
-        "utterance_id": utterance_id,
-        "first_frame_id": int(first_frame_id),
-        "n_frames": int(n_frames),
-        "reference": reference,
-        "hypothesis": hypothesis,
-        "wer": word_alignment.error_rate,
-        "cer": cer(reference, hypothesis),
-        "n_word_errors": int(word_alignment.distance),
-        "n_reference_words": len(words),
-        "phoneme_source": phoneme_source,
-    }
+    utterance = _utterance_row(
+        utterance_id, first_frame_id, n_frames, reference, hypothesis, word_alignment, phoneme_source
+    )
     return UtteranceLabels(frames=frames, utterance=utterance)
 
 

@@ -296,15 +296,9 @@ def load_hf(target: str, spec: str, device: str | torch.device = "cpu") -> Model
         return _load_whisper(target, spec, local, options.get("language"), device)
     if options:
         raise SpecError(f"{spec}: options (?language=...) are for Whisper models; this is a {model_type} model")
-    try:
-        model = AutoModelForCTC.from_pretrained(target, local_files_only=local)
-        tokenizer = AutoTokenizer.from_pretrained(target, local_files_only=local)
-        extractor = AutoFeatureExtractor.from_pretrained(target, local_files_only=local)
-    except (OSError, ValueError, KeyError) as exc:
-        where = "the directory" if local else "the Hugging Face cache or Hub"
-        raise SpecError(
-            f"{spec}: cannot load a CTC model, tokenizer and feature extractor from {where}: {exc}"
-        ) from exc
+    model, tokenizer, extractor = _pretrained(
+        target, spec, local, "a CTC model", (AutoModelForCTC, AutoTokenizer, AutoFeatureExtractor)
+    )
     sampling_rate = int(getattr(extractor, "sampling_rate", 16_000))
     if sampling_rate != 16_000:
         raise SpecError(f"{spec}: the feature extractor expects {sampling_rate} Hz audio; neurolake decodes at 16 kHz")
@@ -332,20 +326,28 @@ def load_hf(target: str, spec: str, device: str | torch.device = "cpu") -> Model
     )
 
 
+def _pretrained(target: str, spec: str, local: bool, what: str, classes: Sequence[Any]) -> list[Any]:
+    """``cls.from_pretrained(target)`` for the model, tokenizer and feature extractor classes;
+    one :class:`SpecError` naming where they were looked for if any cannot be loaded."""
+    try:
+        return [cls.from_pretrained(target, local_files_only=local) for cls in classes]
+    except (OSError, ValueError, KeyError) as exc:
+        where = "the directory" if local else "the Hugging Face cache or Hub"
+        raise SpecError(f"{spec}: cannot load {what}, tokenizer and feature extractor from {where}: {exc}") from exc
+
+
 def _load_whisper(
     target: str, spec: str, local: bool, language: str | None, device: str | torch.device
 ) -> WhisperAdapter:
     from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
 
-    try:
-        model = WhisperForConditionalGeneration.from_pretrained(target, local_files_only=local)
-        tokenizer = WhisperTokenizer.from_pretrained(target, local_files_only=local)
-        extractor = WhisperFeatureExtractor.from_pretrained(target, local_files_only=local)
-    except (OSError, ValueError, KeyError) as exc:
-        where = "the directory" if local else "the Hugging Face cache or Hub"
-        raise SpecError(
-            f"{spec}: cannot load a Whisper model, tokenizer and feature extractor from {where}: {exc}"
-        ) from exc
+    model, tokenizer, extractor = _pretrained(
+        target,
+        spec,
+        local,
+        "a Whisper model",
+        (WhisperForConditionalGeneration, WhisperTokenizer, WhisperFeatureExtractor),
+    )
     if int(extractor.sampling_rate) != 16_000:
         raise SpecError(
             f"{spec}: the feature extractor expects {extractor.sampling_rate} Hz audio; neurolake decodes at 16 kHz"
