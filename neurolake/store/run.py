@@ -20,6 +20,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 import pyarrow as pa
+from zarr.codecs import Endian, ZstdCodec
 
 from neurolake.errors import (
     CorruptFileError,
@@ -38,6 +39,7 @@ from neurolake.store.derived import Derived
 from neurolake.store.lease import LeaseToken
 from neurolake.store.location import Location, canonical_json
 from neurolake.store.plan import Part, Plan
+from neurolake.store.reader import LayerReader
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +122,23 @@ def _spec_label(spec: Any) -> str:
     return str(spec)
 
 
+class _ReaderArray:
+    """A layer as the array-like dask's ``from_array`` slices: one row range per block."""
+
+    ndim = 2
+
+    def __init__(self, reader: LayerReader, total_rows: int) -> None:
+        self.reader = reader
+        self.shape = (int(total_rows), reader.units)
+        self.dtype = reader.dtype
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        start, stop, step = rows.indices(self.shape[0])
+        block = self.reader.read_range(start, stop, parallel=False)
+        return block[::step, cols] if step != 1 or cols != slice(None) else block
+
+
 class Run:
     """Handle on ``runs/<run_id>/`` of a lake. Create runs with :meth:`Lake.create_run`."""
 
@@ -129,6 +148,7 @@ class Run:
         self.manifest = manifest
         self._shards_seen: dict[str, set[int]] = {}
         self._markers: dict[str, CommitMarker] = {}
+        self._readers: dict[str, LayerReader | None] = {}
 
     def _repr_html_(self) -> str:
         import html
@@ -399,8 +419,12 @@ class Run:
         self.check_frame_ids(ids)
         uniq, inverse = np.unique(ids, return_inverse=True)
         self._check_shards(layer, np.unique(uniq // self.plan.rows_per_shard), relevance)
-        data = self._array(layer, relevance).get_orthogonal_selection((uniq, slice(None)))
-        return data[inverse]
+        reader = self._reader(layer, relevance)
+        if reader is not None:
+            data = reader.read_rows(uniq)
+        else:
+            data = self._array(layer, relevance).get_orthogonal_selection((uniq, slice(None)))
+        return data if uniq.size == ids.size and np.array_equal(uniq, ids) else data[inverse]
 
     def read_range(self, layer: str, row_start: int, row_stop: int) -> np.ndarray:
         """Rows ``[row_start, row_stop)`` of a layer, which must lie in committed parts."""
@@ -409,18 +433,58 @@ class Run:
         self.check_frame_ids(np.array([row_start, row_stop - 1], dtype=np.int64))
         rps = self.plan.rows_per_shard
         self._check_shards(layer, range(row_start // rps, (row_stop - 1) // rps + 1))
+        reader = self._reader(layer, False)
+        if reader is not None:
+            return reader.read_range(row_start, row_stop)
         return self._array(layer)[row_start:row_stop]
 
-    def layer_dask(self, layer: str) -> da.Array:
+    def layer_dask(self, layer: str, relevance: bool = False) -> da.Array:
         """The whole layer as a dask array ``[total_rows, units]``, one block per shard.
 
         Rows of uncommitted parts and padding rows read as zeros; select real frames with
-        :meth:`committed_frame_ids`.
+        :meth:`committed_frame_ids`. Each block is one shard, read and decoded by the
+        block's dask task (dask's threads decode shards in parallel).
         """
         import dask.array as da
+        from dask.base import tokenize
 
-        arr = self._array(layer)
-        return da.from_zarr(arr, chunks=(self.plan.rows_per_shard, arr.shape[1]))
+        reader = self._reader(layer, relevance)
+        if reader is None:
+            arr = self._array(layer, relevance)
+            return da.from_zarr(arr, chunks=(self.plan.rows_per_shard, arr.shape[1]))
+        spec = self._spec(layer, relevance)
+        return da.from_array(
+            _ReaderArray(reader, self.plan.total_rows),
+            chunks=(self.plan.rows_per_shard, spec.units),
+            asarray=False,
+            fancy=False,
+            lock=False,
+            name="neurolake-" + tokenize(reader.loc.url, layer, relevance, self.plan.total_rows),
+        )
+
+    def _reader(self, layer: str, relevance: bool) -> LayerReader | None:
+        """The direct shard reader of a layer, or None where its array is not in the format
+        :func:`cube.encode_shard` writes (then Zarr reads it)."""
+        key = f"relevance/{layer}" if relevance else layer
+        if key not in self._readers:
+            spec = self._spec(layer, relevance)
+            arr = self._array(layer, relevance)
+            plain = (
+                tuple(arr.shards or ()) == (self.plan.rows_per_shard, spec.units)
+                and tuple(arr.chunks) == (self.plan.chunk_rows, spec.units)
+                and len(arr.compressors) == 1
+                and isinstance(arr.compressors[0], ZstdCodec)
+                and not arr.filters
+                and getattr(arr.serializer, "endian", None) in (None, Endian.little)
+                and np.dtype(arr.dtype) == np.dtype(spec.dtype)
+            )
+            loc = self.relevance_loc if relevance else self.cube_loc
+            self._readers[key] = (
+                LayerReader(loc, layer, spec.units, spec.dtype, self.plan.rows_per_shard, self.plan.chunk_rows)
+                if plain
+                else None
+            )
+        return self._readers[key]
 
     # ------------------------------------------------------------ tables
 

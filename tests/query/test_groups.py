@@ -124,22 +124,26 @@ def test_gather_group_and_ids(lake):
 def test_neuron_statistics_match_numpy(lake):
     run = lake.run("r1")
     ids = run.committed_frame_ids()
-    table = neuron_statistics(lake, "r1", bins=4096)
+    table = neuron_statistics(lake, "r1", bins=65536)  # every float16 value its own bin
     assert table.num_rows == 24 + 10
     for li, layer in enumerate(LAYERS):
         x = expected_rows(li, layer.units, ids).astype(np.float64)
         sub = table.filter(pc.equal(table.column("layer"), layer.name))
         assert sub.column("unit").to_pylist() == list(range(layer.units))
-        np.testing.assert_allclose(sub.column("mean").to_numpy(), x.mean(0), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(sub.column("std").to_numpy(), x.std(0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(sub.column("mean").to_numpy(), x.mean(0), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(sub.column("std").to_numpy(), x.std(0), rtol=1e-7, atol=1e-7)
         np.testing.assert_array_equal(sub.column("max").to_numpy(), x.max(0))
         np.testing.assert_allclose(sub.column("active_rate").to_numpy(), (x > 0).mean(0))
-        bin_width = (x.max(0) - x.min(0)) / 4096
+        assert sub.column("n_frames").to_pylist() == [ids.size] * layer.units
         for q, col in ((0.5, "q50"), (0.9, "q90"), (0.99, "q99")):
-            exact = np.quantile(x, q, axis=0)
-            assert np.all(np.abs(sub.column(col).to_numpy() - exact) <= 2 * bin_width + 1e-6), col
+            order_stat = np.sort(x, axis=0)[int(np.ceil(q * ids.size)) - 1]  # the value where the count reaches q
+            # exact bins: the order statistic, up to the step to the next distinct value
+            got = sub.column(col).to_numpy()
+            above = [x[:, u][x[:, u] > order_stat[u]] for u in range(layer.units)]
+            nxt = np.array([a.min() if a.size else s for a, s in zip(above, order_stat, strict=True)])
+            assert np.all((got >= order_stat - 1e-12) & (got <= nxt + 1e-12)), col
     # stored once, reused, visible in SQL
-    again = neuron_statistics(lake, "r1", bins=4096)
+    again = neuron_statistics(lake, "r1", bins=65536)
     assert again.equals(table)
     with QueryEngine(lake) as q:
         n = (
@@ -148,6 +152,36 @@ def test_neuron_statistics_match_numpy(lake):
             .as_py()
         )
     assert n == 10
+
+
+def test_default_quantile_bins_stay_within_their_width(lake):
+    exact = neuron_statistics(lake, "r1", bins=65536)
+    coarse = neuron_statistics(lake, "r1")  # the default 8,192 bins: 8 float16 values each
+    for col in ("q50", "q90", "q99"):
+        e, c = exact.column(col).to_numpy(), coarse.column(col).to_numpy()
+        # a bin spans less than 2**-7 of its values (normal numbers; 8 steps of 2**-24 below them)
+        assert np.all(np.abs(c - e) <= np.abs(e) * 2**-7 + 8 * 2**-24), col
+        assert not np.array_equal(c, e) or col == "q99"  # the coarse bins are really used
+    for col in ("mean", "std", "max", "active_rate"):
+        np.testing.assert_array_equal(coarse.column(col).to_numpy(), exact.column(col).to_numpy())
+    with pytest.raises(ValueError, match="power of two"):
+        neuron_statistics(lake, "r1", bins=1000)
+
+
+def test_quantiles_of_large_runs_come_from_every_kth_frame(lake):
+    ids = lake.run("r1").committed_frame_ids()
+    k = -(-ids.size // 1000)
+    sampled = neuron_statistics(lake, "r1", bins=65536, quantile_rows=1000)
+    everything = neuron_statistics(lake, "r1", bins=65536)
+    for col in ("mean", "std", "max", "active_rate", "n_frames"):  # moments still over every frame
+        np.testing.assert_array_equal(sampled.column(col).to_numpy(), everything.column(col).to_numpy())
+    for li, layer in enumerate(LAYERS):
+        x = expected_rows(li, layer.units, ids[ids % k == 0]).astype(np.float64)
+        sub = sampled.filter(pc.equal(sampled.column("layer"), layer.name))
+        for q, col in ((0.5, "q50"), (0.9, "q90"), (0.99, "q99")):
+            order_stat = np.sort(x, axis=0)[int(np.ceil(q * x.shape[0])) - 1]
+            got = sub.column(col).to_numpy()
+            assert np.all((got >= order_stat) & (got < order_stat + np.maximum(np.abs(order_stat), 1e-3) * 2**-9)), col
 
 
 def test_neuron_statistics_use_one_snapshot_while_units_commit(tmp_path, monkeypatch):
@@ -160,8 +194,8 @@ def test_neuron_statistics_use_one_snapshot_while_units_commit(tmp_path, monkeyp
     real = neurons.layer_statistics
     calls = []
 
-    def commit_more_after_the_first_layer(x, bins=2048):
-        out = real(x, bins=bins)
+    def commit_more_after_the_first_layer(run_, layer, commits, **options):
+        out = real(run_, layer, commits, **options)
         if not calls:
             for u in rest:  # an ingest commits the other units meanwhile
                 write_part(run, u.part_id)

@@ -1,0 +1,205 @@
+"""Read path: a layer read whole, a group gathered, neuron statistics streamed.
+
+Builds one run of one wav2vec2-base-sized layer (768 units, float16, about 1 GB decoded) on
+LibriSpeech-like utterance lengths, in the lake format (zstd level 1, 256-row chunks in
+4096-row shards), and the same bytes as raw ``.npy`` files. With the page cache warm
+(every figure is the best of ``--repeats``), it prints in one run:
+
+- **layer read**: ``Run.read_range`` (numpy) and ``Run.layer_dask`` (dask) in GB/s of
+  decoded float16, against raw ``.npy`` (target >= 0.8x), against Zarr's own read of the
+  same array (the previous path), and against zstd decompression alone on one core
+  times the cores (the ceiling of any reader of these bytes); target >= 1 GB/s on 2 cores;
+- **group gather**: a group of whole utterances holding 5 % of the frames (groups follow
+  utterances, words and phonemes) versus reading the layer whole (target <= 0.2), and,
+  for reference, a random 5 % of rows (every chunk touched);
+- **streaming statistics**: ``neurolake neurons`` statistics of the layer (one pass:
+  moments, extremes and quantile histograms) in GB/s against the layer read (target >= 0.8),
+  with every frame histogrammed (runs up to ``quantile_rows``, 1 M frames by default) and
+  with 1 % histogrammed (what a 100 M-frame run does by default).
+
+``--data dense`` is transformer-like output (every value non-zero, per-unit scales;
+hardly compressible); ``--data relu`` half zeros with random mantissas. Both by default.
+
+    python benchmarks/read_path.py [--data dense,relu] [--gb 1.0] [--repeats 3] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import zstandard
+from store_throughput import part_tables
+
+from neurolake.query.neurons import layer_statistics
+from neurolake.store import Lake, LayerSpec, plan_parts
+from neurolake.store.reader import read_threads
+
+UNITS = 768
+ROWS_PER_SHARD = 4096
+CHUNK_ROWS = 256
+
+
+def utterance_lengths(total: int, seed: int) -> list[tuple[str, int]]:
+    """LibriSpeech-like lengths at 50 frames/s (mean about 12 s, 1 s to 35 s)."""
+    rng = np.random.default_rng(seed)
+    out, used = [], 0
+    while used < total:
+        n = int(np.clip(rng.gamma(4.0, 155.0), 50, 1750))
+        out.append((f"utt{len(out):07d}", n))
+        used += n
+    return out
+
+
+def make_block(kind: str, rng: np.random.Generator, rows: int, scale: np.ndarray) -> np.ndarray:
+    x = rng.standard_normal((rows, UNITS), dtype=np.float32) * scale
+    if kind == "relu":
+        x = np.maximum(x, 0)
+    return x.astype(np.float16)
+
+
+def build(base: Path, kind: str, gb: float) -> tuple[Lake, list[tuple[str, int]]]:
+    rows_wanted = int(gb * 1e9 / (UNITS * 2))
+    lengths = utterance_lengths(rows_wanted, seed=1)
+    plan = plan_parts(lengths, rows_per_shard=ROWS_PER_SHARD, part_rows=65536, chunk_rows=CHUNK_ROWS)
+    lake = Lake.create(str(base / "lake"))
+    run = lake.create_run(
+        "bench", model={"spec": "bench"}, corpus={"spec": "bench"}, layers=[LayerSpec("layer", UNITS)], plan=plan
+    )
+    rng = np.random.default_rng(2)
+    scale = rng.gamma(2.0, 0.5, UNITS).astype(np.float32)
+    raw = np.lib.format.open_memmap(
+        base / "layer.npy", mode="w+", dtype=np.float16, shape=(plan.parts[-1].used_stop, UNITS)
+    )
+    for part in plan.parts:
+        writer = run.part_writer(part.part_id)
+        block = make_block(kind, rng, part.rows_used, scale)
+        writer.append("layer", block)
+        raw[part.row_start : part.used_stop] = block
+        utterances, frames = part_tables(part)  # plausible table rows: reads do not look at them
+        writer.write_table("utterances", utterances)
+        writer.write_table("frames", frames)
+        writer.commit()
+    raw.flush()
+    del raw
+    return lake, lengths
+
+
+def best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def zstd_alone(run, repeats: int) -> float:
+    """Seconds to decompress every chunk of the layer on one core (bytes already in memory)."""
+    index_bytes = (ROWS_PER_SHARD // CHUNK_ROWS) * 16 + 4
+    frames = []
+    for shard in range(run.plan.total_rows // ROWS_PER_SHARD):
+        data = run.cube_loc.read_bytes("layer", "c", str(shard), "0")
+        index = np.frombuffer(data[-index_bytes:-4], "<u8").reshape(-1, 2)
+        frames += [data[o : o + n] for o, n in index.tolist() if o != 2**64 - 1]
+    d = zstandard.ZstdDecompressor()
+    return best(lambda: [d.decompress(f) for f in frames], repeats)
+
+
+def measure(kind: str, args: argparse.Namespace) -> None:
+    base = Path(tempfile.mkdtemp(prefix="nl-read-", dir=args.dir))
+    try:
+        t0 = time.perf_counter()
+        lake, lengths = build(base, kind, args.gb)
+        run = lake.run("bench")
+        n = run.plan.parts[-1].used_stop  # rows of the layer read (padding between parts included)
+        nbytes = n * UNITS * 2
+        stored = sum(p.stat().st_size for p in (base / "lake").rglob("*") if p.is_file() and "/c/" in str(p))
+        print(
+            f"\n{kind}: {n:,} frames x {UNITS} units float16 = {nbytes / 1e9:.2f} GB "
+            f"({nbytes / stored:.2f}x compressed), {len(lengths):,} utterances; built in {time.perf_counter() - t0:.0f} s; "
+            f"{read_threads()} decoding threads"
+        )
+        reference = np.load(base / "layer.npy")
+        got = run.read_range("layer", 0, n)
+        assert np.array_equal(got, reference), "the layer read differs from what was written"
+        del got
+
+        def gbs(seconds: float, size: int = nbytes) -> float:
+            return size / seconds / 1e9
+
+        t_raw = best(lambda: np.load(base / "layer.npy"), args.repeats)
+        t_numpy = best(lambda: run.read_range("layer", 0, n), args.repeats)
+        t_dask = best(lambda: run.layer_dask("layer")[:n].compute(), args.repeats)
+        blockwise = run.layer_dask("layer")[:n].map_blocks(lambda b: b[:1], chunks=(1, UNITS))
+        t_blockwise = best(lambda: blockwise.compute(), args.repeats)
+        t_zarr = best(lambda: run._array("layer")[:n], 1)
+        t_zstd = zstd_alone(run, args.repeats)
+        print(f"  raw .npy                 : {gbs(t_raw):6.2f} GB/s")
+        print(f"  zarr (previous path)     : {gbs(t_zarr):6.2f} GB/s")
+        print(
+            f"  zstd alone, one core     : {gbs(t_zstd):6.2f} GB/s  (x {read_threads()} cores = {gbs(t_zstd) * read_threads():.2f})"
+        )
+        print(f"  layer read, numpy        : {gbs(t_numpy):6.2f} GB/s  (target >= 1.0)")
+        print(f"  layer read, dask         : {gbs(t_dask):6.2f} GB/s  (materialised: blocks copied into one array)")
+        print(f"  layer read, dask blockwise: {gbs(t_blockwise):5.2f} GB/s  (each block read, as reductions use it)")
+        print(
+            f"  ratios: numpy/raw {t_raw / t_numpy:.2f} (target >= 0.8)  dask/raw {t_raw / t_dask:.2f}  "
+            f"dask-blockwise/raw {t_raw / t_blockwise:.2f}  numpy/zarr {t_zarr / t_numpy:.2f}  numpy/(zstd x cores) {t_zstd / read_threads() / t_numpy:.2f}"
+        )
+
+        # ---- gathers
+        rng = np.random.default_rng(3)
+        order = rng.permutation(len(lengths))
+        firsts = {u.utterance_id: u.first_row for p in run.plan.parts for u in p.utterances}
+        chosen, frames = [], 0
+        for i in order:
+            if frames >= n // 20:
+                break
+            uid, length = lengths[i]
+            chosen.append(np.arange(firsts[uid], firsts[uid] + length))
+            frames += length
+        group = np.sort(np.concatenate(chosen))
+        random = np.sort(rng.choice(run.committed_frame_ids(), n // 20, replace=False))
+        assert np.array_equal(run.read_rows("layer", group), reference[group])
+        t_group = best(lambda: run.read_rows("layer", group), args.repeats)
+        t_random = best(lambda: run.read_rows("layer", random), args.repeats)
+        touched = np.unique(group // CHUNK_ROWS).size / (run.plan.total_rows // CHUNK_ROWS)
+        print(
+            f"  gather {group.size:,} frames of {len(chosen):,} utterances (5 %, {touched:.1%} of chunks): "
+            f"{t_group:.3f} s = {t_group / t_numpy:.3f} of the layer read (target <= 0.2)"
+        )
+        print(f"  gather a random 5 % of rows: {t_random:.3f} s = {t_random / t_numpy:.2f} of the layer read")
+
+        # ---- streaming statistics
+        commits = run.commits()
+        layer_statistics(run, "layer", commits, quantile_rows=4096)  # compiles the kernels
+        for label, rows in (("every frame histogrammed", n), ("1 % of frames histogrammed", n // 100)):
+            t_stats = best(lambda rows=rows: layer_statistics(run, "layer", commits, quantile_rows=rows), args.repeats)
+            print(
+                f"  neuron statistics, {label:27s}: {gbs(t_stats):5.2f} GB/s = {t_numpy / t_stats:.2f} of the layer read"
+                " (target >= 0.8)"
+            )
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="dense,relu", help="comma-separated: dense, relu (default both)")
+    ap.add_argument("--gb", type=float, default=1.0, help="decoded size of the layer in GB (default 1.0)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats of each read; the best is kept")
+    ap.add_argument("--dir", default=None, help="directory for the lake (default: a temp dir)")
+    args = ap.parse_args()
+    for kind in args.data.split(","):
+        if kind not in ("dense", "relu"):
+            raise SystemExit(f"unknown --data {kind!r}: give dense, relu or both, comma-separated")
+        measure(kind, args)
+
+
+if __name__ == "__main__":
+    main()

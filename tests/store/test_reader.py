@@ -1,0 +1,147 @@
+"""The direct shard reader returns exactly what Zarr reads, reads only the chunks a request
+touches, and refuses a damaged chunk index."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from neurolake.errors import IntegrityError
+from neurolake.store import Lake, cube
+from neurolake.store.reader import LayerReader
+from tests.store.partdata import CHUNK_ROWS, ROWS_PER_SHARD, create_run, expected_rows, write_part
+
+
+def _run_with_gap(url, options):
+    """A run whose parts are all committed except the second (its shards never written)."""
+    lake = Lake.create(url, options)
+    run = create_run(lake, n_utterances=30, part_rows=600)
+    parts = [p.part_id for p in run.plan.parts]
+    for part_id in parts[:1] + parts[2:]:
+        write_part(run, part_id)
+    return Lake.open(url, options).run("r1")
+
+
+@pytest.fixture(params=["local", "s3"])
+def gap_run(request, tmp_path):
+    if request.param == "local":
+        return _run_with_gap(str(tmp_path / "lake"), {})
+    bucket, options = request.getfixturevalue("s3_bucket")
+    return _run_with_gap(f"s3://{bucket}/lake", options)
+
+
+def test_reads_equal_zarr_on_every_backend(gap_run):
+    run = gap_run
+    rng = np.random.default_rng(3)
+    ids = run.committed_frame_ids()
+    for li, layer in enumerate(run.layers):
+        reader = run._reader(layer.name, False)
+        assert reader is not None  # the lake's own shards: read directly
+        zarr_array = run._array(layer.name)
+        whole = zarr_array[:]
+        # Zarr's own read is the oracle: real rows where parts committed, zeros elsewhere.
+        np.testing.assert_array_equal(whole[ids], expected_rows(li, layer.units, ids))
+        np.testing.assert_array_equal(run.layer_dask(layer.name).compute(), whole)
+        np.testing.assert_array_equal(reader.read_range(0, whole.shape[0]), whole)
+        np.testing.assert_array_equal(reader.read_range(0, whole.shape[0], parallel=False), whole)
+        for _ in range(20 if run.loc.is_local else 4):  # ranges that start and stop inside chunks and shards
+            a, b = np.sort(rng.integers(0, whole.shape[0], 2))
+            np.testing.assert_array_equal(reader.read_range(int(a), int(b) + 1), whole[a : b + 1])
+        # Gathers: scattered, clustered runs, unsorted with repeats (Run.read_rows), one row.
+        scattered = np.sort(rng.choice(ids, 97, replace=False))
+        np.testing.assert_array_equal(reader.read_rows(scattered), whole[scattered])
+        clustered = ids[(ids % 300) < 40]
+        np.testing.assert_array_equal(reader.read_rows(clustered), whole[clustered])
+        shuffled = rng.choice(ids, 200, replace=True)
+        np.testing.assert_array_equal(run.read_rows(layer.name, shuffled), whole[shuffled])
+        np.testing.assert_array_equal(run.read_rows(layer.name, ids[:1]), whole[ids[:1]])
+        lo, hi = int(ids[5]), int(ids[5]) + 50
+        np.testing.assert_array_equal(run.read_range(layer.name, lo, hi), whole[lo:hi])
+
+
+def test_a_gather_reads_only_the_chunks_it_touches(tmp_path, monkeypatch):
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake, n_utterances=30, part_rows=600)
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    run = Lake.open(str(tmp_path / "lake")).run("r1")
+    layer = run.layers[0]
+    reader = run._reader(layer.name, False)
+    assert reader is not None
+    index_bytes = (ROWS_PER_SHARD // CHUNK_ROWS) * 16 + 4
+
+    def chunk_length(row: int) -> int:
+        shard, chunk = divmod(row // CHUNK_ROWS, ROWS_PER_SHARD // CHUNK_ROWS)
+        data = (run.cube_loc.child(cube.shard_key(layer.name, shard))).read_bytes()
+        index = np.frombuffer(data[-index_bytes:-4], "<u8").reshape(-1, 2)
+        return int(index[chunk, 1])
+
+    read: list[int] = []
+    real_pread = os.pread
+
+    def counting_pread(fd, n, offset):
+        data = real_pread(fd, n, offset)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "pread", counting_pread)
+    # Rows inside two chunks of two different shards: two indexes and two chunks are read.
+    rows = np.array([3, 5, 60, ROWS_PER_SHARD * 2 + CHUNK_ROWS + 1], dtype=np.int64)
+    got = reader.read_rows(rows, parallel=False)
+    np.testing.assert_array_equal(got, expected_rows(0, layer.units, rows))
+    assert sorted(read) == sorted([index_bytes, index_bytes, chunk_length(3), chunk_length(int(rows[-1]))])
+    # Two adjacent chunks of one shard: one index read and one read spanning both.
+    read.clear()
+    reader.read_range(CHUNK_ROWS - 2, CHUNK_ROWS + 2, parallel=False)
+    assert read == [index_bytes, chunk_length(CHUNK_ROWS - 2) + chunk_length(CHUNK_ROWS)]
+
+
+def test_a_damaged_index_is_refused(tmp_path):
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake, n_utterances=30, part_rows=600)
+    write_part(run, run.plan.parts[0].part_id)
+    run = Lake.open(str(tmp_path / "lake")).run("r1")
+    layer = run.layers[1].name
+    path = run.cube_loc.path + "/" + cube.shard_key(layer, 0)
+    data = bytearray(open(path, "rb").read())
+    data[-10] ^= 0xFF  # a bit of the chunk index
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(IntegrityError, match="chunk index of .* is damaged"):
+        run.read_rows(layer, [1, 2])
+    # The other layer's shards are intact and still read.
+    np.testing.assert_array_equal(run.read_rows(run.layers[0].name, [1, 2]), expected_rows(0, 24, np.array([1, 2])))
+
+
+def test_arrays_not_in_the_lake_format_are_read_by_zarr(tmp_path):
+    """A layer array with another codec than the lake writes is read through Zarr."""
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake, n_utterances=30, part_rows=600)
+    write_part(run, run.plan.parts[0].part_id)
+    layer = run.layers[1]
+    group = zarr.open_group(cube.zarr_store(run.cube_loc), mode="a", zarr_format=3)
+    old = group[layer.name][:]
+    del group[layer.name]
+    arr = group.create_array(
+        layer.name,
+        shape=old.shape,
+        dtype="float16",
+        chunks=(CHUNK_ROWS, layer.units),
+        shards=(ROWS_PER_SHARD, layer.units),
+        compressors=[BloscCodec()],
+    )
+    arr[:] = old
+    run = Lake.open(str(tmp_path / "lake")).run("r1")
+    assert run._reader(layer.name, False) is None
+    assert run._reader(run.layers[0].name, False) is not None
+    rows = np.array([0, 7, 300, 301], dtype=np.int64)
+    np.testing.assert_array_equal(run.read_rows(layer.name, rows), expected_rows(1, layer.units, rows))
+    np.testing.assert_array_equal(run.layer_dask(layer.name)[:302].compute(), old[:302])
+    # The direct reader itself cannot decode Blosc frames: the format check is what routes them.
+    reader = LayerReader(run.cube_loc, layer.name, layer.units, "float16", ROWS_PER_SHARD, CHUNK_ROWS)
+    with pytest.raises(Exception):  # noqa: B017 - zstd refuses a Blosc frame
+        reader.read_range(0, 64)
