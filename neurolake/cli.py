@@ -111,6 +111,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             part_rows=args.part_rows,
             max_duration_s=args.max_duration,
             alignments=args.alignments,
+            ray_address=args.ray_address,
+            progress=None if not args.quiet else False,
         )
         print(format_dry_run(planned, args.run or default_run_id(args.corpus, args.model)))
         return 0

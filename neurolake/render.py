@@ -84,7 +84,10 @@ def format_dry_run(planned: PlannedCorpus, run_id: str) -> str:
         f"  audio        {planned.audio_seconds / 3600:,.2f} h",
         f"  frames       {plan.n_frames:,} (rows {plan.total_rows:,}, {plan.rows_per_shard:,} per shard)",
         f"  parts        {len(plan.parts):,}",
-        f"  activations  {human_bytes(sum(per_layer.values()))} uncompressed in {len(per_layer)} layers",
+        # the frames' bytes, as the ingest's summary reports them; the arrays also hold each
+        # shard's padding
+        f"  activations  {human_bytes(planned.activation_bytes())} uncompressed in {len(per_layer)} layers "
+        f"({human_bytes(sum(per_layer.values()))} with the shards' padding)",
         "",
         format_table(
             ("layer", "units", "bytes"),

@@ -204,14 +204,21 @@ def task_map(
     workers: int,
     num_cpus: float = 1,
     address: str | None = None,
+    on_result: Callable[[int, Any], None] | None = None,
+    spread: bool = False,
 ) -> list[Any]:
     """``[fn(item) for item in items]`` as Ray tasks, at most ``workers`` running at once.
 
     Items are submitted in the given order (put the heaviest first for balance); results come
-    back in the same order. :class:`RemoteError` if any task fails.
+    back in the same order. ``on_result(index, value)`` is called as each task finishes (a
+    progress bar). ``spread``: over the nodes (tasks that reserve no CPU would
+    otherwise all stay on this node). :class:`RemoteError` if any task fails.
     """
     connect(address)
-    remote = ray.remote(fn).options(num_cpus=num_cpus)
+    options: dict[str, Any] = {"num_cpus": num_cpus}
+    if spread:
+        options["scheduling_strategy"] = "SPREAD"
+    remote = ray.remote(fn).options(**options)
     items = list(items)
     results: dict[int, Any] = {}
     pending: dict[Any, int] = {}
@@ -223,7 +230,10 @@ def task_map(
                 next_item += 1
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                results[pending.pop(ref)] = ray.get(ref)
+                index = pending.pop(ref)
+                results[index] = ray.get(ref)
+                if on_result is not None:
+                    on_result(index, results[index])
     except ray.exceptions.RayError as exc:
         for ref in pending:
             ray.cancel(ref)

@@ -92,8 +92,12 @@ def plan_ingest(
     part_rows: int | None = None,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
     alignments: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool | None = None,
 ) -> tuple[Any, PlannedCorpus]:
-    """The adapter and the plan (headers only), for ``--dry-run`` and for :func:`ingest`."""
+    """The adapter and the plan (headers only), for ``--dry-run`` and for :func:`ingest`.
+    ``workers``: Ray tasks reading headers (:func:`~neurolake.ingest.planning.plan_corpus`)."""
     adapter = load_model(model)
     specs = _layer_specs(_chosen_layers(adapter, layers))
     return adapter, plan_corpus(
@@ -104,6 +108,9 @@ def plan_ingest(
         part_rows=part_rows,
         max_duration_s=max_duration_s,
         alignments=alignments,
+        workers=workers,
+        ray_address=ray_address,
+        progress=progress,
     )
 
 
@@ -228,6 +235,8 @@ def ingest(
             part_rows=part_rows,
             max_duration_s=max_duration_s,
             alignments=alignments,
+            ray_address=ray_address,
+            progress=progress,
         )
         run = lake.create_run(
             run_id,

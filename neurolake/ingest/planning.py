@@ -4,20 +4,25 @@ Every utterance's sample count comes from its audio header (no decoding), its ex
 output-frame count from the model adapter, and the store's planner packs the utterances,
 shortest first, into parts. Items that cannot be planned (unreadable header, wrong sample rate,
 too short for one frame, a broken transcript line) become ``errors`` rows.
+
+Headers are read by a pool of threads (an object store's first-byte latency, not the CPU, bounds
+one read), and for a large corpus by Ray tasks over batches of whole chapters, each with its own
+threads (:func:`read_headers`). Either way the headers come back in corpus order, so the plan is
+the same, byte for byte, however it was read.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import os
+import posixpath
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from neurolake.corpora import Corpus, Utterance, open_corpus
-from neurolake.corpora.audio import SAMPLE_RATE, audio_info
+from neurolake.corpora.audio import SAMPLE_RATE, AudioInfo, audio_info
 from neurolake.errors import InputError, SpecError
 from neurolake.ingest import DEFAULT_MAX_DURATION_S
 from neurolake.models import ModelAdapter
@@ -32,6 +37,18 @@ log = logging.getLogger(__name__)
 # per frame; a 64 MB part held ~30 short utterances); the number of files (one Parquet file
 # per table and part) stays modest.
 TARGET_PART_BYTES = 256 * 1024 * 1024
+
+#: Threads reading audio headers in one process (the driver, or each Ray task).
+HEADER_THREADS = 32
+#: A corpus of at least this many utterances has its headers read by Ray tasks (``workers=None``):
+#: below it, starting Ray costs more than it saves.
+RAY_PLANNING_MIN_UTTERANCES = 20_000
+#: Utterances per Ray task (whole chapters, so at least one chapter): ~280 tasks for LibriSpeech
+#: 960 h, enough to balance the cluster, few enough that scheduling costs nothing.
+HEADER_BATCH_UTTERANCES = 1_000
+
+#: One header read: the header, or why it cannot be read (the item's ``errors`` row).
+Header = tuple[AudioInfo | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -53,12 +70,20 @@ class PlannedCorpus:
         return sum(self.num_samples.values()) / SAMPLE_RATE
 
     def bytes_per_layer(self) -> dict[str, int]:
-        """Uncompressed bytes of each layer's array (rows of the plan x units x itemsize)."""
+        """Uncompressed bytes of each layer's array (rows of the plan x units x itemsize): the
+        frames and each shard's padding."""
         import numpy as np
 
         return {
             layer.name: self.plan.total_rows * layer.units * np.dtype(layer.dtype).itemsize for layer in self.layers
         }
+
+    def activation_bytes(self) -> int:
+        """Uncompressed bytes of the activations of every frame (frames x units x itemsize, all
+        layers): what the ingest reports as written once every utterance is done."""
+        import numpy as np
+
+        return self.plan.n_frames * sum(layer.units * np.dtype(layer.dtype).itemsize for layer in self.layers)
 
     def corpus_manifest(self) -> dict[str, Any]:
         manifest: dict[str, Any] = {
@@ -92,11 +117,19 @@ def plan_corpus(
     storage_options: Mapping[str, Any] | None = None,
     rows_per_shard: int = DEFAULT_ROWS_PER_SHARD,
     part_rows: int | None = None,
-    header_threads: int = 16,
+    header_threads: int = HEADER_THREADS,
     max_duration_s: float = DEFAULT_MAX_DURATION_S,
     alignments: str | None = None,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: bool | None = None,
 ) -> PlannedCorpus:
     """Read the corpus and every audio header; return the plan of an ingest.
+
+    ``workers``: Ray tasks reading headers at once (each with ``header_threads`` threads), ``1``
+    for threads in this process alone, ``None`` for Ray (as many tasks as the cluster has CPUs)
+    when the corpus has at least :data:`RAY_PLANNING_MIN_UTTERANCES` utterances. The plan is the
+    same either way. ``progress``: a bar of headers read (``None``: on a terminal).
 
     Utterances longer than ``max_duration_s`` become ``errors`` rows (stage ``header``): one
     utterance is one forward pass, and a model's memory grows with its length. With
@@ -140,72 +173,67 @@ def plan_corpus(
         log.warning("%d audio files have no transcript line and are skipped", len(corpus.untranscribed_audio))
     expected_rate = SAMPLE_RATE if corpus.format == "librispeech" else None
 
-    def header(utt: Utterance):
-        try:
-            return utt, audio_info(utt.audio_uri, storage_options=storage_options), None
-        except InputError as exc:
-            return utt, None, str(exc)
-
     planned: list[tuple[str, int]] = []
     utterances: dict[str, Utterance] = {}
     num_samples: dict[str, int] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(header_threads, (os.cpu_count() or 2) * 8))) as pool:
-        for utt, info, problem in pool.map(header, records):
-            if problem is not None:
-                errors.append(error_row(utt.utterance_id, utt.audio_uri, "header", problem))
-                continue
-            if info.num_samples == 0:
-                errors.append(
-                    error_row(utt.utterance_id, utt.audio_uri, "header", f"{utt.audio_uri}: empty audio (0 samples)")
+    headers = _all_headers(records, storage_options, header_threads, workers, ray_address, progress)
+    for utt, (info, problem) in zip(records, headers, strict=True):
+        if problem is not None:
+            errors.append(error_row(utt.utterance_id, utt.audio_uri, "header", problem))
+            continue
+        assert info is not None
+        if info.num_samples == 0:
+            errors.append(
+                error_row(utt.utterance_id, utt.audio_uri, "header", f"{utt.audio_uri}: empty audio (0 samples)")
+            )
+            continue
+        if expected_rate is not None and info.sample_rate != expected_rate:
+            errors.append(
+                error_row(
+                    utt.utterance_id,
+                    utt.audio_uri,
+                    "header",
+                    f"{utt.audio_uri}: sample rate {info.sample_rate} Hz, but LibriSpeech audio is {expected_rate} Hz",
                 )
-                continue
-            if expected_rate is not None and info.sample_rate != expected_rate:
-                errors.append(
-                    error_row(
-                        utt.utterance_id,
-                        utt.audio_uri,
-                        "header",
-                        f"{utt.audio_uri}: sample rate {info.sample_rate} Hz, but LibriSpeech audio is {expected_rate} Hz",
-                    )
+            )
+            continue
+        if info.duration_s > max_duration_s:
+            errors.append(
+                error_row(
+                    utt.utterance_id,
+                    utt.audio_uri,
+                    "header",
+                    f"{utt.audio_uri}: {info.duration_s:.1f} s is longer than the {max_duration_s:g} s an utterance "
+                    "may last (--max-duration); segment the recording, or raise the limit if memory allows",
                 )
-                continue
-            if info.duration_s > max_duration_s:
-                errors.append(
-                    error_row(
-                        utt.utterance_id,
-                        utt.audio_uri,
-                        "header",
-                        f"{utt.audio_uri}: {info.duration_s:.1f} s is longer than the {max_duration_s:g} s an utterance "
-                        "may last (--max-duration); segment the recording, or raise the limit if memory allows",
-                    )
+            )
+            continue
+        samples = math.ceil(info.num_samples * adapter.sample_rate / info.sample_rate)
+        if adapter.max_samples is not None and samples > adapter.max_samples:
+            errors.append(
+                error_row(
+                    utt.utterance_id,
+                    utt.audio_uri,
+                    "header",
+                    f"{utt.audio_uri}: {info.duration_s:.1f} s is longer than the "
+                    f"{adapter.max_samples / adapter.sample_rate:g} s the model takes at once; segment the recording",
                 )
-                continue
-            samples = math.ceil(info.num_samples * adapter.sample_rate / info.sample_rate)
-            if adapter.max_samples is not None and samples > adapter.max_samples:
-                errors.append(
-                    error_row(
-                        utt.utterance_id,
-                        utt.audio_uri,
-                        "header",
-                        f"{utt.audio_uri}: {info.duration_s:.1f} s is longer than the "
-                        f"{adapter.max_samples / adapter.sample_rate:g} s the model takes at once; segment the recording",
-                    )
+            )
+            continue
+        frames = adapter.num_frames(samples)
+        if frames < 1:
+            errors.append(
+                error_row(
+                    utt.utterance_id,
+                    utt.audio_uri,
+                    "header",
+                    f"{utt.audio_uri}: {info.duration_s:.3f} s is too short for one output frame of the model",
                 )
-                continue
-            frames = adapter.num_frames(samples)
-            if frames < 1:
-                errors.append(
-                    error_row(
-                        utt.utterance_id,
-                        utt.audio_uri,
-                        "header",
-                        f"{utt.audio_uri}: {info.duration_s:.3f} s is too short for one output frame of the model",
-                    )
-                )
-                continue
-            planned.append((utt.utterance_id, frames))
-            utterances[utt.utterance_id] = utt
-            num_samples[utt.utterance_id] = samples
+            )
+            continue
+        planned.append((utt.utterance_id, frames))
+        utterances[utt.utterance_id] = utt
+        num_samples[utt.utterance_id] = samples
     if not planned:
         first = f"; first: {errors[0]['message']}" if errors else ""
         raise SpecError(f"no utterance of {corpus_spec} can be ingested ({len(errors)} errors{first})")
@@ -227,3 +255,89 @@ def plan_corpus(
         alignments=alignments,
         aligned=sum(1 for u in utterances.values() if u.phones_uri and u.phones_uri.lower().endswith(".textgrid")),
     )
+
+
+def read_headers(
+    uris: Sequence[str], storage_options: Mapping[str, Any] | None, threads: int = HEADER_THREADS
+) -> list[Header]:
+    """The header of each audio file, in order, read by ``threads`` threads: ``(info, None)``, or
+    ``(None, why)`` for a file that cannot be read (missing, empty, not audio, truncated).
+
+    A plain function: the planner calls it in its own process and as a Ray task."""
+    options = dict(storage_options or {})
+
+    def header(uri: str) -> Header:
+        try:
+            return audio_info(uri, storage_options=options), None
+        except InputError as exc:
+            return None, str(exc)
+
+    if threads <= 1 or len(uris) <= 1:
+        return [header(uri) for uri in uris]
+    with ThreadPoolExecutor(max_workers=min(threads, len(uris))) as pool:
+        return list(pool.map(header, uris))
+
+
+def chapter_batches(uris: Sequence[str], size: int = HEADER_BATCH_UTTERANCES) -> list[range]:
+    """Consecutive ranges of ``uris`` that hold whole chapters (files of one directory next to each
+    other), at least ``size`` files each but the last, or one chapter larger than that."""
+    batches: list[range] = []
+    start = 0
+    for i in range(1, len(uris) + 1):
+        if i == len(uris) or (i - start >= size and posixpath.dirname(uris[i]) != posixpath.dirname(uris[i - 1])):
+            batches.append(range(start, i))
+            start = i
+    return batches
+
+
+def _all_headers(
+    records: Sequence[Utterance],
+    storage_options: Mapping[str, Any] | None,
+    threads: int,
+    workers: int | None,
+    ray_address: str | None,
+    progress: bool | None,
+) -> list[Header]:
+    """Every record's header, in record order: in this process, or by Ray tasks over batches of
+    whole chapters (see :func:`plan_corpus`)."""
+    from neurolake.cluster.progress import progress_bar
+
+    uris = [utt.audio_uri for utt in records]
+    if workers is not None and workers < 1:
+        raise SpecError(f"planning workers must be at least 1, got {workers}")
+    threads = max(1, threads)
+    use_ray = (workers or 0) > 1 or (workers is None and len(uris) >= RAY_PLANNING_MIN_UTTERANCES)
+    bar = progress_bar(len(uris), "headers", unit="file", enabled=progress)
+    try:
+        if not use_ray:
+            headers = []
+            for batch in chapter_batches(uris, size=max(threads * 8, 64)):  # progress as batches finish
+                headers.extend(read_headers([uris[i] for i in batch], storage_options, threads))
+                bar.update(len(batch))
+            return headers
+        from neurolake.cluster.pool import cluster_cpus, task_map
+
+        batches = chapter_batches(uris, HEADER_BATCH_UTTERANCES)
+        options = dict(storage_options or {})
+
+        def done(index: int, _: Any) -> None:
+            bar.update(len(batches[index]))
+
+        results = task_map(
+            _read_batch,
+            [([uris[i] for i in batch], options, threads) for batch in batches],
+            workers=workers or cluster_cpus(ray_address),
+            # No CPU reserved: the model actors of the ingest may hold every CPU already, and a
+            # header read mostly waits on storage; ``workers`` bounds the tasks at once.
+            num_cpus=0,
+            spread=True,
+            address=ray_address,
+            on_result=done,
+        )
+        return [header for result in results for header in result]
+    finally:
+        bar.close()
+
+
+def _read_batch(args: tuple[list[str], dict[str, Any], int]) -> list[Header]:
+    return read_headers(*args)

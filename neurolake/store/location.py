@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import socket
+import threading
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +43,71 @@ def with_retry_defaults(url: str, storage_options: Mapping[str, Any]) -> dict[st
     return options
 
 
+#: Seconds the first connection to an S3 endpoint may take before the endpoint counts as
+#: unreachable (unless ``config_kwargs={"connect_timeout": ...}`` says otherwise).
+ENDPOINT_CONNECT_TIMEOUT_S = 5.0
+
+_reached: set[tuple[str, int]] = set()
+_reached_lock = threading.Lock()
+
+
+def s3_endpoint(storage_options: Mapping[str, Any]) -> str | None:
+    """The S3 endpoint URL that ``storage_options`` or the environment name (``endpoint_url``,
+    ``client_kwargs={"endpoint_url": ...}``, ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``), else
+    ``None`` (AWS itself)."""
+    client = storage_options.get("client_kwargs") or {}
+    return (
+        storage_options.get("endpoint_url")
+        or client.get("endpoint_url")
+        or os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+    )
+
+
+def check_endpoint(url: str, storage_options: Mapping[str, Any]) -> None:
+    """Raise :class:`LakeError` at once when the S3 endpoint of ``url`` takes no connection.
+
+    botocore retries a refused connection like a throttled request, with backoff: with the lake's
+    ten attempts (:data:`S3_RETRIES`) a store where nothing listens would fail only after about a
+    minute. One TCP connection to the endpoint tells it in milliseconds (a refused connection, a
+    name that does not resolve) or after ``connect_timeout`` (an address that does not answer).
+    An endpoint reached once in this process is not probed again, so an outage later on is met
+    by the retries, as any other fault. Not probed: other protocols, AWS's own endpoints (no
+    endpoint URL), and endpoints reached through a proxy."""
+    protocol = fsspec.core.split_protocol(str(url))[0]
+    if protocol not in ("s3", "s3a"):
+        return
+    endpoint = s3_endpoint(storage_options)
+    config = storage_options.get("config_kwargs") or {}
+    if (
+        not endpoint
+        or config.get("proxies")
+        or any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"))
+    ):
+        return
+    parsed = urllib.parse.urlsplit(str(endpoint))
+    if not parsed.hostname:
+        return
+    try:
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    except ValueError:
+        return  # a malformed port: botocore's own message says more
+    key = (parsed.hostname, port)
+    if key in _reached:
+        return
+    timeout = float(config.get("connect_timeout") or ENDPOINT_CONNECT_TIMEOUT_S)
+    try:
+        socket.create_connection(key, timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc) or type(exc).__name__)
+        raise LakeError(
+            f"cannot reach the storage endpoint {endpoint} for {url} ({reason}); start the server, or check the "
+            "endpoint (endpoint_url in the storage options, AWS_ENDPOINT_URL)"
+        ) from exc
+    with _reached_lock:
+        _reached.add(key)
+
+
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("file", "local")
@@ -58,7 +126,14 @@ class Location:
 
     @classmethod
     def from_url(cls, url: str, storage_options: dict[str, Any] | None = None) -> Location:
+        """The location of ``url``; an S3 endpoint that takes no connection is a
+        :class:`LakeError` at once (:func:`check_endpoint`)."""
         options = with_retry_defaults(url, storage_options or {})
+        check_endpoint(url, options)
+        return cls._open(url, options)
+
+    @classmethod
+    def _open(cls, url: str, options: dict[str, Any]) -> Location:
         try:
             fs, path = fsspec.core.url_to_fs(str(url), **options)
         except (ImportError, ValueError) as exc:
@@ -80,7 +155,8 @@ class Location:
             return self
         config = dict(self.storage_options.get("config_kwargs") or {})
         config["retries"] = {"total_max_attempts": int(max_attempts), "mode": "standard"}
-        return Location.from_url(self.url, dict(self.storage_options, config_kwargs=config))
+        # Not probed: this is how a caller asks whether storage that went away answers again.
+        return Location._open(self.url, dict(self.storage_options, config_kwargs=config))
 
     # ------------------------------------------------------------ naming
 

@@ -134,6 +134,43 @@ def test_s3_retries_are_configured_unless_given():
     assert Location.from_url("memory://lake").storage_options == {}
 
 
+def test_an_endpoint_where_nothing_listens_fails_at_once_and_one_that_went_away_is_retried(s3_bucket, monkeypatch):
+    """A refused first connection is a LakeError in milliseconds, not after ten backed-off
+    attempts; an endpoint reached once is not probed again, so a later outage meets the retries
+    (and ``with_retries``, which asks whether storage came back, never probes)."""
+    import time
+
+    from neurolake.errors import LakeError
+    from neurolake.store import location
+    from tests.conftest import _free_port
+
+    bucket, options = s3_bucket
+    dead = f"http://127.0.0.1:{_free_port()}"
+    start = time.perf_counter()
+    with pytest.raises(LakeError, match=f"cannot reach the storage endpoint {dead} .*refused"):
+        Lake.open(f"s3://{bucket}/lake", _through(options, dead))
+    assert time.perf_counter() - start < 2
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)  # the environment's endpoint is probed alike
+    with pytest.raises(LakeError, match="cannot reach"):
+        Location.from_url(f"s3://{bucket}/lake", {})
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    assert location.s3_endpoint(options) == options["client_kwargs"]["endpoint_url"]
+    with FaultProxy(options["client_kwargs"]["endpoint_url"]) as proxy:
+        through = _through(options, proxy.endpoint)
+        Lake.create(f"s3://{bucket}/lake", through)
+        endpoint = proxy.endpoint
+    # the proxy is gone: a Location of the endpoint reached before is still made (its requests
+    # would be retried), and so is the few-attempts copy that asks whether it answers again
+    loc = Location.from_url(f"s3://{bucket}/lake", _through(options, endpoint))
+    assert loc.with_retries(2).storage_options["config_kwargs"]["retries"]["total_max_attempts"] == 2
+    with pytest.raises(Exception) as caught:
+        loc.with_retries(1).exists("lake.json")
+    assert not isinstance(caught.value, LakeError)
+    # other protocols and AWS itself are not probed
+    assert Location.from_url("memory://nowhere").protocol == "memory"
+    assert Location.from_url("s3://b/lake", {}).protocol == "s3"
+
+
 @pytest.mark.parametrize(
     "use_httpfs",
     [True, pytest.param(False, marks=pytest.mark.slow)],  # botocore's backoff: ~15 s of waits
