@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
@@ -247,10 +247,18 @@ class QueryEngine:
         con.execute("CREATE VIEW runs AS SELECT * FROM _nl_runs")
         con.execute("CREATE VIEW layers AS SELECT * FROM _nl_layers")
 
-        for name in ("utterances", "frames", "errors"):
-            files = [self._url(r, key) for r in runs for key in r.table_keys(name)]
-            self._parquet_view(con, name, files, SCHEMAS[name])
-            self._files += files
+        for name in schemas.TABLE_NAMES:
+            # Whole files in one read; a compacted file that also holds rows of parts uncommitted
+            # since (a repair under way) is read with its other rows filtered out.
+            files, partial = [], []
+            for r in runs:
+                for f in r.table_files(name):
+                    if f.whole:
+                        files.append(self._url(r, f.key))
+                    else:
+                        partial.append((self._url(r, f.key), f.ranges))
+            self._parquet_view(con, name, files, SCHEMAS[name], partial)
+            self._files += files + [url for url, _ in partial]
 
         neuron_files, group_files, group_rows = [], [], []
         derived_files: dict[str, list[str]] = {view: [] for view, _, _, _ in DERIVED_VIEWS}
@@ -277,9 +285,23 @@ class QueryEngine:
         con.execute("CREATE VIEW groups AS SELECT * FROM _nl_groups")
 
     @staticmethod
-    def _parquet_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], schema: pa.Schema) -> None:
-        if files:
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_sql_list(files)}, union_by_name = true)")
+    def _parquet_view(
+        con: duckdb.DuckDBPyConnection,
+        name: str,
+        files: list[str],
+        schema: pa.Schema,
+        partial: Sequence[tuple[str, tuple[tuple[int, int], ...]]] = (),
+    ) -> None:
+        """A view over whole Parquet files, and over the ``[start, stop)`` row ranges of others."""
+        selects = [f"SELECT * FROM read_parquet({_sql_list(files)}, union_by_name = true)"] if files else []
+        for url, ranges in partial:
+            keep = " OR ".join(f"(file_row_number >= {int(a)} AND file_row_number < {int(b)})" for a, b in ranges)
+            selects.append(
+                f"SELECT * EXCLUDE (file_row_number) FROM read_parquet({_sql_string(url)}, file_row_number = true) "
+                f"WHERE {keep}"
+            )
+        if selects:
+            con.execute(f"CREATE VIEW {name} AS " + " UNION ALL BY NAME ".join(selects))
         else:
             con.register(f"_nl_empty_{name}", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _nl_empty_{name}")
