@@ -240,7 +240,8 @@ class QueryEngine:
         return f"{self._prefix}/runs/{run.run_id}/{key}"
 
     def _define_views(self, con: duckdb.DuckDBPyConnection, runs: list[Run]) -> None:
-        infos = [r.info() for r in runs]
+        snapshots = {r.run_id: r.snapshot() for r in runs}  # one listing of each run's commits
+        infos = [r.info(snapshot=snapshots[r.run_id]) for r in runs]
         con.register("_nl_runs", pa.Table.from_pylist([view_rows.run_row(i) for i in infos], schema=schemas.RUNS))
         layer_rows = [view_rows.layer_row(r.run_id, layer) for r in runs for layer in r.layers]
         con.register("_nl_layers", pa.Table.from_pylist(layer_rows, schema=schemas.LAYERS))
@@ -252,7 +253,7 @@ class QueryEngine:
             # since (a repair under way) is read with its other rows filtered out.
             files, partial = [], []
             for r in runs:
-                for f in r.table_files(name):
+                for f in r.table_files(name, snapshots[r.run_id]):
                     if f.whole:
                         files.append(self._url(r, f.key))
                     else:
@@ -264,7 +265,7 @@ class QueryEngine:
         derived_files: dict[str, list[str]] = {view: [] for view, _, _, _ in DERIVED_VIEWS}
         for run in runs:
             base = run.loc.child("derived")
-            current = commits_fingerprint(run)
+            current = commits_fingerprint(run, snapshots[run.run_id].markers)
             for d in list_derived(base, "neurons"):
                 if d.spec.get("commits") != current:
                     continue  # statistics of an earlier state of a growing run

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from neurolake.errors import CorruptFileError
 from neurolake.store.commit import CommitMarker
@@ -27,9 +28,9 @@ MANIFEST = "compaction.json"
 DIRECTORY = "compacted"
 
 
-@dataclass(frozen=True)
-class PartSlice:
-    """The rows ``[offset, offset + rows)`` of a compacted file that hold one part's rows."""
+class PartSlice(NamedTuple):
+    """The rows ``[offset, offset + rows)`` of a compacted file that hold one part's rows (a
+    tuple: a manifest holds one per part and table, and readers build them all at start-up)."""
 
     part_id: str
     offset: int

@@ -15,7 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask.array as da
 import numpy as np
@@ -128,6 +128,13 @@ def _spec_label(spec: Any) -> str:
     if isinstance(spec, Mapping):
         return str(spec.get("spec") or spec.get("name") or canonical_json(spec))
     return str(spec)
+
+
+class RunSnapshot(NamedTuple):
+    """A run's visible parts at one moment: their markers by part id, and the compaction manifest."""
+
+    markers: dict[str, CommitMarker]
+    compaction: Compaction | None
 
 
 @dataclass(frozen=True)
@@ -335,7 +342,7 @@ class Run:
         cached, since a part's marker only ever reappears with the same content (re-runs rewrite
         identical data).
         """
-        return self._snapshot()[0]
+        return self.snapshot().markers
 
     def compaction(self) -> Compaction | None:
         """The run's compaction manifest (``None`` if never compacted), re-read only when replaced."""
@@ -349,8 +356,9 @@ class Run:
         self._compaction = (stamp, compaction)
         return compaction
 
-    def _snapshot(self) -> tuple[dict[str, CommitMarker], Compaction | None]:
-        """The visible parts' markers and the compaction manifest they were read with."""
+    def snapshot(self) -> RunSnapshot:
+        """The visible parts' markers and the compaction manifest they were read with (a reader
+        of several tables takes one and passes it on, so all see the same parts)."""
         compaction = self.compaction()
         covered = compaction.markers if compaction is not None else {}
         names = [n for n in self.loc.list_names("commits") if n.endswith(".json") and not n.startswith(".")]
@@ -368,7 +376,7 @@ class Run:
                 read[name] = marker
             markers[marker.part_id] = marker
         self._markers = read
-        return markers, compaction
+        return RunSnapshot(markers, compaction)
 
     def committed_parts(self) -> list[Part]:
         done = self.commits()
@@ -487,13 +495,13 @@ class Run:
 
     # ------------------------------------------------------------ tables
 
-    def table_files(self, name: str) -> list[TableFile]:
+    def table_files(self, name: str, snapshot: RunSnapshot | None = None) -> list[TableFile]:
         """The committed Parquet files of a table, in row order, each with the rows of it that
         belong to visible parts: the compacted files for the parts a compaction covers, the
         parts' own files for the others."""
         if name not in tables.SCHEMAS:
             raise SchemaError(f"unknown table {name!r}; tables are {', '.join(tables.TABLE_NAMES)}")
-        markers, compaction = self._snapshot()
+        markers, compaction = snapshot or self.snapshot()
         sources: list[tuple[int, TableFile]] = []
         covered: set[str] = set()
         if compaction is not None:
@@ -526,7 +534,7 @@ class Run:
         """Each visible part's rows of a table, in row order, from wherever they are stored (a
         compacted file is read once for all its parts). Files are fetched a few at a time ahead
         of the consumer and checked against their checksums."""
-        markers, compaction = self._snapshot()
+        markers, compaction = self.snapshot()
         stored: dict[str, tuple[str, str, PartSlice | None]] = {}  # part -> key, sha256, slice
         if compaction is not None:
             for f in compaction.files.get(name, ()):
@@ -587,7 +595,7 @@ class Run:
         once), not its own table files."""
         damaged: dict[str, list[str]] = {}
         self._shards_seen.clear()
-        markers, compaction = self._snapshot()
+        markers, compaction = self.snapshot()
         compacted: dict[str, list[CompactedFile]] = {}
         if compaction is not None:
             for files in compaction.files.values():
@@ -649,8 +657,8 @@ class Run:
         if compaction is not None and set(part_ids) & set(compaction.markers):
             write_manifest(self.loc, compaction.without(part_ids))
 
-    def info(self, with_size: bool = False) -> RunInfo:
-        markers = self.commits()
+    def info(self, with_size: bool = False, snapshot: RunSnapshot | None = None) -> RunInfo:
+        markers = (snapshot or self.snapshot()).markers
         n_parts = len(self.plan.parts)
         if not markers:
             status = "planned"
