@@ -50,6 +50,12 @@ class Workbench:
     def run(self, run_id: str) -> Run:
         return self.lake.run(run_id)
 
+    def compact(self, run_id: str, **kwargs: Any) -> Any:
+        """Merge a run's per-part table files into a few large ones (``neurolake compact``)."""
+        from neurolake.store.compact import compact
+
+        return compact(self.lake.run(run_id), **kwargs)
+
     def sql(self, query: str, params: Sequence[Any] | None = None) -> pa.Table:
         """A read-only SQL statement over the lake's views, as an Arrow table."""
         from neurolake.query.engine import QueryEngine

@@ -476,6 +476,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from neurolake.cluster.progress import progress_bar
+    from neurolake.store import Lake
+    from neurolake.store.compact import compact
+
+    run = Lake.open(_lake_url(args)).run(args.run)
+    with progress_bar(3 * len(run.commits()), f"compact {args.run}", unit="part") as bar:
+        summary = compact(run, rows_per_file=args.rows_per_file, prune=args.prune, on_part=lambda _: bar.update(1))
+    rows = ", ".join(f"{name} {n:,}" for name, n in summary.rows.items())
+    if summary.changed:
+        print(
+            f"run {summary.run_id}: compacted {summary.parts} part(s) into generation {summary.generation}: "
+            f"{summary.files_before} table files -> {summary.files_after} ({rows} rows)"
+        )
+    else:
+        print(
+            f"run {summary.run_id}: already compact (generation {summary.generation}, "
+            f"{summary.files_after} table files for {summary.parts} part(s))"
+        )
+    if args.prune:
+        print(f"removed {summary.pruned} superseded file(s)")
+    return 0
+
+
 def cmd_corpus_synth(args: argparse.Namespace) -> int:
     from neurolake.corpora.synth import synthesize_corpus
 
@@ -1080,6 +1104,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray-address", metavar="A", help="Ray cluster for --repair (default: $RAY_ADDRESS, else a local Ray)"
     )
     p.set_defaults(func=cmd_verify)
+
+    from neurolake.store.compact import DEFAULT_ROWS_PER_FILE
+
+    p = sub.add_parser(
+        "compact",
+        help="merge a run's per-part table files into a few large ones, switched in atomically",
+    )
+    _add_lake_arg(p)
+    p.add_argument("--run", metavar="ID", required=True, help="the run to compact")
+    p.add_argument(
+        "--rows-per-file",
+        type=int,
+        default=DEFAULT_ROWS_PER_FILE,
+        metavar="N",
+        help=f"rows per compacted file at most (a part is never split; default {DEFAULT_ROWS_PER_FILE:,})",
+    )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="after the switch, delete the files it superseded (readers opened before must refresh)",
+    )
+    p.set_defaults(func=cmd_compact)
 
     p = sub.add_parser(
         "doctor", help="check the installation (torchaudio, Ray, DuckDB httpfs, espeak-ng, numba, GPU) and the lake"

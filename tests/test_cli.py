@@ -26,6 +26,7 @@ def test_every_verb_has_help(capsys):
         "demo",
         "runs",
         "verify",
+        "compact",
         "corpus synth",
         "models show",
         "ingest",
@@ -115,6 +116,38 @@ def test_verify_reports_problems(tmp_path, capsys, monkeypatch):
     assert main(["verify", "--run", "r1"]) == 1
     out = capsys.readouterr().out
     assert "checksum mismatch" in out and "1 problem(s)" in out
+
+
+def test_compact_merges_a_runs_table_files(tmp_path, capsys, monkeypatch):
+    url = str(tmp_path / "lake")
+    run = create_run(Lake.create(url))
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    monkeypatch.setenv("NEUROLAKE_LAKE", url)
+    n = len(run.plan.parts)
+    assert main(["compact", "--run", "r1"]) == 0
+    assert capsys.readouterr().out == (
+        f"run r1: compacted {n} part(s) into generation 1: {3 * n} table files -> 3 "
+        f"(errors 0, frames {run.plan.n_frames:,}, utterances 30 rows)\n"
+    )
+    assert main(["compact", "--run", "r1", "--prune"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"run r1: already compact (generation 1, 3 table files for {n} part(s))",
+        f"removed {3 * n} superseded file(s)",
+    ]
+    assert not (tmp_path / "lake" / "runs" / "r1" / "tables" / "frames").exists() or not list(
+        (tmp_path / "lake" / "runs" / "r1" / "tables" / "frames").iterdir()
+    )
+    assert main(["verify"]) == 0
+    assert "1 run(s) checked, 0 problem(s)" in capsys.readouterr().out
+    for args, message in (
+        (["--run", "r2"], "no run 'r2'"),
+        (["--run", "r1", "--rows-per-file", "0"], "rows_per_file must be at least 1, got 0"),
+    ):
+        assert main(["compact", *args]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("neurolake: error: ") and message in err[0]
 
 
 def test_ingest_rejects_counts_below_one(tmp_path, capsys):

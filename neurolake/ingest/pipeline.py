@@ -542,8 +542,7 @@ def repair(
     if not damaged:
         return [], None
     with RunLease(run.loc, purpose="repair"):  # no ingest writes the run while parts are uncommitted
-        for part_id in damaged:
-            run.uncommit(part_id)
+        run.uncommit(*damaged)
     manifest = run.manifest
     # The planner closes a part as soon as it holds part_rows frames, so the smallest part but
     # the last one gives back the part_rows that made this plan.

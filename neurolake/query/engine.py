@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import duckdb
@@ -240,23 +240,32 @@ class QueryEngine:
         return f"{self._prefix}/runs/{run.run_id}/{key}"
 
     def _define_views(self, con: duckdb.DuckDBPyConnection, runs: list[Run]) -> None:
-        infos = [r.info() for r in runs]
+        snapshots = {r.run_id: r.snapshot() for r in runs}  # one listing of each run's commits
+        infos = [r.info(snapshot=snapshots[r.run_id]) for r in runs]
         con.register("_nl_runs", pa.Table.from_pylist([view_rows.run_row(i) for i in infos], schema=schemas.RUNS))
         layer_rows = [view_rows.layer_row(r.run_id, layer) for r in runs for layer in r.layers]
         con.register("_nl_layers", pa.Table.from_pylist(layer_rows, schema=schemas.LAYERS))
         con.execute("CREATE VIEW runs AS SELECT * FROM _nl_runs")
         con.execute("CREATE VIEW layers AS SELECT * FROM _nl_layers")
 
-        for name in ("utterances", "frames", "errors"):
-            files = [self._url(r, key) for r in runs for key in r.table_keys(name)]
-            self._parquet_view(con, name, files, SCHEMAS[name])
-            self._files += files
+        for name in schemas.TABLE_NAMES:
+            # Whole files in one read; a compacted file that also holds rows of parts uncommitted
+            # since (a repair under way) is read with its other rows filtered out.
+            files, partial = [], []
+            for r in runs:
+                for f in r.table_files(name, snapshots[r.run_id]):
+                    if f.whole:
+                        files.append(self._url(r, f.key))
+                    else:
+                        partial.append((self._url(r, f.key), f.ranges))
+            self._parquet_view(con, name, files, SCHEMAS[name], partial)
+            self._files += files + [url for url, _ in partial]
 
         neuron_files, group_files, group_rows = [], [], []
         derived_files: dict[str, list[str]] = {view: [] for view, _, _, _ in DERIVED_VIEWS}
         for run in runs:
             base = run.loc.child("derived")
-            current = commits_fingerprint(run)
+            current = commits_fingerprint(run, snapshots[run.run_id].markers)
             for d in list_derived(base, "neurons"):
                 if d.spec.get("commits") != current:
                     continue  # statistics of an earlier state of a growing run
@@ -277,9 +286,23 @@ class QueryEngine:
         con.execute("CREATE VIEW groups AS SELECT * FROM _nl_groups")
 
     @staticmethod
-    def _parquet_view(con: duckdb.DuckDBPyConnection, name: str, files: list[str], schema: pa.Schema) -> None:
-        if files:
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_sql_list(files)}, union_by_name = true)")
+    def _parquet_view(
+        con: duckdb.DuckDBPyConnection,
+        name: str,
+        files: list[str],
+        schema: pa.Schema,
+        partial: Sequence[tuple[str, tuple[tuple[int, int], ...]]] = (),
+    ) -> None:
+        """A view over whole Parquet files, and over the ``[start, stop)`` row ranges of others."""
+        selects = [f"SELECT * FROM read_parquet({_sql_list(files)}, union_by_name = true)"] if files else []
+        for url, ranges in partial:
+            keep = " OR ".join(f"(file_row_number >= {int(a)} AND file_row_number < {int(b)})" for a, b in ranges)
+            selects.append(
+                f"SELECT * EXCLUDE (file_row_number) FROM read_parquet({_sql_string(url)}, file_row_number = true) "
+                f"WHERE {keep}"
+            )
+        if selects:
+            con.execute(f"CREATE VIEW {name} AS " + " UNION ALL BY NAME ".join(selects))
         else:
             con.register(f"_nl_empty_{name}", schema.empty_table())
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM _nl_empty_{name}")

@@ -10,12 +10,12 @@ import platform
 import re
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import metadata
-from typing import Any
+from typing import Any, NamedTuple
 
 import dask.array as da
 import numpy as np
@@ -34,6 +34,14 @@ from neurolake.errors import (
 )
 from neurolake.store import cube, tables
 from neurolake.store.commit import CommitMarker, LayerEntry, TableEntry, sha256_hex
+from neurolake.store.compaction import (
+    MANIFEST,
+    CompactedFile,
+    Compaction,
+    PartSlice,
+    read_manifest,
+    write_manifest,
+)
 from neurolake.store.cube import LayerSpec
 from neurolake.store.derived import Derived
 from neurolake.store.lease import LeaseToken
@@ -56,6 +64,8 @@ _INCIDENTAL_KEYS = ("created_at", "software")
 # (zstd, CRC32C and file I/O release the GIL).
 _WRITE_THREADS = max(2, os.cpu_count() or 2)
 _pool: ThreadPoolExecutor | None = None
+# Table files are fetched this many at a time (small objects: latency, not bandwidth, bounds them).
+_READ_THREADS = 16
 _pool_lock = threading.Lock()
 
 
@@ -139,6 +149,39 @@ class _ReaderArray:
         return block[::step, cols] if step != 1 or cols != slice(None) else block
 
 
+class RunSnapshot(NamedTuple):
+    """A run's visible parts at one moment: their markers by part id, and the compaction manifest."""
+
+    markers: dict[str, CommitMarker]
+    compaction: Compaction | None
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """A committed Parquet file of a table (key relative to the run) and its rows that belong to
+    visible parts, as ``[start, stop)`` ranges of the file's rows (all of them, mostly)."""
+
+    key: str
+    rows: int
+    sha256: str
+    ranges: tuple[tuple[int, int], ...]
+
+    @property
+    def whole(self) -> bool:
+        return self.ranges == ((0, self.rows),)
+
+
+def _row_ranges(slices: Iterable[PartSlice]) -> tuple[tuple[int, int], ...]:
+    """Adjacent slices of a file merged into ``[start, stop)`` ranges, in file order."""
+    ranges: list[tuple[int, int]] = []
+    for s in sorted(slices, key=lambda s: s.offset):
+        if ranges and ranges[-1][1] == s.offset:
+            ranges[-1] = (ranges[-1][0], s.offset + s.rows)
+        else:
+            ranges.append((s.offset, s.offset + s.rows))
+    return tuple(ranges)
+
+
 class Run:
     """Handle on ``runs/<run_id>/`` of a lake. Create runs with :meth:`Lake.create_run`."""
 
@@ -149,6 +192,7 @@ class Run:
         self._shards_seen: dict[str, set[int]] = {}
         self._markers: dict[str, CommitMarker] = {}
         self._readers: dict[str, LayerReader | None] = {}
+        self._compaction: tuple[str | None, Compaction | None] = (None, None)
 
     def _repr_html_(self) -> str:
         import html
@@ -313,19 +357,46 @@ class Run:
     def commits(self) -> dict[str, CommitMarker]:
         """Commit markers of the visible (committed) parts, by part id.
 
-        One listing per call; a marker's content is read once and cached, since a part's
-        marker only ever reappears with the same content (re-runs rewrite identical data).
+        One listing of ``commits/`` per call. The markers of parts a compaction covers come from
+        its manifest (one object, re-read only when replaced); any other marker is read once and
+        cached, since a part's marker only ever reappears with the same content (re-runs rewrite
+        identical data).
         """
+        return self.snapshot().markers
+
+    def compaction(self) -> Compaction | None:
+        """The run's compaction manifest (``None`` if never compacted), re-read only when replaced."""
+        stamp = self.loc.stamp(MANIFEST)
+        if stamp is None:
+            self._compaction = (None, None)
+            return None
+        if stamp and self._compaction[0] == stamp:
+            return self._compaction[1]
+        compaction = read_manifest(self.loc)
+        self._compaction = (stamp, compaction)
+        return compaction
+
+    def snapshot(self) -> RunSnapshot:
+        """The visible parts' markers and the compaction manifest they were read with (a reader
+        of several tables takes one and passes it on, so all see the same parts)."""
+        compaction = self.compaction()
+        covered = compaction.markers if compaction is not None else {}
         names = [n for n in self.loc.list_names("commits") if n.endswith(".json") and not n.startswith(".")]
-        cache = {}
+        read: dict[str, CommitMarker] = {}
+        markers: dict[str, CommitMarker] = {}
         for name in names:
-            marker = self._markers.get(name)
+            marker = covered.get(name[: -len(".json")]) or self._markers.get(name)
             if marker is None:
                 where = self.loc.describe("commits", name)
-                marker = CommitMarker.from_dict(self.loc.read_json("commits", name), where)
-            cache[name] = marker
-        self._markers = cache
-        return {m.part_id: m for m in cache.values()}
+                try:
+                    marker = CommitMarker.from_dict(self.loc.read_json("commits", name), where)
+                except FileNotFoundError:
+                    continue  # uncommitted since the listing
+            if name[: -len(".json")] not in covered:
+                read[name] = marker
+            markers[marker.part_id] = marker
+        self._markers = read
+        return RunSnapshot(markers, compaction)
 
     def committed_parts(self) -> list[Part]:
         done = self.commits()
@@ -488,35 +559,90 @@ class Run:
 
     # ------------------------------------------------------------ tables
 
-    def table_keys(self, name: str) -> list[str]:
-        """Paths (relative to the run) of the committed Parquet files of a table."""
+    def table_files(self, name: str, snapshot: RunSnapshot | None = None) -> list[TableFile]:
+        """The committed Parquet files of a table, in row order, each with the rows of it that
+        belong to visible parts: the compacted files for the parts a compaction covers, the
+        parts' own files for the others."""
         if name not in tables.SCHEMAS:
             raise SchemaError(f"unknown table {name!r}; tables are {', '.join(tables.TABLE_NAMES)}")
-        return [m.tables[name].key for m in self._sorted_markers() if name in m.tables]
+        markers, compaction = snapshot or self.snapshot()
+        sources: list[tuple[int, TableFile]] = []
+        covered: set[str] = set()
+        if compaction is not None:
+            covered = set(compaction.markers)
+            for f in compaction.files.get(name, ()):
+                visible = [s for s in f.parts if s.part_id in markers]
+                if visible:
+                    first = min(markers[s.part_id].row_start for s in visible)
+                    sources.append((first, TableFile(f.key, f.rows, f.sha256, _row_ranges(visible))))
+        for marker in markers.values():
+            entry = marker.tables.get(name)
+            if entry is not None and marker.part_id not in covered:
+                sources.append((marker.row_start, TableFile(entry.key, entry.rows, entry.sha256, ((0, entry.rows),))))
+        return [f for _, f in sorted(sources, key=lambda source: source[0])]
+
+    def table_keys(self, name: str) -> list[str]:
+        """Paths (relative to the run) of the committed Parquet files of a table."""
+        return [f.key for f in self.table_files(name)]
 
     def read_table(self, name: str, verify: bool = True) -> pa.Table:
         """The committed rows of a table, in row order, checked against their checksums."""
-        parts = []
-        for marker in self._sorted_markers():
-            entry = marker.tables.get(name)
-            if entry is None:
-                continue
-            parts.append(tables.decode_parquet(self._read_table_bytes(entry, verify)))
+        if name not in tables.SCHEMAS:
+            raise SchemaError(f"unknown table {name!r}; tables are {', '.join(tables.TABLE_NAMES)}")
+        parts = [table for _, table in self.part_tables(name, verify)]
         if not parts:
             return tables.SCHEMAS[name].empty_table()
         return pa.concat_tables(parts, promote_options="default")
 
-    def _read_table_bytes(self, entry: TableEntry, verify: bool) -> bytes:
-        where = self.loc.describe(entry.key)
+    def part_tables(self, name: str, verify: bool = True) -> Iterator[tuple[CommitMarker, pa.Table]]:
+        """Each visible part's rows of a table, in row order, from wherever they are stored (a
+        compacted file is read once for all its parts). Files are fetched a few at a time ahead
+        of the consumer and checked against their checksums."""
+        markers, compaction = self.snapshot()
+        stored: dict[str, tuple[str, str, PartSlice | None]] = {}  # part -> key, sha256, slice
+        if compaction is not None:
+            for f in compaction.files.get(name, ()):
+                for s in f.parts:
+                    stored[s.part_id] = (f.key, f.sha256, s)
+        order = []
+        for marker in sorted(markers.values(), key=lambda m: m.row_start):
+            if compaction is not None and marker.part_id in compaction.markers:
+                if marker.part_id in stored:
+                    order.append((marker, *stored[marker.part_id]))
+            elif name in marker.tables:
+                entry = marker.tables[name]
+                order.append((marker, entry.key, entry.sha256, None))
+        last_use = {key: i for i, (_, key, _, _) in enumerate(order)}
+
+        def fetch(key: str, sha256: str) -> pa.Table:
+            return tables.decode_parquet(self._read_table_bytes(key, sha256, verify))
+
+        with ThreadPoolExecutor(max_workers=_READ_THREADS, thread_name_prefix="neurolake-read") as pool:
+            fetched: dict[str, Future] = {}
+            ahead = 0
+            for i, (marker, key, _, piece) in enumerate(order):
+                while ahead < len(order) and ahead < i + 4 * _READ_THREADS:
+                    _, k, sha, _ = order[ahead]
+                    if k not in fetched:
+                        fetched[k] = pool.submit(fetch, k, sha)
+                    ahead += 1
+                table = fetched[key].result()
+                if last_use[key] == i:
+                    del fetched[key]
+                yield marker, table if piece is None else table.slice(piece.offset, piece.rows)
+
+    def _read_table_bytes(self, key: str, sha256: str, verify: bool) -> bytes:
+        where = self.loc.describe(key)
         try:
-            data = self.loc.read_bytes(entry.key)
+            data = self.loc.read_bytes(key)
         except FileNotFoundError as exc:
             raise IntegrityError(
-                f"{where} is missing although its part is committed; `neurolake verify --repair` re-does the part"
+                f"{where} is missing although its parts are committed; `neurolake verify --repair` re-does them"
             ) from exc
-        if verify and sha256_hex(data) != entry.sha256:
+        if verify and sha256_hex(data) != sha256:
             raise IntegrityError(
-                f"checksum mismatch for {where}; the file changed after commit; `neurolake verify --repair` re-does the part"
+                f"checksum mismatch for {where}; the file changed after commit; `neurolake verify --repair` re-does "
+                "the parts it holds"
             )
         return data
 
@@ -528,16 +654,36 @@ class Run:
 
     def damaged_parts(self) -> dict[str, list[str]]:
         """``part_id -> problems`` of the committed parts whose files are missing or differ from
-        their commit marker's checksums (empty when every committed part is intact)."""
+        their commit marker's checksums (empty when every committed part is intact). A part a
+        compaction covers is checked against the compacted files that hold its rows (each read
+        once), not its own table files."""
         damaged: dict[str, list[str]] = {}
         self._shards_seen.clear()
-        for marker in self._sorted_markers():
-            problems = damaged.setdefault(marker.part_id, [])
-            for entry in marker.tables.values():
+        markers, compaction = self.snapshot()
+        compacted: dict[str, list[CompactedFile]] = {}
+        if compaction is not None:
+            for files in compaction.files.values():
+                for f in files:
+                    for s in f.parts:
+                        compacted.setdefault(s.part_id, []).append(f)
+        checked: dict[str, str | None] = {}  # compacted file -> its problem, if any
+
+        def check(key: str, sha256: str) -> str | None:
+            if key not in checked:
                 try:
-                    self._read_table_bytes(entry, verify=True)
+                    self._read_table_bytes(key, sha256, verify=True)
+                    checked[key] = None
                 except IntegrityError as exc:
-                    problems.append(str(exc))
+                    checked[key] = str(exc)
+            return checked[key]
+
+        for marker in sorted(markers.values(), key=lambda m: m.row_start):
+            problems = damaged.setdefault(marker.part_id, [])
+            if compaction is not None and marker.part_id in compaction.markers:
+                found = [check(f.key, f.sha256) for f in compacted.get(marker.part_id, [])]
+            else:
+                found = [check(entry.key, entry.sha256) for entry in marker.tables.values()]
+            problems += [p for p in found if p is not None]
             entries = [(name, entry, False) for name, entry in marker.layers.items()]
             entries += [(name, entry, True) for name, entry in marker.relevance.items()]
             for layer_name, layer_entry, relevance in entries:
@@ -559,13 +705,24 @@ class Run:
                     )
         return {part: problems for part, problems in damaged.items() if problems}
 
-    def uncommit(self, part_id: str) -> None:
-        """Remove a part's commit marker (it becomes pending: invisible, and re-done by ingest)."""
-        self.plan.part(part_id)
-        self.loc.remove("commits", f"{part_id}.json")
+    def uncommit(self, *part_ids: str) -> None:
+        """Remove parts' commit markers (they become pending: invisible, and re-done by ingest).
 
-    def info(self, with_size: bool = False) -> RunInfo:
-        markers = self.commits()
+        A compaction covering them stops covering them afterwards (their rows in the compacted
+        files are skipped from then on), so a part committed again is read from its own new
+        files. A process stopped in between leaves the part invisible all the same: a covered
+        part is visible only while its marker exists.
+        """
+        for part_id in part_ids:
+            self.plan.part(part_id)
+        for part_id in part_ids:
+            self.loc.remove("commits", f"{part_id}.json")
+        compaction = self.compaction()
+        if compaction is not None and set(part_ids) & set(compaction.markers):
+            write_manifest(self.loc, compaction.without(part_ids))
+
+    def info(self, with_size: bool = False, snapshot: RunSnapshot | None = None) -> RunInfo:
+        markers = (snapshot or self.snapshot()).markers
         n_parts = len(self.plan.parts)
         if not markers:
             status = "planned"
