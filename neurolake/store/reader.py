@@ -59,6 +59,17 @@ def _decode_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child (a DataLoader worker) inherits the pool object but none of its threads:
+    work submitted there would wait forever. The child starts its own pool when it reads."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _decompressor() -> zstandard.ZstdDecompressor:
     d = getattr(_local, "decompressor", None)
     if d is None:

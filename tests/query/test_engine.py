@@ -124,6 +124,8 @@ def test_s3_through_fsspec_fallback(s3_bucket):
 
 
 def test_s3_wrong_credentials_is_one_clear_error(s3_auth_server, monkeypatch, capsys):
+    import s3fs
+
     from neurolake.cli import main
     from neurolake.errors import LakeError
 
@@ -139,6 +141,9 @@ def test_s3_wrong_credentials_is_one_clear_error(s3_auth_server, monkeypatch, ca
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    # s3fs caches file systems by their options, not by the environment: an earlier test's
+    # instance (other credentials, another endpoint) would answer instead of this one
+    s3fs.S3FileSystem.clear_instance_cache()
     assert main(["sql", "SELECT 1", "--lake", f"s3://{bucket}/lake"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "was refused" in err

@@ -145,3 +145,32 @@ def test_arrays_not_in_the_lake_format_are_read_by_zarr(tmp_path):
     reader = LayerReader(run.cube_loc, layer.name, layer.units, "float16", ROWS_PER_SHARD, CHUNK_ROWS)
     with pytest.raises(Exception):  # noqa: B017 - zstd refuses a Blosc frame
         reader.read_range(0, 64)
+
+
+def _read_in_child(url: str, queue) -> None:
+    run = Lake.open(url).run("r1")
+    ids = run.committed_frame_ids()
+    queue.put(bool(np.array_equal(run.read_rows(run.layers[0].name, ids), expected_rows(0, 24, ids))))
+
+
+def test_a_forked_child_reads_after_its_parent_did(tmp_path):
+    """DataLoader workers are forked from a process whose decoding pool already runs: the child
+    must start its own pool, not wait forever on threads that fork did not copy."""
+    import multiprocessing
+
+    url = str(tmp_path / "lake")
+    run = create_run(Lake.create(url), n_utterances=30, part_rows=600)
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    run = Lake.open(url).run("r1")
+    ids = run.committed_frame_ids()
+    np.testing.assert_array_equal(run.read_rows(run.layers[0].name, ids), expected_rows(0, 24, ids))  # pool started
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(url, queue))
+    child.start()
+    child.join(60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung reading")
+    assert child.exitcode == 0 and queue.get(timeout=5) is True
