@@ -15,6 +15,7 @@ each query runs under a wall-clock limit.
 
 from __future__ import annotations
 
+import gc
 import glob
 import logging
 import os
@@ -148,13 +149,20 @@ class QueryEngine:
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
         self._prefix = self._attach_storage(con)
-        runs = [self.lake.run(r) for r in self.lake.list_runs()]
         self._files: list[str] = []
+        # Start-up builds many small objects (markers and plans of runs with thousands of parts)
+        # that all live on: the cyclic collector's passes over them would be most of its time.
+        collecting = gc.isenabled()
+        gc.disable()
         try:  # views over Parquet read each file's footer now: storage that fails shows here first
+            runs = [self.lake.run(r) for r in self.lake.list_runs()]
             self._define_views(con, runs)
         except duckdb.Error as exc:
             con.close()
             raise QueryError(f"cannot read the tables of {self.lake.url}: {one_line(exc)}") from exc
+        finally:
+            if collecting:
+                gc.enable()
         try:
             con.execute(f"SET memory_limit = {_sql_string(self.memory_limit)}")
         except duckdb.Error as exc:
