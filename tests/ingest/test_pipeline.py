@@ -20,23 +20,6 @@ MODEL = "python:tests.models.demo_factory:build"
 
 
 @pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
-    )
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
     synthesize_corpus(str(root), n_utterances=24, seed=4, holdout_accent=None, test_fraction=0.0)

@@ -17,25 +17,7 @@ from neurolake.ingest.pipeline import plan_ingest
 from neurolake.ingest.planning import chapter_batches
 from neurolake.store.location import canonical_json
 
-REPO = Path(__file__).resolve().parents[2]
 MODEL = "python:tests.models.demo_factory:build"
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
-    )
-    yield
-    ray.shutdown()
 
 
 def write_chapters(root: Path, chapters: int = 5, per_chapter: int = 7) -> dict[str, str]:
