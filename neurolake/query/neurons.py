@@ -19,7 +19,6 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import dask.array as da
 import numpy as np
 import pyarrow as pa
 
@@ -39,20 +38,7 @@ DEFAULT_BINS = 8192
 DEFAULT_QUANTILE_ROWS = 1 << 20
 
 
-def committed_layer(run: Run, layer: str, commits: Mapping[str, CommitMarker] | None = None) -> da.Array:
-    """The committed frame rows of a layer, ``[frames, units]`` as float32 dask blocks.
-
-    ``commits`` is a snapshot of ``run.commits()``: readers of several layers take one, so that
-    every layer covers the same units while an ingest commits more.
-    """
-    whole = run.layer_dask(layer)
-    markers = sorted((run.commits() if commits is None else commits).values(), key=lambda m: m.row_start)
-    if not markers:
-        return whole[:0].astype(np.float32)
-    return da.concatenate([whole[m.row_start : m.used_stop] for m in markers]).astype(np.float32)
-
-
-def committed_blocks(run: Run, commits: Mapping[str, CommitMarker], rows: int) -> list[tuple[int, int]]:
+def committed_blocks(commits: Mapping[str, CommitMarker], rows: int) -> list[tuple[int, int]]:
     """Row ranges of at most ``rows`` rows covering the committed frames, shard-aligned."""
     out = []
     for m in sorted(commits.values(), key=lambda m: m.row_start):
@@ -114,7 +100,7 @@ def layer_statistics(
     spec = run.layer(layer)
     units = spec.units
     reader = run._reader(layer, False)
-    blocks = iter(committed_blocks(run, commits, run.plan.rows_per_shard))
+    blocks = iter(committed_blocks(commits, run.plan.rows_per_shard))
     take = threading.Lock()
     bin_of = (kernels.order_keys() >> shift).astype(np.uint16)
     value_of = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)

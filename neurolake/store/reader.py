@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 
@@ -35,12 +34,11 @@ import zstandard
 
 from neurolake.errors import IntegrityError
 from neurolake.store.location import Location
+from neurolake.store.pools import SharedPool
 
 _NO_CHUNK = 2**64 - 1
 _TASK_CHUNKS = 4  # chunks per read-and-decode task: enough to amortise a read, small enough to share out
 _local = threading.local()
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
 
 
 def read_threads() -> int:
@@ -51,23 +49,7 @@ def read_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _decode_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(read_threads(), thread_name_prefix="neurolake-read")
-        return _pool
-
-
-def _forget_pool_after_fork() -> None:
-    """A forked child (a DataLoader worker) inherits the pool object but none of its threads:
-    work submitted there would wait forever. The child starts its own pool when it reads."""
-    global _pool, _pool_lock
-    _pool = None
-    _pool_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
+_decode_pool = SharedPool(read_threads(), "neurolake-read")
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:
@@ -176,7 +158,7 @@ class LayerReader:
         else:
             work = self._remote_work(tasks, out)
         if parallel and len(work) > 1:
-            for future in [_decode_pool().submit(w) for w in work]:
+            for future in [_decode_pool.get().submit(w) for w in work]:
                 future.result()
         else:
             for w in work:

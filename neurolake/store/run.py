@@ -8,7 +8,6 @@ import logging
 import os
 import platform
 import re
-import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +46,7 @@ from neurolake.store.derived import Derived
 from neurolake.store.lease import LeaseToken
 from neurolake.store.location import Location, canonical_json
 from neurolake.store.plan import Part, Plan
+from neurolake.store.pools import SharedPool
 from neurolake.store.reader import LayerReader
 
 log = logging.getLogger(__name__)
@@ -63,28 +63,9 @@ _INCIDENTAL_KEYS = ("created_at", "software")
 # Shards are compressed and written on a pool shared by every writer of the process
 # (zstd, CRC32C and file I/O release the GIL).
 _WRITE_THREADS = max(2, os.cpu_count() or 2)
-_pool: ThreadPoolExecutor | None = None
+_write_pool = SharedPool(_WRITE_THREADS, "neurolake-shard")
 # Table files are fetched this many at a time (small objects: latency, not bandwidth, bounds them).
 _READ_THREADS = 16
-_pool_lock = threading.Lock()
-
-
-def _write_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_WRITE_THREADS, thread_name_prefix="neurolake-shard")
-        return _pool
-
-
-def _forget_pool_after_fork() -> None:
-    """A forked child inherits the pool object but not its threads; it starts its own."""
-    global _pool, _pool_lock
-    _pool = None
-    _pool_lock = threading.Lock()
-
-
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
 
 
 def check_run_id(run_id: str) -> str:
@@ -829,7 +810,7 @@ class _CubeRows:
         # so a slow disk or bucket holds the producer back instead of filling memory.
         while len(self._in_flight) >= 2 * _WRITE_THREADS:
             self._in_flight.popleft().result()
-        future = _write_pool().submit(self._write_shard, layer, shard_index, block)
+        future = _write_pool.get().submit(self._write_shard, layer, shard_index, block)
         self._in_flight.append(future)
         self._shard_digests[layer].append(future)
 
