@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
@@ -134,10 +134,10 @@ def _write_table(
         written.append(CompactedFile(key, rows, sha256_hex(data), tuple(slices)))
         pending, slices, rows = [], [], 0
 
+    column = SORT_COLUMNS.get(name)
     for marker, table in run.part_tables(name):
         if on_part is not None:
             on_part(marker.part_id)
-        column = SORT_COLUMNS.get(name)
         if column is not None and table.num_rows > 1:
             table = table.sort_by(column)
         if rows and rows + table.num_rows > rows_per_file:
@@ -162,13 +162,4 @@ def _prune(run: Run, live: Compaction | None, summary: CompactionSummary) -> Com
         key for key in present if (key.startswith(f"{manifest.DIRECTORY}/") and key not in keep) or key in superseded
     ]
     run.loc.remove_many(doomed)
-    return CompactionSummary(
-        summary.run_id,
-        summary.generation,
-        summary.parts,
-        summary.files_before,
-        summary.files_after,
-        summary.rows,
-        summary.changed,
-        pruned=len(doomed),
-    )
+    return replace(summary, pruned=len(doomed))
