@@ -12,7 +12,7 @@ generation ``compacted/<generation>/``. Then, under the run's write lease, one m
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import pyarrow as pa
@@ -83,9 +83,10 @@ def compact(
             )
         else:
             generation = current.generation + 1 if current is not None else 1
-            files = {name: _write_table(run, name, generation, rows_per_file, on_part) for name in tables.TABLE_NAMES}
-            new = Compaction(generation, dict(markers), files)
-            new.check(run.loc.describe(manifest.MANIFEST))
+            written = {name: _write_table(run, name, generation, rows_per_file, on_part) for name in tables.TABLE_NAMES}
+            new, detail = Compaction.new(generation, markers, written)
+            new.check(run.loc.describe(manifest.MANIFEST), detail)
+            manifest.write_detail(run.loc, new, detail)
             lease.token.check()  # a compactor that lost the run's lease never switches readers
             manifest.write_manifest(run.loc, new)
             log.info("run %s: compaction generation %d covers %d parts", run.run_id, generation, len(markers))
@@ -95,7 +96,7 @@ def compact(
                 generation,
                 len(markers),
                 files_before,
-                sum(len(f) for f in files.values()),
+                sum(len(f) for f in new.files.values()),
                 _rows(new),
                 changed=True,
             )
@@ -105,11 +106,9 @@ def compact(
         return summary
 
 
-def _is_compact(current: Compaction | None, markers: dict[str, CommitMarker]) -> bool:
+def _is_compact(current: Compaction | None, markers: Mapping[str, CommitMarker]) -> bool:
     """Whether ``current`` covers exactly the committed parts and every row of its files."""
-    if current is None or set(current.markers) != set(markers):
-        return False
-    return all(sum(s.rows for s in f.parts) == f.rows for files in current.files.values() for f in files)
+    return current is not None and current.whole and set(current.parts) == set(markers)
 
 
 def _rows(compaction: Compaction) -> dict[str, int]:
@@ -118,12 +117,13 @@ def _rows(compaction: Compaction) -> dict[str, int]:
 
 def _write_table(
     run: Run, name: str, generation: int, rows_per_file: int, on_part: Callable[[str], None] | None
-) -> tuple[CompactedFile, ...]:
-    """Write one table's compacted files; each holds whole parts, in row order."""
-    written: list[CompactedFile] = []
+) -> tuple[tuple[CompactedFile, tuple[PartSlice, ...]], ...]:
+    """Write one table's compacted files, each with its part slices; each holds whole parts, in row order."""
+    written: list[tuple[CompactedFile, tuple[PartSlice, ...]]] = []
     pending: list[pa.Table] = []
     slices: list[PartSlice] = []
     rows = 0
+    row_start = 0
 
     def flush() -> None:
         nonlocal pending, slices, rows
@@ -131,7 +131,7 @@ def _write_table(
         data = tables.encode_parquet(tables.conform(name, merged, run.run_id))
         key = manifest.file_key(generation, name, len(written))
         run.loc.write_bytes(data, key)
-        written.append(CompactedFile(key, rows, sha256_hex(data), tuple(slices)))
+        written.append((CompactedFile(key, rows, sha256_hex(data), row_start), tuple(slices)))
         pending, slices, rows = [], [], 0
 
     column = SORT_COLUMNS.get(name)
@@ -142,6 +142,8 @@ def _write_table(
             table = table.sort_by(column)
         if rows and rows + table.num_rows > rows_per_file:
             flush()
+        if not slices:
+            row_start = marker.row_start
         pending.append(table)
         slices.append(PartSlice(marker.part_id, rows, table.num_rows))
         rows += table.num_rows

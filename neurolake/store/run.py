@@ -140,10 +140,55 @@ class _ReaderArray:
         return block[::step, cols] if step != 1 or cols != slice(None) else block
 
 
+class VisibleMarkers(Mapping[str, CommitMarker]):
+    """The visible parts' commit markers by part id, in listing order: those read from
+    ``commits/`` and, for the parts a compaction covers, those in its detail, read on the first
+    access to one of them (ids, counts and frames need no marker)."""
+
+    def __init__(self, ids: list[str], own: dict[str, CommitMarker], compaction: Compaction | None):
+        self._ids = ids
+        self._own = own
+        self._compaction = compaction
+
+    def __getitem__(self, part_id: str) -> CommitMarker:
+        marker = self._own.get(part_id)
+        if marker is not None:
+            return marker
+        if self._compaction is not None and part_id in self._compaction.parts and part_id in self._id_set:
+            return self._compaction.detail().markers[part_id]
+        raise KeyError(part_id)
+
+    @cached_property
+    def _id_set(self) -> frozenset[str]:
+        return frozenset(self._ids)
+
+    def __contains__(self, part_id: object) -> bool:
+        return part_id in self._id_set
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def uncovered(self) -> dict[str, CommitMarker]:
+        """Markers of the visible parts no compaction covers (read from their own files)."""
+        return self._own
+
+    def n_covered(self) -> int:
+        """How many visible parts the compaction covers."""
+        return len(self._ids) - len(self._own)
+
+    def rows_used(self) -> int:
+        """Frames of the visible parts."""
+        covered = self._compaction.parts if self._compaction is not None else {}
+        return sum(m.rows_used for m in self._own.values()) + sum(covered[p] for p in self._ids if p not in self._own)
+
+
 class RunSnapshot(NamedTuple):
     """A run's visible parts at one moment: their markers by part id, and the compaction manifest."""
 
-    markers: dict[str, CommitMarker]
+    markers: VisibleMarkers
     compaction: Compaction | None
 
 
@@ -222,8 +267,8 @@ class Run:
             if key not in manifest:
                 raise CorruptFileError(f"{where} lacks the key {key!r}")
         run = cls(lake_loc, run_id, manifest)
-        try:
-            _ = run.plan, run.layers  # parse now so a corrupt manifest fails here, naming the file
+        try:  # the layers and the plan's totals now, so a corrupt manifest fails here, naming the file
+            _ = run.layers, run.plan_totals
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptFileError(f"{where} is malformed ({exc!r})") from exc
         return run
@@ -305,7 +350,19 @@ class Run:
 
     @cached_property
     def plan(self) -> Plan:
-        return Plan.from_dict(self.manifest["plan"])
+        """The run's parts (parsed on first use: a run of many parts is opened without it)."""
+        try:
+            return Plan.from_dict(self.manifest["plan"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptFileError(f"{self.loc.describe('run.json')} is malformed ({exc!r})") from exc
+
+    @cached_property
+    def plan_totals(self) -> tuple[int, int, int]:
+        """Parts, utterances and frames of the plan, from its header."""
+        plan = self.manifest["plan"]
+        if not isinstance(plan.get("parts"), list):
+            raise TypeError("the plan's parts are not a list")
+        return len(plan["parts"]), int(plan["n_utterances"]), int(plan["n_frames"])
 
     @cached_property
     def layers(self) -> list[LayerSpec]:
@@ -345,7 +402,7 @@ class Run:
 
     # ------------------------------------------------------------ commits
 
-    def commits(self) -> dict[str, CommitMarker]:
+    def commits(self) -> VisibleMarkers:
         """Commit markers of the visible (committed) parts, by part id.
 
         One listing of ``commits/`` per call. The markers of parts a compaction covers come from
@@ -371,23 +428,28 @@ class Run:
         """The visible parts' markers and the compaction manifest they were read with (a reader
         of several tables takes one and passes it on, so all see the same parts)."""
         compaction = self.compaction()
-        covered = compaction.markers if compaction is not None else {}
+        covered = compaction.parts if compaction is not None else {}
         names = [n for n in self.loc.list_names("commits") if n.endswith(".json") and not n.startswith(".")]
         read: dict[str, CommitMarker] = {}
-        markers: dict[str, CommitMarker] = {}
+        ids: list[str] = []
+        own: dict[str, CommitMarker] = {}
         for name in names:
-            marker = covered.get(name[: -len(".json")]) or self._markers.get(name)
+            part_id = name[: -len(".json")]
+            if part_id in covered:
+                ids.append(part_id)
+                continue
+            marker = self._markers.get(name)
             if marker is None:
                 where = self.loc.describe("commits", name)
                 try:
                     marker = CommitMarker.from_dict(self.loc.read_json("commits", name), where)
                 except FileNotFoundError:
                     continue  # uncommitted since the listing
-            if name[: -len(".json")] not in covered:
-                read[name] = marker
-            markers[marker.part_id] = marker
+            read[name] = marker
+            ids.append(marker.part_id)
+            own[marker.part_id] = marker
         self._markers = read
-        return RunSnapshot(markers, compaction)
+        return RunSnapshot(VisibleMarkers(ids, own, compaction), compaction)
 
     def committed_parts(self) -> list[Part]:
         done = self.commits()
@@ -558,17 +620,19 @@ class Run:
             raise SchemaError(f"unknown table {name!r}; tables are {', '.join(tables.TABLE_NAMES)}")
         markers, compaction = snapshot or self.snapshot()
         sources: list[tuple[int, TableFile]] = []
-        covered: set[str] = set()
         if compaction is not None:
-            covered = set(compaction.markers)
+            every_row = compaction.whole and markers.n_covered() == len(compaction.parts)
             for f in compaction.files.get(name, ()):
-                visible = [s for s in f.parts if s.part_id in markers]
+                if every_row:  # no covered part gone since: whole files, no detail needed
+                    sources.append((f.row_start, TableFile(f.key, f.rows, f.sha256, ((0, f.rows),))))
+                    continue
+                visible = [s for s in compaction.slices(f) if s.part_id in markers]
                 if visible:
                     first = min(markers[s.part_id].row_start for s in visible)
                     sources.append((first, TableFile(f.key, f.rows, f.sha256, _row_ranges(visible))))
-        for marker in markers.values():
+        for marker in markers.uncovered().values():
             entry = marker.tables.get(name)
-            if entry is not None and marker.part_id not in covered:
+            if entry is not None:
                 sources.append((marker.row_start, TableFile(entry.key, entry.rows, entry.sha256, ((0, entry.rows),))))
         return [f for _, f in sorted(sources, key=lambda source: source[0])]
 
@@ -593,11 +657,11 @@ class Run:
         stored: dict[str, tuple[str, str, PartSlice | None]] = {}  # part -> key, sha256, slice
         if compaction is not None:
             for f in compaction.files.get(name, ()):
-                for s in f.parts:
+                for s in compaction.slices(f):
                     stored[s.part_id] = (f.key, f.sha256, s)
         order = []
         for marker in sorted(markers.values(), key=lambda m: m.row_start):
-            if compaction is not None and marker.part_id in compaction.markers:
+            if compaction is not None and marker.part_id in compaction.parts:
                 if marker.part_id in stored:
                     order.append((marker, *stored[marker.part_id]))
             elif name in marker.tables:
@@ -655,7 +719,7 @@ class Run:
         if compaction is not None:
             for files in compaction.files.values():
                 for f in files:
-                    for s in f.parts:
+                    for s in compaction.slices(f):
                         compacted.setdefault(s.part_id, []).append(f)
         checked: dict[str, str | None] = {}  # compacted file -> its problem, if any
 
@@ -670,7 +734,7 @@ class Run:
 
         for marker in sorted(markers.values(), key=lambda m: m.row_start):
             problems = damaged.setdefault(marker.part_id, [])
-            if compaction is not None and marker.part_id in compaction.markers:
+            if compaction is not None and marker.part_id in compaction.parts:
                 found = [check(f.key, f.sha256) for f in compacted.get(marker.part_id, [])]
             else:
                 found = [check(entry.key, entry.sha256) for entry in marker.tables.values()]
@@ -709,12 +773,12 @@ class Run:
         for part_id in part_ids:
             self.loc.remove("commits", f"{part_id}.json")
         compaction = self.compaction()
-        if compaction is not None and set(part_ids) & set(compaction.markers):
+        if compaction is not None and set(part_ids) & set(compaction.parts):
             write_manifest(self.loc, compaction.without(part_ids))
 
     def info(self, with_size: bool = False, snapshot: RunSnapshot | None = None) -> RunInfo:
         markers = (snapshot or self.snapshot()).markers
-        n_parts = len(self.plan.parts)
+        n_parts, n_utterances, n_frames = self.plan_totals
         if not markers:
             status = "planned"
         elif len(markers) < n_parts:
@@ -726,9 +790,9 @@ class Run:
             status=status,
             model=_spec_label(self.manifest["model"]),
             corpus=_spec_label(self.manifest["corpus"]),
-            n_utterances=self.plan.n_utterances,
-            n_frames=self.plan.n_frames,
-            frames_committed=sum(m.rows_used for m in markers.values()),
+            n_utterances=n_utterances,
+            n_frames=n_frames,
+            frames_committed=markers.rows_used(),
             parts_committed=len(markers),
             parts_total=n_parts,
             layers=len(self.layers),

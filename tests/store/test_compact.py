@@ -5,7 +5,7 @@ import io
 import pyarrow.parquet as pq
 import pytest
 
-from neurolake.errors import RunBusyError
+from neurolake.errors import IntegrityError, RunBusyError
 from neurolake.query.engine import QueryEngine
 from neurolake.store import Lake, Location
 from neurolake.store import compaction as manifest
@@ -16,16 +16,25 @@ from tests.store.partdata import create_run, write_part
 TABLES = ("utterances", "frames", "errors")
 
 
-@pytest.fixture
-def many_parts(shared_target):
-    """A lake with run ``r1`` of ~40 small parts, all committed but the last one."""
-    url, opts = shared_target
+def _lake_of_parts(url: str, opts: dict) -> Lake:
     lake = Lake.create(url, opts)
     run = create_run(lake, n_utterances=60, part_rows=300)
     assert len(run.plan.parts) >= 30
     for part in run.plan.parts[:-1]:
         write_part(run, part.part_id)
     return lake
+
+
+@pytest.fixture
+def many_parts(shared_target):
+    """A lake with run ``r1`` of ~40 small parts, all committed but the last one."""
+    return _lake_of_parts(*shared_target)
+
+
+@pytest.fixture
+def local_parts(tmp_path):
+    """The same on a local disk only (for what concerns the format, not the storage)."""
+    return _lake_of_parts(str(tmp_path / "lake"), {})
 
 
 def _contents(lake: Lake) -> tuple[dict[str, list[dict]], int]:
@@ -82,7 +91,7 @@ def test_compaction_keeps_every_row_and_the_engine_reads_three_files(many_parts,
     monkeypatch.setattr(Location, "read_bytes", counting_read)
     with QueryEngine(lake) as q:
         assert q.sql("SELECT count(*) AS n FROM frames").column("n")[0].as_py() == len(before["frames"])
-    assert not [r for r in reads if "/commits/" in r]
+    assert not [r for r in reads if "/commits/" in r or r.endswith("/detail.json")]
     assert sum(r.endswith("/compaction.json") for r in reads) == 1
 
 
@@ -97,10 +106,11 @@ def test_files_hold_whole_parts_in_row_order(many_parts):
     expected_first = 0
     for f in files:
         table = pq.read_table(io.BytesIO(run.loc.read_bytes(f.key)))
-        assert table.num_rows == f.rows == sum(s.rows for s in f.parts)
-        assert f.rows <= 2000 or len(f.parts) == 1  # a part is never split between files
+        assert table.num_rows == f.rows == sum(s.rows for s in m.slices(f))
+        assert f.rows <= 2000 or len(m.slices(f)) == 1  # a part is never split between files
         ids = table.column("frame_id").to_pylist()
-        for s in f.parts:  # each part's rows are exactly its frame range, at its offset
+        assert f.row_start == ids[0]
+        for s in m.slices(f):  # each part's rows are exactly its frame range, at its offset
             part = run.plan.part(s.part_id)
             assert ids[s.offset : s.offset + s.rows] == list(range(part.row_start, part.used_stop))
         assert ids[0] >= expected_first
@@ -119,7 +129,7 @@ def test_a_crash_before_the_manifest_leaves_readers_on_the_old_files(many_parts,
         compact(lake.run("r1"))
     run = lake.run("r1")
     assert run.compaction() is None
-    assert len(run.loc.find("compacted")) == 3  # written, but named by no manifest
+    assert len(run.loc.find("compacted")) == 4  # three tables and the detail, named by no manifest
     assert _contents(lake) == (before, files_before)
     assert run.verify() == []
 
@@ -179,7 +189,7 @@ def test_verify_checks_the_compacted_files_and_repair_supersedes_them(many_parts
 
     m = run.compaction()
     victim = m.files["frames"][1]
-    covered = {s.part_id for s in victim.parts}
+    covered = {s.part_id for s in m.slices(victim)}
     assert len(covered) >= 2
     data = bytearray(run.loc.read_bytes(victim.key))
     data[len(data) // 2] ^= 0xFF
@@ -229,3 +239,66 @@ def test_compaction_takes_the_run_lease(many_parts):
         with pytest.raises(RunBusyError, match="being written by another ingest"):
             compact(run)
     assert run.compaction() is None
+
+
+def _as_first_version(m: manifest.Compaction) -> dict:
+    """``m`` written the way the first manifest version was: markers and part slices inline."""
+    return {
+        "compaction_version": 1,
+        "generation": m.generation,
+        "markers": {p: marker.to_dict() for p, marker in m.markers.items()},
+        "tables": {
+            name: [
+                {"key": f.key, "rows": f.rows, "sha256": f.sha256, "parts": [list(s) for s in m.slices(f)]}
+                for f in files
+            ]
+            for name, files in m.files.items()
+        },
+    }
+
+
+def test_the_detail_is_read_only_when_needed_and_checked(many_parts):
+    lake = many_parts
+    before, _ = _contents(lake)
+    run = lake.run("r1")
+    compact(run)
+    detail_key = run.compaction().detail_key
+    assert detail_key == "compacted/000001/detail.json"
+    # The small manifest names every covered part with its frames, and no marker.
+    head = run.loc.read_json(manifest.MANIFEST)
+    assert "markers" not in head and head["parts"] == sorted(run.commits())
+    assert sum(head["rows_used"]) == run.info().frames_committed == len(before["frames"])
+
+    data = bytearray(run.loc.read_bytes(detail_key))
+    data[len(data) // 2] ^= 0x01
+    run.loc.write_bytes(bytes(data), detail_key)
+    assert _contents(lake) == (before, 3)  # start-up and queries need no marker
+    with pytest.raises(IntegrityError, match=r"checksum mismatch for .*detail\.json.*remove the manifest"):
+        lake.run("r1").verify()
+    run.loc.remove(detail_key)
+    with pytest.raises(IntegrityError, match=r"detail\.json.*is missing"):
+        lake.run("r1").read_table("frames")
+
+
+def test_a_first_version_manifest_is_read_whole_or_partly_covered(local_parts):
+    lake = local_parts
+    before, _ = _contents(lake)
+    tables_before = _read_tables(lake)
+    run = lake.run("r1")
+    compact(run, rows_per_file=3000)
+    m = run.compaction()
+    run.loc.write_json(_as_first_version(m), manifest.MANIFEST)
+    old = lake.run("r1").compaction()
+    assert old.whole and old.parts == m.parts and old.files == m.files
+    assert _contents(lake) == (before, len(m.keys()) - 1)
+    assert _read_tables(lake) == tables_before and lake.run("r1").verify() == []
+
+    # The first version dropped an uncovered part's slices: the file is then read in ranges.
+    gone = run.plan.parts[2]
+    partial = _as_first_version(m.without([gone.part_id]))
+    run.loc.remove("commits", f"{gone.part_id}.json")
+    run.loc.write_json(partial, manifest.MANIFEST)
+    old = lake.run("r1").compaction()
+    assert not old.whole and gone.part_id not in old.parts
+    rows, _ = _contents(lake)
+    assert rows["frames"] == [r for r in before["frames"] if not gone.row_start <= r["frame_id"] < gone.used_stop]
