@@ -148,6 +148,9 @@ class QueryEngine:
 
     def _connect(self) -> duckdb.DuckDBPyConnection:
         con = duckdb.connect(":memory:")
+        # Committed files never change under their keys: their footers, read once at start-up
+        # (the views), are kept, so binding a query does not read every file's footer again.
+        con.execute("SET parquet_metadata_cache = true")
         self._prefix = self._attach_storage(con)
         self._files: list[str] = []
         # Start-up builds many small objects (markers and plans of runs with thousands of parts)
@@ -256,16 +259,24 @@ class QueryEngine:
         con.execute("CREATE VIEW runs AS SELECT * FROM _nl_runs")
         con.execute("CREATE VIEW layers AS SELECT * FROM _nl_layers")
 
+        self._run_views: dict[tuple[str, str], str] = {}
         for name in schemas.TABLE_NAMES:
             # Whole files in one read; a compacted file that also holds rows of parts uncommitted
-            # since (a repair under way) is read with its other rows filtered out.
+            # since (a repair under way) is read with its other rows filtered out. Each run's
+            # files also make a view of their own (every row of them is the run's), so that a
+            # query narrowed to one run neither lists nor filters the others' rows.
             files, partial = [], []
-            for r in runs:
+            for i, r in enumerate(runs):
+                run_files, run_partial = [], []
                 for f in r.table_files(name, snapshots[r.run_id]):
                     if f.whole:
-                        files.append(self._url(r, f.key))
+                        run_files.append(self._url(r, f.key))
                     else:
-                        partial.append((self._url(r, f.key), f.ranges))
+                        run_partial.append((self._url(r, f.key), f.ranges))
+                self._run_views[(name, r.run_id)] = f"_nl_{name}_{i}"
+                self._parquet_view(con, f"_nl_{name}_{i}", run_files, SCHEMAS[name], run_partial)
+                files += run_files
+                partial += run_partial
             self._parquet_view(con, name, files, SCHEMAS[name], partial)
             self._files += files + [url for url, _ in partial]
 
@@ -339,12 +350,16 @@ class QueryEngine:
     def relation(self, view: str, run_id: str | None = None) -> duckdb.DuckDBPyRelation:
         """A view as a DuckDB relation, narrowed to ``run_id`` when given.
 
-        The run id enters the plan as a constant (not a parameter), so DuckDB prunes Parquet
-        row groups with it at planning time; no SQL text is assembled. Relations bind when
+        ``utterances``, ``frames`` and ``errors`` of a run come from a view over that run's files
+        only; other views are filtered on the run id, a constant (not a parameter), so DuckDB
+        prunes Parquet row groups with it at planning time; no SQL text is assembled. Relations bind when
         built: a bad column in a later ``filter`` raises there.
         """
         if view not in VIEWS:
             raise QueryError(f"no view {view!r}; the views are {', '.join(VIEWS)}")
+        own = self._run_views.get((view, run_id)) if run_id is not None else None
+        if own is not None:  # the run's own files: no other run's rows to filter out
+            return self.con.view(own)
         rel = self.con.view(view)
         if run_id is not None:
             rel = rel.filter(duckdb.ColumnExpression("run_id") == duckdb.ConstantExpression(run_id))
