@@ -515,7 +515,6 @@ def _reduce(iarena, larena, ibase, ltop, n, split, s_start, s_len, s_plen, s_w, 
 @njit(cache=True)
 def _build_merged(
     src,
-    prefix_counted,
     iarena,
     larena,
     itop,
@@ -539,13 +538,10 @@ def _build_merged(
     written at the arena tops.
 
     Occurrence ``x`` is the row ``src[r_start[x]:r_end[x]]`` (increasing items, ``j``
-    among them) of weight ``s_w[x]``. A row keeps the items above ``j`` that are frequent
-    among the occurrences and not in the closure (``minsup <= cnt[k] < supp``), and its
-    prefix items (below ``j``): those in that range when ``prefix_counted``, else all of
-    them (uncounted prefix items hold no closure item once :func:`_prefix_shared` has
-    passed, and an infrequent one can never fail a descendant's test). Rows with no kept
+    among them) of weight ``s_w[x]``. A row keeps the items that are frequent among the
+    occurrences and not in the closure (``minsup <= cnt[k] < supp``); rows with no kept
     item above ``j`` are dropped, rows with the same kept items above ``j`` are merged
-    (weights added) and keep the prefix items that all of them have.
+    (weights added) and keep the prefix items (below ``j``) that all of them have.
 
     Rows are merged on their items above ``j`` alone, and the prefix of a merged row is
     the intersection of its members' prefixes, built from the first member and stopped as
@@ -636,7 +632,7 @@ def _build_merged(
             k = src[q]
             c = cnt[k]
             iarena[out + pl] = k
-            pl += np.int64((k < j) & (not prefix_counted or ((c >= minsup) & (c < supp))))
+            pl += np.int64((k < j) & (c >= minsup) & (c < supp))
         y = s_next[x]
         while pl > 0 and y >= 0:
             q = r_start[y]
@@ -756,17 +752,12 @@ def _prefix_shared(iarena, larena, ptr_off, b0, b1, j, buf):
 
 
 @njit(cache=True)
-def _count(iarena, larena, ptr_off, w_off, b0, b1, j, cnt, touched):
-    """Weighted counts of the items above ``j`` over the occurrence list ``iarena[b0:b1]``
-    of candidate ``j``.
-
-    Items below ``j`` are not counted: :func:`_prefix_shared` has already found none of
-    them in every occurrence, and they are neither closure items nor candidates of the
-    child.
+def _count(iarena, larena, ptr_off, w_off, b0, b1, cnt, touched):
+    """Weighted item counts over the occurrence list ``iarena[b0:b1]`` of a candidate.
 
     Returns:
-        ``(support, n_touched)``; ``cnt[k]`` holds the support of the candidate extended by
-        ``k`` for the ``n_touched`` items listed in ``touched`` (``j`` among them).
+        ``(support, n_touched)``; ``cnt[k]`` holds the support of the candidate extended
+        by ``k`` for the ``n_touched`` items listed in ``touched``.
     """
     supp = 0
     ntouch = 0
@@ -774,20 +765,13 @@ def _count(iarena, larena, ptr_off, w_off, b0, b1, j, cnt, touched):
         t = iarena[q]
         wt = larena[w_off + t]
         supp += wt
-        s = larena[ptr_off + t]
-        p = larena[ptr_off + t + 1] - 1
-        while p >= s:
+        for p in range(larena[ptr_off + t], larena[ptr_off + t + 1]):
             k = iarena[p]
-            if k <= j:
-                break
             if cnt[k] == 0:
                 touched[ntouch] = k
                 ntouch += 1
             cnt[k] += wt
-            p -= 1
-    cnt[j] = supp
-    touched[ntouch] = j
-    return supp, ntouch + 1
+    return supp, ntouch
 
 
 @njit(cache=True)
@@ -856,7 +840,6 @@ def _build_child(
         s_w[x] = larena[w_off + t]
     return _build_merged(
         iarena,
-        False,
         iarena,
         larena,
         itop,
@@ -1082,7 +1065,7 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
             b1 = larena[f_bptr[d] + c + 1]
             if _prefix_shared(iarena, larena, f_ptr[d], b0, b1, j, touched):
                 continue
-            supp, ntouch = _count(iarena, larena, f_ptr[d], f_w[d], b0, b1, j, cnt, touched)
+            supp, ntouch = _count(iarena, larena, f_ptr[d], f_w[d], b0, b1, cnt, touched)
         ilen = f_len[d]
         nclo, nc = _close(cnt, touched, ntouch, supp, j, minsup, iset, ilen, cand_buf)
         size = ilen + nclo
@@ -1144,7 +1127,6 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
                 nocc = _root_occurrences(ptr0, bits, a, r_start, r_end, s_w)
                 iarena, larena, mc, itop, ltop = _build_merged(
                     items0,
-                    True,
                     iarena,
                     larena,
                     itop,
