@@ -1,14 +1,15 @@
 """Speed of closed itemset mining: LCM against pyfim, and the Ray miner with 2 workers against 1.
 
-    python benchmarks/mining.py [--quick] [--data DIR]
+    python benchmarks/mining.py [--quick] [--data DIR] [--part all|pyfim|distributed]
 
 Part 1 times ``neurolake.mining.lcm.closed_itemsets`` against pyfim's fastest closed miner
 (the better of ``fpgrowth`` and ``eclat`` with ``target='c'``) in the same process, best of
-several runs, on the FIMI benchmarks (chess 60 %, mushroom 5 %, retail 0.1 %) and on an
-activation-like matrix (200k frames x 1,000 units, 10 % active, planted co-active groups).
-Each miner gets its natural input: ours a CSR matrix or the boolean frame matrix (the
-conversion is timed), pyfim lists of lists (not timed). Targets: ours/pyfim <= 3 on the FIMI
-files and <= 1 on the activation-like matrix.
+several runs, on the FIMI benchmarks (chess 60 %, mushroom 5 %, retail 0.1 %), on sparse
+market-basket rows from the IBM Quest generator (T10I4D100K: 100k rows of 10 items on average
+from 2,000 patterns of 4 over 1,000 items, at 0.1 %) and on an activation-like matrix (200k
+frames x 1,000 units, 10 % active, planted co-active groups). Each miner gets its natural
+input: ours a CSR matrix or the boolean frame matrix (the conversion is timed), pyfim lists
+of lists (not timed). Target: ours/pyfim <= 1 everywhere.
 
 Part 2 times ``closed_itemsets(..., workers=2)`` (the first-level branches mined as Ray tasks)
 against ``workers=1`` (one process, no Ray) and against Ray with 1 worker, on a task that takes 20 s or more in one process, after a warm-up that starts Ray
@@ -57,6 +58,62 @@ def activation_like(
     return frames, groups
 
 
+def quest_transactions(
+    n_transactions: int,
+    avg_size: float,
+    avg_pattern_size: float,
+    n_items: int,
+    n_patterns: int = 2000,
+    correlation: float = 0.5,
+    seed: int = 0,
+) -> list[list[int]]:
+    """Market-basket rows from the IBM Quest generator (Agrawal & Srikant, VLDB 1994, 2.4.3).
+
+    ``n_patterns`` potentially large itemsets get Poisson(``avg_pattern_size``) items, a
+    fraction of them (exponential, mean ``correlation``) taken from the previous pattern,
+    the rest at random; each pattern has a pick weight (exponential, mean 1) and a
+    corruption level (normal, mean 0.5, variance 0.1). A row gets a Poisson(``avg_size``)
+    target size and is filled with weighted picks of patterns, each corrupted by dropping
+    random items while a uniform draw stays below its corruption level. A pattern that
+    overflows the row goes in anyway half of the time, and otherwise opens the next row.
+    T10I4D100K is ``quest_transactions(100_000, 10, 4, 1000)``.
+    """
+    rng = np.random.default_rng(seed)
+    patterns: list[list[int]] = []
+    previous: list[int] = []
+    for _ in range(n_patterns):
+        size = max(1, int(rng.poisson(avg_pattern_size)))
+        n_shared = min(len(previous), size, round(rng.exponential(correlation) * size))
+        chosen = set(rng.choice(previous, n_shared, replace=False).tolist()) if n_shared else set()
+        while len(chosen) < size:
+            chosen.add(int(rng.integers(n_items)))
+        previous = sorted(chosen)
+        patterns.append(previous)
+    weights = rng.exponential(1.0, n_patterns)
+    weights /= weights.sum()
+    corruption = np.clip(rng.normal(0.5, np.sqrt(0.1), n_patterns), 0.0, 1.0)
+    sizes = rng.poisson(avg_size, n_transactions).tolist()
+    picks = iter(rng.choice(n_patterns, size=2 * sum(sizes) + 1000, p=weights).tolist())
+    rows: list[list[int]] = []
+    carried: list[int] | None = None
+    for size in sizes:
+        row: set[int] = set()
+        while len(row) < max(1, size):
+            if carried is not None:
+                items, carried = carried, None
+            else:
+                k = next(picks)
+                items = list(patterns[k])
+                while items and rng.random() < corruption[k]:
+                    items.pop(int(rng.integers(len(items))))
+            if row and len(row) + len(items) > size and rng.random() < 0.5:
+                carried = items
+                break
+            row.update(items)
+        rows.append(sorted(row))
+    return rows
+
+
 def best_time(fn, repeats: int) -> tuple[float, object]:
     """Shortest wall time of ``repeats`` calls (seconds) and the last result."""
     best = math.inf
@@ -101,7 +158,11 @@ def part_pyfim(data_dir: Path, quick: bool) -> None:
             print(f"{name}: {path} not found, skipped", flush=True)
             continue
         db = read_fimi(str(path))
-        compare_with_pyfim(f"{name} {fraction:.1%}", db, db.to_lists(), fraction, 3.0, 3 if quick else 5)
+        compare_with_pyfim(f"{name} {fraction:.1%}", db, db.to_lists(), fraction, 1.0, 3 if quick else 5)
+    n_rows = 20_000 if quick else 100_000
+    rows = quest_transactions(n_rows, 10, 4, 1_000)
+    label = f"quest T10I4D{n_rows // 1000}K @ 0.1%"
+    compare_with_pyfim(label, Transactions.from_any(rows), rows, 0.001, 1.0, 3 if quick else 5)
     n_frames = 50_000 if quick else 200_000
     frames, _ = activation_like(n_frames, 1_000, 0.10, n_groups=20, seed=0)
     rows = Transactions.from_any(frames).to_lists()
@@ -168,12 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller generated data")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="FIMI .dat directory")
+    parser.add_argument("--part", choices=("all", "pyfim", "distributed"), default="all", help="run one part only")
     args = parser.parse_args(argv)
     # Compile (or load) the kernels outside the timings.
     closed_itemsets([[1, 2], [1, 2, 3], [2]], 1)
     closed_itemsets(np.random.default_rng(0).random((5000, 30)) < 0.3, 0.05)
-    part_pyfim(args.data, args.quick)
-    part_distributed(args.quick)
+    if args.part in ("all", "pyfim"):
+        part_pyfim(args.data, args.quick)
+    if args.part in ("all", "distributed"):
+        part_distributed(args.quick)
     return 0
 
 

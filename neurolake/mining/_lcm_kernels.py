@@ -358,6 +358,45 @@ def _root_child_rows(iarena, itop, ptr0, items0, bits, a, cnt, minsup, supp, j, 
 
 
 @njit(cache=True)
+def _root_occurrences(ptr0, bits, a, r_start, r_end, s_w):
+    """Rows of the root (``ptr0``, unit weights) that contain local item ``a`` of its bit
+    matrix, as ``r_start``/``r_end`` bounds with weights 1; returns their number."""
+    one = np.uint64(1)
+    r = 0
+    for w in range(bits.shape[1]):
+        hit = bits[a, w]
+        while hit:
+            t = w * 64 + np.int64(_lowest_bit(hit))
+            r_start[r] = ptr0[t]
+            r_end[r] = ptr0[t + 1]
+            s_w[r] = 1
+            r += 1
+            hit &= hit - one
+    return r
+
+
+@njit(cache=True)
+def _root_child_sumsq(ptr0, items0, bits, a, cnt, minsup, supp):
+    """Sum of squared lengths of the occurrence rows of local item ``a`` of a root mined
+    from bits, restricted to the items with ``minsup <= cnt < supp`` (the cost of mining
+    them from rows)."""
+    one = np.uint64(1)
+    sumsq = 0
+    for w in range(bits.shape[1]):
+        hit = bits[a, w]
+        while hit:
+            t = w * 64 + np.int64(_lowest_bit(hit))
+            ln = 0
+            for p in range(ptr0[t], ptr0[t + 1]):
+                c = cnt[items0[p]]
+                if c >= minsup and c < supp:
+                    ln += 1
+            sumsq += ln * ln
+            hit &= hit - one
+    return sumsq
+
+
+@njit(cache=True)
 def _fill_child_bits(bits, a, keep, n_keep, rank, child):
     """Bit matrix of the occurrences of local item ``a``: bit ``r`` of ``child[x]`` is set
     when occurrence ``r`` contains local item ``keep[x]`` (``child`` zeroed)."""
@@ -474,6 +513,156 @@ def _reduce(iarena, larena, ibase, ltop, n, split, s_start, s_len, s_plen, s_w, 
 
 
 @njit(cache=True)
+def _build_merged(
+    src,
+    iarena,
+    larena,
+    itop,
+    ltop,
+    n,
+    j,
+    cnt,
+    minsup,
+    supp,
+    r_start,
+    r_end,
+    s_w,
+    s_start,
+    s_len,
+    s_next,
+    s_hash,
+    s_tail,
+    table,
+):
+    """Reduced conditional database of the extension by ``j`` from its ``n`` occurrences,
+    written at the arena tops.
+
+    Occurrence ``x`` is the row ``src[r_start[x]:r_end[x]]`` (increasing items, ``j``
+    among them) of weight ``s_w[x]``. A row keeps the items that are frequent among the
+    occurrences and not in the closure (``minsup <= cnt[k] < supp``); rows with no kept
+    item above ``j`` are dropped, rows with the same kept items above ``j`` are merged
+    (weights added) and keep the prefix items (below ``j``) that all of them have.
+
+    Rows are merged on their items above ``j`` alone, and the prefix of a merged row is
+    the intersection of its members' prefixes, built from the first member and stopped as
+    soon as it is empty: many-member rows (dense, categorical data) usually share no prefix
+    item, so most prefix items are never copied. ``r_end``, ``s_*`` are scratch of at
+    least ``n`` entries, ``table`` a zeroed hash table of at least ``2 n`` slots (a power of
+    two), zeroed again on return.
+
+    Returns:
+        ``(iarena, larena, m, itop, ltop)``: ``m`` rows, ``ptr`` at the old ``ltop``,
+        weights right after it.
+    """
+    total = 0
+    for x in range(n):
+        total += r_end[x] - r_start[x]
+    # Kept items above j are first written to a scratch area above the largest possible
+    # output, which is then written from itop without overtaking them.
+    iarena = _grow(iarena, itop + 2 * total)
+    larena = _grow(larena, ltop + 2 * n + 1)
+    tsize = 1
+    while tsize < 2 * n:
+        tsize *= 2
+    mask = tsize - 1
+    wpos = itop + total
+    n_rep = 0
+    for x in range(n):
+        s0 = r_start[x]
+        e = r_end[x]
+        p = e
+        while p > s0 and src[p - 1] > j:
+            p -= 1
+        r_end[x] = p
+        st = wpos
+        # Branch-free: whether an item is kept is as good as random.
+        for q in range(p, e):
+            k = src[q]
+            c = cnt[k]
+            iarena[wpos] = k
+            wpos += np.int64((c >= minsup) & (c < supp))
+        ln = wpos - st
+        s_tail[x] = -1
+        s_next[x] = -1
+        if ln == 0:
+            continue
+        # A sum of mixed items: no chain of dependent multiplications.
+        h = np.int64(ln)
+        for y in range(st, wpos):
+            z = (iarena[y] + np.int64(1)) * _HASH_MULT
+            h += z ^ (z >> 29)
+        s_hash[x] = h
+        s_start[x] = st
+        s_len[x] = ln
+        slot = h & mask
+        merged = False
+        while table[slot] != 0:
+            r = table[slot] - 1
+            if s_hash[r] == h and s_len[r] == ln:
+                rs = s_start[r]
+                same = True
+                for y in range(ln):
+                    if iarena[rs + y] != iarena[st + y]:
+                        same = False
+                        break
+                if same:
+                    s_w[r] += s_w[x]
+                    s_next[s_tail[r]] = x
+                    s_tail[r] = x
+                    wpos = st
+                    merged = True
+                    break
+            slot = (slot + 1) & mask
+        if not merged:
+            table[slot] = x + 1
+            s_tail[x] = x
+            n_rep += 1
+    for s in range(tsize):
+        table[s] = 0
+    w_off = ltop + n_rep + 1
+    out = itop
+    m = 0
+    for x in range(n):
+        if s_tail[x] < 0:
+            continue
+        larena[ltop + m] = out
+        larena[w_off + m] = s_w[x]
+        pl = 0
+        for q in range(r_start[x], r_end[x]):
+            k = src[q]
+            c = cnt[k]
+            iarena[out + pl] = k
+            pl += np.int64((k < j) & (c >= minsup) & (c < supp))
+        y = s_next[x]
+        while pl > 0 and y >= 0:
+            q = r_start[y]
+            e = r_end[y]
+            i = 0
+            o = 0
+            while i < pl and q < e:
+                u = iarena[out + i]
+                v = src[q]
+                if u == v:
+                    iarena[out + o] = u
+                    o += 1
+                    i += 1
+                    q += 1
+                elif u < v:
+                    i += 1
+                else:
+                    q += 1
+            pl = o
+            y = s_next[y]
+        st = s_start[x]
+        for z in range(s_len[x]):
+            iarena[out + pl + z] = iarena[st + z]
+        out += pl + s_len[x]
+        m += 1
+    larena[ltop + m] = out
+    return iarena, larena, m, out, ltop + 2 * m + 1
+
+
+@njit(cache=True)
 def _deliver(iarena, larena, itop, ltop, ptr_off, n, core, cands, ncand, slot, occn):
     """Occurrence deliver: list, for every candidate item, the transactions containing it.
 
@@ -567,26 +756,22 @@ def _count(iarena, larena, ptr_off, w_off, b0, b1, cnt, touched):
     """Weighted item counts over the occurrence list ``iarena[b0:b1]`` of a candidate.
 
     Returns:
-        ``(support, n_touched, n_item_slots)``; ``cnt[k]`` holds the support of the
-        candidate extended by ``k`` for the ``n_touched`` items listed in ``touched``.
+        ``(support, n_touched)``; ``cnt[k]`` holds the support of the candidate extended
+        by ``k`` for the ``n_touched`` items listed in ``touched``.
     """
     supp = 0
     ntouch = 0
-    tot = 0
     for q in range(b0, b1):
         t = iarena[q]
         wt = larena[w_off + t]
         supp += wt
-        s = larena[ptr_off + t]
-        e = larena[ptr_off + t + 1]
-        tot += e - s
-        for p in range(s, e):
+        for p in range(larena[ptr_off + t], larena[ptr_off + t + 1]):
             k = iarena[p]
             if cnt[k] == 0:
                 touched[ntouch] = k
                 ntouch += 1
             cnt[k] += wt
-    return supp, ntouch, tot
+    return supp, ntouch
 
 
 @njit(cache=True)
@@ -629,45 +814,51 @@ def _build_child(
     supp,
     minsup,
     cnt,
-    tot,
+    r_start,
+    r_end,
+    s_w,
     s_start,
     s_len,
-    s_plen,
-    s_w,
+    s_next,
     s_hash,
-    s_rep,
+    s_tail,
     table,
 ):
-    """Write the reduced conditional database of the extension by ``j`` at the arena tops.
-
-    Keeps, of each occurrence, the items that are frequent among the occurrences and not in
-    the closure, then merges (see :func:`_reduce` with split ``j``).
+    """Write the reduced conditional database of the extension by ``j`` at the arena tops,
+    from its occurrence list ``iarena[b0:b1]`` in the node database at ``larena[ptr_off:]``
+    (weights at ``larena[w_off:]``); see :func:`_build_merged`.
 
     Returns:
         ``(iarena, larena, m, itop, ltop)``: ``m`` transactions, ``ptr`` at the old
         ``ltop``, weights right after it.
     """
     nocc = b1 - b0
-    iarena = _grow(iarena, itop + tot)
-    larena = _grow(larena, ltop + 2 * nocc + 1)
-    wpos = itop
     for x in range(nocc):
         t = iarena[b0 + x]
-        s_start[x] = wpos
-        pl = 0
-        for p in range(larena[ptr_off + t], larena[ptr_off + t + 1]):
-            k = iarena[p]
-            c = cnt[k]
-            if c >= minsup and c < supp:
-                iarena[wpos] = k
-                wpos += 1
-                if k < j:
-                    pl += 1
-        s_len[x] = wpos - s_start[x]
-        s_plen[x] = pl
+        r_start[x] = larena[ptr_off + t]
+        r_end[x] = larena[ptr_off + t + 1]
         s_w[x] = larena[w_off + t]
-    m, itop, ltop = _reduce(iarena, larena, itop, ltop, nocc, j, s_start, s_len, s_plen, s_w, s_hash, s_rep, table)
-    return iarena, larena, m, itop, ltop
+    return _build_merged(
+        iarena,
+        iarena,
+        larena,
+        itop,
+        ltop,
+        nocc,
+        j,
+        cnt,
+        minsup,
+        supp,
+        r_start,
+        r_end,
+        s_w,
+        s_start,
+        s_len,
+        s_next,
+        s_hash,
+        s_tail,
+        table,
+    )
 
 
 @njit(cache=True)
@@ -719,6 +910,8 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
     s_w = np.empty(nscr, np.int64)
     s_hash = np.empty(nscr, np.int64)
     s_rep = np.empty(nscr, np.int64)
+    r_start = np.empty(nscr, np.int64)
+    r_end = np.empty(nscr, np.int64)
     tsize = 1
     while tsize < 2 * nscr:
         tsize *= 2
@@ -854,7 +1047,6 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
         a = 0
         b0 = 0
         b1 = 0
-        tot = 0
         if dense:
             a = iarena[f_cand[d] + c]
             md = f_m[d]
@@ -873,7 +1065,7 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
             b1 = larena[f_bptr[d] + c + 1]
             if _prefix_shared(iarena, larena, f_ptr[d], b0, b1, j, touched):
                 continue
-            supp, ntouch, tot = _count(iarena, larena, f_ptr[d], f_w[d], b0, b1, cnt, touched)
+            supp, ntouch = _count(iarena, larena, f_ptr[d], f_w[d], b0, b1, cnt, touched)
         ilen = f_len[d]
         nclo, nc = _close(cnt, touched, ntouch, supp, j, minsup, iset, ilen, cand_buf)
         size = ilen + nclo
@@ -932,20 +1124,34 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
                 kept_items += cnt[iarena[loc + keep[x]]]
             from_rows = d == 0 and row_items <= 2 * (kept_items + n_keep * nw)
             if from_rows:
-                nocc = supp
-                iarena = _grow(iarena, itop + row_items)
-                larena = _grow(larena, ltop + 2 * nocc + 1)
-                itop, sumsq = _root_child_rows(
-                    iarena, itop, ptr0, items0, bits, a, cnt, minsup, supp, j, s_start, s_len, s_plen, s_w
-                )
-                mc, itop, ltop = _reduce(
-                    iarena, larena, base_i, ltop, nocc, j, s_start, s_len, s_plen, s_w, s_hash, s_rep, table
+                nocc = _root_occurrences(ptr0, bits, a, r_start, r_end, s_w)
+                iarena, larena, mc, itop, ltop = _build_merged(
+                    items0,
+                    iarena,
+                    larena,
+                    itop,
+                    ltop,
+                    nocc,
+                    j,
+                    cnt,
+                    minsup,
+                    supp,
+                    r_start,
+                    r_end,
+                    s_w,
+                    s_start,
+                    s_len,
+                    s_plen,
+                    s_hash,
+                    s_rep,
+                    table,
                 )
                 # Rows that merge well (categorical data) are cheaper to mine than any bit
                 # matrix, which cannot merge.
-                child_dense = _prefer_bits(n_keep, nocc, sumsq, bits_mode) and (
-                    bits_mode == BITS_ALWAYS or 2 * mc > nocc
-                )
+                child_dense = False
+                if bits_mode == BITS_ALWAYS or 2 * mc > nocc:
+                    sumsq = _root_child_sumsq(ptr0, items0, bits, a, cnt, minsup, supp)
+                    child_dense = _prefer_bits(n_keep, nocc, sumsq, bits_mode)
                 if child_dense:
                     itop = base_i
                     ltop = base_l
@@ -1033,11 +1239,12 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
                 supp,
                 minsup,
                 cnt,
-                tot,
+                r_start,
+                r_end,
+                s_w,
                 s_start,
                 s_len,
                 s_plen,
-                s_w,
                 s_hash,
                 s_rep,
                 table,
