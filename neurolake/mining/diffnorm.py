@@ -96,7 +96,7 @@ rows are covered again, under the old and the new coding set, and the difference
 usage vectors updates the whole-group usages exactly. Slim's pair statistics (how many covers
 use two elements together) are kept the same way: counted once per group, then updated with
 every accepted or pruned pattern from the rows holding it (:meth:`UsageCounter.co_usage_change`;
-the Ray counter still counts them afresh), and the estimated gains of all pairs come from one
+on Ray every actor sends the sparse change of its partition's counts), and the estimated gains of all pairs come from one
 numba pass (:func:`~neurolake.mining._diffnorm_kernels.slim_gains`) with ``x log2 x`` read from
 a table of the integer usages.
 """
@@ -297,6 +297,35 @@ class LocalUsageCounter(UsageCounter):
         kernels.co_usage_add(counts, rows, new, within, self.n_items, 1)
         return counts
 
+    def usages_stacked(
+        self, tables: Sequence[np.ndarray], requests: Sequence[tuple[int, int, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`usages` for ``(group, index into tables, within)`` requests, stacked for the
+        trip back: ``([sum of p] int32`` pattern usages one request after the other,
+        ``[requests, n_items] int32)`` singleton usages (counts of rows of one partition)."""
+        answers = self.usages([(i, tables[t], within) for i, t, within in requests])
+        patterns = [pat for pat, _ in answers]
+        pat = np.concatenate(patterns).astype(np.int32) if patterns else np.zeros(0, np.int32)
+        items = np.stack([items for _, items in answers]).astype(np.int32) if answers else np.zeros((0, 0), np.int32)
+        return pat, items
+
+    def co_usage_delta(
+        self, group: int, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`co_usage_change` adds to the renumbered co-usages, sparse: the flat
+        positions in the ``[p + n_items, p + n_items]`` matrix of table ``new`` that change,
+        and their increments (``int32``). Only the elements whose use changed in the rows
+        holding the pattern have pairs that change, so this is small beside the matrix."""
+        n_old = old.shape[0] + self.n_items
+        delta = np.zeros((n_old, n_old), np.int32)
+        rows = self.groups[group]
+        kernels.co_usage_add(delta, rows, old, within, self.n_items, -1)
+        delta = kernels.co_usage_renumbered(delta, pos, add)
+        kernels.co_usage_add(delta, rows, new, within, self.n_items, 1)
+        flat = delta.ravel()
+        where = np.flatnonzero(flat)
+        return where.astype(np.min_scalar_type(flat.size)), flat[where]
+
 
 class PartitionedUsageCounter(UsageCounter):
     """A :class:`UsageCounter` over row partitions held by Ray actors (one partition each);
@@ -332,20 +361,38 @@ class PartitionedUsageCounter(UsageCounter):
     def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
         if not requests:
             return []
-        requests = list(requests)
-        parts = self._pool.broadcast("usages", requests)
-        return [
-            (
-                np.asarray(np.sum([p[r][0] for p in parts], axis=0, dtype=np.int64)),
-                np.asarray(np.sum([p[r][1] for p in parts], axis=0, dtype=np.int64)),
-            )
-            for r in range(len(requests))
-        ]
+        # A table goes once per trip however many requests use it (a candidate's requests
+        # share the group's current table), and the answers come back as two arrays.
+        index: dict[int, int] = {}
+        tables: list[np.ndarray] = []
+        compact = []
+        for i, table, within in requests:
+            if id(table) not in index:
+                index[id(table)] = len(tables)
+                tables.append(table)
+            compact.append((i, index[id(table)], within))
+        parts = self._pool.broadcast("usages_stacked", tables, compact)
+        pat = np.asarray(np.sum([p for p, _ in parts], axis=0, dtype=np.int64))
+        items = np.asarray(np.sum([x for _, x in parts], axis=0, dtype=np.int64))
+        bounds = np.cumsum([0] + [tables[t].shape[0] for _, t, _ in compact])
+        return [(pat[bounds[r] : bounds[r + 1]], items[r]) for r in range(len(compact))]
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         requests = list(requests)
         parts = self._pool.broadcast("co_usages", requests)
         return [np.asarray(np.sum([p[r] for p in parts], axis=0, dtype=np.int32)) for r in range(len(requests))]
+
+    def co_usage_change(
+        self, group: int, counts: np.ndarray, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
+    ) -> np.ndarray:
+        """Every actor covers its rows holding the pattern under both tables and sends back
+        the sparse change of its co-usages; the matrix itself stays here."""
+        parts = self._pool.broadcast("co_usage_delta", group, old, new, within, pos, add)
+        counts = kernels.co_usage_renumbered(counts, pos, add)
+        flat = counts.reshape(-1)
+        for where, increments in parts:
+            flat[where] += increments
+        return counts
 
     def close(self) -> None:
         self._pool.close()
@@ -693,10 +740,12 @@ class DiffNorm:
     def _init_state(self) -> None:
         """Standard code, empty pattern sets, singleton covers."""
         k, m = self._k, self._n_items
-        singleton_bits = np.zeros((m, self._n_words), np.uint64)
-        for x in range(m):
-            singleton_bits[x] = _itemset_bits((x,), self._n_words)
-        item_support = self._live_counter().supports(singleton_bits)
+        # The singleton-only cover of a row uses each of its items once, so its usages are
+        # the item supports: one pass over the rows' words instead of a test per item.
+        empty_bits = np.zeros((0, self._n_words), np.uint64)
+        whole = np.zeros(self._n_words, np.uint64)
+        covers = self._live_counter().usages([(i, empty_bits, whole) for i in range(k)])
+        item_support = np.stack([items for _, items in covers])
         total_item_support = item_support.sum(axis=0)
         self._st = np.zeros(m, np.float64)
         present = total_item_support > 0
@@ -708,7 +757,6 @@ class DiffNorm:
         self._bits: dict[Itemset, np.ndarray] = {}
         self._content: dict[Itemset, float] = {}
         self._placed: dict[Itemset, int] = {}
-        empty_bits = np.zeros((0, self._n_words), np.uint64)
         self._tables = []
         for i in range(k):
             item_usage = item_support[i].astype(np.int64)
