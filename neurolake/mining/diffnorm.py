@@ -65,7 +65,8 @@ independent 2,000 x 100 groups L% is 99.9 at 5 % density (21 pairs), 95 at 10 % 
 Search (the paper's Sec. 4, Krimp- and Slim-style)
 --------------------------------------------------
 1. Closed candidates: the closed frequent itemsets of every ``j ∈ J`` (LCM on the rows of
-   the groups in ``j``, :mod:`neurolake.mining.lcm`) of two or more items, in standard
+   the groups in ``j``, :mod:`neurolake.mining.lcm`, with the search's ``workers``) of two or
+   more items, in standard
    candidate order (support descending, length descending, lexicographic; support as the
    fraction of the rows of the subset where the itemset is most frequent, so that a small
    group's patterns do not queue behind a large group's), the first ``max_candidates``. Each in turn is tried in every
@@ -839,7 +840,7 @@ class DiffNorm:
             rows = np.concatenate([dense[i] for i in subset], axis=0)
             if rows.shape[0] == 0:
                 continue
-            for itemset, support in closed_itemsets(rows, self.min_support):
+            for itemset, support in closed_itemsets(rows, self.min_support, workers=self.workers):
                 if len(itemset) >= 2:
                     share = support / rows.shape[0]
                     frequency[itemset] = max(frequency.get(itemset, 0.0), share)
