@@ -112,7 +112,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -125,6 +125,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BitMatrix",
+    "CoUsageChange",
     "DiffNorm",
     "DiffNormPattern",
     "DiffNormResult",
@@ -222,6 +223,20 @@ def _as_bitmatrix(group: Any) -> BitMatrix:
     return group if isinstance(group, BitMatrix) else BitMatrix.from_dense(group)
 
 
+class CoUsageChange(NamedTuple):
+    """One table change for :meth:`UsageCounter.co_usage_change`: group ``group``'s co-usages
+    ``counts`` under table ``old``, which becomes ``new`` with the pattern ``within`` inserted
+    at (``add``) or removed from position ``pos``."""
+
+    group: int
+    counts: np.ndarray
+    old: np.ndarray
+    new: np.ndarray
+    within: np.ndarray
+    pos: int
+    add: bool
+
+
 class UsageCounter(ABC):
     """Counts supports, cover usages and co-usages over the rows of ``k`` groups.
 
@@ -257,6 +272,10 @@ class UsageCounter(ABC):
         with the pattern ``within`` inserted at (``add``) or removed from position ``pos``.
         Counted again from scratch here; a counter holding the rows may update instead."""
         return self.co_usages([(group, new)])[0]
+
+    def co_usage_changes(self, changes: Sequence[CoUsageChange]) -> list[np.ndarray]:
+        """:meth:`co_usage_change` for several changes (of different groups) at once."""
+        return [self.co_usage_change(*change) for change in changes]
 
     def close(self) -> None:  # noqa: B027 - optional to override: most counters hold nothing
         """Release whatever the counter holds (nothing for the local one)."""
@@ -309,6 +328,10 @@ class LocalUsageCounter(UsageCounter):
         pat = np.concatenate(patterns).astype(np.int32) if patterns else np.zeros(0, np.int32)
         items = np.stack([items for _, items in answers]).astype(np.int32) if answers else np.zeros((0, 0), np.int32)
         return pat, items
+
+    def co_usage_deltas(self, requests: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`co_usage_delta` for each ``(group, old, new, within, pos, add)``."""
+        return [self.co_usage_delta(*request) for request in requests]
 
     def co_usage_delta(
         self, group: int, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
@@ -386,14 +409,25 @@ class PartitionedUsageCounter(UsageCounter):
     def co_usage_change(
         self, group: int, counts: np.ndarray, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
     ) -> np.ndarray:
-        """Every actor covers its rows holding the pattern under both tables and sends back
-        the sparse change of its co-usages; the matrix itself stays here."""
-        parts = self._pool.broadcast("co_usage_delta", group, old, new, within, pos, add)
-        counts = kernels.co_usage_renumbered(counts, pos, add)
-        flat = counts.reshape(-1)
-        for where, increments in parts:
-            flat[where] += increments
-        return counts
+        return self.co_usage_changes([CoUsageChange(group, counts, old, new, within, pos, add)])[0]
+
+    def co_usage_changes(self, changes: Sequence[CoUsageChange]) -> list[np.ndarray]:
+        """Every actor covers its rows holding each pattern under both tables and sends back
+        the sparse change of its co-usages, in one round for all changes; the matrices
+        themselves stay here."""
+        if not changes:
+            return []
+        requests = [(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes]
+        parts = self._pool.broadcast("co_usage_deltas", requests)
+        out = []
+        for r, change in enumerate(changes):
+            counts = kernels.co_usage_renumbered(change.counts, change.pos, change.add)
+            flat = counts.reshape(-1)
+            for part in parts:
+                where, increments = part[r]
+                flat[where] += increments
+            out.append(counts)
+        return out
 
     def close(self) -> None:
         self._pool.close()
@@ -1068,24 +1102,30 @@ class DiffNorm:
         return out
 
     def _apply(self, proposal: _Proposal) -> None:
+        changes = []
         for i, table in proposal.tables.items():
-            self._follow_co_usages(i, self._tables[i], table)
+            change = self._co_usage_change(i, self._tables[i], table)
+            if change is not None:
+                changes.append(change)
             self._tables[i] = table
+        # The groups of one change are updated in one round of counting.
+        for change, counts in zip(changes, self._live_counter().co_usage_changes(changes), strict=True):
+            self._co[change.group] = counts
         self._total = self._total_length()
 
-    def _follow_co_usages(self, i: int, old: _Table, new: _Table) -> None:
-        """Bring group ``i``'s co-usages from table ``old`` to ``new`` (one pattern in or out)."""
+    def _co_usage_change(self, i: int, old: _Table, new: _Table) -> CoUsageChange | None:
+        """What brings group ``i``'s co-usages from table ``old`` to ``new`` (one pattern in or
+        out); None when it has none to bring (they are counted afresh when next needed)."""
         counts = self._co[i]
         if counts is None:
-            return
+            return None
         add = len(new.itemsets) == len(old.itemsets) + 1
         if not add and len(new.itemsets) != len(old.itemsets) - 1:
             self._co[i] = None
-            return
+            return None
         shorter, longer = (old.itemsets, new.itemsets) if add else (new.itemsets, old.itemsets)
         pos = next((t for t, x in enumerate(shorter) if x != longer[t]), len(shorter))
-        within = self._bits[longer[pos]]
-        self._co[i] = self._live_counter().co_usage_change(i, counts, old.bits, new.bits, within, pos, add)
+        return CoUsageChange(i, counts, old.bits, new.bits, self._bits[longer[pos]], pos, add)
 
     def _accept(self, itemset: Itemset, proposal: _Proposal) -> None:
         """Add ``itemset`` to the subset of ``proposal``, then prune."""
