@@ -198,7 +198,7 @@ class ActorPool:
 
 
 def task_map(
-    fn: Callable[[Any], Any],
+    fn: Callable[..., Any],
     items: Iterable[Any],
     *,
     workers: int,
@@ -206,27 +206,31 @@ def task_map(
     address: str | None = None,
     on_result: Callable[[int, Any], None] | None = None,
     spread: bool = False,
+    shared: Any = None,
 ) -> list[Any]:
     """``[fn(item) for item in items]`` as Ray tasks, at most ``workers`` running at once.
 
     Items are submitted in the given order (put the heaviest first for balance); results come
     back in the same order. ``on_result(index, value)`` is called as each task finishes (a
     progress bar). ``spread``: over the nodes (tasks that reserve no CPU would
-    otherwise all stay on this node). :class:`RemoteError` if any task fails.
+    otherwise all stay on this node). ``shared``: a value that every call reads, put in the
+    object store once and passed first, ``fn(shared, item)`` (numpy arrays in it reach the
+    tasks of a node without a copy, read-only). :class:`RemoteError` if any task fails.
     """
     connect(address)
     options: dict[str, Any] = {"num_cpus": num_cpus}
     if spread:
         options["scheduling_strategy"] = "SPREAD"
-    remote = ray.remote(fn).options(**options)
+    remote: Any = ray.remote(fn).options(**options)
     items = list(items)
+    leading = () if shared is None else (ray.put(shared),)
     results: dict[int, Any] = {}
     pending: dict[Any, int] = {}
     next_item = 0
     try:
         while next_item < len(items) or pending:
             while next_item < len(items) and len(pending) < workers:
-                pending[remote.remote(items[next_item])] = next_item
+                pending[remote.remote(*leading, items[next_item])] = next_item
                 next_item += 1
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

@@ -65,7 +65,8 @@ independent 2,000 x 100 groups L% is 99.9 at 5 % density (21 pairs), 95 at 10 % 
 Search (the paper's Sec. 4, Krimp- and Slim-style)
 --------------------------------------------------
 1. Closed candidates: the closed frequent itemsets of every ``j ∈ J`` (LCM on the rows of
-   the groups in ``j``, :mod:`neurolake.mining.lcm`) of two or more items, in standard
+   the groups in ``j``, :mod:`neurolake.mining.lcm`, with the search's ``workers``) of two or
+   more items, in standard
    candidate order (support descending, length descending, lexicographic; support as the
    fraction of the rows of the subset where the itemset is most frequent, so that a small
    group's patterns do not queue behind a large group's), the first ``max_candidates``. Each in turn is tried in every
@@ -96,7 +97,7 @@ rows are covered again, under the old and the new coding set, and the difference
 usage vectors updates the whole-group usages exactly. Slim's pair statistics (how many covers
 use two elements together) are kept the same way: counted once per group, then updated with
 every accepted or pruned pattern from the rows holding it (:meth:`UsageCounter.co_usage_change`;
-the Ray counter still counts them afresh), and the estimated gains of all pairs come from one
+on Ray every actor sends the sparse change of its partition's counts), and the estimated gains of all pairs come from one
 numba pass (:func:`~neurolake.mining._diffnorm_kernels.slim_gains`) with ``x log2 x`` read from
 a table of the integer usages.
 """
@@ -111,7 +112,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -124,6 +125,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BitMatrix",
+    "CoUsageChange",
     "DiffNorm",
     "DiffNormPattern",
     "DiffNormResult",
@@ -221,6 +223,20 @@ def _as_bitmatrix(group: Any) -> BitMatrix:
     return group if isinstance(group, BitMatrix) else BitMatrix.from_dense(group)
 
 
+class CoUsageChange(NamedTuple):
+    """One table change for :meth:`UsageCounter.co_usage_change`: group ``group``'s co-usages
+    ``counts`` under table ``old``, which becomes ``new`` with the pattern ``within`` inserted
+    at (``add``) or removed from position ``pos``."""
+
+    group: int
+    counts: np.ndarray
+    old: np.ndarray
+    new: np.ndarray
+    within: np.ndarray
+    pos: int
+    add: bool
+
+
 class UsageCounter(ABC):
     """Counts supports, cover usages and co-usages over the rows of ``k`` groups.
 
@@ -256,6 +272,10 @@ class UsageCounter(ABC):
         with the pattern ``within`` inserted at (``add``) or removed from position ``pos``.
         Counted again from scratch here; a counter holding the rows may update instead."""
         return self.co_usages([(group, new)])[0]
+
+    def co_usage_changes(self, changes: Sequence[CoUsageChange]) -> list[np.ndarray]:
+        """:meth:`co_usage_change` for several changes (of different groups) at once."""
+        return [self.co_usage_change(*change) for change in changes]
 
     def close(self) -> None:  # noqa: B027 - optional to override: most counters hold nothing
         """Release whatever the counter holds (nothing for the local one)."""
@@ -297,6 +317,39 @@ class LocalUsageCounter(UsageCounter):
         kernels.co_usage_add(counts, rows, new, within, self.n_items, 1)
         return counts
 
+    def usages_stacked(
+        self, tables: Sequence[np.ndarray], requests: Sequence[tuple[int, int, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`usages` for ``(group, index into tables, within)`` requests, stacked for the
+        trip back: ``([sum of p] int32`` pattern usages one request after the other,
+        ``[requests, n_items] int32)`` singleton usages (counts of rows of one partition)."""
+        answers = self.usages([(i, tables[t], within) for i, t, within in requests])
+        patterns = [pat for pat, _ in answers]
+        pat = np.concatenate(patterns).astype(np.int32) if patterns else np.zeros(0, np.int32)
+        items = np.stack([items for _, items in answers]).astype(np.int32) if answers else np.zeros((0, 0), np.int32)
+        return pat, items
+
+    def co_usage_deltas(self, requests: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`co_usage_delta` for each ``(group, old, new, within, pos, add)``."""
+        return [self.co_usage_delta(*request) for request in requests]
+
+    def co_usage_delta(
+        self, group: int, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """What :meth:`co_usage_change` adds to the renumbered co-usages, sparse: the flat
+        positions in the ``[p + n_items, p + n_items]`` matrix of table ``new`` that change,
+        and their increments (``int32``). Only the elements whose use changed in the rows
+        holding the pattern have pairs that change, so this is small beside the matrix."""
+        n_old = old.shape[0] + self.n_items
+        delta = np.zeros((n_old, n_old), np.int32)
+        rows = self.groups[group]
+        kernels.co_usage_add(delta, rows, old, within, self.n_items, -1)
+        delta = kernels.co_usage_renumbered(delta, pos, add)
+        kernels.co_usage_add(delta, rows, new, within, self.n_items, 1)
+        flat = delta.ravel()
+        where = np.flatnonzero(flat)
+        return where.astype(np.min_scalar_type(flat.size)), flat[where]
+
 
 class PartitionedUsageCounter(UsageCounter):
     """A :class:`UsageCounter` over row partitions held by Ray actors (one partition each);
@@ -332,20 +385,49 @@ class PartitionedUsageCounter(UsageCounter):
     def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
         if not requests:
             return []
-        requests = list(requests)
-        parts = self._pool.broadcast("usages", requests)
-        return [
-            (
-                np.asarray(np.sum([p[r][0] for p in parts], axis=0, dtype=np.int64)),
-                np.asarray(np.sum([p[r][1] for p in parts], axis=0, dtype=np.int64)),
-            )
-            for r in range(len(requests))
-        ]
+        # A table goes once per trip however many requests use it (a candidate's requests
+        # share the group's current table), and the answers come back as two arrays.
+        index: dict[int, int] = {}
+        tables: list[np.ndarray] = []
+        compact = []
+        for i, table, within in requests:
+            if id(table) not in index:
+                index[id(table)] = len(tables)
+                tables.append(table)
+            compact.append((i, index[id(table)], within))
+        parts = self._pool.broadcast("usages_stacked", tables, compact)
+        pat = np.asarray(np.sum([p for p, _ in parts], axis=0, dtype=np.int64))
+        items = np.asarray(np.sum([x for _, x in parts], axis=0, dtype=np.int64))
+        bounds = np.cumsum([0] + [tables[t].shape[0] for _, t, _ in compact])
+        return [(pat[bounds[r] : bounds[r + 1]], items[r]) for r in range(len(compact))]
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         requests = list(requests)
         parts = self._pool.broadcast("co_usages", requests)
         return [np.asarray(np.sum([p[r] for p in parts], axis=0, dtype=np.int32)) for r in range(len(requests))]
+
+    def co_usage_change(
+        self, group: int, counts: np.ndarray, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
+    ) -> np.ndarray:
+        return self.co_usage_changes([CoUsageChange(group, counts, old, new, within, pos, add)])[0]
+
+    def co_usage_changes(self, changes: Sequence[CoUsageChange]) -> list[np.ndarray]:
+        """Every actor covers its rows holding each pattern under both tables and sends back
+        the sparse change of its co-usages, in one round for all changes; the matrices
+        themselves stay here."""
+        if not changes:
+            return []
+        requests = [(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes]
+        parts = self._pool.broadcast("co_usage_deltas", requests)
+        out = []
+        for r, change in enumerate(changes):
+            counts = kernels.co_usage_renumbered(change.counts, change.pos, change.add)
+            flat = counts.reshape(-1)
+            for part in parts:
+                where, increments = part[r]
+                flat[where] += increments
+            out.append(counts)
+        return out
 
     def close(self) -> None:
         self._pool.close()
@@ -693,10 +775,12 @@ class DiffNorm:
     def _init_state(self) -> None:
         """Standard code, empty pattern sets, singleton covers."""
         k, m = self._k, self._n_items
-        singleton_bits = np.zeros((m, self._n_words), np.uint64)
-        for x in range(m):
-            singleton_bits[x] = _itemset_bits((x,), self._n_words)
-        item_support = self._live_counter().supports(singleton_bits)
+        # The singleton-only cover of a row uses each of its items once, so its usages are
+        # the item supports: one pass over the rows' words instead of a test per item.
+        empty_bits = np.zeros((0, self._n_words), np.uint64)
+        whole = np.zeros(self._n_words, np.uint64)
+        covers = self._live_counter().usages([(i, empty_bits, whole) for i in range(k)])
+        item_support = np.stack([items for _, items in covers])
         total_item_support = item_support.sum(axis=0)
         self._st = np.zeros(m, np.float64)
         present = total_item_support > 0
@@ -708,7 +792,6 @@ class DiffNorm:
         self._bits: dict[Itemset, np.ndarray] = {}
         self._content: dict[Itemset, float] = {}
         self._placed: dict[Itemset, int] = {}
-        empty_bits = np.zeros((0, self._n_words), np.uint64)
         self._tables = []
         for i in range(k):
             item_usage = item_support[i].astype(np.int64)
@@ -791,7 +874,7 @@ class DiffNorm:
             rows = np.concatenate([dense[i] for i in subset], axis=0)
             if rows.shape[0] == 0:
                 continue
-            for itemset, support in closed_itemsets(rows, self.min_support):
+            for itemset, support in closed_itemsets(rows, self.min_support, workers=self.workers):
                 if len(itemset) >= 2:
                     share = support / rows.shape[0]
                     frequency[itemset] = max(frequency.get(itemset, 0.0), share)
@@ -1019,24 +1102,30 @@ class DiffNorm:
         return out
 
     def _apply(self, proposal: _Proposal) -> None:
+        changes = []
         for i, table in proposal.tables.items():
-            self._follow_co_usages(i, self._tables[i], table)
+            change = self._co_usage_change(i, self._tables[i], table)
+            if change is not None:
+                changes.append(change)
             self._tables[i] = table
+        # The groups of one change are updated in one round of counting.
+        for change, counts in zip(changes, self._live_counter().co_usage_changes(changes), strict=True):
+            self._co[change.group] = counts
         self._total = self._total_length()
 
-    def _follow_co_usages(self, i: int, old: _Table, new: _Table) -> None:
-        """Bring group ``i``'s co-usages from table ``old`` to ``new`` (one pattern in or out)."""
+    def _co_usage_change(self, i: int, old: _Table, new: _Table) -> CoUsageChange | None:
+        """What brings group ``i``'s co-usages from table ``old`` to ``new`` (one pattern in or
+        out); None when it has none to bring (they are counted afresh when next needed)."""
         counts = self._co[i]
         if counts is None:
-            return
+            return None
         add = len(new.itemsets) == len(old.itemsets) + 1
         if not add and len(new.itemsets) != len(old.itemsets) - 1:
             self._co[i] = None
-            return
+            return None
         shorter, longer = (old.itemsets, new.itemsets) if add else (new.itemsets, old.itemsets)
         pos = next((t for t, x in enumerate(shorter) if x != longer[t]), len(shorter))
-        within = self._bits[longer[pos]]
-        self._co[i] = self._live_counter().co_usage_change(i, counts, old.bits, new.bits, within, pos, add)
+        return CoUsageChange(i, counts, old.bits, new.bits, self._bits[longer[pos]], pos, add)
 
     def _accept(self, itemset: Itemset, proposal: _Proposal) -> None:
         """Add ``itemset`` to the subset of ``proposal``, then prune."""

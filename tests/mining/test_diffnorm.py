@@ -334,3 +334,64 @@ def test_accepting_several_combinations_per_list_finds_the_planted_patterns_too(
         by = {s: {p.itemset for p in ps} for s, ps in result.by_subset().items()}
         assert a_only <= by[(0,)] and b_only <= by[(1,)] and shared <= by[(0, 1)]
     assert abs(batched.l_percent - one.l_percent) < 1.0
+
+
+def _slim_heavy_groups(seed: int = 4) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.random((600, 60)) < 0.15  # dense enough that Slim merges and prunes many pairs
+    b = rng.random((600, 60)) < 0.15
+    a[np.ix_(rng.random(600) < 0.2, [3, 7, 11, 19])] = True
+    return [a, b]
+
+
+def test_ray_search_with_many_merges_and_prunes_equals_single_process(local_ray):
+    """The Ray counter updates Slim's pair counts from the actors' sparse changes; the search
+    takes the same steps as in one process, and the counts it keeps equal a full count."""
+    groups = _slim_heavy_groups()
+    single = DiffNorm(min_support=0.05, max_iterations=60).fit(groups)
+    on_ray = DiffNorm(min_support=0.05, max_iterations=60, workers=2).fit(groups)
+    got, expected = on_ray.discover(), single.discover()
+    assert got.n_accepted > 20 and got.n_accepted == expected.n_accepted
+    assert got.patterns == expected.patterns
+    assert got.total_length == expected.total_length
+    assert np.array_equal(got.singleton_usage, expected.singleton_usage)
+    assert any(c is not None for c in on_ray._co)
+    for i, rows in enumerate(groups):
+        if on_ray._co[i] is not None:
+            fresh = kernels.co_usage(BitMatrix.from_dense(rows).words, on_ray._tables[i].bits, 60)
+            np.testing.assert_array_equal(on_ray._co[i], fresh)
+
+
+def test_partitioned_counter_answers_as_the_local_one(local_ray):
+    """Usages, supports and co-usage changes (a pattern in, then another out) summed over the
+    actors' row partitions equal the counts over whole groups."""
+    from neurolake.mining.diffnorm import LocalUsageCounter, PartitionedUsageCounter, _itemset_bits
+
+    groups = [BitMatrix.from_dense(g).words for g in _slim_heavy_groups(5)]
+    bits = {x: _itemset_bits(x, 1) for x in [(3, 7), (3, 7, 11), (11, 19), (2, 5)]}
+    old = np.stack([bits[(3, 7, 11)], bits[(11, 19)]])
+    new = np.stack([bits[(3, 7, 11)], bits[(3, 7)], bits[(11, 19)]])
+    local = LocalUsageCounter(groups, 60)
+    remote = PartitionedUsageCounter(groups, 60, workers=3)
+    try:
+        np.testing.assert_array_equal(remote.supports(new), local.supports(new))
+        requests = [
+            (0, old, bits[(3, 7)]),
+            (0, new, bits[(3, 7)]),
+            (1, old, np.zeros(1, np.uint64)),
+            (1, new, bits[(2, 5)]),
+        ]
+        for (rp, ri), (lp, li) in zip(remote.usages(requests), local.usages(requests), strict=True):
+            np.testing.assert_array_equal(rp, lp)
+            np.testing.assert_array_equal(ri, li)
+        for i in range(2):
+            counts = local.co_usages([(i, old)])[0]
+            added = remote.co_usage_change(i, counts.copy(), old, new, bits[(3, 7)], 1, True)
+            np.testing.assert_array_equal(
+                added, local.co_usage_change(i, counts.copy(), old, new, bits[(3, 7)], 1, True)
+            )
+            np.testing.assert_array_equal(added, kernels.co_usage(groups[i], new, 60))
+            removed = remote.co_usage_change(i, added.copy(), new, new[[0, 1]], bits[(11, 19)], 2, False)
+            np.testing.assert_array_equal(removed, kernels.co_usage(groups[i], new[[0, 1]], 60))
+    finally:
+        remote.close()

@@ -6,9 +6,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from neurolake.errors import SpecError
-from neurolake.mining.lcm import closed_itemsets, first_level_branches, plan_batches, read_fimi
+from neurolake.mining.lcm import (
+    ClosedItemsets,
+    _batches_by_cost,
+    _common_closure,
+    _first_level_costs,
+    _mine_cores,
+    _prepare,
+    _SharedDatabase,
+    _widen,
+    closed_itemsets,
+    first_level_branches,
+    plan_batches,
+    read_fimi,
+)
 
 pytestmark = pytest.mark.usefixtures("local_ray")
 
@@ -77,3 +92,42 @@ def test_batches_cover_every_branch_once_heaviest_first():
     assert batches[0][0].cost == max(b.cost for b in plan.branches)
     assert len(batches) < len(plan.branches)
     assert costs[0] >= costs[-1]
+
+
+small_rows = st.lists(st.lists(st.integers(0, 9), max_size=9), min_size=0, max_size=40)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=small_rows, minsup=st.integers(1, 5), max_size=st.none() | st.integers(1, 4), workers=st.integers(1, 3))
+def test_branches_derived_from_the_shared_database_give_the_whole_result(rows, minsup, max_size, workers):
+    # The task bodies, run here on every batch: the first-level branches rebuilt from the
+    # database that the tasks share, plus the root, are the single-process result.
+    prep = _prepare(rows, minsup, max_size)
+    expected = as_set(closed_itemsets(rows, minsup, max_size))
+    if prep.nothing_below_root:
+        return
+    shared = _SharedDatabase.of(prep)
+    batches = _batches_by_cost(_first_level_costs(prep), workers)
+    assert sorted(c for batch in batches for c in batch) == list(range(prep.labels.size))
+    parts = [_widen(*_mine_cores(shared, batch)) for batch in batches]
+    assert as_set(ClosedItemsets.concat([_common_closure(prep), *parts])) == expected
+
+
+def test_tasks_answer_in_narrow_types():
+    # 30 items and supports up to about 300 of 1,000 rows: bytes, bytes and 16-bit counts.
+    prep = _prepare(random_rows(5, 1000, 30, 0.3), 10, None)
+    values, sizes, support = _mine_cores(_SharedDatabase.of(prep), list(range(prep.labels.size)))
+    assert values.dtype == np.uint8 and sizes.dtype == np.uint8 and support.dtype == np.uint16
+    assert sizes.sum() == values.size and 255 < support.max() <= 1000
+
+
+def test_batches_shrink_towards_the_end():
+    costs = np.random.default_rng(3).pareto(1.5, 400) * 1000
+    batches = _batches_by_cost(costs, workers=2)
+    totals = [costs[batch].sum() for batch in batches]
+    assert sorted(c for batch in batches for c in batch) == list(range(400))
+    # Heaviest first: the first batch opens with the dearest branch, and each batch but the
+    # last closes at a quarter of what was left for each worker, or at 1/200 of the total.
+    assert batches[0][0] == int(np.argmax(costs))
+    assert totals[0] >= costs.sum() / 8 and max(totals[-3:]) < totals[0] / 4
+    assert min(totals[:-1]) >= costs.sum() / 200
