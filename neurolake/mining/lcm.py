@@ -25,8 +25,8 @@ Conventions (pyfim's with ``zmin=1``, except the second point):
   ``max_size`` items; it does not redefine closedness among the short sets.
 
 The search space splits at the first level of the tree into independent branches
-(:func:`first_level_branches`, :func:`mine_branch`), which is how ``LCM(workers=N)`` mines on
-Ray without ever partitioning the rows. An itemset closed in the whole database need not be
+(:func:`first_level_branches` builds them all, :func:`mine_branch` mines one), which is how
+``LCM(workers=N)`` mines on Ray without ever partitioning the rows. An itemset closed in the whole database need not be
 closed in any row partition, so mining row partitions and merging would be wrong; each branch
 is instead mined completely from its own conditional database, the branches produce disjoint
 sets, and the coordinator only concatenates. The coordinator does not build the branches: the
@@ -691,22 +691,21 @@ def _mine_first_level(shared: _SharedDatabase, core: int) -> ClosedItemsets:
     max_size = prep.kernel_max_size
     if itemset.size == 0 or (max_size >= 0 and itemset.size > max_size):
         return ClosedItemsets.empty()
-    own = _finish(prep.labels, prep.common, itemset, np.array([0, itemset.size], np.int64), np.array([rows.size]))
-    if (max_size >= 0 and itemset.size == max_size) or not np.any(items > core):
-        return own
-    out_items, out_ptr, out_supp, *_ = kernels.enumerate_closed(
-        ptr,
-        items,
-        np.ones(rows.size, np.int64),
-        prep.labels.size,
-        core,
-        itemset,
-        prep.min_support,
-        max_size,
-        False,
-        kernels.BITS_AUTO,
+    below = (max_size < 0 or itemset.size < max_size) and bool(np.any(items > core))
+    branch = Branch(
+        itemset=itemset,
+        support=int(rows.size),
+        core=core,
+        ptr=ptr,
+        items=items,
+        weights=np.ones(rows.size if below else 0, np.int64),  # none: nothing lies below the branch's own set
+        labels=prep.labels,
+        common=prep.common,
+        min_support=prep.min_support,
+        max_size=prep.max_size,
+        cost=_branch_cost(ptr, items, core),
     )
-    return ClosedItemsets.concat([own, _finish(prep.labels, prep.common, out_items, out_ptr, out_supp)])
+    return mine_branch(branch)
 
 
 def _narrow(values: np.ndarray) -> np.ndarray:

@@ -84,9 +84,9 @@ def compact(
         else:
             generation = current.generation + 1 if current is not None else 1
             written = {name: _write_table(run, name, generation, rows_per_file, on_part) for name in tables.TABLE_NAMES}
-            new, detail = Compaction.new(generation, markers, written)
-            new.check(run.loc.describe(manifest.MANIFEST), detail)
-            manifest.write_detail(run.loc, new, detail)
+            new = Compaction.new(generation, markers, written)
+            new.check(run.loc.describe(manifest.MANIFEST))
+            manifest.write_detail(run.loc, new)
             lease.token.check()  # a compactor that lost the run's lease never switches readers
             manifest.write_manifest(run.loc, new)
             log.info("run %s: compaction generation %d covers %d parts", run.run_id, generation, len(markers))

@@ -86,11 +86,18 @@ class CompactionDetail:
 
 
 class _DetailSource:
-    """A generation's detail, read on first use and kept."""
+    """A generation's detail, read on first use and kept; or made here, with the bytes of its
+    file until :func:`write_detail` stores them."""
 
-    def __init__(self, load: Callable[[], CompactionDetail] | None = None, detail: CompactionDetail | None = None):
+    def __init__(
+        self,
+        load: Callable[[], CompactionDetail] | None = None,
+        detail: CompactionDetail | None = None,
+        unwritten: bytes | None = None,
+    ):
         self._load = load
         self._detail = detail
+        self.unwritten = unwritten
 
     def get(self) -> CompactionDetail:
         if self._detail is None:
@@ -120,20 +127,21 @@ class Compaction:
         generation: int,
         markers: Mapping[str, CommitMarker],
         written: Mapping[str, tuple[tuple[CompactedFile, tuple[PartSlice, ...]], ...]],
-    ) -> tuple[Compaction, CompactionDetail]:
-        """A manifest and its detail for files just written (each with its part slices)."""
+    ) -> Compaction:
+        """A manifest for files just written (each with its part slices); its detail file is
+        written by :func:`write_detail`."""
         detail = CompactionDetail(dict(markers), {f.key: s for entries in written.values() for f, s in entries})
         files = {name: tuple(f for f, _ in entries) for name, entries in written.items()}
-        compaction = cls(
+        data = detail.encode()
+        return cls(
             generation,
             {p: m.rows_used for p, m in markers.items()},
             files,
             detail_file_key(generation),
-            sha256_hex(detail.encode()),
+            sha256_hex(data),
             len(markers),
-            _DetailSource(detail=detail),
+            _DetailSource(detail=detail, unwritten=data),
         )
-        return compaction, detail
 
     @property
     def whole(self) -> bool:
@@ -226,11 +234,11 @@ class Compaction:
             )
             for name, entries in d["tables"].items()
         }
-        compaction, detail = cls.new(int(d["generation"]), markers, written)
+        compaction = cls.new(int(d["generation"]), markers, written)
         # The first version dropped an uncovered part's slices, so a file is whole iff its slices add up.
         whole = all(sum(s.rows for s in parts) == f.rows for entries in written.values() for f, parts in entries)
         compaction = replace(compaction, parts_written=len(markers) + (0 if whole else 1))
-        compaction.check(where, detail)
+        compaction.check(where)
         return compaction
 
     def check(self, where: str, detail: CompactionDetail | None = None) -> None:
@@ -311,11 +319,17 @@ def read_manifest(run_loc: Location) -> Compaction | None:
     return Compaction.from_dict(data, where, run_loc)
 
 
-def write_detail(run_loc: Location, compaction: Compaction, detail: CompactionDetail) -> None:
-    """Write a new generation's detail (before its manifest): the bytes its checksum was taken of."""
-    run_loc.write_bytes(detail.encode(), compaction.detail_key)
+def write_detail(run_loc: Location, compaction: Compaction) -> None:
+    """Write the detail of a manifest made here (a new generation, or one read in the first
+    version), once: the bytes its checksum was taken of. Nothing for a detail already stored."""
+    data = compaction.source.unwritten
+    if data is not None:
+        run_loc.write_bytes(data, compaction.detail_key)
+        compaction.source.unwritten = None
 
 
 def write_manifest(run_loc: Location, compaction: Compaction) -> None:
-    """Switch readers to ``compaction``: one atomic write of the whole manifest."""
+    """Switch readers to ``compaction``: its detail first if not yet stored, then one atomic
+    write of the whole manifest."""
+    write_detail(run_loc, compaction)
     run_loc.write_json(compaction.to_dict(), MANIFEST)

@@ -302,3 +302,20 @@ def test_a_first_version_manifest_is_read_whole_or_partly_covered(local_parts):
     assert not old.whole and gone.part_id not in old.parts
     rows, _ = _contents(lake)
     assert rows["frames"] == [r for r in before["frames"] if not gone.row_start <= r["frame_id"] < gone.used_stop]
+
+
+def test_uncommitting_from_a_first_version_manifest_writes_its_detail(local_parts):
+    lake = local_parts
+    before, _ = _contents(lake)
+    run = lake.run("r1")
+    compact(run)
+    m = run.compaction()
+    run.loc.write_json(_as_first_version(m), manifest.MANIFEST)
+    run.loc.remove(m.detail_key)
+    gone = run.plan.parts[1]
+    lake.run("r1").uncommit(gone.part_id)  # rewrites the manifest in the current version
+    head = run.loc.read_json(manifest.MANIFEST)
+    assert head["compaction_version"] == manifest.COMPACTION_VERSION and gone.part_id not in head["parts"]
+    assert lake.run("r1").verify() == []  # its detail was written with it
+    write_part(run, gone.part_id)
+    assert _contents(lake)[0] == before
