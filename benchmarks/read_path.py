@@ -1,7 +1,8 @@
 """Read path: a layer read whole, a group gathered, neuron statistics streamed.
 
 Builds one run of one wav2vec2-base-sized layer (768 units, float16, about 1 GB decoded) on
-LibriSpeech-like utterance lengths, in the lake format (zstd level 1, 256-row chunks in
+LibriSpeech-like utterance lengths, in the lake format (zstd level 1, or -1 for shards that
+level 1 shrinks by under 10 %, as the lake writes them; 256-row chunks in
 4096-row shards), and the same bytes as raw ``.npy`` files. With the page cache warm
 (every figure is the best of ``--repeats``), it prints in one run:
 
@@ -62,13 +63,18 @@ def make_block(kind: str, rng: np.random.Generator, rows: int, scale: np.ndarray
     return x.astype(np.float16)
 
 
-def build(base: Path, kind: str, gb: float) -> tuple[Lake, list[tuple[str, int]]]:
+def build(base: Path, kind: str, gb: float, zstd_level: int = 1) -> tuple[Lake, list[tuple[str, int]]]:
     rows_wanted = int(gb * 1e9 / (UNITS * 2))
     lengths = utterance_lengths(rows_wanted, seed=1)
     plan = plan_parts(lengths, rows_per_shard=ROWS_PER_SHARD, part_rows=65536, chunk_rows=CHUNK_ROWS)
     lake = Lake.create(str(base / "lake"))
     run = lake.create_run(
-        "bench", model={"spec": "bench"}, corpus={"spec": "bench"}, layers=[LayerSpec("layer", UNITS)], plan=plan
+        "bench",
+        model={"spec": "bench"},
+        corpus={"spec": "bench"},
+        layers=[LayerSpec("layer", UNITS)],
+        plan=plan,
+        zstd_level=zstd_level,
     )
     rng = np.random.default_rng(2)
     scale = rng.gamma(2.0, 0.5, UNITS).astype(np.float32)
@@ -114,7 +120,7 @@ def measure(kind: str, args: argparse.Namespace) -> None:
     base = Path(tempfile.mkdtemp(prefix="nl-read-", dir=args.dir))
     try:
         t0 = time.perf_counter()
-        lake, lengths = build(base, kind, args.gb)
+        lake, lengths = build(base, kind, args.gb, args.zstd_level)
         run = lake.run("bench")
         n = run.plan.parts[-1].used_stop  # rows of the layer read (padding between parts included)
         nbytes = n * UNITS * 2
@@ -193,6 +199,7 @@ def main() -> None:
     ap.add_argument("--data", default="dense,relu", help="comma-separated: dense, relu (default both)")
     ap.add_argument("--gb", type=float, default=1.0, help="decoded size of the layer in GB (default 1.0)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of each read; the best is kept")
+    ap.add_argument("--zstd-level", type=int, default=1, help="zstd level of the lake (default 1; negative: faster)")
     ap.add_argument("--dir", default=None, help="directory for the lake (default: a temp dir)")
     args = ap.parse_args()
     for kind in args.data.split(","):

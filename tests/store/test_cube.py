@@ -8,10 +8,9 @@ from zarr.codecs import ZstdCodec
 from neurolake.store.cube import bytes_digest, encode_shard
 
 
-@pytest.mark.parametrize("level", [1, 3])
-def test_shard_bytes_equal_zarr(tmp_path, level):
+def _zarr_array(tmp_path, level):
     g = zarr.open_group(zarr.storage.LocalStore(str(tmp_path)), mode="a")
-    a = g.create_array(
+    return g.create_array(
         "x",
         shape=(1024, 33),
         dtype="float16",
@@ -21,7 +20,17 @@ def test_shard_bytes_equal_zarr(tmp_path, level):
         filters=None,
         fill_value=0,
     )
-    block = np.random.default_rng(level).standard_normal((512, 33)).astype(np.float16)
+
+
+def _compressible(seed, shape):
+    """ReLU-like values: half zeros, which zstd shrinks by far more than MIN_SAVING."""
+    return np.maximum(np.random.default_rng(seed).standard_normal(shape), 0).astype(np.float16)
+
+
+@pytest.mark.parametrize("level", [1, 3])
+def test_shard_bytes_equal_zarr(tmp_path, level):
+    a = _zarr_array(tmp_path, level)
+    block = _compressible(level, (512, 33))
     block[128:256] = 0  # an empty inner chunk: Zarr leaves it out of the shard
     block[384:512] = 0
     block[400, 7] = 1.5  # compresses to almost nothing, yet is not empty
@@ -43,3 +52,35 @@ def test_shard_bytes_equal_zarr(tmp_path, level):
     other = block.copy()
     other[500, 3] += 1
     assert encode_shard(other, 128, level)[1] != digest
+
+
+@pytest.mark.parametrize("level", [1, 3])
+def test_a_shard_that_does_not_compress_is_written_at_the_fast_level(tmp_path, level):
+    """Dense values save less than MIN_SAVING at ``level``: the shard holds the frames Zarr
+    writes at FAST_LEVEL (which decode at memory speed), and Zarr reads it back whatever
+    level its metadata names. The level is decided per shard."""
+    import zstandard
+
+    from neurolake.store.cube import FAST_LEVEL, MIN_SAVING
+
+    block = (np.random.default_rng(level).standard_normal((512, 33)) * 3).astype(np.float16)
+    chunk = block[:128].tobytes()
+    assert len(zstandard.ZstdCompressor(level=level).compress(chunk)) > (1 - MIN_SAVING) * len(chunk)
+    fast = _zarr_array(tmp_path / "fast", FAST_LEVEL)
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        fast[0:512] = block
+    data, _ = encode_shard(block, 128, level)
+    assert (tmp_path / "fast" / "x" / "c" / "0" / "0").read_bytes() == data
+
+    # Zarr's array at ``level`` writes other frames, and reads ours, and a compressible shard beside it.
+    a = _zarr_array(tmp_path / "level", level)
+    with zarr.config.set({"array.write_empty_chunks": True}):
+        a[0:512] = block
+    assert (tmp_path / "level" / "x" / "c" / "0" / "0").read_bytes() != data
+    (tmp_path / "level" / "x" / "c" / "0" / "0").write_bytes(data)
+    other = _compressible(7, (512, 33))
+    (tmp_path / "level" / "x" / "c" / "1").mkdir()
+    (tmp_path / "level" / "x" / "c" / "1" / "0").write_bytes(encode_shard(other, 128, level)[0])
+    np.testing.assert_array_equal(a[:512], block)
+    np.testing.assert_array_equal(a[512:], other)
+    assert len(encode_shard(other, 128, level)[0]) < 0.8 * other.nbytes  # that one kept its level
