@@ -218,3 +218,27 @@ def test_neuron_statistics_of_an_empty_run_is_one_clear_error(tmp_path, capsys):
     assert main(["neurons", "--run", "r1", "--lake", str(tmp_path / "lake")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no committed parts yet" in err
+
+
+def test_ids_come_back_ascending_before_and_after_compaction(tmp_path):
+    """The ids of a frames-only group arrive in the files' order (sorted when that is frame
+    order, and then not sorted again); a join's arrive unordered and are sorted."""
+    from neurolake.query.groups import group_frame_ids
+    from neurolake.store.compact import compact
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    for u in reversed(run.plan.parts):
+        write_part(run, u.part_id)
+    frames = run.read_table("frames")
+    wer = dict(zip(*run.read_table("utterances").select(["utterance_id", "wer"]).to_pydict().values(), strict=True))
+    high = np.array([wer[u] > 0.3 for u in frames.column("utterance_id").to_pylist()])
+    every = np.sort(frames.column("frame_id").to_numpy())
+    mixed = np.sort(frames.column("frame_id").to_numpy()[high & (frames.column("frame_index").to_numpy() % 3 == 0)])
+    assert 0 < mixed.size < every.size
+    for compacted in (False, True):
+        if compacted:
+            compact(lake.run("r1"))
+        with QueryEngine(lake) as q:
+            np.testing.assert_array_equal(group_frame_ids(q, "r1", "frame_index >= 0"), every)
+            np.testing.assert_array_equal(group_frame_ids(q, "r1", "frame_index % 3 = 0 AND wer > 0.3"), mixed)
