@@ -874,7 +874,7 @@ def _store_unmerged(larena, ltop, n, s_start, s_len):
 
 
 @njit(cache=True)
-def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, first_level_only, bits_mode):
+def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, first_level_only, bits_mode, only):
     """Depth-first LCM below one node of the enumeration tree.
 
     Args:
@@ -890,6 +890,11 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
             conditional database for the caller instead of descending into it (unmerged
             when the child would be mined from bits, so that it still can be).
         bits_mode: ``BITS_NEVER``, ``BITS_AUTO`` or ``BITS_ALWAYS``.
+        only: ``[n_items] bool``, the extension items of the node whose children (and
+            everything below them) are searched, the others skipped; empty: all. The node
+            itself is still counted in full, so a child searched comes out exactly as in
+            the whole search (which is how a task of the distributed search mines its
+            share of the first level).
 
     Returns:
         ``(out_items, out_ptr, out_supp, n_out, iarena, larena, children)``: the itemsets
@@ -1053,6 +1058,8 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
             loc = f_loc[d]
             row = f_pairs[d] + a * md
             j = iarena[loc + a]
+            if d == 0 and only.shape[0] > 0 and not only[j]:
+                continue
             supp = larena[row + a]
             ntouch = md
             for x in range(md):
@@ -1061,6 +1068,8 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
                 touched[x] = k
         else:
             j = iarena[f_cand[d] + c]
+            if d == 0 and only.shape[0] > 0 and not only[j]:
+                continue
             b0 = larena[f_bptr[d] + c]
             b1 = larena[f_bptr[d] + c + 1]
             if _prefix_shared(iarena, larena, f_ptr[d], b0, b1, j, touched):

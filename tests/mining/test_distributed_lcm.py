@@ -17,7 +17,6 @@ from neurolake.mining.lcm import (
     _first_level_costs,
     _mine_cores,
     _prepare,
-    _SharedDatabase,
     _widen,
     closed_itemsets,
     first_level_branches,
@@ -99,24 +98,23 @@ small_rows = st.lists(st.lists(st.integers(0, 9), max_size=9), min_size=0, max_s
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=small_rows, minsup=st.integers(1, 5), max_size=st.none() | st.integers(1, 4), workers=st.integers(1, 3))
-def test_branches_derived_from_the_shared_database_give_the_whole_result(rows, minsup, max_size, workers):
-    # The task bodies, run here on every batch: the first-level branches rebuilt from the
-    # database that the tasks share, plus the root, are the single-process result.
+def test_branches_mined_from_the_shared_database_give_the_whole_result(rows, minsup, max_size, workers):
+    # The task bodies, run here on every batch: the first-level branches of each batch mined
+    # from the database that the tasks share, plus the root, are the single-process result.
     prep = _prepare(rows, minsup, max_size)
     expected = as_set(closed_itemsets(rows, minsup, max_size))
     if prep.nothing_below_root:
         return
-    shared = _SharedDatabase.of(prep)
-    batches = _batches_by_cost(_first_level_costs(prep), workers)
+    batches = _batches_by_cost(_first_level_costs(prep.ptr, prep.items, prep.labels.size), workers)
     assert sorted(c for batch in batches for c in batch) == list(range(prep.labels.size))
-    parts = [_widen(*_mine_cores(shared, batch)) for batch in batches]
+    parts = [_widen(*_mine_cores(prep, batch)) for batch in batches]
     assert as_set(ClosedItemsets.concat([_common_closure(prep), *parts])) == expected
 
 
 def test_tasks_answer_in_narrow_types():
     # 30 items and supports up to about 300 of 1,000 rows: bytes, bytes and 16-bit counts.
     prep = _prepare(random_rows(5, 1000, 30, 0.3), 10, None)
-    values, sizes, support = _mine_cores(_SharedDatabase.of(prep), list(range(prep.labels.size)))
+    values, sizes, support = _mine_cores(prep, list(range(prep.labels.size)))
     assert values.dtype == np.uint8 and sizes.dtype == np.uint8 and support.dtype == np.uint16
     assert sizes.sum() == values.size and 255 < support.max() <= 1000
 
@@ -131,3 +129,25 @@ def test_batches_shrink_towards_the_end():
     assert batches[0][0] == int(np.argmax(costs))
     assert totals[0] >= costs.sum() / 8 and max(totals[-3:]) < totals[0] / 4
     assert min(totals[:-1]) >= costs.sum() / 200
+
+
+def test_first_level_costs_count_row_length_times_items_above():
+    rows = random_rows(6, 300, 25, 0.3)
+    prep = _prepare(rows, 3, None)
+    expected = np.zeros(prep.labels.size)
+    for t in range(prep.weights.size):
+        row = prep.items[prep.ptr[t] : prep.ptr[t + 1]]
+        for k in row:
+            expected[k] += row.size * np.count_nonzero(row > k)
+    np.testing.assert_array_equal(_first_level_costs(prep.ptr, prep.items, prep.labels.size), expected)
+
+
+def test_dense_batches_mined_in_process_give_the_whole_result():
+    # Dense enough that the root and its children are mined from bits: each batch's search
+    # from the root, restricted to its first-level items, gives exactly its branches.
+    frames = np.random.default_rng(8).random((5000, 60)) < 0.2
+    prep = _prepare(frames, 0.02, None)
+    batches = _batches_by_cost(_first_level_costs(prep.ptr, prep.items, prep.labels.size), 3)
+    assert len(batches) > 3
+    parts = [_widen(*_mine_cores(prep, batch)) for batch in batches]
+    assert as_set(ClosedItemsets.concat([_common_closure(prep), *parts])) == as_set(closed_itemsets(frames, 0.02))
