@@ -141,7 +141,9 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         t_raw = best(lambda: np.load(base / "layer.npy"), args.repeats)
         t_numpy = best(lambda: run.read_range("layer", 0, n), args.repeats)
         t_dask = best(lambda: run.layer_dask("layer")[:n].compute(), args.repeats)
-        blockwise = run.layer_dask("layer")[:n].map_blocks(lambda b: b[:1], chunks=(1, UNITS))
+        # Each block is let go once used, as a reduction does (a view of it would keep every
+        # block's memory alive, and fresh pages for all of them cost as much as the read).
+        blockwise = run.layer_dask("layer")[:n].map_blocks(lambda b: b[:1].copy(), chunks=(1, UNITS))
         t_blockwise = best(lambda: blockwise.compute(), args.repeats)
         t_zarr = best(lambda: run._array("layer")[:n], 1)
         t_zstd = zstd_alone(run, args.repeats)
