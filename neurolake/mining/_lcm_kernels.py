@@ -1291,6 +1291,21 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
 
 
 @njit(cache=True)
+def first_level_costs(ptr, items, n_items):  # pragma: no cover - compiled
+    """``[n_items] float64`` the scheduling estimate of every first-level branch, from the
+    database itself (the branches are not built on the coordinator): for item ``j``, the sum
+    over the rows containing it of row length times the items above ``j`` in the row (rows
+    are sorted), as ``neurolake.mining.lcm._branch_cost`` counts on a branch's own database. One pass over
+    the rows, which the coordinator makes before any task can start."""
+    costs = np.zeros(n_items, np.float64)
+    for t in range(ptr.shape[0] - 1):
+        length = ptr[t + 1] - ptr[t]
+        for p in range(ptr[t], ptr[t + 1]):
+            costs[items[p]] += length * (ptr[t + 1] - p - 1)
+    return costs
+
+
+@njit(cache=True)
 def finish_itemsets(out_items, out_ptr, labels, common):
     """Itemsets in original item ids: every set gets the ``common`` items and is sorted.
 

@@ -25,8 +25,8 @@ Conventions (pyfim's with ``zmin=1``, except the second point):
   ``max_size`` items; it does not redefine closedness among the short sets.
 
 The search space splits at the first level of the tree into independent branches
-(:func:`first_level_branches` builds them all, :func:`mine_branch` mines one), which is how
-``LCM(workers=N)`` mines on Ray without ever partitioning the rows. An itemset closed in the
+(:func:`first_level_branches` builds them all, :func:`mine_branch` mines one), and that split
+is how ``LCM(workers=N)`` mines on Ray without ever partitioning the rows. An itemset closed in the
 whole database need not be closed in any row partition, so mining row partitions and merging
 would be wrong; each branch is instead mined completely from its own conditional database,
 the branches produce disjoint sets, and the coordinator only concatenates. The coordinator
@@ -49,7 +49,6 @@ from functools import cached_property
 from typing import Any
 
 import fsspec
-import numba
 import numpy as np
 import pyarrow as pa
 
@@ -602,21 +601,6 @@ def plan_batches(branches: list[Branch], workers: int) -> list[list[Branch]]:
     return [[branches[i] for i in batch] for batch in _batches_by_cost([b.cost for b in branches], workers)]
 
 
-@numba.njit(cache=True)
-def _first_level_costs(ptr, items, n_items):  # pragma: no cover - compiled
-    """``[n_items] float64`` the scheduling estimate of every first-level branch, from the
-    database itself (the branches are not built on the coordinator): for item ``j``, the sum
-    over the rows containing it of row length times the items above ``j`` in the row (rows
-    are sorted), as :func:`_branch_cost` counts on a branch's own database. One pass over
-    the rows, which the coordinator makes before any task can start."""
-    costs = np.zeros(n_items, np.float64)
-    for t in range(ptr.shape[0] - 1):
-        length = ptr[t + 1] - ptr[t]
-        for p in range(ptr[t], ptr[t + 1]):
-            costs[items[p]] += length * (ptr[t + 1] - p - 1)
-    return costs
-
-
 def _mine_cores(prep: _Prepared, cores: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Task body: the closed itemsets of the first-level branches of the items ``cores``, as
     ``(values, sizes, support)`` in the narrowest integer types (see :func:`_widen`).
@@ -660,7 +644,7 @@ def _mine_on_workers(prep: _Prepared, workers: int | None) -> ClosedItemsets:
     from neurolake.cluster.pool import cluster_cpus, task_map
 
     workers = workers or cluster_cpus()
-    costs = _first_level_costs(prep.ptr, prep.items, prep.labels.size)
+    costs = kernels.first_level_costs(prep.ptr, prep.items, prep.labels.size)
     batches = _batches_by_cost(costs, workers)
     logger.info("LCM on %d workers: %d first-level items in %d batches", workers, costs.size, len(batches))
     found = task_map(_mine_cores, batches, workers=workers, shared=prep)

@@ -179,18 +179,19 @@ def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[b
     for i in range(n):
         chunk = np.ascontiguousarray(little[i * chunk_rows : (i + 1) * chunk_rows])
         data = compress(chunk.data)
-        if probe and len(data) > _SMALL + chunk.nbytes // 2048:
+        if len(data) <= _SMALL + chunk.nbytes // 2048:
+            # All-zero bits is Zarr's empty chunk, left out. zstd turns zeros into run-length
+            # blocks of a few bytes per 128 KB, so only a chunk that compressed to almost
+            # nothing can be all zeros; only those are tested (bitwise: float16 arithmetic is
+            # slow in numpy).
+            if not chunk.view(np.uint8).any():
+                continue
+        elif probe:
             # The shard's first chunk with content decides its level (see MIN_SAVING).
             probe = False
             if len(data) > (1 - MIN_SAVING) * chunk.nbytes:
                 compress = _compressor(FAST_LEVEL).compress
                 data = compress(chunk.data)
-        # All-zero bits is Zarr's empty chunk, left out. zstd turns zeros into run-length
-        # blocks of a few bytes per 128 KB, so only a chunk that compressed to almost
-        # nothing can be all zeros; only those are tested (bitwise: float16 arithmetic is
-        # slow in numpy).
-        if len(data) <= _SMALL + chunk.nbytes // 2048 and not chunk.view(np.uint8).any():
-            continue
         parts.append(data)
         index[i, 0] = (offset, len(data))
         offset += len(data)

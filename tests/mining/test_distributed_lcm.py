@@ -10,11 +10,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from neurolake.errors import SpecError
+from neurolake.mining import _lcm_kernels as kernels
 from neurolake.mining.lcm import (
     ClosedItemsets,
     _batches_by_cost,
     _common_closure,
-    _first_level_costs,
     _mine_cores,
     _prepare,
     _widen,
@@ -105,7 +105,7 @@ def test_branches_mined_from_the_shared_database_give_the_whole_result(rows, min
     expected = as_set(closed_itemsets(rows, minsup, max_size))
     if prep.nothing_below_root:
         return
-    batches = _batches_by_cost(_first_level_costs(prep.ptr, prep.items, prep.labels.size), workers)
+    batches = _batches_by_cost(kernels.first_level_costs(prep.ptr, prep.items, prep.labels.size), workers)
     assert sorted(c for batch in batches for c in batch) == list(range(prep.labels.size))
     parts = [_widen(*_mine_cores(prep, batch)) for batch in batches]
     assert as_set(ClosedItemsets.concat([_common_closure(prep), *parts])) == expected
@@ -139,7 +139,7 @@ def test_first_level_costs_count_row_length_times_items_above():
         row = prep.items[prep.ptr[t] : prep.ptr[t + 1]]
         for k in row:
             expected[k] += row.size * np.count_nonzero(row > k)
-    np.testing.assert_array_equal(_first_level_costs(prep.ptr, prep.items, prep.labels.size), expected)
+    np.testing.assert_array_equal(kernels.first_level_costs(prep.ptr, prep.items, prep.labels.size), expected)
 
 
 def test_dense_batches_mined_in_process_give_the_whole_result():
@@ -147,7 +147,7 @@ def test_dense_batches_mined_in_process_give_the_whole_result():
     # from the root, restricted to its first-level items, gives exactly its branches.
     frames = np.random.default_rng(8).random((5000, 60)) < 0.2
     prep = _prepare(frames, 0.02, None)
-    batches = _batches_by_cost(_first_level_costs(prep.ptr, prep.items, prep.labels.size), 3)
+    batches = _batches_by_cost(kernels.first_level_costs(prep.ptr, prep.items, prep.labels.size), 3)
     assert len(batches) > 3
     parts = [_widen(*_mine_cores(prep, batch)) for batch in batches]
     assert as_set(ClosedItemsets.concat([_common_closure(prep), *parts])) == as_set(closed_itemsets(frames, 0.02))
