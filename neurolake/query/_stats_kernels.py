@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_TILE = 64  # rows per transposed tile of the histogram
+_TILE = 256  # rows per transposed tile of the histogram
 
 
 def order_keys() -> np.ndarray:
@@ -29,51 +29,102 @@ def key_values() -> np.ndarray:
     return bits.view(np.float16).astype(np.float64)
 
 
-@numba.njit(nogil=True, cache=True)
-def moments_f16(bits, value_of, total, squares, high, low, active):  # pragma: no cover - numba
-    """Add a ``[rows, units]`` block of float16 bit patterns (``uint16``) to the moments."""
+# Reassociation lets the unit loops vectorise; NaN and infinity keep their IEEE meaning.
+_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
+_F16_SCALE = np.float32(2.0**112)  # 2**(127 - 15): float16's exponent bias to float32's
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FAST)
+def moments_f16(bits, total, squares, high, low, active):  # pragma: no cover - numba
+    """Add a ``[rows, units]`` block of float16 bit patterns (``uint16``) to the moments.
+
+    Each row is widened to float32 with integer operations that vectorise (numba has no
+    float16): sign, exponent and mantissa moved into place, then one multiplication by
+    2**112 corrects the exponent bias and renormalises subnormals exactly; an all-ones
+    exponent (infinity, NaN) is set all-ones. Sums and sums of squares run in float64, as
+    exact as summing the values one by one in float64.
+    """
     rows, units = bits.shape
+    wide = np.empty(units, np.uint32)
+    values = wide.view(np.float32)
+    sums = np.zeros(units)
+    sums_sq = np.zeros(units)
+    hi = np.full(units, -np.inf, np.float32)
+    lo = np.full(units, np.inf, np.float32)
+    act = np.zeros(units, np.int64)
     for r in range(rows):
+        row = bits[r]
         for u in range(units):
-            v = value_of[bits[r, u]]
-            total[u] += v
-            squares[u] += v * v
-            high[u] = max(high[u], v)  # branch-free: activations flip sign unpredictably
-            low[u] = min(low[u], v)
-            active[u] += v > 0
+            h = np.uint32(row[u])
+            w = ((h & 0x8000) << 16) | ((h & 0x7FFF) << 13)
+            if (h & 0x7C00) == 0x7C00:
+                w |= 0x7F800000
+            wide[u] = w
+        for u in range(units):
+            v = values[u] * _F16_SCALE
+            d = np.float64(v)
+            sums[u] += d
+            sums_sq[u] += d * d
+            hi[u] = max(hi[u], v)  # branch-free: activations flip sign unpredictably
+            lo[u] = min(lo[u], v)
+            act[u] += v > 0
+    _merge(sums, sums_sq, hi, lo, act, total, squares, high, low, active)
 
 
-@numba.njit(nogil=True, cache=True)
+@numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def moments_f32(values, total, squares, high, low, active):  # pragma: no cover - numba
     """The same for a float32 block."""
     rows, units = values.shape
+    sums = np.zeros(units)
+    sums_sq = np.zeros(units)
+    hi = np.full(units, -np.inf, np.float32)
+    lo = np.full(units, np.inf, np.float32)
+    act = np.zeros(units, np.int64)
     for r in range(rows):
+        row = values[r]
         for u in range(units):
-            v = np.float64(values[r, u])
-            total[u] += v
-            squares[u] += v * v
-            high[u] = max(high[u], v)  # branch-free: activations flip sign unpredictably
-            low[u] = min(low[u], v)
-            active[u] += v > 0
+            v = row[u]
+            d = np.float64(v)
+            sums[u] += d
+            sums_sq[u] += d * d
+            hi[u] = max(hi[u], v)
+            lo[u] = min(lo[u], v)
+            act[u] += v > 0
+    _merge(sums, sums_sq, hi, lo, act, total, squares, high, low, active)
 
 
 @numba.njit(nogil=True, cache=True)
-def histogram(bits, rows, bin_of, hist):  # pragma: no cover - numba
+def _merge(sums, sums_sq, hi, lo, act, total, squares, high, low, active):  # pragma: no cover - numba
+    """Add a block's moments (kept in local arrays, which the compiler knows alias nothing)
+    to the accumulators."""
+    for u in range(sums.size):
+        total[u] += sums[u]
+        squares[u] += sums_sq[u]
+        high[u] = max(high[u], hi[u])
+        low[u] = min(low[u], lo[u])
+        active[u] += act[u]
+
+
+@numba.njit(nogil=True, cache=True)
+def histogram(bits, rows, shift, hist):  # pragma: no cover - numba
     """Count rows ``rows`` of a ``[n, units]`` block of float16 bit patterns into ``hist``
-    ``[units, bins]`` (int32): tiles of rows are transposed first, so that each unit's bins
-    are hit in a burst instead of once per row."""
+    ``[units, 65536 >> shift]`` (int32), bin = order key >> ``shift``: tiles of rows are
+    turned into bins and transposed first, so that each unit's bins (a row of ``hist``, too
+    large for the caches all together) are hit in a burst instead of once per row."""
     units = bits.shape[1]
     tile = np.empty((units, _TILE), np.uint16)
     for t0 in range(0, rows.size, _TILE):
         t1 = min(rows.size, t0 + _TILE)
         for j in range(t0, t1):
-            r = rows[j]
+            row = bits[rows[j]]
             for u in range(units):
-                tile[u, j - t0] = bits[r, u]
+                h = np.uint32(row[u])
+                tile[u, j - t0] = (h ^ (((h >> 15) * 0x7FFF) | 0x8000)) >> shift  # the order key's bin
         for u in range(units):
-            h = hist[u]
+            h_u = hist[u]
+            t_u = tile[u]
             for j in range(t1 - t0):
-                h[bin_of[tile[u, j]]] += 1
+                h_u[t_u[j]] += 1
 
 
 def quantiles(hist: np.ndarray, shift: int, qs, low: np.ndarray, high: np.ndarray) -> np.ndarray:

@@ -2,8 +2,11 @@
 
 Per unit: mean, std, max, quantiles q50/q90/q99 and the active rate (fraction of
 frames with a value > 0). Shard-sized blocks are read and reduced on every core at once
-(numba kernels into per-worker accumulators), so memory stays bounded by a few blocks
-whatever the run's size, and the pass runs at about the speed of reading the layer.
+(numba kernels into per-worker accumulators, each worker reading into one reused block
+buffer), so memory stays bounded by a few blocks whatever the run's size. Moments and
+extremes cost little next to the read (float16 widened in vectorised integer code); the
+histogram is the costly part, about ten cycles per value, which is why large runs
+histogram a sample of their frames (``quantile_rows``).
 Quantiles come from a per-unit histogram over float16 values in order, ``bins`` bins
 (a power of two; 65,536 = every float16 value): no range is needed in advance, so one
 pass suffices. A quantile's error is at most the width of its bin: with the default 8,192
@@ -102,29 +105,33 @@ def layer_statistics(
     reader = run._reader(layer, False)
     blocks = iter(committed_blocks(commits, run.plan.rows_per_shard))
     take = threading.Lock()
-    bin_of = (kernels.order_keys() >> shift).astype(np.uint16)
-    value_of = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)
 
     def work() -> _Accumulator:
         acc = _Accumulator(units, shift)
+        # One block buffer per worker, read into again and again: fresh pages for every
+        # block would cost about as much as decoding it.
+        buffer = np.empty((run.plan.rows_per_shard, units), reader.dtype) if reader is not None else None
         while True:
             with take:
                 block = next(blocks, None)
             if block is None:
                 return acc
             start, stop = block
-            x = reader.read_range(start, stop, parallel=False) if reader is not None else run._array(layer)[start:stop]
+            if reader is not None and buffer is not None:
+                x = reader.read_range(start, stop, out=buffer[: stop - start], parallel=False)
+            else:
+                x = run._array(layer)[start:stop]
             moments = (acc.total, acc.squares, acc.high, acc.low, acc.active)
             sampled = np.arange(-start % stride, stop - start, stride)  # rows whose frame id is a multiple of k
             if x.dtype == np.float16:
                 bits = np.ascontiguousarray(x).view(np.uint16)
-                kernels.moments_f16(bits, value_of, *moments)
+                kernels.moments_f16(bits, *moments)
             else:
                 x = np.ascontiguousarray(x, dtype=np.float32)
                 kernels.moments_f32(x, *moments)
                 bits = x[sampled].clip(-65504, 65504).astype(np.float16).view(np.uint16)
                 sampled = np.arange(sampled.size)
-            kernels.histogram(bits, sampled, bin_of, acc.hist)
+            kernels.histogram(bits, sampled, shift, acc.hist)
             acc.rows += stop - start
 
     with ThreadPoolExecutor(read_threads(), thread_name_prefix="neurolake-stats") as pool:

@@ -1,0 +1,78 @@
+"""The statistics kernels against numpy on every float16 bit pattern."""
+
+import numpy as np
+
+from neurolake.query import _stats_kernels as kernels
+
+
+def accumulators(units: int) -> tuple[np.ndarray, ...]:
+    return np.zeros(units), np.zeros(units), np.full(units, -np.inf), np.full(units, np.inf), np.zeros(units, np.int64)
+
+
+def test_float16_moments_widen_every_bit_pattern_exactly():
+    patterns = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    values = patterns.view(np.float16)
+    finite = patterns[np.isfinite(values)]  # subnormals, both zeros, the largest values
+    rng = np.random.default_rng(0)
+    bits = rng.permutation(finite)[: 480 * 128].reshape(480, 128)  # rows x units
+    x = bits.view(np.float16).astype(np.float64)
+    total, squares, high, low, active = accumulators(128)
+    kernels.moments_f16(bits, total, squares, high, low, active)
+    kernels.moments_f16(bits[:7], total, squares, high, low, active)  # added, not replaced
+    both = np.concatenate([x, x[:7]])
+    # every float16 value and its square are exact in float64, so the sums equal numpy's to
+    # the last bit up to the order of addition
+    np.testing.assert_allclose(total, both.sum(0), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(squares, (both * both).sum(0), rtol=1e-12)
+    np.testing.assert_array_equal(high, both.max(0))
+    np.testing.assert_array_equal(low, both.min(0))
+    np.testing.assert_array_equal(active, (both > 0).sum(0))
+    # each value alone: the widening itself, including subnormals and signed zeros
+    one = finite.reshape(-1, 1)[: finite.size // 8 * 8].reshape(-1, 8)
+    for row in one[:: max(1, one.shape[0] // 997)]:
+        t, s, h, lo, a = accumulators(8)
+        kernels.moments_f16(row.reshape(1, 8), t, s, h, lo, a)
+        np.testing.assert_array_equal(t, row.view(np.float16).astype(np.float64))
+
+
+def test_float16_infinities_and_nan_keep_their_meaning():
+    inf, ninf, nan, one = (np.array(v, np.float16).view(np.uint16) for v in (np.inf, -np.inf, np.nan, 1.0))
+    bits = np.array([[one, inf, one], [ninf, one, nan]], np.uint16)
+    total, squares, high, low, active = accumulators(3)
+    kernels.moments_f16(bits, total, squares, high, low, active)
+    assert total[0] == -np.inf and total[1] == np.inf and np.isnan(total[2])
+    assert high[1] == np.inf and low[0] == -np.inf
+    np.testing.assert_array_equal(active, [1, 2, 1])
+
+
+def test_float32_moments_match_numpy():
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((300, 70)) * 1e3).astype(np.float32)
+    total, squares, high, low, active = accumulators(70)
+    kernels.moments_f32(x, total, squares, high, low, active)
+    d = x.astype(np.float64)
+    np.testing.assert_allclose(total, d.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(squares, (d * d).sum(0), rtol=1e-12)
+    np.testing.assert_array_equal(high, d.max(0))
+    np.testing.assert_array_equal(low, d.min(0))
+    np.testing.assert_array_equal(active, (d > 0).sum(0))
+
+
+def test_histogram_counts_each_sampled_row_in_its_order_key_bin():
+    rng = np.random.default_rng(2)
+    bits = rng.integers(0, 65536, size=(700, 40), dtype=np.uint32).astype(np.uint16)  # every kind of pattern
+    bits[:, 3] = np.array(-1.5, np.float16).view(np.uint16)  # one unit constant
+    rows = np.sort(rng.choice(700, 333, replace=False))  # more than one tile, not a multiple of it
+    keys = kernels.order_keys()
+    for shift in (0, 3, 8):
+        hist = np.zeros((40, 65536 >> shift), np.int32)
+        kernels.histogram(bits, rows, shift, hist)
+        kernels.histogram(bits, rows[:5], shift, hist)  # added, not replaced
+        taken = np.concatenate([rows, rows[:5]])
+        want = np.stack([np.bincount(keys[bits[taken, u]] >> shift, minlength=65536 >> shift) for u in range(40)])
+        np.testing.assert_array_equal(hist, want)
+    # order keys sort like the values they stand for
+    finite = np.flatnonzero(np.isfinite(np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)))
+    values = finite.astype(np.uint16).view(np.float16).astype(np.float64)
+    order = np.argsort(keys[finite], kind="stable")
+    assert np.all(np.diff(values[order]) >= 0)
