@@ -404,6 +404,9 @@ def rank_neurons(
         "seed": seed,
         "commits": commits_fingerprint(run),
     }
+    if ablate is not None and ablate_class is not None and ablate_class not in ex.classes:
+        # before any probe is fitted: a misspelt class costs nothing
+        raise SpecError(f"--ablate-class {ablate_class!r} is not a class of {target!r} here: {', '.join(ex.classes)}")
     derived = run.derived("rankings", spec)
     result = Ranking(
         run_id, derived.spec_hash, target, level, pa.table({}), pa.table({}), [], ex.split, ex.sampled, ex.dropped
@@ -432,10 +435,6 @@ def rank_neurons(
     if ablate is not None:
         from neurolake.introspect.ablation import ablate as run_ablation
 
-        if ablate_class is not None and ablate_class not in ex.classes:
-            raise SpecError(
-                f"--ablate-class {ablate_class!r} is not a class of {target!r} here: {', '.join(ex.classes)}"
-            )
         for summary in result.layers:
             top = result.order(summary["layer"], "probe", ablate_class)[:ablate]
             done = run_ablation(

@@ -83,9 +83,10 @@ def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_
     first = found[0]
     ablate(scanned_lake, "z", first["items"], slice=first["target"], controls=2, max_utterances=6)
     blocks(scanned_lake, f"{first['scan_id']}/1", controls=2, with_ablation=False)
-    probe(scanned_lake, "z", "phoneme", layers=["conv6", "conv7"], min_per_class=5, progress=False)
+    # every analysis on a sample of frames: the report's sections are under test, not their figures
+    probe(scanned_lake, "z", "phoneme", layers=["conv6", "conv7"], max_frames=2000, min_per_class=5, progress=False)
     naps(scanned_lake, "z", by="phoneme", layers=["conv7"], progress=False)
-    rank_neurons(scanned_lake, "z", "phoneme", layers=["conv7"], max_frames=1500, draws=1, min_per_class=5)
+    rank_neurons(scanned_lake, "z", "phoneme", layers=["conv7"], max_frames=800, draws=1, min_per_class=5)
     phonetic_layers(scanned_lake, "z", permutations=49)
     topomap(scanned_lake, "z", "conv7", by="phoneme", methods=["pca"], progress=False)
 
