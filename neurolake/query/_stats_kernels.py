@@ -13,7 +13,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-_TILE = 256  # rows per transposed tile of the histogram
+_TILE = 512  # rows per transposed tile of the histogram
+_SLAB = 16  # units per transposed tile: 16 x 512 uint16 = 16 KB
 
 
 def order_keys() -> np.ndarray:
@@ -108,23 +109,29 @@ def _merge(sums, sums_sq, hi, lo, act, total, squares, high, low, active):  # pr
 @numba.njit(nogil=True, cache=True)
 def histogram(bits, rows, shift, hist):  # pragma: no cover - numba
     """Count rows ``rows`` of a ``[n, units]`` block of float16 bit patterns into ``hist``
-    ``[units, 65536 >> shift]`` (int32), bin = order key >> ``shift``: tiles of rows are
-    turned into bins and transposed first, so that each unit's bins (a row of ``hist``, too
-    large for the caches all together) are hit in a burst instead of once per row."""
+    ``[units, 65536 >> shift]`` (int32), bin = order key >> ``shift``.
+
+    Tiles of ``_TILE`` rows x ``_SLAB`` units are turned into bins and transposed into a
+    buffer that stays in the first-level cache, then each unit's bins (a row of ``hist``,
+    too large for the caches all together) are counted in one burst instead of once per
+    row. Transposing a whole row of units at a time cost as much as the counting.
+    """
     units = bits.shape[1]
-    tile = np.empty((units, _TILE), np.uint16)
+    tile = np.empty((_SLAB, _TILE), np.uint16)
     for t0 in range(0, rows.size, _TILE):
-        t1 = min(rows.size, t0 + _TILE)
-        for j in range(t0, t1):
-            row = bits[rows[j]]
-            for u in range(units):
-                h = np.uint32(row[u])
-                tile[u, j - t0] = (h ^ (((h >> 15) * 0x7FFF) | 0x8000)) >> shift  # the order key's bin
-        for u in range(units):
-            h_u = hist[u]
-            t_u = tile[u]
-            for j in range(t1 - t0):
-                h_u[t_u[j]] += 1
+        n = min(rows.size, t0 + _TILE) - t0
+        for u0 in range(0, units, _SLAB):
+            width = min(_SLAB, units - u0)
+            for j in range(n):
+                row = bits[rows[t0 + j]]
+                for k in range(width):
+                    h = np.uint32(row[u0 + k])
+                    tile[k, j] = (h ^ (((h >> 15) * 0x7FFF) | 0x8000)) >> shift  # the order key's bin
+            for k in range(width):
+                h_u = hist[u0 + k]
+                t_u = tile[k]
+                for j in range(n):
+                    h_u[t_u[j]] += 1
 
 
 def quantiles(hist: np.ndarray, shift: int, qs, low: np.ndarray, high: np.ndarray) -> np.ndarray:

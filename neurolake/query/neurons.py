@@ -5,7 +5,7 @@ frames with a value > 0). Shard-sized blocks are read and reduced on every core 
 (numba kernels into per-worker accumulators, each worker reading into one reused block
 buffer), so memory stays bounded by a few blocks whatever the run's size. Moments and
 extremes cost little next to the read (float16 widened in vectorised integer code); the
-histogram is the costly part, about ten cycles per value, which is why large runs
+histogram is the costly part, several cycles per value, which is why large runs
 histogram a sample of their frames (``quantile_rows``).
 Quantiles come from a per-unit histogram over float16 values in order, ``bins`` bins
 (a power of two; 65,536 = every float16 value): no range is needed in advance, so one
