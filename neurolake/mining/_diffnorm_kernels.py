@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "co_usage",
     "co_usage_add",
+    "co_usage_delta",
     "co_usage_renumbered",
     "cover_usage",
     "pack_rows",
@@ -258,6 +259,143 @@ def co_usage_add(
             ua = used[a]
             for c in range(a + 1, n_used):
                 counts[ua, used[c]] += sign
+
+
+@numba.njit(cache=True, nogil=True)
+def _cover_elements(row: np.ndarray, table: np.ndarray, n_items: int, rest: np.ndarray, used: np.ndarray) -> int:
+    """Write the elements the cover of ``row`` uses into ``used`` (increasing: patterns by
+    table position, then ``p + x`` for singleton ``x``); their number."""
+    n_words = row.shape[0]
+    n_pat = table.shape[0]
+    n_used = 0
+    for w in range(n_words):
+        rest[w] = row[w]
+    for t in range(n_pat):
+        if _contains(rest, table[t]):
+            used[n_used] = t
+            n_used += 1
+            for w in range(n_words):
+                rest[w] &= ~table[t, w]
+    for w in range(n_words):
+        bits = rest[w]
+        b = 0
+        while bits != _ZERO:
+            if bits & _ONE:
+                used[n_used] = n_pat + w * 64 + b
+                n_used += 1
+            bits >>= _ONE
+            b += 1
+    return n_used
+
+
+@numba.njit(cache=True, nogil=True)
+def co_usage_delta(
+    rows: np.ndarray, old: np.ndarray, new: np.ndarray, within: np.ndarray, n_items: int, pos: int, add: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The change of the co-usages (as :func:`co_usage` counts them) when table ``old``
+    becomes ``new``, one pattern inserted at (``add``) or removed from position ``pos``,
+    sparse and in the numbering of ``new``: ``co_usage(rows, new)`` is
+    ``co_usage_renumbered(co_usage(rows, old), pos, add)`` with ``increments`` added at the
+    flat positions ``where`` (increasing, no zero increment).
+
+    Only rows containing ``within`` (the pattern) change their cover. In such a row, a pair
+    of elements used under both tables counts under both and does not change; only the pairs
+    holding an element that left the cover (-1) or joined it (+1) do, so the work is a few
+    elements times the row's cover, not the whole matrix.
+
+    Returns:
+        ``(where [d] int64, increments [d] int32)``.
+    """
+    n_rows, n_words = rows.shape
+    n_old = old.shape[0] + n_items
+    n_new = new.shape[0] + n_items
+    rest = np.empty(n_words, np.uint64)
+    was = np.empty(n_old, np.int64)
+    now = np.empty(n_new, np.int64)
+    gone = np.zeros(n_new + 1, np.bool_)
+    came = np.zeros(n_new, np.bool_)
+    capacity = 1024
+    keys = np.empty(capacity, np.int64)
+    signs = np.empty(capacity, np.int32)
+    found = 0
+    for r in range(n_rows):
+        row = rows[r]
+        if not _contains(row, within):
+            continue
+        n_was = _cover_elements(row, old, n_items, rest, was)
+        n_now = _cover_elements(row, new, n_items, rest, now)
+        # The old cover in the new numbering (increasing still); the removed pattern's pairs
+        # leave the matrix with its row and column.
+        kept = 0
+        for a in range(n_was):
+            x = was[a]
+            if add:
+                if x >= pos:
+                    x += 1
+            elif x == pos:
+                continue
+            elif x > pos:
+                x -= 1
+            was[kept] = x
+            kept += 1
+        n_was = kept
+        # Elements in one cover and not the other (both lists increasing).
+        a = 0
+        c = 0
+        changed = 0
+        while a < n_was or c < n_now:
+            if c == n_now or (a < n_was and was[a] < now[c]):
+                gone[was[a]] = True
+                changed += n_was
+                a += 1
+            elif a == n_was or now[c] < was[a]:
+                came[now[c]] = True
+                changed += n_now
+                c += 1
+            else:
+                a += 1
+                c += 1
+        if found + changed > capacity:
+            while found + changed > capacity:
+                capacity *= 2
+            keys = _grown(keys, capacity)
+            signs = _grown(signs, capacity)
+        for a in range(n_was):
+            x = was[a]
+            for c in range(a + 1, n_was):
+                y = was[c]
+                if gone[x] or gone[y]:
+                    keys[found] = x * n_new + y
+                    signs[found] = -1
+                    found += 1
+        for a in range(n_now):
+            x = now[a]
+            for c in range(a + 1, n_now):
+                y = now[c]
+                if came[x] or came[y]:
+                    keys[found] = x * n_new + y
+                    signs[found] = 1
+                    found += 1
+        for a in range(n_was):
+            gone[was[a]] = False
+        for c in range(n_now):
+            came[now[c]] = False
+    order = np.argsort(keys[:found], kind="mergesort")
+    where = np.empty(found, np.int64)
+    increments = np.empty(found, np.int32)
+    d = 0
+    t = 0
+    while t < found:
+        key = keys[order[t]]
+        total = 0
+        while t < found and keys[order[t]] == key:
+            total += signs[order[t]]
+            t += 1
+        if total != 0:
+            where[d] = key
+            increments[d] = total
+            d += 1
+    return where[:d], increments[:d]
 
 
 def co_usage_renumbered(counts: np.ndarray, pos: int, insert: bool) -> np.ndarray:

@@ -309,12 +309,11 @@ class LocalUsageCounter(UsageCounter):
     def co_usage_change(
         self, group: int, counts: np.ndarray, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
     ) -> np.ndarray:
-        """Only the rows containing the changed pattern are covered again, under both tables
-        (a tenth of the work of a full count for a pattern in a tenth of the rows)."""
-        rows = self.groups[group]
-        kernels.co_usage_add(counts, rows, old, within, self.n_items, -1)
+        """Only the rows containing the changed pattern are covered again, under both tables,
+        and only the pairs holding an element whose use changed are counted."""
+        where, increments = kernels.co_usage_delta(self.groups[group], old, new, within, self.n_items, pos, add)
         counts = kernels.co_usage_renumbered(counts, pos, add)
-        kernels.co_usage_add(counts, rows, new, within, self.n_items, 1)
+        counts.reshape(-1)[where] += increments
         return counts
 
     def usages_stacked(
@@ -340,15 +339,9 @@ class LocalUsageCounter(UsageCounter):
         positions in the ``[p + n_items, p + n_items]`` matrix of table ``new`` that change,
         and their increments (``int32``). Only the elements whose use changed in the rows
         holding the pattern have pairs that change, so this is small beside the matrix."""
-        n_old = old.shape[0] + self.n_items
-        delta = np.zeros((n_old, n_old), np.int32)
-        rows = self.groups[group]
-        kernels.co_usage_add(delta, rows, old, within, self.n_items, -1)
-        delta = kernels.co_usage_renumbered(delta, pos, add)
-        kernels.co_usage_add(delta, rows, new, within, self.n_items, 1)
-        flat = delta.ravel()
-        where = np.flatnonzero(flat)
-        return where.astype(np.min_scalar_type(flat.size)), flat[where]
+        where, increments = kernels.co_usage_delta(self.groups[group], old, new, within, self.n_items, pos, add)
+        size = (new.shape[0] + self.n_items) ** 2
+        return where.astype(np.min_scalar_type(size)), increments
 
 
 class PartitionedUsageCounter(UsageCounter):
@@ -1072,16 +1065,22 @@ class DiffNorm:
         """Try ``candidates`` in order; the index of the first whose best placement lowers
         the total and its proposal, or ``(len(candidates), None)``.
 
-        Candidates are evaluated ``batch_size`` at a time (the counter's choice: one round
-        of counting per batch), all against the current model, so the answer is the one a
-        candidate-by-candidate loop would give.
+        Candidates are evaluated in batches (one round of counting per batch), all against
+        the current model, so the answer is the one a candidate-by-candidate loop would give.
+        The first batch holds one candidate and each batch that brings no improvement doubles
+        the next, up to the counter's ``batch_size``: the first candidates of a list are the
+        likeliest to be accepted (Slim's by estimated gain), and every candidate of a batch
+        after the accepted one is counted for nothing.
         """
-        step = max(1, self._live_counter().batch_size)
-        for start in range(0, len(candidates), step):
+        limit = max(1, self._live_counter().batch_size)
+        start, step = 0, 1
+        while start < len(candidates):
             batch = candidates[start : start + step]
             for offset, proposal in enumerate(self._propose_additions(batch)):
                 if proposal is not None and proposal.total < self._total - _MIN_GAIN:
                     return start + offset, proposal
+            start += len(batch)
+            step = min(2 * step, limit)
         return len(candidates), None
 
     def _propose_removal(self, itemset: Itemset) -> _Proposal:

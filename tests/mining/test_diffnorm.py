@@ -395,3 +395,45 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray):
             np.testing.assert_array_equal(removed, kernels.co_usage(groups[i], new[[0, 1]], 60))
     finally:
         remote.close()
+
+
+def test_sparse_co_usage_delta_equals_the_difference_of_two_full_counts():
+    """A pattern in or out: the renumbered counts plus the sparse delta are the full count of
+    the new table, on random rows and tables (patterns overlapping, several words per row)."""
+    from neurolake.mining.diffnorm import _itemset_bits
+
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        m = int(rng.integers(5, 150))
+        rows = kernels.pack_rows(rng.random((int(rng.integers(1, 120)), m)) < rng.uniform(0.05, 0.5))
+        itemsets = {tuple(sorted(rng.choice(m, int(rng.integers(2, 6)), replace=False).tolist())) for _ in range(6)}
+        table = np.stack([_itemset_bits(x, kernels.words_for(m)) for x in sorted(itemsets)])
+        pos = int(rng.integers(0, table.shape[0]))
+        shorter = np.delete(table, pos, axis=0)
+        for old, new, add in ((shorter, table, True), (table, shorter, False)):
+            where, increments = kernels.co_usage_delta(rows, old, new, table[pos], m, pos, add)
+            assert np.all(np.diff(where) > 0) and np.all(increments != 0)
+            got = kernels.co_usage_renumbered(kernels.co_usage(rows, old, m), pos, add)
+            got.reshape(-1)[where] += increments
+            np.testing.assert_array_equal(got, kernels.co_usage(rows, new, m))
+
+
+def test_ray_batches_grow_from_one_candidate(planted, local_ray, monkeypatch):
+    """On Ray, candidates are counted one, two, four, ... at a time until one helps; the
+    search is the one-process search."""
+    from neurolake.mining.diffnorm import PartitionedUsageCounter
+
+    sizes = []
+    original = PartitionedUsageCounter.usages
+
+    def recording(self, requests):
+        sizes.append(len(requests))
+        return original(self, requests)
+
+    monkeypatch.setattr(PartitionedUsageCounter, "usages", recording)
+    a, b, *_, expected = planted
+    got = DiffNorm(min_support=0.05, workers=2).fit([a, b]).discover()
+    assert got.patterns == expected.patterns and got.total_length == expected.total_length
+    # Two requests (old and new table) per group holding the candidate: one candidate is at
+    # most 4 requests, and the largest batch of 16 at most 64.
+    assert min(sizes) <= 4 and max(sizes) <= 4 * PartitionedUsageCounter.batch_size
