@@ -18,7 +18,9 @@ __all__ = [
     "co_usage_renumbered",
     "cover_usage",
     "pack_rows",
+    "log_tables",
     "slim_gains",
+    "slim_gains_tabled",
     "supports",
     "words_for",
 ]
@@ -161,16 +163,43 @@ def slim_gains(
     Returns:
         ``(a, b, gain, model_cost)`` of the pairs with a positive gain.
     """
+    whole = 0
+    for x in range(co.shape[0]):
+        whole += usage[x]
+    lg, xl = log_tables(whole)
+    return slim_gains_tabled(co, usage, sizes, st_el, singleton_st, length_cost, fixed_cost, lg, xl)
+
+
+@numba.njit(cache=True, nogil=True)
+def log_tables(largest: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(log2 v, v log2 v)`` for the integers ``v`` in ``[0, largest]`` (0 at 0)."""
+    xl = np.zeros(largest + 1, np.float64)
+    lg = np.zeros(largest + 1, np.float64)
+    for v in range(1, largest + 1):
+        lg[v] = np.log2(float(v))
+        xl[v] = v * lg[v]
+    return lg, xl
+
+
+@numba.njit(cache=True, nogil=True)
+def slim_gains_tabled(
+    co: np.ndarray,
+    usage: np.ndarray,
+    sizes: np.ndarray,
+    st_el: np.ndarray,
+    singleton_st: np.ndarray,
+    length_cost: np.ndarray,
+    fixed_cost: float,
+    lg: np.ndarray,
+    xl: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`slim_gains` with the tables of :func:`log_tables`, reaching at least the sum of
+    ``usage``, given: a search makes them once for all its lists (a group's usages only add
+    up to less than its rows' items), instead of a log per usage for every list."""
     n = co.shape[0]
     whole = 0
     for x in range(n):
         whole += usage[x]
-    # Usages are integers in [0, whole]: x log2 x and log2 x by table, not by a log per pair.
-    xl = np.zeros(whole + 1, np.float64)
-    lg = np.zeros(whole + 1, np.float64)
-    for v in range(1, whole + 1):
-        lg[v] = np.log2(float(v))
-        xl[v] = v * lg[v]
     log_total = lg[whole]
     base = xl[whole]
     capacity = 1024

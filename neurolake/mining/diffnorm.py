@@ -277,6 +277,16 @@ class UsageCounter(ABC):
         """:meth:`co_usage_change` for several changes (of different groups) at once."""
         return [self.co_usage_change(*change) for change in changes]
 
+    def co_usage_sequence(self, changes: Sequence[CoUsageChange]) -> dict[int, np.ndarray]:
+        """The co-usages of each group after ``changes``, made one after the other: a change
+        of a group that an earlier one changed applies to that one's result (only the first
+        change of a group brings its ``counts``)."""
+        latest: dict[int, np.ndarray] = {}
+        for change in changes:
+            counts = latest.get(change.group, change.counts)
+            latest[change.group] = self.co_usage_change(change.group, counts, *change[2:])
+        return latest
+
     def close(self) -> None:  # noqa: B027 - optional to override: most counters hold nothing
         """Release whatever the counter holds (nothing for the local one)."""
 
@@ -421,6 +431,23 @@ class PartitionedUsageCounter(UsageCounter):
                 flat[where] += increments
             out.append(counts)
         return out
+
+    def co_usage_sequence(self, changes: Sequence[CoUsageChange]) -> dict[int, np.ndarray]:
+        """Every actor counts the sparse change of each step, all in one round (each step's
+        change depends only on its two tables and the rows); they are added here in order."""
+        if not changes:
+            return {}
+        requests = [(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes]
+        parts = self._pool.broadcast("co_usage_deltas", requests)
+        latest: dict[int, np.ndarray] = {}
+        for r, change in enumerate(changes):
+            counts = kernels.co_usage_renumbered(latest.get(change.group, change.counts), change.pos, change.add)
+            flat = counts.reshape(-1)
+            for part in parts:
+                where, increments = part[r]
+                flat[where] += increments
+            latest[change.group] = counts
+        return latest
 
     def close(self) -> None:
         self._pool.close()
@@ -764,6 +791,7 @@ class DiffNorm:
         finally:
             self._live_counter().close()
             self._counter = None
+            self._logs = None
 
     def _init_state(self) -> None:
         """Standard code, empty pattern sets, singleton covers."""
@@ -795,6 +823,10 @@ class DiffNorm:
         # Co-usages of each group's current table (Slim's pair statistics), counted when first
         # needed and then updated with every change of the table.
         self._co: list[np.ndarray | None] = [None] * k
+        # Table changes not yet applied to ``_co`` (CoUsageChange, in order).
+        self._co_pending: list[CoUsageChange] = []
+        self._logs: tuple[np.ndarray, np.ndarray] | None = None
+        self._largest_total = int(item_support.sum(axis=1).max()) if k else 0
 
     def _search(self, packed: list[BitMatrix]) -> None:
         singleton_length = self._singleton_length
@@ -826,6 +858,7 @@ class DiffNorm:
             logger.debug("DiffNorm round: %d accepted, total %.1f bits", accepted_this_round, self._total)
             if accepted_this_round == 0:
                 break
+        self._co_usages_now()
         self._result = self._build_result(singleton_length, n_accepted)
 
     # ------------------------------------------------------------- candidates
@@ -891,6 +924,7 @@ class DiffNorm:
         n_patterns = len(self._placed)
         count_cost = universal_code_length(n_patterns + 2) - universal_code_length(n_patterns + 1)
         label_cost = math.log2(len(self._subsets))
+        self._co_usages_now()
         stale = [i for i in range(k) if self._co[i] is None]
         for i, counts in zip(
             stale, self._live_counter().co_usages([(i, self._tables[i].bits) for i in stale]), strict=True
@@ -911,8 +945,8 @@ class DiffNorm:
             singleton_st = np.concatenate([np.zeros(len(table.itemsets)), self._st])
             longest = 2 * int(sizes.max())
             length_cost = np.array([universal_code_length(n) for n in range(1, longest + 1)])
-            a, b, gain, union_model = kernels.slim_gains(
-                co[i], usage, sizes, st_el, singleton_st, length_cost, label_cost + count_cost
+            a, b, gain, union_model = kernels.slim_gains_tabled(
+                co[i], usage, sizes, st_el, singleton_st, length_cost, label_cost + count_cost, *self._log_tables()
             )
             keep = _top_stable(gain, self.max_candidates)
             names = table.itemsets + [(x,) for x in range(m)]
@@ -938,6 +972,14 @@ class DiffNorm:
                 scored.append((-best, union))
         scored.sort()
         return [union for _, union in scored[: self.max_candidates]]
+
+    def _log_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """``log2 v`` and ``v log2 v`` for the usage totals of the search, made once: a cover
+        with patterns uses fewer elements than the singletons alone, so no group's total
+        exceeds its rows' items."""
+        if self._logs is None:
+            self._logs = kernels.log_tables(self._largest_total)
+        return self._logs
 
     def _slim_step(self, limit: int) -> int:
         """Build Slim's candidate list and accept from it, in order, each combination that
@@ -1073,8 +1115,12 @@ class DiffNorm:
         after the accepted one is counted for nothing.
         """
         limit = max(1, self._live_counter().batch_size)
-        start, step = 0, 1
+        start, step, ahead = 0, 1, 0
         while start < len(candidates):
+            if start + step > ahead:
+                # The supports of the next batches too, in one round of counting.
+                ahead = start + max(step, limit)
+                self._register(candidates[start:ahead])
             batch = candidates[start : start + step]
             for offset, proposal in enumerate(self._propose_additions(batch)):
                 if proposal is not None and proposal.total < self._total - _MIN_GAIN:
@@ -1084,11 +1130,24 @@ class DiffNorm:
         return len(candidates), None
 
     def _propose_removal(self, itemset: Itemset) -> _Proposal:
-        j = self._placed[itemset]
-        tables = self._changed_tables(itemset, list(self._subsets[j]), add=False)
-        contents = [self._content[x] for x in self._placed if x != itemset]
-        total = self._total_length(tables, contents)
-        return _Proposal(total, j, tables)
+        return self._propose_removals([itemset])[0]
+
+    def _propose_removals(self, itemsets: list[Itemset]) -> list[_Proposal]:
+        """The model without each of ``itemsets`` (each alone, against the current model),
+        in one round of counting."""
+        planned = []
+        requests: list[UsageRequest] = []
+        for itemset in itemsets:
+            plans, more = self._plan_change(itemset, list(self._subsets[self._placed[itemset]]), add=False)
+            planned.append(plans)
+            requests.extend(more)
+        counts = iter(self._live_counter().usages(requests))
+        proposals = []
+        for itemset, plans in zip(itemsets, planned, strict=True):
+            tables = self._finish_change(plans, counts, add=False)
+            contents = [self._content[x] for x in self._placed if x != itemset]
+            proposals.append(_Proposal(self._total_length(tables, contents), self._placed[itemset], tables))
+        return proposals
 
     # ---------------------------------------------------------- model updates
 
@@ -1101,16 +1160,21 @@ class DiffNorm:
         return out
 
     def _apply(self, proposal: _Proposal) -> None:
-        changes = []
         for i, table in proposal.tables.items():
             change = self._co_usage_change(i, self._tables[i], table)
             if change is not None:
-                changes.append(change)
+                self._co_pending.append(change)
             self._tables[i] = table
-        # The groups of one change are updated in one round of counting.
-        for change, counts in zip(changes, self._live_counter().co_usage_changes(changes), strict=True):
-            self._co[change.group] = counts
         self._total = self._total_length()
+
+    def _co_usages_now(self) -> None:
+        """Bring the co-usages up to date with the table changes made since they were last
+        needed, in one round of counting (Slim's list is built only every few acceptances and
+        prunings; nothing else reads them)."""
+        if self._co_pending:
+            for i, counts in self._live_counter().co_usage_sequence(self._co_pending).items():
+                self._co[i] = counts
+            self._co_pending = []
 
     def _co_usage_change(self, i: int, old: _Table, new: _Table) -> CoUsageChange | None:
         """What brings group ``i``'s co-usages from table ``old`` to ``new`` (one pattern in or
@@ -1121,6 +1185,7 @@ class DiffNorm:
         add = len(new.itemsets) == len(old.itemsets) + 1
         if not add and len(new.itemsets) != len(old.itemsets) - 1:
             self._co[i] = None
+            self._co_pending = [c for c in self._co_pending if c.group != i]
             return None
         shorter, longer = (old.itemsets, new.itemsets) if add else (new.itemsets, old.itemsets)
         pos = next((t for t, x in enumerate(shorter) if x != longer[t]), len(shorter))
@@ -1139,22 +1204,30 @@ class DiffNorm:
         """Remove model patterns whose usage fell, lowest usage first, while that helps."""
         after = self._usages_of_model()
         pending = {x for x, u in before.items() if x != exclude and np.any(after[x] < u)}
+        # Victims are tried in the order one at a time would take them; while none is removed
+        # the model stays as it is, so several are evaluated per round of counting (one, then
+        # twice as many after each round that removes nothing, up to the counter's batch).
+        limit = max(1, self._live_counter().batch_size)
+        step = 1
         while pending:
             usage = self._usages_of_model()
-            victim = min(pending, key=lambda x: (int(usage[x].sum()), -len(x), x))
-            pending.discard(victim)
-            proposal = self._propose_removal(victim)
-            if proposal.total < self._total - _MIN_GAIN:
-                j = self._placed.pop(victim)
-                self._apply(proposal)
-                logger.debug(
-                    "DiffNorm: - %s from %s, total %.1f bits",
-                    victim,
-                    self._subsets[j],
-                    self._total,
-                )
-                now = self._usages_of_model()
-                pending |= {x for x in now if x != exclude and np.any(now[x] < usage[x])}
+            victims = sorted(pending, key=lambda x: (int(usage[x].sum()), -len(x), x))[:step]
+            step = min(2 * step, limit)
+            for victim, proposal in zip(victims, self._propose_removals(victims), strict=True):
+                pending.discard(victim)
+                if proposal.total < self._total - _MIN_GAIN:
+                    j = self._placed.pop(victim)
+                    self._apply(proposal)
+                    logger.debug(
+                        "DiffNorm: - %s from %s, total %.1f bits",
+                        victim,
+                        self._subsets[j],
+                        self._total,
+                    )
+                    now = self._usages_of_model()
+                    pending |= {x for x in now if x != exclude and np.any(now[x] < usage[x])}
+                    step = 1
+                    break
 
     # --------------------------------------------------------------- results
 
