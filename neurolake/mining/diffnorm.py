@@ -65,7 +65,7 @@ independent 2,000 x 100 groups L% is 99.9 at 5 % density (21 pairs), 95 at 10 % 
 Search (the paper's Sec. 4, Krimp- and Slim-style)
 --------------------------------------------------
 1. Closed candidates: the closed frequent itemsets of every ``j ∈ J`` (LCM on the rows of
-   the groups in ``j``, :mod:`neurolake.mining.lcm`, with the search's ``workers``) of two or
+   the groups in ``j``, :mod:`neurolake.mining.lcm`, with ``mine_workers``) of two or
    more items, in standard
    candidate order (support descending, length descending, lexicographic; support as the
    fraction of the rows of the subset where the itemset is most frequent, so that a small
@@ -110,6 +110,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -632,7 +633,13 @@ class DiffNorm:
             partitions, each held by a Ray actor (on ``$RAY_ADDRESS``, else a local Ray) that
             counts its rows, while the search stays here. Counts are sums of integers over
             rows, so the search takes the same steps and ends with the same patterns and
-            total length whatever the number of workers.
+            total length whatever the number of workers. With more than one, the search
+            also computes the pair gains of Slim's list for up to ``workers`` groups at once
+            (threads of this process, while the actors wait).
+        mine_workers: workers of the closed-candidate mining (:class:`~neurolake.mining.lcm.LCM`);
+            1 (the default) mines in this process. LCM's first-level branches on Ray pay off
+            only when mining is long: a 100,000 x 2,000 contrast at 5 % support mined in
+            1.7 s here and 16.5 s on 2 local workers.
     """
 
     def __init__(
@@ -643,11 +650,15 @@ class DiffNorm:
         subsets: Sequence[Sequence[int]] | None = None,
         workers: int = 1,
         slim_batch: int = 8,
+        mine_workers: int = 1,
     ) -> None:
         absolute_support(min_support, 1)  # fail on a bad value now, not at fit time
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise SpecError(f"workers must be an int >= 1, got {workers!r}")
         self.workers = workers
+        if isinstance(mine_workers, bool) or not isinstance(mine_workers, int) or mine_workers < 1:
+            raise SpecError(f"mine_workers must be an int >= 1, got {mine_workers!r}")
+        self.mine_workers = mine_workers
         if isinstance(slim_batch, bool) or not isinstance(slim_batch, int) or slim_batch < 1:
             raise SpecError(f"slim_batch must be an int >= 1, got {slim_batch!r}")
         self.slim_batch = slim_batch
@@ -900,7 +911,7 @@ class DiffNorm:
             rows = np.concatenate([dense[i] for i in subset], axis=0)
             if rows.shape[0] == 0:
                 continue
-            for itemset, support in closed_itemsets(rows, self.min_support, workers=self.workers):
+            for itemset, support in closed_itemsets(rows, self.min_support, workers=self.mine_workers):
                 if len(itemset) >= 2:
                     share = support / rows.shape[0]
                     frequency[itemset] = max(frequency.get(itemset, 0.0), share)
@@ -935,6 +946,7 @@ class DiffNorm:
         # model[Z]: estimated model cost of Z (its pattern cost and the larger count).
         gains: dict[Itemset, dict[int, float]] = {}
         model: dict[Itemset, float] = {}
+        inputs = {}
         for i in range(k):
             table = self._tables[i]
             usage = np.concatenate([table.pat_usage, table.item_usage])
@@ -945,18 +957,24 @@ class DiffNorm:
             singleton_st = np.concatenate([np.zeros(len(table.itemsets)), self._st])
             longest = 2 * int(sizes.max())
             length_cost = np.array([universal_code_length(n) for n in range(1, longest + 1)])
-            a, b, gain, union_model = kernels.slim_gains_tabled(
-                co[i], usage, sizes, st_el, singleton_st, length_cost, label_cost + count_cost, *self._log_tables()
-            )
+            inputs[i] = (co[i], usage, sizes, st_el, singleton_st, length_cost, label_cost + count_cost)
+        logs = self._log_tables()
+
+        def best_pairs(i: int) -> tuple[np.ndarray, ...]:
+            a, b, gain, union_model = kernels.slim_gains_tabled(*inputs[i], *logs)
             keep = _top_stable(gain, self.max_candidates)
-            names = table.itemsets + [(x,) for x in range(m)]
-            for a_i, b_i, g, cost in zip(
-                a[keep].tolist(),
-                b[keep].tolist(),
-                gain[keep].tolist(),
-                union_model[keep].tolist(),
-                strict=False,
-            ):
+            return a[keep], b[keep], gain[keep], union_model[keep]
+
+        threads = min(self.workers, len(inputs))
+        if threads > 1:
+            # The kernel releases the GIL: the groups' pairs at once, merged in group order.
+            with ThreadPoolExecutor(threads) as pool:
+                pairs = dict(zip(inputs, pool.map(best_pairs, inputs), strict=True))
+        else:
+            pairs = {i: best_pairs(i) for i in inputs}
+        for i, (a, b, gain, union_model) in pairs.items():
+            names = self._tables[i].itemsets + [(x,) for x in range(m)]
+            for a_i, b_i, g, cost in zip(a.tolist(), b.tolist(), gain.tolist(), union_model.tolist(), strict=True):
                 union = tuple(sorted(names[a_i] + names[b_i]))
                 if union in self._placed:
                     continue
@@ -1115,13 +1133,12 @@ class DiffNorm:
         after the accepted one is counted for nothing.
         """
         limit = max(1, self._live_counter().batch_size)
-        start, step, ahead = 0, 1, 0
+        start, step = 0, 1
         while start < len(candidates):
-            if start + step > ahead:
-                # The supports of the next batches too, in one round of counting.
-                ahead = start + max(step, limit)
-                self._register(candidates[start:ahead])
             batch = candidates[start : start + step]
+            if any(x not in self._support for x in batch):
+                # The supports of the next batches too, in one round of counting.
+                self._register(candidates[start : start + max(step, limit)])
             for offset, proposal in enumerate(self._propose_additions(batch)):
                 if proposal is not None and proposal.total < self._total - _MIN_GAIN:
                     return start + offset, proposal

@@ -224,6 +224,8 @@ def test_bad_inputs_are_refused_with_a_spec_error():
     a = np.zeros((3, 4), bool)
     with pytest.raises(SpecError, match="slim_batch"):
         DiffNorm(slim_batch=0)
+    with pytest.raises(SpecError, match="mine_workers"):
+        DiffNorm(mine_workers=0)
     with pytest.raises(SpecError, match="item universe"):
         DiffNorm().fit([a, np.zeros((3, 5), bool)])
     with pytest.raises(SpecError, match="subset"):
@@ -242,7 +244,7 @@ def test_bad_inputs_are_refused_with_a_spec_error():
 @pytest.mark.parametrize("num_workers", [2, 3])
 def test_ray_version_equals_single_process(planted, local_ray, num_workers):
     a, b, *_, expected = planted
-    got = DiffNorm(min_support=0.05, workers=num_workers).fit([a, b]).discover()
+    got = DiffNorm(min_support=0.05, workers=num_workers, mine_workers=2).fit([a, b]).discover()
     assert got.patterns == expected.patterns
     assert got.total_length == pytest.approx(expected.total_length, abs=1e-9)
     assert got.singleton_length == pytest.approx(expected.singleton_length, abs=1e-9)
