@@ -124,6 +124,8 @@ def recovered(result: DiffNormResult, planted: dict[str, list[tuple[int, ...]]])
 class _Recounting(LocalUsageCounter):
     """The earlier search's counting: Slim's pair counts from scratch after every change."""
 
+    co_usage_sequence = UsageCounter.co_usage_sequence  # step by step, each a full count
+
     def co_usage_change(self, group, counts, old, new, within, pos, add):  # type: ignore[no-untyped-def]
         return UsageCounter.co_usage_change(self, group, counts, old, new, within, pos, add)
 

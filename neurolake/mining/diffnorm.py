@@ -327,6 +327,13 @@ class LocalUsageCounter(UsageCounter):
         counts.reshape(-1)[where] += increments
         return counts
 
+    def co_usage_sequence(self, changes: Sequence[CoUsageChange]) -> dict[int, np.ndarray]:
+        """The sparse change of every step (rows holding its pattern only), then each group's
+        matrix renumbered once for all its steps and the changes added (one copy of the
+        matrix per group, not one per step)."""
+        deltas = [self.co_usage_delta(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes]
+        return _co_usages_after(changes, [deltas])
+
     def usages_stacked(
         self, tables: Sequence[np.ndarray], requests: Sequence[tuple[int, int, np.ndarray]]
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -439,16 +446,9 @@ class PartitionedUsageCounter(UsageCounter):
         if not changes:
             return {}
         requests = [(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes]
-        parts = self._pool.broadcast("co_usage_deltas", requests)
-        latest: dict[int, np.ndarray] = {}
-        for r, change in enumerate(changes):
-            counts = kernels.co_usage_renumbered(latest.get(change.group, change.counts), change.pos, change.add)
-            flat = counts.reshape(-1)
-            for part in parts:
-                where, increments = part[r]
-                flat[where] += increments
-            latest[change.group] = counts
-        return latest
+        parts = self._pool.broadcast_later("co_usage_deltas", requests)
+        # The matrices are renumbered here while the actors count.
+        return _co_usages_after(changes, parts)
 
     def close(self) -> None:
         self._pool.close()
@@ -557,6 +557,78 @@ class _Proposal:
     total: float
     subset_index: int
     tables: dict[int, _Table]
+
+
+def _renumberings(n_before: int, steps: Sequence[tuple[int, bool]]) -> list[np.ndarray]:
+    """For the numbering before the steps (first) and after each ``(pos, add)`` step (one
+    element inserted at or removed from ``pos``), the number of each element after the last
+    step, -1 for an element a later step removes."""
+    sizes = [n_before]
+    for _, add in steps:
+        sizes.append(sizes[-1] + (1 if add else -1))
+    maps = [np.arange(sizes[-1], dtype=np.int64)]
+    for (pos, add), n in zip(reversed(steps), reversed(sizes[:-1]), strict=True):
+        later = maps[-1]
+        if add:
+            earlier = later[np.arange(n) + (np.arange(n) >= pos)]
+        else:
+            earlier = np.empty(n, np.int64)
+            earlier[:pos] = later[:pos]
+            earlier[pos] = -1
+            earlier[pos + 1 :] = later[pos:]
+        maps.append(earlier)
+    return maps[::-1]
+
+
+def _renumbered_once(counts: np.ndarray, to: np.ndarray, n_after: int) -> np.ndarray:
+    """``counts`` (upper triangle) in a new numbering, ``to[x]`` the new number of element ``x``
+    (increasing where not -1, -1: dropped): block copies of the runs of elements that keep
+    their neighbours."""
+    out = np.zeros((n_after, n_after), counts.dtype)
+    kept = np.flatnonzero(to >= 0)
+    if kept.size == 0:
+        return out
+    # A run ends where the next kept element is not the next source or the next target.
+    breaks = np.flatnonzero((np.diff(kept) != 1) | (np.diff(to[kept]) != 1)) + 1
+    starts = np.concatenate([[0], breaks])
+    ends = np.concatenate([breaks, [kept.size]])
+    runs = [(int(kept[s]), int(kept[e - 1]) + 1, int(to[kept[s]])) for s, e in zip(starts, ends, strict=True)]
+    for i, (src_i, end_i, dst_i) in enumerate(runs):
+        for src_j, end_j, dst_j in runs[i:]:
+            out[dst_i : dst_i + end_i - src_i, dst_j : dst_j + end_j - src_j] = counts[src_i:end_i, src_j:end_j]
+    return out
+
+
+def _co_usages_after(changes: Sequence[CoUsageChange], parts: Sequence[Any]) -> dict[int, np.ndarray]:
+    """Each group's co-usages after ``changes`` (in order; the first change of a group holds its
+    counts), given the sparse change of every step (``(where, increments)`` in the numbering
+    after that step) from each part of the rows: ``parts`` is a list, one entry a list of the
+    steps' changes, or a function that returns that list (called once the matrices are
+    renumbered). The renumberings compose and the counts are integers, so this equals
+    renumbering and adding step by step."""
+    by_group: dict[int, list[int]] = {}
+    for r, change in enumerate(changes):
+        by_group.setdefault(change.group, []).append(r)
+    out: dict[int, np.ndarray] = {}
+    maps: dict[int, list[np.ndarray]] = {}
+    for i, steps in by_group.items():
+        first = changes[steps[0]].counts
+        maps[i] = _renumberings(first.shape[0], [(changes[r].pos, changes[r].add) for r in steps])
+        out[i] = _renumbered_once(first, maps[i][0], maps[i][-1].size)
+    if callable(parts):
+        parts = parts()
+    for i, steps in by_group.items():
+        n_after = maps[i][-1].size
+        flat = out[i].reshape(-1)
+        for t, r in enumerate(steps, start=1):
+            to = maps[i][t]
+            for part in parts:
+                where, increments = part[r]
+                where = where.astype(np.int64)
+                a, b = to[where // to.size], to[where % to.size]
+                keep = (a >= 0) & (b >= 0)
+                flat[a[keep] * n_after + b[keep]] += increments[keep]
+    return out
 
 
 def _group_lengths(pat_usage: np.ndarray, item_usage: np.ndarray, st_lengths: np.ndarray) -> tuple[float, float]:

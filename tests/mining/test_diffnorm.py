@@ -258,6 +258,8 @@ def test_co_usages_follow_the_tables_exactly_as_a_full_recount():
     from neurolake.mining.diffnorm import LocalUsageCounter, UsageCounter
 
     class Recounting(LocalUsageCounter):
+        co_usage_sequence = UsageCounter.co_usage_sequence  # step by step, each a full count
+
         def co_usage_change(self, group, counts, old, new, within, pos, add):
             return UsageCounter.co_usage_change(self, group, counts, old, new, within, pos, add)
 
@@ -445,3 +447,39 @@ def test_ray_batches_grow_from_one_candidate(planted, local_ray, monkeypatch):
     # Two requests (old and new table) per group holding the candidate: one candidate is at
     # most 4 requests, and the largest batch of 16 at most 64.
     assert min(sizes) <= 4 and max(sizes) <= 4 * PartitionedUsageCounter.batch_size
+
+
+def test_a_sequence_of_co_usage_changes_equals_them_one_by_one():
+    """Changes of two groups, interleaved, patterns in and out: renumbering each matrix once and
+    adding every step's sparse change gives the counts of step-by-step updates and of a full
+    count of the last tables."""
+    from neurolake.mining.diffnorm import CoUsageChange, LocalUsageCounter, UsageCounter, _itemset_bits
+
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        m = int(rng.integers(5, 100))
+        n_words = kernels.words_for(m)
+        groups = [kernels.pack_rows(rng.random((int(rng.integers(1, 150)), m)) < 0.3) for _ in range(2)]
+        counter = LocalUsageCounter(groups, m)
+        tables = [np.zeros((0, n_words), np.uint64) for _ in range(2)]
+        counts = [kernels.co_usage(g, t, m) for g, t in zip(groups, tables, strict=True)]
+        changes = []
+        for _ in range(int(rng.integers(1, 12))):
+            i = int(rng.integers(0, 2))
+            table = tables[i]
+            if table.shape[0] > 0 and rng.random() < 0.4:
+                pos = int(rng.integers(0, table.shape[0]))
+                within, new, add = table[pos], np.delete(table, pos, axis=0), False
+            else:
+                itemset = tuple(sorted(rng.choice(m, int(rng.integers(2, 5)), replace=False).tolist()))
+                within, pos = _itemset_bits(itemset, n_words), int(rng.integers(0, table.shape[0] + 1))
+                new, add = np.insert(table, pos, within, axis=0), True
+            first = all(c.group != i for c in changes)
+            changes.append(CoUsageChange(i, counts[i] if first else None, table, new, within, pos, add))
+            tables[i] = new
+        got = counter.co_usage_sequence(changes)
+        one_by_one = UsageCounter.co_usage_sequence(counter, changes)
+        assert got.keys() == one_by_one.keys()
+        for i, matrix in got.items():
+            np.testing.assert_array_equal(matrix, one_by_one[i])
+            np.testing.assert_array_equal(matrix, kernels.co_usage(groups[i], tables[i], m))
