@@ -192,22 +192,34 @@ def slim_gains_tabled(
     fixed_cost: float,
     lg: np.ndarray,
     xl: np.ndarray,
+    top: int = -1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`slim_gains` with the tables of :func:`log_tables`, reaching at least the sum of
     ``usage``, given: a search makes them once for all its lists (a group's usages only add
-    up to less than its rows' items), instead of a log per usage for every list."""
+    up to less than its rows' items), instead of a log per usage for every list.
+
+    With ``top >= 0`` only pairs that can be among the ``top`` best are returned (still in
+    row-major order, a superset of them): whenever the output fills, it keeps its ``top``
+    best (gain descending, earlier pairs first on equal gains) and from then on a pair must
+    beat the last of these to enter. A pair left out has ``top`` pairs before it with at
+    least its gain, so the ``top`` best of the answer (as ``_top_stable`` picks them) are
+    those of all pairs; on dense data most pairs have a positive gain and are never stored.
+    """
+    if top == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64)
     n = co.shape[0]
     whole = 0
     for x in range(n):
         whole += usage[x]
     log_total = lg[whole]
     base = xl[whole]
-    capacity = 1024
+    capacity = 1024 if top < 0 else max(1024, 4 * top)
     out_a = np.empty(capacity, np.int64)
     out_b = np.empty(capacity, np.int64)
     out_gain = np.empty(capacity, np.float64)
     out_cost = np.empty(capacity, np.float64)
     found = 0
+    floor = 0.0  # a pair enters with a gain above this
     for a in range(n):
         ua = usage[a]
         code_a = log_total - lg[max(ua, 1)]
@@ -226,9 +238,13 @@ def slim_gains_tabled(
                 gain += code_a + singleton_st[a]
             if ub == e:
                 gain += log_total - lg[max(ub, 1)] + singleton_st[b]
-            if gain <= 0.0:
+            if gain <= floor:
                 continue
-            if found == capacity:
+            if found == capacity and top > 0:
+                found, floor = _keep_best(out_a, out_b, out_gain, out_cost, found, top)
+                if gain <= floor:
+                    continue
+            elif found == capacity:
                 capacity *= 2
                 out_a = _grown(out_a, capacity)
                 out_b = _grown(out_b, capacity)
@@ -240,6 +256,24 @@ def slim_gains_tabled(
             out_cost[found] = fixed_cost + st_el[a] + st_el[b] + length_cost[sizes[a] + sizes[b] - 1]
             found += 1
     return out_a[:found], out_b[:found], out_gain[:found], out_cost[:found]
+
+
+@numba.njit(cache=True, nogil=True)
+def _keep_best(
+    out_a: np.ndarray, out_b: np.ndarray, out_gain: np.ndarray, out_cost: np.ndarray, found: int, top: int
+) -> tuple[int, float]:
+    """Keep the ``top`` best of the ``found`` pairs stored (gain descending, earlier first on
+    ties), in their order; their number and the gain of the last of them."""
+    order = np.argsort(-out_gain[:found], kind="mergesort")
+    floor = out_gain[order[top - 1]]
+    kept = np.sort(order[:top])
+    for t in range(kept.size):
+        s = kept[t]  # s >= t: moving forward overwrites nothing still needed
+        out_a[t] = out_a[s]
+        out_b[t] = out_b[s]
+        out_gain[t] = out_gain[s]
+        out_cost[t] = out_cost[s]
+    return kept.size, floor
 
 
 @numba.njit(cache=True, nogil=True)

@@ -1033,7 +1033,7 @@ class DiffNorm:
         logs = self._log_tables()
 
         def best_pairs(i: int) -> tuple[np.ndarray, ...]:
-            a, b, gain, union_model = kernels.slim_gains_tabled(*inputs[i], *logs)
+            a, b, gain, union_model = kernels.slim_gains_tabled(*inputs[i], *logs, self.max_candidates)
             keep = _top_stable(gain, self.max_candidates)
             return a[keep], b[keep], gain[keep], union_model[keep]
 

@@ -483,3 +483,29 @@ def test_a_sequence_of_co_usage_changes_equals_them_one_by_one():
         for i, matrix in got.items():
             np.testing.assert_array_equal(matrix, one_by_one[i])
             np.testing.assert_array_equal(matrix, kernels.co_usage(groups[i], tables[i], m))
+
+
+@pytest.mark.parametrize("top", [1, 3, 40, 300, 5000])
+def test_slim_gains_keep_the_best_pairs_as_a_stable_sort_of_all(top):
+    """With ``top``, the kernel stores only pairs that can be among the best (its output fills
+    and is cut several times here) and their best ``top`` are those of all pairs, ties (many:
+    few distinct usages) in row-major order."""
+    from neurolake.mining.diffnorm import _top_stable
+
+    rng = np.random.default_rng(top)
+    n = 120
+    co = np.triu(rng.integers(1, 4, (n, n)), 1).astype(np.int32)
+    usage = rng.choice([8, 9, 30], n).astype(np.int64)
+    usage[: n // 3] = 3 * n  # some elements used often: codes of every kind
+    sizes = np.ones(n, np.int64)
+    st = rng.choice([1.0, 2.5], n)
+    length_cost = np.array([universal_code_length(k) for k in range(1, 3)])
+    logs = kernels.log_tables(int(usage.sum()))
+    every = kernels.slim_gains_tabled(co, usage, sizes, st, st, length_cost, 1.0, *logs)
+    best = kernels.slim_gains_tabled(co, usage, sizes, st, st, length_cost, 1.0, *logs, top)
+    assert every[0].size > 1024 and (top >= 300 or best[0].size < every[0].size)
+    assert np.unique(every[2]).size < every[2].size / 10  # ties
+    mine, theirs = _top_stable(best[2], top), _top_stable(every[2], top)
+    for got, expected in zip(best, every, strict=True):
+        assert np.array_equal(got[mine], expected[theirs])
+    assert all(part.size == 0 for part in kernels.slim_gains_tabled(co, usage, sizes, st, st, length_cost, 1.0, *logs, 0))
