@@ -362,6 +362,50 @@ class LocalUsageCounter(UsageCounter):
         return where.astype(np.min_scalar_type(size)), increments
 
 
+# How a trip names a table to the actors (see ``_RowPartition.resolve``): the one they hold
+# for the group, it with one row inserted or removed, or the table itself.
+TableSpec = tuple
+
+
+class _RowPartition(LocalUsageCounter):
+    """What each actor of :class:`PartitionedUsageCounter` runs: a local counter over its rows
+    that also holds the last table it was told to keep of every group, so that a trip names
+    most tables by their difference from it (one pattern in or out) instead of sending them."""
+
+    def __init__(self, groups: Sequence[np.ndarray], n_items: int) -> None:
+        super().__init__(groups, n_items)
+        self._held: dict[int, np.ndarray] = {}
+
+    def resolve(self, group: int, spec: TableSpec) -> np.ndarray:
+        """The table ``spec = (keep, kind, ...)`` names; held for the group if ``keep``."""
+        keep, kind = spec[0], spec[1]
+        if kind == "table":
+            table = spec[2]
+        elif kind == "held":
+            table = self._held[group]
+        elif kind == "insert":
+            table = np.insert(self._held[group], spec[2], spec[3], axis=0)
+        else:
+            table = np.delete(self._held[group], spec[2], axis=0)
+        if keep:
+            self._held[group] = table
+        return table
+
+    def usages_held(
+        self, tables: Sequence[tuple[int, TableSpec]], requests: Sequence[tuple[int, int, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`usages_stacked` with the tables named by ``(group, spec)``, in order."""
+        return self.usages_stacked([self.resolve(i, spec) for i, spec in tables], requests)
+
+    def co_usage_deltas_held(self, requests: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`co_usage_deltas` for ``(group, old spec, new spec, within, pos, add)``."""
+        out = []
+        for group, old, new, within, pos, add in requests:
+            old_table = self.resolve(group, old)
+            out.append(self.co_usage_delta(group, old_table, self.resolve(group, new), within, pos, add))
+        return out
+
+
 class PartitionedUsageCounter(UsageCounter):
     """A :class:`UsageCounter` over row partitions held by Ray actors (one partition each);
     every request goes to all actors at once and their integer counts are summed.
@@ -386,8 +430,10 @@ class PartitionedUsageCounter(UsageCounter):
         # The actors reserve no CPU, so that more partitions than CPUs still start (and
         # share the CPUs) instead of waiting for resources.
         self._pool = ActorPool(
-            LocalUsageCounter, [([split[w] for split in splits], n_items) for w in range(workers)], num_cpus=0
+            _RowPartition, [([split[w] for split in splits], n_items) for w in range(workers)], num_cpus=0
         )
+        # The table of each group the actors hold (the same on all of them).
+        self._held: list[np.ndarray | None] = [None] * self.n_groups
         logger.debug("DiffNorm on %d workers, rows per group %s", workers, [g.shape[0] for g in groups])
 
     def supports(self, patterns: np.ndarray) -> np.ndarray:
@@ -396,17 +442,21 @@ class PartitionedUsageCounter(UsageCounter):
     def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
         if not requests:
             return []
-        # A table goes once per trip however many requests use it (a candidate's requests
-        # share the group's current table), and the answers come back as two arrays.
+        # A table is named once per trip however many requests use it (a candidate's
+        # requests share the group's current table), mostly by its difference from the one
+        # the actors hold: the first of a group in a trip (its current table) is held from
+        # then on. The answers come back as two arrays.
         index: dict[int, int] = {}
         tables: list[np.ndarray] = []
+        specs: list[tuple[int, TableSpec]] = []
         compact = []
         for i, table, within in requests:
             if id(table) not in index:
                 index[id(table)] = len(tables)
                 tables.append(table)
+                specs.append((i, self._spec(i, table, keep=all(g != i for g, _ in specs))))
             compact.append((i, index[id(table)], within))
-        parts = self._pool.broadcast("usages_stacked", tables, compact)
+        parts = self._broadcast("usages_held", specs, compact)
         pat = np.asarray(np.sum([p for p, _ in parts], axis=0, dtype=np.int64))
         items = np.asarray(np.sum([x for _, x in parts], axis=0, dtype=np.int64))
         bounds = np.cumsum([0] + [tables[t].shape[0] for _, t, _ in compact])
@@ -445,10 +495,52 @@ class PartitionedUsageCounter(UsageCounter):
         change depends only on its two tables and the rows); they are added here in order."""
         if not changes:
             return {}
-        requests = [(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes]
-        parts = self._pool.broadcast_later("co_usage_deltas", requests)
+        requests = [
+            (c.group, self._spec(c.group, c.old, keep=True), self._spec(c.group, c.new, keep=True), c.within, c.pos, c.add)
+            for c in changes
+        ]
+        parts = self._broadcast("co_usage_deltas_held", requests, later=True)
         # The matrices are renumbered here while the actors count.
         return _co_usages_after(changes, parts)
+
+    def _spec(self, group: int, table: np.ndarray, keep: bool) -> TableSpec:
+        """How the actors get ``table`` of ``group`` (see :meth:`_RowPartition.resolve`);
+        what they hold afterwards is noted here as they will note it."""
+        held = self._held[group]
+        spec: TableSpec = (keep, "table", table)
+        if held is not None:
+            grown = table.shape[0] - held.shape[0]
+            if grown == 0 and (table is held or np.array_equal(table, held)):
+                spec = (keep, "held")
+            elif abs(grown) == 1:
+                longer, shorter = (table, held) if grown == 1 else (held, table)
+                differ = np.flatnonzero(np.any(longer[:-1] != shorter, axis=1))
+                pos = int(differ[0]) if differ.size else shorter.shape[0]
+                if np.array_equal(longer[pos + 1 :], shorter[pos:]):
+                    spec = (keep, "insert", pos, table[pos]) if grown == 1 else (keep, "delete", pos)
+        if keep:
+            self._held[group] = table
+        return spec
+
+    def _broadcast(self, method: str, *args: Any, later: bool = False) -> Any:
+        """The pool's broadcast; should it fail, what the actors hold is not known any more
+        and every table is sent again."""
+        try:
+            if not later:
+                return self._pool.broadcast(method, *args)
+            values = self._pool.broadcast_later(method, *args)
+        except Exception:
+            self._held = [None] * self.n_groups
+            raise
+
+        def waited() -> list[Any]:
+            try:
+                return values()
+            except Exception:
+                self._held = [None] * self.n_groups
+                raise
+
+        return waited
 
     def close(self) -> None:
         self._pool.close()
