@@ -464,6 +464,8 @@ class PartitionedUsageCounter(UsageCounter):
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         requests = list(requests)
+        if not requests:
+            return []
         parts = self._pool.broadcast("co_usages", requests)
         return [np.asarray(np.sum([p[r] for p in parts], axis=0, dtype=np.int32)) for r in range(len(requests))]
 
