@@ -416,9 +416,9 @@ class PartitionedUsageCounter(UsageCounter):
         workers: actors (each holds about ``1 / workers`` of every group's rows).
     """
 
-    # A round trip to the actors costs about a millisecond, far more than covering the rows
-    # of one candidate; evaluating 16 candidates per trip wastes at most 15 evaluations
-    # when one is accepted.
+    # A round trip to the actors costs a millisecond or more, more than covering the rows of
+    # one candidate on small data: batches grow to 16 candidates per trip while none helps
+    # (they start at one, since the first candidates of a list are the likeliest to).
     batch_size = 16
 
     def __init__(self, groups: Sequence[np.ndarray], n_items: int, workers: int) -> None:
