@@ -95,11 +95,19 @@ Usages are integers, so both yield the same search, bit for bit. Covers are incr
 adding or removing ``X`` changes only the covers of rows that contain ``X``, so only those
 rows are covered again, under the old and the new coding set, and the difference of the two
 usage vectors updates the whole-group usages exactly. Slim's pair statistics (how many covers
-use two elements together) are kept the same way: counted once per group, then updated with
-every accepted or pruned pattern from the rows holding it (:meth:`UsageCounter.co_usage_change`;
-on Ray every actor sends the sparse change of its partition's counts), and the estimated gains of all pairs come from one
-numba pass (:func:`~neurolake.mining._diffnorm_kernels.slim_gains`) with ``x log2 x`` read from
-a table of the integer usages.
+use two elements together) are kept the same way: counted once per group, then updated from
+the rows holding every accepted or pruned pattern, only for the pairs holding an element whose
+use changed (:func:`~neurolake.mining._diffnorm_kernels.co_usage_delta`); the updates wait
+until Slim's list is built next and are then made in one round, each matrix renumbered once
+(:meth:`UsageCounter.co_usage_sequence`; on Ray every actor sends the sparse changes of its
+partition's counts). The estimated gains of all pairs come from one numba pass
+(:func:`~neurolake.mining._diffnorm_kernels.slim_gains_tabled`) with ``x log2 x`` read from a
+table of the integer usages made once per search, keeping only the pairs that can make the list.
+
+On Ray, a round trip costs milliseconds: candidates go in batches that start at one and
+double while none helps, the supports of the next candidates travel in one round, the
+actors hold each group's current table (a trip names the others by one pattern in or out of
+it), and the search computes the groups' pair gains on up to ``workers`` threads.
 """
 
 from __future__ import annotations
@@ -849,8 +857,8 @@ class DiffNorm:
         """
         start = time.perf_counter()
         packed = [_as_bitmatrix(g) for g in groups]
-        with self._counting(packed):
-            self._search(packed)
+        with self._counting(packed, mine=True) as candidates:
+            self._search(candidates)
         logger.info(
             "DiffNorm: %d patterns, L%% = %.2f, %d accepted, %.2f s",
             len(self.discover().patterns),
@@ -957,14 +965,16 @@ class DiffNorm:
         self._subsets = canonical
 
     @contextlib.contextmanager
-    def _counting(self, packed: list[BitMatrix]) -> Iterator[None]:
+    def _counting(self, packed: list[BitMatrix], mine: bool = False) -> Iterator[list[Itemset]]:
         """Validate, start the usage counter and the singleton-only state; close the
-        counter afterwards."""
+        counter afterwards. ``mine``: give the closed candidates, mined after the counter is
+        started and before it is first used (Ray's actors start meanwhile), else nothing."""
         self._setup(packed)
         self._counter = self._make_counter([p.words for p in packed], self._n_items)
         try:
+            candidates = self._closed_candidates(packed) if mine else []
             self._init_state()
-            yield
+            yield candidates
         finally:
             self._live_counter().close()
             self._counter = None
@@ -1005,10 +1015,10 @@ class DiffNorm:
         self._logs: tuple[np.ndarray, np.ndarray] | None = None
         self._largest_total = int(item_support.sum(axis=1).max()) if k else 0
 
-    def _search(self, packed: list[BitMatrix]) -> None:
+    def _search(self, candidates: list[Itemset]) -> None:
         singleton_length = self._singleton_length
         n_accepted = 0
-        candidates = self._closed_candidates(packed)
+        self._register(candidates)
         logger.debug(
             "DiffNorm: %d closed candidates, L(D, singletons) = %.1f bits",
             len(candidates),
@@ -1068,6 +1078,7 @@ class DiffNorm:
         Support counts as the fraction of the rows of the subset where the itemset is most
         frequent: with absolute counts, the patterns of a small group would queue behind
         every frequent itemset of the large ones and could fall past ``max_candidates``.
+        Needs no counter: :meth:`fit` mines while a Ray counter's actors start.
         """
         if self.max_candidates == 0:
             return []
@@ -1082,9 +1093,7 @@ class DiffNorm:
                     share = support / rows.shape[0]
                     frequency[itemset] = max(frequency.get(itemset, 0.0), share)
         ordered = sorted(frequency, key=lambda x: (-frequency[x], -len(x), x))
-        ordered = ordered[: self.max_candidates]
-        self._register(ordered)
-        return ordered
+        return ordered[: self.max_candidates]
 
     def _slim_candidates(self) -> list[Itemset]:
         """Unions of elements used together in covers, best estimated gain first.
