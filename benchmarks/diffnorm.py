@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
+from neurolake.cluster.ray_env import connect
 from neurolake.mining.diffnorm import DiffNorm, DiffNormResult, LocalUsageCounter, UsageCounter
 from neurolake.mining.lcm import read_fimi
 
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     use_ray = not args.no_ray
     if use_ray and not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
+        connect(num_cpus=2)  # a local Ray as neurolake starts one (its workers not reniced)
         # Start the actors and compile their kernels outside the timings.
         DiffNorm(workers=2).fit([np.eye(4, dtype=bool)] * 2)
     DiffNorm().fit([np.eye(4, dtype=bool)] * 2)

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diffnorm import large_contrast  # noqa: E402
 
 import neurolake.mining.diffnorm as dn  # noqa: E402
+from neurolake.cluster.ray_env import connect  # noqa: E402
 from neurolake.cluster import pool  # noqa: E402
 from neurolake.mining import _diffnorm_kernels as kernels  # noqa: E402
 
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    connect(num_cpus=2)  # a local Ray as neurolake starts one (its workers not reniced)
     groups, _ = large_contrast(args.frames)
     packed = [dn.BitMatrix.from_dense(g) for g in groups]
     del groups
