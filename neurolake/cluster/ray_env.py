@@ -33,9 +33,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
             # address="local": always a new instance, never a stale cluster that an earlier
             # `ray start` left in /tmp/ray/ray_current_cluster.
             # Ray starts its workers at nice 15, to keep the driver responsive; here the
-            # workers do the computing, and on a machine shared with other work each would get
-            # a fraction of a core (DiffNorm's two actors ran a third slower than this process
-            # on the same rows).
+            # workers do the computing, and on a machine shared with other work (at nice 0)
+            # they would yield the CPUs to it while this process would not.
             ray.init(
                 address="local",
                 _node_ip_address="127.0.0.1",
