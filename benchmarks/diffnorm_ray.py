@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from diffnorm import large_contrast  # noqa: E402
+from diffnorm import large_contrast
 
-import neurolake.mining.diffnorm as dn  # noqa: E402
-from neurolake.cluster.ray_env import connect  # noqa: E402
-from neurolake.cluster import pool  # noqa: E402
-from neurolake.mining import _diffnorm_kernels as kernels  # noqa: E402
+import neurolake.mining.diffnorm as dn
+from neurolake.cluster import pool
+from neurolake.cluster.ray_env import connect
+from neurolake.mining import _diffnorm_kernels as kernels
 
 SPENT: dict[str, float] = collections.defaultdict(float)
 CALLS: collections.Counter = collections.Counter()
@@ -110,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         CALLS.clear()
         actor_times: list[Any] = []
 
-        def close(self: dn.PartitionedUsageCounter) -> None:
-            actor_times.extend(self._pool.broadcast("times"))
+        def close(self: dn.PartitionedUsageCounter, into: list[Any] = actor_times) -> None:
+            into.extend(self._pool.broadcast("times"))
             closing(self)
 
         dn.PartitionedUsageCounter.close = close  # type: ignore[method-assign]
@@ -136,7 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         for key in sorted(SPENT, key=lambda k: -SPENT[k]):
-            print(f"   {key:<45} {SPENT[key]:7.2f} s {CALLS[key]:6d} calls {1000 * SPENT[key] / CALLS[key]:8.2f} ms/call")
+            print(
+                f"   {key:<45} {SPENT[key]:7.2f} s {CALLS[key]:6d} calls {1000 * SPENT[key] / CALLS[key]:8.2f} ms/call"
+            )
         for a, (spent, calls) in enumerate(actor_times):
             print(f"   actor {a}: " + ", ".join(f"{k} {v:.2f} s / {calls[k]}" for k, v in spent.items()), flush=True)
     return 0

@@ -118,8 +118,8 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -506,7 +506,14 @@ class PartitionedUsageCounter(UsageCounter):
         if not changes:
             return {}
         requests = [
-            (c.group, self._spec(c.group, c.old, keep=True), self._spec(c.group, c.new, keep=True), c.within, c.pos, c.add)
+            (
+                c.group,
+                self._spec(c.group, c.old, keep=True),
+                self._spec(c.group, c.new, keep=True),
+                c.within,
+                c.pos,
+                c.add,
+            )
             for c in changes
         ]
         parts = self._broadcast("co_usage_deltas_held", requests, later=True)
@@ -845,6 +852,8 @@ class DiffNorm:
         self.subsets = None if subsets is None else [tuple(s) for s in subsets]
         self._result: DiffNormResult | None = None
         self._counter: UsageCounter | None = None
+        # log2 v and v log2 v for Slim's gains, made once per search (see _log_tables).
+        self._logs: tuple[np.ndarray, np.ndarray] | None = None
 
     # ----------------------------------------------------------------- public API
 
@@ -1012,7 +1021,7 @@ class DiffNorm:
         self._co: list[np.ndarray | None] = [None] * k
         # Table changes not yet applied to ``_co`` (CoUsageChange, in order).
         self._co_pending: list[CoUsageChange] = []
-        self._logs: tuple[np.ndarray, np.ndarray] | None = None
+        self._logs = None
         self._largest_total = int(item_support.sum(axis=1).max()) if k else 0
 
     def _search(self, candidates: list[Itemset]) -> None:

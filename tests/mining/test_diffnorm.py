@@ -508,7 +508,9 @@ def test_slim_gains_keep_the_best_pairs_as_a_stable_sort_of_all(top):
     mine, theirs = _top_stable(best[2], top), _top_stable(every[2], top)
     for got, expected in zip(best, every, strict=True):
         assert np.array_equal(got[mine], expected[theirs])
-    assert all(part.size == 0 for part in kernels.slim_gains_tabled(co, usage, sizes, st, st, length_cost, 1.0, *logs, 0))
+    assert all(
+        part.size == 0 for part in kernels.slim_gains_tabled(co, usage, sizes, st, st, length_cost, 1.0, *logs, 0)
+    )
 
 
 def test_tables_named_by_their_difference_from_the_one_the_actors_hold():
@@ -523,7 +525,7 @@ def test_tables_named_by_their_difference_from_the_one_the_actors_hold():
     partition = _RowPartition([np.zeros((1, 2), np.uint64)] * 2, 100)
     tables = [np.zeros((0, 2), np.uint64), rng.integers(0, 2**63, (5, 2)).astype(np.uint64)]
     kinds = []
-    for step in range(200):
+    for _ in range(200):
         i = int(rng.integers(0, 2))
         table = tables[i]
         choice = rng.random()
