@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
+from neurolake.cluster.ray_env import connect
 from neurolake.mining.diffnorm import DiffNorm, DiffNormResult, LocalUsageCounter, UsageCounter
 from neurolake.mining.lcm import read_fimi
 
@@ -124,6 +125,8 @@ def recovered(result: DiffNormResult, planted: dict[str, list[tuple[int, ...]]])
 class _Recounting(LocalUsageCounter):
     """The earlier search's counting: Slim's pair counts from scratch after every change."""
 
+    co_usage_sequence = UsageCounter.co_usage_sequence  # step by step, each a full count
+
     def co_usage_change(self, group, counts, old, new, within, pos, add):  # type: ignore[no-untyped-def]
         return UsageCounter.co_usage_change(self, group, counts, old, new, within, pos, add)
 
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     use_ray = not args.no_ray
     if use_ray and not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
+        connect(num_cpus=2)  # a local Ray as neurolake starts one (its workers not reniced)
         # Start the actors and compile their kernels outside the timings.
         DiffNorm(workers=2).fit([np.eye(4, dtype=bool)] * 2)
     DiffNorm().fit([np.eye(4, dtype=bool)] * 2)

@@ -170,6 +170,22 @@ class ActorPool:
         except ray.exceptions.RayError as exc:
             raise RemoteError(exc) from exc
 
+    def broadcast_later(self, method: str, *args: Any) -> Callable[[], list[Any]]:
+        """Start ``method(*args)`` on every actor and return at once; calling the returned
+        function waits for their values (as :meth:`broadcast` gives them)."""
+        try:
+            refs = [getattr(actor, method).remote(*args) for actor in self._actors]
+        except ray.exceptions.RayError as exc:
+            raise RemoteError(exc) from exc
+
+        def values() -> list[Any]:
+            try:
+                return ray.get(refs)
+            except ray.exceptions.RayError as exc:
+                raise RemoteError(exc) from exc
+
+        return values
+
     def wait_alive(self, a: int, deadline_s: float = 300) -> None:
         """Block until actor ``a`` answers again (after a call crashed it and Ray restarts it)."""
         deadline = time.monotonic() + deadline_s

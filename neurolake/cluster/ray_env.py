@@ -32,6 +32,9 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
             # unset. Give --ray-address to work with a cluster.
             # address="local": always a new instance, never a stale cluster that an earlier
             # `ray start` left in /tmp/ray/ray_current_cluster.
+            # Ray starts its workers at nice 15, to keep the driver responsive; here the
+            # workers do the computing, and on a machine shared with other work (at nice 0)
+            # they would yield the CPUs to it while this process would not.
             ray.init(
                 address="local",
                 _node_ip_address="127.0.0.1",
@@ -40,6 +43,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
                 log_to_driver=False,
                 configure_logging=False,
                 logging_level=logging.ERROR,
+                _system_config={"worker_niceness": 0},
             )
     return ray.cluster_resources()
 

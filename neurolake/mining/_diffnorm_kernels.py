@@ -14,10 +14,13 @@ import numpy as np
 __all__ = [
     "co_usage",
     "co_usage_add",
+    "co_usage_delta",
     "co_usage_renumbered",
     "cover_usage",
     "pack_rows",
+    "log_tables",
     "slim_gains",
+    "slim_gains_tabled",
     "supports",
     "words_for",
 ]
@@ -160,24 +163,63 @@ def slim_gains(
     Returns:
         ``(a, b, gain, model_cost)`` of the pairs with a positive gain.
     """
+    whole = 0
+    for x in range(co.shape[0]):
+        whole += usage[x]
+    lg, xl = log_tables(whole)
+    return slim_gains_tabled(co, usage, sizes, st_el, singleton_st, length_cost, fixed_cost, lg, xl)
+
+
+@numba.njit(cache=True, nogil=True)
+def log_tables(largest: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(log2 v, v log2 v)`` for the integers ``v`` in ``[0, largest]`` (0 at 0)."""
+    xl = np.zeros(largest + 1, np.float64)
+    lg = np.zeros(largest + 1, np.float64)
+    for v in range(1, largest + 1):
+        lg[v] = np.log2(float(v))
+        xl[v] = v * lg[v]
+    return lg, xl
+
+
+@numba.njit(cache=True, nogil=True)
+def slim_gains_tabled(
+    co: np.ndarray,
+    usage: np.ndarray,
+    sizes: np.ndarray,
+    st_el: np.ndarray,
+    singleton_st: np.ndarray,
+    length_cost: np.ndarray,
+    fixed_cost: float,
+    lg: np.ndarray,
+    xl: np.ndarray,
+    top: int = -1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`slim_gains` with the tables of :func:`log_tables`, reaching at least the sum of
+    ``usage``, given: a search makes them once for all its lists (a group's usages only add
+    up to less than its rows' items), instead of a log per usage for every list.
+
+    With ``top >= 0`` only pairs that can be among the ``top`` best are returned (still in
+    row-major order, a superset of them): whenever the output fills, it keeps its ``top``
+    best (gain descending, earlier pairs first on equal gains) and from then on a pair must
+    beat the last of these to enter. A pair left out has ``top`` pairs before it with at
+    least its gain, so the ``top`` best of the answer (as ``_top_stable`` picks them) are
+    those of all pairs; on dense data most pairs have a positive gain and are never stored.
+    """
+    if top == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64)
     n = co.shape[0]
     whole = 0
     for x in range(n):
         whole += usage[x]
-    # Usages are integers in [0, whole]: x log2 x and log2 x by table, not by a log per pair.
-    xl = np.zeros(whole + 1, np.float64)
-    lg = np.zeros(whole + 1, np.float64)
-    for v in range(1, whole + 1):
-        lg[v] = np.log2(float(v))
-        xl[v] = v * lg[v]
     log_total = lg[whole]
     base = xl[whole]
-    capacity = 1024
+    capacity = 1024 if top < 0 else max(1024, 4 * top)
     out_a = np.empty(capacity, np.int64)
     out_b = np.empty(capacity, np.int64)
     out_gain = np.empty(capacity, np.float64)
     out_cost = np.empty(capacity, np.float64)
     found = 0
+    floor = 0.0  # a pair enters with a gain above this
     for a in range(n):
         ua = usage[a]
         code_a = log_total - lg[max(ua, 1)]
@@ -196,9 +238,13 @@ def slim_gains(
                 gain += code_a + singleton_st[a]
             if ub == e:
                 gain += log_total - lg[max(ub, 1)] + singleton_st[b]
-            if gain <= 0.0:
+            if gain <= floor:
                 continue
-            if found == capacity:
+            if found == capacity and top > 0:
+                found, floor = _keep_best(out_a, out_b, out_gain, out_cost, found, top)
+                if gain <= floor:
+                    continue
+            elif found == capacity:
                 capacity *= 2
                 out_a = _grown(out_a, capacity)
                 out_b = _grown(out_b, capacity)
@@ -210,6 +256,24 @@ def slim_gains(
             out_cost[found] = fixed_cost + st_el[a] + st_el[b] + length_cost[sizes[a] + sizes[b] - 1]
             found += 1
     return out_a[:found], out_b[:found], out_gain[:found], out_cost[:found]
+
+
+@numba.njit(cache=True, nogil=True)
+def _keep_best(
+    out_a: np.ndarray, out_b: np.ndarray, out_gain: np.ndarray, out_cost: np.ndarray, found: int, top: int
+) -> tuple[int, float]:
+    """Keep the ``top`` best of the ``found`` pairs stored (gain descending, earlier first on
+    ties), in their order; their number and the gain of the last of them."""
+    order = np.argsort(-out_gain[:found], kind="mergesort")
+    floor = out_gain[order[top - 1]]
+    kept = np.sort(order[:top])
+    for t in range(kept.size):
+        s = kept[t]  # s >= t: moving forward overwrites nothing still needed
+        out_a[t] = out_a[s]
+        out_b[t] = out_b[s]
+        out_gain[t] = out_gain[s]
+        out_cost[t] = out_cost[s]
+    return kept.size, floor
 
 
 @numba.njit(cache=True, nogil=True)
@@ -258,6 +322,143 @@ def co_usage_add(
             ua = used[a]
             for c in range(a + 1, n_used):
                 counts[ua, used[c]] += sign
+
+
+@numba.njit(cache=True, nogil=True)
+def _cover_elements(row: np.ndarray, table: np.ndarray, n_items: int, rest: np.ndarray, used: np.ndarray) -> int:
+    """Write the elements the cover of ``row`` uses into ``used`` (increasing: patterns by
+    table position, then ``p + x`` for singleton ``x``); their number."""
+    n_words = row.shape[0]
+    n_pat = table.shape[0]
+    n_used = 0
+    for w in range(n_words):
+        rest[w] = row[w]
+    for t in range(n_pat):
+        if _contains(rest, table[t]):
+            used[n_used] = t
+            n_used += 1
+            for w in range(n_words):
+                rest[w] &= ~table[t, w]
+    for w in range(n_words):
+        bits = rest[w]
+        b = 0
+        while bits != _ZERO:
+            if bits & _ONE:
+                used[n_used] = n_pat + w * 64 + b
+                n_used += 1
+            bits >>= _ONE
+            b += 1
+    return n_used
+
+
+@numba.njit(cache=True, nogil=True)
+def co_usage_delta(
+    rows: np.ndarray, old: np.ndarray, new: np.ndarray, within: np.ndarray, n_items: int, pos: int, add: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The change of the co-usages (as :func:`co_usage` counts them) when table ``old``
+    becomes ``new``, one pattern inserted at (``add``) or removed from position ``pos``,
+    sparse and in the numbering of ``new``: ``co_usage(rows, new)`` is
+    ``co_usage_renumbered(co_usage(rows, old), pos, add)`` with ``increments`` added at the
+    flat positions ``where`` (increasing, no zero increment).
+
+    Only rows containing ``within`` (the pattern) change their cover. In such a row, a pair
+    of elements used under both tables counts under both and does not change; only the pairs
+    holding an element that left the cover (-1) or joined it (+1) do, so the work is a few
+    elements times the row's cover, not the whole matrix.
+
+    Returns:
+        ``(where [d] int64, increments [d] int32)``.
+    """
+    n_rows, n_words = rows.shape
+    n_old = old.shape[0] + n_items
+    n_new = new.shape[0] + n_items
+    rest = np.empty(n_words, np.uint64)
+    was = np.empty(n_old, np.int64)
+    now = np.empty(n_new, np.int64)
+    gone = np.zeros(n_new + 1, np.bool_)
+    came = np.zeros(n_new, np.bool_)
+    capacity = 1024
+    keys = np.empty(capacity, np.int64)
+    signs = np.empty(capacity, np.int32)
+    found = 0
+    for r in range(n_rows):
+        row = rows[r]
+        if not _contains(row, within):
+            continue
+        n_was = _cover_elements(row, old, n_items, rest, was)
+        n_now = _cover_elements(row, new, n_items, rest, now)
+        # The old cover in the new numbering (increasing still); the removed pattern's pairs
+        # leave the matrix with its row and column.
+        kept = 0
+        for a in range(n_was):
+            x = was[a]
+            if add:
+                if x >= pos:
+                    x += 1
+            elif x == pos:
+                continue
+            elif x > pos:
+                x -= 1
+            was[kept] = x
+            kept += 1
+        n_was = kept
+        # Elements in one cover and not the other (both lists increasing).
+        a = 0
+        c = 0
+        changed = 0
+        while a < n_was or c < n_now:
+            if c == n_now or (a < n_was and was[a] < now[c]):
+                gone[was[a]] = True
+                changed += n_was
+                a += 1
+            elif a == n_was or now[c] < was[a]:
+                came[now[c]] = True
+                changed += n_now
+                c += 1
+            else:
+                a += 1
+                c += 1
+        if found + changed > capacity:
+            while found + changed > capacity:
+                capacity *= 2
+            keys = _grown(keys, capacity)
+            signs = _grown(signs, capacity)
+        for a in range(n_was):
+            x = was[a]
+            for c in range(a + 1, n_was):
+                y = was[c]
+                if gone[x] or gone[y]:
+                    keys[found] = x * n_new + y
+                    signs[found] = -1
+                    found += 1
+        for a in range(n_now):
+            x = now[a]
+            for c in range(a + 1, n_now):
+                y = now[c]
+                if came[x] or came[y]:
+                    keys[found] = x * n_new + y
+                    signs[found] = 1
+                    found += 1
+        for a in range(n_was):
+            gone[was[a]] = False
+        for c in range(n_now):
+            came[now[c]] = False
+    order = np.argsort(keys[:found], kind="mergesort")
+    where = np.empty(found, np.int64)
+    increments = np.empty(found, np.int32)
+    d = 0
+    t = 0
+    while t < found:
+        key = keys[order[t]]
+        total = 0
+        while t < found and keys[order[t]] == key:
+            total += signs[order[t]]
+            t += 1
+        if total != 0:
+            where[d] = key
+            increments[d] = total
+            d += 1
+    return where[:d], increments[:d]
 
 
 def co_usage_renumbered(counts: np.ndarray, pos: int, insert: bool) -> np.ndarray:

@@ -224,6 +224,8 @@ def test_bad_inputs_are_refused_with_a_spec_error():
     a = np.zeros((3, 4), bool)
     with pytest.raises(SpecError, match="slim_batch"):
         DiffNorm(slim_batch=0)
+    with pytest.raises(SpecError, match="mine_workers"):
+        DiffNorm(mine_workers=0)
     with pytest.raises(SpecError, match="item universe"):
         DiffNorm().fit([a, np.zeros((3, 5), bool)])
     with pytest.raises(SpecError, match="subset"):
@@ -242,7 +244,7 @@ def test_bad_inputs_are_refused_with_a_spec_error():
 @pytest.mark.parametrize("num_workers", [2, 3])
 def test_ray_version_equals_single_process(planted, local_ray, num_workers):
     a, b, *_, expected = planted
-    got = DiffNorm(min_support=0.05, workers=num_workers).fit([a, b]).discover()
+    got = DiffNorm(min_support=0.05, workers=num_workers, mine_workers=2).fit([a, b]).discover()
     assert got.patterns == expected.patterns
     assert got.total_length == pytest.approx(expected.total_length, abs=1e-9)
     assert got.singleton_length == pytest.approx(expected.singleton_length, abs=1e-9)
@@ -256,6 +258,8 @@ def test_co_usages_follow_the_tables_exactly_as_a_full_recount():
     from neurolake.mining.diffnorm import LocalUsageCounter, UsageCounter
 
     class Recounting(LocalUsageCounter):
+        co_usage_sequence = UsageCounter.co_usage_sequence  # step by step, each a full count
+
         def co_usage_change(self, group, counts, old, new, within, pos, add):
             return UsageCounter.co_usage_change(self, group, counts, old, new, within, pos, add)
 
@@ -319,6 +323,12 @@ def test_slim_gains_kernel_equals_the_formula_and_top_k_is_a_stable_sort():
     np.testing.assert_array_equal(b, ib[keep])
     np.testing.assert_allclose(gain, expected[keep], rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(cost, 1.5 + st_el[a] + st_el[b] + length_cost[sizes[a] + sizes[b] - 1])
+    # tables made once for a larger total (as a search makes them) give the same answer, bit for bit
+    tabled = kernels.slim_gains_tabled(
+        co, usage, sizes, st_el, singleton_st, length_cost, 1.5, *kernels.log_tables(int(usage.sum()) + 500)
+    )
+    for got, expected_part in zip(tabled, (a, b, gain, cost), strict=True):
+        assert np.array_equal(got, expected_part)
     values = np.array([3.0, 1.0, 3.0, 2.0, 3.0, 0.5])
     for k in range(0, 8):
         assert _top_stable(values, k).tolist() == np.argsort(-values, kind="stable")[:k].tolist()
@@ -395,3 +405,142 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray):
             np.testing.assert_array_equal(removed, kernels.co_usage(groups[i], new[[0, 1]], 60))
     finally:
         remote.close()
+
+
+def test_sparse_co_usage_delta_equals_the_difference_of_two_full_counts():
+    """A pattern in or out: the renumbered counts plus the sparse delta are the full count of
+    the new table, on random rows and tables (patterns overlapping, several words per row)."""
+    from neurolake.mining.diffnorm import _itemset_bits
+
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        m = int(rng.integers(5, 150))
+        rows = kernels.pack_rows(rng.random((int(rng.integers(1, 120)), m)) < rng.uniform(0.05, 0.5))
+        itemsets = {tuple(sorted(rng.choice(m, int(rng.integers(2, 6)), replace=False).tolist())) for _ in range(6)}
+        table = np.stack([_itemset_bits(x, kernels.words_for(m)) for x in sorted(itemsets)])
+        pos = int(rng.integers(0, table.shape[0]))
+        shorter = np.delete(table, pos, axis=0)
+        for old, new, add in ((shorter, table, True), (table, shorter, False)):
+            where, increments = kernels.co_usage_delta(rows, old, new, table[pos], m, pos, add)
+            assert np.all(np.diff(where) > 0) and np.all(increments != 0)
+            got = kernels.co_usage_renumbered(kernels.co_usage(rows, old, m), pos, add)
+            got.reshape(-1)[where] += increments
+            np.testing.assert_array_equal(got, kernels.co_usage(rows, new, m))
+
+
+def test_ray_batches_grow_from_one_candidate(planted, local_ray, monkeypatch):
+    """On Ray, candidates are counted one, two, four, ... at a time until one helps; the
+    search is the one-process search."""
+    from neurolake.mining.diffnorm import PartitionedUsageCounter
+
+    sizes = []
+    original = PartitionedUsageCounter.usages
+
+    def recording(self, requests):
+        sizes.append(len(requests))
+        return original(self, requests)
+
+    monkeypatch.setattr(PartitionedUsageCounter, "usages", recording)
+    a, b, *_, expected = planted
+    got = DiffNorm(min_support=0.05, workers=2).fit([a, b]).discover()
+    assert got.patterns == expected.patterns and got.total_length == expected.total_length
+    # Two requests (old and new table) per group holding the candidate: one candidate is at
+    # most 4 requests, and the largest batch of 16 at most 64.
+    assert min(sizes) <= 4 and max(sizes) <= 4 * PartitionedUsageCounter.batch_size
+
+
+def test_a_sequence_of_co_usage_changes_equals_them_one_by_one():
+    """Changes of two groups, interleaved, patterns in and out: renumbering each matrix once and
+    adding every step's sparse change gives the counts of step-by-step updates and of a full
+    count of the last tables."""
+    from neurolake.mining.diffnorm import CoUsageChange, LocalUsageCounter, UsageCounter, _itemset_bits
+
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        m = int(rng.integers(5, 100))
+        n_words = kernels.words_for(m)
+        groups = [kernels.pack_rows(rng.random((int(rng.integers(1, 150)), m)) < 0.3) for _ in range(2)]
+        counter = LocalUsageCounter(groups, m)
+        tables = [np.zeros((0, n_words), np.uint64) for _ in range(2)]
+        counts = [kernels.co_usage(g, t, m) for g, t in zip(groups, tables, strict=True)]
+        changes = []
+        for _ in range(int(rng.integers(1, 12))):
+            i = int(rng.integers(0, 2))
+            table = tables[i]
+            if table.shape[0] > 0 and rng.random() < 0.4:
+                pos = int(rng.integers(0, table.shape[0]))
+                within, new, add = table[pos], np.delete(table, pos, axis=0), False
+            else:
+                itemset = tuple(sorted(rng.choice(m, int(rng.integers(2, 5)), replace=False).tolist()))
+                within, pos = _itemset_bits(itemset, n_words), int(rng.integers(0, table.shape[0] + 1))
+                new, add = np.insert(table, pos, within, axis=0), True
+            first = all(c.group != i for c in changes)
+            changes.append(CoUsageChange(i, counts[i] if first else None, table, new, within, pos, add))
+            tables[i] = new
+        got = counter.co_usage_sequence(changes)
+        one_by_one = UsageCounter.co_usage_sequence(counter, changes)
+        assert got.keys() == one_by_one.keys()
+        for i, matrix in got.items():
+            np.testing.assert_array_equal(matrix, one_by_one[i])
+            np.testing.assert_array_equal(matrix, kernels.co_usage(groups[i], tables[i], m))
+
+
+@pytest.mark.parametrize("top", [1, 3, 40, 300, 5000])
+def test_slim_gains_keep_the_best_pairs_as_a_stable_sort_of_all(top):
+    """With ``top``, the kernel stores only pairs that can be among the best (its output fills
+    and is cut several times here) and their best ``top`` are those of all pairs, ties (many:
+    few distinct usages) in row-major order."""
+    from neurolake.mining.diffnorm import _top_stable
+
+    rng = np.random.default_rng(top)
+    n = 120
+    co = np.triu(rng.integers(1, 4, (n, n)), 1).astype(np.int32)
+    usage = rng.choice([8, 9, 30], n).astype(np.int64)
+    usage[: n // 3] = 3 * n  # some elements used often: codes of every kind
+    sizes = np.ones(n, np.int64)
+    st = rng.choice([1.0, 2.5], n)
+    length_cost = np.array([universal_code_length(k) for k in range(1, 3)])
+    logs = kernels.log_tables(int(usage.sum()))
+    every = kernels.slim_gains_tabled(co, usage, sizes, st, st, length_cost, 1.0, *logs)
+    best = kernels.slim_gains_tabled(co, usage, sizes, st, st, length_cost, 1.0, *logs, top)
+    assert every[0].size > 1024 and (top >= 300 or best[0].size < every[0].size)
+    assert np.unique(every[2]).size < every[2].size / 10  # ties
+    mine, theirs = _top_stable(best[2], top), _top_stable(every[2], top)
+    for got, expected in zip(best, every, strict=True):
+        assert np.array_equal(got[mine], expected[theirs])
+    assert all(
+        part.size == 0 for part in kernels.slim_gains_tabled(co, usage, sizes, st, st, length_cost, 1.0, *logs, 0)
+    )
+
+
+def test_tables_named_by_their_difference_from_the_one_the_actors_hold():
+    """The coordinator's names for tables (held, one row in or out, else the table) resolve on
+    a row partition to the very tables, through a run of changes, kept or not."""
+    from neurolake.mining.diffnorm import PartitionedUsageCounter, _RowPartition
+
+    rng = np.random.default_rng(8)
+    coordinator = object.__new__(PartitionedUsageCounter)
+    coordinator.n_groups = 2
+    coordinator._held = [None, None]
+    partition = _RowPartition([np.zeros((1, 2), np.uint64)] * 2, 100)
+    tables = [np.zeros((0, 2), np.uint64), rng.integers(0, 2**63, (5, 2)).astype(np.uint64)]
+    kinds = []
+    for _ in range(200):
+        i = int(rng.integers(0, 2))
+        table = tables[i]
+        choice = rng.random()
+        if choice < 0.4:
+            pos = int(rng.integers(0, table.shape[0] + 1))
+            table = np.insert(table, pos, rng.integers(0, 2**63, 2).astype(np.uint64), axis=0)
+        elif choice < 0.7 and table.shape[0]:
+            table = np.delete(table, int(rng.integers(0, table.shape[0])), axis=0)
+        elif choice < 0.8:
+            table = rng.integers(0, 2**63, (int(rng.integers(0, 6)), 2)).astype(np.uint64)
+        keep = bool(rng.random() < 0.7)
+        spec = coordinator._spec(i, table, keep)
+        kinds.append(spec[1])
+        np.testing.assert_array_equal(partition.resolve(i, spec), table)
+        if keep:
+            tables[i] = table
+    assert {"held", "insert", "delete", "table"} <= set(kinds)
+    assert kinds.count("table") < len(kinds) / 3
