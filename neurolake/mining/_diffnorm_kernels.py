@@ -292,31 +292,13 @@ def co_usage_add(
     table and ``+1`` under the new one, the co-usages follow a change of the table without
     covering every row again (only rows containing the changed pattern change their cover)."""
     n_rows, n_words = rows.shape
-    n_pat = table.shape[0]
     rest = np.empty(n_words, np.uint64)
-    used = np.empty(n_pat + n_items, np.int64)
+    used = np.empty(table.shape[0] + n_items, np.int64)
     for r in range(n_rows):
         row = rows[r]
         if not _contains(row, within):
             continue
-        n_used = 0
-        for w in range(n_words):
-            rest[w] = row[w]
-        for t in range(n_pat):
-            if _contains(rest, table[t]):
-                used[n_used] = t
-                n_used += 1
-                for w in range(n_words):
-                    rest[w] &= ~table[t, w]
-        for w in range(n_words):
-            bits = rest[w]
-            b = 0
-            while bits != _ZERO:
-                if bits & _ONE:
-                    used[n_used] = n_pat + w * 64 + b
-                    n_used += 1
-                bits >>= _ONE
-                b += 1
+        n_used = _cover_elements(row, table, n_items, rest, used)
         # ``used`` is increasing, so every pair lands above the diagonal.
         for a in range(n_used):
             ua = used[a]
