@@ -13,6 +13,7 @@ level 1 shrinks by under 10 %, as the lake writes them; 256-row chunks in
 - **group gather**: a group of whole utterances holding 5 % of the frames (groups follow
   utterances, words and phonemes) versus reading the layer whole (target <= 0.2), and,
   for reference, a random 5 % of rows (every chunk touched);
+- **shard encoding**: 48 shards encoded as the writer encodes them, on 1 and 2 threads;
 - **streaming statistics**: ``neurolake neurons`` statistics of the layer (one pass:
   moments, extremes and quantile histograms) in GB/s against the layer read (target >= 0.8),
   with every frame histogrammed (runs up to ``quantile_rows``, 1 M frames by default) and
@@ -116,6 +117,26 @@ def zstd_alone(run, repeats: int) -> float:
     return best(lambda: [d.decompress(f) for f in frames], repeats)
 
 
+def encoding(reference: np.ndarray, level: int, repeats: int) -> list[float]:
+    """GB/s of encoding 48 shards of ``reference`` as the writer does, on 1 and on 2 threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from neurolake.store.cube import encode_shard
+
+    blocks = [reference[i * ROWS_PER_SHARD : (i + 1) * ROWS_PER_SHARD] for i in range(48)]
+    nbytes = sum(block.nbytes for block in blocks)
+
+    def encode(block: np.ndarray) -> tuple[bytes, bytes]:
+        return encode_shard(block, CHUNK_ROWS, level)
+
+    out = []
+    for threads in (1, 2):
+        with ThreadPoolExecutor(threads) as pool:
+            seconds = best(lambda pool=pool: list(pool.map(encode, blocks)), repeats)
+        out.append(nbytes / seconds / 1e9)
+    return out
+
+
 def measure(kind: str, args: argparse.Namespace) -> None:
     base = Path(tempfile.mkdtemp(prefix="nl-read-", dir=args.dir))
     try:
@@ -159,6 +180,9 @@ def measure(kind: str, args: argparse.Namespace) -> None:
             f"  ratios: numpy/raw {t_raw / t_numpy:.2f} (target >= 0.8)  dask/raw {t_raw / t_dask:.2f}  "
             f"dask-blockwise/raw {t_raw / t_blockwise:.2f}  numpy/zarr {t_zarr / t_numpy:.2f}  numpy/(zstd x cores) {t_zstd / read_threads() / t_numpy:.2f}"
         )
+
+        one, two = encoding(reference, args.zstd_level, args.repeats)
+        print(f"  shard encoding (48 shards): {one:.2f} GB/s on 1 thread, {two:.2f} on 2 (x{two / one:.2f})")
 
         # ---- gathers
         rng = np.random.default_rng(3)

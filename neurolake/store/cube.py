@@ -197,7 +197,7 @@ def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[b
         offset += len(data)
     index_bytes = index.tobytes()
     crc = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
-    data = b"".join(parts) + index_bytes + crc
+    data = b"".join([*parts, index_bytes, crc])  # one copy of the shard, not two
     return data, bytes_digest(data)
 
 
