@@ -282,10 +282,6 @@ class UsageCounter(ABC):
         Counted again from scratch here; a counter holding the rows may update instead."""
         return self.co_usages([(group, new)])[0]
 
-    def co_usage_changes(self, changes: Sequence[CoUsageChange]) -> list[np.ndarray]:
-        """:meth:`co_usage_change` for several changes (of different groups) at once."""
-        return [self.co_usage_change(*change) for change in changes]
-
     def co_usage_sequence(self, changes: Sequence[CoUsageChange]) -> dict[int, np.ndarray]:
         """The co-usages of each group after ``changes``, made one after the other: a change
         of a group that an earlier one changed applies to that one's result (only the first
@@ -354,10 +350,6 @@ class LocalUsageCounter(UsageCounter):
         items = np.stack([items for _, items in answers]).astype(np.int32) if answers else np.zeros((0, 0), np.int32)
         return pat, items
 
-    def co_usage_deltas(self, requests: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`co_usage_delta` for each ``(group, old, new, within, pos, add)``."""
-        return [self.co_usage_delta(*request) for request in requests]
-
     def co_usage_delta(
         self, group: int, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -406,7 +398,7 @@ class _RowPartition(LocalUsageCounter):
         return self.usages_stacked([self.resolve(i, spec) for i, spec in tables], requests)
 
     def co_usage_deltas_held(self, requests: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """:meth:`co_usage_deltas` for ``(group, old spec, new spec, within, pos, add)``."""
+        """:meth:`co_usage_delta` for each ``(group, old spec, new spec, within, pos, add)``."""
         out = []
         for group, old, new, within, pos, add in requests:
             old_table = self.resolve(group, old)
@@ -480,25 +472,7 @@ class PartitionedUsageCounter(UsageCounter):
     def co_usage_change(
         self, group: int, counts: np.ndarray, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
     ) -> np.ndarray:
-        return self.co_usage_changes([CoUsageChange(group, counts, old, new, within, pos, add)])[0]
-
-    def co_usage_changes(self, changes: Sequence[CoUsageChange]) -> list[np.ndarray]:
-        """Every actor covers its rows holding each pattern under both tables and sends back
-        the sparse change of its co-usages, in one round for all changes; the matrices
-        themselves stay here."""
-        if not changes:
-            return []
-        requests = [(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes]
-        parts = self._pool.broadcast("co_usage_deltas", requests)
-        out = []
-        for r, change in enumerate(changes):
-            counts = kernels.co_usage_renumbered(change.counts, change.pos, change.add)
-            flat = counts.reshape(-1)
-            for part in parts:
-                where, increments = part[r]
-                flat[where] += increments
-            out.append(counts)
-        return out
+        return self.co_usage_sequence([CoUsageChange(group, counts, old, new, within, pos, add)])[group]
 
     def co_usage_sequence(self, changes: Sequence[CoUsageChange]) -> dict[int, np.ndarray]:
         """Every actor counts the sparse change of each step, all in one round (each step's
@@ -1329,9 +1303,6 @@ class DiffNorm:
             start += len(batch)
             step = min(2 * step, limit)
         return len(candidates), None
-
-    def _propose_removal(self, itemset: Itemset) -> _Proposal:
-        return self._propose_removals([itemset])[0]
 
     def _propose_removals(self, itemsets: list[Itemset]) -> list[_Proposal]:
         """The model without each of ``itemsets`` (each alone, against the current model),
