@@ -86,7 +86,15 @@ def test_a_gather_reads_only_the_chunks_it_touches(tmp_path, monkeypatch):
         read.append(len(data))
         return data
 
+    real_preadv = os.preadv
+
+    def counting_preadv(fd, buffers, offset):
+        n = real_preadv(fd, buffers, offset)
+        read.append(n)
+        return n
+
     monkeypatch.setattr(os, "pread", counting_pread)
+    monkeypatch.setattr(os, "preadv", counting_preadv)
     # Rows inside two chunks of two different shards: two indexes and two chunks are read.
     rows = np.array([3, 5, 60, ROWS_PER_SHARD * 2 + CHUNK_ROWS + 1], dtype=np.int64)
     got = reader.read_rows(rows, parallel=False)
@@ -112,6 +120,61 @@ def test_a_damaged_index_is_refused(tmp_path):
         run.read_rows(layer, [1, 2])
     # The other layer's shards are intact and still read.
     np.testing.assert_array_equal(run.read_rows(run.layers[0].name, [1, 2]), expected_rows(0, 24, np.array([1, 2])))
+
+
+def _rewrite_shard(path: str, frame_of) -> np.ndarray:
+    """Re-encode a shard file's chunks with ``frame_of(raw_chunk_bytes)``; returns the old index."""
+    import google_crc32c
+    import zstandard
+
+    data = open(path, "rb").read()
+    n = ROWS_PER_SHARD // CHUNK_ROWS
+    index = np.frombuffer(data[-(n * 16 + 4) : -4], "<u8").reshape(n, 2)
+    parts, new, offset = [], np.full((n, 2), 2**64 - 1, dtype="<u8"), 0
+    for i, (o, length) in enumerate(index.tolist()):
+        if o == 2**64 - 1:
+            continue
+        frame = frame_of(zstandard.ZstdDecompressor().decompress(data[o : o + length], max_output_size=1 << 24))
+        parts.append(frame)
+        new[i] = (offset, len(frame))
+        offset += len(frame)
+    body = new.tobytes()
+    crc = google_crc32c.value(body).to_bytes(4, "little")
+    open(path, "wb").write(b"".join([*parts, body, crc]))
+    return index
+
+
+def test_frames_without_a_size_are_read_and_wrong_sizes_refused(tmp_path):
+    """Chunks decode straight into the output when their frame states the chunk's size; a frame
+    from another zstd writer (no size in its header) is still read, and a frame that decodes to
+    the wrong size or is cut short is refused, not read as rows."""
+    import zstandard
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake, n_utterances=30, part_rows=600)
+    write_part(run, run.plan.parts[0].part_id)
+    run = Lake.open(str(tmp_path / "lake")).run("r1")
+    layer = run.layers[0]
+    path = run.cube_loc.path + "/" + cube.shard_key(layer.name, 0)
+    ids = run.committed_frame_ids()
+    ids = ids[ids < ROWS_PER_SHARD]
+    want = expected_rows(0, layer.units, ids)
+    sizeless = zstandard.ZstdCompressor(level=3, write_content_size=False)
+    _rewrite_shard(path, lambda raw: sizeless.compress(raw))
+    assert zstandard.frame_content_size(open(path, "rb").read(64)) == -1
+    reader = run._reader(layer.name, False)
+    assert reader is not None
+    np.testing.assert_array_equal(reader.read_rows(ids), want)
+    np.testing.assert_array_equal(reader.read_range(0, int(ids[-1]) + 1)[ids], want)
+    # A frame of one row too few, with its (true) size in the header.
+    short = zstandard.ZstdCompressor(level=1)
+    _rewrite_shard(path, lambda raw: short.compress(raw[: -layer.units * 2]))
+    with pytest.raises(IntegrityError, match="decodes to .* bytes"):
+        reader.read_range(0, CHUNK_ROWS)
+    # A frame that claims the chunk's size but whose blocks stop early.
+    _rewrite_shard(path, lambda raw: zstandard.ZstdCompressor(level=1).compress(raw)[:-40])
+    with pytest.raises((IntegrityError, zstandard.ZstdError)):
+        reader.read_range(0, CHUNK_ROWS)
 
 
 def test_arrays_not_in_the_lake_format_are_read_by_zarr(tmp_path):
