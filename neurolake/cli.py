@@ -683,10 +683,18 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 def cmd_neurons(args: argparse.Namespace) -> int:
+    from neurolake.errors import SpecError
     from neurolake.query.neurons import neuron_statistics
     from neurolake.store import Lake
 
-    table = neuron_statistics(Lake.open(_lake_url(args)), args.run, args.layers)
+    options = {}
+    if args.quantile_frames is not None:
+        if args.quantile_frames < 0:
+            raise SpecError(
+                f"--quantile-frames must be 0 (every frame) or a number of frames, got {args.quantile_frames}"
+            )
+        options["quantile_rows"] = args.quantile_frames
+    table = neuron_statistics(Lake.open(_lake_url(args)), args.run, args.layers, **options)
     print(
         f"neuron statistics of {table.num_rows} units; query them with: neurolake sql \"SELECT * FROM neurons WHERE run_id = '{args.run}'\""
     )
@@ -870,6 +878,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lake_arg(p)
     p.add_argument("--run", required=True, metavar="ID")
     p.add_argument("--layers", type=comma_list, metavar="L1,L2", help="comma-separated layer names (default: all)")
+    p.add_argument(
+        "--quantile-frames",
+        type=int,
+        metavar="N",
+        help="quantiles of runs with more frames come from an even sample of N frames (default 65,536; "
+        "0: every frame, about twice the time)",
+    )
     p.set_defaults(func=cmd_neurons)
 
     p = sub.add_parser(

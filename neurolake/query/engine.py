@@ -281,14 +281,28 @@ class QueryEngine:
             self._files += files + [url for url, _ in partial]
 
         neuron_files, group_files, group_rows = [], [], []
+        neuron_layers: list[list[str]] = []
         derived_files: dict[str, list[str]] = {view: [] for view, _, _, _ in DERIVED_VIEWS}
         for run in runs:
             base = run.loc.child("derived")
             current = commits_fingerprint(run, snapshots[run.run_id].markers)
+            # Statistics of an earlier state of a growing run are left out; of those left, each
+            # layer's most precise (every frame histogrammed before a sample, then most bins).
+            best: dict[str, tuple[tuple[int, int, str], str]] = {}
             for d in list_derived(base, "neurons"):
                 if d.spec.get("commits") != current:
-                    continue  # statistics of an earlier state of a growing run
-                neuron_files.append(self._url(run, f"derived/neurons/{d.spec_hash}/neurons.parquet"))
+                    continue
+                sample = int(d.spec.get("quantile_rows", 0))
+                rank = (sample if sample > 0 else 2**62, int(d.spec.get("bins", 0)), d.spec_hash)
+                for layer in d.spec.get("layers", []):
+                    if layer not in best or rank > best[layer][0]:
+                        best[layer] = (rank, d.spec_hash)
+            chosen: dict[str, list[str]] = {}
+            for layer, (_, h) in sorted(best.items()):
+                chosen.setdefault(h, []).append(layer)
+            for h, layers in sorted(chosen.items()):
+                neuron_files.append(self._url(run, f"derived/neurons/{h}/neurons.parquet"))
+                neuron_layers.append(layers)
             for view, kind, file_name, _ in DERIVED_VIEWS:
                 for d in list_derived(base, kind):
                     derived_files[view].append(self._url(run, f"derived/{kind}/{d.spec_hash}/{file_name}"))
@@ -297,7 +311,16 @@ class QueryEngine:
             group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
             group_rows.append(view_rows.group_row(d))
         self._files += neuron_files + group_files + [f for files in derived_files.values() for f in files]
-        self._parquet_view(con, "neurons", neuron_files, schemas.NEURONS)
+        if neuron_files:
+            con.execute(
+                "CREATE VIEW neurons AS "
+                + " UNION ALL BY NAME ".join(
+                    f"SELECT * FROM read_parquet({_sql_string(url)}) WHERE layer IN ({', '.join(map(_sql_string, layers))})"
+                    for url, layers in zip(neuron_files, neuron_layers, strict=True)
+                )
+            )
+        else:
+            self._parquet_view(con, "neurons", [], schemas.NEURONS)
         self._parquet_view(con, "group_frames", group_files, schemas.GROUP_FRAMES)
         for view, _, _, schema in DERIVED_VIEWS:
             self._parquet_view(con, view, derived_files[view], schema)

@@ -5,8 +5,14 @@ frames with a value > 0). Shard-sized blocks are read and reduced on every core 
 (numba kernels into per-worker accumulators, each worker reading into one reused block
 buffer), so memory stays bounded by a few blocks whatever the run's size. Moments and
 extremes cost little next to the read (float16 widened in vectorised integer code); the
-histogram is the costly part, several cycles per value, which is why large runs
-histogram a sample of their frames (``quantile_rows``).
+histogram is the costly part, several cycles per value, which is why runs of more than
+``quantile_rows`` frames (default 65,536) histogram an even sample of that many frames:
+every k-th frame. On 325,628 frames of 768 units (Gaussian, and half zeros), that sample's
+quantiles differed from every frame's by at most 0.015-0.025 (q50), 0.023-0.040 (q90) and
+0.043-0.074 (q99) of the unit's standard deviation, the same order as the bins' own error
+(0.007-0.011, 0.029-0.050, 0.021-0.036 against numpy), and at most 0.26 % of a unit's
+frames lie between the sample's q90 and the exact one; with every frame histogrammed the
+pass runs at about 0.4-0.55 of the layer read's speed, with the sample at 0.8-0.9.
 Quantiles come from a per-unit histogram over float16 values in order, ``bins`` bins
 (a power of two; 65,536 = every float16 value): no range is needed in advance, so one
 pass suffices. A quantile's error is at most the width of its bin: with the default 8,192
@@ -38,7 +44,7 @@ log = logging.getLogger(__name__)
 KIND = "neurons"
 QUANTILES = (0.5, 0.9, 0.99)
 DEFAULT_BINS = 8192
-DEFAULT_QUANTILE_ROWS = 1 << 20
+DEFAULT_QUANTILE_ROWS = 1 << 16
 
 
 def committed_blocks(commits: Mapping[str, CommitMarker], rows: int) -> list[tuple[int, int]]:
@@ -95,11 +101,12 @@ def layer_statistics(
     extremes and active counts over every frame; the order-key quantile histogram (see
     :mod:`neurolake.query._stats_kernels`) over every frame of runs up to ``quantile_rows``
     frames and over every k-th frame of larger ones (k = frames / ``quantile_rows``,
-    rounded up), so that histogramming, the costly part, stays a bounded share of the pass.
+    rounded up), so that histogramming, the costly part, stays a bounded share of the pass;
+    ``quantile_rows=0`` histograms every frame.
     """
     shift = check_bins(bins)
     n_rows = sum(m.used_stop - m.row_start for m in commits.values())
-    stride = max(1, -(-n_rows // max(1, int(quantile_rows))))
+    stride = max(1, -(-n_rows // int(quantile_rows))) if quantile_rows > 0 else 1
     spec = run.layer(layer)
     units = spec.units
     reader = run._reader(layer, False)

@@ -90,6 +90,26 @@ def test_neurons_verb(url, capsys):
     assert "10 units" in capsys.readouterr().out
     assert main(["sql", "SELECT count(*) AS n FROM neurons", "--lake", url, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"n": 10}
+    # Quantiles from a 7-frame sample: the same figures as the API's, not the default's.
+    from neurolake.query.neurons import neuron_statistics
+    from neurolake.store import Lake
+
+    assert main(["neurons", "--run", "r1", "--layers", "enc.conv2", "--quantile-frames", "7", "--lake", url]) == 0
+    capsys.readouterr()
+    query = "SELECT q50, q90 FROM neurons WHERE layer = 'enc.conv2' ORDER BY unit"
+    assert main(["sql", query, "--lake", url, "--format", "json"]) == 0
+    shown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    sampled = neuron_statistics(Lake.open(url), "r1", ["enc.conv2"], quantile_rows=7)
+    everything = neuron_statistics(Lake.open(url), "r1", ["enc.conv2"])
+    # The view shows each layer's statistics once: the most precise computed (here the default's).
+    assert [r["q90"] for r in shown] == pytest.approx(everything.column("q90").to_pylist())
+    assert sampled.column("q90").to_pylist() != everything.column("q90").to_pylist()
+    assert main(["neurons", "--run", "r1", "--layers", "enc.conv2", "--quantile-frames", "0", "--lake", url]) == 0
+    capsys.readouterr()
+    assert main(["sql", "SELECT count(*) AS n FROM neurons", "--lake", url, "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"n": 10}
+    assert main(["neurons", "--run", "r1", "--quantile-frames", "-1", "--lake", url]) == 2
+    assert "--quantile-frames must be 0" in capsys.readouterr().err
 
 
 def test_csv_of_a_list_column_and_full_schemas_on_an_empty_lake(tmp_path, capsys):
