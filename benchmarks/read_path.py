@@ -13,11 +13,15 @@ level 1 shrinks by under 10 %, as the lake writes them; 256-row chunks in
 - **group gather**: a group of whole utterances holding 5 % of the frames (groups follow
   utterances, words and phonemes) versus reading the layer whole (target <= 0.2), and,
   for reference, a random 5 % of rows (every chunk touched);
-- **shard encoding**: 48 shards encoded as the writer encodes them, on 1 and 2 threads;
+- **shard encoding**: 48 shards encoded as the writer encodes them, on 1 and 2 threads, and
+  where one encode's time goes: zstd, the join of the shard's bytes and its CRC32C (C code
+  that releases the interpreter lock) and the rest, Python code that holds it; that share
+  bounds how far the writer's threads can scale on a machine with many cores (Amdahl);
 - **streaming statistics**: ``neurolake neurons`` statistics of the layer (one pass:
   moments, extremes and quantile histograms) in GB/s against the layer read (target >= 0.8),
-  with every frame histogrammed (runs up to ``quantile_rows``, 1 M frames by default) and
-  with 1 % histogrammed (what a 100 M-frame run does by default).
+  at the default (quantiles from an even sample of 65,536 frames), with every frame
+  histogrammed and with 1 % histogrammed; and how far the default's quantiles are from
+  every frame's.
 
 ``--data dense`` is transformer-like output (every value non-zero, per-unit scales;
 hardly compressible); ``--data relu`` half zeros with random mantissas. Both by default.
@@ -137,6 +141,43 @@ def encoding(reference: np.ndarray, level: int, repeats: int) -> list[float]:
     return out
 
 
+def encode_breakdown(reference: np.ndarray, level: int, shards: int = 16) -> dict[str, float]:
+    """Seconds per shard of ``encode_shard`` on a block seen for the first time (as the writer
+    sees it), and, with the block in cache, of ``encode_shard`` again and of its C calls (zstd
+    on every stored chunk at the level it chose, one join of the shard's bytes, the CRC32C of
+    the file): what that second encode spends beyond its C calls is Python, run under the
+    interpreter lock."""
+    import google_crc32c
+
+    from neurolake.store.cube import FAST_LEVEL, MIN_SAVING, _compressor, encode_shard
+
+    blocks = [np.ascontiguousarray(reference[i * ROWS_PER_SHARD : (i + 1) * ROWS_PER_SHARD]) for i in range(shards)]
+    spent = {"encode": 0.0, "again": 0.0, "zstd": 0.0, "join": 0.0, "crc32c": 0.0}
+    for block in blocks:
+        for key in ("encode", "again"):
+            t0 = time.perf_counter()
+            encode_shard(block, CHUNK_ROWS, level)
+            spent[key] += time.perf_counter() - t0
+        chunks = [block[i : i + CHUNK_ROWS] for i in range(0, ROWS_PER_SHARD, CHUNK_ROWS)]
+        first = next((c for c in chunks if c.view(np.uint8).any()), chunks[0])
+        t0 = time.perf_counter()
+        chosen = level
+        if level > FAST_LEVEL and len(_compressor(level).compress(first.data)) > (1 - MIN_SAVING) * first.nbytes:
+            chosen = FAST_LEVEL  # the probe, as the encoder does it
+        compress = _compressor(chosen).compress
+        frames = [compress(c.data) for c in chunks if c.view(np.uint8).any()]
+        spent["zstd"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        joined = b"".join([*frames, bytes(len(chunks) * 16 + 4)])
+        spent["join"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        google_crc32c.value(joined)
+        spent["crc32c"] += time.perf_counter() - t0
+    out = {k: v / shards for k, v in spent.items()}
+    out["Python"] = max(0.0, out.pop("again") - out["zstd"] - out["join"] - out["crc32c"])
+    return out
+
+
 def measure(kind: str, args: argparse.Namespace) -> None:
     base = Path(tempfile.mkdtemp(prefix="nl-read-", dir=args.dir))
     try:
@@ -183,6 +224,14 @@ def measure(kind: str, args: argparse.Namespace) -> None:
 
         one, two = encoding(reference, args.zstd_level, args.repeats)
         print(f"  shard encoding (48 shards): {one:.2f} GB/s on 1 thread, {two:.2f} on 2 (x{two / one:.2f})")
+        parts = encode_breakdown(reference, args.zstd_level)
+        held = parts["Python"] / parts["encode"]
+        print(
+            "  one encode: "
+            + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in parts.items())
+            + f"; Python's share {held:.1%}: at most x{1 / (held + (1 - held) / 16):.1f} on 16 threads"
+            " from the interpreter lock (memory bandwidth aside)"
+        )
 
         # ---- gathers
         rng = np.random.default_rng(3)
