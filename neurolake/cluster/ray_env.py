@@ -24,6 +24,15 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address:
             log.info("connecting to Ray at %s", address)
+            # `ray start` turns token authentication on by itself when this machine has a
+            # token (~/.ray/auth_token, which a local Ray writes on its first start); a client
+            # given an address does not, and is refused. Present the token when there is one
+            # (a cluster without authentication ignores it); RAY_AUTH_MODE, when set, decides.
+            from ray._private.authentication.authentication_token_setup import (
+                maybe_enable_token_auth_if_token_available,
+            )
+
+            maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
             ray.init(address=address, log_to_driver=False)
         else:
             # A local Ray advertises the loopback address only. Its gRPC servers still listen on

@@ -227,8 +227,11 @@ def test_mine_with_workers_on_a_separately_started_cluster(tmp_path):
     repo = Path(__file__).resolve().parents[2]
     lake = _planted_lake(tmp_path / "lake")
     port = _free_port()
-    env = dict(os.environ, PYTHONPATH=str(repo))
-    env.pop("RAY_ADDRESS", None)
+    # A machine where a local Ray has run has a token, and `ray start` then turns token
+    # authentication on by itself: the client given the address must present it.
+    env = dict(os.environ, PYTHONPATH=str(repo), RAY_AUTH_TOKEN="0123456789abcdef" * 4)
+    for name in ("RAY_ADDRESS", "RAY_AUTH_MODE"):  # RAY_AUTH_MODE: what a local ray.init here set
+        env.pop(name, None)
     head = subprocess.Popen(
         [
             os.path.join(os.path.dirname(sys.executable), "ray"),
