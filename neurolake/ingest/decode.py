@@ -30,7 +30,7 @@ class Decoded:
     audio: np.ndarray | None
     phones: tuple | None
     error: str | None = None
-    stage: str = "decode"  # where ``error`` arose: decoding, or the model (found by bisection)
+    stage: str = "decode"  # where ``error`` arose: decoding, or the model (found by probes)
     # Where ``phones`` come from: "sidecar" (the corpus's phones.jsonl), "alignments" (a forced
     # aligner's TextGrid, --alignments) or "lhotse" (the supervision's alignment in a lhotse manifest).
     phones_source: str = "sidecar"

@@ -134,8 +134,8 @@ class PartProcessor:
     def probe(self, decoded: list[Decoded]) -> None:
         """Run the model on these utterances and write nothing; raises what the model raises.
 
-        The pipeline bisects a part that keeps failing with probes, to find the utterances
-        the model cannot take."""
+        The pipeline probes the utterances of a part that keeps failing one by one, to find
+        the utterances the model cannot take."""
         for batch in self._batches(decoded):
             items = [decoded[i] for i in batch]
             padded, lengths = _pad(items)
@@ -165,7 +165,7 @@ class PartProcessor:
     ) -> PartResult:
         """Forward, label and write ``part``, then commit it (only while ``lease`` holds).
 
-        ``exclude`` maps utterances the model failed on (found by the pipeline's bisection) to
+        ``exclude`` maps utterances the model failed on (found by the pipeline's probes) to
         the reason: they become ``errors`` rows of stage ``model`` and the rest is ingested."""
         t0 = time.perf_counter()
         if exclude:

@@ -357,7 +357,7 @@ def test_utterances_the_model_fails_on_are_isolated(ray_session, corpus, tmp_pat
     run = Lake.open(str(tmp_path / "lake")).run("f")
     assert run.info().status == "complete" and s.parts_failed == []
     errors = {e["utterance_id"]: e for e in run.read_table("errors").to_pylist()}
-    assert set(errors) == bad  # exactly the planted ones, found by bisection
+    assert set(errors) == bad  # exactly the planted ones, found by the probes
     assert all(e["stage"] == "model" and reason in e["message"] for e in errors.values())
     ingested = set(run.read_table("utterances").column("utterance_id").to_pylist())
     assert ingested == {p.utterance_id for u in run.plan.parts for p in u.utterances} - bad
