@@ -14,7 +14,7 @@ Dense data (binarised activations: many rows, a fair fraction of the units activ
 mined from vertical bit matrices near the root, where pair counts by popcount replace row
 scans; a cost model in :mod:`neurolake.mining._lcm_kernels` picks the form per node. Such a
 root's children come from a prefix tree of its rows when the rows share their frequent
-items (categorical data), and nodes of at most 64 merged rows are mined from one bit mask
+items (categorical data), and nodes of at most 1024 merged rows are mined from one bit mask
 per item.
 
 Conventions (pyfim's with ``zmin=1``, except the second point):

@@ -300,19 +300,22 @@ def test_children_from_the_prefix_tree_match_the_rows_path(seed):
             assert as_set(_mine_prepared(_prepare(rows, minsup, max_size), BITS_ROOT)) == filtered
 
 
-@pytest.mark.parametrize("n_occurrences", [1, 2, 63, 64, 65])
-def test_nodes_at_the_bit_mask_size_limit(n_occurrences):
-    # Item 99 occurs in n_occurrences rows with distinct items above it (all of 0..9 are
-    # more frequent), so its child has that many merged rows: masks of up to 64 bits, and
-    # one row more goes the rows path.
+@pytest.mark.parametrize("n_occurrences", [1, 2, 63, 64, 65, 130, kernels.SMALL_MAX_ROWS + 1])
+def test_nodes_at_bit_mask_word_and_size_limits(n_occurrences):
+    # Item 99 occurs in n_occurrences rows with distinct items above it (all of 0..10 are
+    # more frequent), so its child has that many merged rows: masks of one word, of several
+    # (squeezed to one under a child of at most 64 rows), and one row more than the limit
+    # goes the rows path. Repeated rows give the merged rows weights.
     rng = np.random.default_rng(n_occurrences)
-    subsets = rng.permutation(1 << 10)[:n_occurrences]
-    rows = [[b for b in range(10) if s >> b & 1] + [99] for s in subsets.tolist()]
-    rows += [[99, 100]] * 3 + random_rows(5, 400, 10, 0.5)
-    for minsup in (1, 2, 30):
-        expected = pyfim_closed(rows, minsup)
-        assert as_set(closed_itemsets(rows, minsup)) == expected
-        assert as_set(closed_itemsets(rows, minsup, max_size=3)) == {(s, c) for s, c in expected if len(s) <= 3}
+    subsets = rng.permutation(1 << 11)[:n_occurrences]
+    rows = [[b for b in range(11) if s >> b & 1] + [99] for s in subsets.tolist()]
+    rows += [[99, 100]] * 3 + random_rows(5, 1500, 11, 0.5)
+    weighted = rows + [r for r in rows[: n_occurrences // 2] for _ in range(int(rng.integers(1, 4)))]
+    for data in (rows, weighted):
+        for minsup in (2, 30):
+            expected = pyfim_closed(data, minsup)
+            assert as_set(closed_itemsets(data, minsup)) == expected
+            assert as_set(closed_itemsets(data, minsup, max_size=3)) == {(s, c) for s, c in expected if len(s) <= 3}
 
 
 def test_bit_mask_nodes_with_identical_rows_and_single_items():
