@@ -282,6 +282,12 @@ def test_prefix_tree_nodes_count_and_share_rows():
     assert seen == n - 1 < items.size
     # Too many nodes for the limit: no tree.
     assert kernels._build_trie(ptr, items, 12, 10)[0] == 0
+    # Many rows that share little: given up on the first sixteenth, whatever the limit.
+    sparse = random_rows(8, 2048, 200, 0.2)
+    ptr = np.concatenate([[0], np.cumsum([len(r) for r in sparse])]).astype(np.int64)
+    items = np.concatenate([np.asarray(r, np.int32) for r in sparse])
+    assert kernels._build_trie(ptr, items, 200, items.size)[0] == 0
+    assert kernels._trie_of_rows(ptr, items, 200, items.size)[0] > 0
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
