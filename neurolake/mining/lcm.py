@@ -12,7 +12,10 @@ transactions that contain it in one pass, and every conditional database is redu
 
 Dense data (binarised activations: many rows, a fair fraction of the units active) is
 mined from vertical bit matrices near the root, where pair counts by popcount replace row
-scans; a cost model in :mod:`neurolake.mining._lcm_kernels` picks the form per node.
+scans; a cost model in :mod:`neurolake.mining._lcm_kernels` picks the form per node. Such a
+root's children come from a prefix tree of its rows when the rows share their frequent
+items (categorical data), and nodes of at most 1024 merged rows are mined from one bit mask
+per item.
 
 Conventions (pyfim's with ``zmin=1``, except the second point):
 

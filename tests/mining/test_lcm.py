@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from neurolake.errors import SpecError
 from neurolake.mining import _lcm_kernels as kernels
-from neurolake.mining._lcm_kernels import BITS_ALWAYS, BITS_AUTO, BITS_NEVER
+from neurolake.mining._lcm_kernels import BITS_ALWAYS, BITS_AUTO, BITS_NEVER, BITS_ROOT
 from neurolake.mining.lcm import (
     LCM,
     ClosedItemsets,
@@ -198,6 +198,8 @@ def test_matches_brute_force(rows, minsup, max_size):
     plan = first_level_branches(rows, minsup, max_size)
     parts = ClosedItemsets.concat([plan.root] + [mine_branch(b) for b in plan.branches])
     assert as_set(parts) == expected
+    # The root from bits and its children from the prefix tree of its rows.
+    assert as_set(_mine_prepared(_prepare(rows, minsup, max_size), BITS_ROOT)) == expected
 
 
 @settings(max_examples=40, deadline=None)
@@ -220,7 +222,7 @@ def test_random_data_matches_pyfim_with_rows_and_bits(seed, n_rows, n_items, den
     expected = pyfim_closed(rows, minsup)
     assert as_set(closed_itemsets(rows, minsup)) == expected
     prep = _prepare(rows, minsup, None)
-    for mode in (BITS_NEVER, BITS_ALWAYS):
+    for mode in (BITS_NEVER, BITS_ALWAYS, BITS_ROOT):
         assert as_set(_mine_prepared(prep, mode)) == expected
 
 
@@ -239,7 +241,7 @@ def test_fimi_matches_pyfim(name, fraction, count):
     # item in every row).
     assert len([r for r in result if r[1] < len(rows)]) == count
     prep = _prepare(db, minsup, None)
-    for mode in (BITS_NEVER, BITS_ALWAYS):
+    for mode in (BITS_NEVER, BITS_ALWAYS, BITS_ROOT):
         assert as_set(_mine_prepared(prep, mode)) == expected
 
 
@@ -249,6 +251,86 @@ def test_fimi_max_size_matches_filtered_pyfim():
     minsup = math.ceil(0.1 * len(rows))
     expected = {(s, c) for s, c in pyfim_closed(rows, minsup) if len(s) <= 4}
     assert as_set(closed_itemsets(db, minsup, max_size=4)) == expected
+
+
+# --- prefix tree of a dense root, bit-mask nodes -------------------------------------------
+
+
+def test_prefix_tree_nodes_count_and_share_rows():
+    rows = [sorted(r) for r in random_rows(7, 300, 12, 0.45) if r] + [[0, 3, 5]] * 4 + [[5]]
+    ptr = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+    items = np.concatenate([np.asarray(r, np.int32) for r in rows])
+    n, item, parent, count, depth, ends = kernels._build_trie(ptr, items, 12, items.size)
+    below = kernels._trie_below(n, item, parent, ends, 1)
+    start, nodes = kernels._trie_nodes_by_item(n, item, 12)
+    seen = 0
+    for k in range(12):
+        for v in nodes[start[k] : start[k + 1]].tolist():
+            assert item[v] == k
+            path = []
+            u = v
+            while u > 0:
+                path.append(int(item[u]))
+                u = parent[u]
+            # The rows through a node are those whose items from the node's item up are its path.
+            through = [r for r in rows if sorted(x for x in r if x >= k) == sorted(path)]
+            assert count[v] == len(through) and depth[v] == len(path)
+            assert bool(ends[v]) == any(min(r) == k for r in through)
+            common = set.intersection(*({x for x in r if x < k} for r in through))
+            assert {b for b in range(12) if int(below[v, 0]) >> b & 1} == common
+            seen += 1
+    assert seen == n - 1 < items.size
+    # Too many nodes for the limit: no tree.
+    assert kernels._build_trie(ptr, items, 12, 10)[0] == 0
+    # Many rows that share little: given up on the first sixteenth, whatever the limit.
+    sparse = random_rows(8, 2048, 200, 0.2)
+    ptr = np.concatenate([[0], np.cumsum([len(r) for r in sparse])]).astype(np.int64)
+    items = np.concatenate([np.asarray(r, np.int32) for r in sparse])
+    assert kernels._build_trie(ptr, items, 200, items.size)[0] == 0
+    assert kernels._trie_of_rows(ptr, items, 200, items.size)[0] > 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_children_from_the_prefix_tree_match_the_rows_path(seed):
+    # Categorical rows (one value of each of 6 attributes) share most of their paths.
+    rng = np.random.default_rng(seed)
+    rows = [[3 * a + int(rng.integers(3)) for a in range(6)] for _ in range(400)]
+    rows += [list(range(0, 18, 3))] * 5
+    for minsup in (1, 4, 20):
+        expected = pyfim_closed(rows, minsup)
+        prep = _prepare(rows, minsup, None)
+        assert as_set(_mine_prepared(prep, BITS_ROOT)) == expected
+        assert as_set(_mine_prepared(prep, BITS_NEVER)) == expected
+        for max_size in (1, 2, 4):
+            filtered = {(s, c) for s, c in expected if len(s) <= max_size}
+            assert as_set(_mine_prepared(_prepare(rows, minsup, max_size), BITS_ROOT)) == filtered
+
+
+@pytest.mark.parametrize("n_occurrences", [1, 2, 63, 64, 65, 130, kernels.SMALL_MAX_ROWS + 1])
+def test_nodes_at_bit_mask_word_and_size_limits(n_occurrences):
+    # Item 99 occurs in n_occurrences rows with distinct items above it (all of 0..10 are
+    # more frequent), so its child has that many merged rows: masks of one word, of several
+    # (squeezed to one under a child of at most 64 rows), and one row more than the limit
+    # goes the rows path. Repeated rows give the merged rows weights.
+    rng = np.random.default_rng(n_occurrences)
+    subsets = rng.permutation(1 << 11)[:n_occurrences]
+    rows = [[b for b in range(11) if s >> b & 1] + [99] for s in subsets.tolist()]
+    rows += [[99, 100]] * 3 + random_rows(5, 1500, 11, 0.5)
+    weighted = rows + [r for r in rows[: n_occurrences // 2] for _ in range(int(rng.integers(1, 4)))]
+    for data in (rows, weighted):
+        for minsup in (2, 30):
+            expected = pyfim_closed(data, minsup)
+            assert as_set(closed_itemsets(data, minsup)) == expected
+            assert as_set(closed_itemsets(data, minsup, max_size=3)) == {(s, c) for s, c in expected if len(s) <= 3}
+
+
+def test_bit_mask_nodes_with_identical_rows_and_single_items():
+    # Weighted (merged) rows, a single frequent item, and nothing frequent under a node.
+    rows = [[1, 2, 3]] * 5 + [[1, 2]] * 3 + [[2, 3]] * 2 + [[4]] * 70 + [[1, 4]] + [[7]]
+    for minsup in (1, 2, 3, 6, 71, 200):
+        assert as_set(closed_itemsets(rows, minsup)) == brute_force(rows, minsup)
+    assert as_set(closed_itemsets([[5]] * 80, 1)) == {((5,), 80)}
+    assert len(closed_itemsets([[5]] * 80 + [[6]], 100)) == 0
 
 
 # --- search-space partition -------------------------------------------------------------------
@@ -285,7 +367,7 @@ def test_random_data_matches_pyfim_property(case, minsup):
     rows = random_rows(seed, n_rows, n_items, density)
     expected = pyfim_closed(rows, minsup)
     prep = _prepare(rows, minsup, None)
-    for mode in (BITS_NEVER, BITS_ALWAYS):
+    for mode in (BITS_NEVER, BITS_ALWAYS, BITS_ROOT):
         assert as_set(_mine_prepared(prep, mode)) == expected
 
 
