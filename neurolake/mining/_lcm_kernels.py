@@ -98,6 +98,38 @@ def _lowest_bit(typingctx, x):
     return sig, codegen
 
 
+@njit(cache=True, inline="always")
+def _row_hash(iarena, start, stop):
+    """Hash of the items ``iarena[start:stop]`` of a row: a sum of mixed items, so no chain of
+    dependent multiplications."""
+    h = np.int64(stop - start)
+    for y in range(start, stop):
+        z = (iarena[y] + np.int64(1)) * _HASH_MULT
+        h += z ^ (z >> 29)
+    return h
+
+
+@njit(cache=True, inline="always")
+def _same_row(table, mask, h, start, length, iarena, s_hash, s_start, s_len):
+    """Open-addressing lookup of the row ``iarena[start:start + length]`` (hash ``h``) among
+    the rows entered in ``table`` (row index + 1; 0 is free): ``(slot, r)``, ``r`` the equal
+    row already entered, or -1 and ``slot`` the free slot where it goes."""
+    slot = h & mask
+    while table[slot] != 0:
+        r = table[slot] - 1
+        if s_hash[r] == h and s_len[r] == length:
+            rs = s_start[r]
+            same = True
+            for y in range(length):
+                if iarena[rs + y] != iarena[start + y]:
+                    same = False
+                    break
+            if same:
+                return slot, r
+        slot = (slot + 1) & mask
+    return slot, np.int64(-1)
+
+
 @njit(cache=True)
 def _grow(a, need):
     """Return ``a`` or a copy at least ``need`` long (doubling), same dtype, contents kept."""
@@ -666,34 +698,17 @@ def _build_merged(
         s_next[x] = -1
         if ln == 0:
             continue
-        # A sum of mixed items: no chain of dependent multiplications.
-        h = np.int64(ln)
-        for y in range(st, wpos):
-            z = (iarena[y] + np.int64(1)) * _HASH_MULT
-            h += z ^ (z >> 29)
+        h = _row_hash(iarena, st, wpos)
         s_hash[x] = h
         s_start[x] = st
         s_len[x] = ln
-        slot = h & mask
-        merged = False
-        while table[slot] != 0:
-            r = table[slot] - 1
-            if s_hash[r] == h and s_len[r] == ln:
-                rs = s_start[r]
-                same = True
-                for y in range(ln):
-                    if iarena[rs + y] != iarena[st + y]:
-                        same = False
-                        break
-                if same:
-                    s_w[r] += s_w[x]
-                    s_next[s_tail[r]] = x
-                    s_tail[r] = x
-                    wpos = st
-                    merged = True
-                    break
-            slot = (slot + 1) & mask
-        if not merged:
+        slot, r = _same_row(table, mask, h, st, ln, iarena, s_hash, s_start, s_len)
+        if r >= 0:
+            s_w[r] += s_w[x]
+            s_next[s_tail[r]] = x
+            s_tail[r] = x
+            wpos = st
+        else:
             table[slot] = x + 1
             s_tail[x] = x
             n_rep += 1
@@ -1135,33 +1150,17 @@ def _trie_child(
         s_rep[x] = -1
         if ln == 0:
             continue
-        h = np.int64(ln)
-        for y in range(st, wpos):
-            z = (iarena[y] + np.int64(1)) * _HASH_MULT
-            h += z ^ (z >> 29)
+        h = _row_hash(iarena, st, wpos)
         s_hash[x] = h
         s_start[x] = st
         s_len[x] = ln
-        slot = h & mask
-        merged = False
-        while table[slot] != 0:
-            r = table[slot] - 1
-            if s_hash[r] == h and s_len[r] == ln:
-                rs = s_start[r]
-                same = True
-                for y in range(ln):
-                    if iarena[rs + y] != iarena[st + y]:
-                        same = False
-                        break
-                if same:
-                    s_w[r] += t_count[v]
-                    for w in range(n_words):
-                        pre[r, w] &= t_below[v, w]
-                    wpos = st
-                    merged = True
-                    break
-            slot = (slot + 1) & mask
-        if not merged:
+        slot, r = _same_row(table, mask, h, st, ln, iarena, s_hash, s_start, s_len)
+        if r >= 0:
+            s_w[r] += t_count[v]
+            for w in range(n_words):
+                pre[r, w] &= t_below[v, w]
+            wpos = st
+        else:
             table[slot] = x + 1
             s_rep[x] = x
             s_w[x] = t_count[v]
