@@ -54,7 +54,7 @@ import pyarrow as pa
 from neurolake.errors import SpecError
 from neurolake.labels.frames import DELETED, INSERTED
 from neurolake.mining.binarize import as_spec
-from neurolake.mining.mine import binarised_rows, items_for, supports
+from neurolake.mining.mine import binarised_rows, items_for, packed_supports
 from neurolake.mining.significance import fisher_greater, holm, relative_risk
 from neurolake.query.engine import QueryEngine
 from neurolake.query.fingerprint import commits_fingerprint
@@ -311,9 +311,12 @@ def _mine_slice(job: Mapping[str, Any]) -> dict[str, Any]:
     from neurolake.mining.lcm import closed_itemsets
 
     T = np.unpackbits(job["target"], axis=1, count=job["n_items"]).astype(bool)
-    B = np.unpackbits(job["background"], axis=1, count=job["n_items"]).astype(bool)
     itemsets = [tuple(s) for s in closed_itemsets(T, job["min_support"], job["max_size"]).items if len(s) > 0]
-    return {"itemsets": itemsets, "a": supports(T, itemsets), "c": supports(B, itemsets)}
+    return {
+        "itemsets": itemsets,
+        "a": packed_supports(job["target"], itemsets),
+        "c": packed_supports(job["background"], itemsets),
+    }
 
 
 def _diffnorm_slices(
@@ -331,10 +334,10 @@ def _diffnorm_slices(
     targets = [dense(job["target"]) for job in jobs]
     model = DiffNorm(min_support=min_support, workers=workers).fit([*targets, dense(pooled)])
     out = []
-    for i, (T, job) in enumerate(zip(targets, jobs, strict=True)):
-        B = dense(job["background"])
+    for i, job in enumerate(jobs):
         itemsets = [tuple(s) for s in model.patterns_for((i,)) if len(s) > 0]
-        out.append({"itemsets": itemsets, "a": supports(T, itemsets), "c": supports(B, itemsets)})
+        a, c = packed_supports(job["target"], itemsets), packed_supports(job["background"], itemsets)
+        out.append({"itemsets": itemsets, "a": a, "c": c})
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from neurolake.errors import SpecError
+from neurolake.query._stats_kernels import greater_f16
 
 QUANTILE_COLUMNS = {0.5: "q50", 0.9: "q90", 0.99: "q99"}
 METHODS = ("quantile", "topk", "zscore", "absolute")
@@ -84,14 +85,23 @@ def binarize(
     ``std`` (``[units]``) by ``zscore``.
     """
     spec = as_spec(spec)
-    x = np.asarray(x, dtype=np.float32)
     method = spec["method"]
-    if method == "absolute":
-        return x > spec["threshold"]
-    if method == "quantile":
-        if thresholds is None:
-            raise SpecError("quantile binarisation needs the neurons statistics of the layer")
-        return x > np.asarray(thresholds, dtype=np.float32)[None, :]
+    if method == "quantile" and thresholds is None:
+        raise SpecError("quantile binarisation needs the neurons statistics of the layer")
+    if method in ("absolute", "quantile"):
+        x = np.asarray(x)
+        limits: np.ndarray = (
+            np.asarray(spec["threshold"], dtype=np.float32)
+            if method == "absolute"
+            else np.asarray(thresholds, dtype=np.float32)[None, :]
+        )
+        if x.dtype == np.float16 and x.ndim == 2:
+            # Compared in a kernel that widens each row on the fly: numpy's float16 to float32
+            # copy of the block costs more than the comparison.
+            row = np.ascontiguousarray(np.broadcast_to(limits, (1, x.shape[1]))[0])
+            return greater_f16(np.ascontiguousarray(x).view(np.uint16), row)
+        return np.asarray(x, dtype=np.float32) > limits
+    x = np.asarray(x, dtype=np.float32)
     if method == "zscore":
         if mean is None or std is None:
             raise SpecError("z-score binarisation needs the neurons statistics of the layer")

@@ -126,14 +126,26 @@ def binarised_rows(
 
 def supports(dense: np.ndarray, itemsets: Sequence[Sequence[int]]) -> np.ndarray:
     """Rows of ``dense`` ``[rows, items]`` containing each itemset. ``[n] int64``"""
-    columns = np.packbits(dense.T, axis=1)  # [items, rows / 8]: one bitset per item
+    return packed_supports(np.packbits(np.asarray(dense, dtype=bool), axis=1), itemsets)
+
+
+def packed_supports(bits: np.ndarray, itemsets: Sequence[Sequence[int]]) -> np.ndarray:
+    """Rows of ``bits`` (``np.packbits`` rows: item ``j`` is bit ``7 - j % 8`` of byte ``j // 8``)
+    containing each itemset. ``[n] int64``
+
+    Only the bytes an itemset touches are read, a few per row: packing the rows' items into
+    columns instead would read every bit of the matrix.
+    """
     out = np.empty(len(itemsets), dtype=np.int64)
     for i, itemset in enumerate(itemsets):
-        if len(itemset) == 0:
-            out[i] = dense.shape[0]
+        items = np.asarray(itemset, dtype=np.int64)
+        if items.size == 0:
+            out[i] = bits.shape[0]
             continue
-        acc = np.bitwise_and.reduce(columns[list(itemset)], axis=0)
-        out[i] = _POPCOUNT[acc].sum()
+        columns, where = np.unique(items // 8, return_inverse=True)
+        masks = np.zeros(columns.size, dtype=np.uint8)
+        np.bitwise_or.at(masks, where, (0x80 >> (items % 8)).astype(np.uint8))
+        out[i] = int(np.count_nonzero(np.all((bits[:, columns] & masks) == masks, axis=1)))
     return out
 
 
@@ -213,8 +225,8 @@ def mine(
     else:
         itemsets, details = _diffnorm(T, B, float(min_support), params, workers)
     itemsets = [tuple(s) for s in itemsets if len(s) > 0]
-    a = supports(T, itemsets)
-    c = supports(B, itemsets)
+    a = packed_supports(bt.bits, itemsets)
+    c = packed_supports(bb.bits, itemsets)
     n_t, n_b = T.shape[0], B.shape[0]
     p_raw = np.array([fisher_greater(int(x), n_t, int(y), n_b) for x, y in zip(a, c, strict=False)])
     p_adj = holm(p_raw)

@@ -35,6 +35,37 @@ _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _F16_SCALE = np.float32(2.0**112)  # 2**(127 - 15): float16's exponent bias to float32's
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _widen_f16(row, wide):  # pragma: no cover - numba
+    """Float16 bit patterns ``row`` (``uint16``) as float32 bit patterns in ``wide``, still to be
+    multiplied by :data:`_F16_SCALE`: sign, exponent and mantissa moved into place in integer
+    operations that vectorise (numba has no float16); the multiplication then corrects the
+    exponent bias and renormalises subnormals exactly. An all-ones exponent (infinity, NaN) is
+    set all-ones."""
+    for u in range(row.shape[0]):
+        h = np.uint32(row[u])
+        w = ((h & 0x8000) << 16) | ((h & 0x7FFF) << 13)
+        if (h & 0x7C00) == 0x7C00:
+            w |= 0x7F800000
+        wide[u] = w
+
+
+@numba.njit(nogil=True, cache=True)
+def greater_f16(bits, thresholds):  # pragma: no cover - numba
+    """``[rows, units]`` bool: the float16 values of ``bits`` (``uint16`` bit patterns) above
+    the float32 ``thresholds`` ``[units]``, exactly as numpy compares them widened to float32
+    (NaN is above nothing), without a float32 copy of the block."""
+    rows, units = bits.shape
+    out = np.empty((rows, units), np.bool_)
+    wide = np.empty(units, np.uint32)
+    values = wide.view(np.float32)
+    for r in range(rows):
+        _widen_f16(bits[r], wide)
+        for u in range(units):
+            out[r, u] = values[u] * _F16_SCALE > thresholds[u]
+    return out
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def moments_f16(bits, total, squares, high, low, active):  # pragma: no cover - numba
     """Add a ``[rows, units]`` block of float16 bit patterns (``uint16``) to the moments.
@@ -54,13 +85,7 @@ def moments_f16(bits, total, squares, high, low, active):  # pragma: no cover - 
     lo = np.full(units, np.inf, np.float32)
     act = np.zeros(units, np.int64)
     for r in range(rows):
-        row = bits[r]
-        for u in range(units):
-            h = np.uint32(row[u])
-            w = ((h & 0x8000) << 16) | ((h & 0x7FFF) << 13)
-            if (h & 0x7C00) == 0x7C00:
-                w |= 0x7F800000
-            wide[u] = w
+        _widen_f16(bits[r], wide)
         for u in range(units):
             v = values[u] * _F16_SCALE
             d = np.float64(v)

@@ -53,3 +53,21 @@ def test_specs():
             parse_spec(bad)
     with pytest.raises(SpecError, match="needs the neurons statistics"):
         binarize(X, {"method": "quantile", "q": 0.9})
+
+
+def test_float16_blocks_are_compared_as_numpy_compares_them_widened():
+    """Float16 blocks go through a kernel that widens each row on the fly: every float16 bit
+    pattern (subnormals, signed zeros, infinities, NaN) against thresholds on, between and
+    beyond float16 values gives numpy's float32 answer, for both methods that compare."""
+    every = np.arange(65536, dtype=np.uint16).view(np.float16)
+    limits = np.array(
+        [0.0, -0.0, 1.0, 1.0004, 2**-24, 1e-7, -1e-7, -2.5, 65504.0, 7e4, np.inf, -np.inf, np.nan], np.float32
+    )
+    block = np.ascontiguousarray(np.repeat(every[:, None], limits.size, axis=1))
+    want = block.astype(np.float32) > limits[None, :]
+    got = binarize(block, {"method": "quantile", "q": 0.9}, thresholds=limits)
+    assert got.dtype == bool and np.array_equal(got, want)
+    for t in (0.0, -0.0, 0.33, -7.0):
+        assert np.array_equal(binarize(block, {"method": "absolute", "threshold": t}), block.astype(np.float32) > t)
+    strided = block[::3, ::2]  # a view: compared as its values
+    assert np.array_equal(binarize(strided, {"method": "absolute", "threshold": 0.5}), strided.astype(np.float32) > 0.5)

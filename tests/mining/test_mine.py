@@ -78,6 +78,20 @@ def test_supports_hand_computed():
     assert supports(dense, [(0,), (0, 1), (1, 2), (0, 1, 2), ()]).tolist() == [3, 2, 2, 1, 4]
 
 
+def test_packed_supports_equal_brute_force_across_bytes():
+    """Itemsets within one byte, across bytes and at the last partial byte, counted on packed
+    rows, equal a count on the dense rows."""
+    from neurolake.mining.mine import packed_supports
+
+    rng = np.random.default_rng(5)
+    dense = rng.random((500, 21)) < 0.6
+    itemsets = [(), (0,), (7, 8), (0, 1, 2), (3, 15, 20), (20,), (6, 7, 8, 9, 16), tuple(range(21))]
+    itemsets += [tuple(sorted(rng.choice(21, k, replace=False))) for k in (2, 3, 4) for _ in range(10)]
+    want = [int(dense[:, list(s)].all(axis=1).sum()) for s in itemsets]
+    assert packed_supports(np.packbits(dense, axis=1), itemsets).tolist() == want
+    assert supports(dense, itemsets).tolist() == want
+
+
 def test_planted_pattern_is_the_top_pattern(tmp_path):
     lake = _planted_lake(tmp_path / "lake")
     result = mine(lake, "errors", "correct", binarization="absolute:3.0", min_support=0.5, max_size=4)
