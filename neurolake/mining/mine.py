@@ -110,7 +110,8 @@ def binarised_rows(
 ) -> np.ndarray:
     """``[len(ids), items]`` bool: the frames ``ids`` (ascending) of ``layers`` binarised under
     ``spec``, thresholds from the ``neurons`` statistics ``stats``; read chunk by chunk."""
-    parts = []
+    out = np.empty((ids.size, sum(run.layer(layer).units for layer in layers)), dtype=bool)
+    start = 0
     for layer in layers:
         x = run.read_rows(layer, ids)
         kw: dict[str, np.ndarray] = {}
@@ -120,8 +121,9 @@ def binarised_rows(
                 kw["thresholds"] = rows.column(QUANTILE_COLUMNS[spec["q"]]).to_numpy()
             elif spec["method"] == "zscore":
                 kw["mean"], kw["std"] = rows.column("mean").to_numpy(), rows.column("std").to_numpy()
-        parts.append(binarize(x, spec, **kw))
-    return np.concatenate(parts, axis=1) if parts else np.zeros((ids.size, 0), bool)
+        out[:, start : start + x.shape[1]] = binarize(x, spec, **kw)
+        start += x.shape[1]
+    return out
 
 
 def supports(dense: np.ndarray, itemsets: Sequence[Sequence[int]]) -> np.ndarray:
