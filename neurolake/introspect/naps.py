@@ -27,16 +27,22 @@ import numpy as np
 import pyarrow as pa
 
 from neurolake.errors import SpecError
+from neurolake.query import _stats_kernels as _kernels
 from neurolake.query.engine import QueryEngine
 from neurolake.query.fingerprint import commits_fingerprint
 from neurolake.query.groups import get_group
 from neurolake.schemas import NAPS, SCHEMAS
 from neurolake.store import Lake, Run
+from neurolake.store.pools import SharedPool
+from neurolake.store.reader import read_threads
 from neurolake.store.tables import decode_parquet, encode_parquet
 
 __all__ = ["NapResult", "gradnaps", "layer_sums", "naps", "separation"]
 
 BLOCK_ROWS = 65_536
+_THREADS = read_threads()
+# Threads for the sums kernel (it releases the interpreter lock); a forked child starts its own.
+_POOL = SharedPool(_THREADS, "neurolake-naps")
 
 
 @dataclass(frozen=True)
@@ -216,19 +222,42 @@ def layer_sums(
     sums2 = np.zeros((n_slots, units)) if squares else None
     for start in range(0, distinct.size, BLOCK_ROWS):
         block = distinct[start : start + BLOCK_ROWS]
-        rows = np.asarray(run.read_rows(layer, block, relevance=relevance), dtype=np.float64)
+        x = run.read_rows(layer, block, relevance=relevance)
         lo, hi = np.searchsorted(ids, block[0], side="left"), np.searchsorted(ids, block[-1], side="right")
         pair_rows = np.searchsorted(block, ids[lo:hi])
         pair_slots = slots[lo:hi]
         by_slot = np.argsort(pair_slots, kind="stable")
         sorted_slots = pair_slots[by_slot]
+        if progress is not None:
+            progress.update(block.size)
+        if x.dtype == np.float16:
+            # Widened row by row in a kernel: a float64 copy of the block (and of the rows
+            # picked from it) cost several times the read.
+            # Pairs split at slot boundaries, one share per core: no two shares add to one slot.
+            bits = np.ascontiguousarray(x).view(np.uint16)
+            rows_in_order = np.ascontiguousarray(pair_rows[by_slot])
+            slots_in_order = np.ascontiguousarray(sorted_slots, dtype=np.int64)
+            squares_out = sums2 if sums2 is not None else np.zeros((0, units))
+            cuts = np.searchsorted(
+                slots_in_order, slots_in_order[np.linspace(0, slots_in_order.size, _THREADS + 1)[1:-1].astype(int)]
+            )
+            edges = np.unique(np.concatenate([[0], cuts, [slots_in_order.size]]))
+            shares = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+            futures = [
+                _POOL.get().submit(
+                    _kernels.slot_sums_f16, bits, rows_in_order[a:b], slots_in_order[a:b], sums, squares_out
+                )
+                for a, b in shares
+            ]
+            for future in futures:
+                future.result()
+            continue
+        rows = np.asarray(x, dtype=np.float64)
         heads = np.concatenate([[0], np.flatnonzero(np.diff(sorted_slots)) + 1])
         picked = rows[pair_rows[by_slot]]
         sums[sorted_slots[heads]] += np.add.reduceat(picked, heads, axis=0)
         if sums2 is not None:
             sums2[sorted_slots[heads]] += np.add.reduceat(picked * picked, heads, axis=0)
-        if progress is not None:
-            progress.update(block.size)
     return (sums, sums2) if sums2 is not None else sums
 
 
