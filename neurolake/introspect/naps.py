@@ -30,7 +30,7 @@ from neurolake.errors import SpecError
 from neurolake.query import _stats_kernels as _kernels
 from neurolake.query.engine import QueryEngine
 from neurolake.query.fingerprint import commits_fingerprint
-from neurolake.query.groups import get_group
+from neurolake.query.groups import get_groups
 from neurolake.schemas import NAPS, SCHEMAS
 from neurolake.store import Lake, Run
 from neurolake.store.pools import SharedPool
@@ -136,8 +136,7 @@ def _by_members(
 
 def _group_members(lake: Lake, run_id: str, groups: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
     ids, slots = [], []
-    for g, name in enumerate(groups):
-        group = get_group(lake, name)
+    for g, (name, group) in enumerate(zip(groups, get_groups(lake, groups), strict=True)):
         if group.run_id != run_id:
             raise SpecError(f"group {name!r} belongs to run {group.run_id!r}, not {run_id!r}")
         members = group.frame_ids()
@@ -164,7 +163,7 @@ def _spec(lake: Lake, run, measure: str, groups, by, layers, window, weighted) -
     return {
         "run_id": run.run_id,
         "measure": measure,
-        "groups": [[g, get_group(lake, g).derived.spec_hash] for g in groups] if groups is not None else None,
+        "groups": [[g.name, g.derived.spec_hash] for g in get_groups(lake, groups)] if groups is not None else None,
         "by": by,
         "layers": list(layers),
         "window": window,
@@ -200,6 +199,12 @@ def _result(
     )
 
 
+def _n_distinct(ids: np.ndarray) -> int:
+    """How many different ids (a sort: numpy's unique hashes integers, several times slower)."""
+    ordered = np.sort(ids)
+    return int(ordered.size and 1 + np.count_nonzero(ordered[1:] != ordered[:-1]))
+
+
 def layer_sums(
     run: Run,
     layer: str,
@@ -216,7 +221,9 @@ def layer_sums(
     ``progress`` (a bar) is told the rows read."""
     order = np.argsort(ids, kind="stable")
     ids, slots = ids[order], slots[order]
-    distinct = np.unique(ids)
+    first = np.ones(ids.size, dtype=bool)
+    np.not_equal(ids[1:], ids[:-1], out=first[1:])
+    distinct = ids[first]  # sorted already: numpy's unique would hash them again
     units = run.layer(layer).units
     sums = np.zeros((n_slots, units))
     sums2 = np.zeros((n_slots, units)) if squares else None
@@ -319,7 +326,7 @@ def naps(
         raise SpecError(f"group {empty[0]!r} has no frames in run {run_id!r}; a NAP of no frames is undefined")
     if derived.complete:
         return _result(derived, run_id, names, offsets, counts, layers, t0)
-    with progress_bar(np.unique(ids).size * len(layers), "naps", unit="frame", enabled=progress) as bar:
+    with progress_bar(_n_distinct(ids) * len(layers), "naps", unit="frame", enabled=progress) as bar:
         sums = {layer: layer_sums(run, layer, ids, slots, n_slots, bar) for layer in layers}
     return _result(
         derived, run_id, names, offsets, counts, layers, t0, sums=sums, weighted=weighted, measure="activation"
@@ -387,7 +394,7 @@ def gradnaps(
         counts = np.bincount(slots, minlength=len(names)).reshape(len(names), 1)
         if derived.complete:
             return _result(derived, run_id, names, [0], counts, layers, t0, source="lake")
-        with progress_bar(np.unique(ids).size * len(layers), "gradnaps", unit="frame", enabled=progress) as bar:
+        with progress_bar(_n_distinct(ids) * len(layers), "gradnaps", unit="frame", enabled=progress) as bar:
             sums = {layer: layer_sums(run, layer, ids, slots, len(names), bar, relevance=True) for layer in layers}
         return _result(
             derived,

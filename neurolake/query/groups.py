@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import duckdb
@@ -148,16 +149,26 @@ def list_groups(lake: Lake) -> list[Group]:
 
 
 def get_group(lake: Lake, name: str) -> Group:
-    for group in _all_groups(lake):
-        if group.name == name:
-            return group
-    known = [g.name for g in _all_groups(lake)]
+    return get_groups(lake, [name])[0]
+
+
+def get_groups(lake: Lake, names: Sequence[str]) -> list[Group]:
+    """The groups ``names``, in order, from one listing of the lake's groups."""
+    groups = _all_groups(lake)
+    by_name = {g.name: g for g in groups}
+    for name in names:
+        if name not in by_name:
+            raise _unknown(name, [g.name for g in groups])
+    return [by_name[name] for name in names]
+
+
+def _unknown(name: str, known: list[str]) -> GroupError:
     hint = (
         f"; groups in this lake: {', '.join(known)}"
         if known
         else "; the lake has no groups yet (neurolake group create)"
     )
-    raise GroupError(f"no group named {name!r}{hint}")
+    return GroupError(f"no group named {name!r}{hint}")
 
 
 def _check_committed(engine: QueryEngine, run_id: str, ids: np.ndarray) -> None:
