@@ -209,16 +209,7 @@ def dense_to_csr(matrix):
 def _project_rows_by_item(indptr, indices, remap, n_items):
     """:func:`project_rows` for long rows: sorting is a double transpose (bucket by item,
     then refill rows item by item), which costs ``O(nnz + n_items)`` instead of a comparison
-    sort per row.
-
-    Args:
-        indptr: ``[n + 1] int64`` row starts of the input rows (no repeated item in a row).
-        indices: ``[nnz] int64`` original item ids.
-        remap: ``[max_item + 1] int64`` internal id of each original item, -1 to drop it.
-        n_items: number of internal ids.
-
-    Returns:
-        ``(ptr, items, w)``: the non-empty projected rows as a database with unit weights.
+    sort per row. Arguments and result as for :func:`project_rows`.
     """
     n = indptr.shape[0] - 1
     col_count = np.zeros(n_items + 1, np.int64)
