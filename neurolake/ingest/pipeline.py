@@ -500,10 +500,11 @@ def _isolate(utterances: list, sample_rate: int, storage_options, probe: ActorPo
     twice the forwards.
     """
     failing: dict[str, str] = {}
+    options = dict(storage_options or {})
     for utterance in utterances:
         probe.wait_alive(0)  # after a probe crashed the actor, calls fail until Ray restarts it
         try:
-            probe.call(0, "probe", [utterance], sample_rate, dict(storage_options or {}))
+            probe.call(0, "probe", [utterance], sample_rate, options)
         except RemoteError as error:
             failing[utterance.utterance_id] = _reason(error)
     return failing

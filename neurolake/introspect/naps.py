@@ -199,10 +199,12 @@ def _result(
     )
 
 
-def _n_distinct(ids: np.ndarray) -> int:
-    """How many different ids (a sort: numpy's unique hashes integers, several times slower)."""
-    ordered = np.sort(ids)
-    return int(ordered.size and 1 + np.count_nonzero(ordered[1:] != ordered[:-1]))
+def _distinct_sorted(ordered: np.ndarray) -> np.ndarray:
+    """The different values of sorted ``ordered``: numpy's ``unique`` would hash them again,
+    several times slower on integers."""
+    first = np.ones(ordered.size, dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    return ordered[first]
 
 
 def layer_sums(
@@ -221,9 +223,7 @@ def layer_sums(
     ``progress`` (a bar) is told the rows read."""
     order = np.argsort(ids, kind="stable")
     ids, slots = ids[order], slots[order]
-    first = np.ones(ids.size, dtype=bool)
-    np.not_equal(ids[1:], ids[:-1], out=first[1:])
-    distinct = ids[first]  # sorted already: numpy's unique would hash them again
+    distinct = _distinct_sorted(ids)
     units = run.layer(layer).units
     sums = np.zeros((n_slots, units))
     sums2 = np.zeros((n_slots, units)) if squares else None
@@ -326,7 +326,7 @@ def naps(
         raise SpecError(f"group {empty[0]!r} has no frames in run {run_id!r}; a NAP of no frames is undefined")
     if derived.complete:
         return _result(derived, run_id, names, offsets, counts, layers, t0)
-    with progress_bar(_n_distinct(ids) * len(layers), "naps", unit="frame", enabled=progress) as bar:
+    with progress_bar(_distinct_sorted(np.sort(ids)).size * len(layers), "naps", unit="frame", enabled=progress) as bar:
         sums = {layer: layer_sums(run, layer, ids, slots, n_slots, bar) for layer in layers}
     return _result(
         derived, run_id, names, offsets, counts, layers, t0, sums=sums, weighted=weighted, measure="activation"
@@ -394,7 +394,9 @@ def gradnaps(
         counts = np.bincount(slots, minlength=len(names)).reshape(len(names), 1)
         if derived.complete:
             return _result(derived, run_id, names, [0], counts, layers, t0, source="lake")
-        with progress_bar(_n_distinct(ids) * len(layers), "gradnaps", unit="frame", enabled=progress) as bar:
+        with progress_bar(
+            _distinct_sorted(np.sort(ids)).size * len(layers), "gradnaps", unit="frame", enabled=progress
+        ) as bar:
             sums = {layer: layer_sums(run, layer, ids, slots, len(names), bar, relevance=True) for layer in layers}
         return _result(
             derived,

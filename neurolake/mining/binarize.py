@@ -90,16 +90,13 @@ def binarize(
         raise SpecError("quantile binarisation needs the neurons statistics of the layer")
     if method in ("absolute", "quantile"):
         x = np.asarray(x)
-        limits: np.ndarray = (
-            np.asarray(spec["threshold"], dtype=np.float32)
-            if method == "absolute"
-            else np.asarray(thresholds, dtype=np.float32)[None, :]
-        )
+        # a scalar, or one threshold per unit (the last axis)
+        limits = np.asarray(spec["threshold"] if method == "absolute" else thresholds, dtype=np.float32)
         if x.dtype == np.float16 and x.ndim == 2:
             # Compared in a kernel that widens each row on the fly: numpy's float16 to float32
             # copy of the block costs more than the comparison.
-            row = np.ascontiguousarray(np.broadcast_to(limits, (1, x.shape[1]))[0])
-            return greater_f16(np.ascontiguousarray(x).view(np.uint16), row)
+            per_unit = np.broadcast_to(limits, x.shape[1:]).astype(np.float32)
+            return greater_f16(np.ascontiguousarray(x).view(np.uint16), per_unit)
         return np.asarray(x, dtype=np.float32) > limits
     x = np.asarray(x, dtype=np.float32)
     if method == "zscore":

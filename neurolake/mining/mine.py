@@ -33,7 +33,6 @@ from neurolake.store.tables import decode_parquet, encode_parquet
 log = logging.getLogger(__name__)
 
 ALGORITHMS = ("lcm", "diffnorm")
-_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -101,21 +101,15 @@ def moments_f16(bits, total, squares, high, low, active):  # pragma: no cover - 
 def slot_sums_f16(bits, pair_rows, pair_slots, sums, sums2):  # pragma: no cover - numba
     """Add row ``pair_rows[p]`` of ``bits`` (``[rows, units]`` float16 bit patterns, ``uint16``)
     to row ``pair_slots[p]`` of ``sums`` (``[slots, units]`` float64), and its square to
-    ``sums2`` unless that has no rows; pairs in order. Float16 is widened as in
-    :func:`moments_f16`, one row at a time, so no float64 copy of the block is made."""
+    ``sums2`` unless that has no rows; pairs in order. Float16 is widened one row at a time
+    (:func:`_widen_f16`), so no float64 copy of the block is made."""
     units = bits.shape[1]
     wide = np.empty(units, np.uint32)
     values = wide.view(np.float32)
     squares = sums2.shape[0] > 0
     for p in range(pair_rows.size):
-        row = bits[pair_rows[p]]
         s = pair_slots[p]
-        for u in range(units):
-            h = np.uint32(row[u])
-            w = ((h & 0x8000) << 16) | ((h & 0x7FFF) << 13)
-            if (h & 0x7C00) == 0x7C00:
-                w |= 0x7F800000
-            wide[u] = w
+        _widen_f16(bits[pair_rows[p]], wide)
         for u in range(units):
             v = np.float64(values[u] * _F16_SCALE)
             sums[s, u] += v
