@@ -11,16 +11,19 @@ utterance with that value, say one phoneme), and the profile is the mean respons
 offset ``-W..W`` frames from the event's centre frame, ``[offsets, units]`` per group, as in an
 event-related potential.
 
-Each layer is read once, block by block over the frames any group needs; per block the frames
-are summed into their groups (a frame may belong to several) in float64. Memory holds one block
-and the sums, never the run. Results are derived data ``naps`` of the run and the ``naps`` view.
+Each layer is read once over the frames any group needs, and its rows are summed into their
+groups (a frame may belong to several) in float64 a few chunks at a time, on the thread that
+has just decoded them (:meth:`neurolake.store.Run.visit_rows`). Memory holds the sums and a
+few chunks per thread, never the run. Results are derived data ``naps`` of the run and the ``naps`` view.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -37,12 +40,15 @@ from neurolake.store.pools import SharedPool
 from neurolake.store.reader import read_threads
 from neurolake.store.tables import decode_parquet, encode_parquet
 
-__all__ = ["NapResult", "gradnaps", "layer_sums", "naps", "separation"]
+__all__ = ["NapResult", "Pairs", "gradnaps", "layer_sums", "naps", "separation"]
 
 BLOCK_ROWS = 65_536
 _THREADS = read_threads()
 # Threads for the sums kernel (it releases the interpreter lock); a forked child starts its own.
 _POOL = SharedPool(_THREADS, "neurolake-naps")
+# Sums of at most this many bytes get a copy per reading thread (summed as rows are decoded);
+# more slots than that (a probe's utterances) are summed from blocks of rows instead.
+_PRIVATE_SUMS_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -207,65 +213,120 @@ def _distinct_sorted(ordered: np.ndarray) -> np.ndarray:
     return ordered[first]
 
 
+@dataclass(frozen=True)
+class Pairs:
+    """(frame, slot) pairs ready for :func:`layer_sums`, prepared once for every layer: the
+    distinct frame ids in order, and the pairs sorted by frame, those of ``distinct[d]`` being
+    ``first[d] .. first[d + 1]``, pair ``p`` adding row ``rows[p]`` of ``distinct`` to slot
+    ``slots[p]``."""
+
+    distinct: np.ndarray
+    first: np.ndarray
+    rows: np.ndarray
+    slots: np.ndarray
+
+    @classmethod
+    def of(cls, ids: np.ndarray, slots: np.ndarray) -> Pairs:
+        """Frame ``ids[i]`` goes to slot ``slots[i]``; a frame may have several slots."""
+        order = np.argsort(ids, kind="stable")
+        ids = ids[order]
+        distinct = _distinct_sorted(ids)
+        first = np.append(np.searchsorted(ids, distinct), ids.size)
+        rows = np.repeat(np.arange(distinct.size, dtype=np.int64), np.diff(first))
+        return cls(distinct, first, rows, np.ascontiguousarray(slots[order], dtype=np.int64))
+
+
 def layer_sums(
     run: Run,
     layer: str,
-    ids: np.ndarray,
-    slots: np.ndarray,
+    pairs: Pairs,
     n_slots: int,
     progress: Any = None,
     squares: bool = False,
     relevance: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Per slot, the sum of ``layer``'s rows ``ids`` (each pair once), in one pass over the
-    distinct ids, ``BLOCK_ROWS`` at a time. ``[n_slots, units]`` float64; with ``squares``
+    """Per slot, the sum of ``layer``'s rows of the ``pairs``' frames, in one pass over the
+    distinct frames, ``BLOCK_ROWS`` at a time. ``[n_slots, units]`` float64; with ``squares``
     also the sums of squares; with ``relevance`` the rows of the layer's stored relevance.
     ``progress`` (a bar) is told the rows read."""
-    order = np.argsort(ids, kind="stable")
-    ids, slots = ids[order], slots[order]
-    distinct = _distinct_sorted(ids)
+    distinct, first, pair_rows, slots = pairs.distinct, pairs.first, pairs.rows, pairs.slots
     units = run.layer(layer).units
+    if n_slots * units * 8 * (2 if squares else 1) <= _PRIVATE_SUMS_BYTES:
+        return _streamed_sums(run, layer, distinct, first, pair_rows, slots, n_slots, progress, squares, relevance)
     sums = np.zeros((n_slots, units))
-    sums2 = np.zeros((n_slots, units)) if squares else None
+    sums2 = np.zeros((n_slots, units)) if squares else np.zeros((0, units))
     for start in range(0, distinct.size, BLOCK_ROWS):
         block = distinct[start : start + BLOCK_ROWS]
         x = run.read_rows(layer, block, relevance=relevance)
-        lo, hi = np.searchsorted(ids, block[0], side="left"), np.searchsorted(ids, block[-1], side="right")
-        pair_rows = np.searchsorted(block, ids[lo:hi])
-        pair_slots = slots[lo:hi]
-        by_slot = np.argsort(pair_slots, kind="stable")
-        sorted_slots = pair_slots[by_slot]
+        lo, hi = first[start], first[start + block.size]
+        by_slot = np.argsort(slots[lo:hi], kind="stable")
+        rows_in_order = np.ascontiguousarray(pair_rows[lo:hi][by_slot])
+        slots_in_order = np.ascontiguousarray(slots[lo:hi][by_slot])
         if progress is not None:
             progress.update(block.size)
-        if x.dtype == np.float16:
-            # Widened row by row in a kernel: a float64 copy of the block (and of the rows
-            # picked from it) cost several times the read.
-            # Pairs split at slot boundaries, one share per core: no two shares add to one slot.
-            bits = np.ascontiguousarray(x).view(np.uint16)
-            rows_in_order = np.ascontiguousarray(pair_rows[by_slot])
-            slots_in_order = np.ascontiguousarray(sorted_slots, dtype=np.int64)
-            squares_out = sums2 if sums2 is not None else np.zeros((0, units))
-            cuts = np.searchsorted(
-                slots_in_order, slots_in_order[np.linspace(0, slots_in_order.size, _THREADS + 1)[1:-1].astype(int)]
-            )
-            edges = np.unique(np.concatenate([[0], cuts, [slots_in_order.size]]))
-            shares = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
-            futures = [
-                _POOL.get().submit(
-                    _kernels.slot_sums_f16, bits, rows_in_order[a:b], slots_in_order[a:b], sums, squares_out
+        values = np.ascontiguousarray(x).view(np.uint16) if x.dtype == np.float16 else np.ascontiguousarray(x)
+        kernel = _kernels.slot_sums_f16 if x.dtype == np.float16 else _kernels.slot_sums
+        # Too many slots for a copy of the sums per thread: the pairs split at slot boundaries,
+        # one share per core, so that no two shares add to one slot.
+        cuts = np.searchsorted(
+            slots_in_order, slots_in_order[np.linspace(0, slots_in_order.size, _THREADS + 1)[1:-1].astype(int)]
+        )
+        edges = np.unique(np.concatenate([[0], cuts, [slots_in_order.size]]))
+        futures = [
+            _POOL.get().submit(kernel, values, rows_in_order[a:b], start, slots_in_order[a:b], sums, sums2)
+            for a, b in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True)
+            if b > a
+        ]
+        for future in futures:
+            future.result()
+    return (sums, sums2) if squares else sums
+
+
+def _streamed_sums(
+    run: Run,
+    layer: str,
+    distinct: np.ndarray,
+    first: np.ndarray,
+    pair_rows: np.ndarray,
+    slots: np.ndarray,
+    n_slots: int,
+    progress: Any,
+    squares: bool,
+    relevance: bool,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """:func:`layer_sums` with the rows summed on the reading threads as they are decoded, each
+    thread into its own sums (added up at the end): the rows never leave the cache of the core
+    that decoded them, and no block of rows is made."""
+    units = run.layer(layer).units
+    own: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    lock = threading.Lock()
+
+    def visit(block_start: int, rows: np.ndarray, start: int) -> None:
+        mine = own.get(threading.get_ident())
+        if mine is None:
+            with lock:
+                mine = own[threading.get_ident()] = (
+                    np.zeros((n_slots, units)),
+                    np.zeros((n_slots if squares else 0, units)),
                 )
-                for a, b in shares
-            ]
-            for future in futures:
-                future.result()
-            continue
-        rows = np.asarray(x, dtype=np.float64)
-        heads = np.concatenate([[0], np.flatnonzero(np.diff(sorted_slots)) + 1])
-        picked = rows[pair_rows[by_slot]]
-        sums[sorted_slots[heads]] += np.add.reduceat(picked, heads, axis=0)
-        if sums2 is not None:
-            sums2[sorted_slots[heads]] += np.add.reduceat(picked * picked, heads, axis=0)
-    return (sums, sums2) if sums2 is not None else sums
+        d = block_start + start
+        lo, hi = first[d], first[d + rows.shape[0]]
+        if rows.dtype == np.float16:
+            _kernels.slot_sums_f16(rows.view(np.uint16), pair_rows[lo:hi], d, slots[lo:hi], *mine)
+        else:
+            _kernels.slot_sums(rows, pair_rows[lo:hi], d, slots[lo:hi], *mine)
+
+    for block_start in range(0, distinct.size, BLOCK_ROWS):
+        block = distinct[block_start : block_start + BLOCK_ROWS]
+        run.visit_rows(layer, block, partial(visit, block_start), relevance=relevance)
+        if progress is not None:
+            progress.update(block.size)
+    sums = np.zeros((n_slots, units))
+    sums2 = np.zeros((n_slots if squares else 0, units))
+    for a, b in own.values():
+        sums += a
+        sums2 += b
+    return (sums, sums2) if squares else sums
 
 
 def separation(lake: Lake, run_id: str, column: str, layers: Sequence[str], max_groups: int = 200) -> dict[str, float]:
@@ -277,8 +338,9 @@ def separation(lake: Lake, run_id: str, column: str, layers: Sequence[str], max_
     counts = np.bincount(slots, minlength=len(names)).astype(np.float64)
     n = counts.sum()
     out = {}
+    pairs = Pairs.of(ids, slots)
     for layer in layers:
-        sums, squares = layer_sums(run, layer, ids, slots, len(names), squares=True)
+        sums, squares = layer_sums(run, layer, pairs, len(names), squares=True)
         grand = sums.sum(axis=0) / n
         total = squares.sum(axis=0) - n * grand**2
         between = (sums**2 / counts[:, None]).sum(axis=0) - n * grand**2
@@ -326,8 +388,9 @@ def naps(
         raise SpecError(f"group {empty[0]!r} has no frames in run {run_id!r}; a NAP of no frames is undefined")
     if derived.complete:
         return _result(derived, run_id, names, offsets, counts, layers, t0)
-    with progress_bar(_distinct_sorted(np.sort(ids)).size * len(layers), "naps", unit="frame", enabled=progress) as bar:
-        sums = {layer: layer_sums(run, layer, ids, slots, n_slots, bar) for layer in layers}
+    pairs = Pairs.of(ids, slots)
+    with progress_bar(pairs.distinct.size * len(layers), "naps", unit="frame", enabled=progress) as bar:
+        sums = {layer: layer_sums(run, layer, pairs, n_slots, bar) for layer in layers}
     return _result(
         derived, run_id, names, offsets, counts, layers, t0, sums=sums, weighted=weighted, measure="activation"
     )
@@ -394,10 +457,9 @@ def gradnaps(
         counts = np.bincount(slots, minlength=len(names)).reshape(len(names), 1)
         if derived.complete:
             return _result(derived, run_id, names, [0], counts, layers, t0, source="lake")
-        with progress_bar(
-            _distinct_sorted(np.sort(ids)).size * len(layers), "gradnaps", unit="frame", enabled=progress
-        ) as bar:
-            sums = {layer: layer_sums(run, layer, ids, slots, len(names), bar, relevance=True) for layer in layers}
+        pairs = Pairs.of(ids, slots)
+        with progress_bar(pairs.distinct.size * len(layers), "gradnaps", unit="frame", enabled=progress) as bar:
+            sums = {layer: layer_sums(run, layer, pairs, len(names), bar, relevance=True) for layer in layers}
         return _result(
             derived,
             run_id,

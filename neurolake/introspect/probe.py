@@ -333,13 +333,13 @@ def features(run, layer: str, ex: Examples) -> np.ndarray:
     ids, utterances = ex.ids, ex.utterances
     if utterances is None:
         return np.asarray(run.read_rows(layer, ids), dtype=np.float32)
-    from neurolake.introspect.naps import layer_sums
+    from neurolake.introspect.naps import Pairs, layer_sums
 
     counts = utterances.column("n_frames").to_numpy().astype(np.int64)
     frame_ids = np.repeat(ids, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
     slots = np.repeat(np.arange(ids.size), counts)
 
-    sums = layer_sums(run, layer, frame_ids, slots, ids.size)
+    sums = layer_sums(run, layer, Pairs.of(frame_ids, slots), ids.size)
     return (sums / counts[:, None]).astype(np.float32)
 
 

@@ -98,20 +98,35 @@ def moments_f16(bits, total, squares, high, low, active):  # pragma: no cover - 
 
 
 @numba.njit(nogil=True, cache=True)
-def slot_sums_f16(bits, pair_rows, pair_slots, sums, sums2):  # pragma: no cover - numba
-    """Add row ``pair_rows[p]`` of ``bits`` (``[rows, units]`` float16 bit patterns, ``uint16``)
-    to row ``pair_slots[p]`` of ``sums`` (``[slots, units]`` float64), and its square to
-    ``sums2`` unless that has no rows; pairs in order. Float16 is widened one row at a time
-    (:func:`_widen_f16`), so no float64 copy of the block is made."""
+def slot_sums_f16(bits, pair_rows, row_offset, pair_slots, sums, sums2):  # pragma: no cover - numba
+    """Add row ``pair_rows[p] - row_offset`` of ``bits`` (``[rows, units]`` float16 bit
+    patterns, ``uint16``) to row ``pair_slots[p]`` of ``sums`` (``[slots, units]`` float64),
+    and its square to ``sums2`` unless that has no rows; pairs in order. Float16 is widened
+    one row at a time (:func:`_widen_f16`), so no float64 copy of the block is made."""
     units = bits.shape[1]
     wide = np.empty(units, np.uint32)
     values = wide.view(np.float32)
     squares = sums2.shape[0] > 0
     for p in range(pair_rows.size):
         s = pair_slots[p]
-        _widen_f16(bits[pair_rows[p]], wide)
+        _widen_f16(bits[pair_rows[p] - row_offset], wide)
         for u in range(units):
             v = np.float64(values[u] * _F16_SCALE)
+            sums[s, u] += v
+            if squares:
+                sums2[s, u] += v * v
+
+
+@numba.njit(nogil=True, cache=True)
+def slot_sums(values, pair_rows, row_offset, pair_slots, sums, sums2):  # pragma: no cover - numba
+    """The same for float32 or float64 ``values``."""
+    units = values.shape[1]
+    squares = sums2.shape[0] > 0
+    for p in range(pair_rows.size):
+        s = pair_slots[p]
+        row = values[pair_rows[p] - row_offset]
+        for u in range(units):
+            v = np.float64(row[u])
             sums[s, u] += v
             if squares:
                 sums2[s, u] += v * v

@@ -25,7 +25,8 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import wait
+from dataclasses import dataclass, replace
 from functools import partial
 
 import google_crc32c
@@ -50,6 +51,38 @@ def read_threads() -> int:
 
 
 _decode_pool = SharedPool(read_threads(), "neurolake-read")
+
+
+def _run_all(items: list[Callable[[], None]], parallel: bool = True) -> None:
+    """Run every item, on every decoding thread when ``parallel``: one job per thread that takes
+    the next item until none is left, not one future per item (thousands per read, whose
+    hand-offs cost the calling thread more than the items on a few cores). After an error no
+    job takes another item; it is raised once every job has stopped."""
+    if not parallel or len(items) <= 1:
+        for item in items:
+            item()
+        return
+    pending = iter(items)
+    lock = threading.Lock()
+    failed = threading.Event()
+
+    def drain() -> None:
+        while not failed.is_set():
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return
+            try:
+                item()
+            except BaseException:
+                failed.set()
+                raise
+
+    pool = _decode_pool.get()
+    futures = [pool.submit(drain) for _ in range(min(_decode_pool.threads, len(items)))]
+    wait(futures)
+    for future in futures:
+        future.result()
 
 
 def _scratch(nbytes: int, name: str = "chunk") -> np.ndarray:
@@ -134,6 +167,43 @@ class LayerReader:
         out = np.empty((ids.size, self.units), dtype=self.dtype)
         if ids.size == 0:
             return out
+        self._run(self._row_tasks(ids), out, parallel)
+        return out
+
+    def visit_rows(self, ids: np.ndarray, visit: Callable[[np.ndarray, int], None], parallel: bool = True) -> None:
+        """Call ``visit(rows, start)`` with the rows at ``ids`` (sorted, unique) a few chunks at a
+        time: ``rows`` are those of ``ids[start : start + len(rows)]``.
+
+        Each call runs on the decoding thread that just decoded its rows, into that thread's
+        reused buffer, so they are still in its cache and no output array is made: a streaming
+        pass (sums, counts) costs the decoding and its own arithmetic. Calls run concurrently,
+        in no set order; ``rows`` is only valid during the call.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return
+        work = []
+        for t in self._row_tasks(ids):
+            start = t.pieces[0].dst_start
+            n = t.pieces[-1].dst_stop - start
+            local = _Task(
+                t.shard,
+                t.first_chunk,
+                t.last_chunk,
+                [replace(p, dst_start=p.dst_start - start, dst_stop=p.dst_stop - start) for p in t.pieces],
+            )
+            work.append((local, start, n))
+        nbytes = self.units * self.dtype.itemsize
+
+        def run(fill: Callable[[np.ndarray], None], start: int, n: int) -> None:
+            rows = _scratch(n * nbytes, "visit").view(self.dtype).reshape(n, self.units)
+            fill(rows)
+            visit(rows, start)
+
+        fills = self._work([t for t, _, _ in work])
+        _run_all([partial(run, fill, start, n) for fill, (_, start, n) in zip(fills, work, strict=True)], parallel)
+
+    def _row_tasks(self, ids: np.ndarray) -> list[_Task]:
         chunks = ids // self.chunk_rows
         starts = np.flatnonzero(np.diff(chunks, prepend=-1))
         stops = np.append(starts[1:], ids.size)
@@ -145,8 +215,7 @@ class LayerReader:
             contiguous = int(local[-1] - local[0]) == b - a - 1
             piece = _Piece(c % cps, a, b, int(local[0]), None if contiguous else local)
             self._add(tasks, c // cps, piece)
-        self._run(tasks, out, parallel)
-        return out
+        return tasks
 
     # ------------------------------------------------------------ internals
 
@@ -164,17 +233,14 @@ class LayerReader:
         else:
             tasks.append(_Task(shard, piece.chunk, piece.chunk, [piece]))
 
-    def _run(self, tasks: list[_Task], out: np.ndarray, parallel: bool) -> None:
+    def _work(self, tasks: list[_Task]) -> list[Callable[[np.ndarray], None]]:
+        """One call per task that fills the task's rows of the array it is given."""
         if self.loc.is_local:
-            work: list[Callable[[], None]] = [partial(self._local_task, t, out) for t in tasks]
-        else:
-            work = self._remote_work(tasks, out)
-        if parallel and len(work) > 1:
-            for future in [_decode_pool.get().submit(w) for w in work]:
-                future.result()
-        else:
-            for w in work:
-                w()
+            return [partial(self._local_task, t) for t in tasks]
+        return self._remote_work(tasks)
+
+    def _run(self, tasks: list[_Task], out: np.ndarray, parallel: bool) -> None:
+        _run_all([partial(w, out) for w in self._work(tasks)], parallel)
 
     def _parse_index(self, shard: int, raw: bytes) -> np.ndarray:
         body, crc = raw[:-4], raw[-4:]
@@ -206,7 +272,7 @@ class LayerReader:
             )
         self._decode(task, index, data, lo, out)
 
-    def _remote_work(self, tasks: list[_Task], out: np.ndarray) -> list[Callable[[], None]]:
+    def _remote_work(self, tasks: list[_Task]) -> list[Callable[[np.ndarray], None]]:
         shards = sorted({t.shard for t in tasks})
         paths = [self._path(s) for s in shards]
         raws = self.loc.fs.cat_ranges(paths, [-self._index_bytes] * len(paths), [None] * len(paths), on_error="return")
@@ -219,14 +285,11 @@ class LayerReader:
             else:
                 indexes[shard] = self._parse_index(shard, raw)
         spans: list[tuple[_Task, np.ndarray, int, int]] = []
-        work: list[Callable[[], None]] = []
         for t in tasks:
             index = indexes[t.shard]
-            if index is None:
-                work.append(partial(self._zeros, t, out))
-                continue
-            lo, hi = self._span(index, t)
-            spans.append((t, index, lo, hi))
+            if index is not None:
+                lo, hi = self._span(index, t)
+                spans.append((t, index, lo, hi))
         fetch = [s for s in spans if s[3] > s[2]]
         datas = self.loc.fs.cat_ranges(
             [self._path(t.shard) for t, _, _, _ in fetch],
@@ -235,10 +298,11 @@ class LayerReader:
             on_error="raise",
         )
         got = {id(t): d for (t, _, _, _), d in zip(fetch, datas, strict=True)}
-        for t, index, lo, _ in spans:
-            data = memoryview(got.get(id(t), b""))
-            work.append(partial(self._decode, t, index, data, lo, out))
-        return work
+        decodes = {
+            id(t): partial(self._decode, t, index, memoryview(got.get(id(t), b"")), lo) for t, index, lo, _ in spans
+        }
+        # In the tasks' order, as visit_rows pairs them.
+        return [decodes.get(id(t), partial(self._zeros, t)) for t in tasks]
 
     @staticmethod
     def _span(index: np.ndarray, task: _Task) -> tuple[int, int]:

@@ -9,7 +9,7 @@ import os
 import platform
 import re
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
@@ -549,6 +549,35 @@ class Run:
         else:
             data = self._array(layer, relevance).get_orthogonal_selection((uniq, slice(None)))
         return data if uniq.size == ids.size and np.array_equal(uniq, ids) else data[inverse]
+
+    def visit_rows(
+        self,
+        layer: str,
+        frame_ids: np.ndarray,
+        visit: Callable[[np.ndarray, int], None],
+        relevance: bool = False,
+    ) -> None:
+        """Stream ``layer``'s rows at ``frame_ids`` (sorted, unique) through ``visit(rows, start)``,
+        a few chunks at a time: ``rows`` are those of ``frame_ids[start : start + len(rows)]``.
+
+        For passes that reduce rows (sums, counts): each call runs on the thread that decoded
+        its rows, while they are in its cache, and no output array is made. Calls run
+        concurrently and in no set order; ``rows`` is only valid during the call. Frames
+        outside committed parts are refused, as by :meth:`read_rows`.
+        """
+        ids = np.asarray(frame_ids, dtype=np.int64).reshape(-1)
+        if ids.size == 0:
+            return
+        if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            raise ValueError("visit_rows takes sorted, distinct frame ids")
+        spec = self._spec(layer, relevance)
+        self.check_frame_ids(ids)
+        self._check_shards(layer, np.unique(ids // self.plan.rows_per_shard), relevance)
+        reader = self._reader(layer, relevance)
+        if reader is not None:
+            reader.visit_rows(ids, visit)
+        else:
+            visit(np.asarray(self._array(layer, relevance).get_orthogonal_selection((ids, slice(None))), spec.dtype), 0)
 
     def read_range(self, layer: str, row_start: int, row_stop: int) -> np.ndarray:
         """Rows ``[row_start, row_stop)`` of a layer, which must lie in committed parts."""

@@ -15,6 +15,15 @@ from neurolake.store import Lake
 from tests.store.partdata import LAYERS, create_run, expected_rows, write_part
 
 
+@pytest.fixture(autouse=True, params=["per-thread sums", "shared sums"])
+def sums_path(request, monkeypatch):
+    """Every test on both ways of summing: each reading thread into its own sums as rows are
+    decoded, and (for more slots than fit a copy per thread) blocks of rows split by slot."""
+    if request.param == "shared sums":
+        monkeypatch.setattr(naps_module, "_PRIVATE_SUMS_BYTES", 0)
+    return request.param
+
+
 @pytest.fixture
 def lake(tmp_path):
     lake = Lake.create(str(tmp_path / "lake"))

@@ -82,19 +82,29 @@ def test_histogram_counts_each_sampled_row_in_its_order_key_bin():
 
 def test_slot_sums_equal_numpy_in_float64():
     """Rows added to their slots, and their squares: the same float64 sums as numpy's ``add.at``
-    over the rows widened from float16 (pairs in the same order), subnormals and repeats included."""
+    over the rows widened from float16 (pairs in the same order), subnormals and repeats
+    included; pair rows counted from an offset (rows of a block that starts there); float32
+    rows through the generic kernel."""
     rng = np.random.default_rng(9)
     values = (rng.standard_normal((300, 37)) * rng.choice([1e-6, 1.0, 300.0], (300, 37))).astype(np.float16)
     values[5, :3] = [np.float16(2**-24), -np.float16(0.0), np.float16(65504)]
     pair_rows = rng.integers(0, 300, 1000)
     pair_slots = np.sort(rng.integers(0, 7, 1000))
-    sums, sums2 = np.zeros((7, 37)), np.zeros((7, 37))
-    kernels.slot_sums_f16(values.view(np.uint16), pair_rows, pair_slots, sums, sums2)
     wide = values.astype(np.float64)
     want, want2 = np.zeros((7, 37)), np.zeros((7, 37))
     np.add.at(want, pair_slots, wide[pair_rows])
     np.add.at(want2, pair_slots, wide[pair_rows] ** 2)
-    assert np.array_equal(sums, want) and np.array_equal(sums2, want2)
+    for offset in (0, 1000):
+        sums, sums2 = np.zeros((7, 37)), np.zeros((7, 37))
+        kernels.slot_sums_f16(values.view(np.uint16), pair_rows + offset, offset, pair_slots, sums, sums2)
+        assert np.array_equal(sums, want) and np.array_equal(sums2, want2)
     alone = np.zeros((7, 37))
-    kernels.slot_sums_f16(values.view(np.uint16), pair_rows, pair_slots, alone, np.zeros((0, 37)))
+    kernels.slot_sums_f16(values.view(np.uint16), pair_rows, 0, pair_slots, alone, np.zeros((0, 37)))
     assert np.array_equal(alone, want)
+    floats = values.astype(np.float32) * np.float32(1.5)
+    sums, sums2 = np.zeros((7, 37)), np.zeros((7, 37))
+    kernels.slot_sums(floats, pair_rows + 7, 7, pair_slots, sums, sums2)
+    want, want2 = np.zeros((7, 37)), np.zeros((7, 37))
+    np.add.at(want, pair_slots, floats.astype(np.float64)[pair_rows])
+    np.add.at(want2, pair_slots, floats.astype(np.float64)[pair_rows] ** 2)
+    assert np.array_equal(sums, want) and np.array_equal(sums2, want2)

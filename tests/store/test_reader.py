@@ -54,11 +54,27 @@ def test_reads_equal_zarr_on_every_backend(gap_run):
         np.testing.assert_array_equal(reader.read_rows(scattered), whole[scattered])
         clustered = ids[(ids % 300) < 40]
         np.testing.assert_array_equal(reader.read_rows(clustered), whole[clustered])
+        for wanted in (scattered, clustered, ids):  # streamed a few chunks at a time to a visitor
+            np.testing.assert_array_equal(_visited(run, layer.name, wanted), whole[wanted])
         shuffled = rng.choice(ids, 200, replace=True)
         np.testing.assert_array_equal(run.read_rows(layer.name, shuffled), whole[shuffled])
         np.testing.assert_array_equal(run.read_rows(layer.name, ids[:1]), whole[ids[:1]])
         lo, hi = int(ids[5]), int(ids[5]) + 50
         np.testing.assert_array_equal(run.read_range(layer.name, lo, hi), whole[lo:hi])
+
+
+def _visited(run, layer, ids):
+    """The rows ``Run.visit_rows`` hands its visitor, put back in place; each row exactly once."""
+    out = np.zeros((ids.size, run.layer(layer).units), dtype=np.float16)
+    seen = np.zeros(ids.size, dtype=np.int64)
+
+    def visit(rows, start):
+        out[start : start + rows.shape[0]] = rows
+        seen[start : start + rows.shape[0]] += 1
+
+    run.visit_rows(layer, ids, visit)
+    assert (seen == 1).all()
+    return out
 
 
 def test_a_gather_reads_only_the_chunks_it_touches(tmp_path, monkeypatch):
@@ -204,6 +220,7 @@ def test_arrays_not_in_the_lake_format_are_read_by_zarr(tmp_path):
     rows = np.array([0, 7, 300, 301], dtype=np.int64)
     np.testing.assert_array_equal(run.read_rows(layer.name, rows), expected_rows(1, layer.units, rows))
     np.testing.assert_array_equal(run.layer_dask(layer.name)[:302].compute(), old[:302])
+    np.testing.assert_array_equal(_visited(run, layer.name, rows), expected_rows(1, layer.units, rows))
     # The direct reader itself cannot decode Blosc frames: the format check is what routes them.
     reader = LayerReader(run.cube_loc, layer.name, layer.units, "float16", ROWS_PER_SHARD, CHUNK_ROWS)
     with pytest.raises(Exception):  # noqa: B017 - zstd refuses a Blosc frame
