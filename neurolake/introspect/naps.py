@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -188,7 +187,7 @@ def _result(
     else:
         mean, contrastive = _profiles(sums, counts, weighted)
         table = _table(run_id, derived.spec_hash, names, offsets, counts, mean, contrastive, measure)
-        derived.write_bytes(encode_parquet(table), "naps.parquet")
+        derived.write_bytes(encode_parquet(table, plain_floats=True), "naps.parquet")
         derived.commit()
     return NapResult(
         run_id,
@@ -296,12 +295,13 @@ def _streamed_sums(
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """:func:`layer_sums` with the rows summed on the reading threads as they are decoded, each
     thread into its own sums (added up at the end): the rows never leave the cache of the core
-    that decoded them, and no block of rows is made."""
+    that decoded them, no block of rows is made, and the layer is one read whose threads never
+    wait for each other. The bar is told from those threads."""
     units = run.layer(layer).units
     own: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     lock = threading.Lock()
 
-    def visit(block_start: int, rows: np.ndarray, start: int) -> None:
+    def visit(rows: np.ndarray, d: int) -> None:
         mine = own.get(threading.get_ident())
         if mine is None:
             with lock:
@@ -309,18 +309,16 @@ def _streamed_sums(
                     np.zeros((n_slots, units)),
                     np.zeros((n_slots if squares else 0, units)),
                 )
-        d = block_start + start
         lo, hi = first[d], first[d + rows.shape[0]]
         if rows.dtype == np.float16:
             _kernels.slot_sums_f16(rows.view(np.uint16), pair_rows[lo:hi], d, slots[lo:hi], *mine)
         else:
             _kernels.slot_sums(rows, pair_rows[lo:hi], d, slots[lo:hi], *mine)
-
-    for block_start in range(0, distinct.size, BLOCK_ROWS):
-        block = distinct[block_start : block_start + BLOCK_ROWS]
-        run.visit_rows(layer, block, partial(visit, block_start), relevance=relevance)
         if progress is not None:
-            progress.update(block.size)
+            with lock:
+                progress.update(rows.shape[0])
+
+    run.visit_rows(layer, distinct, visit, relevance=relevance)
     sums = np.zeros((n_slots, units))
     sums2 = np.zeros((n_slots if squares else 0, units))
     for a, b in own.values():

@@ -22,11 +22,12 @@ Zarr reads them); callers that need committed rows check shards first (see
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import google_crc32c
@@ -53,33 +54,36 @@ def read_threads() -> int:
 _decode_pool = SharedPool(read_threads(), "neurolake-read")
 
 
-def _run_all(items: list[Callable[[], None]], parallel: bool = True) -> None:
+def _run_all(items: Iterable[Callable[[], None]], parallel: bool = True) -> None:
     """Run every item, on every decoding thread when ``parallel``: one job per thread that takes
     the next item until none is left, not one future per item (thousands per read, whose
-    hand-offs cost the calling thread more than the items on a few cores). After an error no
+    hand-offs cost the calling thread more than the items on a few cores). ``items`` may be
+    made as they are taken, the making overlapping the other threads' work. After an error no
     job takes another item; it is raised once every job has stopped."""
-    if not parallel or len(items) <= 1:
-        for item in items:
+    pending = iter(items)
+    head = list(itertools.islice(pending, 2))
+    if not parallel or len(head) <= 1:
+        for item in itertools.chain(head, pending):
             item()
         return
-    pending = iter(items)
+    pending = itertools.chain(head, pending)
     lock = threading.Lock()
     failed = threading.Event()
 
     def drain() -> None:
         while not failed.is_set():
-            with lock:
-                item = next(pending, None)
-            if item is None:
-                return
             try:
+                with lock:
+                    item = next(pending, None)
+                if item is None:
+                    return
                 item()
             except BaseException:
                 failed.set()
                 raise
 
     pool = _decode_pool.get()
-    futures = [pool.submit(drain) for _ in range(min(_decode_pool.threads, len(items)))]
+    futures = [pool.submit(drain) for _ in range(_decode_pool.threads)]
     wait(futures)
     for future in futures:
         future.result()
@@ -118,12 +122,14 @@ class _Piece:
 
 @dataclass
 class _Task:
-    """A run of adjacent touched chunks of one shard: one read, several decodes."""
+    """A run of adjacent touched chunks of one shard: one read, several decodes. Its pieces
+    write rows ``dst - dst_base`` of the array they are given."""
 
     shard: int
     first_chunk: int
     last_chunk: int
     pieces: list[_Piece]
+    dst_base: int = 0
 
 
 class LayerReader:
@@ -152,13 +158,12 @@ class LayerReader:
             out = np.empty((n, self.units), dtype=self.dtype)
         if n == 0:
             return out
-        tasks: list[_Task] = []
         cr, cps = self.chunk_rows, self.chunks_per_shard
+        pieces = []
         for c in range(start // cr, (stop - 1) // cr + 1):
             lo, hi = max(start, c * cr), min(stop, (c + 1) * cr)
-            piece = _Piece(c % cps, lo - start, hi - start, lo - c * cr, None)
-            self._add(tasks, c // cps, piece)
-        self._run(tasks, out, parallel)
+            pieces.append((c // cps, _Piece(c % cps, lo - start, hi - start, lo - c * cr, None)))
+        self._run(self._tasks(pieces), out, parallel)
         return out
 
     def read_rows(self, ids: np.ndarray, parallel: bool = True) -> np.ndarray:
@@ -182,17 +187,6 @@ class LayerReader:
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size == 0:
             return
-        work = []
-        for t in self._row_tasks(ids):
-            start = t.pieces[0].dst_start
-            n = t.pieces[-1].dst_stop - start
-            local = _Task(
-                t.shard,
-                t.first_chunk,
-                t.last_chunk,
-                [replace(p, dst_start=p.dst_start - start, dst_stop=p.dst_stop - start) for p in t.pieces],
-            )
-            work.append((local, start, n))
         nbytes = self.units * self.dtype.itemsize
 
         def run(fill: Callable[[np.ndarray], None], start: int, n: int) -> None:
@@ -200,47 +194,61 @@ class LayerReader:
             fill(rows)
             visit(rows, start)
 
-        fills = self._work([t for t, _, _ in work])
-        _run_all([partial(run, fill, start, n) for fill, (_, start, n) in zip(fills, work, strict=True)], parallel)
+        def items() -> Iterator[Callable[[], None]]:
+            for t, fill in self._work(self._row_tasks(ids)):
+                t.dst_base = t.pieces[0].dst_start  # the task's rows from row 0 of its own buffer
+                yield partial(run, fill, t.dst_base, t.pieces[-1].dst_stop - t.dst_base)
 
-    def _row_tasks(self, ids: np.ndarray) -> list[_Task]:
+        _run_all(items(), parallel)
+
+    def _row_tasks(self, ids: np.ndarray) -> Iterator[_Task]:
         chunks = ids // self.chunk_rows
         starts = np.flatnonzero(np.diff(chunks, prepend=-1))
         stops = np.append(starts[1:], ids.size)
-        tasks: list[_Task] = []
+        first = chunks[starts]
+        src_starts = ids[starts] - first * self.chunk_rows
+        contiguous = ids[stops - 1] - ids[starts] == stops - starts - 1
         cps = self.chunks_per_shard
-        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
-            c = int(chunks[a])
-            local = ids[a:b] - c * self.chunk_rows
-            contiguous = int(local[-1] - local[0]) == b - a - 1
-            piece = _Piece(c % cps, a, b, int(local[0]), None if contiguous else local)
-            self._add(tasks, c // cps, piece)
-        return tasks
+        pieces = (
+            (c // cps, _Piece(c % cps, a, b, src, None if whole else ids[a:b] - c * self.chunk_rows))
+            for c, a, b, src, whole in zip(
+                first.tolist(), starts.tolist(), stops.tolist(), src_starts.tolist(), contiguous.tolist(), strict=True
+            )
+        )
+        return self._tasks(pieces)
 
     # ------------------------------------------------------------ internals
 
     @staticmethod
-    def _add(tasks: list[_Task], shard: int, piece: _Piece) -> None:
-        last = tasks[-1] if tasks else None
-        if (
-            last is not None
-            and last.shard == shard
-            and piece.chunk <= last.last_chunk + 1
-            and piece.chunk - last.first_chunk < _TASK_CHUNKS
-        ):
-            last.last_chunk = piece.chunk
-            last.pieces.append(piece)
-        else:
-            tasks.append(_Task(shard, piece.chunk, piece.chunk, [piece]))
+    def _tasks(pieces: Iterable[tuple[int, _Piece]]) -> Iterator[_Task]:
+        """(shard, piece) pairs in row order grouped into tasks, each made as it is wanted."""
+        last: _Task | None = None
+        for shard, piece in pieces:
+            if (
+                last is not None
+                and last.shard == shard
+                and piece.chunk <= last.last_chunk + 1
+                and piece.chunk - last.first_chunk < _TASK_CHUNKS
+            ):
+                last.last_chunk = piece.chunk
+                last.pieces.append(piece)
+                continue
+            if last is not None:
+                yield last
+            last = _Task(shard, piece.chunk, piece.chunk, [piece])
+        if last is not None:
+            yield last
 
-    def _work(self, tasks: list[_Task]) -> list[Callable[[np.ndarray], None]]:
-        """One call per task that fills the task's rows of the array it is given."""
+    def _work(self, tasks: Iterable[_Task]) -> Iterable[tuple[_Task, Callable[[np.ndarray], None]]]:
+        """Each task and a call that fills its rows of the array it is given: made as they are
+        wanted from local files, at once from object storage (whose reads go in one batch)."""
         if self.loc.is_local:
-            return [partial(self._local_task, t) for t in tasks]
-        return self._remote_work(tasks)
+            return ((t, partial(self._local_task, t)) for t in tasks)
+        listed = list(tasks)
+        return list(zip(listed, self._remote_work(listed), strict=True))
 
-    def _run(self, tasks: list[_Task], out: np.ndarray, parallel: bool) -> None:
-        _run_all([partial(w, out) for w in self._work(tasks)], parallel)
+    def _run(self, tasks: Iterable[_Task], out: np.ndarray, parallel: bool) -> None:
+        _run_all((partial(fill, out) for _, fill in self._work(tasks)), parallel)
 
     def _parse_index(self, shard: int, raw: bytes) -> np.ndarray:
         body, crc = raw[:-4], raw[-4:]
@@ -319,20 +327,21 @@ class LayerReader:
         whole = out.flags.c_contiguous and out.dtype == self.dtype and self.dtype.byteorder in "=<|"
         for p in task.pieces:
             offset, length = int(index[p.chunk, 0]), int(index[p.chunk, 1])
+            a, b = p.dst_start - task.dst_base, p.dst_stop - task.dst_base
             if offset == _NO_CHUNK:
-                out[p.dst_start : p.dst_stop] = 0
+                out[a:b] = 0
                 continue
             frame = data[offset - base : offset - base + length]
-            if whole and p.src_index is None and p.src_start == 0 and p.dst_stop - p.dst_start == self.chunk_rows:
+            if whole and p.src_index is None and p.src_start == 0 and b - a == self.chunk_rows:
                 # The chunk is rows of the output: decompressed straight into them.
-                self._decompress_into(dctx, frame, out[p.dst_start : p.dst_stop], task, p)
+                self._decompress_into(dctx, frame, out[a:b], task, p)
                 continue
             chunk = _scratch(self._chunk_bytes).view(self.dtype.newbyteorder("<")).reshape(shape)
             self._decompress_into(dctx, frame, chunk, task, p)
             if p.src_index is None:
-                out[p.dst_start : p.dst_stop] = chunk[p.src_start : p.src_start + p.dst_stop - p.dst_start]
+                out[a:b] = chunk[p.src_start : p.src_start + b - a]
             else:
-                out[p.dst_start : p.dst_stop] = chunk[p.src_index]
+                out[a:b] = chunk[p.src_index]
 
     def _decompress_into(
         self, dctx: zstandard.ZstdDecompressor, frame: memoryview, dst: np.ndarray, task: _Task, p: _Piece
@@ -369,4 +378,4 @@ class LayerReader:
     @staticmethod
     def _zeros(task: _Task, out: np.ndarray) -> None:
         for p in task.pieces:
-            out[p.dst_start : p.dst_stop] = 0
+            out[p.dst_start - task.dst_base : p.dst_stop - task.dst_base] = 0

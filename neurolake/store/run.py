@@ -571,8 +571,15 @@ class Run:
         if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
             raise ValueError("visit_rows takes sorted, distinct frame ids")
         spec = self._spec(layer, relevance)
-        self.check_frame_ids(ids)
-        self._check_shards(layer, np.unique(ids // self.plan.rows_per_shard), relevance)
+        # Sorted ids are checked by counting them per committed range (no search per id), and
+        # their shards are where ids // rows_per_shard changes (no hashing).
+        markers = self._sorted_markers()
+        starts = np.array([m.row_start for m in markers], dtype=np.int64)
+        stops = np.array([m.used_stop for m in markers], dtype=np.int64)
+        if int((np.searchsorted(ids, stops) - np.searchsorted(ids, starts)).sum()) != ids.size:
+            self.check_frame_ids(ids)
+        shards = ids // self.plan.rows_per_shard
+        self._check_shards(layer, shards[np.flatnonzero(np.diff(shards, prepend=-1))], relevance)
         reader = self._reader(layer, relevance)
         if reader is not None:
             reader.visit_rows(ids, visit)

@@ -4,6 +4,7 @@ touches, and refuses a damaged chunk index."""
 from __future__ import annotations
 
 import os
+from functools import partial
 
 import numpy as np
 import pytest
@@ -254,3 +255,37 @@ def test_a_forked_child_reads_after_its_parent_did(tmp_path):
         child.kill()
         pytest.fail("the forked child hung reading")
     assert child.exitcode == 0 and queue.get(timeout=5) is True
+
+
+def test_decoding_jobs_stop_at_the_first_error():
+    """Items made as they are taken all run once; after one fails no job takes another, and
+    the error reaches the caller, also when it is the making of an item that fails."""
+    import time
+
+    from neurolake.store.reader import _run_all
+
+    ran: list[int] = []
+    _run_all((partial(ran.append, i) for i in range(500)), parallel=True)
+    assert sorted(ran) == list(range(500))
+
+    def slow(i: int) -> None:
+        time.sleep(0.002)
+        ran.append(i)
+
+    def fail() -> None:
+        raise ValueError("item 10")
+
+    ran.clear()
+    items = [partial(slow, i) for i in range(10)] + [fail] + [partial(slow, i) for i in range(11, 500)]
+    with pytest.raises(ValueError, match="item 10"):
+        _run_all(items, parallel=True)
+    # The other jobs finish the item they hold and take no more: nearly all 489 after the
+    # failing one (about 1 s of work) are left.
+    assert 10 <= len(ran) < 100
+
+    def made():
+        yield from (partial(ran.append, i) for i in range(5))
+        raise RuntimeError("making item 5")
+
+    with pytest.raises(RuntimeError, match="making item 5"):
+        _run_all(made(), parallel=True)
