@@ -222,6 +222,15 @@ def test_arrays_not_in_the_lake_format_are_read_by_zarr(tmp_path):
     np.testing.assert_array_equal(run.read_rows(layer.name, rows), expected_rows(1, layer.units, rows))
     np.testing.assert_array_equal(run.layer_dask(layer.name)[:302].compute(), old[:302])
     np.testing.assert_array_equal(_visited(run, layer.name, rows), expected_rows(1, layer.units, rows))
+    # Neuron statistics read it block by block through Zarr: the same numbers as numpy's.
+    from neurolake.query.neurons import layer_statistics
+
+    stats = layer_statistics(run, layer.name, run.commits(), bins=65536)
+    x = expected_rows(1, layer.units, run.committed_frame_ids()).astype(np.float64)
+    np.testing.assert_allclose(stats["mean"], x.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats["std"], x.std(axis=0), rtol=1e-9)
+    np.testing.assert_array_equal(stats["max"], x.max(axis=0))
+    np.testing.assert_array_equal(stats["n_frames"], np.full(layer.units, x.shape[0]))
     # The direct reader itself cannot decode Blosc frames: the format check is what routes them.
     reader = LayerReader(run.cube_loc, layer.name, layer.units, "float16", ROWS_PER_SHARD, CHUNK_ROWS)
     with pytest.raises(Exception):  # noqa: B017 - zstd refuses a Blosc frame
