@@ -40,6 +40,7 @@ from neurolake.store.pools import SharedPool
 
 _NO_CHUNK = 2**64 - 1
 _TASK_CHUNKS = 4  # chunks per read-and-decode task: enough to amortise a read, small enough to share out
+_REMOTE_BATCH_BYTES = 256 << 20  # rows fetched from object storage in one go
 _local = threading.local()
 
 
@@ -239,13 +240,24 @@ class LayerReader:
         if last is not None:
             yield last
 
-    def _work(self, tasks: Iterable[_Task]) -> Iterable[tuple[_Task, Callable[[np.ndarray], None]]]:
-        """Each task and a call that fills its rows of the array it is given: made as they are
-        wanted from local files, at once from object storage (whose reads go in one batch)."""
+    def _work(self, tasks: Iterable[_Task]) -> Iterator[tuple[_Task, Callable[[np.ndarray], None]]]:
+        """Each task and a call that fills its rows of the array it is given, made as they are
+        wanted: from local files one by one, from object storage a batch of tasks holding up
+        to ``_REMOTE_BATCH_BYTES`` of rows at a time (one concurrent fetch per batch), so that
+        a streamed pass over a large layer never holds more than a batch of its bytes."""
         if self.loc.is_local:
-            return ((t, partial(self._local_task, t)) for t in tasks)
-        listed = list(tasks)
-        return list(zip(listed, self._remote_work(listed), strict=True))
+            yield from ((t, partial(self._local_task, t)) for t in tasks)
+            return
+        row_bytes = self.units * self.dtype.itemsize
+        batch: list[_Task] = []
+        size = 0
+        for t in itertools.chain(tasks, [None]):
+            if t is not None:
+                batch.append(t)
+                size += (t.pieces[-1].dst_stop - t.pieces[0].dst_start) * row_bytes
+            if batch and (t is None or size >= _REMOTE_BATCH_BYTES):
+                yield from zip(batch, self._remote_work(batch), strict=True)
+                batch, size = [], 0
 
     def _run(self, tasks: Iterable[_Task], out: np.ndarray, parallel: bool) -> None:
         _run_all((partial(fill, out) for _, fill in self._work(tasks)), parallel)

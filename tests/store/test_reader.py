@@ -33,7 +33,7 @@ def gap_run(request, tmp_path):
     return _run_with_gap(f"s3://{bucket}/lake", options)
 
 
-def test_reads_equal_zarr_on_every_backend(gap_run):
+def test_reads_equal_zarr_on_every_backend(gap_run, monkeypatch):
     run = gap_run
     rng = np.random.default_rng(3)
     ids = run.committed_frame_ids()
@@ -62,6 +62,22 @@ def test_reads_equal_zarr_on_every_backend(gap_run):
         np.testing.assert_array_equal(run.read_rows(layer.name, ids[:1]), whole[ids[:1]])
         lo, hi = int(ids[5]), int(ids[5]) + 50
         np.testing.assert_array_equal(run.read_range(layer.name, lo, hi), whole[lo:hi])
+        # From object storage a few tasks are fetched at a time: with one task per fetch, the same.
+        with monkeypatch.context() as m:
+            m.setattr("neurolake.store.reader._REMOTE_BATCH_BYTES", 1)
+            batches: list[int] = []
+            m.setattr(reader, "_remote_work", partial(_counted_fetch, batches, reader._remote_work))
+            np.testing.assert_array_equal(reader.read_rows(clustered), whole[clustered])
+            np.testing.assert_array_equal(_visited(run, layer.name, ids), whole[ids])
+            np.testing.assert_array_equal(reader.read_range(0, whole.shape[0]), whole)
+            if not run.loc.is_local:
+                assert len(batches) > 3 and set(batches) == {1}
+
+
+def _counted_fetch(batches, fetch, tasks):
+    """A reader's ``_remote_work`` noting the size of every batch of tasks it fetches."""
+    batches.append(len(tasks))
+    return fetch(tasks)
 
 
 def _visited(run, layer, ids):
