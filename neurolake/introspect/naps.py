@@ -245,9 +245,11 @@ def layer_sums(
     relevance: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Per slot, the sum of ``layer``'s rows of the ``pairs``' frames, in one pass over the
-    distinct frames, ``BLOCK_ROWS`` at a time. ``[n_slots, units]`` float64; with ``squares``
-    also the sums of squares; with ``relevance`` the rows of the layer's stored relevance.
-    ``progress`` (a bar) is told the rows read."""
+    distinct frames. ``[n_slots, units]`` float64; with ``squares`` also the sums of squares;
+    with ``relevance`` the rows of the layer's stored relevance. ``progress`` (a bar) is told
+    the rows read. Summed on the decoding threads, each into its own sums, when a copy of the
+    sums per thread fits in ``_PRIVATE_SUMS_BYTES``; otherwise ``BLOCK_ROWS`` rows at a time,
+    the pairs split among the cores at slot boundaries."""
     distinct, first, pair_rows, slots = pairs.distinct, pairs.first, pairs.rows, pairs.slots
     units = run.layer(layer).units
     if n_slots * units * 8 * (2 if squares else 1) <= _PRIVATE_SUMS_BYTES:
