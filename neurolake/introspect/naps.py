@@ -250,10 +250,10 @@ def layer_sums(
     the rows read. Summed on the decoding threads, each into its own sums, when a copy of the
     sums per thread fits in ``_PRIVATE_SUMS_BYTES``; otherwise ``BLOCK_ROWS`` rows at a time,
     the pairs split among the cores at slot boundaries."""
-    distinct, first, pair_rows, slots = pairs.distinct, pairs.first, pairs.rows, pairs.slots
     units = run.layer(layer).units
     if n_slots * units * 8 * (2 if squares else 1) <= _PRIVATE_SUMS_BYTES:
-        return _streamed_sums(run, layer, distinct, first, pair_rows, slots, n_slots, progress, squares, relevance)
+        return _streamed_sums(run, layer, pairs, n_slots, units, progress, squares, relevance)
+    distinct, first, pair_rows, slots = pairs.distinct, pairs.first, pairs.rows, pairs.slots
     sums = np.zeros((n_slots, units))
     sums2 = np.zeros((n_slots, units)) if squares else np.zeros((0, units))
     for start in range(0, distinct.size, BLOCK_ROWS):
@@ -286,11 +286,9 @@ def layer_sums(
 def _streamed_sums(
     run: Run,
     layer: str,
-    distinct: np.ndarray,
-    first: np.ndarray,
-    pair_rows: np.ndarray,
-    slots: np.ndarray,
+    pairs: Pairs,
     n_slots: int,
+    units: int,
     progress: Any,
     squares: bool,
     relevance: bool,
@@ -299,7 +297,7 @@ def _streamed_sums(
     thread into its own sums (added up at the end): the rows never leave the cache of the core
     that decoded them, no block of rows is made, and the layer is one read whose threads never
     wait for each other. The bar is told from those threads."""
-    units = run.layer(layer).units
+    first, pair_rows, slots = pairs.first, pairs.rows, pairs.slots
     own: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     lock = threading.Lock()
 
@@ -320,7 +318,7 @@ def _streamed_sums(
             with lock:
                 progress.update(rows.shape[0])
 
-    run.visit_rows(layer, distinct, visit, relevance=relevance)
+    run.visit_rows(layer, pairs.distinct, visit, relevance=relevance)
     sums = np.zeros((n_slots, units))
     sums2 = np.zeros((n_slots if squares else 0, units))
     for a, b in own.values():

@@ -513,11 +513,21 @@ class Run:
                 f"`neurolake verify --repair` re-does the part that owns rows from {missing[0] * self.plan.rows_per_shard}"
             )
 
-    def check_frame_ids(self, frame_ids: np.ndarray) -> None:
-        """Raise :class:`OutOfRangeError` unless every id is a frame row of a committed part."""
+    def _committed_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """The committed parts' first rows and used stops, in row order."""
         markers = self._sorted_markers()
         starts = np.array([m.row_start for m in markers], dtype=np.int64)
         stops = np.array([m.used_stop for m in markers], dtype=np.int64)
+        return starts, stops
+
+    def _shards_of(self, sorted_ids: np.ndarray) -> np.ndarray:
+        """The shards holding ``sorted_ids``: where ``id // rows_per_shard`` changes (no hashing)."""
+        shards = sorted_ids // self.plan.rows_per_shard
+        return shards[np.flatnonzero(np.diff(shards, prepend=-1))]
+
+    def check_frame_ids(self, frame_ids: np.ndarray) -> None:
+        """Raise :class:`OutOfRangeError` unless every id is a frame row of a committed part."""
+        starts, stops = self._committed_ranges()
         idx = np.searchsorted(starts, frame_ids, side="right") - 1
         ok = idx >= 0
         ok[ok] &= frame_ids[ok] < stops[idx[ok]]
@@ -542,7 +552,7 @@ class Run:
             return np.zeros((0, spec.units), dtype=spec.dtype)
         self.check_frame_ids(ids)
         uniq, inverse = np.unique(ids, return_inverse=True)
-        self._check_shards(layer, np.unique(uniq // self.plan.rows_per_shard), relevance)
+        self._check_shards(layer, self._shards_of(uniq), relevance)
         reader = self._reader(layer, relevance)
         if reader is not None:
             data = reader.read_rows(uniq)
@@ -562,8 +572,9 @@ class Run:
 
         For passes that reduce rows (sums, counts): each call runs on the thread that decoded
         its rows, while they are in its cache, and no output array is made. Calls run
-        concurrently and in no set order; ``rows`` is only valid during the call. Frames
-        outside committed parts are refused, as by :meth:`read_rows`.
+        concurrently and in no set order; ``rows`` is only valid during the call. Arrays
+        that Zarr reads (not in the lake's format) are visited 16 shards' frames at a time.
+        Frames outside committed parts are refused, as by :meth:`read_rows`.
         """
         ids = np.asarray(frame_ids, dtype=np.int64).reshape(-1)
         if ids.size == 0:
@@ -571,20 +582,20 @@ class Run:
         if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
             raise ValueError("visit_rows takes sorted, distinct frame ids")
         spec = self._spec(layer, relevance)
-        # Sorted ids are checked by counting them per committed range (no search per id), and
-        # their shards are where ids // rows_per_shard changes (no hashing).
-        markers = self._sorted_markers()
-        starts = np.array([m.row_start for m in markers], dtype=np.int64)
-        stops = np.array([m.used_stop for m in markers], dtype=np.int64)
+        # Sorted ids are checked by counting them per committed range, not by a search per id.
+        starts, stops = self._committed_ranges()
         if int((np.searchsorted(ids, stops) - np.searchsorted(ids, starts)).sum()) != ids.size:
             self.check_frame_ids(ids)
-        shards = ids // self.plan.rows_per_shard
-        self._check_shards(layer, shards[np.flatnonzero(np.diff(shards, prepend=-1))], relevance)
+        self._check_shards(layer, self._shards_of(ids), relevance)
         reader = self._reader(layer, relevance)
         if reader is not None:
             reader.visit_rows(ids, visit)
-        else:
-            visit(np.asarray(self._array(layer, relevance).get_orthogonal_selection((ids, slice(None))), spec.dtype), 0)
+            return
+        array = self._array(layer, relevance)
+        step = 16 * self.plan.rows_per_shard  # through Zarr, a block of frames at a time
+        for start in range(0, ids.size, step):
+            rows = array.get_orthogonal_selection((ids[start : start + step], slice(None)))
+            visit(np.asarray(rows, spec.dtype), start)
 
     def read_range(self, layer: str, row_start: int, row_stop: int) -> np.ndarray:
         """Rows ``[row_start, row_stop)`` of a layer, which must lie in committed parts."""
