@@ -1,20 +1,22 @@
 """Read path: a layer read whole, a group gathered, neuron statistics streamed.
 
 Builds one run of one wav2vec2-base-sized layer (768 units, float16, about 1 GB decoded) on
-LibriSpeech-like utterance lengths, in the lake format (zstd level 1, or -1 for shards that
-level 1 shrinks by under 10 %, as the lake writes them; 256-row chunks in
+LibriSpeech-like utterance lengths, in the lake format as the lake writes it (chunks with
+enough zeros in zero-mask form, the others zstd frames at level 1, or -1 for shards that
+level 1 shrinks by under 10 %; ``--codec zstd``: zstd frames only; 256-row chunks in
 4096-row shards), and the same bytes as raw ``.npy`` files. With the page cache warm
 (every figure is the best of ``--repeats``), it prints in one run:
 
 - **layer read**: ``Run.read_range`` (numpy) and ``Run.layer_dask`` (dask) in GB/s of
   decoded float16, against raw ``.npy`` (target >= 0.8x), against Zarr's own read of the
-  same array (the previous path), and against zstd decompression alone on one core
-  times the cores (the ceiling of any reader of these bytes); target >= 1 GB/s on 2 cores;
+  same array (the previous path), and against decoding the stored chunks alone (zstd or
+  zero-mask) on one core times the cores (the ceiling of any reader of these bytes); target
+  >= 1 GB/s on 2 cores;
 - **group gather**: a group of whole utterances holding 5 % of the frames (groups follow
   utterances, words and phonemes) versus reading the layer whole (target <= 0.2), and,
   for reference, a random 5 % of rows (every chunk touched);
 - **shard encoding**: 48 shards encoded as the writer encodes them, on 1 and 2 threads, and
-  where one encode's time goes: zstd, the join of the shard's bytes and its CRC32C (C code
+  where one encode's time goes: the chunks' encoding (zstd or zero-mask), the join of the shard's bytes and its CRC32C (C code
   that releases the interpreter lock) and the rest, Python code that holds it; that share
   bounds how far the writer's threads can scale on a machine with many cores (Amdahl);
 - **streaming statistics**: ``neurolake neurons`` statistics of the layer (one pass:
@@ -26,7 +28,7 @@ level 1 shrinks by under 10 %, as the lake writes them; 256-row chunks in
 ``--data dense`` is transformer-like output (every value non-zero, per-unit scales;
 hardly compressible); ``--data relu`` half zeros with random mantissas. Both by default.
 
-    python benchmarks/read_path.py [--data dense,relu] [--gb 1.0] [--repeats 3] [--dir DIR]
+    python benchmarks/read_path.py [--data dense,relu] [--gb 1.0] [--repeats 3] [--codec zeromask|zstd] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -68,7 +70,9 @@ def make_block(kind: str, rng: np.random.Generator, rows: int, scale: np.ndarray
     return x.astype(np.float16)
 
 
-def build(base: Path, kind: str, gb: float, zstd_level: int = 1) -> tuple[Lake, list[tuple[str, int]]]:
+def build(
+    base: Path, kind: str, gb: float, zstd_level: int = 1, codec: str = "zeromask"
+) -> tuple[Lake, list[tuple[str, int]]]:
     rows_wanted = int(gb * 1e9 / (UNITS * 2))
     lengths = utterance_lengths(rows_wanted, seed=1)
     plan = plan_parts(lengths, rows_per_shard=ROWS_PER_SHARD, part_rows=65536, chunk_rows=CHUNK_ROWS)
@@ -80,6 +84,7 @@ def build(base: Path, kind: str, gb: float, zstd_level: int = 1) -> tuple[Lake, 
         layers=[LayerSpec("layer", UNITS)],
         plan=plan,
         zstd_level=zstd_level,
+        codec=codec,
     )
     rng = np.random.default_rng(2)
     scale = rng.gamma(2.0, 0.5, UNITS).astype(np.float32)
@@ -109,8 +114,11 @@ def best(fn, repeats: int) -> float:
     return min(times)
 
 
-def zstd_alone(run, repeats: int) -> float:
-    """Seconds to decompress every chunk of the layer on one core (bytes already in memory)."""
+def decode_alone(run, repeats: int) -> float:
+    """Seconds to decode every stored chunk of the layer on one core (bytes already in memory),
+    each with its own decoder (zstd or zero-mask), into one chunk-sized buffer."""
+    from neurolake.store import zeromask
+
     index_bytes = (ROWS_PER_SHARD // CHUNK_ROWS) * 16 + 4
     frames = []
     for shard in range(run.plan.total_rows // ROWS_PER_SHARD):
@@ -118,10 +126,23 @@ def zstd_alone(run, repeats: int) -> float:
         index = np.frombuffer(data[-index_bytes:-4], "<u8").reshape(-1, 2)
         frames += [data[o : o + n] for o, n in index.tolist() if o != 2**64 - 1]
     d = zstandard.ZstdDecompressor()
-    return best(lambda: [d.decompress(f) for f in frames], repeats)
+    out = np.empty(CHUNK_ROWS * UNITS, np.float16)
+    target = out.view(np.uint8).data
+
+    def decode_all() -> None:
+        for f in frames:
+            if zeromask.is_zeromask(f):
+                zeromask.decode_into(f, out)
+            else:
+                with d.stream_reader(f, read_size=len(f)) as r:
+                    r.readinto(target)
+
+    masks = sum(zeromask.is_zeromask(f) for f in frames)
+    print(f"  stored chunks: {len(frames):,}, {masks:,} of them zero-mask")
+    return best(decode_all, repeats)
 
 
-def encoding(reference: np.ndarray, level: int, repeats: int) -> list[float]:
+def encoding(reference: np.ndarray, level: int, codec: str, repeats: int) -> list[float]:
     """GB/s of encoding 48 shards of ``reference`` as the writer does, on 1 and on 2 threads."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -131,7 +152,7 @@ def encoding(reference: np.ndarray, level: int, repeats: int) -> list[float]:
     nbytes = sum(block.nbytes for block in blocks)
 
     def encode(block: np.ndarray) -> tuple[bytes, bytes]:
-        return encode_shard(block, CHUNK_ROWS, level)
+        return encode_shard(block, CHUNK_ROWS, level, codec)
 
     out = []
     for threads in (1, 2):
@@ -141,40 +162,33 @@ def encoding(reference: np.ndarray, level: int, repeats: int) -> list[float]:
     return out
 
 
-def encode_breakdown(reference: np.ndarray, level: int, shards: int = 16) -> dict[str, float]:
+def encode_breakdown(reference: np.ndarray, level: int, codec: str, shards: int = 16) -> dict[str, float]:
     """Seconds per shard of ``encode_shard`` on a block seen for the first time (as the writer
-    sees it), and, with the block in cache, of ``encode_shard`` again and of its C calls (zstd
-    on every stored chunk at the level it chose, one join of the shard's bytes, the CRC32C of
-    the file): what that second encode spends beyond its C calls is Python, run under the
-    interpreter lock."""
+    sees it), and, with the block in cache, of ``encode_shard`` again and of its C and numba
+    calls (the chunks' encoding, one join of the shard's bytes, the CRC32C of the file): what
+    that second encode spends beyond those is Python, run under the interpreter lock."""
     import google_crc32c
 
-    from neurolake.store.cube import FAST_LEVEL, MIN_SAVING, _compressor, encode_shard
+    from neurolake.store.cube import encode_chunks, encode_shard
 
     blocks = [np.ascontiguousarray(reference[i * ROWS_PER_SHARD : (i + 1) * ROWS_PER_SHARD]) for i in range(shards)]
-    spent = {"encode": 0.0, "again": 0.0, "zstd": 0.0, "join": 0.0, "crc32c": 0.0}
+    spent = {"encode": 0.0, "again": 0.0, "chunks": 0.0, "join": 0.0, "crc32c": 0.0}
     for block in blocks:
         for key in ("encode", "again"):
             t0 = time.perf_counter()
-            encode_shard(block, CHUNK_ROWS, level)
+            encode_shard(block, CHUNK_ROWS, level, codec)
             spent[key] += time.perf_counter() - t0
-        chunks = [block[i : i + CHUNK_ROWS] for i in range(0, ROWS_PER_SHARD, CHUNK_ROWS)]
-        first = next((c for c in chunks if c.view(np.uint8).any()), chunks[0])
         t0 = time.perf_counter()
-        chosen = level
-        if level > FAST_LEVEL and len(_compressor(level).compress(first.data)) > (1 - MIN_SAVING) * first.nbytes:
-            chosen = FAST_LEVEL  # the probe, as the encoder does it
-        compress = _compressor(chosen).compress
-        frames = [compress(c.data) for c in chunks if c.view(np.uint8).any()]
-        spent["zstd"] += time.perf_counter() - t0
+        frames, index = encode_chunks(block, CHUNK_ROWS, level, codec)
+        spent["chunks"] += time.perf_counter() - t0
         t0 = time.perf_counter()
-        joined = b"".join([*frames, bytes(len(chunks) * 16 + 4)])
+        joined = b"".join([*frames, index.tobytes(), bytes(4)])
         spent["join"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         google_crc32c.value(joined)
         spent["crc32c"] += time.perf_counter() - t0
     out = {k: v / shards for k, v in spent.items()}
-    out["Python"] = max(0.0, out.pop("again") - out["zstd"] - out["join"] - out["crc32c"])
+    out["Python"] = max(0.0, out.pop("again") - out["chunks"] - out["join"] - out["crc32c"])
     return out
 
 
@@ -182,13 +196,13 @@ def measure(kind: str, args: argparse.Namespace) -> None:
     base = Path(tempfile.mkdtemp(prefix="nl-read-", dir=args.dir))
     try:
         t0 = time.perf_counter()
-        lake, lengths = build(base, kind, args.gb, args.zstd_level)
+        lake, lengths = build(base, kind, args.gb, args.zstd_level, args.codec)
         run = lake.run("bench")
         n = run.plan.parts[-1].used_stop  # rows of the layer read (padding between parts included)
         nbytes = n * UNITS * 2
         stored = sum(p.stat().st_size for p in (base / "lake").rglob("*") if p.is_file() and "/c/" in str(p))
         print(
-            f"\n{kind}: {n:,} frames x {UNITS} units float16 = {nbytes / 1e9:.2f} GB "
+            f"\n{kind} ({args.codec}): {n:,} frames x {UNITS} units float16 = {nbytes / 1e9:.2f} GB "
             f"({nbytes / stored:.2f}x compressed), {len(lengths):,} utterances; built in {time.perf_counter() - t0:.0f} s; "
             f"{read_threads()} decoding threads"
         )
@@ -208,23 +222,23 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         blockwise = run.layer_dask("layer")[:n].map_blocks(lambda b: b[:1].copy(), chunks=(1, UNITS))
         t_blockwise = best(lambda: blockwise.compute(), args.repeats)
         t_zarr = best(lambda: run._array("layer")[:n], 1)
-        t_zstd = zstd_alone(run, args.repeats)
+        t_decode = decode_alone(run, args.repeats)
         print(f"  raw .npy                 : {gbs(t_raw):6.2f} GB/s")
         print(f"  zarr (previous path)     : {gbs(t_zarr):6.2f} GB/s")
         print(
-            f"  zstd alone, one core     : {gbs(t_zstd):6.2f} GB/s  (x {read_threads()} cores = {gbs(t_zstd) * read_threads():.2f})"
+            f"  decoding alone, one core : {gbs(t_decode):6.2f} GB/s  (x {read_threads()} cores = {gbs(t_decode) * read_threads():.2f})"
         )
         print(f"  layer read, numpy        : {gbs(t_numpy):6.2f} GB/s  (target >= 1.0)")
         print(f"  layer read, dask         : {gbs(t_dask):6.2f} GB/s  (materialised: blocks copied into one array)")
         print(f"  layer read, dask blockwise: {gbs(t_blockwise):5.2f} GB/s  (each block read, as reductions use it)")
         print(
             f"  ratios: numpy/raw {t_raw / t_numpy:.2f} (target >= 0.8)  dask/raw {t_raw / t_dask:.2f}  "
-            f"dask-blockwise/raw {t_raw / t_blockwise:.2f}  numpy/zarr {t_zarr / t_numpy:.2f}  numpy/(zstd x cores) {t_zstd / read_threads() / t_numpy:.2f}"
+            f"dask-blockwise/raw {t_raw / t_blockwise:.2f}  numpy/zarr {t_zarr / t_numpy:.2f}  numpy/(decoding x cores) {t_decode / read_threads() / t_numpy:.2f}"
         )
 
-        one, two = encoding(reference, args.zstd_level, args.repeats)
+        one, two = encoding(reference, args.zstd_level, args.codec, args.repeats)
         print(f"  shard encoding (48 shards): {one:.2f} GB/s on 1 thread, {two:.2f} on 2 (x{two / one:.2f})")
-        parts = encode_breakdown(reference, args.zstd_level)
+        parts = encode_breakdown(reference, args.zstd_level, args.codec)
         held = parts["Python"] / parts["encode"]
         print(
             "  one encode: "
@@ -287,6 +301,9 @@ def main() -> None:
     ap.add_argument("--gb", type=float, default=1.0, help="decoded size of the layer in GB (default 1.0)")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of each read; the best is kept")
     ap.add_argument("--zstd-level", type=int, default=1, help="zstd level of the lake (default 1; negative: faster)")
+    ap.add_argument(
+        "--codec", default="zeromask", choices=("zeromask", "zstd"), help="how chunks are stored (default: the lake's)"
+    )
     ap.add_argument("--dir", default=None, help="directory for the lake (default: a temp dir)")
     args = ap.parse_args()
     for kind in args.data.split(","):

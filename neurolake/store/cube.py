@@ -22,6 +22,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 from zarr.storage import FsspecStore, LocalStore
 
 from neurolake.errors import SpecError
+from neurolake.store import zeromask
 from neurolake.store.location import Location
 
 # Zarr node names may not contain "/" nor start with "__"; module paths are dotted names.
@@ -29,6 +30,12 @@ _LAYER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-:\[\]]*\Z")
 
 DEFAULT_DTYPE = "float16"
 DEFAULT_ZSTD_LEVEL = 1
+# How a layer's chunks are stored: "zeromask" (the default) puts a chunk with enough zero
+# items in zero-mask form and any other chunk in a zstd frame (:mod:`neurolake.store.zeromask`,
+# Zarr codec ``neurolake.zeromask``); "zstd" stores zstd frames only (Zarr's standard codec,
+# readable without this package; runs made before zero-mask chunks existed say "zstd").
+CODECS = ("zeromask", "zstd")
+DEFAULT_CODEC = "zeromask"
 # A shard whose first stored chunk zstd shrinks by less than MIN_SAVING is written at
 # FAST_LEVEL instead. Dense float16 activations (transformer outputs, every value non-zero)
 # save about 6 % at level 1, and those frames decode at 0.4-1 GB/s per core, slower than the
@@ -86,6 +93,7 @@ def create_cube(
     rows_per_shard: int,
     chunk_rows: int,
     zstd_level: int = DEFAULT_ZSTD_LEVEL,
+    codec: str = DEFAULT_CODEC,
 ) -> None:
     """Create the group and every layer's array (metadata only); existing arrays are kept."""
     try:
@@ -97,14 +105,22 @@ def create_cube(
         if layer.name in existing:
             continue
         try:
-            _create_layer(group, layer, total_rows, rows_per_shard, chunk_rows, zstd_level)
+            _create_layer(group, layer, total_rows, rows_per_shard, chunk_rows, zstd_level, codec)
         except ContainsArrayError:
             pass  # likewise: the same run's manifest, so the same array
 
 
 def _create_layer(
-    group: zarr.Group, layer: LayerSpec, total_rows: int, rows_per_shard: int, chunk_rows: int, zstd_level: int
+    group: zarr.Group,
+    layer: LayerSpec,
+    total_rows: int,
+    rows_per_shard: int,
+    chunk_rows: int,
+    zstd_level: int,
+    codec: str,
 ) -> None:
+    check_codec(codec)
+    compressor = zeromask.ZeroMaskCodec(level=zstd_level) if codec == "zeromask" else ZstdCodec(level=zstd_level)
     group.create_array(
         layer.name,
         shape=(total_rows, layer.units),
@@ -112,11 +128,16 @@ def _create_layer(
         chunks=(chunk_rows, layer.units),
         shards=(rows_per_shard, layer.units),
         filters=None,
-        compressors=[ZstdCodec(level=zstd_level)],
+        compressors=[compressor],
         fill_value=0,
         dimension_names=("frame", "unit"),
         attributes={"module": layer.module},
     )
+
+
+def check_codec(codec: str) -> None:
+    if codec not in CODECS:
+        raise SpecError(f"unknown storage codec {codec!r}; codecs are {', '.join(CODECS)}")
 
 
 def open_layer(loc: Location, layer: str, writable: bool = False) -> zarr.Array:
@@ -149,14 +170,17 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return compressor
 
 
-def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[bytes, bytes]:
+def encode_shard(
+    block: np.ndarray, chunk_rows: int, zstd_level: int, codec: str = DEFAULT_CODEC
+) -> tuple[bytes, bytes]:
     """The bytes of one shard file, exactly as Zarr's sharding codec writes them, and its digest.
 
     ``block`` is the whole shard ``[rows_per_shard, units]``. Layout (Zarr v3 sharding,
     index at the end): the non-empty inner chunks of ``chunk_rows`` rows, each
-    zstd-compressed little-endian C-order bytes (at ``zstd_level``, or at
-    :data:`FAST_LEVEL` in a shard that does not compress, see :data:`MIN_SAVING`), back
-    to back; then the index,
+    little-endian C-order bytes either in zero-mask form (``codec`` "zeromask", for a chunk
+    whose zero items make that save :data:`zeromask.MIN_SAVING`) or zstd-compressed (at
+    ``zstd_level``, or at :data:`FAST_LEVEL` in a shard that does not compress, see
+    :data:`MIN_SAVING`), back to back; then the index,
     ``[n_chunks, 1, 2]`` uint64 (offset, length; all ones for an all-zero chunk, which
     Zarr leaves out and reads back as zeros); then the CRC32C of the index. The file is
     written even when every chunk is zero, so a missing shard file always means lost data.
@@ -169,36 +193,57 @@ def encode_shard(block: np.ndarray, chunk_rows: int, zstd_level: int) -> tuple[b
     shards on all cores at once; the arrays are still read by Zarr, and a test checks the
     bytes are identical to Zarr's own at the level each shard was written with.
     """
+    parts, index = encode_chunks(block, chunk_rows, zstd_level, codec)
+    index_bytes = index.tobytes()
+    crc = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
+    data = b"".join([*parts, index_bytes, crc])  # one copy of the shard, not two
+    return data, bytes_digest(data)
+
+
+def encode_chunks(
+    block: np.ndarray, chunk_rows: int, zstd_level: int, codec: str = DEFAULT_CODEC
+) -> tuple[list[bytes], np.ndarray]:
+    """The stored bytes of a shard's non-empty chunks, in order, and the shard's index
+    (``[n_chunks, 1, 2]`` uint64 offsets and lengths into their concatenation): the part of
+    :func:`encode_shard` that runs in C and numba code without the interpreter lock."""
+    check_codec(codec)
     n = block.shape[0] // chunk_rows
     compress = _compressor(zstd_level).compress
     probe = zstd_level > FAST_LEVEL
     little = block.astype(block.dtype.newbyteorder("<"), copy=False)
+    masks = codec == "zeromask" and little.dtype.itemsize in zeromask.ITEM_SIZES
     parts = []
     index = np.full((n, 1, 2), _NO_CHUNK, dtype="<u8")
     offset = 0
     for i in range(n):
         chunk = np.ascontiguousarray(little[i * chunk_rows : (i + 1) * chunk_rows])
-        data = compress(chunk.data)
-        if len(data) <= _SMALL + chunk.nbytes // 2048:
-            # All-zero bits is Zarr's empty chunk, left out. zstd turns zeros into run-length
-            # blocks of a few bytes per 128 KB, so only a chunk that compressed to almost
-            # nothing can be all zeros; only those are tested (bitwise: float16 arithmetic is
-            # slow in numpy).
-            if not chunk.view(np.uint8).any():
-                continue
-        elif probe:
-            # The shard's first chunk with content decides its level (see MIN_SAVING).
-            probe = False
-            if len(data) > (1 - MIN_SAVING) * chunk.nbytes:
-                compress = _compressor(FAST_LEVEL).compress
-                data = compress(chunk.data)
+        data = None
+        if masks:
+            items = zeromask.items_of(chunk)
+            nonzero = zeromask.nonzero(items)
+            if nonzero == 0:
+                continue  # all-zero bits: Zarr's empty chunk, left out
+            if zeromask.worth_it(items, nonzero):
+                data = zeromask.encode(items)
+        if data is None:
+            data = compress(chunk.data)
+            if len(data) <= _SMALL + chunk.nbytes // 2048:
+                # All-zero bits is Zarr's empty chunk, left out. zstd turns zeros into run-length
+                # blocks of a few bytes per 128 KB, so only a chunk that compressed to almost
+                # nothing can be all zeros; only those are tested (bitwise: float16 arithmetic
+                # is slow in numpy).
+                if not chunk.view(np.uint8).any():
+                    continue
+            elif probe:
+                # The shard's first zstd chunk with content decides its level (see MIN_SAVING).
+                probe = False
+                if len(data) > (1 - MIN_SAVING) * chunk.nbytes:
+                    compress = _compressor(FAST_LEVEL).compress
+                    data = compress(chunk.data)
         parts.append(data)
         index[i, 0] = (offset, len(data))
         offset += len(data)
-    index_bytes = index.tobytes()
-    crc = np.uint32(google_crc32c.value(index_bytes)).astype("<u4").tobytes()
-    data = b"".join([*parts, index_bytes, crc])  # one copy of the shard, not two
-    return data, bytes_digest(data)
+    return parts, index
 
 
 def bytes_digest(data: bytes) -> bytes:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from neurolake.errors import CorruptFileError, LakeError, LakeVersionError, NotALakeError
-from neurolake.store.cube import DEFAULT_ZSTD_LEVEL, LayerSpec
+from neurolake.store.cube import DEFAULT_CODEC, DEFAULT_ZSTD_LEVEL, LayerSpec
 from neurolake.store.location import Location, canonical_json
 from neurolake.store.plan import Plan
 from neurolake.store.run import Run, RunInfo
@@ -124,6 +124,7 @@ class Lake:
         plan: Plan,
         zstd_level: int = DEFAULT_ZSTD_LEVEL,
         relevance: Sequence[str] = (),
+        codec: str = DEFAULT_CODEC,
     ) -> Run:
         return Run.create(
             self.loc,
@@ -134,6 +135,7 @@ class Lake:
             plan=plan,
             zstd_level=zstd_level,
             relevance=relevance,
+            codec=codec,
         )
 
     def run_infos(self, with_size: bool = True) -> list[RunInfo]:

@@ -1,7 +1,8 @@
 """Reading a layer's shards directly: the touched chunks' bytes, decoded on every core.
 
-The lake writes every shard itself (:func:`neurolake.store.cube.encode_shard`): zstd frames
-of ``chunk_rows`` rows back to back, then an index of (offset, length) pairs and its
+The lake writes every shard itself (:func:`neurolake.store.cube.encode_shard`): chunks of
+``chunk_rows`` rows back to back (zstd frames, or zero-mask chunks, see
+:mod:`neurolake.store.zeromask`), then an index of (offset, length) pairs and its
 CRC32C. Reading them back through ``zarr.Array`` costs several times the decompression
 itself (its codec pipeline copies each chunk, and runs on one core here). This reader
 does what a read needs and nothing else:
@@ -35,6 +36,7 @@ import numpy as np
 import zstandard
 
 from neurolake.errors import IntegrityError
+from neurolake.store import zeromask
 from neurolake.store.location import Location
 from neurolake.store.pools import SharedPool
 
@@ -358,7 +360,16 @@ class LayerReader:
     def _decompress_into(
         self, dctx: zstandard.ZstdDecompressor, frame: memoryview, dst: np.ndarray, task: _Task, p: _Piece
     ) -> None:
-        """Decompress one chunk's zstd frame into ``dst`` (C-contiguous, the chunk's size)."""
+        """Decode one chunk (a zstd frame or a zero-mask chunk) into ``dst`` (C-contiguous, the
+        chunk's size)."""
+        if zeromask.is_zeromask(frame):
+            try:
+                zeromask.decode_into(frame, dst)
+            except ValueError as exc:
+                raise IntegrityError(
+                    f"chunk {p.chunk} of {self.loc.describe(self.layer, 'c', str(task.shard), '0')} {exc}"
+                ) from None
+            return
         try:
             size = zstandard.frame_content_size(frame)
         except zstandard.ZstdError:  # not a frame header: decompress() says what is wrong

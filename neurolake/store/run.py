@@ -48,6 +48,7 @@ from neurolake.store.location import Location, canonical_json
 from neurolake.store.plan import Part, Plan
 from neurolake.store.pools import SharedPool
 from neurolake.store.reader import LayerReader
+from neurolake.store.zeromask import ZeroMaskCodec
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,13 @@ def software_versions() -> dict[str, str]:
 
 
 def _identity(manifest: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in manifest.items() if k not in _INCIDENTAL_KEYS}
+    """What makes two manifests the same run. How chunks are encoded is not part of it: a run
+    made with zstd chunks only, resumed by a version that would choose zero-mask chunks,
+    keeps its own codec (the writers read it from the manifest; either decodes the same rows)."""
+    same = {k: v for k, v in manifest.items() if k not in _INCIDENTAL_KEYS}
+    if isinstance(same.get("storage"), dict):
+        same["storage"] = {k: v for k, v in same["storage"].items() if k != "codec"}
+    return same
 
 
 @dataclass(frozen=True)
@@ -285,8 +292,13 @@ class Run:
         plan: Plan,
         zstd_level: int = cube.DEFAULT_ZSTD_LEVEL,
         relevance: Sequence[str] = (),
+        codec: str = cube.DEFAULT_CODEC,
     ) -> Run:
         """Write ``run.json`` (once) and the cube's array metadata.
+
+        ``codec`` says how chunks are stored (see :data:`cube.CODECS`): "zeromask" (chunks
+        with enough zeros as a bitmask and their other values, the rest zstd frames) or
+        "zstd" (zstd frames only, Zarr's standard codec).
 
         ``relevance`` names layers whose per-frame relevance is stored beside their activations,
         in a second cube on the same frame grid and shards (``relevance.zarr``, float32); the
@@ -296,6 +308,7 @@ class Run:
         creation or a resumed ingest can call this again); a different manifest is refused.
         """
         check_run_id(run_id)
+        cube.check_codec(codec)
         names = [layer.name for layer in layers]
         if len(set(names)) != len(names):
             raise RunError(f"layer names repeat in {names}")
@@ -312,7 +325,7 @@ class Run:
             "corpus": dict(corpus),
             "layers": [layer.to_dict() for layer in layers],
             "plan": plan.to_dict(),
-            "storage": {"codec": "zstd", "zstd_level": int(zstd_level), "chunk_rows": plan.chunk_rows},
+            "storage": {"codec": codec, "zstd_level": int(zstd_level), "chunk_rows": plan.chunk_rows},
             "software": software_versions(),
         }
         if relevance:
@@ -334,16 +347,12 @@ class Run:
             run = existing
         else:
             run = cls(lake_loc, run_id, manifest)
-        cube.create_cube(run.cube_loc, list(layers), plan.total_rows, plan.rows_per_shard, plan.chunk_rows, zstd_level)
+        storage = run.manifest.get("storage", {})
+        level, codec = int(storage.get("zstd_level", zstd_level)), storage.get("codec", "zstd")
+        grid = (plan.total_rows, plan.rows_per_shard, plan.chunk_rows)
+        cube.create_cube(run.cube_loc, list(layers), *grid, level, codec)
         if run.relevance_layers:
-            cube.create_cube(
-                run.relevance_loc,
-                run.relevance_layers,
-                plan.total_rows,
-                plan.rows_per_shard,
-                plan.chunk_rows,
-                zstd_level,
-            )
+            cube.create_cube(run.relevance_loc, run.relevance_layers, *grid, level, codec)
         return run
 
     # ------------------------------------------------------------ manifest views
@@ -644,7 +653,7 @@ class Run:
                 tuple(arr.shards or ()) == (self.plan.rows_per_shard, spec.units)
                 and tuple(arr.chunks) == (self.plan.chunk_rows, spec.units)
                 and len(arr.compressors) == 1
-                and isinstance(arr.compressors[0], ZstdCodec)
+                and isinstance(arr.compressors[0], ZstdCodec | ZeroMaskCodec)
                 and not arr.filters
                 and getattr(arr.serializer, "endian", None) in (None, Endian.little)
                 and np.dtype(arr.dtype) == np.dtype(spec.dtype)
@@ -869,7 +878,9 @@ class _CubeRows:
         self._flushed = dict.fromkeys(self.layers, 0)
         self._shard_digests: dict[str, list[Future]] = {name: [] for name in self.layers}
         self._in_flight: deque[Future] = deque()
-        self._zstd_level = int(run.manifest.get("storage", {}).get("zstd_level", cube.DEFAULT_ZSTD_LEVEL))
+        storage = run.manifest.get("storage", {})
+        self._zstd_level = int(storage.get("zstd_level", cube.DEFAULT_ZSTD_LEVEL))
+        self._codec = storage.get("codec", "zstd")
 
     def append(self, layer: str, block: np.ndarray) -> None:
         spec = self.layers.get(layer)
@@ -926,7 +937,7 @@ class _CubeRows:
         self._shard_digests[layer].append(future)
 
     def _write_shard(self, layer: str, shard_index: int, block: np.ndarray) -> bytes:
-        data, digest = cube.encode_shard(block, self.run.plan.chunk_rows, self._zstd_level)
+        data, digest = cube.encode_shard(block, self.run.plan.chunk_rows, self._zstd_level, self._codec)
         self.loc.write_bytes(data, cube.shard_key(layer, shard_index))
         return digest
 

@@ -37,7 +37,7 @@ def test_planted_clusters_of_profiles_are_found():
     assert np.count_nonzero(np.diff(planted[order])) == 2  # each planted cluster is contiguous in leaf order
 
 
-@pytest.mark.parametrize(("metric", "k", "threshold"), [("cosine", 2, None), ("euclidean", None, 1.5)])
+@pytest.mark.parametrize(("metric", "k", "threshold"), [("cosine", 2, None), ("euclidean", None, 1.0)])
 def test_stored_clusters_equal_scipy_on_the_same_profiles(lake, metric, k, threshold):
     result = naps(lake, "r1", by="utterance_id", max_groups=30, progress=False)
     clusters = cluster_naps(lake, result, k=k, threshold=threshold, metric=metric)

@@ -1,0 +1,271 @@
+"""Zero-mask chunks: a chunk's zero items as a bitmask, its other items as they are.
+
+Activations after a ReLU are zero in about half of their values, at no predictable place.
+zstd shrinks such a chunk (float16, half zeros) to about 0.6 of its size, but decodes it at
+about 0.5-0.9 GB/s per core, a third of the speed at which the same bytes are read raw. This
+form stores it in 0.56 of its size (one bit per item, then the non-zero items) and decodes at
+several GB/s per core, so a layer of such values reads about as fast as raw ``.npy`` files.
+
+A zero-mask chunk (all integers little-endian)::
+
+    b"NLZM"   uint32 items   uint8 item size   3 zero bytes      (12-byte header)
+    mask      ceil(items / 8) bytes: bit b of byte g set when item 8 g + b is not zero
+    values    the non-zero items, in order, item size bytes each
+
+"Zero" is bitwise: every byte of the item zero (``-0.0`` is kept as a value), so the round
+trip is exact for any dtype. The codec :class:`ZeroMaskCodec` (Zarr v3 name
+``neurolake.zeromask``, registered with Zarr by this package's entry point) decodes both
+these chunks and zstd frames, and encodes each chunk in whichever form :func:`choose`
+picks, so a layer holds zero-mask chunks where the values have zeros and ordinary zstd
+frames where they do not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numba
+import numpy as np
+import zstandard
+from zarr.abc.codec import BytesBytesCodec
+from zarr.core.common import parse_named_configuration
+from zarr.registry import register_codec
+
+if TYPE_CHECKING:
+    from zarr.core.array_spec import ArraySpec
+    from zarr.core.buffer import Buffer
+
+NAME = "neurolake.zeromask"
+MAGIC = b"NLZM"
+HEADER = 12
+ITEM_SIZES = (1, 2, 4, 8)
+# A chunk is stored in this form when that saves at least this much of its raw size (the
+# same bar as cube.MIN_SAVING): for float16 that means at least 16.25 % zero items.
+MIN_SAVING = 0.10
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_local = threading.local()
+
+
+@numba.njit(nogil=True, cache=True)
+def _count_nonzero(items: np.ndarray) -> int:  # pragma: no cover - numba
+    n = 0
+    for i in range(items.size):
+        n += items[i] != 0
+    return n
+
+
+@numba.njit(nogil=True, cache=True)
+def _pack(items: np.ndarray, mask: np.ndarray, values: np.ndarray) -> int:  # pragma: no cover - numba
+    """Set ``mask`` (``ceil(n / 8)`` bytes) and write the non-zero ``items`` to the front of
+    ``values`` (room for ``n``); returns how many there are. Branch-free: zeros fall at
+    random, and each item is written whether or not the count then moves past it."""
+    n = items.size
+    k = 0
+    for g in range(n // 8):
+        m = 0
+        for b in range(8):
+            v = items[g * 8 + b]
+            values[k] = v
+            nz = v != 0
+            k += nz
+            m |= nz << b
+        mask[g] = m
+    if n % 8:
+        m = 0
+        for i in range(n - n % 8, n):
+            v = items[i]
+            values[k] = v
+            nz = v != 0
+            k += nz
+            m |= nz << (i % 8)
+        mask[n // 8] = m
+    return k
+
+
+def _tables() -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """For every mask byte ``m``: ``rank[m, b]``, how many of bits 0..b-1 are set (the value
+    item ``b`` takes when its own bit is set); ``count[m]``, how many bits are set; and
+    ``keep[size][m, b]``, all ones where bit ``b`` is set and zero elsewhere, per item size."""
+    m = np.arange(256)[:, None]
+    bits = (m >> np.arange(8)[None, :]) & 1
+    rank = (np.cumsum(bits, axis=1) - bits).astype(np.uint8)
+    count = bits.sum(axis=1).astype(np.uint8)
+    keep = {size: (-bits).astype(_UINT[size]) for size in ITEM_SIZES}  # -1 wraps to all ones
+    return rank, count, keep
+
+
+_RANK, _COUNT, _KEEP = _tables()
+
+
+@numba.njit(nogil=True, cache=True)
+def _unpack(
+    mask: np.ndarray, values: np.ndarray, out: np.ndarray, rank: np.ndarray, count: np.ndarray, keep: np.ndarray
+) -> int:  # pragma: no cover - numba
+    """Fill ``out`` from ``mask`` and ``values``; returns how many values were used, or -1
+    when the mask asks for more than there are. Eight items per mask byte, each from its
+    rank among the byte's set bits (tables from :func:`_tables`), so the eight are
+    independent of each other; the count moves once per byte."""
+    n = out.size
+    nnz = values.size
+    k = 0
+    g = 0
+    while g < n // 8 and k + 8 <= nnz:
+        m = mask[g]
+        for b in range(8):
+            out[g * 8 + b] = values[k + rank[m, b]] & keep[m, b]
+        k += count[m]
+        g += 1
+    for i in range(g * 8, n):  # the last few values, one at a time
+        if (mask[i // 8] >> (i % 8)) & 1:
+            if k >= nnz:
+                return -1
+            out[i] = values[k]
+            k += 1
+        else:
+            out[i] = 0
+    return k
+
+
+def items_of(data: np.ndarray) -> np.ndarray:
+    """A C-contiguous array's bytes as unsigned integers of its item size (a view)."""
+    size = data.dtype.itemsize
+    if size not in _UINT:
+        raise ValueError(f"zero-mask chunks hold items of {ITEM_SIZES} bytes, not {size}")
+    return data.reshape(-1).view(_UINT[size])
+
+
+def stored_size(items: int, nonzero: int, item_size: int) -> int:
+    """Bytes of the zero-mask form of a chunk of ``items`` with ``nonzero`` of them not zero."""
+    return HEADER + (items + 7) // 8 + nonzero * item_size
+
+
+def nonzero(items: np.ndarray) -> int:
+    """How many of ``items`` (from :func:`items_of`) are not zero."""
+    return int(_count_nonzero(items))
+
+
+def worth_it(items: np.ndarray, nonzero_items: int) -> bool:
+    """Whether the zero-mask form saves at least :data:`MIN_SAVING` of the raw size."""
+    raw = items.size * items.dtype.itemsize
+    return stored_size(items.size, nonzero_items, items.dtype.itemsize) <= (1 - MIN_SAVING) * raw
+
+
+def encode(items: np.ndarray) -> bytes:
+    """The zero-mask form of ``items`` (from :func:`items_of`)."""
+    n, size = items.size, items.dtype.itemsize
+    body = HEADER + (n + 7) // 8
+    scratch = getattr(_local, "scratch", None)
+    if scratch is None or scratch.size < body + n * size:
+        scratch = _local.scratch = np.empty(body + n * size, np.uint8)
+    k = int(_pack(items, scratch[HEADER:body], scratch[body : body + n * size].view(items.dtype)))
+    header = MAGIC + struct.pack("<IB3x", n, size)
+    return b"".join([header, scratch[HEADER : body + k * size].data])
+
+
+def is_zeromask(frame: bytes | memoryview | np.ndarray) -> bool:
+    """Whether a stored chunk is in this form (a zstd frame starts with other bytes)."""
+    return bytes(frame[:4]) == MAGIC
+
+
+def decode_into(frame: bytes | memoryview, out: np.ndarray) -> None:
+    """Decode a zero-mask chunk into ``out`` (C-contiguous, the chunk's size and item size).
+
+    Raises ``ValueError`` saying what does not fit when the chunk is malformed or of
+    another size."""
+    if len(frame) < HEADER or not is_zeromask(frame):
+        raise ValueError("not a zero-mask chunk")
+    head = np.frombuffer(frame, np.uint8, HEADER)
+    n = int(head[4:8].view("<u4")[0])
+    size = int(head[8])
+    items = items_of(out)
+    if size != items.dtype.itemsize or n != items.size:
+        raise ValueError(f"holds {n} items of {size} bytes, {items.size} of {items.dtype.itemsize} expected")
+    body = HEADER + (n + 7) // 8
+    if len(frame) < body or (len(frame) - body) % size:
+        raise ValueError(f"is truncated ({len(frame)} bytes)")
+    mask = np.frombuffer(frame, np.uint8, body - HEADER, HEADER)
+    values = np.frombuffer(frame, items.dtype, (len(frame) - body) // size, body)
+    used = int(_unpack(mask, values, items, _RANK, _COUNT, _KEEP[size]))
+    if used != values.size:
+        raise ValueError(f"has {values.size} values where its mask marks {'more' if used < 0 else used}")
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d = getattr(_local, "decompressor", None)
+    if d is None:
+        d = _local.decompressor = zstandard.ZstdDecompressor()
+    return d
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache = getattr(_local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    if level not in cache:
+        cache[level] = zstandard.ZstdCompressor(level=level)
+    return cache[level]
+
+
+@dataclass(frozen=True)
+class ZeroMaskCodec(BytesBytesCodec):
+    """Zarr v3 bytes-to-bytes codec ``neurolake.zeromask``: each chunk either in zero-mask
+    form (when that saves :data:`MIN_SAVING`) or a zstd frame at ``level``; decodes both.
+
+    The lake's writer encodes shards itself with the same choice per chunk (and, like for
+    zstd arrays, may write a shard's zstd frames at a faster level: any level decodes);
+    this class is what lets Zarr read the arrays, and write them, where this package is
+    installed."""
+
+    is_fixed_size = False
+    level: int = 1
+
+    def __init__(self, *, level: int = 1) -> None:
+        if not isinstance(level, int) or level >= 23:
+            raise ValueError(f"zstd level must be an int below 23, got {level!r}")
+        object.__setattr__(self, "level", level)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ZeroMaskCodec:
+        _, config = parse_named_configuration(data, NAME)
+        level = config.get("level", 1)
+        if not isinstance(level, int):
+            raise ValueError(f"zstd level must be an int below 23, got {level!r}")
+        return cls(level=level)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": NAME, "configuration": {"level": self.level}}
+
+    def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
+        data = chunk_bytes.as_numpy_array()
+        if is_zeromask(data):
+            dtype = chunk_spec.dtype.to_native_dtype()
+            out = np.empty(int(np.prod(chunk_spec.shape)), dtype=_UINT[dtype.itemsize])
+            decode_into(data.data, out)
+            return chunk_spec.prototype.buffer.from_array_like(out.view(np.uint8))
+        raw = _decompressor().decompress(data.tobytes())
+        return chunk_spec.prototype.buffer.from_bytes(raw)
+
+    async def _decode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer:
+        return await asyncio.to_thread(self._decode_sync, chunk_bytes, chunk_spec)
+
+    def _encode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer | None:
+        data = chunk_bytes.as_numpy_array().view(np.uint8)
+        size = chunk_spec.dtype.to_native_dtype().itemsize
+        if size in _UINT and data.size % size == 0:
+            items = data.view(_UINT[size])
+            if worth_it(items, nonzero(items)):
+                return chunk_spec.prototype.buffer.from_bytes(encode(items))
+        return chunk_spec.prototype.buffer.from_bytes(_compressor(self.level).compress(data.tobytes()))
+
+    async def _encode_single(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> Buffer | None:
+        return await asyncio.to_thread(self._encode_sync, chunk_bytes, chunk_spec)
+
+    def compute_encoded_size(self, _input_byte_length: int, _chunk_spec: ArraySpec) -> int:
+        raise NotImplementedError
+
+
+register_codec(NAME, ZeroMaskCodec)
