@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir as llvm_ir
+from numba import types
+from numba.extending import intrinsic
 
 _TILE = 512  # rows per transposed tile of the histogram
 _SLAB = 16  # units per transposed tile: 16 x 512 uint16 = 16 KB
@@ -66,35 +69,125 @@ def greater_f16(bits, thresholds):  # pragma: no cover - numba
     return out
 
 
-@numba.njit(nogil=True, cache=True, fastmath=_FAST)
-def moments_f16(bits, total, squares, high, low, active):  # pragma: no cover - numba
-    """Add a ``[rows, units]`` block of float16 bit patterns (``uint16``) to the moments.
+def _has_f16c() -> bool:
+    """Whether the code numba compiles may use the x86 instructions that convert float16
+    (F16C): the features numba is told to compile for, else the host's."""
+    import llvmlite.binding as llvm
 
-    Each row is widened to float32 with integer operations that vectorise (numba has no
-    float16): sign, exponent and mantissa moved into place, then one multiplication by
-    2**112 corrects the exponent bias and renormalises subnormals exactly; an all-ones
-    exponent (infinity, NaN) is set all-ones. Sums and sums of squares run in float64, as
-    exact as summing the values one by one in float64.
-    """
+    features = getattr(numba.config, "CPU_FEATURES", None) or llvm.get_host_cpu_features().flatten()
+    return "+f16c" in features.split(",")
+
+
+F16C = _has_f16c()
+
+
+@intrinsic
+def _f16_to_f32(typingctx, bits):  # pragma: no cover - numba
+    """The float16 value of bit pattern ``bits`` (``uint16``) as float32: LLVM's own
+    conversion, which the compiler vectorises into F16C instructions (only used where the
+    target has them; elsewhere it could become a call to a runtime routine)."""
+    if bits != types.uint16:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], llvm_ir.HalfType()), llvm_ir.FloatType())
+
+    return types.float32(types.uint16), codegen
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _extremes_f16(row, key_high, key_low, act):  # pragma: no cover - numba
+    """Fold a row of float16 bit patterns into per-unit extremes and active counts, in
+    16-bit integer operations that vectorise widely: the extremes as order keys (NaN patterns
+    left out: they order beyond the infinities), active = value > 0, i.e. a pattern in
+    1..0x7C00."""
+    for u in range(row.shape[0]):
+        h = np.uint16(row[u])
+        key = np.uint16(h ^ np.uint16(np.uint16(np.int16(h) >> 15) >> 1 | np.uint16(0x8000)))
+        nan = np.uint16(h & np.uint16(0x7FFF)) > np.uint16(0x7C00)
+        key_high[u] = max(key_high[u], np.uint16(0) if nan else key)
+        key_low[u] = min(key_low[u], np.uint16(0xFFFF) if nan else key)
+        act[u] += np.int32(np.uint16(h - np.uint16(1)) < np.uint16(0x7C00))
+
+
+@numba.njit(nogil=True, cache=True)
+def _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, high, low, active):  # pragma: no cover
+    """Add a block's moments to the accumulators; extremes from order keys back to values
+    (``values``: :func:`key_values`). A unit whose values were all NaN keeps its extremes."""
+    for u in range(sums.size):
+        total[u] += sums[u]
+        squares[u] += sums_sq[u]
+        active[u] += act[u]
+        if key_high[u] != 0:
+            high[u] = max(high[u], values[key_high[u]])
+        if key_low[u] != 0xFFFF:
+            low[u] = min(low[u], values[key_low[u]])
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FAST)
+def _moments_f16c(bits, values, total, squares, high, low, active):  # pragma: no cover - numba
     rows, units = bits.shape
-    wide = np.empty(units, np.uint32)
-    values = wide.view(np.float32)
     sums = np.zeros(units)
     sums_sq = np.zeros(units)
-    hi = np.full(units, -np.inf, np.float32)
-    lo = np.full(units, np.inf, np.float32)
-    act = np.zeros(units, np.int64)
+    key_high = np.zeros(units, np.uint16)
+    key_low = np.full(units, 0xFFFF, np.uint16)
+    act = np.zeros(units, np.int32)
     for r in range(rows):
-        _widen_f16(bits[r], wide)
+        row = bits[r]
         for u in range(units):
-            v = values[u] * _F16_SCALE
-            d = np.float64(v)
+            d = np.float64(_f16_to_f32(row[u]))  # type: ignore[call-arg]  # typed by numba
             sums[u] += d
             sums_sq[u] += d * d
-            hi[u] = max(hi[u], v)  # branch-free: activations flip sign unpredictably
-            lo[u] = min(lo[u], v)
-            act[u] += v > 0
-    _merge(sums, sums_sq, hi, lo, act, total, squares, high, low, active)
+        _extremes_f16(row, key_high, key_low, act)
+    _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, high, low, active)
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_FAST)
+def _moments_widened(bits, values, total, squares, high, low, active):  # pragma: no cover - numba
+    rows, units = bits.shape
+    wide = np.empty(units, np.uint32)
+    as_float = wide.view(np.float32)
+    sums = np.zeros(units)
+    sums_sq = np.zeros(units)
+    key_high = np.zeros(units, np.uint16)
+    key_low = np.full(units, 0xFFFF, np.uint16)
+    act = np.zeros(units, np.int32)
+    for r in range(rows):
+        row = bits[r]
+        _widen_f16(row, wide)
+        for u in range(units):
+            d = np.float64(as_float[u] * _F16_SCALE)
+            sums[u] += d
+            sums_sq[u] += d * d
+        _extremes_f16(row, key_high, key_low, act)
+    _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, high, low, active)
+
+
+_KEY_VALUES = key_values()
+
+
+def moments_f16(
+    bits: np.ndarray,
+    total: np.ndarray,
+    squares: np.ndarray,
+    high: np.ndarray,
+    low: np.ndarray,
+    active: np.ndarray,
+    f16c: bool = F16C,
+) -> None:
+    """Add a ``[rows, units]`` block of float16 bit patterns (``uint16``) to the moments.
+
+    Sums and sums of squares run in float64 (every float16 value and its square are exact
+    there, so they are as exact as summing the values one by one in float64). Float16 is
+    widened by the CPU's conversion instructions where it has them (F16C), else by integer
+    operations that vectorise (sign, exponent and mantissa moved into place, then one
+    multiplication by 2**112 that corrects the exponent bias and renormalises subnormals
+    exactly). Extremes and active counts (value > 0) are folded in 16-bit integer
+    operations on the bit patterns; NaN counts in the sums (which become NaN) but not in the
+    extremes. Active counts are kept in 32 bits per block: blocks of up to 2**31 rows.
+    """
+    kernel = _moments_f16c if f16c else _moments_widened
+    kernel(bits, _KEY_VALUES, total, squares, high, low, active)
 
 
 @numba.njit(nogil=True, cache=True)

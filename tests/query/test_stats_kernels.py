@@ -1,15 +1,27 @@
 """The statistics kernels against numpy on every float16 bit pattern."""
 
 import numpy as np
+import pytest
 
 from neurolake.query import _stats_kernels as kernels
+
+# Both ways of widening float16: the CPU's conversion (where it has F16C) and integer code.
+WIDENINGS = [pytest.param(True, id="f16c"), pytest.param(False, id="integer")]
+
+
+def _widening(f16c: bool) -> bool:
+    if f16c and not kernels.F16C:
+        pytest.skip("this CPU has no F16C instructions")
+    return f16c
 
 
 def accumulators(units: int) -> tuple[np.ndarray, ...]:
     return np.zeros(units), np.zeros(units), np.full(units, -np.inf), np.full(units, np.inf), np.zeros(units, np.int64)
 
 
-def test_float16_moments_widen_every_bit_pattern_exactly():
+@pytest.mark.parametrize("f16c", WIDENINGS)
+def test_float16_moments_widen_every_bit_pattern_exactly(f16c):
+    f16c = _widening(f16c)
     patterns = np.arange(65536, dtype=np.uint32).astype(np.uint16)
     values = patterns.view(np.float16)
     finite = patterns[np.isfinite(values)]  # subnormals, both zeros, the largest values
@@ -17,8 +29,8 @@ def test_float16_moments_widen_every_bit_pattern_exactly():
     bits = rng.permutation(finite)[: 480 * 128].reshape(480, 128)  # rows x units
     x = bits.view(np.float16).astype(np.float64)
     total, squares, high, low, active = accumulators(128)
-    kernels.moments_f16(bits, total, squares, high, low, active)
-    kernels.moments_f16(bits[:7], total, squares, high, low, active)  # added, not replaced
+    kernels.moments_f16(bits, total, squares, high, low, active, f16c=f16c)
+    kernels.moments_f16(bits[:7], total, squares, high, low, active, f16c=f16c)  # added, not replaced
     both = np.concatenate([x, x[:7]])
     # every float16 value and its square are exact in float64, so the sums equal numpy's to
     # the last bit up to the order of addition
@@ -31,18 +43,26 @@ def test_float16_moments_widen_every_bit_pattern_exactly():
     one = finite.reshape(-1, 1)[: finite.size // 8 * 8].reshape(-1, 8)
     for row in one[:: max(1, one.shape[0] // 997)]:
         t, s, h, lo, a = accumulators(8)
-        kernels.moments_f16(row.reshape(1, 8), t, s, h, lo, a)
+        kernels.moments_f16(row.reshape(1, 8), t, s, h, lo, a, f16c=f16c)
         np.testing.assert_array_equal(t, row.view(np.float16).astype(np.float64))
+        np.testing.assert_array_equal(h, row.view(np.float16).astype(np.float64))
+        np.testing.assert_array_equal(lo, row.view(np.float16).astype(np.float64))
 
 
-def test_float16_infinities_and_nan_keep_their_meaning():
+@pytest.mark.parametrize("f16c", WIDENINGS)
+def test_float16_infinities_and_nan_keep_their_meaning(f16c):
+    """Infinities are values (sums, extremes); NaN makes the sums NaN but is no extreme and
+    not active, and a unit of NaN only keeps the extremes it had."""
+    f16c = _widening(f16c)
     inf, ninf, nan, one = (np.array(v, np.float16).view(np.uint16) for v in (np.inf, -np.inf, np.nan, 1.0))
-    bits = np.array([[one, inf, one], [ninf, one, nan]], np.uint16)
-    total, squares, high, low, active = accumulators(3)
-    kernels.moments_f16(bits, total, squares, high, low, active)
-    assert total[0] == -np.inf and total[1] == np.inf and np.isnan(total[2])
-    assert high[1] == np.inf and low[0] == -np.inf
-    np.testing.assert_array_equal(active, [1, 2, 1])
+    negative_nan = np.uint16(0xFE01)
+    bits = np.array([[one, inf, one, nan], [ninf, one, nan, negative_nan]], np.uint16)
+    total, squares, high, low, active = accumulators(4)
+    kernels.moments_f16(bits, total, squares, high, low, active, f16c=f16c)
+    assert total[0] == -np.inf and total[1] == np.inf and np.isnan(total[2]) and np.isnan(total[3])
+    np.testing.assert_array_equal(high, [1, np.inf, 1, -np.inf])
+    np.testing.assert_array_equal(low, [-np.inf, 1, 1, np.inf])
+    np.testing.assert_array_equal(active, [1, 2, 1, 0])
 
 
 def test_float32_moments_match_numpy():
