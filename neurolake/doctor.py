@@ -319,6 +319,47 @@ def check_numba() -> Finding:
     )
 
 
+def check_zarr() -> Finding:
+    """Zarr finds the lake's chunk codec through this package's entry point (so a layer opens
+    with plain ``zarr.open_array``), and a half-zero chunk round-trips in zero-mask form."""
+    try:
+        import tempfile
+
+        import numpy as np
+        import zarr
+
+        from neurolake.store import zeromask
+
+        points = [e for e in metadata.entry_points(group="zarr.codecs") if e.name == zeromask.NAME]
+        if not points or points[0].load() is not zeromask.ZeroMaskCodec:
+            return Finding(
+                "zarr",
+                FAIL,
+                f"Zarr {zarr.__version__} has no entry point for the lake's codec {zeromask.NAME!r}: "
+                "zarr.open_array cannot read layers without importing neurolake first",
+                "reinstall neurolake with pip (pip install -e . in a checkout) so its entry points are registered",
+            )
+        values = np.maximum(np.random.default_rng(0).standard_normal((64, 48)), 0).astype(np.float16)
+        with tempfile.TemporaryDirectory(prefix="neurolake-doctor-") as tmp:
+            array = zarr.create_array(
+                tmp, shape=values.shape, chunks=values.shape, dtype="float16", compressors=[zeromask.ZeroMaskCodec()]
+            )
+            array[:] = values
+            with open(os.path.join(tmp, "c", "0", "0"), "rb") as f:
+                stored = f.read()
+            back = zarr.open_array(tmp, mode="r")[:]
+    except Exception as exc:
+        return Finding("zarr", FAIL, f"the lake's chunk codec failed: {_first_line(exc)}", _pin_hint("zarr"))
+    if not zeromask.is_zeromask(stored) or not np.array_equal(back, values):
+        return Finding("zarr", FAIL, "a zero-mask chunk did not round-trip through Zarr", "report it")
+    return Finding(
+        "zarr",
+        OK,
+        f"{zarr.__version__}: codec {zeromask.NAME} registered; a half-zero chunk stored in "
+        f"{len(stored) / values.nbytes:.2f} of its bytes and read back",
+    )
+
+
 def check_lake(url: str) -> Finding:
     """The lake (or, before it exists, the place it will be made) takes a write."""
     from neurolake.store.location import Location
@@ -397,6 +438,7 @@ def run_doctor(lake_url: str, out: TextIO, constraints: str | None = None, skip:
         ("duckdb", check_duckdb),
         ("espeak-ng", check_espeak),
         ("numba", check_numba),
+        ("zarr", check_zarr),
         ("lake", lambda: check_lake(lake_url)),
         ("gpu", check_gpu),
     ]

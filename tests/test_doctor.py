@@ -10,7 +10,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from neurolake.doctor import FAIL, OK, check_lake, check_lock, main_exit_code, read_constraints
+from neurolake.doctor import FAIL, OK, check_lake, check_lock, check_zarr, main_exit_code, read_constraints
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "constraints.txt"
@@ -46,11 +46,12 @@ def test_doctor_is_clean_here_and_keeps_ray_quiet(tmp_path):
         "duckdb": OK,
         "espeak-ng": OK,
         "numba": OK,
+        "zarr": OK,
         "lake": OK,
         "gpu": statuses["gpu"],
     }
     assert statuses["gpu"] in ("ok", "info")
-    assert lines[-1] == "all 10 checks passed"
+    assert lines[-1] == "all 11 checks passed"
     assert f"torch {metadata.version('torch')}" in proc.stdout
     # Nothing from Ray's loggers (its token-authentication banner among them) without -v.
     assert "Token authentication" not in proc.stdout + proc.stderr
@@ -131,3 +132,20 @@ def test_ci_runs_the_readme_test_command():
         ["bash", "-c", assignment + '; printf %s "$cmd"'], capture_output=True, text=True, cwd=ROOT, check=True
     ).stdout
     assert extracted == tests
+
+
+def test_zarr_check_fails_without_the_codec_entry_point(monkeypatch):
+    """An install without this package's entry points (a copied source tree) is one FAIL line
+    saying what breaks and how to fix it."""
+    assert check_zarr().status == OK
+    everything = metadata.entry_points
+
+    def without_ours(**kwargs):
+        points = everything(**kwargs)
+        return [e for e in points if e.name != "neurolake.zeromask"] if kwargs.get("group") == "zarr.codecs" else points
+
+    monkeypatch.setattr(metadata, "entry_points", without_ours)
+    finding = check_zarr()
+    assert finding.status == FAIL
+    assert "no entry point for the lake's codec 'neurolake.zeromask'" in finding.detail
+    assert "reinstall neurolake with pip" in finding.fix
