@@ -3,12 +3,12 @@
 Writes the same float16 activation bytes twice to the same disk in one run (``--data
 synthetic``: ReLU-like, about half zeros, random mantissas - a hard case for compression;
 ``--data demo``: the bundled model's real activations on synthetic speech, ~90 % zeros), each timed until the data is on disk (``sync``; the page cache alone
-makes raw writes swing between 0.6 and 1.5 GB/s) — once through ``neurolake.store`` (Zarr v3, zstd, sharded, with tables and
+makes raw writes swing between 0.6 and 1.5 GB/s) — once through ``neurolake.store`` (Zarr v3, zero-mask or zstd chunks, sharded, with tables and
 commit markers), once as one raw ``.npy`` file per shard — and prints MB/s for both, their
 ratio (target >= 0.5), and the compression ratio. Then gathers a random 5 % of rows per
 layer with ``Run.read_rows`` versus reading the same chunks whole (target >= 0.5).
 
-    python benchmarks/store_throughput.py [--data demo,synthetic] [--gb 1.0] [--dir DIR]
+    python benchmarks/store_throughput.py [--data demo,synthetic] [--gb 1.0] [--codec zeromask|zstd] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -137,6 +137,9 @@ def main() -> None:
         default=1,
         help="zstd level of the run (default 1, the store default; negative = fast modes)",
     )
+    ap.add_argument(
+        "--codec", default="zeromask", choices=("zeromask", "zstd"), help="how chunks are stored (default: the lake's)"
+    )
     ap.add_argument("--dir", default=None, help="directory on the disk to measure (default: a temp dir)")
     ap.add_argument(
         "--data",
@@ -164,7 +167,7 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         n_shards = rows // ROWS_PER_SHARD
         total_bytes = rows * bytes_per_row
         print(
-            f"\n{kind} data: {len(layers)} layers, {bytes_per_row // 2} units in all, x {rows} rows float16 = "
+            f"\n{kind} data ({args.codec}): {len(layers)} layers, {bytes_per_row // 2} units in all, x {rows} rows float16 = "
             f"{total_bytes / 1e9:.2f} GB"
         )
 
@@ -199,6 +202,7 @@ def measure(kind: str, args: argparse.Namespace) -> None:
                 layers=layers,
                 plan=plan,
                 zstd_level=args.zstd_level,
+                codec=args.codec,
             )
             for unit in plan.parts:
                 writer = run.part_writer(unit.part_id)

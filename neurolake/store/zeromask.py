@@ -8,15 +8,21 @@ several GB/s per core, so a layer of such values reads about as fast as raw ``.n
 
 A zero-mask chunk (all integers little-endian)::
 
-    b"NLZM"   uint32 items   uint8 item size   3 zero bytes      (12-byte header)
+    b"NLZM"   uint32 items   uint8 item size   uint8 flags   2 zero bytes    (12-byte header)
     mask      ceil(items / 8) bytes: bit b of byte g set when item 8 g + b is not zero
+              (flags bit 0 set: uint32 length, then the mask as a zstd frame of that length)
     values    the non-zero items, in order, item size bytes each
+
+The mask is stored as a zstd frame when that saves :data:`MIN_SAVING` of the chunk: in real
+activations (90 % zeros after a ReLU, whole units or frames silent) it is a third of the
+chunk and zstd shrinks it several times; half zeros at random places leave it as it is. It
+is 1/16 of a float16 chunk's size, so decompressing it costs little of the decoding.
 
 "Zero" is bitwise: every byte of the item zero (``-0.0`` is kept as a value), so the round
 trip is exact for any dtype. The codec :class:`ZeroMaskCodec` (Zarr v3 name
 ``neurolake.zeromask``, registered with Zarr by this package's entry point) decodes both
-these chunks and zstd frames, and encodes each chunk in whichever form :func:`choose`
-picks, so a layer holds zero-mask chunks where the values have zeros and ordinary zstd
+these chunks and zstd frames, and encodes each chunk in zero-mask form where
+:func:`worth_it` says so, so a layer holds zero-mask chunks where the values have zeros and ordinary zstd
 frames where they do not.
 """
 
@@ -42,6 +48,8 @@ if TYPE_CHECKING:
 NAME = "neurolake.zeromask"
 MAGIC = b"NLZM"
 HEADER = 12
+MASK_ZSTD = 1  # flags bit: the mask is a zstd frame
+MASK_LEVEL = 1  # zstd level of compressed masks
 ITEM_SIZES = (1, 2, 4, 8)
 # A chunk is stored in this form when that saves at least this much of its raw size (the
 # same bar as cube.MIN_SAVING): for float16 that means at least 16.25 % zero items.
@@ -139,7 +147,8 @@ def items_of(data: np.ndarray) -> np.ndarray:
 
 
 def stored_size(items: int, nonzero: int, item_size: int) -> int:
-    """Bytes of the zero-mask form of a chunk of ``items`` with ``nonzero`` of them not zero."""
+    """Bytes of the zero-mask form of a chunk of ``items`` with ``nonzero`` of them not zero,
+    its mask stored as it is (a compressed mask makes it smaller)."""
     return HEADER + (items + 7) // 8 + nonzero * item_size
 
 
@@ -155,15 +164,21 @@ def worth_it(items: np.ndarray, nonzero_items: int) -> bool:
 
 
 def encode(items: np.ndarray) -> bytes:
-    """The zero-mask form of ``items`` (from :func:`items_of`)."""
+    """The zero-mask form of ``items`` (from :func:`items_of`), its mask compressed when that
+    saves :data:`MIN_SAVING` of the chunk."""
     n, size = items.size, items.dtype.itemsize
-    body = HEADER + (n + 7) // 8
+    n_mask = (n + 7) // 8
+    body = HEADER + n_mask
     scratch = getattr(_local, "scratch", None)
     if scratch is None or scratch.size < body + n * size:
         scratch = _local.scratch = np.empty(body + n * size, np.uint8)
     k = int(_pack(items, scratch[HEADER:body], scratch[body : body + n * size].view(items.dtype)))
-    header = MAGIC + struct.pack("<IB3x", n, size)
-    return b"".join([header, scratch[HEADER : body + k * size].data])
+    values = scratch[body : body + k * size]
+    packed = _compressor(MASK_LEVEL).compress(scratch[HEADER:body].data)
+    if n_mask - (4 + len(packed)) >= MIN_SAVING * (body + values.size):
+        header = MAGIC + struct.pack("<IBB2xI", n, size, MASK_ZSTD, len(packed))
+        return b"".join([header, packed, values.data])
+    return b"".join([MAGIC + struct.pack("<IB3x", n, size), scratch[HEADER : body + k * size].data])
 
 
 def is_zeromask(frame: bytes | memoryview | np.ndarray) -> bool:
@@ -180,14 +195,34 @@ def decode_into(frame: bytes | memoryview, out: np.ndarray) -> None:
         raise ValueError("not a zero-mask chunk")
     head = np.frombuffer(frame, np.uint8, HEADER)
     n = int(head[4:8].view("<u4")[0])
-    size = int(head[8])
+    size, flags = int(head[8]), int(head[9])
     items = items_of(out)
     if size != items.dtype.itemsize or n != items.size:
         raise ValueError(f"holds {n} items of {size} bytes, {items.size} of {items.dtype.itemsize} expected")
-    body = HEADER + (n + 7) // 8
-    if len(frame) < body or (len(frame) - body) % size:
+    if flags & ~MASK_ZSTD:
+        raise ValueError(f"has unknown flags {flags:#x}")
+    n_mask = (n + 7) // 8
+    if flags & MASK_ZSTD:
+        if len(frame) < HEADER + 4:
+            raise ValueError(f"is truncated ({len(frame)} bytes)")
+        length = int(np.frombuffer(frame, "<u4", 1, HEADER)[0])
+        body = HEADER + 4 + length
+        if len(frame) < body:
+            raise ValueError(f"is truncated ({len(frame)} bytes)")
+        try:
+            raw = _decompressor().decompress(frame[HEADER + 4 : body], max_output_size=n_mask)
+        except zstandard.ZstdError as exc:
+            raise ValueError(f"has a damaged mask ({exc})") from None
+        if len(raw) != n_mask:
+            raise ValueError(f"has a mask of {len(raw)} bytes, {n_mask} expected")
+        mask = np.frombuffer(raw, np.uint8)
+    else:
+        body = HEADER + n_mask
+        if len(frame) < body:
+            raise ValueError(f"is truncated ({len(frame)} bytes)")
+        mask = np.frombuffer(frame, np.uint8, n_mask, HEADER)
+    if (len(frame) - body) % size:
         raise ValueError(f"is truncated ({len(frame)} bytes)")
-    mask = np.frombuffer(frame, np.uint8, body - HEADER, HEADER)
     values = np.frombuffer(frame, items.dtype, (len(frame) - body) // size, body)
     used = int(_unpack(mask, values, items, _RANK, _COUNT, _KEEP[size]))
     if used != values.size:

@@ -50,8 +50,8 @@ def test_shard_bytes_equal_zarr(tmp_path, level, codec):
         assert index[3, 1] < 64 and first[:4] == last[:4] == b"\x28\xb5\x2f\xfd"  # kept though tiny
     else:  # half zeros, and one value: both in zero-mask form (header, one bit per value, values)
         assert first[:4] == last[:4] == MAGIC
-        assert len(last) == 12 + 128 * 33 // 8 + 2
-        assert len(first) == 12 + 128 * 33 // 8 + 2 * np.count_nonzero(block[:128])
+        assert first[9] == 0 and len(first) == 12 + 128 * 33 // 8 + 2 * np.count_nonzero(block[:128])
+        assert last[9] == 1 and len(last) < 64  # one bit set of 4,224: the mask compressed
 
     # Our bytes as the second shard, including an all-zero shard, read back by Zarr.
     (tmp_path / "x" / "c" / "1").mkdir()

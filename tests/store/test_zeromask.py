@@ -44,10 +44,33 @@ def test_round_trips_are_exact(dtype):
                 x[1], x[2], x[3] = -0.0, np.nan, -np.inf  # kept bit for bit; -0.0 is not a zero item
             items = zeromask.items_of(x)
             frame = zeromask.encode(items)
-            assert len(frame) == zeromask.stored_size(n, int(np.count_nonzero(items)), x.itemsize)
+            plain = zeromask.stored_size(n, int(np.count_nonzero(items)), x.itemsize)
+            assert len(frame) == plain if frame[9] == 0 else len(frame) < 0.9 * plain
+            if n >= 1000 and zeros >= 0.97:
+                assert frame[9] == zeromask.MASK_ZSTD  # a mask of few bits set is compressed
+            if n >= 1000 and zeros in (0.3, 0.5):
+                assert frame[9] == 0  # bits set at random: left as it is
             out = np.empty_like(x)
             zeromask.decode_into(memoryview(frame), out)
             np.testing.assert_array_equal(out.view(items.dtype), items)
+
+
+def test_a_compressed_mask_by_hand():
+    """A mask of few bits set is stored as a zstd frame after its length, flags bit 0 set."""
+    import zstandard
+
+    x = np.zeros(8000, np.float16)
+    x[[3, 999, 7000]] = [1.5, -2.0, 0.25]
+    items = zeromask.items_of(x)
+    frame = zeromask.encode(items)
+    assert frame[:12] == b"NLZM" + (8000).to_bytes(4, "little") + bytes([2, 1, 0, 0])
+    length = int.from_bytes(frame[12:16], "little")
+    mask = zstandard.ZstdDecompressor().decompress(frame[16 : 16 + length])
+    assert mask == np.packbits(items != 0, bitorder="little").tobytes()
+    assert frame[16 + length :] == x[[3, 999, 7000]].astype("<f2").tobytes()
+    out = np.empty_like(x)
+    zeromask.decode_into(frame, out)
+    np.testing.assert_array_equal(out.view(np.uint16), items)
 
 
 def test_damaged_chunks_are_refused():
@@ -64,6 +87,16 @@ def test_damaged_chunks_are_refused():
         zeromask.decode_into(frame, out[:999])
     with pytest.raises(ValueError, match="not a zero-mask chunk"):
         zeromask.decode_into(b"\x28\xb5\x2f\xfd" + frame[4:], out)
+    with pytest.raises(ValueError, match="unknown flags 0x2"):
+        zeromask.decode_into(frame[:9] + b"\x02" + frame[10:], out)
+    sparse = np.zeros(1000, np.float16)
+    sparse[[5, 500]] = 1.0
+    packed = zeromask.encode(zeromask.items_of(sparse))
+    assert packed[9] == zeromask.MASK_ZSTD
+    with pytest.raises(ValueError, match="damaged mask"):
+        zeromask.decode_into(packed[:16] + bytes(len(packed) - 20) + packed[-4:], out)
+    with pytest.raises(ValueError, match="truncated"):
+        zeromask.decode_into(packed[:20], out)
 
 
 def _shard_frames(run, layer: str, shard: int) -> list[bytes]:
