@@ -143,6 +143,8 @@ def items_of(data: np.ndarray) -> np.ndarray:
     size = data.dtype.itemsize
     if size not in _UINT:
         raise ValueError(f"zero-mask chunks hold items of {ITEM_SIZES} bytes, not {size}")
+    if not data.flags.c_contiguous:
+        raise ValueError("zero-mask chunks are read from and decoded into C-contiguous arrays")
     return data.reshape(-1).view(_UINT[size])
 
 
