@@ -273,6 +273,12 @@ class Run:
         for key in ("plan", "layers", "model", "corpus"):
             if key not in manifest:
                 raise CorruptFileError(f"{where} lacks the key {key!r}")
+        codec = manifest.get("storage", {}).get("codec", "zstd")
+        if codec not in cube.CODECS:
+            raise RunError(
+                f"run {run_id!r} stores its chunks with codec {codec!r}, which this version of neurolake "
+                f"does not read (it reads {', '.join(cube.CODECS)}); upgrade neurolake"
+            )
         run = cls(lake_loc, run_id, manifest)
         try:  # the layers and the plan's totals now, so a corrupt manifest fails here, naming the file
             _ = run.layers, run.plan_totals

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from neurolake.errors import IntegrityError, SpecError
+from neurolake.errors import IntegrityError, RunError, SpecError
 from neurolake.store import Lake, cube, zeromask
 from tests.store.partdata import CHUNK_ROWS, ROWS_PER_SHARD, create_run, expected_rows, write_part
 
@@ -181,3 +181,14 @@ def test_a_zstd_run_keeps_zstd_frames_also_when_resumed(tmp_path):
     np.testing.assert_array_equal(run.read_rows("enc.conv2", ids), expected_rows(1, 10, ids))
     with pytest.raises(SpecError, match="unknown storage codec 'lz4'; codecs are zeromask, zstd"):
         lake.create_run("y", codec="lz4", **kwargs)
+
+
+def test_a_run_with_a_codec_this_version_does_not_know_is_refused_in_one_line(tmp_path):
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    path = tmp_path / "lake" / "runs" / "r1" / "run.json"
+    manifest = json.loads(path.read_text())
+    manifest["storage"]["codec"] = "future"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match="run 'r1' stores its chunks with codec 'future', which this version"):
+        Lake.open(str(tmp_path / "lake")).run(run.run_id)
