@@ -124,14 +124,23 @@ def _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, hi
             low[u] = min(low[u], values[key_low[u]])
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _block_moments(units):  # pragma: no cover - numba
+    """A block's own accumulators (local arrays, which the compiler knows alias nothing): sums,
+    sums of squares, the highest and lowest order keys, active counts."""
+    return (
+        np.zeros(units),
+        np.zeros(units),
+        np.zeros(units, np.uint16),
+        np.full(units, 0xFFFF, np.uint16),
+        np.zeros(units, np.int32),
+    )
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def _moments_f16c(bits, values, total, squares, high, low, active):  # pragma: no cover - numba
     rows, units = bits.shape
-    sums = np.zeros(units)
-    sums_sq = np.zeros(units)
-    key_high = np.zeros(units, np.uint16)
-    key_low = np.full(units, 0xFFFF, np.uint16)
-    act = np.zeros(units, np.int32)
+    sums, sums_sq, key_high, key_low, act = _block_moments(units)
     for r in range(rows):
         row = bits[r]
         for u in range(units):
@@ -147,11 +156,7 @@ def _moments_widened(bits, values, total, squares, high, low, active):  # pragma
     rows, units = bits.shape
     wide = np.empty(units, np.uint32)
     as_float = wide.view(np.float32)
-    sums = np.zeros(units)
-    sums_sq = np.zeros(units)
-    key_high = np.zeros(units, np.uint16)
-    key_low = np.full(units, 0xFFFF, np.uint16)
-    act = np.zeros(units, np.int32)
+    sums, sums_sq, key_high, key_low, act = _block_moments(units)
     for r in range(rows):
         row = bits[r]
         _widen_f16(row, wide)
