@@ -65,6 +65,38 @@ def test_float16_infinities_and_nan_keep_their_meaning(f16c):
     np.testing.assert_array_equal(active, [1, 2, 1, 0])
 
 
+@pytest.mark.parametrize("f16c", WIDENINGS)
+def test_nan_patterns_among_values_are_no_extremes_and_active_counts_outgrow_16_bits(f16c):
+    """Every NaN pattern, of both signs, strewn among values: the extremes are numpy's
+    nanmax / nanmin, a column of NaN only keeps its extremes; 70,000 active rows in one block
+    count 70,000 (no count narrower than 17 bits may hold them)."""
+    f16c = _widening(f16c)
+    rng = np.random.default_rng(3)
+    patterns = np.arange(65536, dtype=np.uint32).astype(np.uint16)
+    nans = patterns[np.isnan(patterns.view(np.float16))]
+    bits = rng.standard_normal((2000, 16)).astype(np.float16).view(np.uint16)
+    bits[:, 3] = rng.choice(nans, 2000)  # NaN only
+    where = rng.random((2000, 16)) < 0.05
+    bits[where] = rng.choice(nans, int(where.sum()))
+    bits[17, 5], bits[18, 6] = 0x7FFF, 0xFFFF  # the NaNs beyond every other key, both signs
+    x = bits.view(np.float16).astype(np.float64)
+    total, squares, high, low, active = accumulators(16)
+    high[3], low[3] = 7.0, -7.0  # kept by the NaN column
+    kernels.moments_f16(bits, total, squares, high, low, active, f16c=f16c)
+    expected_high, expected_low = np.nanmax(x, 0), np.nanmin(x, 0)
+    expected_high[3], expected_low[3] = 7.0, -7.0
+    np.testing.assert_array_equal(high, expected_high)
+    np.testing.assert_array_equal(low, expected_low)
+    np.testing.assert_array_equal(active, (x > 0).sum(0))
+
+    ones = np.full((70_000, 4), np.float16(0.5)).view(np.uint16)
+    ones[:, 1] = np.float16(-1).view(np.uint16)
+    total, squares, high, low, active = accumulators(4)
+    kernels.moments_f16(ones, total, squares, high, low, active, f16c=f16c)
+    np.testing.assert_array_equal(active, [70_000, 0, 70_000, 70_000])
+    np.testing.assert_array_equal(total, [35_000, -70_000, 35_000, 35_000])
+
+
 def test_float32_moments_match_numpy():
     rng = np.random.default_rng(1)
     x = (rng.standard_normal((300, 70)) * 1e3).astype(np.float32)
