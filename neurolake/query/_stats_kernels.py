@@ -297,21 +297,40 @@ def quantiles(hist: np.ndarray, shift: int, qs, low: np.ndarray, high: np.ndarra
 
     Linear interpolation inside the bin where the cumulative count crosses ``q``, between
     the bin's first value and the next bin's first value; clipped to each unit's range.
+    One pass per unit over its bins up to the highest ``q`` (a numba kernel: the array
+    version took 40-180 ms for 768 units of 8,192 bins, a fixed cost beside a pass that
+    reads a layer in half a second).
     """
     edges = key_values()[:: 1 << shift]
     upper = np.append(edges[1:], np.inf)
-    cum = np.cumsum(hist, axis=1, dtype=np.int64)
-    total = cum[:, -1]
-    rows = np.arange(hist.shape[0])
-    out = np.empty((hist.shape[0], len(qs)))
-    for j, q in enumerate(qs):
-        target = q * total
-        b = np.minimum((cum < target[:, None]).sum(axis=1), hist.shape[1] - 1)
-        before = np.where(b > 0, cum[rows, np.maximum(b - 1, 0)], 0)
-        inside = hist[rows, b]
-        frac = np.where(inside > 0, (target - before) / np.maximum(inside, 1), 0.0)
-        lo_edge = edges[b]
-        hi_edge = np.minimum(upper[b], high)
-        value = lo_edge + frac * np.maximum(hi_edge - lo_edge, 0.0)
-        out[:, j] = np.minimum(np.maximum(value, low), high)
-    return out
+    qs = np.asarray(qs, dtype=np.float64)
+    order = np.argsort(qs, kind="stable")
+    out = np.empty((hist.shape[0], qs.size))
+    _quantiles(hist, edges, upper, qs[order], np.asarray(low, np.float64), np.asarray(high, np.float64), out)
+    result = np.empty_like(out)
+    result[:, order] = out
+    return result
+
+
+@numba.njit(nogil=True, cache=True)
+def _quantiles(hist, edges, upper, qs, low, high, out):  # pragma: no cover - numba
+    """:func:`quantiles` for ascending ``qs``: the first bin whose cumulative count reaches
+    ``q`` times the unit's count, walked to once for all ``qs``."""
+    units, bins = hist.shape
+    for u in range(units):
+        total = np.int64(0)
+        for b in range(bins):
+            total += hist[u, b]
+        cum = np.int64(0)
+        b = 0
+        for j in range(qs.size):
+            target = qs[j] * total
+            while b < bins - 1 and cum + hist[u, b] < target:
+                cum += hist[u, b]
+                b += 1
+            inside = hist[u, b]
+            frac = (target - cum) / inside if inside > 0 else 0.0
+            lo_edge = edges[b]
+            hi_edge = np.minimum(upper[b], high[u])
+            value = lo_edge + frac * np.maximum(hi_edge - lo_edge, 0.0)
+            out[u, j] = np.minimum(np.maximum(value, low[u]), high[u])

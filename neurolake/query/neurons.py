@@ -75,7 +75,10 @@ class _Accumulator:
         np.maximum(self.high, other.high, out=self.high)
         np.minimum(self.low, other.low, out=self.low)
         self.active += other.active
-        self.hist = self.hist + other.hist.astype(np.int64)
+        if self.hist.dtype == np.int32 and self.rows + other.rows < 2**31:  # no bin can overflow
+            np.add(self.hist, other.hist, out=self.hist)
+        else:
+            self.hist = self.hist + other.hist.astype(np.int64)
         self.rows += other.rows
 
 

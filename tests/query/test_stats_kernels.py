@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from neurolake.query import _stats_kernels as kernels
+from neurolake.query.neurons import check_bins
 
 # Both ways of widening float16: the CPU's conversion (where it has F16C) and integer code.
 WIDENINGS = [pytest.param(True, id="f16c"), pytest.param(False, id="integer")]
@@ -65,6 +66,7 @@ def test_float16_infinities_and_nan_keep_their_meaning(f16c):
     np.testing.assert_array_equal(active, [1, 2, 1, 0])
 
 
+@pytest.mark.filterwarnings("ignore:All-NaN slice")  # numpy's own extremes of the NaN column
 @pytest.mark.parametrize("f16c", WIDENINGS)
 def test_nan_patterns_among_values_are_no_extremes_and_active_counts_outgrow_16_bits(f16c):
     """Every NaN pattern, of both signs, strewn among values: the extremes are numpy's
@@ -160,3 +162,46 @@ def test_slot_sums_equal_numpy_in_float64():
     np.add.at(want, pair_slots, floats.astype(np.float64)[pair_rows])
     np.add.at(want2, pair_slots, floats.astype(np.float64)[pair_rows] ** 2)
     assert np.array_equal(sums, want) and np.array_equal(sums2, want2)
+
+
+def _array_quantiles(hist, shift, qs, low, high):
+    """The quantiles of :func:`kernels.quantiles` in numpy array operations, bin by bin."""
+    edges = kernels.key_values()[:: 1 << shift]
+    upper = np.append(edges[1:], np.inf)
+    cum = np.cumsum(hist, axis=1, dtype=np.int64)
+    total = cum[:, -1]
+    rows = np.arange(hist.shape[0])
+    out = np.empty((hist.shape[0], len(qs)))
+    for j, q in enumerate(qs):
+        target = q * total
+        b = np.minimum((cum < target[:, None]).sum(axis=1), hist.shape[1] - 1)
+        before = np.where(b > 0, cum[rows, np.maximum(b - 1, 0)], 0)
+        inside = hist[rows, b]
+        frac = np.where(inside > 0, (target - before) / np.maximum(inside, 1), 0.0)
+        hi_edge = np.minimum(upper[b], high)
+        value = edges[b] + frac * np.maximum(hi_edge - edges[b], 0.0)
+        out[:, j] = np.minimum(np.maximum(value, low), high)
+    return out
+
+
+@pytest.mark.parametrize("bins", [65536, 8192, 256])
+def test_quantiles_walk_to_the_same_bins_as_the_array_version(bins):
+    """Per-unit scaled values, a unit of zeros, one half infinite, one without values; the
+    quantiles asked for out of order."""
+    shift = check_bins(bins)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((3000, 40)) * rng.gamma(2.0, 1.0, 40)).astype(np.float16)
+    x[:, 3] = 0
+    x[:1500, 4] = np.inf
+    hist = np.zeros((40, bins), np.int32)
+    kernels.histogram(x.view(np.uint16), np.arange(3000), shift, hist)
+    hist[5] = 0
+    d = x.astype(np.float64)
+    low, high = d.min(0), d.max(0)
+    low[5], high[5] = np.inf, -np.inf
+    qs = (0.99, 0.5, 0.25, 0.9, 1.0)
+    got = kernels.quantiles(hist, shift, qs, low, high)
+    with np.errstate(invalid="ignore"):  # the infinite unit's bins: inf - inf, as in the kernel
+        expected = _array_quantiles(hist, shift, qs, low, high)
+    np.testing.assert_array_equal(got, expected)
+    assert np.isfinite(got[[0, 1, 2, 3]]).all() and np.isnan(got[5]).all()
