@@ -12,10 +12,12 @@ level 1 shrinks by under 10 %; ``--codec zstd``: zstd frames only; 256-row chunk
   same array (the previous path), and against decoding the stored chunks alone (zstd or
   zero-mask) on one core times the cores (the ceiling of any reader of these bytes); target
   >= 1 GB/s on 2 cores; and dask's own cost: the same dask reads over the raw ``.npy``
-  file (memory-mapped, one block per shard's rows), materialised and block by block;
+  file (memory-mapped, one block per shard's rows), materialised and block by block; and
+  dask over blocks of one shard each (the layout before blocks of several shards);
 - **group gather**: a group of whole utterances holding 5 % of the frames (groups follow
   utterances, words and phonemes) versus reading the layer whole (target <= 0.2), and,
-  for reference, a random 5 % of rows (every chunk touched);
+  for reference, a random 5 % of rows (every chunk touched); the same group through dask
+  (``Run.layer_dask(frame_ids=)``);
 - **shard encoding**: 48 shards encoded as the writer encodes them, on 1 and 2 threads, and
   where one encode's time goes: the chunks' encoding (zstd or zero-mask), the join of the shard's bytes and its CRC32C (C code
   that releases the interpreter lock) and the rest, Python code that holds it; that share
@@ -40,6 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import zstandard
@@ -225,6 +228,12 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         t_blockwise = best(lambda: blockwise.compute(), args.repeats)
         # The same through dask over the raw .npy file (memory-mapped, one block per shard's
         # rows): what dask costs on the cheapest source there is.
+        # The layout before: one block per shard (what a block of several shards saves).
+        with dask.config.set({"array.chunk-size": "1B"}):
+            per_shard = run.layer_dask("layer")[:n]
+        t_dask_shard = best(lambda: per_shard.compute(), args.repeats)
+        per_shard_blockwise = per_shard.map_blocks(lambda b: b[:1].copy(), chunks=(1, UNITS))
+        t_blockwise_shard = best(lambda: per_shard_blockwise.compute(), args.repeats)
         raw_dask = da.from_array(np.load(base / "layer.npy", mmap_mode="r"), chunks=(ROWS_PER_SHARD, UNITS))
         t_dask_raw = best(lambda: raw_dask.compute(), args.repeats)
         raw_blockwise = raw_dask.map_blocks(lambda b: b[:1].copy(), chunks=(1, UNITS))
@@ -248,6 +257,10 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         print(
             f"  ratios: numpy/raw {t_raw / t_numpy:.2f} (target >= 0.8)  dask/raw {t_raw / t_dask:.2f}  "
             f"dask-blockwise/raw {t_raw / t_blockwise:.2f}  numpy/zarr {t_zarr / t_numpy:.2f}  numpy/(decoding x cores) {t_decode / read_threads() / t_numpy:.2f}"
+        )
+        print(
+            f"  dask blocks: {run.layer_dask('layer').chunks[0][0] // ROWS_PER_SHARD} shards each; one shard each (as before): "
+            f"materialised {gbs(t_dask_shard):.2f} GB/s, blockwise {gbs(t_blockwise_shard):.2f} GB/s"
         )
         print(
             f"  dask against dask over raw .npy (target >= 0.8): materialised {t_dask_raw / t_dask:.2f}, "
@@ -287,6 +300,13 @@ def measure(kind: str, args: argparse.Namespace) -> None:
             f"{t_group:.3f} s = {t_group / t_numpy:.3f} of the layer read (target <= 0.2)"
         )
         print(f"  gather a random 5 % of rows: {t_random:.3f} s = {t_random / t_numpy:.2f} of the layer read")
+        lazy_group = run.layer_dask("layer", frame_ids=group)
+        assert np.array_equal(lazy_group.compute(), reference[group])
+        t_lazy_group = best(lambda: lazy_group.compute(), args.repeats)
+        print(
+            f"  the same 5 % group through dask (layer_dask(frame_ids=), {len(lazy_group.chunks[0])} blocks): "
+            f"{t_lazy_group:.3f} s = {t_lazy_group / t_numpy:.3f} of the layer read"
+        )
 
         # ---- streaming statistics
         commits = run.commits()

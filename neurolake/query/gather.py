@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -53,12 +54,11 @@ def gather_activations(
     run = lake.run(run_id)
     if not layers:
         raise GroupError(f"name at least one layer; run {run_id!r} has: {', '.join(run.layer_names)}")
-    out = {}
+    out: dict[str, Any] = {}
     for layer in layers:
         run.layer(layer)
         if as_dask:
-            run.check_frame_ids(ids)
-            out[layer] = run.layer_dask(layer)[ids]
+            out[layer] = run.layer_dask(layer, frame_ids=ids)
         else:
             out[layer] = run.read_rows(layer, ids)
     return Gathered(run_id=run_id, frame_ids=ids, layers=out)

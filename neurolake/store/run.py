@@ -47,7 +47,7 @@ from neurolake.store.lease import LeaseToken
 from neurolake.store.location import Location, canonical_json
 from neurolake.store.plan import Part, Plan
 from neurolake.store.pools import SharedPool
-from neurolake.store.reader import LayerReader
+from neurolake.store.reader import LayerReader, read_threads
 from neurolake.store.zeromask import ZeroMaskCodec
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,12 @@ class _ReaderArray:
         start, stop, step = rows.indices(self.shape[0])
         block = self.reader.read_range(start, stop, parallel=False)
         return block[::step, cols] if step != 1 or cols != slice(None) else block
+
+
+def _read_rows_block(reader: LayerReader, ids: np.ndarray) -> np.ndarray:
+    """One block of :meth:`Run.layer_dask` over frame ids: their rows, decoded on the calling
+    (dask) thread."""
+    return reader.read_rows(ids, parallel=False)
 
 
 class VisibleMarkers(Mapping[str, CommitMarker]):
@@ -624,29 +630,66 @@ class Run:
             return reader.read_range(row_start, row_stop)
         return self._array(layer)[row_start:row_stop]
 
-    def layer_dask(self, layer: str, relevance: bool = False) -> da.Array:
-        """The whole layer as a dask array ``[total_rows, units]``, one block per shard.
+    def layer_dask(
+        self, layer: str, relevance: bool = False, frame_ids: Sequence[int] | np.ndarray | None = None
+    ) -> da.Array:
+        """The whole layer as a dask array ``[total_rows, units]``, or with ``frame_ids``
+        (sorted, distinct frames of committed parts) those rows only, ``[len(frame_ids), units]``.
 
         Rows of uncommitted parts and padding rows read as zeros; select real frames with
-        :meth:`committed_frame_ids`. Each block is one shard, read and decoded by the
-        block's dask task (dask's threads decode shards in parallel).
+        :meth:`committed_frame_ids`. A block is a run of whole shards, read and decoded by the
+        block's dask task (dask's threads decode blocks in parallel): as many shards as fit in
+        dask's ``array.chunk-size`` (128 MiB unless configured), but no more than the layer's
+        shards shared out as four blocks per decoding thread. Per-task costs of dask's scheduler
+        made one-shard blocks (6 MB for 768 float16 units) read at about half the speed of
+        the numpy path. With ``frame_ids`` a block holds the ids of the same shards and reads
+        only the chunks they touch.
         """
         import dask.array as da
         from dask.base import tokenize
 
+        spec = self._spec(layer, relevance)
+        rps, total = self.plan.rows_per_shard, self.plan.total_rows
+        block_rows = rps * self._dask_block_shards(spec.units * np.dtype(spec.dtype).itemsize)
         reader = self._reader(layer, relevance)
+        if frame_ids is not None:
+            ids = np.asarray(frame_ids, dtype=np.int64).reshape(-1)
+            if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+                raise ValueError("layer_dask takes sorted, distinct frame ids")
+            if ids.size == 0:
+                return da.zeros((0, spec.units), dtype=spec.dtype)
+            self.check_frame_ids(ids)
+            self._check_shards(layer, self._shards_of(ids), relevance)
+            if reader is None:
+                arr = self._array(layer, relevance)
+                return da.from_zarr(arr, chunks=(block_rows, arr.shape[1]))[ids]
+            cuts = np.searchsorted(ids, np.arange(block_rows, int(ids[-1]) + 1, block_rows))
+            blocks = [b for b in np.split(ids, cuts) if b.size]
+            name = "neurolake-rows-" + tokenize(reader.loc.url, layer, relevance, ids)
+            graph = {(name, i, 0): (_read_rows_block, reader, block) for i, block in enumerate(blocks)}
+            chunks = (tuple(b.size for b in blocks), (spec.units,))
+            return da.Array(graph, name, chunks, dtype=spec.dtype)
         if reader is None:
             arr = self._array(layer, relevance)
-            return da.from_zarr(arr, chunks=(self.plan.rows_per_shard, arr.shape[1]))
-        spec = self._spec(layer, relevance)
+            return da.from_zarr(arr, chunks=(block_rows, arr.shape[1]))
         return da.from_array(
-            _ReaderArray(reader, self.plan.total_rows),
-            chunks=(self.plan.rows_per_shard, spec.units),
+            _ReaderArray(reader, total),
+            chunks=(block_rows, spec.units),
             asarray=False,
             fancy=False,
             lock=False,
-            name="neurolake-" + tokenize(reader.loc.url, layer, relevance, self.plan.total_rows),
+            name="neurolake-" + tokenize(reader.loc.url, layer, relevance, total, block_rows),
         )
+
+    def _dask_block_shards(self, row_bytes: int) -> int:
+        """Shards per block of :meth:`layer_dask` for rows of ``row_bytes``."""
+        import dask
+        from dask.utils import parse_bytes
+
+        rps = self.plan.rows_per_shard
+        fit = int(parse_bytes(dask.config.get("array.chunk-size"))) // (rps * row_bytes)
+        shards = -(-self.plan.total_rows // rps)
+        return max(1, min(fit, -(-shards // (4 * read_threads()))))
 
     def _reader(self, layer: str, relevance: bool) -> LayerReader | None:
         """The direct shard reader of a layer, or None where its array is not in the format

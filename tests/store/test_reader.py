@@ -3,15 +3,17 @@ touches, and refuses a damaged chunk index."""
 
 from __future__ import annotations
 
+import math
 import os
 from functools import partial
 
+import dask
 import numpy as np
 import pytest
 
 from neurolake.errors import IntegrityError
 from neurolake.store import Lake, cube
-from neurolake.store.reader import LayerReader
+from neurolake.store.reader import LayerReader, read_threads
 from tests.store.partdata import CHUNK_ROWS, ROWS_PER_SHARD, create_run, expected_rows, write_part
 
 
@@ -45,6 +47,18 @@ def test_reads_equal_zarr_on_every_backend(gap_run, monkeypatch):
         # Zarr's own read is the oracle: real rows where parts committed, zeros elsewhere.
         np.testing.assert_array_equal(whole[ids], expected_rows(li, layer.units, ids))
         np.testing.assert_array_equal(run.layer_dask(layer.name).compute(), whole)
+        rps = run.plan.rows_per_shard
+        for size, shards_per_block in (("1B", 1), ("1TiB", None)):  # one shard a block; as big as the rule allows
+            with dask.config.set({"array.chunk-size": size}):
+                lazy = run.layer_dask(layer.name)
+            blocks = lazy.chunks[0]
+            assert all(b % rps == 0 for b in blocks[:-1]) and sum(blocks) == whole.shape[0]
+            if shards_per_block is not None:
+                assert blocks[0] == rps * shards_per_block
+            else:  # the layer's shards shared out as about four blocks per decoding thread
+                shards = math.ceil(whole.shape[0] / rps)
+                assert blocks[0] == rps * math.ceil(shards / (4 * read_threads()))
+            np.testing.assert_array_equal(lazy.compute(), whole)
         np.testing.assert_array_equal(reader.read_range(0, whole.shape[0]), whole)
         np.testing.assert_array_equal(reader.read_range(0, whole.shape[0], parallel=False), whole)
         for _ in range(20 if run.loc.is_local else 4):  # ranges that start and stop inside chunks and shards
@@ -57,6 +71,14 @@ def test_reads_equal_zarr_on_every_backend(gap_run, monkeypatch):
         np.testing.assert_array_equal(reader.read_rows(clustered), whole[clustered])
         for wanted in (scattered, clustered, ids):  # streamed a few chunks at a time to a visitor
             np.testing.assert_array_equal(_visited(run, layer.name, wanted), whole[wanted])
+            with dask.config.set({"array.chunk-size": "1B"}):  # and lazily, a block per touched shard
+                lazy = run.layer_dask(layer.name, frame_ids=wanted)
+            assert len(lazy.chunks[0]) == np.unique(wanted // rps).size
+            np.testing.assert_array_equal(lazy.compute(), whole[wanted])
+            np.testing.assert_array_equal(run.layer_dask(layer.name, frame_ids=wanted).compute(), whole[wanted])
+        assert run.layer_dask(layer.name, frame_ids=ids[:0]).compute().shape == (0, layer.units)
+        with pytest.raises(ValueError, match="sorted, distinct"):
+            run.layer_dask(layer.name, frame_ids=ids[[1, 0]])
         shuffled = rng.choice(ids, 200, replace=True)
         np.testing.assert_array_equal(run.read_rows(layer.name, shuffled), whole[shuffled])
         np.testing.assert_array_equal(run.read_rows(layer.name, ids[:1]), whole[ids[:1]])
@@ -237,6 +259,7 @@ def test_arrays_not_in_the_lake_format_are_read_by_zarr(tmp_path):
     rows = np.array([0, 7, 300, 301], dtype=np.int64)
     np.testing.assert_array_equal(run.read_rows(layer.name, rows), expected_rows(1, layer.units, rows))
     np.testing.assert_array_equal(run.layer_dask(layer.name)[:302].compute(), old[:302])
+    np.testing.assert_array_equal(run.layer_dask(layer.name, frame_ids=rows).compute(), old[rows])
     np.testing.assert_array_equal(_visited(run, layer.name, rows), expected_rows(1, layer.units, rows))
     # Neuron statistics read it block by block through Zarr: the same numbers as numpy's.
     from neurolake.query.neurons import layer_statistics
