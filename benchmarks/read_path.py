@@ -226,14 +226,14 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         # block's memory alive, and fresh pages for all of them cost as much as the read).
         blockwise = run.layer_dask("layer")[:n].map_blocks(lambda b: b[:1].copy(), chunks=(1, UNITS))
         t_blockwise = best(lambda: blockwise.compute(), args.repeats)
-        # The same through dask over the raw .npy file (memory-mapped, one block per shard's
-        # rows): what dask costs on the cheapest source there is.
         # The layout before: one block per shard (what a block of several shards saves).
         with dask.config.set({"array.chunk-size": "1B"}):
             per_shard = run.layer_dask("layer")[:n]
         t_dask_shard = best(lambda: per_shard.compute(), args.repeats)
         per_shard_blockwise = per_shard.map_blocks(lambda b: b[:1].copy(), chunks=(1, UNITS))
         t_blockwise_shard = best(lambda: per_shard_blockwise.compute(), args.repeats)
+        # The same through dask over the raw .npy file (memory-mapped, one block per shard's
+        # rows): what dask costs on the cheapest source there is.
         raw_dask = da.from_array(np.load(base / "layer.npy", mmap_mode="r"), chunks=(ROWS_PER_SHARD, UNITS))
         t_dask_raw = best(lambda: raw_dask.compute(), args.repeats)
         raw_blockwise = raw_dask.map_blocks(lambda b: b[:1].copy(), chunks=(1, UNITS))

@@ -597,17 +597,10 @@ class Run:
         that Zarr reads (not in the lake's format) are visited 16 shards' frames at a time.
         Frames outside committed parts are refused, as by :meth:`read_rows`.
         """
-        ids = np.asarray(frame_ids, dtype=np.int64).reshape(-1)
+        ids = self._checked_sorted_ids(layer, frame_ids, relevance, "visit_rows")
         if ids.size == 0:
             return
-        if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
-            raise ValueError("visit_rows takes sorted, distinct frame ids")
         spec = self._spec(layer, relevance)
-        # Sorted ids are checked by counting them per committed range, not by a search per id.
-        starts, stops = self._committed_ranges()
-        if int((np.searchsorted(ids, stops) - np.searchsorted(ids, starts)).sum()) != ids.size:
-            self.check_frame_ids(ids)
-        self._check_shards(layer, self._shards_of(ids), relevance)
         reader = self._reader(layer, relevance)
         if reader is not None:
             reader.visit_rows(ids, visit)
@@ -617,6 +610,22 @@ class Run:
         for start in range(0, ids.size, step):
             rows = array.get_orthogonal_selection((ids[start : start + step], slice(None)))
             visit(np.asarray(rows, spec.dtype), start)
+
+    def _checked_sorted_ids(
+        self, layer: str, frame_ids: Sequence[int] | np.ndarray, relevance: bool, caller: str
+    ) -> np.ndarray:
+        """``frame_ids`` as int64, refused unless sorted, distinct, frames of committed parts
+        and in shards that exist (sorted ids are checked by counting them per committed range,
+        not by a search per id)."""
+        ids = np.asarray(frame_ids, dtype=np.int64).reshape(-1)
+        if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+            raise ValueError(f"{caller} takes sorted, distinct frame ids")
+        if ids.size:
+            starts, stops = self._committed_ranges()
+            if int((np.searchsorted(ids, stops) - np.searchsorted(ids, starts)).sum()) != ids.size:
+                self.check_frame_ids(ids)
+            self._check_shards(layer, self._shards_of(ids), relevance)
+        return ids
 
     def read_range(self, layer: str, row_start: int, row_stop: int) -> np.ndarray:
         """Rows ``[row_start, row_stop)`` of a layer, which must lie in committed parts."""
@@ -653,13 +662,9 @@ class Run:
         block_rows = rps * self._dask_block_shards(spec.units * np.dtype(spec.dtype).itemsize)
         reader = self._reader(layer, relevance)
         if frame_ids is not None:
-            ids = np.asarray(frame_ids, dtype=np.int64).reshape(-1)
-            if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
-                raise ValueError("layer_dask takes sorted, distinct frame ids")
+            ids = self._checked_sorted_ids(layer, frame_ids, relevance, "layer_dask")
             if ids.size == 0:
                 return da.zeros((0, spec.units), dtype=spec.dtype)
-            self.check_frame_ids(ids)
-            self._check_shards(layer, self._shards_of(ids), relevance)
             if reader is None:
                 arr = self._array(layer, relevance)
                 return da.from_zarr(arr, chunks=(block_rows, arr.shape[1]))[ids]
