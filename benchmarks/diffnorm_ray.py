@@ -1,13 +1,16 @@
-"""Where a DiffNorm search's time goes: one process against the counting on Ray workers.
+"""Where a DiffNorm search's time goes: one process against the search on Ray workers.
 
-    python benchmarks/diffnorm_ray.py [--frames N] [--iterations N] [--workers 0 1 2]
+    python benchmarks/diffnorm_ray.py [--frames N] [--iterations N] [--workers 0 1 2 0 1 2]
 
 Runs the ``--large`` contrast of ``benchmarks/diffnorm.py`` (N frames x 2,000 units, 5 %
-active, target-only groups planted) once per entry of ``--workers`` (0: one process; k: the
-row-partitioned counter on k Ray actors, even for k = 1) and prints, for each run, its time,
-the time of every counting call and of Slim's list on the coordinator, the round trips to
-the actors (``broadcast`` calls) and the compute time of every method in each actor. The
-runs must find the same model.
+active, target-only groups planted) once per entry of ``--workers``: 0 is one process; k
+splits the rows over k Ray actors, the first of which runs the search (even for k = 1,
+where it holds every row). For each run it prints its time and the ratio to the
+one-process run before it (interleave them: this machine's speed drifts), the time of the
+search's steps (in the process or the actor that searched) and, for each actor, the compute
+time of every method it ran; the counting methods of the searching actor include its share
+of the rows, and ``usages_held`` / ``co_usage_deltas_held`` are the other actors' trips
+(their counting is inside them). The runs must find the same model.
 """
 
 from __future__ import annotations
@@ -26,37 +29,52 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diffnorm import large_contrast
 
 import neurolake.mining.diffnorm as dn
-from neurolake.cluster import pool
 from neurolake.cluster.ray_env import connect
 from neurolake.mining import _diffnorm_kernels as kernels
 
-SPENT: dict[str, float] = collections.defaultdict(float)
-CALLS: collections.Counter = collections.Counter()
+# The steps of a search, timed wherever it runs: (owner, attribute, label).
+STEPS = [
+    (dn.DiffNorm, "_closed_candidates", "closed candidates"),
+    (dn.DiffNorm, "_slim_candidates", "Slim's list (with its co-usage updates)"),
+    (dn.DiffNorm, "_co_usages_now", "co-usage updates"),
+    (dn.DiffNorm, "_first_improving", "candidates evaluated"),
+    (kernels, "slim_gains_tabled", "pair gains (kernel)"),
+    (dn.LocalUsageCounter, "usages", "usages (one-process counter)"),
+    (dn.LocalUsageCounter, "co_usage_sequence", "co-usage changes (one-process counter)"),
+    (dn.PartitionedUsageCounter, "usages", "usages (partitioned counter)"),
+    (dn.PartitionedUsageCounter, "co_usage_sequence", "co-usage changes (partitioned counter)"),
+]
 
 
-def timed(owner: Any, name: str, key: str) -> None:
-    """Wrap ``owner.name`` to add its time to ``SPENT[key]``."""
-    original = getattr(owner, name)
+def instrument(spent: dict[str, float], calls: collections.Counter) -> None:
+    """Wrap every step of ``STEPS`` (in this process) to add its time to ``spent``."""
+    for owner, name, key in STEPS:
+        original = getattr(owner, name)
+        original = getattr(original, "untimed", original)  # not numba's __wrapped__: its Python code
 
-    @functools.wraps(original)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            SPENT[key] += time.perf_counter() - start
-            CALLS[key] += 1
+        def wrapper(*args: Any, __original: Any = original, __key: str = key, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return __original(*args, **kwargs)
+            finally:
+                spent[__key] += time.perf_counter() - start
+                calls[__key] += 1
 
-    setattr(owner, name, wrapper)
+        functools.update_wrapper(wrapper, original)
+        wrapper.untimed = original  # type: ignore[attr-defined]
+        setattr(owner, name, wrapper)
 
 
 class TimedPartition(dn._RowPartition):
-    """The actors' counter, timing its methods."""
+    """The actors' partition, timing its methods (and, on the actor that searches, the
+    search's steps)."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.spent: dict[str, float] = collections.defaultdict(float)
         self.calls: collections.Counter = collections.Counter()
+        self.steps: dict[str, float] = collections.defaultdict(float)
+        self.step_calls: collections.Counter = collections.Counter()
 
     def _timed(self, name: str, *args: Any) -> Any:
         start = time.perf_counter()
@@ -69,17 +87,39 @@ class TimedPartition(dn._RowPartition):
     def supports(self, *args: Any) -> Any:
         return self._timed("supports", *args)
 
+    def usages_stacked(self, *args: Any) -> Any:
+        return self._timed("usages_stacked", *args)
+
     def usages_held(self, *args: Any) -> Any:
         return self._timed("usages_held", *args)
 
     def co_usages(self, *args: Any) -> Any:
         return self._timed("co_usages", *args)
 
+    def co_usage_delta(self, *args: Any) -> Any:
+        return self._timed("co_usage_delta", *args)
+
     def co_usage_deltas_held(self, *args: Any) -> Any:
         return self._timed("co_usage_deltas_held", *args)
 
-    def times(self) -> tuple[dict[str, float], dict[str, int]]:
-        return dict(self.spent), dict(self.calls)
+    def search(self, *args: Any) -> Any:
+        instrument(self.steps, self.step_calls)
+        return self._timed("search", *args)
+
+    def times(self) -> tuple[dict[str, float], dict[str, int], dict[str, float], dict[str, int]]:
+        return dict(self.spent), dict(self.calls), dict(self.steps), dict(self.step_calls)
+
+
+class OnRay(dn.DiffNorm):
+    """The search on ``workers`` Ray actors, even for one."""
+
+    def _search_workers(self) -> int:
+        return self.workers
+
+
+def print_steps(spent: dict[str, float], calls: dict[str, int]) -> None:
+    for key in sorted(spent, key=lambda k: -spent[k]):
+        print(f"   {key:<45} {spent[key]:7.2f} s {calls[key]:6d} calls {1000 * spent[key] / calls[key]:8.2f} ms/call")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,33 +132,29 @@ def main(argv: list[str] | None = None) -> int:
     groups, _ = large_contrast(args.frames)
     packed = [dn.BitMatrix.from_dense(g) for g in groups]
     del groups
-    for cls in (dn.LocalUsageCounter, dn.PartitionedUsageCounter):
-        for name in ("supports", "usages", "co_usages", "co_usage_sequence"):
-            timed(cls, name, f"{cls.__name__}.{name}")
-    timed(kernels, "slim_gains_tabled", "slim_gains")
-    for name in ("_closed_candidates", "_slim_candidates"):
-        timed(dn.DiffNorm, name, f"DiffNorm.{name}")
-    timed(pool.ActorPool, "broadcast", "round trips (broadcast)")
-    timed(pool.ActorPool, "broadcast_later", "round trips started (broadcast_later)")
     # Start Ray's workers and load the kernels outside the timings.
     dn.DiffNorm(workers=2).fit([np.eye(4, dtype=bool)] * 2)
     dn.DiffNorm().fit([np.eye(4, dtype=bool)] * 2)
+    spent: dict[str, float] = collections.defaultdict(float)
+    calls: collections.Counter = collections.Counter()
+    instrument(spent, calls)
     hosted, closing = dn._RowPartition, dn.PartitionedUsageCounter.close
-    first = None
+    first, alone = None, None
     for workers in args.workers:
-        SPENT.clear()
-        CALLS.clear()
+        spent.clear()
+        calls.clear()
         actor_times: list[Any] = []
 
         def close(self: dn.PartitionedUsageCounter, into: list[Any] = actor_times) -> None:
-            into.extend(self._pool.broadcast("times"))
+            if self._pool is not None and self._pool._owner:
+                into.extend(self._pool.broadcast("times"))
             closing(self)
 
         dn.PartitionedUsageCounter.close = close  # type: ignore[method-assign]
         dn._RowPartition = TimedPartition  # type: ignore[misc]
-        model = dn.DiffNorm(min_support=0.05, max_iterations=args.iterations)
-        if workers:
-            model._make_counter = lambda g, m, w=workers: dn.PartitionedUsageCounter(g, m, w)  # type: ignore[method-assign]
+        model = (OnRay if workers else dn.DiffNorm)(
+            min_support=0.05, max_iterations=args.iterations, workers=max(workers, 1)
+        )
         start = time.perf_counter()
         try:
             model.fit(packed)
@@ -126,21 +162,21 @@ def main(argv: list[str] | None = None) -> int:
             dn._RowPartition = hosted  # type: ignore[misc]
             dn.PartitionedUsageCounter.close = closing  # type: ignore[method-assign]
         elapsed = time.perf_counter() - start
+        alone = elapsed if workers == 0 or alone is None else alone
         result = model.discover()
         first = first or result
         same = result.patterns == first.patterns and result.total_length == first.total_length
         label = "one process" if workers == 0 else f"{workers} Ray worker{'s' if workers > 1 else ''}"
         print(
-            f"== {label}: {elapsed:.1f} s, {result.n_accepted} accepted, L% {result.l_percent:.3f}"
-            f" ({'same model' if same else 'MODEL DIFFERS'})",
+            f"== {label}: {elapsed:.1f} s ({elapsed / alone:.2f} of the last one-process run), {result.n_accepted} accepted,"
+            f" L% {result.l_percent:.3f} ({'same model' if same else 'MODEL DIFFERS'})",
             flush=True,
         )
-        for key in sorted(SPENT, key=lambda k: -SPENT[k]):
-            print(
-                f"   {key:<45} {SPENT[key]:7.2f} s {CALLS[key]:6d} calls {1000 * SPENT[key] / CALLS[key]:8.2f} ms/call"
-            )
-        for a, (spent, calls) in enumerate(actor_times):
-            print(f"   actor {a}: " + ", ".join(f"{k} {v:.2f} s / {calls[k]}" for k, v in spent.items()), flush=True)
+        print_steps(spent, calls)
+        for a, (own, own_calls, steps, step_calls) in enumerate(actor_times):
+            print(f"   actor {a}: " + ", ".join(f"{k} {v:.2f} s / {own_calls[k]}" for k, v in own.items()), flush=True)
+            if steps:
+                print_steps(steps, step_calls)
     return 0
 
 

@@ -97,6 +97,22 @@ class ActorPool:
         self.load = [0] * len(self._actors)
         self._in_flight: dict[Any, tuple[int, Any]] = {}
         self._tasks: dict[Callable[..., Any], Any] = {}
+        self._owner = True
+
+    def view(self, indices: Iterable[int]) -> ActorPool:
+        """A pool of some of these actors that can be passed to another actor or task, which
+        then calls them itself. It does not own them: its :meth:`close` stops nothing."""
+        picked = list(indices)
+        view = object.__new__(ActorPool)
+        view.per_actor = self.per_actor
+        view._actors = [self._actors[a] for a in picked]
+        view._node_refs = [self._node_refs[a] for a in picked]
+        view._nodes = [self._nodes[a] for a in picked]
+        view.load = [0] * len(picked)
+        view._in_flight = {}
+        view._tasks = {}
+        view._owner = False
+        return view
 
     def __len__(self) -> int:
         return len(self._actors)
@@ -199,10 +215,10 @@ class ActorPool:
                 time.sleep(0.2)
 
     def close(self) -> None:
-        """Stop every actor. Calls in flight are abandoned; their outcomes (errors, mostly, once
+        """Stop every actor (a :meth:`view` stops none). Calls in flight are abandoned; their outcomes (errors, mostly, once
         the actors are gone) are taken here, so that Ray does not print them as unhandled."""
         abandoned = list(self._in_flight)
-        for actor in self._actors:
+        for actor in self._actors if self._owner else []:
             ray.kill(actor)
         self._actors = []
         self._in_flight.clear()

@@ -104,10 +104,15 @@ partition's counts). The estimated gains of all pairs come from one numba pass
 (:func:`~neurolake.mining._diffnorm_kernels.slim_gains_tabled`) with ``x log2 x`` read from a
 table of the integer usages made once per search, keeping only the pairs that can make the list.
 
-On Ray, a round trip costs milliseconds: candidates go in batches that start at one and
-double while none helps, the supports of the next candidates travel in one round, the
-actors hold each group's current table (a trip names the others by one pattern in or out of
-it), and the search computes the groups' pair gains on up to ``workers`` threads.
+On Ray (``workers > 1``) every actor holds a partition of each group's rows and the search
+itself runs on the first actor (:meth:`_RowPartition.search`): it counts its own partition in
+its process while the other actors count theirs, so no trip leaves the machine for a share of
+the rows, and the process that called :meth:`DiffNorm.fit` only mines the closed candidates
+(while the actors start) and takes the fitted state back. A round trip to the other actors
+costs milliseconds: candidates go in batches that start at one and double while none helps,
+the supports of the next candidates travel in one round, the actors hold each group's current
+table (a trip names the others by one pattern in or out of it), and the search computes the
+groups' pair gains on up to ``workers`` threads.
 """
 
 from __future__ import annotations
@@ -118,7 +123,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -405,10 +410,29 @@ class _RowPartition(LocalUsageCounter):
             out.append(self.co_usage_delta(group, old_table, self.resolve(group, new), within, pos, add))
         return out
 
+    def search(self, model: DiffNorm, candidates: list[Itemset], others: Any) -> DiffNorm:
+        """Run the search of ``model`` (set up by :meth:`DiffNorm._setup`) here, counting
+        these rows in this process and the other partitions on their actors (``others``: an
+        :class:`~neurolake.cluster.pool.ActorPool`, or None when this actor holds every row);
+        the fitted model comes back."""
+        model._counter = PartitionedUsageCounter.hosting(self, others)
+        try:
+            model._init_state()
+            model._search(candidates)
+        finally:
+            model._counter.close()
+            model._counter = None
+            model._logs = None
+        return model
+
 
 class PartitionedUsageCounter(UsageCounter):
     """A :class:`UsageCounter` over row partitions held by Ray actors (one partition each);
     every request goes to all actors at once and their integer counts are summed.
+
+    The counter :meth:`hosting` makes runs in one of these actors (where
+    :meth:`_RowPartition.search` runs the search): it counts that actor's partition in its
+    own process while the other actors count theirs.
 
     Args:
         groups: one ``[rows, W] uint64`` packed matrix per group.
@@ -432,12 +456,45 @@ class PartitionedUsageCounter(UsageCounter):
         self._pool = ActorPool(
             _RowPartition, [([split[w] for split in splits], n_items) for w in range(workers)], num_cpus=0
         )
+        # The rows counted in this process (see hosting).
+        self._local: _RowPartition | None = None
         # The table of each group the actors hold (the same on all of them).
         self._held: list[np.ndarray | None] = [None] * self.n_groups
         logger.debug("DiffNorm on %d workers, rows per group %s", workers, [g.shape[0] for g in groups])
 
+    @classmethod
+    def hosting(cls, local: _RowPartition, others: Any) -> PartitionedUsageCounter:
+        """The counter of the rows of ``local`` (counted in this process) and of the actors of
+        ``others`` (an :class:`~neurolake.cluster.pool.ActorPool` over the other partitions, or
+        None). Without other actors there are no trips, so candidates go one at a time."""
+        counter = object.__new__(cls)
+        counter.n_items = local.n_items
+        counter.n_groups = local.n_groups
+        counter._pool = others
+        counter._local = local
+        counter._held = [None] * local.n_groups
+        if others is None:
+            counter.batch_size = 1
+        return counter
+
+    def search(self, model: DiffNorm, candidates: list[Itemset]) -> DiffNorm:
+        """:meth:`_RowPartition.search` on the first actor, with the others' pool; the fitted
+        model."""
+        others = self._pool.view(range(1, len(self._pool))) if len(self._pool) > 1 else None
+        fitted: DiffNorm = self._pool.call(0, "search", model, candidates, others)
+        return fitted
+
+    def _parts(self, method: str, args: tuple, here: Callable[[_RowPartition], Any]) -> Callable[[], list[Any]]:
+        """Start ``method(*args)`` on the actors and run ``here`` on the partition of this
+        process meanwhile; a function that waits for the actors and returns every part's
+        answer."""
+        remote = self._broadcast(method, *args, later=True) if self._pool is not None else list
+        mine = [here(self._local)] if self._local is not None else []
+        return lambda: mine + remote()
+
     def supports(self, patterns: np.ndarray) -> np.ndarray:
-        return np.asarray(np.sum(self._pool.broadcast("supports", patterns), axis=0, dtype=np.int64))
+        parts = self._parts("supports", (patterns,), lambda part: part.supports(patterns))()
+        return np.asarray(np.sum(parts, axis=0, dtype=np.int64))
 
     def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
         if not requests:
@@ -454,9 +511,14 @@ class PartitionedUsageCounter(UsageCounter):
             if id(table) not in index:
                 index[id(table)] = len(tables)
                 tables.append(table)
-                specs.append((i, self._spec(i, table, keep=all(g != i for g, _ in specs))))
+                if self._pool is not None:
+                    specs.append((i, self._spec(i, table, keep=all(g != i for g, _ in specs))))
             compact.append((i, index[id(table)], within))
-        parts = self._broadcast("usages_held", specs, compact)
+        parts = self._parts(
+            "usages_held",
+            (specs, compact),
+            lambda part: part.usages_stacked(tables, compact),
+        )()
         pat = np.asarray(np.sum([p for p, _ in parts], axis=0, dtype=np.int64))
         items = np.asarray(np.sum([x for _, x in parts], axis=0, dtype=np.int64))
         bounds = np.cumsum([0] + [tables[t].shape[0] for _, t, _ in compact])
@@ -466,7 +528,7 @@ class PartitionedUsageCounter(UsageCounter):
         requests = list(requests)
         if not requests:
             return []
-        parts = self._pool.broadcast("co_usages", requests)
+        parts = self._parts("co_usages", (requests,), lambda part: part.co_usages(requests))()
         return [np.asarray(np.sum([p[r] for p in parts], axis=0, dtype=np.int32)) for r in range(len(requests))]
 
     def co_usage_change(
@@ -479,18 +541,24 @@ class PartitionedUsageCounter(UsageCounter):
         change depends only on its two tables and the rows); they are added here in order."""
         if not changes:
             return {}
-        requests = [
-            (
-                c.group,
-                self._spec(c.group, c.old, keep=True),
-                self._spec(c.group, c.new, keep=True),
-                c.within,
-                c.pos,
-                c.add,
-            )
-            for c in changes
-        ]
-        parts = self._broadcast("co_usage_deltas_held", requests, later=True)
+        requests = []
+        if self._pool is not None:
+            requests = [
+                (
+                    c.group,
+                    self._spec(c.group, c.old, keep=True),
+                    self._spec(c.group, c.new, keep=True),
+                    c.within,
+                    c.pos,
+                    c.add,
+                )
+                for c in changes
+            ]
+        parts = self._parts(
+            "co_usage_deltas_held",
+            (requests,),
+            lambda part: [part.co_usage_delta(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes],
+        )
         # The matrices are renumbered here while the actors count.
         return _co_usages_after(changes, parts)
 
@@ -534,7 +602,8 @@ class PartitionedUsageCounter(UsageCounter):
         return waited
 
     def close(self) -> None:
-        self._pool.close()
+        if self._pool is not None:
+            self._pool.close()
 
 
 @dataclass(frozen=True)
@@ -682,7 +751,9 @@ def _renumbered_once(counts: np.ndarray, to: np.ndarray, n_after: int) -> np.nda
     return out
 
 
-def _co_usages_after(changes: Sequence[CoUsageChange], parts: Sequence[Any]) -> dict[int, np.ndarray]:
+def _co_usages_after(
+    changes: Sequence[CoUsageChange], parts: Sequence[Any] | Callable[[], Sequence[Any]]
+) -> dict[int, np.ndarray]:
     """Each group's co-usages after ``changes`` (in order; the first change of a group holds its
     counts), given the sparse change of every step (``(where, increments)`` in the numbering
     after that step) from each part of the rows: ``parts`` is a list, one entry a list of the
@@ -784,13 +855,14 @@ class DiffNorm:
             on dense data (1,885 units: 8 made the demo contrast several times faster).
         subsets: subsets of group indices with a pattern set each; default every group
             alone and all groups together.
-        workers: 1 counts in this process; more split every group's rows into that many
+        workers: 1 searches in this process; more split every group's rows into that many
             partitions, each held by a Ray actor (on ``$RAY_ADDRESS``, else a local Ray) that
-            counts its rows, while the search stays here. Counts are sums of integers over
-            rows, so the search takes the same steps and ends with the same patterns and
-            total length whatever the number of workers. With more than one, the search
-            also computes the pair gains of Slim's list for up to ``workers`` groups at once
-            (threads of this process, while the actors wait).
+            counts its rows, and the search runs on the first of them, where its own rows
+            are counted without a trip. Counts are sums of integers over rows, so the
+            search takes the same steps and ends with the same patterns and total length
+            whatever the number of workers. With more than one, the search also computes
+            the pair gains of Slim's list for up to ``workers`` groups at once (threads of
+            the searching actor, while the others wait).
         mine_workers: workers of the closed-candidate mining (:class:`~neurolake.mining.lcm.LCM`);
             1 (the default) mines in this process. LCM's first-level branches on Ray pay off
             only when mining is long: a 100,000 x 2,000 contrast at 5 % support mined in
@@ -840,8 +912,12 @@ class DiffNorm:
         """
         start = time.perf_counter()
         packed = [_as_bitmatrix(g) for g in groups]
-        with self._counting(packed, mine=True) as candidates:
-            self._search(candidates)
+        hosts = self._search_workers()
+        if hosts:
+            self._search_on_ray(packed, hosts)
+        else:
+            with self._counting(packed, mine=True) as candidates:
+                self._search(candidates)
         logger.info(
             "DiffNorm: %d patterns, L%% = %.2f, %d accepted, %.2f s",
             len(self.discover().patterns),
@@ -923,6 +999,25 @@ class DiffNorm:
         if self.workers == 1:
             return LocalUsageCounter(groups, n_items)
         return PartitionedUsageCounter(groups, n_items, self.workers)
+
+    def _search_workers(self) -> int:
+        """Ray actors the search of :meth:`fit` runs on; 0: in this process, counting with
+        :meth:`_make_counter`."""
+        return self.workers if self.workers > 1 else 0
+
+    def _search_on_ray(self, packed: list[BitMatrix], workers: int) -> None:
+        """:meth:`fit` on ``workers`` Ray actors, each holding a partition of every group's
+        rows: the closed candidates are mined here while the actors start, then the first
+        actor runs the search, counting its own rows in its process (no trip) and the
+        others' on their actors, and this model takes the fitted state it sends back."""
+        self._setup(packed)
+        counter = PartitionedUsageCounter([p.words for p in packed], self._n_items, workers)
+        try:
+            candidates = self._closed_candidates(packed)
+            fitted = counter.search(self, candidates)
+        finally:
+            counter.close()
+        self.__dict__.update(fitted.__dict__)
 
     # ------------------------------------------------------------------ set-up
 

@@ -320,7 +320,7 @@ def _diffnorm(
     the model's figures: L% (total length relative to singletons only) and set sizes.
 
     With ``workers`` > 1 the cover and usage counting runs over row partitions on Ray
-    workers while this process holds the code tables (same result).
+    workers and the search on the first of them (same result).
     """
     from neurolake.mining.diffnorm import DiffNorm
 

@@ -241,10 +241,17 @@ def test_bad_inputs_are_refused_with_a_spec_error():
     assert default_subsets(3) == [(0,), (1,), (2,), (0, 1, 2)]
 
 
-@pytest.mark.parametrize("num_workers", [2, 3])
+class _OnRay(DiffNorm):
+    """The search on Ray actors however many workers (1: the whole search on one actor)."""
+
+    def _search_workers(self):
+        return self.workers
+
+
+@pytest.mark.parametrize("num_workers", [1, 2, 3])
 def test_ray_version_equals_single_process(planted, local_ray, num_workers):
     a, b, *_, expected = planted
-    got = DiffNorm(min_support=0.05, workers=num_workers, mine_workers=2).fit([a, b]).discover()
+    got = _OnRay(min_support=0.05, workers=num_workers, mine_workers=2).fit([a, b]).discover()
     assert got.patterns == expected.patterns
     assert got.total_length == pytest.approx(expected.total_length, abs=1e-9)
     assert got.singleton_length == pytest.approx(expected.singleton_length, abs=1e-9)
@@ -355,8 +362,10 @@ def _slim_heavy_groups(seed: int = 4) -> list[np.ndarray]:
 
 
 def test_ray_search_with_many_merges_and_prunes_equals_single_process(local_ray):
-    """The Ray counter updates Slim's pair counts from the actors' sparse changes; the search
-    takes the same steps as in one process, and the counts it keeps equal a full count."""
+    """The search on Ray (on the first actor, counting its rows there and the other actor's
+    through trips) updates Slim's pair counts from the sparse changes of both partitions; it
+    takes the same steps as in one process, and the counts of the state it sends back equal
+    a full count."""
     groups = _slim_heavy_groups()
     single = DiffNorm(min_support=0.05, max_iterations=60).fit(groups)
     on_ray = DiffNorm(min_support=0.05, max_iterations=60, workers=2).fit(groups)
@@ -372,17 +381,28 @@ def test_ray_search_with_many_merges_and_prunes_equals_single_process(local_ray)
             np.testing.assert_array_equal(on_ray._co[i], fresh)
 
 
-def test_partitioned_counter_answers_as_the_local_one(local_ray):
+@pytest.mark.parametrize("hosted", ["none", "some", "all"])
+def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted):
     """Usages, supports and co-usage changes (a pattern in, then another out) summed over the
-    actors' row partitions equal the counts over whole groups."""
-    from neurolake.mining.diffnorm import LocalUsageCounter, PartitionedUsageCounter, _itemset_bits
+    actors' row partitions equal the counts over whole groups: with every partition on an
+    actor, with the first counted in this process (as the actor hosting a search counts
+    its own), and with all rows in this process."""
+    from neurolake.mining.diffnorm import LocalUsageCounter, PartitionedUsageCounter, _itemset_bits, _RowPartition
 
     groups = [BitMatrix.from_dense(g).words for g in _slim_heavy_groups(5)]
     bits = {x: _itemset_bits(x, 1) for x in [(3, 7), (3, 7, 11), (11, 19), (2, 5)]}
     old = np.stack([bits[(3, 7, 11)], bits[(11, 19)]])
     new = np.stack([bits[(3, 7, 11)], bits[(3, 7)], bits[(11, 19)]])
     local = LocalUsageCounter(groups, 60)
-    remote = PartitionedUsageCounter(groups, 60, workers=3)
+    if hosted == "none":
+        remote = PartitionedUsageCounter(groups, 60, workers=3)
+    elif hosted == "some":
+        others = PartitionedUsageCounter([g[100:] for g in groups], 60, workers=2)
+        remote = PartitionedUsageCounter.hosting(_RowPartition([g[:100] for g in groups], 60), others._pool)
+        assert remote.batch_size > 1
+    else:
+        remote = PartitionedUsageCounter.hosting(_RowPartition(groups, 60), None)
+        assert remote.batch_size == 1
     try:
         np.testing.assert_array_equal(remote.supports(new), local.supports(new))
         requests = [
@@ -403,8 +423,38 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray):
             np.testing.assert_array_equal(added, kernels.co_usage(groups[i], new, 60))
             removed = remote.co_usage_change(i, added.copy(), new, new[[0, 1]], bits[(11, 19)], 2, False)
             np.testing.assert_array_equal(removed, kernels.co_usage(groups[i], new[[0, 1]], 60))
+        np.testing.assert_array_equal(remote.co_usages([(1, new)])[0], kernels.co_usage(groups[1], new, 60))
     finally:
         remote.close()
+        if hosted == "some":
+            others.close()
+
+
+class _Cell:
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
+
+    def ask(self, view):
+        return [view.call(a, "get") for a in range(len(view))]
+
+
+def test_a_pool_view_is_called_from_another_actor_and_stops_none(local_ray):
+    """The searching actor reaches the other partitions through a view of the pool: its
+    actors, in the order picked, callable from inside an actor; closing it stops none."""
+    from neurolake.cluster.pool import ActorPool
+
+    pool = ActorPool(_Cell, [(10,), (20,), (30,)], num_cpus=0)
+    try:
+        view = pool.view([2, 1])
+        assert len(view) == 2
+        assert pool.call(0, "ask", view) == [30, 20]
+        view.close()
+        assert pool.broadcast("get") == [10, 20, 30]
+    finally:
+        pool.close()
 
 
 def test_sparse_co_usage_delta_equals_the_difference_of_two_full_counts():
@@ -429,8 +479,8 @@ def test_sparse_co_usage_delta_equals_the_difference_of_two_full_counts():
 
 
 def test_ray_batches_grow_from_one_candidate(planted, local_ray, monkeypatch):
-    """On Ray, candidates are counted one, two, four, ... at a time until one helps; the
-    search is the one-process search."""
+    """Counting on Ray from this process, candidates are counted one, two, four, ... at a
+    time until one helps; the search is the one-process search."""
     from neurolake.mining.diffnorm import PartitionedUsageCounter
 
     sizes = []
@@ -440,9 +490,13 @@ def test_ray_batches_grow_from_one_candidate(planted, local_ray, monkeypatch):
         sizes.append(len(requests))
         return original(self, requests)
 
+    class SearchHere(DiffNorm):
+        def _search_workers(self):
+            return 0  # the search stays in this process, its counter on 2 actors
+
     monkeypatch.setattr(PartitionedUsageCounter, "usages", recording)
     a, b, *_, expected = planted
-    got = DiffNorm(min_support=0.05, workers=2).fit([a, b]).discover()
+    got = SearchHere(min_support=0.05, workers=2).fit([a, b]).discover()
     assert got.patterns == expected.patterns and got.total_length == expected.total_length
     # Two requests (old and new table) per group holding the candidate: one candidate is at
     # most 4 requests, and the largest batch of 16 at most 64.
