@@ -155,6 +155,10 @@ __all__ = [
 _MIN_GAIN = 1e-6
 # Rissanen's normalising constant for the universal integer code.
 _LOG2_C0 = math.log2(2.865064)
+# On Ray, the actor that searches holds this many times the rows of each other actor: their
+# shares of a count come back a trip later. On 2 cores, 100k frames x 2,000 units, 2 workers:
+# 1.3 took 18.5 / 18.7 s, 1 took 20.9 / 20.2 s, 1.6 took 19.9 / 19.0 s (interleaved).
+_SEARCHER_SHARE = 1.3
 
 Itemset = tuple[int, ...]
 Subset = tuple[int, ...]
@@ -438,6 +442,8 @@ class PartitionedUsageCounter(UsageCounter):
         groups: one ``[rows, W] uint64`` packed matrix per group.
         n_items: size of the item universe.
         workers: actors (each holds about ``1 / workers`` of every group's rows).
+        first_weight: the first actor's partition is this many times as large as each
+            other's (the actor that runs a search counts its share without a trip).
     """
 
     # A round trip to the actors costs a millisecond or more, more than covering the rows of
@@ -445,12 +451,15 @@ class PartitionedUsageCounter(UsageCounter):
     # (they start at one, since the first candidates of a list are the likeliest to).
     batch_size = 16
 
-    def __init__(self, groups: Sequence[np.ndarray], n_items: int, workers: int) -> None:
+    def __init__(self, groups: Sequence[np.ndarray], n_items: int, workers: int, first_weight: float = 1.0) -> None:
         from neurolake.cluster.pool import ActorPool
 
         self.n_items = n_items
         self.n_groups = len(groups)
-        splits = [np.array_split(g, workers, axis=0) for g in groups]
+        weights = np.ones(workers)
+        weights[0] = first_weight
+        ends = np.cumsum(weights)[:-1] / weights.sum()
+        splits = [np.split(g, np.round(ends * g.shape[0]).astype(np.int64), axis=0) for g in groups]
         # The actors reserve no CPU, so that more partitions than CPUs still start (and
         # share the CPUs) instead of waiting for resources.
         self._pool = ActorPool(
@@ -1011,7 +1020,7 @@ class DiffNorm:
         actor runs the search, counting its own rows in its process (no trip) and the
         others' on their actors, and this model takes the fitted state it sends back."""
         self._setup(packed)
-        counter = PartitionedUsageCounter([p.words for p in packed], self._n_items, workers)
+        counter = PartitionedUsageCounter([p.words for p in packed], self._n_items, workers, _SEARCHER_SHARE)
         try:
             candidates = self._closed_candidates(packed)
             fitted = counter.search(self, candidates)

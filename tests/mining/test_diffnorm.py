@@ -385,7 +385,7 @@ def test_ray_search_with_many_merges_and_prunes_equals_single_process(local_ray)
 def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted):
     """Usages, supports and co-usage changes (a pattern in, then another out) summed over the
     actors' row partitions equal the counts over whole groups: with every partition on an
-    actor, with the first counted in this process (as the actor hosting a search counts
+    actor (the first twice the others), with the first counted in this process (as the actor hosting a search counts
     its own), and with all rows in this process."""
     from neurolake.mining.diffnorm import LocalUsageCounter, PartitionedUsageCounter, _itemset_bits, _RowPartition
 
@@ -395,7 +395,7 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted):
     new = np.stack([bits[(3, 7, 11)], bits[(3, 7)], bits[(11, 19)]])
     local = LocalUsageCounter(groups, 60)
     if hosted == "none":
-        remote = PartitionedUsageCounter(groups, 60, workers=3)
+        remote = PartitionedUsageCounter(groups, 60, workers=3, first_weight=2.0)  # 300 / 150 / 150 rows
     elif hosted == "some":
         others = PartitionedUsageCounter([g[100:] for g in groups], 60, workers=2)
         remote = PartitionedUsageCounter.hosting(_RowPartition([g[:100] for g in groups], 60), others._pool)
