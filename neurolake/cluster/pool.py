@@ -215,8 +215,9 @@ class ActorPool:
                 time.sleep(0.2)
 
     def close(self) -> None:
-        """Stop every actor (a :meth:`view` stops none). Calls in flight are abandoned; their outcomes (errors, mostly, once
-        the actors are gone) are taken here, so that Ray does not print them as unhandled."""
+        """Stop every actor (a :meth:`view` stops none). Calls in flight are abandoned; their
+        outcomes (errors, mostly, once the actors are gone) are taken here, so that Ray does
+        not print them as unhandled."""
         abandoned = list(self._in_flight)
         for actor in self._actors if self._owner else []:
             ray.kill(actor)

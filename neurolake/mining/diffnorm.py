@@ -546,8 +546,9 @@ class PartitionedUsageCounter(UsageCounter):
         return self.co_usage_sequence([CoUsageChange(group, counts, old, new, within, pos, add)])[group]
 
     def co_usage_sequence(self, changes: Sequence[CoUsageChange]) -> dict[int, np.ndarray]:
-        """Every actor counts the sparse change of each step, all in one round (each step's
-        change depends only on its two tables and the rows); they are added here in order."""
+        """Every actor (and this process, for the rows it holds) counts the sparse change of
+        each step, all in one round (each step's change depends only on its two tables and
+        the rows); they are added here in order."""
         if not changes:
             return {}
         requests = []
