@@ -660,23 +660,21 @@ class Run:
         spec = self._spec(layer, relevance)
         rps, total = self.plan.rows_per_shard, self.plan.total_rows
         block_rows = rps * self._dask_block_shards(spec.units * np.dtype(spec.dtype).itemsize)
+        ids = None if frame_ids is None else self._checked_sorted_ids(layer, frame_ids, relevance, "layer_dask")
+        if ids is not None and ids.size == 0:
+            return da.zeros((0, spec.units), dtype=spec.dtype)
         reader = self._reader(layer, relevance)
-        if frame_ids is not None:
-            ids = self._checked_sorted_ids(layer, frame_ids, relevance, "layer_dask")
-            if ids.size == 0:
-                return da.zeros((0, spec.units), dtype=spec.dtype)
-            if reader is None:
-                arr = self._array(layer, relevance)
-                return da.from_zarr(arr, chunks=(block_rows, arr.shape[1]))[ids]
+        if reader is None:
+            arr = self._array(layer, relevance)
+            whole = da.from_zarr(arr, chunks=(block_rows, arr.shape[1]))
+            return whole if ids is None else whole[ids]
+        if ids is not None:
             cuts = np.searchsorted(ids, np.arange(block_rows, int(ids[-1]) + 1, block_rows))
             blocks = [b for b in np.split(ids, cuts) if b.size]
             name = "neurolake-rows-" + tokenize(reader.loc.url, layer, relevance, ids)
             graph = {(name, i, 0): (_read_rows_block, reader, block) for i, block in enumerate(blocks)}
             chunks = (tuple(b.size for b in blocks), (spec.units,))
             return da.Array(graph, name, chunks, dtype=spec.dtype)
-        if reader is None:
-            arr = self._array(layer, relevance)
-            return da.from_zarr(arr, chunks=(block_rows, arr.shape[1]))
         return da.from_array(
             _ReaderArray(reader, total),
             chunks=(block_rows, spec.units),
