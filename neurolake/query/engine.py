@@ -146,7 +146,10 @@ class QueryEngine:
 
     # ------------------------------------------------------------ set-up
 
-    def _connect(self) -> duckdb.DuckDBPyConnection:
+    def _connect(self, attempts: int = 3) -> duckdb.DuckDBPyConnection:
+        """A connection with the views; built again (up to ``attempts`` times) when a file the
+        listing named is gone before DuckDB reads it (a group replaced meanwhile by another
+        process)."""
         con = duckdb.connect(":memory:")
         # Committed files never change under their keys: their footers, read once at start-up
         # (the views), are kept, so binding a query does not read every file's footer again.
@@ -162,6 +165,8 @@ class QueryEngine:
             self._define_views(con, runs)
         except duckdb.Error as exc:
             con.close()
+            if attempts > 1 and isinstance(exc, duckdb.IOException) and "No files found" in str(exc):
+                return self._connect(attempts - 1)  # listed, then removed: list again
             raise QueryError(f"cannot read the tables of {self.lake.url}: {one_line(exc)}") from exc
         finally:
             if collecting:
