@@ -17,7 +17,7 @@ from numba import types
 from numba.extending import intrinsic
 
 _TILE = 512  # rows per transposed tile of the histogram
-_SLAB = 16  # units per transposed tile: 16 x 512 uint16 = 16 KB
+_SLAB = 32  # units per transposed tile: 32 x 512 uint16 = 32 KB
 
 
 def order_keys() -> np.ndarray:
@@ -264,27 +264,62 @@ def _merge(sums, sums_sq, hi, lo, act, total, squares, high, low, active):  # pr
         active[u] += act[u]
 
 
-@numba.njit(nogil=True, cache=True)
-def histogram(bits, rows, shift, hist):  # pragma: no cover - numba
-    """Count rows ``rows`` of a ``[n, units]`` block of float16 bit patterns into ``hist``
-    ``[units, 65536 >> shift]`` (int32), bin = order key >> ``shift``.
+@numba.njit(nogil=True, cache=True, inline="always")
+def _bins(row, shift, out):  # pragma: no cover - numba
+    """The histogram bins of a row of float16 bit patterns: order key >> ``shift``, in 16-bit
+    integer operations that vectorise."""
+    for k in range(out.size):
+        h = np.uint16(row[k])
+        out[k] = np.uint16(h ^ np.uint16(np.uint16(np.int16(h) >> 15) >> 1 | np.uint16(0x8000))) >> shift
 
-    Tiles of ``_TILE`` rows x ``_SLAB`` units are turned into bins and transposed into a
-    buffer that stays in the first-level cache, then each unit's bins (a row of ``hist``,
-    too large for the caches all together) are counted in one burst instead of once per
-    row. Transposing a whole row of units at a time cost as much as the counting.
+
+@numba.njit(nogil=True, cache=True)
+def histogram(bits, shift, hist):  # pragma: no cover - numba
+    """Count every row of a ``[n, units]`` block of float16 bit patterns (``uint16``, C order)
+    into ``hist`` ``[units, 65536 >> shift]`` (int32), bin = order key >> ``shift``.
+
+    A slab of ``_SLAB`` units at a time, over all the rows: tiles of ``_TILE`` rows are
+    turned into bins and transposed into a buffer that stays in the first-level cache, then
+    each unit's bins are counted in one burst into its row of ``hist`` (32 KB at 8,192 bins),
+    which stays in the cache from one tile to the next of the same slab; ``hist`` as a whole
+    (25 MB for 768 units) is swept once per call, so calls should bring many rows. Full
+    slabs are transposed 4 x 4 bins at a time as 64-bit words (four loads and stores instead
+    of sixteen; numba runs on little-endian machines only). 65,536 x 768 values took
+    0.072-0.078 s on one core, against 0.155-0.182 s with tiles of rows outermost, slabs of 16
+    units and bins transposed one by one.
     """
-    units = bits.shape[1]
+    n_rows, units = bits.shape
+    shift16 = np.uint16(shift)
     tile = np.empty((_SLAB, _TILE), np.uint16)
-    for t0 in range(0, rows.size, _TILE):
-        n = min(rows.size, t0 + _TILE) - t0
-        for u0 in range(0, units, _SLAB):
-            width = min(_SLAB, units - u0)
-            for j in range(n):
-                row = bits[rows[t0 + j]]
+    tile_words = tile.view(np.uint64)  # [_SLAB, _TILE // 4]: four rows' bins of one unit each
+    row_bins = np.empty((4, _SLAB), np.uint16)
+    row_words = row_bins.view(np.uint64)  # [4, _SLAB // 4]: four units' bins of one row each
+    low16 = np.uint64(0xFFFF)
+    for u0 in range(0, units, _SLAB):
+        width = min(_SLAB, units - u0)
+        for t0 in range(0, n_rows, _TILE):
+            n = min(n_rows, t0 + _TILE) - t0
+            done = 0
+            if width == _SLAB:
+                done = n - n % 4
+                for j in range(0, done, 4):
+                    for r in range(4):
+                        _bins(bits[t0 + j + r, u0 : u0 + _SLAB], shift16, row_bins[r])
+                    q = j >> 2
+                    for i in range(_SLAB // 4):
+                        a, b, c, d = row_words[0, i], row_words[1, i], row_words[2, i], row_words[3, i]
+                        for f in range(4):
+                            s = np.uint64(16 * f)
+                            tile_words[4 * i + f, q] = (
+                                ((a >> s) & low16)
+                                | (((b >> s) & low16) << np.uint64(16))
+                                | (((c >> s) & low16) << np.uint64(32))
+                                | (((d >> s) & low16) << np.uint64(48))
+                            )
+            for j in range(done, n):  # the last rows of a tile, or a narrower last slab
+                _bins(bits[t0 + j, u0 : u0 + width], shift16, row_bins[0, :width])
                 for k in range(width):
-                    h = np.uint32(row[u0 + k])
-                    tile[k, j] = (h ^ (((h >> 15) * 0x7FFF) | 0x8000)) >> shift  # the order key's bin
+                    tile[k, j] = row_bins[0, k]
             for k in range(width):
                 h_u = hist[u0 + k]
                 t_u = tile[k]

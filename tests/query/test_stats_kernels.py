@@ -112,20 +112,20 @@ def test_float32_moments_match_numpy():
     np.testing.assert_array_equal(active, (d > 0).sum(0))
 
 
-def test_histogram_counts_each_sampled_row_in_its_order_key_bin():
+@pytest.mark.parametrize("units", [72, 40, 7])
+def test_histogram_counts_each_row_in_its_order_key_bin(units):
+    """Two full slabs of units and a narrower one, one and a narrower one, a narrow one alone;
+    more than one tile of rows, in tiles whose rows are not a multiple of four."""
     rng = np.random.default_rng(2)
-    bits = rng.integers(0, 65536, size=(700, 40), dtype=np.uint32).astype(
-        np.uint16
-    )  # every kind of pattern; units not a multiple of a slab
+    bits = rng.integers(0, 65536, size=(603, units), dtype=np.uint32).astype(np.uint16)  # every kind of pattern
     bits[:, 3] = np.array(-1.5, np.float16).view(np.uint16)  # one unit constant
-    rows = np.sort(rng.choice(700, 600, replace=False))  # more than one tile of rows, not a multiple of it
     keys = kernels.order_keys()
     for shift in (0, 3, 8):
-        hist = np.zeros((40, 65536 >> shift), np.int32)
-        kernels.histogram(bits, rows, shift, hist)
-        kernels.histogram(bits, rows[:5], shift, hist)  # added, not replaced
-        taken = np.concatenate([rows, rows[:5]])
-        want = np.stack([np.bincount(keys[bits[taken, u]] >> shift, minlength=65536 >> shift) for u in range(40)])
+        hist = np.zeros((units, 65536 >> shift), np.int32)
+        kernels.histogram(bits, shift, hist)
+        kernels.histogram(bits[:5], shift, hist)  # added, not replaced
+        taken = np.concatenate([np.arange(603), np.arange(5)])
+        want = np.stack([np.bincount(keys[bits[taken, u]] >> shift, minlength=65536 >> shift) for u in range(units)])
         np.testing.assert_array_equal(hist, want)
     # order keys sort like the values they stand for
     finite = np.flatnonzero(np.isfinite(np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16)))
@@ -194,7 +194,7 @@ def test_quantiles_walk_to_the_same_bins_as_the_array_version(bins):
     x[:, 3] = 0
     x[:1500, 4] = np.inf
     hist = np.zeros((40, bins), np.int32)
-    kernels.histogram(x.view(np.uint16), np.arange(3000), shift, hist)
+    kernels.histogram(x.view(np.uint16), shift, hist)
     hist[5] = 0
     d = x.astype(np.float64)
     low, high = d.min(0), d.max(0)
