@@ -16,6 +16,8 @@ from llvmlite import ir as llvm_ir
 from numba import types
 from numba.extending import intrinsic
 
+from neurolake._cpu import numba_cpu_features
+
 _TILE = 512  # rows per transposed tile of the histogram
 _SLAB = 32  # units per transposed tile: 32 x 512 uint16 = 32 KB
 
@@ -71,11 +73,8 @@ def greater_f16(bits, thresholds):  # pragma: no cover - numba
 
 def _has_f16c() -> bool:
     """Whether the code numba compiles may use the x86 instructions that convert float16
-    (F16C): the features numba is told to compile for, else the host's."""
-    import llvmlite.binding as llvm
-
-    features = getattr(numba.config, "CPU_FEATURES", None) or llvm.get_host_cpu_features().flatten()
-    return "+f16c" in features.split(",")
+    (F16C)."""
+    return "+f16c" in numba_cpu_features()
 
 
 F16C = _has_f16c()

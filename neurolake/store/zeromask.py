@@ -18,6 +18,12 @@ activations (90 % zeros after a ReLU, whole units or frames silent) it is a thir
 chunk and zstd shrinks it several times; half zeros at random places leave it as it is. It
 is 1/16 of a float16 chunk's size, so decompressing it costs little of the decoding.
 
+Decoding puts each value in place by its rank among the set bits of its mask byte (tables,
+eight items per byte: about 3 GB/s of float16 per core), or, for 2-byte items where numba
+compiles for AVX-512 VBMI2, 32 items per expand-load instruction (about 30-40 GB/s in
+cache; the 1 GB half-zero layer of ``benchmarks/read_path.py`` then read at 0.96-1.14 of
+raw ``.npy`` instead of 0.50-0.59).
+
 "Zero" is bitwise: every byte of the item zero (``-0.0`` is kept as a value), so the round
 trip is exact for any dtype. The codec :class:`ZeroMaskCodec` (Zarr v3 name
 ``neurolake.zeromask``, registered with Zarr by this package's entry point) decodes both
@@ -37,9 +43,15 @@ from typing import TYPE_CHECKING, Any
 import numba
 import numpy as np
 import zstandard
+from llvmlite import ir as llvm_ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
 from zarr.abc.codec import BytesBytesCodec
 from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
+
+from neurolake._cpu import numba_cpu_features
 
 if TYPE_CHECKING:
     from zarr.core.array_spec import ArraySpec
@@ -138,6 +150,83 @@ def _unpack(
     return k
 
 
+@intrinsic
+def _popcount32(typingctx: Any, word: Any) -> Any:  # pragma: no cover - numba
+    """How many bits of ``word`` (``uint32``) are set (LLVM's ``ctpop``, one instruction)."""
+    if word != types.uint32:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.zext(builder.ctpop(args[0]), llvm_ir.IntType(64))
+
+    return types.int64(types.uint32), codegen
+
+
+@intrinsic
+def _expand32(typingctx: Any, values: Any, start: Any, mask: Any, out: Any, at: Any) -> Any:  # pragma: no cover - numba
+    """Write 32 ``uint16`` items at ``out[at:]``: item ``i`` is the next of ``values[start:]``
+    where bit ``i`` of ``mask`` is set, zero elsewhere; reads only as many values as bits are
+    set. LLVM's masked expand-load, one instruction (``vpexpandw``) where the CPU has
+    AVX-512 VBMI2; elsewhere LLVM writes it out item by item, so it is only used there."""
+    u16 = types.Array(types.uint16, 1, "C")
+    if values not in (u16, types.Array(types.uint16, 1, "C", readonly=True)) or out != u16 or mask != types.uint32:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        src = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+        dst = builder.gep(context.make_array(signature.args[3])(context, builder, args[3]).data, [args[4]])
+        vector = llvm_ir.VectorType(llvm_ir.IntType(16), 32)
+        lanes = builder.bitcast(args[2], llvm_ir.VectorType(llvm_ir.IntType(1), 32))
+        fn = cgutils.get_or_insert_function(
+            builder.module,
+            llvm_ir.FunctionType(vector, [src.type, lanes.type, vector]),
+            "llvm.masked.expandload.v32i16",
+        )
+        result = builder.call(fn, [src, lanes, llvm_ir.Constant(vector, None)])
+        builder.store(result, builder.bitcast(dst, vector.as_pointer()), align=2)
+        return context.get_dummy_value()
+
+    return types.none(values, types.intp, types.uint32, out, types.intp), codegen
+
+
+@numba.njit(nogil=True, cache=True)
+def _unpack_expand16(mask: np.ndarray, values: np.ndarray, out: np.ndarray) -> int:  # pragma: no cover - numba
+    """:func:`_unpack` for 2-byte items, 32 at a time by one expand-load each (the mask's
+    bytes read four at a time, little-endian: bit ``i`` stands for item ``i``)."""
+    n = out.size
+    nnz = values.size
+    k = 0
+    g = 0
+    while g < n // 32:
+        b = 4 * g
+        word = np.uint32(
+            np.uint32(mask[b])
+            | (np.uint32(mask[b + 1]) << np.uint32(8))
+            | (np.uint32(mask[b + 2]) << np.uint32(16))
+            | (np.uint32(mask[b + 3]) << np.uint32(24))
+        )
+        used: int = _popcount32(word)  # type: ignore[call-arg]  # typed by numba
+        if k + used > nnz:
+            return -1
+        _expand32(values, k, word, out, g * 32)
+        k += used
+        g += 1
+    for i in range(g * 32, n):  # the last few values, one at a time
+        if (mask[i // 8] >> (i % 8)) & 1:
+            if k >= nnz:
+                return -1
+            out[i] = values[k]
+            k += 1
+        else:
+            out[i] = 0
+    return k
+
+
+# Whether 2-byte items are expanded 32 at a time (13x the table version's speed on one core
+# of an AVX-512 machine, in cache; compiled without VBMI2 the expand-load was 4x slower than it).
+EXPAND16 = {"+avx512vbmi2", "+avx512bw"} <= numba_cpu_features()
+
+
 def items_of(data: np.ndarray) -> np.ndarray:
     """A C-contiguous array's bytes as unsigned integers of its item size (a view)."""
     size = data.dtype.itemsize
@@ -226,7 +315,10 @@ def decode_into(frame: bytes | memoryview, out: np.ndarray) -> None:
     if (len(frame) - body) % size:
         raise ValueError(f"is truncated ({len(frame)} bytes)")
     values = np.frombuffer(frame, items.dtype, (len(frame) - body) // size, body)
-    used = int(_unpack(mask, values, items, _RANK, _COUNT, _KEEP[size]))
+    if size == 2 and EXPAND16:
+        used = int(_unpack_expand16(mask, values, items))
+    else:
+        used = int(_unpack(mask, values, items, _RANK, _COUNT, _KEEP[size]))
     if used != values.size:
         raise ValueError(f"has {values.size} values where its mask marks {'more' if used < 0 else used}")
 

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from neurolake._cpu import numba_cpu_features
 from neurolake.errors import IntegrityError, RunError, SpecError
 from neurolake.store import Lake, cube, zeromask
 from tests.store.partdata import CHUNK_ROWS, ROWS_PER_SHARD, create_run, expected_rows, write_part
@@ -17,7 +18,17 @@ from tests.store.partdata import CHUNK_ROWS, ROWS_PER_SHARD, create_run, expecte
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def test_the_layout_by_hand():
+@pytest.fixture(params=["table", "expand"])
+def unpacking(request, monkeypatch):
+    """Both ways of unpacking 2-byte items: by tables (every CPU) and by AVX-512 expand-loads
+    (where numba compiles for a CPU that has them)."""
+    if request.param == "expand" and not {"+avx512vbmi2", "+avx512bw"} <= numba_cpu_features():
+        pytest.skip("numba does not compile for AVX-512 VBMI2 here")
+    monkeypatch.setattr(zeromask, "EXPAND16", request.param == "expand")
+    return request.param
+
+
+def test_the_layout_by_hand(unpacking):
     items = np.array([0, 5, 0, 0, 7, 0, 0, 0, 9], dtype=np.uint16)
     frame = zeromask.encode(items)
     assert frame == (
@@ -34,7 +45,7 @@ def test_the_layout_by_hand():
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float32", "uint8", "float64"])
-def test_round_trips_are_exact(dtype):
+def test_round_trips_are_exact(dtype, unpacking):
     rng = np.random.default_rng(0)
     for n in (0, 1, 7, 8, 9, 63, 64, 65, 1000, 12_347):
         for zeros in (0.0, 0.3, 0.5, 0.97, 1.0):
@@ -55,7 +66,7 @@ def test_round_trips_are_exact(dtype):
             np.testing.assert_array_equal(out.view(items.dtype), items)
 
 
-def test_a_compressed_mask_by_hand():
+def test_a_compressed_mask_by_hand(unpacking):
     """A mask of few bits set is stored as a zstd frame after its length, flags bit 0 set."""
     import zstandard
 
@@ -73,7 +84,7 @@ def test_a_compressed_mask_by_hand():
     np.testing.assert_array_equal(out.view(np.uint16), items)
 
 
-def test_damaged_chunks_are_refused():
+def test_damaged_chunks_are_refused(unpacking):
     x = np.maximum(np.random.default_rng(1).standard_normal(1000), 0).astype(np.float16)
     frame = zeromask.encode(zeromask.items_of(x))
     out = np.empty_like(x)
