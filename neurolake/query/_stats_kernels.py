@@ -16,7 +16,7 @@ from llvmlite import ir as llvm_ir
 from numba import types
 from numba.extending import intrinsic
 
-from neurolake._cpu import numba_cpu_features
+from neurolake.store._cpu import numba_cpu_features
 
 _TILE = 512  # rows per transposed tile of the histogram
 _SLAB = 32  # units per transposed tile: 32 x 512 uint16 = 32 KB

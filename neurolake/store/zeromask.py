@@ -51,7 +51,7 @@ from zarr.abc.codec import BytesBytesCodec
 from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
-from neurolake._cpu import numba_cpu_features
+from neurolake.store._cpu import numba_cpu_features
 
 if TYPE_CHECKING:
     from zarr.core.array_spec import ArraySpec

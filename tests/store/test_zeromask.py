@@ -10,9 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from neurolake._cpu import numba_cpu_features
 from neurolake.errors import IntegrityError, RunError, SpecError
 from neurolake.store import Lake, cube, zeromask
+from neurolake.store._cpu import numba_cpu_features
 from tests.store.partdata import CHUNK_ROWS, ROWS_PER_SHARD, create_run, expected_rows, write_part
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
