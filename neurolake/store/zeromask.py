@@ -121,6 +121,21 @@ def _tables() -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
 _RANK, _COUNT, _KEEP = _tables()
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _unpack_rest(mask: np.ndarray, values: np.ndarray, out: np.ndarray, start: int, k: int) -> int:  # pragma: no cover
+    """Items ``start:`` of ``out`` one at a time, from value ``k`` on; returns how many values
+    were used in all, or -1 when the mask asks for more than there are."""
+    for i in range(start, out.size):
+        if (mask[i // 8] >> (i % 8)) & 1:
+            if k >= values.size:
+                return -1
+            out[i] = values[k]
+            k += 1
+        else:
+            out[i] = 0
+    return k
+
+
 @numba.njit(nogil=True, cache=True)
 def _unpack(
     mask: np.ndarray, values: np.ndarray, out: np.ndarray, rank: np.ndarray, count: np.ndarray, keep: np.ndarray
@@ -139,15 +154,7 @@ def _unpack(
             out[g * 8 + b] = values[k + rank[m, b]] & keep[m, b]
         k += count[m]
         g += 1
-    for i in range(g * 8, n):  # the last few values, one at a time
-        if (mask[i // 8] >> (i % 8)) & 1:
-            if k >= nnz:
-                return -1
-            out[i] = values[k]
-            k += 1
-        else:
-            out[i] = 0
-    return k
+    return _unpack_rest(mask, values, out, g * 8, k)
 
 
 @intrinsic
@@ -211,15 +218,7 @@ def _unpack_expand16(mask: np.ndarray, values: np.ndarray, out: np.ndarray) -> i
         _expand32(values, k, word, out, g * 32)
         k += used
         g += 1
-    for i in range(g * 32, n):  # the last few values, one at a time
-        if (mask[i // 8] >> (i % 8)) & 1:
-            if k >= nnz:
-                return -1
-            out[i] = values[k]
-            k += 1
-        else:
-            out[i] = 0
-    return k
+    return _unpack_rest(mask, values, out, g * 32, k)
 
 
 # Whether 2-byte items are expanded 32 at a time (13x the table version's speed on one core
