@@ -337,3 +337,33 @@ def test_decoding_jobs_stop_at_the_first_error():
 
     with pytest.raises(RuntimeError, match="making item 5"):
         _run_all(made(), parallel=True)
+
+
+def test_task_size_in_chunks_follows_the_bytes_of_a_chunk():
+    """About 1.5 MB of decoded rows a task, at least four chunks, within a shard: 768 float16
+    units in 256-row chunks (384 KB) four a task, 250 units (128 KB) twelve, 40 units all 16 of
+    the shard, 4,096 units four; a shard of two chunks, two."""
+    from neurolake.store.reader import task_chunks
+
+    assert [task_chunks(256 * units * 2, 16) for units in (768, 250, 40, 4096)] == [4, 12, 16, 4]
+    assert task_chunks(256 * 250 * 2, 2) == 2 and task_chunks(0, 1) == 1
+
+
+@pytest.mark.parametrize("chunks", [1, 3, 4])
+def test_reads_are_the_same_whatever_the_task_size(tmp_path, chunks):
+    """Tasks of one chunk, of three (cut inside a four-chunk shard) and of a whole shard give the
+    same rows for whole reads, ranges, gathers and visits."""
+    run = _run_with_gap(str(tmp_path / "lake"), {})
+    ids = run.committed_frame_ids()
+    rng = np.random.default_rng(chunks)
+    for layer in run.layers:
+        reader = run._reader(layer.name, False)
+        whole = run._array(layer.name)[:]
+        reader.task_chunks = chunks
+        np.testing.assert_array_equal(reader.read_range(0, whole.shape[0]), whole)
+        a, b = np.sort(rng.integers(0, whole.shape[0], 2))
+        np.testing.assert_array_equal(reader.read_range(int(a), int(b) + 1), whole[a : b + 1])
+        scattered = np.sort(rng.choice(ids, 97, replace=False))
+        for wanted in (scattered, ids):
+            np.testing.assert_array_equal(reader.read_rows(wanted), whole[wanted])
+            np.testing.assert_array_equal(_visited(run, layer.name, wanted), whole[wanted])
