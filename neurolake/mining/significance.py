@@ -14,11 +14,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy.special import gammaln
 
 
 def _log_comb(n: np.ndarray | np.floating, k: np.ndarray | np.floating) -> np.ndarray:
-    lg = np.vectorize(math.lgamma, otypes=[float])
-    return lg(n + 1.0) - lg(k + 1.0) - lg(n - k + 1.0)
+    # scipy's log-gamma on whole arrays: math.lgamma element by element took 10 ms a test
+    # for the 100,000-term tails of a scan's large slices
+    return gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
 
 
 def fisher_greater(a: int, n_t: int, c: int, n_b: int) -> float:
