@@ -26,7 +26,13 @@ level 1 shrinks by under 10 %; ``--codec zstd``: zstd frames only; 256-row chunk
   moments, extremes and quantile histograms) in GB/s against the layer read (target >= 0.8),
   at the default (quantiles from an even sample of 65,536 frames), with every frame
   histogrammed and with 1 % histogrammed; and how far the default's quantiles are from
-  every frame's.
+  every frame's;
+- **slot sums** (the pass of NAPs, GradNAPs, separation and utterance-level probes:
+  ``neurolake.introspect.naps.layer_sums``) against the layer read (target >= 0.8): 100
+  groups, one slot per utterance, slots of 32 frames (more than fit a copy per thread),
+  20,000 slots spread over the run, each the way ``layer_sums`` chooses (``private``: a copy
+  per thread; ``shared``: one copy, slots cut by a read task summed apart; ``blocks``: blocks
+  of rows split by slot), and some forced the other way to compare.
 
 ``--data dense`` is transformer-like output (every value non-zero, per-unit scales;
 hardly compressible); ``--data relu`` half zeros with random mantissas. Both by default.
@@ -37,6 +43,7 @@ hardly compressible); ``--data relu`` half zeros with random mantissas. Both by 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import tempfile
 import time
@@ -48,6 +55,8 @@ import numpy as np
 import zstandard
 from store_throughput import part_tables
 
+import neurolake.introspect.naps as naps_module
+from neurolake.introspect.naps import Pairs, layer_sums
 from neurolake.query.neurons import DEFAULT_QUANTILE_ROWS, layer_statistics
 from neurolake.store import Lake, LayerSpec, plan_parts
 from neurolake.store.reader import read_threads
@@ -108,6 +117,20 @@ def build(
     raw.flush()
     del raw
     return lake, lengths
+
+
+@contextlib.contextmanager
+def forced_summing(how: str | None):
+    """Slot sums made one way (``"shared"`` or ``"blocks"``) whatever their size; None: the
+    way :func:`neurolake.introspect.naps.layer_sums` chooses."""
+    saved = naps_module._PRIVATE_SUMS_BYTES, naps_module._SHARED_LOCAL_SHARE
+    if how is not None:
+        naps_module._PRIVATE_SUMS_BYTES = 0
+        naps_module._SHARED_LOCAL_SHARE = np.inf if how == "shared" else -1.0
+    try:
+        yield
+    finally:
+        naps_module._PRIVATE_SUMS_BYTES, naps_module._SHARED_LOCAL_SHARE = saved
 
 
 def best(fn, repeats: int) -> float:
@@ -329,6 +352,35 @@ def measure(kind: str, args: argparse.Namespace) -> None:
             for q in ("q50", "q90", "q99")
         )
         print(f"  default's quantiles against every frame's, largest difference in units' std: {deviation}")
+
+        # ---- slot sums: the pass of NAPs, GradNAPs, separation and utterance-level probes
+        ids = run.committed_frame_ids()
+        t_read = best(lambda: run.read_range("layer", 0, n), args.repeats)  # again: this machine's speed drifts
+        starts = np.sort(np.fromiter(firsts.values(), dtype=np.int64))
+        cases = [
+            ("100 groups (frame id % 100)", ids % 100, None),
+            (f"{starts.size:,} utterances", np.searchsorted(starts, ids, side="right") - 1, None),
+            (f"{starts.size:,} utterances, shared sums", np.searchsorted(starts, ids, side="right") - 1, "shared"),
+            (f"{-(-n // 32):,} slots of 32 frames", ids // 32, None),
+            (f"{-(-n // 32):,} slots of 32 frames, blocks of rows", ids // 32, "blocks"),
+            ("20,000 slots spread (frame id % 20000)", ids % 20000, None),
+        ]
+        for label, slots, force in cases:
+            n_slots = int(slots.max()) + 1
+            pairs = Pairs.of(ids, slots)
+            with forced_summing(force):
+                how = naps_module._summing(run, pairs, n_slots, UNITS * 8, UNITS * 2)[0]
+                got = layer_sums(run, "layer", pairs, n_slots)
+                t_sums = best(
+                    lambda pairs=pairs, n_slots=n_slots: layer_sums(run, "layer", pairs, n_slots), args.repeats
+                )
+            one = slots[slots.size // 2]  # a slot checked against numpy
+            want = reference[ids[slots == one]].astype(np.float64).sum(axis=0)
+            assert np.allclose(got[one], want, rtol=1e-9, atol=1e-6), f"slot sums differ from numpy ({label})"
+            print(
+                f"  slot sums, {label:42s} ({n_slots * UNITS * 8 / 2**20:5.0f} MB, {how:7s}): {t_read / t_sums:.2f} of the layer read"
+                " (target >= 0.8)"
+            )
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

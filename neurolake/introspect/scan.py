@@ -32,15 +32,18 @@ frames ``a - c * n_t / n_b`` (target frames with the pattern beyond the backgrou
 much error a pattern accounts for and how specific it is to the error, in one number.
 ``error_share`` divides it by the run's segment-error frames.
 
-The frames of every slice and background (each at most ``max_frames``, a seeded sample beyond
-that) are read and binarised once, block by block, into packed bits: a chunk of the run is
-decoded about once however many slices share it, and memory holds bits, never the run. Mining
-runs per slice in this process or as Ray tasks (``workers`` > 1) that receive the slice's bits. Results are derived data ``scans`` of the run, shown by
-the ``findings`` and ``slices`` views.
+The frames of every slice and background are found in one pass of the ``frames`` table per 63
+predicates. Those frames (each side at most ``max_frames``, a seeded sample beyond that) are
+read once per layer and binarised into packed bits on the threads that decode them: a chunk
+of the run is decoded once however many slices share it, and memory holds bits, never the
+run. Mining runs per slice in this process or as Ray tasks (``workers`` > 1) that receive the
+slice's bits. Results are derived data ``scans`` of the run, shown by the ``findings`` and
+``slices`` views.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -54,11 +57,11 @@ import pyarrow as pa
 from neurolake.errors import SpecError
 from neurolake.labels.frames import DELETED, INSERTED
 from neurolake.mining.binarize import as_spec
-from neurolake.mining.mine import binarised_rows, items_for, packed_supports
+from neurolake.mining.mine import items_for, packed_binarised, packed_supports
 from neurolake.mining.significance import fisher_greater, holm, relative_risk
 from neurolake.query.engine import QueryEngine
 from neurolake.query.fingerprint import commits_fingerprint
-from neurolake.query.groups import group_frame_ids
+from neurolake.query.groups import group_frame_ids_many
 from neurolake.schemas import FINDINGS, SCHEMAS, SLICES
 from neurolake.store import Lake
 from neurolake.store.tables import decode_parquet, encode_parquet
@@ -289,21 +292,15 @@ def _union_bits(
     spec: Mapping[str, Any],
     stats: pa.Table | None,
     progress: bool | None,
-    block: int = 32_768,
 ) -> np.ndarray:
     """Packed bits ``[len(ids), ceil(items / 8)]`` of the frames ``ids`` (ascending): every
-    slice's and background's frames binarised in one pass, ``block`` rows at a time, so each
-    chunk of the run is decoded about once however many slices share it."""
+    slice's and background's frames binarised in one pass per layer
+    (:func:`neurolake.mining.mine.packed_binarised`), so each chunk of the run is decoded
+    once however many slices share it."""
     from neurolake.cluster.progress import progress_bar
 
-    n_items = sum(run.layer(layer).units for layer in layers)
-    out = np.zeros((ids.size, (n_items + 7) // 8), dtype=np.uint8)
-    with progress_bar(ids.size, "scan: gather", unit="frame", enabled=progress) as bar:
-        for start in range(0, ids.size, block):
-            rows = ids[start : start + block]
-            out[start : start + rows.size] = np.packbits(binarised_rows(run, rows, layers, spec, stats), axis=1)
-            bar.update(rows.size)
-    return out
+    with progress_bar(ids.size * len(layers), "scan: gather", unit="row", enabled=progress) as bar:
+        return packed_binarised(run, ids, layers, spec, stats, bar)
 
 
 def _mine_slice(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -454,23 +451,24 @@ def scan(
             engine, run_id, min_frames=min_frames, confident=confident, low=low, columns=columns, kinds=kinds
         )
         slices: list[tuple[Slice, np.ndarray, np.ndarray, int, int]] = []
-        for s in candidates:
-            if len(slices) == max_slices:
-                break
-            target = group_frame_ids(engine, run_id, s.target)
-            background = group_frame_ids(engine, run_id, s.background)
-            if target.size < min_frames or background.size < min_frames:
-                continue
-            k = len(slices)
-            slices.append(
-                (
-                    s,
-                    _sample(target, max_frames, seed + 2 * k),
-                    _sample(background, max_frames, seed + 2 * k + 1),
-                    int(target.size),
-                    int(background.size),
+        pending = iter(candidates)
+        # The first max_slices candidates with enough frames on both sides, their frames
+        # found for as many candidates as are still wanted at a time, in one pass of the run.
+        while batch := list(itertools.islice(pending, max_slices - len(slices))):
+            found = group_frame_ids_many(engine, run_id, [p for s in batch for p in (s.target, s.background)])
+            for s, target, background in zip(batch, found[::2], found[1::2], strict=True):
+                if target.size < min_frames or background.size < min_frames:
+                    continue
+                k = len(slices)
+                slices.append(
+                    (
+                        s,
+                        _sample(target, max_frames, seed + 2 * k),
+                        _sample(background, max_frames, seed + 2 * k + 1),
+                        int(target.size),
+                        int(background.size),
+                    )
                 )
-            )
     stats = neuron_statistics(lake, run_id, layers) if spec["method"] in ("quantile", "zscore") else None
     union = np.unique(np.concatenate([ids for _, t, b, _, _ in slices for ids in (t, b)])) if slices else np.zeros(0)
     bits = _union_bits(run, union.astype(np.int64), layers, spec, stats, progress)

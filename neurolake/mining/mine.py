@@ -1,17 +1,18 @@
 """Mining a run: the neurons that fire together in a target group of frames and not in a background.
 
-Pipeline: the two groups' frames -> activations of the chosen layers (gathered chunk
-by chunk) -> binarised items ``layer:unit`` (thresholds from the ``neurons`` statistics) ->
-packed bit matrices (derived data ``bits``) -> closed itemsets of the target (LCM, in one
-process or over Ray workers by first-level branches) or DiffNorm's pattern sets ->
-supports in both groups, scores and Holm-corrected significance -> derived data
-``patterns`` (the ``patterns`` view) and a per-layer summary.
+Pipeline: the two groups' frames -> activations of the chosen layers (decoded a few chunks
+at a time) -> binarised items ``layer:unit`` (thresholds from the ``neurons`` statistics),
+compared and packed on the decoding threads -> packed bit matrices (derived data ``bits``)
+-> closed itemsets of the target (LCM, in one process or over Ray workers by first-level
+branches) or DiffNorm's pattern sets -> supports in both groups, scores and Holm-corrected
+significance -> derived data ``patterns`` (the ``patterns`` view) and a per-layer summary.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ import pyarrow.compute as pc
 from neurolake.errors import GroupError, SpecError
 from neurolake.mining.binarize import QUANTILE_COLUMNS, as_spec, binarize
 from neurolake.mining.significance import fisher_greater, holm, relative_risk, wracc
+from neurolake.query._stats_kernels import pack_greater, pack_greater_f16
 from neurolake.query.groups import Group, get_group
 from neurolake.query.neurons import neuron_statistics
 from neurolake.schemas import PATTERNS
@@ -96,12 +98,66 @@ def binarised_group(
         data = np.load(io.BytesIO(derived.read_bytes("bits.npz")))
         return BitMatrix(data["frame_ids"], items, data["bits"])
     ids = group.frame_ids()
-    bits = np.packbits(binarised_rows(run, ids, layers, spec, stats), axis=1)
+    bits = packed_binarised(run, ids, layers, spec, stats)
     buf = io.BytesIO()
     np.savez(buf, frame_ids=ids, bits=bits)
     derived.write_bytes(buf.getvalue(), "bits.npz")
     derived.commit()
     return BitMatrix(ids, items, bits)
+
+
+def _layer_thresholds(spec: Mapping[str, Any], stats: pa.Table | None, layer: str, units: int) -> np.ndarray:
+    """``[units]`` float32: the thresholds of a threshold binarisation (absolute, quantile) of
+    ``layer``, as :func:`neurolake.mining.binarize.binarize` compares them."""
+    if spec["method"] == "absolute":
+        return np.full(units, spec["threshold"], dtype=np.float32)
+    if stats is None:
+        raise SpecError("quantile binarisation needs the neurons statistics of the layer")
+    rows = stats.filter(pc.equal(stats.column("layer"), layer))
+    return np.asarray(rows.column(QUANTILE_COLUMNS[spec["q"]]).to_numpy(), dtype=np.float32)
+
+
+def packed_binarised(
+    run: Run,
+    ids: np.ndarray,
+    layers: Sequence[str],
+    spec: Mapping[str, Any],
+    stats: pa.Table | None,
+    progress: Any = None,
+    block: int = 32_768,
+) -> np.ndarray:
+    """``[len(ids), ceil(items / 8)]`` uint8: :func:`binarised_rows` packed as ``np.packbits``
+    packs it, one layer after the other. A threshold binarisation (absolute, quantile) is
+    compared and packed on the threads that decode the rows (:meth:`Run.visit_rows`), straight
+    into the packed rows, so no float or bool block is made; the others binarise ``block``
+    frames at a time. ``progress`` (a bar) is told the frames done, once per layer."""
+    spec = as_spec(spec)
+    units = [run.layer(layer).units for layer in layers]
+    out = np.zeros((ids.size, (sum(units) + 7) // 8), dtype=np.uint8)
+    if spec["method"] not in ("absolute", "quantile"):
+        for start in range(0, ids.size, block):
+            rows = ids[start : start + block]
+            out[start : start + rows.size] = np.packbits(binarised_rows(run, rows, layers, spec, stats), axis=1)
+            if progress is not None:
+                progress.update(rows.size * len(layers))
+        return out
+    lock = threading.Lock()
+    bit = 0
+    for layer, n_units in zip(layers, units, strict=True):
+        limits = _layer_thresholds(spec, stats, layer, n_units)
+
+        def visit(rows: np.ndarray, start: int, limits: np.ndarray = limits, bit: int = bit) -> None:
+            if rows.dtype == np.float16:
+                pack_greater_f16(np.ascontiguousarray(rows).view(np.uint16), limits, out, start, bit)
+            else:
+                pack_greater(np.ascontiguousarray(rows, dtype=np.float32), limits, out, start, bit)
+            if progress is not None:
+                with lock:
+                    progress.update(rows.shape[0])
+
+        run.visit_rows(layer, ids, visit)
+        bit += n_units
+    return out
 
 
 def binarised_rows(
@@ -114,12 +170,11 @@ def binarised_rows(
     for layer in layers:
         x = run.read_rows(layer, ids)
         kw: dict[str, np.ndarray] = {}
-        if stats is not None:
+        if spec["method"] == "quantile":
+            kw["thresholds"] = _layer_thresholds(spec, stats, layer, x.shape[1])
+        elif spec["method"] == "zscore" and stats is not None:
             rows = stats.filter(pc.equal(stats.column("layer"), layer))
-            if spec["method"] == "quantile":
-                kw["thresholds"] = rows.column(QUANTILE_COLUMNS[spec["q"]]).to_numpy()
-            elif spec["method"] == "zscore":
-                kw["mean"], kw["std"] = rows.column("mean").to_numpy(), rows.column("std").to_numpy()
+            kw["mean"], kw["std"] = rows.column("mean").to_numpy(), rows.column("std").to_numpy()
         out[:, start : start + x.shape[1]] = binarize(x, spec, **kw)
         start += x.shape[1]
     return out

@@ -71,6 +71,51 @@ def greater_f16(bits, thresholds):  # pragma: no cover - numba
     return out
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _pack_flags(flags, n, out, byte0):  # pragma: no cover - numba
+    """OR ``flags[:n]`` (0/1 bytes, bit position ``8 * byte0 + j`` for ``flags[j]``) into bytes
+    of ``out`` from ``byte0`` in ``np.packbits`` order (the first bit is the byte's highest);
+    ``flags`` has room up to the next multiple of 8, which is zeroed."""
+    end = (n + 7) & ~7
+    for j in range(n, end):
+        flags[j] = 0
+    for k in range(end >> 3):
+        f = flags[8 * k : 8 * k + 8]
+        out[byte0 + k] |= np.uint8(
+            (f[0] << 7) | (f[1] << 6) | (f[2] << 5) | (f[3] << 4) | (f[4] << 3) | (f[5] << 2) | (f[6] << 1) | f[7]
+        )
+
+
+@numba.njit(nogil=True, cache=True)
+def pack_greater_f16(bits, thresholds, out, row0, bit0):  # pragma: no cover - numba
+    """OR into rows ``row0 ..`` of ``out`` (``np.packbits`` rows, ``uint8``) the flags of
+    :func:`greater_f16` for the rows of ``bits``, unit ``u`` at bit position ``bit0 + u``: a
+    layer's items packed straight into a row of several layers, without a bool block."""
+    rows, units = bits.shape
+    wide = np.empty(units, np.uint32)
+    values = wide.view(np.float32)
+    lead = bit0 & 7
+    flags = np.zeros(lead + units + 8, np.uint8)
+    for r in range(rows):
+        _widen_f16(bits[r], wide)
+        for u in range(units):
+            flags[lead + u] = values[u] * _F16_SCALE > thresholds[u]
+        _pack_flags(flags, lead + units, out[row0 + r], bit0 >> 3)
+
+
+@numba.njit(nogil=True, cache=True)
+def pack_greater(values, thresholds, out, row0, bit0):  # pragma: no cover - numba
+    """:func:`pack_greater_f16` for float32 or float64 rows, compared as given."""
+    rows, units = values.shape
+    lead = bit0 & 7
+    flags = np.zeros(lead + units + 8, np.uint8)
+    for r in range(rows):
+        row = values[r]
+        for u in range(units):
+            flags[lead + u] = row[u] > thresholds[u]
+        _pack_flags(flags, lead + units, out[row0 + r], bit0 >> 3)
+
+
 def _has_f16c() -> bool:
     """Whether the code numba compiles may use the x86 instructions that convert float16
     (F16C)."""
@@ -227,6 +272,128 @@ def slot_sums(values, pair_rows, row_offset, pair_slots, sums, sums2):  # pragma
             sums[s, u] += v
             if squares:
                 sums2[s, u] += v * v
+
+
+@numba.njit(nogil=True, cache=True)
+def slot_row_spans(pair_rows, pair_slots, n_slots):  # pragma: no cover - numba
+    """``([n_slots], [n_slots])`` int64: the first and the last row any pair adds to each slot
+    (a slot no pair names: first above last)."""
+    first = np.full(n_slots, np.iinfo(np.int64).max, np.int64)
+    last = np.full(n_slots, -1, np.int64)
+    for p in range(pair_rows.size):
+        s = pair_slots[p]
+        first[s] = min(first[s], pair_rows[p])
+        last[s] = max(last[s], pair_rows[p])
+    return first, last
+
+
+@numba.njit(nogil=True, cache=True)
+def shared_slot_rows(distinct, pair_rows, pair_slots, first, last, block):  # pragma: no cover - numba
+    """How many local rows :func:`split_slot_sums_f16` would take in all if the frames
+    (``distinct[pair_rows]``) came in blocks of ``block`` frame ids: per block, the distinct
+    slots of its pairs whose frames do not all lie in it."""
+    seen = np.full(first.size, -1, np.int64)
+    count = 0
+    for p in range(pair_rows.size):
+        s = pair_slots[p]
+        b = distinct[pair_rows[p]] // block
+        if distinct[first[s]] // block != distinct[last[s]] // block and seen[s] != b:
+            seen[s] = b
+            count += 1
+    return count
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _split_target(
+    s, row_offset, stop, first, last, sums, sums2, local, local2, local_of, local_slots, k
+):  # pragma: no cover
+    """Where a pair of slot ``s`` adds its row: ``sums`` when every row of the slot lies in
+    ``row_offset .. stop - 1`` (no other block adds to it), else a local row (taken and
+    zeroed on the slot's first pair). ``(target, target2, row, k)``."""
+    if first[s] >= row_offset and last[s] < stop:
+        return sums, sums2, s, k
+    i = local_of[s]
+    if i < 0:
+        i = k
+        local_of[s] = k
+        local_slots[k] = s
+        local[k, :] = 0.0
+        if local2.shape[0] > 0:
+            local2[k, :] = 0.0
+        k += 1
+    return local, local2, i, k
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _add_row(row, scale, t, t2, i):  # pragma: no cover - numba
+    """Add ``row * scale`` (widened to float64) to row ``i`` of ``t``, and its square to ``t2``
+    unless that has no rows."""
+    squares = t2.shape[0] > 0
+    for u in range(row.size):
+        v = np.float64(row[u] * scale)
+        t[i, u] += v
+        if squares:
+            t2[i, u] += v * v
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _release(local_of, local_slots, k):  # pragma: no cover - numba
+    """Mark the ``k`` slots given local rows as having none again."""
+    for j in range(k):
+        local_of[local_slots[j]] = -1
+
+
+@numba.njit(nogil=True, cache=True)
+def split_slot_sums_f16(
+    bits, pair_rows, row_offset, pair_slots, first, last, sums, sums2, local, local2, local_of, local_slots
+):  # pragma: no cover - numba
+    """:func:`slot_sums_f16` into one ``sums`` shared by every thread: a slot whose rows
+    (``first[s] .. last[s]``, from :func:`slot_row_spans`) all lie in this block's rows is
+    added to ``sums`` directly, since no other block adds to it; the other slots are summed
+    into rows of ``local`` (``local_of[s]``: the slot's local row, -1 for none; ``-1`` again
+    on return) and listed in ``local_slots``, for :func:`add_slot_rows` to add under a lock.
+    Returns how many local rows were used."""
+    wide = np.empty(bits.shape[1], np.uint32)
+    values = wide.view(np.float32)
+    stop = row_offset + bits.shape[0]
+    k = 0
+    for p in range(pair_rows.size):
+        t, t2, i, k = _split_target(
+            pair_slots[p], row_offset, stop, first, last, sums, sums2, local, local2, local_of, local_slots, k
+        )
+        _widen_f16(bits[pair_rows[p] - row_offset], wide)
+        _add_row(values, _F16_SCALE, t, t2, i)
+    _release(local_of, local_slots, k)
+    return k
+
+
+@numba.njit(nogil=True, cache=True)
+def split_slot_sums(
+    values, pair_rows, row_offset, pair_slots, first, last, sums, sums2, local, local2, local_of, local_slots
+):  # pragma: no cover - numba
+    """The same for float32 or float64 ``values``."""
+    stop = row_offset + values.shape[0]
+    k = 0
+    for p in range(pair_rows.size):
+        t, t2, i, k = _split_target(
+            pair_slots[p], row_offset, stop, first, last, sums, sums2, local, local2, local_of, local_slots, k
+        )
+        _add_row(values[pair_rows[p] - row_offset], 1.0, t, t2, i)
+    _release(local_of, local_slots, k)
+    return k
+
+
+@numba.njit(nogil=True, cache=True)
+def add_slot_rows(sums, sums2, local, local2, local_slots, k):  # pragma: no cover - numba
+    """Add the first ``k`` rows of ``local`` (and ``local2``) to rows ``local_slots`` of
+    ``sums`` (and ``sums2``, unless it has no rows)."""
+    for j in range(k):
+        s = local_slots[j]
+        for u in range(sums.shape[1]):
+            sums[s, u] += local[j, u]
+        if sums2.shape[0] > 0:
+            for u in range(sums.shape[1]):
+                sums2[s, u] += local2[j, u]
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)

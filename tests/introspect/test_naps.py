@@ -15,12 +15,14 @@ from neurolake.store import Lake
 from tests.store.partdata import LAYERS, create_run, expected_rows, write_part
 
 
-@pytest.fixture(autouse=True, params=["per-thread sums", "shared sums"])
+@pytest.fixture(autouse=True, params=["per-thread sums", "shared sums", "blocks of rows"])
 def sums_path(request, monkeypatch):
-    """Every test on both ways of summing: each reading thread into its own sums as rows are
-    decoded, and (for more slots than fit a copy per thread) blocks of rows split by slot."""
-    if request.param == "shared sums":
+    """Every test on the three ways of summing: each reading thread into its own sums as rows
+    are decoded; (for more slots than fit a copy per thread) every thread into one shared sums,
+    slots cut by a read task summed apart and added under a lock; blocks of rows split by slot."""
+    if request.param != "per-thread sums":
         monkeypatch.setattr(naps_module, "_PRIVATE_SUMS_BYTES", 0)
+        monkeypatch.setattr(naps_module, "_SHARED_LOCAL_SHARE", np.inf if request.param == "shared sums" else -1.0)
     return request.param
 
 
@@ -151,3 +153,34 @@ def test_separation_is_eta_squared_against_numpy(lake):
             (speakers == s).sum() * ((x[speakers == s].mean(axis=0) - grand) ** 2).sum() for s in set(speakers)
         )
         assert got[spec.name] == pytest.approx(between / ((x - grand) ** 2).sum(), rel=1e-9)
+
+
+def test_layer_sums_choose_shared_sums_for_slots_that_follow_the_frames(lake, monkeypatch, sums_path):
+    """With more slots than fit a copy per thread: slots of whole utterances, or few slots,
+    are summed into shared sums (few slots cut by a read task); 200 slots spread over every
+    part (frame id % 200: nearly every slot cut by every task) by blocks of rows. Each way
+    gives numpy's sums of the rows, squares included."""
+    from neurolake.introspect.naps import Pairs, layer_sums
+
+    monkeypatch.setattr(naps_module, "_SHARED_LOCAL_SHARE", 0.25)
+    f = _frames(lake)
+    ids, index = np.array(f["frame_id"]), np.array(f["frame_index"])
+    run = lake.run("r1")
+    x = expected_rows(0, LAYERS[0].units, ids).astype(np.float64)
+    utterance = np.cumsum(index == 0) - 1
+    for slots, private, shared in [
+        (utterance, "private", "shared"),
+        (ids % 3, "private", "shared"),
+        (ids % 200, "private", "blocks"),
+    ]:
+        n_slots = int(slots.max()) + 1
+        pairs = Pairs.of(ids, slots)
+        for budget, want in [(1 << 30, private), (0, shared)]:
+            monkeypatch.setattr(naps_module, "_PRIVATE_SUMS_BYTES", budget)
+            assert naps_module._summing(run, pairs, n_slots, LAYERS[0].units * 8, LAYERS[0].units * 2)[0] == want
+            sums, squares = layer_sums(run, LAYERS[0].name, pairs, n_slots, squares=True)
+            expected, expected2 = np.zeros((n_slots, x.shape[1])), np.zeros((n_slots, x.shape[1]))
+            np.add.at(expected, slots, x)
+            np.add.at(expected2, slots, x * x)
+            np.testing.assert_allclose(sums, expected, rtol=1e-12, atol=1e-9)
+            np.testing.assert_allclose(squares, expected2, rtol=1e-12, atol=1e-9)

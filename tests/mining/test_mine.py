@@ -328,3 +328,26 @@ def test_an_empty_target_set_is_reported_as_what_diffnorm_found(tmp_path, capsys
     assert "DiffNorm's target set is empty" in out and "minimum support" not in out
     assert main([*args, "--binarize", "absolute:3", "--min-support", "0.99"]) == 0  # LCM keeps its hint
     assert "no pattern reaches the minimum support" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("binarization", ["quantile:0.5", "absolute:0.5", "zscore:1", "topk:3"])
+def test_packed_binarised_rows_equal_packbits_of_the_bool_rows(tmp_path, binarization):
+    """The packed bits mining and scans use, threshold binarisations packed on the decoding
+    threads (layers of 12 and 6 units: the second starts inside a byte), the others from bool
+    blocks of 7 frames: byte for byte ``np.packbits`` of ``binarised_rows``, on frames that
+    skip some and cross parts."""
+    from neurolake.mining.binarize import as_spec
+    from neurolake.mining.mine import binarised_rows, packed_binarised
+    from neurolake.query.neurons import neuron_statistics
+
+    lake = _planted_lake(tmp_path / "lake")
+    run = lake.run("m")
+    stats = neuron_statistics(lake, "m")
+    ids = run.committed_frame_ids()
+    ids = ids[(ids % 3 != 1) & (ids % 11 != 0)]
+    spec = as_spec(binarization)
+    flags = binarised_rows(run, ids, ["a", "b"], spec, stats)
+    assert 0 < flags[:, :12].mean() < 1 and 0 < flags[:, 12:].mean() < 1
+    got = packed_binarised(run, ids, ["a", "b"], spec, stats, block=7)
+    np.testing.assert_array_equal(got, np.packbits(flags, axis=1))
+    np.testing.assert_array_equal(packed_binarised(run, ids[:0], ["a", "b"], spec, stats), np.zeros((0, 3), np.uint8))

@@ -242,3 +242,42 @@ def test_ids_come_back_ascending_before_and_after_compaction(tmp_path):
         with QueryEngine(lake) as q:
             np.testing.assert_array_equal(group_frame_ids(q, "r1", "frame_index >= 0"), every)
             np.testing.assert_array_equal(group_frame_ids(q, "r1", "frame_index % 3 = 0 AND wer > 0.3"), mixed)
+
+
+def test_many_predicates_in_one_pass_equal_one_at_a_time(tmp_path):
+    """Frame-column predicates and frame-and-utterance ones are read one batch per pass (here
+    batches of 2, so several), utterance-only ones from the utterance rows: each gives the same
+    ascending ids as ``group_frame_ids``, on parts written out of order; a predicate given twice,
+    one that is NULL on some frames (not chosen, as in WHERE) and one that chooses nothing
+    included. A bad predicate is the same one-line error."""
+    from neurolake.query.groups import group_frame_ids, group_frame_ids_many
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    for u in reversed(run.plan.parts):
+        write_part(run, u.part_id)
+    median = float(np.median(run.read_table("utterances").column("duration_s").to_numpy()))
+    predicates = [
+        "word_error",
+        "CASE WHEN frame_index % 3 = 0 THEN NULL ELSE word_error END",
+        "ref_token = 'A' AND frame_index < 20 AND wer > 0.3",
+        f"duration_s > {median}",
+        "word_error",
+        "frame_index < 0",
+        "phoneme = 'AH' AND speaker_id = 'spk1'",
+        "ref_token = 'A'",
+    ]
+    with QueryEngine(lake) as q:
+        one_by_one = [group_frame_ids(q, "r1", p) for p in predicates]
+        assert [ids.size for ids in one_by_one][5] == 0 and all(ids.size for i, ids in enumerate(one_by_one) if i != 5)
+        assert one_by_one[1].size < one_by_one[0].size
+        # batches of 2: the first all over frame columns, the others mixed; of 63: one
+        for batch in (2, 63):
+            together = group_frame_ids_many(q, "r1", predicates, batch=batch)
+            for want, got in zip(one_by_one, together, strict=True):
+                np.testing.assert_array_equal(got, want)
+        with pytest.raises(QueryError) as many_error:
+            group_frame_ids_many(q, "r1", ["word_error", "no_such_column > 1"])
+        with pytest.raises(QueryError) as one_error:
+            group_frame_ids(q, "r1", "no_such_column > 1")
+        assert str(many_error.value) == str(one_error.value)

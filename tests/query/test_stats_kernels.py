@@ -164,6 +164,102 @@ def test_slot_sums_equal_numpy_in_float64():
     assert np.array_equal(sums, want) and np.array_equal(sums2, want2)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_split_slot_sums_add_only_the_slots_a_block_holds_whole(dtype):
+    """A block of rows 100..109 (pairs counted in rows of the whole pass): slots whose every row
+    lies in it go straight into the shared sums; a slot with a row before or after the block,
+    even one row (the block's edges are in), is summed into a local row, numbered in order of
+    first use and listed, and added by ``add_slot_rows``; the map of local rows is reset."""
+    rng = np.random.default_rng(4)
+    block = rng.standard_normal((10, 5)).astype(dtype)
+    # slot: its rows over the whole pass; 0 and 3 lie whole in 100..109, 1, 2 and 4 do not
+    slot_rows = {0: [100, 103, 103], 1: [104, 110], 2: [99, 101], 3: [109], 4: [50, 105, 200]}
+    everywhere = sorted((r, s) for s, rows in slot_rows.items() for r in rows)
+    pair_rows = np.array([r for r, _ in everywhere], np.int64)
+    pair_slots = np.array([s for _, s in everywhere], np.int64)
+    first, last = kernels.slot_row_spans(pair_rows, pair_slots, 6)
+    assert first.tolist()[:5] == [100, 104, 99, 109, 50] and last.tolist()[:5] == [103, 110, 101, 109, 200]
+    assert first[5] > last[5]  # slot 5: no pair
+    inside = (pair_rows >= 100) & (pair_rows < 110)
+    rows, slots = pair_rows[inside], pair_slots[inside]
+    sums, sums2 = np.zeros((6, 5)), np.zeros((6, 5))
+    local, local2 = np.full((4, 5), np.nan), np.full((4, 5), np.nan)  # rows taken are zeroed first
+    local_of, local_slots = np.full(6, -1, np.int64), np.zeros(4, np.int64)
+    kernel = kernels.split_slot_sums_f16 if dtype == np.float16 else kernels.split_slot_sums
+    values = block.view(np.uint16) if dtype == np.float16 else block
+    k = kernel(values, rows, 100, slots, first, last, sums, sums2, local, local2, local_of, local_slots)
+    wide = block.astype(np.float64)
+
+    def total(rs, power=1):
+        return sum((wide[r - 100] ** power for r in rs), np.zeros(5))
+
+    assert k == 3 and local_slots[:3].tolist() == [2, 1, 4]  # first used at rows 101, 104, 105
+    assert (local_of == -1).all()
+    for j, rs in enumerate([[101], [104], [105]]):  # slots 2, 1, 4
+        np.testing.assert_array_equal(local[j], total(rs))
+        np.testing.assert_array_equal(local2[j], total(rs, 2))
+    for s in (0, 3):
+        np.testing.assert_array_equal(sums[s], total(slot_rows[s]))
+        np.testing.assert_array_equal(sums2[s], total(slot_rows[s], 2))
+    assert not sums[[1, 2, 4, 5]].any() and not sums2[[1, 2, 4, 5]].any()
+    kernels.add_slot_rows(sums, sums2, local, local2, local_slots, k)
+    np.testing.assert_array_equal(sums[4], total([105]))
+    np.testing.assert_array_equal(sums2[1], total([104], 2))
+    alone = np.zeros((6, 5))  # without squares
+    k = kernel(
+        values, rows, 100, slots, first, last, alone, np.zeros((0, 5)), local, np.zeros((0, 5)), local_of, local_slots
+    )
+    assert k == 3
+    np.testing.assert_array_equal(alone[0], total(slot_rows[0]))
+
+
+def test_shared_slot_rows_counts_the_slots_each_block_cuts():
+    """Frames in blocks of 10 ids: slot 0 (ids 0..9) lies in block 0; slot 1 (ids 8..12) is cut
+    by the boundary at 10 (one local row in block 0, one in block 1); slot 2 (ids 5, 15, 25, 26)
+    takes one in each of blocks 0, 1 and 2 however many of its frames a block has."""
+    distinct = np.arange(0, 30)
+    pairs = sorted([(i, 0) for i in range(10)] + [(i, 1) for i in range(8, 13)] + [(i, 2) for i in (5, 15, 25, 26)])
+    rows = np.array([r for r, _ in pairs], np.int64)
+    slots = np.array([s for _, s in pairs], np.int64)
+    first, last = kernels.slot_row_spans(rows, slots, 3)
+    assert kernels.shared_slot_rows(distinct, rows, slots, first, last, 10) == 5
+    assert kernels.shared_slot_rows(distinct, rows, slots, first, last, 30) == 0
+    # the blocks are of frame ids, not of rows: the same pairs over ids 0, 3, 6, ...
+    assert kernels.shared_slot_rows(distinct * 3, rows, slots, first, last, 30) == 2 + 3
+
+
+def test_pack_greater_packs_layers_at_any_bit_offset_as_numpy_packbits():
+    """Three layers of 13, 250 and 3 units packed one after the other into rows of 34 bytes
+    (layer boundaries inside bytes), from a row offset: the bytes equal ``np.packbits`` of the
+    concatenated comparisons, ``greater_f16``'s for float16 (NaN above nothing, -0.0 not above
+    0) and numpy's for float32."""
+    rng = np.random.default_rng(5)
+    layers = [rng.standard_normal((40, n)).astype(np.float16) for n in (13, 250, 3)]
+    layers[1][3, :4] = [np.nan, -np.float16(0.0), np.inf, -np.inf]
+    limits = [rng.standard_normal(x.shape[1]).astype(np.float32) for x in layers]
+    limits[1][:2] = 0.0
+    flags = np.concatenate(
+        [kernels.greater_f16(x.view(np.uint16), t) for x, t in zip(layers, limits, strict=True)], axis=1
+    )
+    want = np.packbits(flags, axis=1)
+    assert want.shape == (40, 34) and flags[:, :13].any() and not flags[3, 13:15].any()
+    out = np.zeros((45, 34), np.uint8)
+    bit = 0
+    for x, t in zip(layers, limits, strict=True):
+        kernels.pack_greater_f16(x.view(np.uint16), t, out, 5, bit)
+        bit += x.shape[1]
+    np.testing.assert_array_equal(out[5:], want)
+    assert not out[:5].any()
+    floats = [x.astype(np.float32) + np.float32(0.25) for x in layers]
+    want = np.packbits(np.concatenate([x > t for x, t in zip(floats, limits, strict=True)], axis=1), axis=1)
+    out = np.zeros((40, 34), np.uint8)
+    bit = 0
+    for x, t in zip(floats, limits, strict=True):
+        kernels.pack_greater(x, t, out, 0, bit)
+        bit += x.shape[1]
+    np.testing.assert_array_equal(out, want)
+
+
 def _array_quantiles(hist, shift, qs, low, high):
     """The quantiles of :func:`kernels.quantiles` in numpy array operations, bin by bin."""
     edges = kernels.key_values()[:: 1 << shift]
