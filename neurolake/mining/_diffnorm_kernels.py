@@ -4,6 +4,12 @@ A row (transaction) of ``m`` items is ``W = ceil(m / 64)`` ``uint64`` words; ite
 bit ``x % 64`` of word ``x // 64``. A code table is a ``[p, W] uint64`` matrix of patterns
 already in standard cover order. These kernels are stateless: the single-process search
 calls them on whole databases, the Ray layer on row partitions, and the counts add up.
+
+Most counts of a search concern the rows that contain one pattern (only their covers
+change when it enters or leaves a table). Those rows are found from the database's item
+columns (:func:`item_columns`: one bit per row for each item) by AND-ing the pattern's
+items' columns, ``|X| * n / 64`` words, instead of testing every row: on 100,000 rows of
+2,000 items that scan read a cache line of each row, about 6 MB per group and count.
 """
 
 from __future__ import annotations
@@ -11,12 +17,20 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from neurolake.mining._lcm_kernels import _lowest_bit, _popcount
+
 __all__ = [
     "co_usage",
     "co_usage_add",
     "co_usage_delta",
     "co_usage_renumbered",
     "cover_usage",
+    "cover_usage_of",
+    "co_usage_delta_of",
+    "item_columns",
+    "rows_containing",
+    "rows_within",
+    "supports_of_columns",
     "pack_rows",
     "log_tables",
     "slim_gains",
@@ -56,6 +70,119 @@ def _contains(row: np.ndarray, pattern: np.ndarray) -> bool:
 
 
 @numba.njit(cache=True, nogil=True)
+def item_columns(rows: np.ndarray, n_items: int) -> np.ndarray:
+    """The database by item: ``[n_items, ceil(n / 64)] uint64``, bit ``r % 64`` of word
+    ``r // 64`` of item ``x``'s column set where row ``r`` holds ``x``. Built 64 rows at a
+    time in one word per item, then written out (a write per item and 64 rows, not per bit)."""
+    n_rows, n_words = rows.shape
+    n_cols = (n_rows + 63) // 64
+    cols = np.zeros((n_items, n_cols), np.uint64)
+    block = np.zeros(n_words * 64, np.uint64)
+    for c in range(n_cols):
+        block[:] = _ZERO
+        start = c * 64
+        for r in range(start, min(n_rows, start + 64)):
+            bit = _ONE << np.uint64(r - start)
+            for w in range(n_words):
+                bits = rows[r, w]
+                while bits != _ZERO:
+                    block[w * 64 + np.int64(_lowest_bit(bits))] |= bit
+                    bits &= bits - _ONE
+        for x in range(n_items):
+            cols[x, c] = block[x]
+    return cols
+
+
+@numba.njit(cache=True, nogil=True)
+def _items_of(pattern: np.ndarray, n_items: int) -> np.ndarray:
+    count = 0
+    for w in range(pattern.size):
+        count += np.int64(_popcount(pattern[w]))
+    items = np.empty(count, np.int64)
+    k = 0
+    for w in range(pattern.size):
+        bits = pattern[w]
+        while bits != _ZERO:
+            x = w * 64 + np.int64(_lowest_bit(bits))
+            if x < n_items:
+                items[k] = x
+                k += 1
+            bits &= bits - _ONE
+    return items[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _indices_of_bits(acc: np.ndarray, n_rows: int) -> np.ndarray:
+    count = 0
+    for c in range(acc.size):
+        count += np.int64(_popcount(acc[c]))
+    out = np.empty(count, np.int64)
+    k = 0
+    for c in range(acc.size):
+        bits = acc[c]
+        while bits != _ZERO:
+            r = c * 64 + np.int64(_lowest_bit(bits))
+            if r < n_rows:
+                out[k] = r
+                k += 1
+            bits &= bits - _ONE
+    return out[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def rows_within(cols: np.ndarray, within: np.ndarray, n_rows: int) -> np.ndarray:
+    """``[k] int64`` rows (increasing) that contain the itemset ``within [W] uint64``, from
+    the item columns of :func:`item_columns`; every row for the empty itemset."""
+    items = _items_of(within, cols.shape[0])
+    if items.size == 0 and np.any(within != _ZERO):
+        return np.zeros(0, np.int64)  # an item beyond the universe: no row holds it
+    if items.size == 0:
+        return np.arange(n_rows)
+    acc = cols[items[0]].copy()
+    for j in range(1, items.size):
+        col = cols[items[j]]
+        for c in range(acc.size):
+            acc[c] &= col[c]
+    return _indices_of_bits(acc, n_rows)
+
+
+@numba.njit(cache=True, nogil=True)
+def rows_containing(rows: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """``[k] int64`` rows (increasing) of the packed ``rows`` that contain ``within``, by
+    testing each row (:func:`rows_within` finds them from item columns)."""
+    out = np.empty(rows.shape[0], np.int64)
+    k = 0
+    for r in range(rows.shape[0]):
+        if _contains(rows[r], within):
+            out[k] = r
+            k += 1
+    return out[:k]
+
+
+@numba.njit(cache=True, nogil=True)
+def supports_of_columns(cols: np.ndarray, patterns: np.ndarray, n_rows: int) -> np.ndarray:
+    """``[p] int64`` rows containing each of ``patterns [p, W]``, as :func:`supports`
+    counts them, from the item columns: popcounts of the AND of each pattern's columns."""
+    out = np.zeros(patterns.shape[0], np.int64)
+    acc = np.empty(cols.shape[1], np.uint64)
+    for t in range(patterns.shape[0]):
+        items = _items_of(patterns[t], cols.shape[0])
+        if items.size == 0:
+            out[t] = 0 if np.any(patterns[t] != _ZERO) else n_rows
+            continue
+        acc[:] = cols[items[0]]
+        for j in range(1, items.size):
+            col = cols[items[j]]
+            for c in range(acc.size):
+                acc[c] &= col[c]
+        total = 0
+        for c in range(acc.size):
+            total += np.int64(_popcount(acc[c]))
+        out[t] = total
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
 def cover_usage(rows: np.ndarray, table: np.ndarray, within: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
     """Usages of the greedy cover of every row that contains ``within``.
 
@@ -73,30 +200,32 @@ def cover_usage(rows: np.ndarray, table: np.ndarray, within: np.ndarray, n_items
         ``([p] int64, [n_items] int64)``: rows whose cover uses each pattern, and each item
         as a singleton.
     """
-    n_rows, n_words = rows.shape
+    return cover_usage_of(rows, rows_containing(rows, within), table, n_items)
+
+
+@numba.njit(cache=True, nogil=True)
+def cover_usage_of(
+    rows: np.ndarray, selected: np.ndarray, table: np.ndarray, n_items: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`cover_usage` of the rows ``selected`` (``[k] int64`` indices)."""
+    n_words = rows.shape[1]
     n_pat = table.shape[0]
     pat_usage = np.zeros(n_pat, np.int64)
     item_usage = np.zeros(n_items, np.int64)
     rest = np.empty(n_words, np.uint64)
-    for r in range(n_rows):
+    used = np.empty(n_pat, np.int64)
+    ptr, word, mask = _sparse(table)
+    for r in selected:
         row = rows[r]
-        if not _contains(row, within):
-            continue
         for w in range(n_words):
             rest[w] = row[w]
-        for t in range(n_pat):
-            if _contains(rest, table[t]):
-                pat_usage[t] += 1
-                for w in range(n_words):
-                    rest[w] &= ~table[t, w]
+        for u in range(_cover_patterns(ptr, word, mask, 0, n_pat, rest, used, 0)):
+            pat_usage[used[u]] += 1
         for w in range(n_words):
             bits = rest[w]
-            b = 0
             while bits != _ZERO:
-                if bits & _ONE:
-                    item_usage[w * 64 + b] += 1
-                bits >>= _ONE
-                b += 1
+                item_usage[w * 64 + np.int64(_lowest_bit(bits))] += 1
+                bits &= bits - _ONE
     return pat_usage, item_usage
 
 
@@ -294,11 +423,12 @@ def co_usage_add(
     n_rows, n_words = rows.shape
     rest = np.empty(n_words, np.uint64)
     used = np.empty(table.shape[0] + n_items, np.int64)
+    sparse = _sparse(table)
     for r in range(n_rows):
         row = rows[r]
         if not _contains(row, within):
             continue
-        n_used = _cover_elements(row, table, n_items, rest, used)
+        n_used = _cover_elements(row, sparse, table.shape[0], rest, used)
         # ``used`` is increasing, so every pair lands above the diagonal.
         for a in range(n_used):
             ua = used[a]
@@ -307,30 +437,95 @@ def co_usage_add(
 
 
 @numba.njit(cache=True, nogil=True)
-def _cover_elements(row: np.ndarray, table: np.ndarray, n_items: int, rest: np.ndarray, used: np.ndarray) -> int:
-    """Write the elements the cover of ``row`` uses into ``used`` (increasing: patterns by
-    table position, then ``p + x`` for singleton ``x``); their number."""
-    n_words = row.shape[0]
-    n_pat = table.shape[0]
-    n_used = 0
-    for w in range(n_words):
-        rest[w] = row[w]
+def _sparse(table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A table by its non-zero words: pattern ``t`` is ``mask[j]`` in word ``word[j]`` for
+    ``j`` in ``ptr[t]..ptr[t+1]-1``. A pattern of a few items spans a few of a row's words,
+    so a cover tests and clears those only."""
+    n_pat, n_words = table.shape
+    ptr = np.zeros(n_pat + 1, np.int64)
     for t in range(n_pat):
-        if _contains(rest, table[t]):
+        ptr[t + 1] = ptr[t]
+        for w in range(n_words):
+            if table[t, w] != _ZERO:
+                ptr[t + 1] += 1
+    word = np.empty(ptr[n_pat], np.int64)
+    mask = np.empty(ptr[n_pat], np.uint64)
+    j = 0
+    for t in range(n_pat):
+        for w in range(n_words):
+            if table[t, w] != _ZERO:
+                word[j] = w
+                mask[j] = table[t, w]
+                j += 1
+    return ptr, word, mask
+
+
+@numba.njit(cache=True, nogil=True)
+def _cover_elements(
+    row: np.ndarray, sparse: tuple[np.ndarray, np.ndarray, np.ndarray], n_pat: int, rest: np.ndarray, used: np.ndarray
+) -> int:
+    """Write the elements the cover of ``row`` uses into ``used`` (increasing: patterns by
+    table position, then ``p + x`` for singleton ``x``); their number. ``sparse``: the
+    table of ``n_pat`` patterns as :func:`_sparse` gives it."""
+    for w in range(row.shape[0]):
+        rest[w] = row[w]
+    ptr, word, mask = sparse
+    n_used = _cover_patterns(ptr, word, mask, 0, n_pat, rest, used, 0)
+    return _cover_singletons(n_pat, rest, used, n_used)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cover_patterns(
+    ptr: np.ndarray,
+    word: np.ndarray,
+    mask: np.ndarray,
+    start: int,
+    stop: int,
+    rest: np.ndarray,
+    used: np.ndarray,
+    n_used: int,
+) -> int:
+    """Continue a cover (``rest``: the items still uncovered) with the patterns
+    ``start..stop-1`` of a table (:func:`_sparse`), appending those used to
+    ``used[n_used:]``."""
+    for t in range(start, stop):
+        fits = True
+        for j in range(ptr[t], ptr[t + 1]):
+            if rest[word[j]] & mask[j] != mask[j]:
+                fits = False
+                break
+        if fits:
             used[n_used] = t
             n_used += 1
-            for w in range(n_words):
-                rest[w] &= ~table[t, w]
-    for w in range(n_words):
-        bits = rest[w]
-        b = 0
-        while bits != _ZERO:
-            if bits & _ONE:
-                used[n_used] = n_pat + w * 64 + b
-                n_used += 1
-            bits >>= _ONE
-            b += 1
+            for j in range(ptr[t], ptr[t + 1]):
+                rest[word[j]] &= ~mask[j]
     return n_used
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cover_singletons(n_pat: int, rest: np.ndarray, used: np.ndarray, n_used: int) -> int:
+    """End a cover with the singletons of what ``rest`` leaves (``n_pat + x``)."""
+    for w in range(rest.shape[0]):
+        bits = rest[w]
+        while bits != _ZERO:
+            used[n_used] = n_pat + w * 64 + np.int64(_lowest_bit(bits))
+            n_used += 1
+            bits &= bits - _ONE
+    return n_used
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _changed_pairs(cover, n, changed, at, n_changed, slot_of, counts, sign):  # pragma: no cover - numba
+    """Add ``sign`` to ``counts[slot_of[x], y]`` for every pair ``x, y`` of the cover
+    ``cover[:n]`` that holds an element marked in ``changed`` (at the positions
+    ``at[:n_changed]``), once: a pair of two changed elements from the first of them."""
+    for g in range(n_changed):
+        a = at[g]
+        row = counts[slot_of[cover[a]]]
+        for c in range(n):
+            if c == a or (c < a and changed[cover[c]]):
+                continue
+            row[cover[c]] += sign
 
 
 @numba.njit(cache=True, nogil=True)
@@ -351,24 +546,54 @@ def co_usage_delta(
     Returns:
         ``(where [d] int64, increments [d] int32)``.
     """
-    n_rows, n_words = rows.shape
+    return co_usage_delta_of(rows, rows_containing(rows, within), old, new, n_items, pos, add)
+
+
+@numba.njit(cache=True, nogil=True)
+def co_usage_delta_of(
+    rows: np.ndarray, selected: np.ndarray, old: np.ndarray, new: np.ndarray, n_items: int, pos: int, add: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`co_usage_delta` over the rows ``selected`` (``[k] int64``: those holding the
+    pattern)."""
+    n_words = rows.shape[1]
     n_old = old.shape[0] + n_items
     n_new = new.shape[0] + n_items
     rest = np.empty(n_words, np.uint64)
+    rest_new = np.empty(n_words, np.uint64)
     was = np.empty(n_old, np.int64)
     now = np.empty(n_new, np.int64)
     gone = np.zeros(n_new + 1, np.bool_)
     came = np.zeros(n_new, np.bool_)
-    capacity = 1024
-    keys = np.empty(capacity, np.int64)
-    signs = np.empty(capacity, np.int32)
-    found = 0
-    for r in range(n_rows):
+    gone_at = np.empty(n_old, np.int64)
+    o_ptr, o_word, o_mask = _sparse(old)
+    n_ptr, n_word, n_mask = _sparse(new)
+    came_at = np.empty(n_new, np.int64)
+    # The changes counted densely per changed element (rows mostly change the same few):
+    # ``counts[slot_of[x], y]`` for the pairs of x counted from x.
+    slot_of = np.full(n_new, -1, np.int64)
+    slot_el = np.empty(n_new, np.int64)
+    n_slots = 0
+    counts = np.zeros((16, n_new), np.int32)
+    for r in selected:
         row = rows[r]
-        if not _contains(row, within):
-            continue
-        n_was = _cover_elements(row, old, n_items, rest, was)
-        n_now = _cover_elements(row, new, n_items, rest, now)
+        # The two tables agree before ``pos``: the covers share that part, and the new one
+        # goes on from where the old one was there.
+        for w in range(n_words):
+            rest[w] = row[w]
+        n_same = _cover_patterns(o_ptr, o_word, o_mask, 0, pos, rest, was, 0)
+        for w in range(n_words):
+            rest_new[w] = rest[w]
+        n_was = _cover_singletons(
+            old.shape[0], rest, was, _cover_patterns(o_ptr, o_word, o_mask, pos, old.shape[0], rest, was, n_same)
+        )
+        for a in range(n_same):
+            now[a] = was[a]
+        n_now = _cover_singletons(
+            new.shape[0],
+            rest_new,
+            now,
+            _cover_patterns(n_ptr, n_word, n_mask, pos, new.shape[0], rest_new, now, n_same),
+        )
         # The old cover in the new numbering (increasing still); the removed pattern's pairs
         # leave the matrix with its row and column.
         kept = 0
@@ -384,48 +609,66 @@ def co_usage_delta(
             was[kept] = x
             kept += 1
         n_was = kept
-        # Elements in one cover and not the other (both lists increasing).
+        # Elements in one cover and not the other (both lists increasing): their positions.
         a = 0
         c = 0
-        changed = 0
+        n_gone = 0
+        n_came = 0
         while a < n_was or c < n_now:
             if c == n_now or (a < n_was and was[a] < now[c]):
                 gone[was[a]] = True
-                changed += n_was
+                gone_at[n_gone] = a
+                n_gone += 1
                 a += 1
             elif a == n_was or now[c] < was[a]:
                 came[now[c]] = True
-                changed += n_now
+                came_at[n_came] = c
+                n_came += 1
                 c += 1
             else:
                 a += 1
                 c += 1
-        if found + changed > capacity:
-            while found + changed > capacity:
-                capacity *= 2
-            keys = _grown(keys, capacity)
-            signs = _grown(signs, capacity)
-        for a in range(n_was):
-            x = was[a]
-            for c in range(a + 1, n_was):
-                y = was[c]
-                if gone[x] or gone[y]:
-                    keys[found] = x * n_new + y
-                    signs[found] = -1
-                    found += 1
-        for a in range(n_now):
-            x = now[a]
-            for c in range(a + 1, n_now):
-                y = now[c]
-                if came[x] or came[y]:
-                    keys[found] = x * n_new + y
-                    signs[found] = 1
-                    found += 1
-        for a in range(n_was):
-            gone[was[a]] = False
-        for c in range(n_now):
-            came[now[c]] = False
-    order = np.argsort(keys[:found], kind="mergesort")
+        for g in range(n_gone):
+            x = was[gone_at[g]]
+            if slot_of[x] < 0:
+                slot_of[x] = n_slots
+                slot_el[n_slots] = x
+                n_slots += 1
+        for g in range(n_came):
+            x = now[came_at[g]]
+            if slot_of[x] < 0:
+                slot_of[x] = n_slots
+                slot_el[n_slots] = x
+                n_slots += 1
+        if n_slots > counts.shape[0]:
+            grown = np.zeros((max(n_slots, 2 * counts.shape[0]), n_new), np.int32)
+            grown[: counts.shape[0]] = counts
+            counts = grown
+        # The pairs holding a changed element, each once: with the other changed elements
+        # only from the first of the two.
+        _changed_pairs(was, n_was, gone, gone_at, n_gone, slot_of, counts, -1)
+        _changed_pairs(now, n_now, came, came_at, n_came, slot_of, counts, 1)
+        for g in range(n_gone):
+            gone[was[gone_at[g]]] = False
+        for g in range(n_came):
+            came[now[came_at[g]]] = False
+    # A pair may have been counted from either of its elements: flat keys, sorted and merged.
+    found = 0
+    for t in range(n_slots):
+        for y in range(n_new):
+            if counts[t, y] != 0:
+                found += 1
+    keys = np.empty(found, np.int64)
+    values = np.empty(found, np.int32)
+    found = 0
+    for t in range(n_slots):
+        x = slot_el[t]
+        for y in range(n_new):
+            if counts[t, y] != 0:
+                keys[found] = x * n_new + y if x < y else y * n_new + x
+                values[found] = counts[t, y]
+                found += 1
+    order = np.argsort(keys)
     where = np.empty(found, np.int64)
     increments = np.empty(found, np.int32)
     d = 0
@@ -434,7 +677,7 @@ def co_usage_delta(
         key = keys[order[t]]
         total = 0
         while t < found and keys[order[t]] == key:
-            total += signs[order[t]]
+            total += values[order[t]]
             t += 1
         if total != 0:
             where[d] = key

@@ -94,7 +94,9 @@ runs the numba kernels of :mod:`neurolake.mining._diffnorm_kernels` on whole gro
 Usages are integers, so both yield the same search, bit for bit. Covers are incremental:
 adding or removing ``X`` changes only the covers of rows that contain ``X``, so only those
 rows are covered again, under the old and the new coding set, and the difference of the two
-usage vectors updates the whole-group usages exactly. Slim's pair statistics (how many covers
+usage vectors updates the whole-group usages exactly. The counters find those rows from
+each group's item columns (one bit per row for each item, as many bytes as the rows): the
+AND of the pattern's items' columns, instead of a test of every row. Slim's pair statistics (how many covers
 use two elements together) are kept the same way: counted once per group, then updated from
 the rows holding every accepted or pruned pattern, only for the pairs holding an element whose
 use changed (:func:`~neurolake.mining._diffnorm_kernels.co_usage_delta`); the updates wait
@@ -317,15 +319,25 @@ class LocalUsageCounter(UsageCounter):
         self.groups = [np.ascontiguousarray(g, dtype=np.uint64) for g in groups]
         self.n_items = n_items
         self.n_groups = len(self.groups)
+        # Each group by item (as many bytes as its rows): the rows holding a pattern are the
+        # AND of its items' columns, so a count visits those rows only.
+        self.columns = [kernels.item_columns(g, n_items) for g in self.groups]
+
+    def _within(self, group: int, within: np.ndarray) -> np.ndarray:
+        """The rows of ``group`` that contain ``within`` (all rows for the empty itemset)."""
+        return kernels.rows_within(self.columns[group], within, self.groups[group].shape[0])
 
     def supports(self, patterns: np.ndarray) -> np.ndarray:
         out = np.zeros((self.n_groups, patterns.shape[0]), np.int64)
         for i, rows in enumerate(self.groups):
-            out[i] = kernels.supports(rows, patterns)
+            out[i] = kernels.supports_of_columns(self.columns[i], patterns, rows.shape[0])
         return out
 
     def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
-        return [kernels.cover_usage(self.groups[i], table, within, self.n_items) for i, table, within in requests]
+        return [
+            kernels.cover_usage_of(self.groups[i], self._within(i, within), table, self.n_items)
+            for i, table, within in requests
+        ]
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         return [kernels.co_usage(self.groups[i], table, self.n_items) for i, table in requests]
@@ -335,7 +347,7 @@ class LocalUsageCounter(UsageCounter):
     ) -> np.ndarray:
         """Only the rows containing the changed pattern are covered again, under both tables,
         and only the pairs holding an element whose use changed are counted."""
-        where, increments = kernels.co_usage_delta(self.groups[group], old, new, within, self.n_items, pos, add)
+        where, increments = self.co_usage_delta(group, old, new, within, pos, add)
         counts = kernels.co_usage_renumbered(counts, pos, add)
         counts.reshape(-1)[where] += increments
         return counts
@@ -366,7 +378,10 @@ class LocalUsageCounter(UsageCounter):
         positions in the ``[p + n_items, p + n_items]`` matrix of table ``new`` that change,
         and their increments (``int32``). Only the elements whose use changed in the rows
         holding the pattern have pairs that change, so this is small beside the matrix."""
-        where, increments = kernels.co_usage_delta(self.groups[group], old, new, within, self.n_items, pos, add)
+        rows = self.groups[group]
+        where, increments = kernels.co_usage_delta_of(
+            rows, self._within(group, within), old, new, self.n_items, pos, add
+        )
         size = (new.shape[0] + self.n_items) ** 2
         return where.astype(np.min_scalar_type(size)), increments
 

@@ -101,6 +101,29 @@ def test_cover_kernel_restricted_to_rows_containing_an_itemset():
     assert items.tolist() == [1, 1, 0, 2, 1]
 
 
+def test_item_columns_find_the_rows_a_row_scan_finds():
+    """The rows holding an itemset from the AND of its items' columns equal a test of every
+    row, and popcounts of that AND equal the row-scan supports, on random rows over several
+    words (row counts not a multiple of 64, items beyond the last full word)."""
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        n, m = int(rng.integers(1, 300)), int(rng.integers(1, 200))
+        dense_rows = rng.random((n, m)) < rng.uniform(0.05, 0.6)
+        rows = kernels.pack_rows(dense_rows)
+        cols = kernels.item_columns(rows, m)
+        assert cols.shape == (m, (n + 63) // 64)
+        unpacked = np.unpackbits(cols.view(np.uint8), axis=1, bitorder="little")[:, :n]
+        np.testing.assert_array_equal(unpacked.T.astype(bool), dense_rows)
+        itemsets = [rng.choice(m, int(rng.integers(0, min(m, 4) + 1)), replace=False) for _ in range(8)]
+        patterns = np.zeros((len(itemsets), kernels.words_for(m)), np.uint64)
+        for t, items in enumerate(itemsets):
+            patterns[t] = kernels.pack_rows(dense([items.tolist()], m))[0]
+            expected = np.flatnonzero(dense_rows[:, items].all(axis=1))
+            np.testing.assert_array_equal(kernels.rows_within(cols, patterns[t], n), expected)
+            np.testing.assert_array_equal(kernels.rows_containing(rows, patterns[t]), expected)
+        np.testing.assert_array_equal(kernels.supports_of_columns(cols, patterns, n), kernels.supports(rows, patterns))
+
+
 def test_encoded_length_by_hand():
     result = DiffNorm(subsets=[(0,)]).evaluate([HAND_DB], {(0,): [(0, 1, 2), (2, 3)]})
     # Standard code: items 0-3 are in 3 rows each, item 4 in 1; 13 item occurrences.
