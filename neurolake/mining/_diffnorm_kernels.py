@@ -21,7 +21,6 @@ from neurolake.mining._lcm_kernels import _lowest_bit, _popcount
 
 __all__ = [
     "co_usage",
-    "co_usage_add",
     "co_usage_delta",
     "co_usage_renumbered",
     "cover_usage",
@@ -41,6 +40,8 @@ __all__ = [
 
 _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
+# Rows of the co-usage matrix that a pass of :func:`co_usage` fills at once (about an L2 cache).
+_CO_USAGE_BAND_BYTES = 256 * 1024
 
 
 def words_for(n_items: int) -> int:
@@ -245,9 +246,41 @@ def co_usage(rows: np.ndarray, table: np.ndarray, n_items: int) -> np.ndarray:
     Returns:
         ``[p + n_items, p + n_items] int32``, filled above the diagonal only (``a < b``).
     """
-    n_el = table.shape[0] + n_items
+    n_rows, n_words = rows.shape
+    n_pat = table.shape[0]
+    n_el = n_pat + n_items
+    # Every row's cover once, its elements in increasing order (no more than its items).
+    sparse = _sparse(table)
+    rest = np.empty(n_words, np.uint64)
+    used = np.empty(n_el, np.int64)
+    bound = 0
+    for r in range(n_rows):
+        for w in range(n_words):
+            bound += np.int64(_popcount(rows[r, w]))
+    elements = np.empty(bound, np.int32)
+    ptr = np.zeros(n_rows + 1, np.int64)
+    for r in range(n_rows):
+        n_used = _cover_elements(rows[r], sparse, n_pat, rest, used)
+        for a in range(n_used):
+            elements[ptr[r] + a] = used[a]
+        ptr[r + 1] = ptr[r] + n_used
+    # The pairs by bands of first elements: each band's rows of the matrix stay in cache
+    # while every cover adds its pairs there (the whole matrix, 19 MB for 2,200 elements,
+    # does not), and a cursor per cover keeps each pair visited once.
     counts = np.zeros((n_el, n_el), np.int32)  # counts of rows: int32 halves the memory traffic
-    co_usage_add(counts, rows, table, np.zeros(rows.shape[1], np.uint64), n_items, 1)
+    band = max(1, _CO_USAGE_BAND_BYTES // (4 * n_el))
+    cursor = ptr[:-1].copy()
+    for a0 in range(0, n_el, band):
+        a1 = a0 + band
+        for r in range(n_rows):
+            s = cursor[r]
+            end = ptr[r + 1]
+            while s < end and elements[s] < a1:
+                counts_row = counts[elements[s]]
+                for c in range(s + 1, end):
+                    counts_row[elements[c]] += 1
+                s += 1
+            cursor[r] = s
     return counts
 
 
@@ -410,30 +443,6 @@ def _grown(values: np.ndarray, capacity: int) -> np.ndarray:
     out = np.empty(capacity, values.dtype)
     out[: values.shape[0]] = values
     return out
-
-
-@numba.njit(cache=True, nogil=True)
-def co_usage_add(
-    counts: np.ndarray, rows: np.ndarray, table: np.ndarray, within: np.ndarray, n_items: int, sign: int
-) -> None:
-    """Add ``sign`` to ``counts`` (as :func:`co_usage` fills it) for every pair of elements used
-    together in the cover of each row that contains ``within``: with ``-1`` under the old
-    table and ``+1`` under the new one, the co-usages follow a change of the table without
-    covering every row again (only rows containing the changed pattern change their cover)."""
-    n_rows, n_words = rows.shape
-    rest = np.empty(n_words, np.uint64)
-    used = np.empty(table.shape[0] + n_items, np.int64)
-    sparse = _sparse(table)
-    for r in range(n_rows):
-        row = rows[r]
-        if not _contains(row, within):
-            continue
-        n_used = _cover_elements(row, sparse, table.shape[0], rest, used)
-        # ``used`` is increasing, so every pair lands above the diagonal.
-        for a in range(n_used):
-            ua = used[a]
-            for c in range(a + 1, n_used):
-                counts[ua, used[c]] += sign
 
 
 @numba.njit(cache=True, nogil=True)

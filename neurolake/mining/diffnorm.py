@@ -97,7 +97,8 @@ rows are covered again, under the old and the new coding set, and the difference
 usage vectors updates the whole-group usages exactly. The counters find those rows from
 each group's item columns (one bit per row for each item, as many bytes as the rows): the
 AND of the pattern's items' columns, instead of a test of every row. Slim's pair statistics (how many covers
-use two elements together) are kept the same way: counted once per group, then updated from
+use two elements together) are kept the same way: counted once per group (band by band of the
+matrix, whose rows for a band stay in cache while every cover adds its pairs), then updated from
 the rows holding every accepted or pruned pattern, only for the pairs holding an element whose
 use changed (:func:`~neurolake.mining._diffnorm_kernels.co_usage_delta`); the updates wait
 until Slim's list is built next and are then made in one round, each matrix renumbered once

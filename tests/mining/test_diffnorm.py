@@ -124,6 +124,43 @@ def test_item_columns_find_the_rows_a_row_scan_finds():
         np.testing.assert_array_equal(kernels.supports_of_columns(cols, patterns, n), kernels.supports(rows, patterns))
 
 
+def test_co_usage_counts_the_pairs_of_every_cover():
+    """Co-usages against covers made in Python: each row covered by the table in order, then
+    singletons, and every pair of its elements counted (over several bands of the matrix)."""
+    from neurolake.mining.diffnorm import _itemset_bits
+
+    rng = np.random.default_rng(17)
+    for _ in range(12):
+        m = int(rng.integers(60, 400))
+        dense_rows = rng.random((int(rng.integers(1, 200)), m)) < rng.uniform(0.05, 0.3)
+        itemsets = sorted(
+            {tuple(sorted(rng.choice(m, int(rng.integers(2, 4)), replace=False).tolist())) for _ in range(30)}
+        )
+        # Frequent pairs of the rows too, so that covers use patterns.
+        for r in range(min(20, dense_rows.shape[0])):
+            items = np.flatnonzero(dense_rows[r])
+            if items.size >= 2:
+                itemsets.append(tuple(sorted(rng.choice(items, 2, replace=False).tolist())))
+        itemsets = list(dict.fromkeys(itemsets))
+        table = np.stack([_itemset_bits(x, kernels.words_for(m)) for x in itemsets])
+        n_el = len(itemsets) + m
+        expected = np.zeros((n_el, n_el), np.int32)
+        for row in dense_rows:
+            rest = set(np.flatnonzero(row).tolist())
+            used = []
+            for t, x in enumerate(itemsets):
+                if set(x) <= rest:
+                    used.append(t)
+                    rest -= set(x)
+            used += [len(itemsets) + x for x in sorted(rest)]
+            for a in range(len(used)):
+                for b in range(a + 1, len(used)):
+                    expected[used[a], used[b]] += 1
+        got = kernels.co_usage(kernels.pack_rows(dense_rows), table, m)
+        np.testing.assert_array_equal(got, expected)
+        assert expected.sum() > 0
+
+
 def test_encoded_length_by_hand():
     result = DiffNorm(subsets=[(0,)]).evaluate([HAND_DB], {(0,): [(0, 1, 2), (2, 3)]})
     # Standard code: items 0-3 are in 3 rows each, item 4 in 1; 13 item occurrences.
