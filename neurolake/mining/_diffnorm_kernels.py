@@ -95,56 +95,52 @@ def item_columns(rows: np.ndarray, n_items: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True)
-def _items_of(pattern: np.ndarray, n_items: int) -> np.ndarray:
+def _set_bits(words: np.ndarray, limit: int) -> np.ndarray:
+    """``[k] int64`` positions (increasing) of the set bits of ``words`` below ``limit``:
+    a pattern's items, or the rows of a column."""
     count = 0
-    for w in range(pattern.size):
-        count += np.int64(_popcount(pattern[w]))
-    items = np.empty(count, np.int64)
-    k = 0
-    for w in range(pattern.size):
-        bits = pattern[w]
-        while bits != _ZERO:
-            x = w * 64 + np.int64(_lowest_bit(bits))
-            if x < n_items:
-                items[k] = x
-                k += 1
-            bits &= bits - _ONE
-    return items[:k]
-
-
-@numba.njit(cache=True, nogil=True)
-def _indices_of_bits(acc: np.ndarray, n_rows: int) -> np.ndarray:
-    count = 0
-    for c in range(acc.size):
-        count += np.int64(_popcount(acc[c]))
+    for w in range(words.size):
+        count += np.int64(_popcount(words[w]))
     out = np.empty(count, np.int64)
     k = 0
-    for c in range(acc.size):
-        bits = acc[c]
+    for w in range(words.size):
+        bits = words[w]
         while bits != _ZERO:
-            r = c * 64 + np.int64(_lowest_bit(bits))
-            if r < n_rows:
-                out[k] = r
+            x = w * 64 + np.int64(_lowest_bit(bits))
+            if x < limit:
+                out[k] = x
                 k += 1
             bits &= bits - _ONE
     return out[:k]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rows_of_pattern(cols: np.ndarray, pattern: np.ndarray, n_rows: int, acc: np.ndarray) -> None:
+    """Write into ``acc`` the rows (a column's bits) that hold ``pattern``: the AND of its
+    items' columns; every row for the empty pattern, none for one with an item beyond the
+    universe."""
+    items = _set_bits(pattern, cols.shape[0])
+    if items.size == 0:
+        fill = _ZERO if np.any(pattern != _ZERO) else ~_ZERO
+        for c in range(acc.size):
+            acc[c] = fill
+        if fill != _ZERO and n_rows % 64:
+            acc[acc.size - 1] = (_ONE << np.uint64(n_rows % 64)) - _ONE
+        return
+    acc[:] = cols[items[0]]
+    for j in range(1, items.size):
+        col = cols[items[j]]
+        for c in range(acc.size):
+            acc[c] &= col[c]
 
 
 @numba.njit(cache=True, nogil=True)
 def rows_within(cols: np.ndarray, within: np.ndarray, n_rows: int) -> np.ndarray:
     """``[k] int64`` rows (increasing) that contain the itemset ``within [W] uint64``, from
     the item columns of :func:`item_columns`; every row for the empty itemset."""
-    items = _items_of(within, cols.shape[0])
-    if items.size == 0 and np.any(within != _ZERO):
-        return np.zeros(0, np.int64)  # an item beyond the universe: no row holds it
-    if items.size == 0:
-        return np.arange(n_rows)
-    acc = cols[items[0]].copy()
-    for j in range(1, items.size):
-        col = cols[items[j]]
-        for c in range(acc.size):
-            acc[c] &= col[c]
-    return _indices_of_bits(acc, n_rows)
+    acc = np.empty(cols.shape[1], np.uint64)
+    _rows_of_pattern(cols, within, n_rows, acc)
+    return _set_bits(acc, n_rows)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -167,15 +163,7 @@ def supports_of_columns(cols: np.ndarray, patterns: np.ndarray, n_rows: int) -> 
     out = np.zeros(patterns.shape[0], np.int64)
     acc = np.empty(cols.shape[1], np.uint64)
     for t in range(patterns.shape[0]):
-        items = _items_of(patterns[t], cols.shape[0])
-        if items.size == 0:
-            out[t] = 0 if np.any(patterns[t] != _ZERO) else n_rows
-            continue
-        acc[:] = cols[items[0]]
-        for j in range(1, items.size):
-            col = cols[items[j]]
-            for c in range(acc.size):
-                acc[c] &= col[c]
+        _rows_of_pattern(cols, patterns[t], n_rows, acc)
         total = 0
         for c in range(acc.size):
             total += np.int64(_popcount(acc[c]))
