@@ -31,6 +31,7 @@ __all__ = [
     "rows_within",
     "supports_of_columns",
     "pack_rows",
+    "packed_to_csr",
     "log_tables",
     "slim_gains",
     "slim_gains_tabled",
@@ -60,6 +61,35 @@ def pack_rows(dense: np.ndarray) -> np.ndarray:
     # item x bit x % 64 of word x // 64.
     packed = np.packbits(padded, axis=1, bitorder="little")
     return np.ascontiguousarray(packed).view("<u8").astype(np.uint64, copy=False)
+
+
+@numba.njit(cache=True, nogil=True)
+def packed_to_csr(rows: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR rows of a packed matrix: ``(indptr [n + 1] int64, indices [nnz] int64)``, items
+    increasing in each row (the form :mod:`~neurolake.mining.lcm` mines), read off the set
+    bits without unpacking the matrix; bits past ``n_items`` are ignored."""
+    n, n_words = rows.shape
+    masks = np.full(n_words, ~_ZERO, np.uint64)
+    if n_items < 64 * n_words:
+        masks[n_words - 1] = (_ONE << np.uint64(n_items % 64)) - _ONE if n_items % 64 else ~_ZERO
+        for w in range((n_items + 63) // 64, n_words):
+            masks[w] = _ZERO
+    indptr = np.zeros(n + 1, np.int64)
+    for r in range(n):
+        c = 0
+        for w in range(n_words):
+            c += np.int64(_popcount(rows[r, w] & masks[w]))
+        indptr[r + 1] = indptr[r] + c
+    indices = np.empty(indptr[n], np.int64)
+    for r in range(n):
+        pos = indptr[r]
+        for w in range(n_words):
+            bits = rows[r, w] & masks[w]
+            while bits != _ZERO:
+                indices[pos] = w * 64 + np.int64(_lowest_bit(bits))
+                pos += 1
+                bits &= bits - _ONE
+    return indptr, indices
 
 
 @numba.njit(cache=True, nogil=True)

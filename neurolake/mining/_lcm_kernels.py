@@ -143,7 +143,7 @@ def _grow(a, need):
     return b
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def canonical_rows(indptr, indices):
     """Sort every row of a CSR matrix and drop repeated items within a row.
 
@@ -180,7 +180,7 @@ def canonical_rows(indptr, indices):
     return out_ptr, out[:pos]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def dense_to_csr(matrix):
     """CSR rows of the non-zero entries of a 2-D array ``[rows, items]``.
 
@@ -205,7 +205,7 @@ def dense_to_csr(matrix):
     return indptr, indices
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _project_rows_by_item(indptr, indices, remap, n_items):
     """:func:`project_rows` for long rows: sorting is a double transpose (bucket by item,
     then refill rows item by item), which costs ``O(nnz + n_items)`` instead of a comparison
@@ -252,7 +252,7 @@ def _project_rows_by_item(indptr, indices, remap, n_items):
     return ptr[: n_out + 1].copy(), items, np.ones(n_out, np.int64)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def project_rows(indptr, indices, remap, n_items):
     """Map items to internal ids, drop unmapped items and empty rows, sort every row.
 
@@ -1475,7 +1475,7 @@ def _store_unmerged(larena, ltop, n, s_start, s_len):
     return ltop + 2 * n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, first_level_only, bits_mode, only):
     """Depth-first LCM below one node of the enumeration tree.
 
@@ -1989,7 +1989,7 @@ def first_level_costs(ptr, items, n_items):  # pragma: no cover - compiled
     return costs
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def finish_itemsets(out_items, out_ptr, labels, common):
     """Itemsets in original item ids: every set gets the ``common`` items and is sorted.
 

@@ -16,6 +16,7 @@ from neurolake.mining.diffnorm import (
     diffnorm,
     universal_code_length,
 )
+from neurolake.mining.lcm import closed_itemsets
 
 LOG2_C0 = math.log2(2.865064)
 
@@ -122,6 +123,43 @@ def test_item_columns_find_the_rows_a_row_scan_finds():
             np.testing.assert_array_equal(kernels.rows_within(cols, patterns[t], n), expected)
             np.testing.assert_array_equal(kernels.rows_containing(rows, patterns[t]), expected)
         np.testing.assert_array_equal(kernels.supports_of_columns(cols, patterns, n), kernels.supports(rows, patterns))
+
+
+def test_csr_read_off_packed_bits_equals_the_dense_rows():
+    """CSR rows from the packed words equal ``np.nonzero`` of the dense rows, items
+    increasing per row, for universes ending inside, at the end of and beyond a word (stray
+    bits past the universe ignored), and for empty rows."""
+    rng = np.random.default_rng(11)
+    for m in (0, 1, 63, 64, 65, 130, 200):
+        n = int(rng.integers(0, 150))
+        dense_rows = rng.random((n, m)) < rng.uniform(0.0, 0.7)
+        dense_rows[: n // 5] = False
+        rows = kernels.pack_rows(dense_rows)
+        if m % 64:
+            rows[:, -1] |= np.uint64(1) << np.uint64(63)  # a bit past the universe
+        indptr, indices = kernels.packed_to_csr(rows, m)
+        np.testing.assert_array_equal(indptr, np.concatenate([[0], np.cumsum(dense_rows.sum(axis=1))]))
+        np.testing.assert_array_equal(indices, np.nonzero(dense_rows)[1])
+
+
+def test_closed_candidates_on_threads_equal_mining_each_subset_whole():
+    """The candidates mined from the groups' CSR rows, one subset after the other or on two
+    threads, equal closed itemsets mined from each subset's dense rows, in the same order."""
+    a, b, *_ = planted_groups(3, n_rows=700, n_items=90)
+    groups = [a, b[:400]]
+    expected: dict[tuple[int, ...], float] = {}
+    for subset in default_subsets(2):
+        rows = np.concatenate([groups[i] for i in subset])
+        for itemset, support in closed_itemsets(rows, 0.05):
+            if len(itemset) >= 2:
+                expected[itemset] = max(expected.get(itemset, 0.0), support / rows.shape[0])
+    order = sorted(expected, key=lambda x: (-expected[x], -len(x), x))[:50]
+    packed = [BitMatrix.from_dense(g) for g in groups]
+    for workers in (1, 2):
+        model = DiffNorm(min_support=0.05, max_candidates=50, workers=workers)
+        model._setup(packed)
+        assert model._closed_candidates(packed) == order
+    assert len(expected) > len(order) == 50  # the cap cuts the list
 
 
 def test_co_usage_counts_the_pairs_of_every_cover():
