@@ -847,6 +847,55 @@ def _top_stable(values: np.ndarray, k: int) -> np.ndarray:
     return chosen[np.lexsort((chosen, -values[chosen]))]
 
 
+def _best_unions(
+    pairs: Mapping[int, tuple[np.ndarray, ...]],
+    names: Mapping[int, list[Itemset]],
+    placed: Mapping[Itemset, Any],
+    subsets: Sequence[Subset],
+    limit: int,
+) -> list[Itemset]:
+    """Slim's candidate list from the best pairs of each group: ``pairs[i] = (a, b, gain,
+    model)`` (element indices into ``names[i]``, the estimated drop of group ``i``'s length
+    and the union's model cost). A union's gain in a group is its best pair's there (0 in a
+    group with none), its model cost the first pair's that makes it; its score is the best
+    subset's summed gains (added in the subset's order) less that cost. The unions not in
+    ``placed`` that score above 0, best first (ties by itemset), at most ``limit``."""
+    unions: dict[Itemset, int] = {}
+    union_ids: list[int] = []
+    union_groups: list[int] = []
+    union_gains: list[float] = []
+    union_costs: list[float] = []
+    for i, (a, b, gain, union_model) in pairs.items():
+        group_names = names[i]
+        for a_i, b_i, g, cost in zip(a.tolist(), b.tolist(), gain.tolist(), union_model.tolist(), strict=True):
+            union = tuple(sorted(group_names[a_i] + group_names[b_i]))
+            if union in placed:
+                continue
+            u = unions.setdefault(union, len(unions))
+            if u == len(union_costs):
+                union_costs.append(cost)
+            union_ids.append(u)
+            union_groups.append(i)
+            union_gains.append(g)
+    if not unions:
+        return []
+    n_groups = 1 + max(max(pairs), *(max(s) for s in subsets))
+    per_group = np.full((len(unions), n_groups), -np.inf)
+    np.fmax.at(per_group, (np.asarray(union_ids), np.asarray(union_groups)), np.asarray(union_gains))
+    per_group[np.isneginf(per_group)] = 0.0  # no pair of that group makes the union
+    best = np.full(len(unions), -np.inf)
+    for subset in subsets:
+        summed = np.zeros(len(unions))
+        for i in subset:
+            summed = summed + per_group[:, i]
+        best = np.maximum(best, summed)
+    best -= np.asarray(union_costs)
+    kept = np.flatnonzero(best > 0)
+    ordered = list(unions)
+    scored = sorted(zip((-best[kept]).tolist(), [ordered[u] for u in kept.tolist()], strict=True))
+    return [union for _, union in scored[:limit]]
+
+
 def _xlog2x(x: np.ndarray) -> np.ndarray:
     """``x · log2(x)`` elementwise, 0 at 0."""
     x = x.astype(np.float64)
@@ -1241,10 +1290,6 @@ class DiffNorm:
         ):
             self._co[i] = counts
         co = [c for c in self._co if c is not None]
-        # gains[Z][i]: best estimated drop of group i's length from adding Z to C_i;
-        # model[Z]: estimated model cost of Z (its pattern cost and the larger count).
-        gains: dict[Itemset, dict[int, float]] = {}
-        model: dict[Itemset, float] = {}
         inputs = {}
         for i in range(k):
             table = self._tables[i]
@@ -1271,24 +1316,8 @@ class DiffNorm:
                 pairs = dict(zip(inputs, pool.map(best_pairs, inputs), strict=True))
         else:
             pairs = {i: best_pairs(i) for i in inputs}
-        for i, (a, b, gain, union_model) in pairs.items():
-            names = self._tables[i].itemsets + [(x,) for x in range(m)]
-            for a_i, b_i, g, cost in zip(a.tolist(), b.tolist(), gain.tolist(), union_model.tolist(), strict=True):
-                union = tuple(sorted(names[a_i] + names[b_i]))
-                if union in self._placed:
-                    continue
-                per_group = gains.setdefault(union, {})
-                model.setdefault(union, cost)
-                if g > per_group.get(i, -math.inf):
-                    per_group[i] = g
-        scored = []
-        for union, per_group in gains.items():
-            best = max(sum(per_group.get(i, 0.0) for i in subset) for subset in self._subsets)
-            best -= model[union]
-            if best > 0:
-                scored.append((-best, union))
-        scored.sort()
-        return [union for _, union in scored[: self.max_candidates]]
+        names = {i: self._tables[i].itemsets + [(x,) for x in range(m)] for i in pairs}
+        return _best_unions(pairs, names, self._placed, self._subsets, self.max_candidates)
 
     def _log_tables(self) -> tuple[np.ndarray, np.ndarray]:
         """``log2 v`` and ``v log2 v`` for the usage totals of the search, made once: a cover
@@ -1504,27 +1533,46 @@ class DiffNorm:
         pos = next((t for t, x in enumerate(shorter) if x != longer[t]), len(shorter))
         return CoUsageChange(i, counts, old.bits, new.bits, self._bits[longer[pos]], pos, add)
 
+    def _usage_matrix(self, names: list[Itemset]) -> np.ndarray:
+        """``[len(names), k]`` usage of each of ``names`` in every group (0 where a group's
+        table does not hold it)."""
+        index = {x: r for r, x in enumerate(names)}
+        out = np.zeros((len(names), self._k), np.int64)
+        for i, table in enumerate(self._tables):
+            rows = np.fromiter((index.get(x, -1) for x in table.itemsets), np.int64, len(table.itemsets))
+            held = rows >= 0
+            out[rows[held], i] = table.pat_usage[held]
+        return out
+
     def _accept(self, itemset: Itemset, proposal: _Proposal) -> None:
         """Add ``itemset`` to the subset of ``proposal``, then prune."""
-        before = self._usages_of_model()
+        names = list(self._placed)
+        before = self._usage_matrix(names)
         j = proposal.subset_index
         self._placed[itemset] = j
         self._apply(proposal)
         logger.debug("DiffNorm: + %s in %s, total %.1f bits", itemset, self._subsets[j], self._total)
-        self._prune(before, exclude=itemset)
+        self._prune(names, before, exclude=itemset)
 
-    def _prune(self, before: dict[Itemset, np.ndarray], exclude: Itemset) -> None:
-        """Remove model patterns whose usage fell, lowest usage first, while that helps."""
-        after = self._usages_of_model()
-        pending = {x for x, u in before.items() if x != exclude and np.any(after[x] < u)}
+    def _prune(self, names: list[Itemset], before: np.ndarray, exclude: Itemset) -> None:
+        """Remove model patterns whose usage fell below ``before`` (the usages of ``names``),
+        lowest usage first, while that helps."""
+
+        def fell(names: list[Itemset], before: np.ndarray) -> set[Itemset]:
+            lower = np.any(self._usage_matrix(names) < before, axis=1).tolist()
+            return {x for x, f in zip(names, lower, strict=True) if f and x != exclude and x in self._placed}
+
+        pending = fell(names, before)
         # Victims are tried in the order one at a time would take them; while none is removed
         # the model stays as it is, so several are evaluated per round of counting (one, then
         # twice as many after each round that removes nothing, up to the counter's batch).
         limit = max(1, self._live_counter().batch_size)
         step = 1
         while pending:
-            usage = self._usages_of_model()
-            victims = sorted(pending, key=lambda x: (int(usage[x].sum()), -len(x), x))[:step]
+            names = list(self._placed)
+            usage = self._usage_matrix(names)
+            total = dict(zip(names, usage.sum(axis=1).tolist(), strict=True))
+            victims = sorted(pending, key=lambda x: (total[x], -len(x), x))[:step]
             step = min(2 * step, limit)
             for victim, proposal in zip(victims, self._propose_removals(victims), strict=True):
                 pending.discard(victim)
@@ -1537,8 +1585,7 @@ class DiffNorm:
                         self._subsets[j],
                         self._total,
                     )
-                    now = self._usages_of_model()
-                    pending |= {x for x in now if x != exclude and np.any(now[x] < usage[x])}
+                    pending |= fell(names, usage)
                     step = 1
                     break
 

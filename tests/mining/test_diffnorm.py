@@ -12,6 +12,7 @@ from neurolake.mining import _diffnorm_kernels as kernels
 from neurolake.mining.diffnorm import (
     BitMatrix,
     DiffNorm,
+    _best_unions,
     default_subsets,
     diffnorm,
     universal_code_length,
@@ -160,6 +161,51 @@ def test_closed_candidates_on_threads_equal_mining_each_subset_whole():
         model._setup(packed)
         assert model._closed_candidates(packed) == order
     assert len(expected) > len(order) == 50  # the cap cuts the list
+
+
+def _best_unions_one_by_one(pairs, names, placed, subsets, limit):
+    """Slim's list scored union by union with dicts (the plain reading of the formula)."""
+    gains: dict = {}
+    model: dict = {}
+    for i, (a, b, gain, union_model) in pairs.items():
+        for a_i, b_i, g, cost in zip(a.tolist(), b.tolist(), gain.tolist(), union_model.tolist(), strict=True):
+            union = tuple(sorted(names[i][a_i] + names[i][b_i]))
+            if union in placed:
+                continue
+            per_group = gains.setdefault(union, {})
+            model.setdefault(union, cost)
+            if g > per_group.get(i, -math.inf):
+                per_group[i] = g
+    scored = []
+    for union, per_group in gains.items():
+        best = max(sum(per_group.get(i, 0.0) for i in subset) for subset in subsets) - model[union]
+        if best > 0:
+            scored.append((-best, union))
+    scored.sort()
+    return [union for _, union in scored[:limit]]
+
+
+def test_slim_list_scored_as_arrays_equals_union_by_union():
+    """Unions made by pairs of several groups (repeated, negative and -inf gains, some
+    already placed): the array scoring gives the list, order and cut of the dict version."""
+    rng = np.random.default_rng(8)
+    for _ in range(30):
+        k = int(rng.integers(1, 4))
+        subsets = default_subsets(k)
+        names = {
+            i: [tuple(sorted(rng.choice(12, int(rng.integers(1, 3)), replace=False).tolist())) for _ in range(9)]
+            for i in range(k)
+        }
+        pairs = {}
+        for i in range(k):
+            n = int(rng.integers(0, 30))
+            gain = rng.normal(1.0, 2.0, n).round(1)  # rounded: equal scores, ties by itemset
+            gain[rng.random(n) < 0.1] = -np.inf
+            pairs[i] = (rng.integers(0, 9, n), rng.integers(0, 9, n), gain, rng.uniform(0, 1.5, n).round(1))
+        placed = {names[0][0] + (99,): 0, tuple(sorted(names[0][1] + names[0][2])): 0}
+        limit = int(rng.integers(1, 40))
+        expected = _best_unions_one_by_one(pairs, names, placed, subsets, limit)
+        assert _best_unions(pairs, names, placed, subsets, limit) == expected
 
 
 def test_co_usage_counts_the_pairs_of_every_cover():
