@@ -398,7 +398,10 @@ class _RowPartition(LocalUsageCounter):
     most tables by their difference from it (one pattern in or out) instead of sending them."""
 
     def __init__(self, groups: Sequence[np.ndarray], n_items: int) -> None:
-        super().__init__(groups, n_items)
+        # The rows arrive from Ray's object store: read-only views of shared memory. Two
+        # actors counting on such views at once each ran 1.5x slower than alone here (one
+        # alone: no slower), and on copies in their own memory as fast as alone.
+        super().__init__([np.array(g, dtype=np.uint64, order="C") for g in groups], n_items)
         self._held: dict[int, np.ndarray] = {}
 
     def resolve(self, group: int, spec: TableSpec) -> np.ndarray:
