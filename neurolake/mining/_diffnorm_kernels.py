@@ -69,11 +69,10 @@ def packed_to_csr(rows: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarra
     increasing in each row (the form :mod:`~neurolake.mining.lcm` mines), read off the set
     bits without unpacking the matrix; bits past ``n_items`` are ignored."""
     n, n_words = rows.shape
-    masks = np.full(n_words, ~_ZERO, np.uint64)
-    if n_items < 64 * n_words:
-        masks[n_words - 1] = (_ONE << np.uint64(n_items % 64)) - _ONE if n_items % 64 else ~_ZERO
-        for w in range((n_items + 63) // 64, n_words):
-            masks[w] = _ZERO
+    masks = np.zeros(n_words, np.uint64)  # the universe's bits of each word
+    for w in range(n_words):
+        inside = min(64, max(0, n_items - 64 * w))
+        masks[w] = ~_ZERO if inside == 64 else (_ONE << np.uint64(inside)) - _ONE
     indptr = np.zeros(n + 1, np.int64)
     for r in range(n):
         c = 0
@@ -542,6 +541,19 @@ def _cover_singletons(n_pat: int, rest: np.ndarray, used: np.ndarray, n_used: in
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _give_slots(cover, at, n_changed, slot_of, slot_el, n_slots):  # pragma: no cover - numba
+    """Give the changed elements ``cover[at[:n_changed]]`` that have none a row of the dense
+    change counts (``slot_of[x]``, and ``slot_el`` back); the number of rows given."""
+    for g in range(n_changed):
+        x = cover[at[g]]
+        if slot_of[x] < 0:
+            slot_of[x] = n_slots
+            slot_el[n_slots] = x
+            n_slots += 1
+    return n_slots
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _changed_pairs(cover, n, changed, at, n_changed, slot_of, counts, sign):  # pragma: no cover - numba
     """Add ``sign`` to ``counts[slot_of[x], y]`` for every pair ``x, y`` of the cover
     ``cover[:n]`` that holds an element marked in ``changed`` (at the positions
@@ -655,18 +667,8 @@ def co_usage_delta_of(
             else:
                 a += 1
                 c += 1
-        for g in range(n_gone):
-            x = was[gone_at[g]]
-            if slot_of[x] < 0:
-                slot_of[x] = n_slots
-                slot_el[n_slots] = x
-                n_slots += 1
-        for g in range(n_came):
-            x = now[came_at[g]]
-            if slot_of[x] < 0:
-                slot_of[x] = n_slots
-                slot_el[n_slots] = x
-                n_slots += 1
+        n_slots = _give_slots(was, gone_at, n_gone, slot_of, slot_el, n_slots)
+        n_slots = _give_slots(now, came_at, n_came, slot_of, slot_el, n_slots)
         if n_slots > counts.shape[0]:
             grown = np.zeros((max(n_slots, 2 * counts.shape[0]), n_new), np.int32)
             grown[: counts.shape[0]] = counts

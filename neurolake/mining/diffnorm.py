@@ -1496,14 +1496,6 @@ class DiffNorm:
 
     # ---------------------------------------------------------- model updates
 
-    def _usages_of_model(self) -> dict[Itemset, np.ndarray]:
-        """``[k]`` usage of every model pattern in every group."""
-        out = {x: np.zeros(self._k, np.int64) for x in self._placed}
-        for i, table in enumerate(self._tables):
-            for x, u in zip(table.itemsets, table.pat_usage.tolist(), strict=False):
-                out[x][i] = u
-        return out
-
     def _apply(self, proposal: _Proposal) -> None:
         for i, table in proposal.tables.items():
             change = self._co_usage_change(i, self._tables[i], table)
@@ -1595,7 +1587,8 @@ class DiffNorm:
     # --------------------------------------------------------------- results
 
     def _build_result(self, singleton_length: float, n_accepted: int) -> DiffNormResult:
-        usage = self._usages_of_model()
+        names = list(self._placed)
+        usage = dict(zip(names, self._usage_matrix(names), strict=True))
         patterns = []
         for j, subset in enumerate(self._subsets):
             members = sorted(
