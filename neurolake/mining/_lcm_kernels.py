@@ -253,6 +253,49 @@ def _project_rows_by_item(indptr, indices, remap, n_items):
 
 
 @njit(cache=True, nogil=True)
+def _project_rows_by_mask(indptr, indices, remap, n_items):
+    """:func:`project_rows` for long rows over few items: each row's internal ids are set as
+    bits of an ``n_items``-bit mask and read back in order (lowest set bit first), so the
+    rows are written one after the other. The double transpose of
+    :func:`_project_rows_by_item` scatters every item over the whole output instead: on
+    800,000 binarised rows of 50 items out of 1,000 it took 6.5 s, a cache miss per item.
+    Arguments and result as for :func:`project_rows`.
+    """
+    n = indptr.shape[0] - 1
+    mask = np.zeros((n_items + 63) // 64 + 1, np.uint64)
+    items = np.empty(indices.shape[0], np.int32)
+    ptr = np.empty(n + 1, np.int64)
+    ptr[0] = 0
+    n_out = 0
+    pos = 0
+    for r in range(n):
+        lo = mask.shape[0]
+        hi = -1
+        for p in range(indptr[r], indptr[r + 1]):
+            k = remap[indices[p]]
+            if k >= 0:
+                w = k >> 6
+                mask[w] |= np.uint64(1) << np.uint64(k & 63)
+                lo = min(lo, w)
+                hi = max(hi, w)
+        # Rows left empty are dropped, as in project_rows.
+        if hi < 0:
+            continue
+        for w in range(lo, hi + 1):
+            x = mask[w]
+            if x != 0:
+                mask[w] = 0
+                base = np.int32(w << 6)
+                while x != 0:
+                    items[pos] = base + np.int32(_lowest_bit(x))
+                    pos += 1
+                    x &= x - np.uint64(1)
+        n_out += 1
+        ptr[n_out] = pos
+    return ptr[: n_out + 1].copy(), items[:pos].copy(), np.ones(n_out, np.int64)
+
+
+@njit(cache=True, nogil=True)
 def project_rows(indptr, indices, remap, n_items):
     """Map items to internal ids, drop unmapped items and empty rows, sort every row.
 
@@ -260,8 +303,9 @@ def project_rows(indptr, indices, remap, n_items):
     the row's, without branches), which keeps the writes sequential; bucketing by item and
     refilling the rows scattered every item twice over arrays far larger than the cache
     (14 ms of the 17 ms preparation of retail). Rows of more than 32 items on average
-    (binarised activations) are bucketed all the same, as a comparison sort per row would
-    cost more.
+    (binarised activations) are sorted through a bit mask of the items
+    (:func:`_project_rows_by_mask`), or bucketed by item where the items are too many for
+    a mask per row, as a comparison sort per row would cost more.
 
     Args:
         indptr: ``[n + 1] int64`` row starts of the input rows (no repeated item in a row).
@@ -274,6 +318,10 @@ def project_rows(indptr, indices, remap, n_items):
     """
     n = indptr.shape[0] - 1
     if indices.shape[0] > 32 * n:
+        # A row's mask costs a pass over n_items / 64 words: cheap beside the row's items
+        # unless the items are very many.
+        if (n_items + 63) // 64 <= 8 * (indices.shape[0] // n):
+            return _project_rows_by_mask(indptr, indices, remap, n_items)
         return _project_rows_by_item(indptr, indices, remap, n_items)
     ptr = np.empty(n + 1, np.int64)
     ptr[0] = 0
@@ -337,7 +385,10 @@ def _pair_counts_into(bits, pairs):
     """Co-occurrence counts of all item pairs of a vertical bit matrix.
 
     Words are processed in blocks small enough that a block of every item stays in cache
-    while all pairs are counted over it.
+    while all pairs are counted over it, and four items at a time are counted against each
+    item after them: every word of the fifth item read serves four popcounts. On
+    1,000 items x 200,000 rows at 5 % density this took 0.96-0.98 s against 1.15-1.21 s for
+    one item at a time.
 
     Args:
         bits: ``[m, words] uint64``, bit ``t`` of row ``i``: row ``t`` contains item ``i``.
@@ -348,13 +399,38 @@ def _pair_counts_into(bits, pairs):
     block = 256
     for w0 in range(0, n_words, block):
         w1 = min(w0 + block, n_words)
-        for a in range(m):
+        nb = w1 - w0
+        a = 0
+        while a + 4 <= m:
             # Contiguous 1-D views let the popcount loop compile to vector instructions.
+            r0 = bits[a, w0:w1]
+            r1 = bits[a + 1, w0:w1]
+            r2 = bits[a + 2, w0:w1]
+            r3 = bits[a + 3, w0:w1]
+            # From b = a: the counts below the diagonal this adds are overwritten below.
+            for b in range(a, m):
+                rb = bits[b, w0:w1]
+                c0 = np.uint64(0)
+                c1 = np.uint64(0)
+                c2 = np.uint64(0)
+                c3 = np.uint64(0)
+                for w in range(nb):
+                    x = rb[w]
+                    c0 += _popcount(r0[w] & x)
+                    c1 += _popcount(r1[w] & x)
+                    c2 += _popcount(r2[w] & x)
+                    c3 += _popcount(r3[w] & x)
+                pairs[a, b] += np.int64(c0)
+                pairs[a + 1, b] += np.int64(c1)
+                pairs[a + 2, b] += np.int64(c2)
+                pairs[a + 3, b] += np.int64(c3)
+            a += 4
+        for a in range(a, m):
             row_a = bits[a, w0:w1]
             for b in range(a, m):
                 row_b = bits[b, w0:w1]
                 acc = np.uint64(0)
-                for w in range(w1 - w0):
+                for w in range(nb):
                     acc += _popcount(row_a[w] & row_b[w])
                 pairs[a, b] += np.int64(acc)
     for a in range(m):

@@ -396,3 +396,42 @@ def test_dense_frames_take_the_bit_path_and_agree():
     plan = first_level_branches(frames, 0.02)
     parts = ClosedItemsets.concat([plan.root] + [mine_branch(b) for b in plan.branches])
     assert as_set(parts) == expected
+
+
+# --- rows projected to internal ids ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("n_items, row_len", [(40, 10), (130, 40), (1_000, 50), (200_000, 40)])
+def test_project_rows_every_path_against_numpy(n_items, row_len):
+    """Short rows ranked in place, long rows through a bit mask (few items) or bucketed by
+    item (many): every path maps, drops and sorts as numpy does, and drops emptied rows."""
+    rng = np.random.default_rng(n_items)
+    n = 300
+    rows = [np.sort(rng.choice(n_items, size=int(rng.integers(0, 2 * row_len)), replace=False)) for _ in range(n)]
+    indptr = np.concatenate([[0], np.cumsum([r.size for r in rows])]).astype(np.int64)
+    indices = np.concatenate(rows).astype(np.int64)
+    kept = rng.permutation(n_items)[: n_items // 2]  # half the items, in a shuffled order
+    remap = np.full(n_items, -1, np.int64)
+    remap[kept] = np.arange(kept.size)
+    expected = [np.sort(remap[r][remap[r] >= 0]) for r in rows]
+    expected = [r for r in expected if r.size]
+    ptr, items, weights = kernels.project_rows(indptr, indices, remap, kept.size)
+    assert ptr.tolist() == np.concatenate([[0], np.cumsum([r.size for r in expected])]).tolist()
+    assert items.dtype == np.int32 and items.tolist() == np.concatenate(expected).tolist()
+    assert weights.tolist() == [1] * len(expected)
+    for path in (kernels._project_rows_by_mask, kernels._project_rows_by_item):
+        ptr2, items2, weights2 = path(indptr, indices, remap, kept.size)
+        assert ptr2.tolist() == ptr.tolist() and items2.tolist() == items.tolist() and weights2.tolist() == weights.tolist()
+
+
+@pytest.mark.parametrize("m", [1, 3, 4, 7, 13])
+def test_pair_counts_of_bits_against_numpy(m):
+    """All pair supports of a vertical bit matrix, four items at a time and the rest one by
+    one, over more words than one block: the dense matrix's co-occurrence counts."""
+    rng = np.random.default_rng(m)
+    dense = rng.random((m, 64 * 300 - 5)) < 0.3
+    bits = np.packbits(np.pad(dense, ((0, 0), (0, 5))), axis=1, bitorder="little").view(np.uint64)
+    pairs = np.zeros((m, m), np.int64)
+    kernels._pair_counts_into(np.ascontiguousarray(bits), pairs)
+    as_int = dense.astype(np.int64)
+    assert pairs.tolist() == (as_int @ as_int.T).tolist()
