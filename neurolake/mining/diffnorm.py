@@ -158,10 +158,19 @@ __all__ = [
 _MIN_GAIN = 1e-6
 # Rissanen's normalising constant for the universal integer code.
 _LOG2_C0 = math.log2(2.865064)
-# On Ray, the actor that searches holds this many times the rows of each other actor: their
-# shares of a count come back a trip later. On 2 cores, 100k frames x 2,000 units, 2 workers:
-# 1.3 took 18.5 / 18.7 s, 1 took 20.9 / 20.2 s, 1.6 took 19.9 / 19.0 s (interleaved).
-_SEARCHER_SHARE = 1.3
+# On Ray, the actor that searches holds more rows than each other actor, since their shares
+# of a count come back a trip later: (1 + t) / (1 - t) times as many, t being a trip's time
+# against a count's, which falls as the rows grow. On 2 cores, 100k frames x 2,000 units,
+# 2 workers: 1.3 took 18.5 / 18.7 s, 1 took 20.9 / 20.2 s, 1.6 took 19.9 / 19.0 s
+# (interleaved), so t = 0.13 at 100k rows.
+_TRIP_SHARE_ROWS = 0.13 * 100_000
+
+
+def _searcher_share(n_rows: int) -> float:
+    """How many times the rows of each other actor the searching actor holds, for a search
+    over ``n_rows`` rows: 1.3 at 100k rows, 1.03 at 1 M."""
+    t = min(0.5, _TRIP_SHARE_ROWS / max(n_rows, 1))
+    return (1 + t) / (1 - t)
 
 Itemset = tuple[int, ...]
 Subset = tuple[int, ...]
@@ -1091,7 +1100,9 @@ class DiffNorm:
         actor runs the search, counting its own rows in its process (no trip) and the
         others' on their actors, and this model takes the fitted state it sends back."""
         self._setup(packed)
-        counter = PartitionedUsageCounter([p.words for p in packed], self._n_items, workers, _SEARCHER_SHARE)
+        counter = PartitionedUsageCounter(
+            [p.words for p in packed], self._n_items, workers, _searcher_share(sum(p.words.shape[0] for p in packed))
+        )
         try:
             candidates = self._closed_candidates(packed)
             fitted = counter.search(self, candidates)
