@@ -284,9 +284,11 @@ def co_usage(rows: np.ndarray, table: np.ndarray, n_items: int) -> np.ndarray:
     # The pairs by bands of first elements: each band's rows of the matrix stay in cache
     # while every cover adds its pairs there (the whole matrix, 19 MB for 2,200 elements,
     # does not), and a cursor per cover keeps each pair visited once.
-    # Added through a flat view at unsigned offsets: no wraparound test for negative
-    # indices in the innermost loop, which took 0.69 of the time of indexing rows of the
-    # matrix (100,000 rows of 100 items out of 2,000, about 500 M pairs: 1.97 s against 2.84).
+    # Added through a flat view at unsigned offsets (no wraparound test for negative
+    # indices), four at a time with the four loads before the four stores: a cover's
+    # elements are distinct, so the four counts are, and the loads need not wait for the
+    # stores before them. 100,000 rows of 100 items out of 2,000 (about 500 M pairs): 1.05 s
+    # against 1.9 s one at a time and 2.84 s through rows of the 2-D matrix.
     flat = np.zeros(n_el * n_el, np.int32)  # counts of rows: int32 halves the memory traffic
     band = max(1, _CO_USAGE_BAND_BYTES // (4 * n_el))
     cursor = ptr[:-1].copy()
@@ -298,8 +300,24 @@ def co_usage(rows: np.ndarray, table: np.ndarray, n_items: int) -> np.ndarray:
             end = ptr[r + 1]
             while s < end and elements[s] < a1:
                 base = np.uint64(elements[s]) * width
-                for c in range(s + 1, end):
+                c = s + 1
+                while c + 4 <= end:
+                    i0 = base + np.uint64(elements[c])
+                    i1 = base + np.uint64(elements[c + 1])
+                    i2 = base + np.uint64(elements[c + 2])
+                    i3 = base + np.uint64(elements[c + 3])
+                    v0 = flat[i0]
+                    v1 = flat[i1]
+                    v2 = flat[i2]
+                    v3 = flat[i3]
+                    flat[i0] = v0 + 1
+                    flat[i1] = v1 + 1
+                    flat[i2] = v2 + 1
+                    flat[i3] = v3 + 1
+                    c += 4
+                while c < end:
                     flat[base + np.uint64(elements[c])] += 1
+                    c += 1
                 s += 1
             cursor[r] = s
     return flat.reshape((n_el, n_el))
