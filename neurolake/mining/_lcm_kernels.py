@@ -425,14 +425,14 @@ def _pair_counts_into(bits, pairs):
                 pairs[a + 2, b] += np.int64(c2)
                 pairs[a + 3, b] += np.int64(c3)
             a += 4
-        for a in range(a, m):
-            row_a = bits[a, w0:w1]
-            for b in range(a, m):
+        for last in range(a, m):
+            row_a = bits[last, w0:w1]
+            for b in range(last, m):
                 row_b = bits[b, w0:w1]
                 acc = np.uint64(0)
                 for w in range(nb):
                     acc += _popcount(row_a[w] & row_b[w])
-                pairs[a, b] += np.int64(acc)
+                pairs[last, b] += np.int64(acc)
     for a in range(m):
         for b in range(a + 1, m):
             pairs[b, a] = pairs[a, b]

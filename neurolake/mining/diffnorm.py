@@ -172,6 +172,7 @@ def _searcher_share(n_rows: int) -> float:
     t = min(0.5, _TRIP_SHARE_ROWS / max(n_rows, 1))
     return (1 + t) / (1 - t)
 
+
 Itemset = tuple[int, ...]
 Subset = tuple[int, ...]
 UsageRequest = tuple[int, np.ndarray, np.ndarray]

@@ -753,3 +753,37 @@ def test_searcher_share_falls_towards_even_as_rows_grow():
     assert _searcher_share(10) == _searcher_share(0) == pytest.approx(3.0)
     shares = [_searcher_share(n) for n in (10_000, 100_000, 1_000_000, 10_000_000)]
     assert shares == sorted(shares, reverse=True) and shares[-1] > 1.0
+
+
+def test_cover_usage_equals_a_greedy_cover_in_python():
+    """Pattern and singleton usages of the cover kernel (each pattern's rows found from its
+    key word first) against the greedy cover written out in Python: random rows and tables
+    whose patterns span several words, overlap and share key words, rows restricted to those
+    holding an itemset."""
+    rng = np.random.default_rng(11)
+    for _ in range(30):
+        n, m = int(rng.integers(1, 200)), int(rng.integers(2, 260))
+        dense_rows = rng.random((n, m)) < rng.uniform(0.1, 0.7)
+        table_sets = [
+            sorted(rng.choice(m, int(rng.integers(2, min(m, 7) + 1)), replace=False).tolist())
+            for _ in range(int(rng.integers(0, 40)))
+        ]
+        within_set = rng.choice(m, int(rng.integers(0, 3)), replace=False).tolist()
+        rows = kernels.pack_rows(dense_rows)
+        table = (
+            kernels.pack_rows(dense(table_sets, m)) if table_sets else np.zeros((0, kernels.words_for(m)), np.uint64)
+        )
+        within = kernels.pack_rows(dense([within_set], m))[0]
+        pat, items = kernels.cover_usage(rows, table, within, m)
+        want_pat, want_items = [0] * len(table_sets), [0] * m
+        for r in range(n):
+            rest = set(np.flatnonzero(dense_rows[r]).tolist())
+            if not set(within_set) <= rest:
+                continue
+            for t, pattern in enumerate(table_sets):
+                if set(pattern) <= rest:
+                    want_pat[t] += 1
+                    rest -= set(pattern)
+            for x in rest:
+                want_items[x] += 1
+        assert pat.tolist() == want_pat and items.tolist() == want_items

@@ -421,7 +421,11 @@ def test_project_rows_every_path_against_numpy(n_items, row_len):
     assert weights.tolist() == [1] * len(expected)
     for path in (kernels._project_rows_by_mask, kernels._project_rows_by_item):
         ptr2, items2, weights2 = path(indptr, indices, remap, kept.size)
-        assert ptr2.tolist() == ptr.tolist() and items2.tolist() == items.tolist() and weights2.tolist() == weights.tolist()
+        assert (
+            ptr2.tolist() == ptr.tolist()
+            and items2.tolist() == items.tolist()
+            and weights2.tolist() == weights.tolist()
+        )
 
 
 @pytest.mark.parametrize("m", [1, 3, 4, 7, 13])
