@@ -1102,7 +1102,7 @@ class DiffNorm:
         others' on their actors, and this model takes the fitted state it sends back."""
         self._setup(packed)
         counter = PartitionedUsageCounter(
-            [p.words for p in packed], self._n_items, workers, _searcher_share(sum(p.words.shape[0] for p in packed))
+            [p.words for p in packed], self._n_items, workers, _searcher_share(sum(self._n_rows))
         )
         try:
             candidates = self._closed_candidates(packed)
