@@ -19,10 +19,11 @@ chunk and zstd shrinks it several times; half zeros at random places leave it as
 is 1/16 of a float16 chunk's size, so decompressing it costs little of the decoding.
 
 Decoding puts each value in place by its rank among the set bits of its mask byte (tables,
-eight items per byte: about 3 GB/s of float16 per core), or, for 2-byte items where numba
-compiles for AVX-512 VBMI2, 32 items per expand-load instruction (about 30-40 GB/s in
-cache; the 1 GB half-zero layer of ``benchmarks/read_path.py`` then read at 0.96-1.14 of
-raw ``.npy`` instead of 0.50-0.59).
+eight items per byte: about 1.3-3 GB/s of float16 per core); on x86 CPUs, 16 bytes of items
+per SSSE3 byte shuffle (7.5-8.5 GB/s of float16 with half zeros on one core of an AMD EPYC,
+in cache); for 2-byte items where numba compiles for AVX-512 VBMI2, 32 items per
+expand-load instruction (about 30-40 GB/s in cache; the 1 GB half-zero layer of
+``benchmarks/read_path.py`` then read at 0.96-1.14 of raw ``.npy`` instead of 0.50-0.59).
 
 "Zero" is bitwise: every byte of the item zero (``-0.0`` is kept as a value), so the round
 trip is exact for any dtype. The codec :class:`ZeroMaskCodec` (Zarr v3 name
@@ -67,6 +68,8 @@ ITEM_SIZES = (1, 2, 4, 8)
 # same bar as cube.MIN_SAVING): for float16 that means at least 16.25 % zero items.
 MIN_SAVING = 0.10
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_HEAD = struct.Struct("<4sIBB2x")  # magic, items, item size, flags
+_LENGTH = struct.Struct("<I")
 _local = threading.local()
 
 
@@ -221,9 +224,119 @@ def _unpack_expand16(mask: np.ndarray, values: np.ndarray, out: np.ndarray) -> i
     return _unpack_rest(mask, values, out, g * 32, k)
 
 
-# Whether 2-byte items are expanded 32 at a time (13x the table version's speed on one core
-# of an AVX-512 machine, in cache; compiled without VBMI2 the expand-load was 4x slower than it).
+def _shuffle_tables() -> dict[int, np.ndarray]:
+    """Per item size (2, 4 or 8 bytes): for every pattern ``m`` of the ``16 / size`` mask bits
+    of 16 bytes of items, the 16 byte indices that move the values of its set bits (packed at
+    the front of 16 loaded bytes) to their items' places: item ``b`` takes bytes ``size r`` to
+    ``size r + size - 1``, ``r`` its rank among the set bits, and 0x80 (a zero byte) where its
+    bit is clear. Flat, 16 bytes per pattern."""
+    tables = {}
+    for size in (2, 4, 8):
+        per = 16 // size
+        m = np.arange(1 << per)[:, None]
+        bits = (m >> np.arange(per)[None, :]) & 1
+        first = size * (np.cumsum(bits, axis=1) - bits)
+        moves = (first[:, :, None] + np.arange(size)[None, None, :]).reshape(-1, 16)
+        tables[size] = np.where(np.repeat(bits, size, axis=1) == 1, moves, 0x80).astype(np.uint8).reshape(-1)
+    return tables
+
+
+_SHUFFLES = _shuffle_tables()
+
+
+@intrinsic
+def _shuffle16(
+    typingctx: Any, values: Any, start: Any, table: Any, m: Any, out: Any, at: Any
+) -> Any:  # pragma: no cover - numba
+    """Write the 16 bytes ``out[at:at + 16]`` from the 16 bytes at ``values[start:]`` (however
+    many of them the mask bits use) moved by the 16 byte indices at ``table[16 m:]``
+    (:func:`_shuffle_tables`): one byte shuffle (SSSE3's ``pshufb``, whose indices with the
+    top bit set give a zero byte), so only used where numba compiles for SSSE3."""
+    u8 = types.Array(types.uint8, 1, "C")
+    readable = (u8, types.Array(types.uint8, 1, "C", readonly=True))
+    if values not in readable or table not in readable or out != u8:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        bytes16 = llvm_ir.VectorType(llvm_ir.IntType(8), 16)
+        src = builder.gep(context.make_array(signature.args[0])(context, builder, args[0]).data, [args[1]])
+        index = builder.mul(args[3], llvm_ir.Constant(args[3].type, 16))
+        tab = builder.gep(context.make_array(signature.args[2])(context, builder, args[2]).data, [index])
+        dst = builder.gep(context.make_array(signature.args[4])(context, builder, args[4]).data, [args[5]])
+        fn = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(bytes16, [bytes16, bytes16]), "llvm.x86.ssse3.pshuf.b.128"
+        )
+        loaded = builder.load(builder.bitcast(src, bytes16.as_pointer()), align=1)
+        moves = builder.load(builder.bitcast(tab, bytes16.as_pointer()), align=1)
+        builder.store(builder.call(fn, [loaded, moves]), builder.bitcast(dst, bytes16.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.none(values, types.intp, table, types.intp, out, types.intp), codegen
+
+
+@numba.njit(nogil=True, cache=True)
+def _unpack_shuffle(
+    mask: np.ndarray, values: np.ndarray, out: np.ndarray, size: int, table: np.ndarray
+) -> int:  # pragma: no cover - numba
+    """:func:`_unpack` for items of ``size`` bytes (2, 4 or 8; ``values`` and ``out`` as bytes),
+    16 bytes of items at a time by one byte shuffle. The 16 bytes loaded may run past the
+    values the mask bits use, never past the values' end: the last few values (under 16
+    bytes) are shuffled from a copy padded to 32 bytes."""
+    per = 16 // size
+    low = (1 << per) - 1
+    n = out.size // size
+    nnz = values.size // size
+    k = 0
+    q = 0
+    if size == 2:  # a mask byte per shuffle: the loop float16 layers spend their reads in
+        while q < n // 8 and k + 8 <= nnz:
+            m = mask[q]
+            _shuffle16(values, 2 * k, table, m, out, 16 * q)  # type: ignore[call-arg]  # typed by numba
+            k += _popcount32(np.uint32(m))
+            q += 1
+    else:
+        while q < n // per and k + per <= nnz:
+            m = (mask[(q * per) >> 3] >> ((q * per) & 7)) & low
+            _shuffle16(values, k * size, table, m, out, q * 16)  # type: ignore[call-arg]  # typed by numba
+            k += _popcount32(np.uint32(m))
+            q += 1
+    rest = nnz - k
+    if q < n // per:
+        tail = np.zeros(32, np.uint8)
+        tail[: rest * size] = values[k * size :]
+        values = tail
+        k = 0
+        while q < n // per:
+            m = (mask[(q * per) >> 3] >> ((q * per) & 7)) & low
+            _shuffle16(values, k * size, table, m, out, q * 16)  # type: ignore[call-arg]  # typed by numba
+            k += _popcount32(np.uint32(m))
+            if k > rest:
+                return -1
+            q += 1
+    else:
+        rest = k + rest
+    # The last items (fewer than 16 bytes), one at a time.
+    for i in range(q * per, n):
+        if (mask[i >> 3] >> (i & 7)) & 1:
+            if k >= rest:
+                return -1
+            for j in range(size):
+                out[i * size + j] = values[k * size + j]
+            k += 1
+        else:
+            for j in range(size):
+                out[i * size + j] = 0
+    return nnz - (rest - k)
+
+
+# How items are unpacked: 2-byte items 32 at a time by AVX-512 expand-loads where numba
+# compiles for VBMI2 (13x the table version's speed on one core of an AVX-512 machine, in
+# cache; compiled without VBMI2 the expand-load was 4x slower than it); items of 2, 4 or 8
+# bytes 16 bytes at a time by SSSE3 byte shuffles on other x86 CPUs (float16 with half zeros
+# 8.2-8.5 GB/s on one core of an AMD EPYC without AVX-512, in cache, against 1.3-1.6 by the
+# tables); by tables elsewhere.
 EXPAND16 = {"+avx512vbmi2", "+avx512bw"} <= numba_cpu_features()
+SHUFFLE = "+ssse3" in numba_cpu_features()
 
 
 def items_of(data: np.ndarray) -> np.ndarray:
@@ -281,22 +394,23 @@ def decode_into(frame: bytes | memoryview, out: np.ndarray) -> None:
 
     Raises ``ValueError`` saying what does not fit when the chunk is malformed or of
     another size."""
-    if len(frame) < HEADER or not is_zeromask(frame):
+    if len(frame) < HEADER:
         raise ValueError("not a zero-mask chunk")
-    head = np.frombuffer(frame, np.uint8, HEADER)
-    n = int(head[4:8].view("<u4")[0])
-    size, flags = int(head[8]), int(head[9])
-    items = items_of(out)
-    if size != items.dtype.itemsize or n != items.size:
-        raise ValueError(f"holds {n} items of {size} bytes, {items.size} of {items.dtype.itemsize} expected")
+    magic, n, size, flags = _HEAD.unpack_from(frame)
+    if magic != MAGIC:
+        raise ValueError("not a zero-mask chunk")
+    if out.dtype.itemsize not in _UINT or not out.flags.c_contiguous:
+        items_of(out)  # says what is wrong
+    if size != out.dtype.itemsize or n != out.size:
+        raise ValueError(f"holds {n} items of {size} bytes, {out.size} of {out.dtype.itemsize} expected")
     if flags & ~MASK_ZSTD:
         raise ValueError(f"has unknown flags {flags:#x}")
     n_mask = (n + 7) // 8
+    data = np.frombuffer(frame, np.uint8)
     if flags & MASK_ZSTD:
         if len(frame) < HEADER + 4:
             raise ValueError(f"is truncated ({len(frame)} bytes)")
-        length = int(np.frombuffer(frame, "<u4", 1, HEADER)[0])
-        body = HEADER + 4 + length
+        body = HEADER + 4 + _LENGTH.unpack_from(frame, HEADER)[0]
         if len(frame) < body:
             raise ValueError(f"is truncated ({len(frame)} bytes)")
         try:
@@ -310,16 +424,21 @@ def decode_into(frame: bytes | memoryview, out: np.ndarray) -> None:
         body = HEADER + n_mask
         if len(frame) < body:
             raise ValueError(f"is truncated ({len(frame)} bytes)")
-        mask = np.frombuffer(frame, np.uint8, n_mask, HEADER)
+        mask = data[HEADER:body]
     if (len(frame) - body) % size:
         raise ValueError(f"is truncated ({len(frame)} bytes)")
-    values = np.frombuffer(frame, items.dtype, (len(frame) - body) // size, body)
-    if size == 2 and EXPAND16:
-        used = int(_unpack_expand16(mask, values, items))
+    nnz = (len(frame) - body) // size
+    if size > 1 and SHUFFLE and not (size == 2 and EXPAND16):
+        used = int(_unpack_shuffle(mask, data[body:], out.reshape(-1).view(np.uint8), size, _SHUFFLES[size]))
     else:
-        used = int(_unpack(mask, values, items, _RANK, _COUNT, _KEEP[size]))
-    if used != values.size:
-        raise ValueError(f"has {values.size} values where its mask marks {'more' if used < 0 else used}")
+        items = items_of(out)
+        values = data[body:].view(items.dtype)
+        if size == 2 and EXPAND16:
+            used = int(_unpack_expand16(mask, values, items))
+        else:
+            used = int(_unpack(mask, values, items, _RANK, _COUNT, _KEEP[size]))
+    if used != nnz:
+        raise ValueError(f"has {nnz} values where its mask marks {'more' if used < 0 else used}")
 
 
 def _decompressor() -> zstandard.ZstdDecompressor:

@@ -18,13 +18,17 @@ from tests.store.partdata import CHUNK_ROWS, ROWS_PER_SHARD, create_run, expecte
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-@pytest.fixture(params=["table", "expand"])
+@pytest.fixture(params=["table", "shuffle", "expand"])
 def unpacking(request, monkeypatch):
-    """Both ways of unpacking 2-byte items: by tables (every CPU) and by AVX-512 expand-loads
-    (where numba compiles for a CPU that has them)."""
-    if request.param == "expand" and not {"+avx512vbmi2", "+avx512bw"} <= numba_cpu_features():
+    """Every way of unpacking items: by tables (every CPU), by SSSE3 byte shuffles (x86) and,
+    for 2-byte items, by AVX-512 expand-loads, where numba compiles for a CPU that has them."""
+    features = numba_cpu_features()
+    if request.param == "expand" and not {"+avx512vbmi2", "+avx512bw"} <= features:
         pytest.skip("numba does not compile for AVX-512 VBMI2 here")
+    if request.param == "shuffle" and "+ssse3" not in features:
+        pytest.skip("numba does not compile for SSSE3 here")
     monkeypatch.setattr(zeromask, "EXPAND16", request.param == "expand")
+    monkeypatch.setattr(zeromask, "SHUFFLE", request.param == "shuffle")
     return request.param
 
 
@@ -108,6 +112,29 @@ def test_damaged_chunks_are_refused(unpacking):
         zeromask.decode_into(packed[:16] + bytes(len(packed) - 20) + packed[-4:], out)
     with pytest.raises(ValueError, match="truncated"):
         zeromask.decode_into(packed[:20], out)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_values_short_or_over_are_refused_at_any_place(dtype, unpacking):
+    """Values cut short anywhere (the last few shuffled from a padded copy, or the mask running
+    out of values long before its end) or left over are refused, never read past or ignored;
+    the values that are there decode the same as the whole chunk's."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(4099) * 10).astype(dtype)
+    x[rng.random(x.size) < 0.5] = 0
+    items = zeromask.items_of(x)
+    frame = zeromask.encode(items)
+    assert frame[9] == 0
+    size, nnz = x.itemsize, int(np.count_nonzero(items))
+    for short in (1, 2, 3, 7, 8, 9, 15, 17, 100, nnz // 2, nnz - 1, nnz):
+        with pytest.raises(ValueError, match="values where its mask marks more"):
+            zeromask.decode_into(frame[: len(frame) - short * size], np.empty_like(x))
+    for over in (1, 8, 33):
+        with pytest.raises(ValueError, match=f"has {nnz + over} values where its mask marks {nnz}$"):
+            zeromask.decode_into(frame + bytes(over * size), np.empty_like(x))
+    out = np.full_like(x, 7)
+    zeromask.decode_into(frame, out)
+    np.testing.assert_array_equal(out.view(items.dtype), items)
 
 
 def _shard_frames(run, layer: str, shard: int) -> list[bytes]:
