@@ -151,7 +151,7 @@ def _extremes_f16(row, key_high, key_low, act):  # pragma: no cover - numba
         nan = np.uint16(h & np.uint16(0x7FFF)) > np.uint16(0x7C00)
         key_high[u] = max(key_high[u], np.uint16(0) if nan else key)
         key_low[u] = min(key_low[u], np.uint16(0xFFFF) if nan else key)
-        act[u] += np.int32(np.uint16(h - np.uint16(1)) < np.uint16(0x7C00))
+        act[u] += np.uint16(np.uint16(h - np.uint16(1)) < np.uint16(0x7C00))
 
 
 @numba.njit(nogil=True, cache=True)
@@ -171,27 +171,46 @@ def _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, hi
 @numba.njit(nogil=True, cache=True, inline="always")
 def _block_moments(units):  # pragma: no cover - numba
     """A block's own accumulators (local arrays, which the compiler knows alias nothing): sums,
-    sums of squares, the highest and lowest order keys, active counts."""
+    sums of squares, the highest and lowest order keys, active counts, and active counts of
+    the last rows (at most :data:`_ACTIVE_ROWS`) in 16 bits."""
     return (
         np.zeros(units),
         np.zeros(units),
         np.zeros(units, np.uint16),
         np.full(units, 0xFFFF, np.uint16),
         np.zeros(units, np.int32),
+        np.zeros(units, np.uint16),
     )
+
+
+# Rows whose active counts are kept in 16 bits before they are added to the block's 32-bit
+# counts: with every operation of the extremes' loop on 16-bit lanes it vectorises twice as
+# wide (that loop 4.9 -> 7.4 GB/s on one core of an AMD EPYC without AVX-512, the moments
+# 1.9 -> 2.2).
+_ACTIVE_ROWS = 65535
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _fold_active(act16, act):  # pragma: no cover - numba
+    for u in range(act.size):
+        act[u] += act16[u]
+        act16[u] = 0
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def _moments_f16c(bits, values, total, squares, high, low, active):  # pragma: no cover - numba
     rows, units = bits.shape
-    sums, sums_sq, key_high, key_low, act = _block_moments(units)
+    sums, sums_sq, key_high, key_low, act, act16 = _block_moments(units)
     for r in range(rows):
         row = bits[r]
         for u in range(units):
             d = np.float64(_f16_to_f32(row[u]))  # type: ignore[call-arg]  # typed by numba
             sums[u] += d
             sums_sq[u] += d * d
-        _extremes_f16(row, key_high, key_low, act)
+        _extremes_f16(row, key_high, key_low, act16)
+        if r % _ACTIVE_ROWS == _ACTIVE_ROWS - 1:
+            _fold_active(act16, act)
+    _fold_active(act16, act)
     _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, high, low, active)
 
 
@@ -200,7 +219,7 @@ def _moments_widened(bits, values, total, squares, high, low, active):  # pragma
     rows, units = bits.shape
     wide = np.empty(units, np.uint32)
     as_float = wide.view(np.float32)
-    sums, sums_sq, key_high, key_low, act = _block_moments(units)
+    sums, sums_sq, key_high, key_low, act, act16 = _block_moments(units)
     for r in range(rows):
         row = bits[r]
         _widen_f16(row, wide)
@@ -208,7 +227,10 @@ def _moments_widened(bits, values, total, squares, high, low, active):  # pragma
             d = np.float64(as_float[u] * _F16_SCALE)
             sums[u] += d
             sums_sq[u] += d * d
-        _extremes_f16(row, key_high, key_low, act)
+        _extremes_f16(row, key_high, key_low, act16)
+        if r % _ACTIVE_ROWS == _ACTIVE_ROWS - 1:
+            _fold_active(act16, act)
+    _fold_active(act16, act)
     _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, high, low, active)
 
 

@@ -51,6 +51,22 @@ def test_float16_moments_widen_every_bit_pattern_exactly(f16c):
 
 
 @pytest.mark.parametrize("f16c", WIDENINGS)
+def test_float16_active_counts_past_16_bits(f16c):
+    """Active counts are kept in 16 bits for up to 65,535 rows at a time: a block of more rows,
+    every unit active in all of them, one in none, one in every third, counts each row once."""
+    f16c = _widening(f16c)
+    rows = 2 * 65535 + 70_000
+    one, minus = np.array([1.0, -1.0], np.float16).view(np.uint16)
+    bits = np.full((rows, 3), one, np.uint16)
+    bits[:, 1] = minus
+    bits[::3, 2] = 0
+    total, squares, high, low, active = accumulators(3)
+    kernels.moments_f16(bits, total, squares, high, low, active, f16c=f16c)
+    np.testing.assert_array_equal(active, [rows, 0, rows - len(range(0, rows, 3))])
+    np.testing.assert_array_equal(total, [rows, -rows, rows - len(range(0, rows, 3))])
+
+
+@pytest.mark.parametrize("f16c", WIDENINGS)
 def test_float16_infinities_and_nan_keep_their_meaning(f16c):
     """Infinities are values (sums, extremes); NaN makes the sums NaN but is no extreme and
     not active, and a unit of NaN only keeps the extremes it had."""
