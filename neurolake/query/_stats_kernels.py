@@ -18,8 +18,8 @@ from numba.extending import intrinsic
 
 from neurolake.store._cpu import numba_cpu_features
 
-_TILE = 512  # rows per transposed tile of the histogram
-_SLAB = 32  # units per transposed tile: 32 x 512 uint16 = 32 KB
+_TILE = 2048  # rows per transposed tile of the histogram
+_SLAB = 32  # units per transposed tile: 32 x 2,048 uint16 = 128 KB
 
 
 def order_keys() -> np.ndarray:
@@ -452,13 +452,50 @@ def _merge(sums, sums_sq, hi, lo, act, total, squares, high, low, active):  # pr
         active[u] += act[u]
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
-def _bins(row, shift, out):  # pragma: no cover - numba
-    """The histogram bins of a row of float16 bit patterns: order key >> ``shift``, in 16-bit
-    integer operations that vectorise."""
-    for k in range(out.size):
-        h = np.uint16(row[k])
-        out[k] = np.uint16(h ^ np.uint16(np.uint16(np.int16(h) >> 15) >> 1 | np.uint16(0x8000))) >> shift
+# LLVM shuffle masks of an 8 x 8 transposition of 16-bit items: lanes 0-7 are the first
+# vector's, 8-15 the second's; interleaving the low or high halves by 16-, 32- and 64-bit items.
+_LO16, _HI16 = (0, 8, 1, 9, 2, 10, 3, 11), (4, 12, 5, 13, 6, 14, 7, 15)
+_LO32, _HI32 = (0, 1, 8, 9, 2, 3, 10, 11), (4, 5, 12, 13, 6, 7, 14, 15)
+_LO64, _HI64 = (0, 1, 2, 3, 8, 9, 10, 11), (4, 5, 6, 7, 12, 13, 14, 15)
+
+
+@intrinsic
+def _transpose8(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):  # pragma: no cover - numba
+    """``dst[dst_at + i * dst_stride + j] = src[src_at + j * src_stride + i]`` for i, j < 8
+    (flat ``uint16`` arrays): eight 16-byte loads, 24 shuffles of LLVM's own (interleaving
+    halves, which x86 compiles to SSE2's unpack instructions and ARM to its zips) and eight
+    16-byte stores, where item by item it is 64 loads and stores."""
+    flat = types.Array(types.uint16, 1, "C")
+    if src not in (flat, types.Array(types.uint16, 1, "C", readonly=True)) or dst != flat:
+        return None
+
+    def codegen(context, builder, signature, args):
+        vec = llvm_ir.VectorType(llvm_ir.IntType(16), 8)
+        i32 = llvm_ir.IntType(32)
+
+        def at(array, kind, start, stride, i):
+            base = context.make_array(kind)(context, builder, array).data
+            offset = builder.add(start, builder.mul(stride, llvm_ir.Constant(stride.type, i)))
+            return builder.bitcast(builder.gep(base, [offset]), vec.as_pointer())
+
+        def shuffle(a, b, lanes):
+            mask = llvm_ir.Constant(llvm_ir.VectorType(i32, 8), [llvm_ir.Constant(i32, k) for k in lanes])
+            return builder.shuffle_vector(a, b, mask)
+
+        src_type, dst_type = signature.args[0], signature.args[3]
+        r = [builder.load(at(args[0], src_type, args[1], args[2], i), align=2) for i in range(8)]
+        t = []  # pairs of rows interleaved item by item
+        for i in range(0, 8, 2):
+            t += [shuffle(r[i], r[i + 1], _LO16), shuffle(r[i], r[i + 1], _HI16)]
+        s = []  # four rows interleaved by pairs of items
+        for a, b in ((0, 2), (1, 3), (4, 6), (5, 7)):
+            s += [shuffle(t[a], t[b], _LO32), shuffle(t[a], t[b], _HI32)]
+        for i in range(4):  # eight rows by fours: the columns
+            builder.store(shuffle(s[i], s[i + 4], _LO64), at(args[3], dst_type, args[4], args[5], 2 * i), align=2)
+            builder.store(shuffle(s[i], s[i + 4], _HI64), at(args[3], dst_type, args[4], args[5], 2 * i + 1), align=2)
+        return context.get_dummy_value()
+
+    return types.none(src, types.intp, types.intp, dst, types.intp, types.intp), codegen
 
 
 @numba.njit(nogil=True, cache=True)
@@ -467,52 +504,59 @@ def histogram(bits, shift, hist):  # pragma: no cover - numba
     into ``hist`` ``[units, 65536 >> shift]`` (int32), bin = order key >> ``shift``.
 
     A slab of ``_SLAB`` units at a time, over all the rows: tiles of ``_TILE`` rows are
-    turned into bins and transposed into a buffer that stays in the first-level cache, then
-    each unit's bins are counted in one burst into its row of ``hist`` (32 KB at 8,192 bins),
-    which stays in the cache from one tile to the next of the same slab; ``hist`` as a whole
-    (25 MB for 768 units) is swept once per call, so calls should bring many rows. Full
-    slabs are transposed 4 x 4 bins at a time as 64-bit words (four loads and stores instead
-    of sixteen; numba runs on little-endian machines only). 65,536 x 768 values took
-    0.072-0.078 s on one core, against 0.155-0.182 s with tiles of rows outermost, slabs of 16
-    units and bins transposed one by one.
+    transposed 8 x 8 items at a time by vector shuffles (:func:`_transpose8`) into a buffer
+    that stays in the core's cache, turned into bins there a unit's column at a time (a loop
+    the compiler vectorises), then each unit's bins are counted in one burst into its row of
+    ``hist`` (32 KB at 8,192 bins), which stays in the cache from one tile to the next of the
+    same slab; ``hist`` as a whole (25 MB for 768 units) is swept once per call, so calls
+    should bring many rows. Where over an eighth of a column's values fall in the bin of +0
+    (half of a ReLU's), the others are first packed together and the bin of +0 gets their
+    count at once: adding one to the same count over and over waits on each addition. 65,536
+    x 768 values on one core of an Intel Xeon (AVX-512): Gaussian 0.114-0.123 s -> 0.056-
+    0.059 s, half zeros 0.126-0.129 -> 0.061-0.065 s, against bins made and transposed 4 x 4
+    by 64-bit words.
     """
     n_rows, units = bits.shape
+    flat = bits.reshape(-1)
     shift16 = np.uint16(shift)
-    tile = np.empty((_SLAB, _TILE), np.uint16)
-    tile_words = tile.view(np.uint64)  # [_SLAB, _TILE // 4]: four rows' bins of one unit each
-    row_bins = np.empty((4, _SLAB), np.uint16)
-    row_words = row_bins.view(np.uint64)  # [4, _SLAB // 4]: four units' bins of one row each
-    low16 = np.uint64(0xFFFF)
+    zero_bin = np.uint16(np.uint16(0x8000) >> shift16)
+    tile = np.empty(_SLAB * _TILE, np.uint16)
     for u0 in range(0, units, _SLAB):
         width = min(_SLAB, units - u0)
+        full = width - width % 8
         for t0 in range(0, n_rows, _TILE):
             n = min(n_rows, t0 + _TILE) - t0
-            done = 0
-            if width == _SLAB:
-                done = n - n % 4
-                for j in range(0, done, 4):
-                    for r in range(4):
-                        _bins(bits[t0 + j + r, u0 : u0 + _SLAB], shift16, row_bins[r])
-                    q = j >> 2
-                    for i in range(_SLAB // 4):
-                        a, b, c, d = row_words[0, i], row_words[1, i], row_words[2, i], row_words[3, i]
-                        for f in range(4):
-                            s = np.uint64(16 * f)
-                            tile_words[4 * i + f, q] = (
-                                ((a >> s) & low16)
-                                | (((b >> s) & low16) << np.uint64(16))
-                                | (((c >> s) & low16) << np.uint64(32))
-                                | (((d >> s) & low16) << np.uint64(48))
-                            )
-            for j in range(done, n):  # the last rows of a tile, or a narrower last slab
-                _bins(bits[t0 + j, u0 : u0 + width], shift16, row_bins[0, :width])
-                for k in range(width):
-                    tile[k, j] = row_bins[0, k]
+            done = n - n % 8
+            for j in range(0, done, 8):
+                for g in range(0, full, 8):
+                    _transpose8(flat, (t0 + j) * units + u0 + g, units, tile, g * _TILE + j, _TILE)  # type: ignore[call-arg]
+            for j in range(done, n):  # the last rows of a tile, or units past the last eight
+                for k in range(full):
+                    tile[k * _TILE + j] = flat[(t0 + j) * units + u0 + k]
+            for k in range(full, width):
+                for j in range(n):
+                    tile[k * _TILE + j] = flat[(t0 + j) * units + u0 + k]
             for k in range(width):
                 h_u = hist[u0 + k]
-                t_u = tile[k]
+                column = tile[k * _TILE : k * _TILE + n]
+                zeros = np.int32(0)
                 for j in range(n):
-                    h_u[t_u[j]] += 1
+                    h = column[j]
+                    b = np.uint16(h ^ np.uint16(np.uint16(np.int16(h) >> 15) >> 1 | np.uint16(0x8000))) >> shift16
+                    column[j] = b
+                    zeros += np.int32(b == zero_bin)
+                if zeros * 8 > n:
+                    m = 0
+                    for j in range(n):
+                        b = column[j]
+                        column[m] = b
+                        m += b != zero_bin
+                    h_u[zero_bin] += zeros
+                    n_counted = m
+                else:
+                    n_counted = n
+                for j in range(n_counted):
+                    h_u[column[j]] += 1
 
 
 def quantiles(hist: np.ndarray, shift: int, qs, low: np.ndarray, high: np.ndarray) -> np.ndarray:

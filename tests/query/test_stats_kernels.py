@@ -130,17 +130,26 @@ def test_float32_moments_match_numpy():
 
 @pytest.mark.parametrize("units", [72, 40, 7])
 def test_histogram_counts_each_row_in_its_order_key_bin(units):
-    """Two full slabs of units and a narrower one, one and a narrower one, a narrow one alone;
-    more than one tile of rows, in tiles whose rows are not a multiple of four."""
+    """Two full slabs of units and a narrower one, one and a narrower one, a narrow one alone
+    (unit counts not all multiples of eight); more than one tile of rows, in tiles whose rows
+    are not a multiple of eight; columns with more and fewer than an eighth of their values in
+    the bin of +0 (whose count is then added at once), with -0 and the smallest positive
+    values beside them (the same bin as +0 at coarse bins, another at 65,536)."""
     rng = np.random.default_rng(2)
-    bits = rng.integers(0, 65536, size=(603, units), dtype=np.uint32).astype(np.uint16)  # every kind of pattern
+    rows = 2 * kernels._TILE + 603
+    bits = rng.integers(0, 65536, size=(rows, units), dtype=np.uint32).astype(np.uint16)  # every kind of pattern
     bits[:, 3] = np.array(-1.5, np.float16).view(np.uint16)  # one unit constant
+    bits[:, 4] = 0  # +0 throughout
+    bits[rng.random(rows) < 0.5, 5] = 0  # half +0, as a ReLU's
+    beside = rng.random(rows) < 0.1
+    bits[beside, 5] = rng.choice(np.array([0x8000, 1, 2, 7, 8], np.uint16), size=int(beside.sum()))  # beside it
+    bits[rng.random(rows) < 0.1, 6] = 0  # under an eighth
     keys = kernels.order_keys()
     for shift in (0, 3, 8):
         hist = np.zeros((units, 65536 >> shift), np.int32)
         kernels.histogram(bits, shift, hist)
         kernels.histogram(bits[:5], shift, hist)  # added, not replaced
-        taken = np.concatenate([np.arange(603), np.arange(5)])
+        taken = np.concatenate([np.arange(rows), np.arange(5)])
         want = np.stack([np.bincount(keys[bits[taken, u]] >> shift, minlength=65536 >> shift) for u in range(units)])
         np.testing.assert_array_equal(hist, want)
     # order keys sort like the values they stand for
