@@ -126,17 +126,20 @@ F16C = _has_f16c()
 
 
 @intrinsic
-def _f16_to_f32(typingctx, bits):  # pragma: no cover - numba
-    """The float16 value of bit pattern ``bits`` (``uint16``) as float32: LLVM's own
-    conversion, which the compiler vectorises into F16C instructions (only used where the
-    target has them; elsewhere it could become a call to a runtime routine)."""
+def _f16_to_f64(typingctx, bits):  # pragma: no cover - numba
+    """The float16 value of bit pattern ``bits`` (``uint16``) as float64: LLVM's own
+    conversion, which the compiler vectorises into F16C instructions (to float32, then to
+    float64), or into one conversion where the CPU has AVX-512's float16 instructions (only
+    used where the target has F16C; elsewhere it could become a call to a runtime routine).
+    Widened to float32 first in the kernel, the moments ran at 9.3 GB/s on one core of an
+    Intel Xeon with AVX-512 FP16, against 12.6 straight to float64."""
     if bits != types.uint16:
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.fpext(builder.bitcast(args[0], llvm_ir.HalfType()), llvm_ir.FloatType())
+        return builder.fpext(builder.bitcast(args[0], llvm_ir.HalfType()), llvm_ir.DoubleType())
 
-    return types.float32(types.uint16), codegen
+    return types.float64(types.uint16), codegen
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -197,19 +200,60 @@ def _fold_active(act16, act):  # pragma: no cover - numba
         act16[u] = 0
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _extremes4_f16(r0, r1, r2, r3, key_high, key_low, act):  # pragma: no cover - numba
+    """:func:`_extremes_f16` for four rows at once: each unit's accumulators loaded and
+    stored once for the four."""
+    for u in range(r0.shape[0]):
+        high = np.uint16(0)
+        low = np.uint16(0xFFFF)
+        n = np.uint16(0)
+        for h in (np.uint16(r0[u]), np.uint16(r1[u]), np.uint16(r2[u]), np.uint16(r3[u])):
+            key = np.uint16(h ^ np.uint16(np.uint16(np.int16(h) >> 15) >> 1 | np.uint16(0x8000)))
+            nan = np.uint16(h & np.uint16(0x7FFF)) > np.uint16(0x7C00)
+            high = max(high, np.uint16(0) if nan else key)
+            low = min(low, np.uint16(0xFFFF) if nan else key)
+            n += np.uint16(np.uint16(h - np.uint16(1)) < np.uint16(0x7C00))
+        key_high[u] = max(key_high[u], high)
+        key_low[u] = min(key_low[u], low)
+        act[u] += n
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def _moments_f16c(bits, values, total, squares, high, low, active):  # pragma: no cover - numba
+    """Four rows at a time: their values summed in pairs before they are added to the unit's
+    sums, so each accumulator is loaded and stored once per four rows (float16 values and
+    their sums of up to four are exact in float64). On one core of an Intel Xeon with
+    AVX-512, 7.5-7.7 -> 8.7 GB/s against one row at a time."""
     rows, units = bits.shape
     sums, sums_sq, key_high, key_low, act, act16 = _block_moments(units)
-    for r in range(rows):
-        row = bits[r]
-        for u in range(units):
-            d = np.float64(_f16_to_f32(row[u]))  # type: ignore[call-arg]  # typed by numba
-            sums[u] += d
-            sums_sq[u] += d * d
-        _extremes_f16(row, key_high, key_low, act16)
-        if r % _ACTIVE_ROWS == _ACTIVE_ROWS - 1:
+    since = 0  # rows in the 16-bit active counts
+    r = 0
+    while r < rows:
+        if r + 4 <= rows:
+            r0, r1, r2, r3 = bits[r], bits[r + 1], bits[r + 2], bits[r + 3]
+            for u in range(units):
+                d0 = np.float64(_f16_to_f64(r0[u]))  # type: ignore[call-arg]  # typed by numba
+                d1 = np.float64(_f16_to_f64(r1[u]))
+                d2 = np.float64(_f16_to_f64(r2[u]))
+                d3 = np.float64(_f16_to_f64(r3[u]))
+                sums[u] += (d0 + d1) + (d2 + d3)
+                sums_sq[u] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+            _extremes4_f16(r0, r1, r2, r3, key_high, key_low, act16)
+            step = 4
+        else:
+            row = bits[r]
+            for u in range(units):
+                d = np.float64(_f16_to_f64(row[u]))  # type: ignore[call-arg]  # typed by numba
+                sums[u] += d
+                sums_sq[u] += d * d
+            _extremes_f16(row, key_high, key_low, act16)
+            step = 1
+        r += step
+        since += step
+        if since > _ACTIVE_ROWS - 4:
             _fold_active(act16, act)
+            since = 0
     _fold_active(act16, act)
     _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, high, low, active)
 
