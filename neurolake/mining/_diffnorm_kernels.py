@@ -55,11 +55,16 @@ def pack_rows(dense: np.ndarray) -> np.ndarray:
     dense = np.asarray(dense)
     n_rows, n_items = dense.shape
     n_words = words_for(n_items)
-    padded = np.zeros((n_rows, n_words * 64), np.uint8)
-    padded[:, :n_items] = dense != 0
     # Little bit order puts item 8b + j at bit j of byte b; little-endian bytes then make
-    # item x bit x % 64 of word x // 64.
-    packed = np.packbits(padded, axis=1, bitorder="little")
+    # item x bit x % 64 of word x // 64. A boolean matrix is packed as it is and the packed
+    # bytes padded to whole words (1,000,000 x 2,000: padding the matrix itself to whole words
+    # first made a temporary of 2 GB and took 4.5 times as long).
+    present = dense if dense.dtype == np.bool_ else dense != 0
+    packed = np.packbits(present, axis=1, bitorder="little")
+    if packed.shape[1] != n_words * 8:
+        padded = np.zeros((n_rows, n_words * 8), np.uint8)
+        padded[:, : packed.shape[1]] = packed
+        packed = padded
     return np.ascontiguousarray(packed).view("<u8").astype(np.uint64, copy=False)
 
 

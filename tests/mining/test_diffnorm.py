@@ -30,6 +30,22 @@ def dense(rows: list[list[int]], n_items: int) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("n_items", [0, 1, 8, 63, 64, 65, 130])
+def test_pack_rows_sets_the_bit_of_every_non_zero_item(n_items):
+    """Item x of a row is bit x % 64 of word x // 64, whatever the matrix's type (booleans,
+    integers, floats with negative values, a strided view); bits past the items stay 0."""
+    rng = np.random.default_rng(n_items)
+    values = (rng.random((37, 2 * n_items)) < 0.3) * rng.integers(-3, 4, (37, 2 * n_items))
+    words = -(-max(n_items, 1) // 64)
+    for matrix in (values[:, :n_items] != 0, values[:, :n_items], values[:, :n_items] * 0.5, values[:, ::2]):
+        packed = kernels.pack_rows(matrix)
+        assert packed.dtype == np.uint64 and packed.shape == (37, words)
+        want = np.zeros((37, words), np.uint64)
+        for r, x in zip(*np.nonzero(matrix), strict=True):
+            want[r, x // 64] |= np.uint64(1) << np.uint64(x % 64)
+        np.testing.assert_array_equal(packed, want)
+
+
 # The 4-transaction example used by the hand-computed tests.
 #   row 0 {0,1,2,3}: (0,1,2) fits, then (2,3) does not (2 is taken) -> singleton 3
 #   row 1 {0,1,2}:   (0,1,2)
