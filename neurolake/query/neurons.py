@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -76,17 +76,35 @@ class _Accumulator:
         self.hist = np.zeros((units, 65536 >> shift), np.int32)
         self.rows = 0
 
-    def merge(self, other: _Accumulator) -> None:
-        self.total += other.total
-        self.squares += other.squares
-        np.maximum(self.high, other.high, out=self.high)
-        np.minimum(self.low, other.low, out=self.low)
-        self.active += other.active
-        if self.hist.dtype == np.int32 and self.rows + other.rows < 2**31:  # no bin can overflow
-            np.add(self.hist, other.hist, out=self.hist)
-        else:
-            self.hist = self.hist + other.hist.astype(np.int64)
-        self.rows += other.rows
+    def merge(self, others: Sequence[_Accumulator], threads: int) -> None:
+        """Add ``others`` into this accumulator; the histograms a range of units per thread
+        (each range's rows of every histogram summed by one thread)."""
+        for other in others:
+            self.total += other.total
+            self.squares += other.squares
+            np.maximum(self.high, other.high, out=self.high)
+            np.minimum(self.low, other.low, out=self.low)
+            self.active += other.active
+            self.rows += other.rows
+        if self.rows >= 2**31:  # a bin could overflow 32 bits
+            self.hist = self.hist.astype(np.int64)
+
+        def add(a: int, b: int) -> None:
+            for other in others:
+                np.add(self.hist[a:b], other.hist[a:b], out=self.hist[a:b])
+
+        _by_units(add, len(self.total), threads)
+
+
+def _by_units(work: Callable[[int, int], None], units: int, threads: int) -> None:
+    """``work(a, b)`` over ranges of the units, one per thread."""
+    edges = np.linspace(0, units, max(1, min(threads, units)) + 1).astype(int).tolist()
+    if len(edges) <= 2:
+        work(0, units)
+        return
+    with ThreadPoolExecutor(len(edges) - 1, thread_name_prefix="neurolake-stats") as pool:
+        for f in [pool.submit(work, a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]:
+            f.result()
 
 
 def check_bins(bins: int) -> int:
@@ -215,11 +233,15 @@ def layer_statistics(
         for f in [pool.submit(w.flush) for w in workers]:
             f.result()
     acc = workers[0].acc
-    for other in workers[1:]:
-        acc.merge(other.acc)
+    acc.merge([w.acc for w in workers[1:]], threads)
     n = max(acc.rows, 1)
     mean = acc.total / n
-    q = kernels.quantiles(acc.hist, shift, QUANTILES, acc.low, acc.high)
+    q = np.empty((units, len(QUANTILES)))
+
+    def quantiles(a: int, b: int) -> None:
+        q[a:b] = kernels.quantiles(acc.hist[a:b], shift, QUANTILES, acc.low[a:b], acc.high[a:b])
+
+    _by_units(quantiles, units, threads)
     return {
         "mean": mean,
         "std": np.sqrt(np.maximum(acc.squares / n - mean * mean, 0)),

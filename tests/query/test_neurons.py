@@ -90,3 +90,40 @@ def test_zarr_fallback_gives_the_same_statistics(run, monkeypatch):
                 np.testing.assert_allclose(fallback[key], value, rtol=1e-12, atol=1e-15)
             else:
                 np.testing.assert_array_equal(fallback[key], value)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_accumulators_merge_every_unit_range_and_widen_counts_past_31_bits(threads):
+    """Per-thread accumulators add up unit range by unit range (7 units: ranges of unequal
+    size); once the rows reach 2**31 the histogram is widened to 64 bits before adding, so no
+    bin wraps."""
+    rng = np.random.default_rng(4)
+    accs = [neurons._Accumulator(7, 8) for _ in range(3)]
+    for acc in accs:
+        acc.total[:] = rng.standard_normal(7)
+        acc.squares[:] = rng.random(7)
+        acc.high[:], acc.low[:] = rng.random(7) + 1, -rng.random(7)
+        acc.active[:] = rng.integers(0, 100, 7)
+        acc.hist[:] = rng.integers(0, 1000, acc.hist.shape)
+        acc.rows = 100
+    want_hist = sum(a.hist.astype(np.int64) for a in accs)
+    want = {
+        "total": sum(a.total for a in accs),
+        "high": np.max([a.high for a in accs], axis=0),
+        "low": np.min([a.low for a in accs], axis=0),
+        "active": sum(a.active for a in accs),
+    }
+    accs[0].merge(accs[1:], threads)
+    assert accs[0].hist.dtype == np.int32 and accs[0].rows == 300
+    np.testing.assert_array_equal(accs[0].hist, want_hist)
+    for key, value in want.items():
+        np.testing.assert_allclose(getattr(accs[0], key), value, rtol=1e-15)
+
+    big = [neurons._Accumulator(7, 8) for _ in range(2)]
+    for acc in big:
+        acc.hist[:, 5] = 2**31 - 10  # every row of one bin: the sum needs 32 bits
+        acc.rows = 2**31 - 10
+    big[0].merge(big[1:], threads)
+    assert big[0].hist.dtype == np.int64
+    np.testing.assert_array_equal(big[0].hist[:, 5], 2 * (2**31 - 10))
+    assert big[0].rows == 2 * (2**31 - 10)
