@@ -43,6 +43,7 @@ from neurolake.query.fingerprint import commits_fingerprint
 from neurolake.schemas import NEURONS
 from neurolake.store import Lake, Run
 from neurolake.store.commit import CommitMarker
+from neurolake.store.pools import SharedPool
 from neurolake.store.reader import read_threads
 from neurolake.store.tables import decode_parquet, encode_parquet
 
@@ -52,6 +53,7 @@ QUANTILES = (0.5, 0.9, 0.99)
 DEFAULT_BINS = 8192
 DEFAULT_QUANTILE_ROWS = 1 << 16
 SAMPLE_BUFFER_BYTES = 32 << 20  # per worker: sampled rows waiting to be histogrammed
+_POOL = SharedPool(read_threads(), "neurolake-stats")  # merging the threads' histograms
 
 
 def committed_blocks(commits: Mapping[str, CommitMarker], rows: int) -> list[tuple[int, int]]:
@@ -76,9 +78,11 @@ class _Accumulator:
         self.hist = np.zeros((units, 65536 >> shift), np.int32)
         self.rows = 0
 
-    def merge(self, others: Sequence[_Accumulator], threads: int) -> None:
-        """Add ``others`` into this accumulator; the histograms a range of units per thread
-        (each range's rows of every histogram summed by one thread)."""
+    def merge(
+        self, others: Sequence[_Accumulator], threads: int, then: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Add ``others`` into this accumulator; the histograms a range of units per thread,
+        which then runs ``then(a, b)`` on its range (the merged rows of ``a:b``)."""
         for other in others:
             self.total += other.total
             self.squares += other.squares
@@ -92,18 +96,15 @@ class _Accumulator:
         def add(a: int, b: int) -> None:
             for other in others:
                 np.add(self.hist[a:b], other.hist[a:b], out=self.hist[a:b])
+            if then is not None:
+                then(a, b)
 
-        _by_units(add, len(self.total), threads)
-
-
-def _by_units(work: Callable[[int, int], None], units: int, threads: int) -> None:
-    """``work(a, b)`` over ranges of the units, one per thread."""
-    edges = np.linspace(0, units, max(1, min(threads, units)) + 1).astype(int).tolist()
-    if len(edges) <= 2:
-        work(0, units)
-        return
-    with ThreadPoolExecutor(len(edges) - 1, thread_name_prefix="neurolake-stats") as pool:
-        for f in [pool.submit(work, a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]:
+        edges = np.linspace(0, len(self.total), max(1, min(threads, len(self.total))) + 1).astype(int).tolist()
+        ranges = list(zip(edges[:-1], edges[1:], strict=True))
+        if len(ranges) == 1:
+            add(*ranges[0])
+            return
+        for f in [_POOL.get().submit(add, a, b) for a, b in ranges]:
             f.result()
 
 
@@ -233,15 +234,14 @@ def layer_statistics(
         for f in [pool.submit(w.flush) for w in workers]:
             f.result()
     acc = workers[0].acc
-    acc.merge([w.acc for w in workers[1:]], threads)
-    n = max(acc.rows, 1)
-    mean = acc.total / n
     q = np.empty((units, len(QUANTILES)))
 
     def quantiles(a: int, b: int) -> None:
         q[a:b] = kernels.quantiles(acc.hist[a:b], shift, QUANTILES, acc.low[a:b], acc.high[a:b])
 
-    _by_units(quantiles, units, threads)
+    acc.merge([w.acc for w in workers[1:]], threads, then=quantiles)
+    n = max(acc.rows, 1)
+    mean = acc.total / n
     return {
         "mean": mean,
         "std": np.sqrt(np.maximum(acc.squares / n - mean * mean, 0)),
