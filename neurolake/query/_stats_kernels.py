@@ -142,19 +142,54 @@ def _f16_to_f64(typingctx, bits):  # pragma: no cover - numba
     return types.float64(types.uint16), codegen
 
 
+# Extremes are folded as 16-bit order keys (:func:`order_keys`): the keys order as the values
+# do (-0 just below +0), and the NaN patterns order beyond the infinities (positive NaN above
+# +inf's key, negative below -inf's). The fold takes no notice of NaN (integer operations and a
+# max and a min per value, in 16-bit lanes); a unit whose block extremes came out as NaN keys
+# is folded again without its NaNs (:func:`_extremes_without_nan`), which only data holding NaN
+# pays for. Against masking NaN out value by value: the extremes' loop 29 -> 38 GB/s on one
+# core of an Intel Xeon (AVX-512), the moments with it 9.0-9.1 -> 9.8-10.0 GB/s.
+_NO_HIGH = np.uint16(0)  # the key of NaN 0xFFFF: below every value's
+_NO_LOW = np.uint16(0xFFFF)  # the key of NaN 0x7FFF: above every value's
+_INF_KEY = np.uint16(0xFC00)  # +inf's key
+_NINF_KEY = np.uint16(0x03FF)  # -inf's key
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _order_key(h):  # pragma: no cover - numba
+    return np.uint16(h ^ np.uint16(np.uint16(np.int16(h) >> 15) >> 1 | np.uint16(0x8000)))
+
+
 @numba.njit(nogil=True, cache=True, inline="always")
 def _extremes_f16(row, key_high, key_low, act):  # pragma: no cover - numba
-    """Fold a row of float16 bit patterns into per-unit extremes and active counts, in
-    16-bit integer operations that vectorise widely: the extremes as order keys (NaN patterns
-    left out: they order beyond the infinities), active = value > 0, i.e. a pattern in
-    1..0x7C00."""
+    """Fold a row of float16 bit patterns into per-unit extremes (order keys, NaN
+    included: see :func:`_extremes_without_nan`) and active counts (value > 0, i.e. a
+    pattern in 1..0x7C00), in 16-bit integer operations that vectorise widely."""
     for u in range(row.shape[0]):
         h = np.uint16(row[u])
-        key = np.uint16(h ^ np.uint16(np.uint16(np.int16(h) >> 15) >> 1 | np.uint16(0x8000)))
-        nan = np.uint16(h & np.uint16(0x7FFF)) > np.uint16(0x7C00)
-        key_high[u] = max(key_high[u], np.uint16(0) if nan else key)
-        key_low[u] = min(key_low[u], np.uint16(0xFFFF) if nan else key)
+        key = _order_key(h)
+        key_high[u] = max(key_high[u], key)
+        key_low[u] = min(key_low[u], key)
         act[u] += np.uint16(np.uint16(h - np.uint16(1)) < np.uint16(0x7C00))
+
+
+@numba.njit(nogil=True, cache=True)
+def _extremes_without_nan(bits, key_high, key_low):  # pragma: no cover - numba
+    """Fold again, leaving NaN out, the extremes of every unit of ``bits`` whose keys from
+    :func:`_extremes_f16` are NaN's (beyond an infinity's); :data:`_NO_HIGH` / :data:`_NO_LOW`
+    where a unit holds NaN only."""
+    for u in range(key_high.size):
+        if key_high[u] <= _INF_KEY and key_low[u] >= _NINF_KEY:
+            continue
+        high, low = _NO_HIGH, _NO_LOW
+        for r in range(bits.shape[0]):
+            h = np.uint16(bits[r, u])
+            if np.uint16(h & np.uint16(0x7FFF)) <= np.uint16(0x7C00):
+                key = _order_key(h)
+                high = max(high, key)
+                low = min(low, key)
+        key_high[u] = high
+        key_low[u] = low
 
 
 @numba.njit(nogil=True, cache=True)
@@ -165,9 +200,9 @@ def _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, hi
         total[u] += sums[u]
         squares[u] += sums_sq[u]
         active[u] += act[u]
-        if key_high[u] != 0:
+        if key_high[u] != _NO_HIGH:
             high[u] = max(high[u], values[key_high[u]])
-        if key_low[u] != 0xFFFF:
+        if key_low[u] != _NO_LOW:
             low[u] = min(low[u], values[key_low[u]])
 
 
@@ -179,8 +214,8 @@ def _block_moments(units):  # pragma: no cover - numba
     return (
         np.zeros(units),
         np.zeros(units),
-        np.zeros(units, np.uint16),
-        np.full(units, 0xFFFF, np.uint16),
+        np.full(units, _NO_HIGH, np.uint16),
+        np.full(units, _NO_LOW, np.uint16),
         np.zeros(units, np.int32),
         np.zeros(units, np.uint16),
     )
@@ -205,14 +240,13 @@ def _extremes4_f16(r0, r1, r2, r3, key_high, key_low, act):  # pragma: no cover 
     """:func:`_extremes_f16` for four rows at once: each unit's accumulators loaded and
     stored once for the four."""
     for u in range(r0.shape[0]):
-        high = np.uint16(0)
-        low = np.uint16(0xFFFF)
+        high = _NO_HIGH
+        low = _NO_LOW
         n = np.uint16(0)
         for h in (np.uint16(r0[u]), np.uint16(r1[u]), np.uint16(r2[u]), np.uint16(r3[u])):
-            key = np.uint16(h ^ np.uint16(np.uint16(np.int16(h) >> 15) >> 1 | np.uint16(0x8000)))
-            nan = np.uint16(h & np.uint16(0x7FFF)) > np.uint16(0x7C00)
-            high = max(high, np.uint16(0) if nan else key)
-            low = min(low, np.uint16(0xFFFF) if nan else key)
+            key = _order_key(h)
+            high = max(high, key)
+            low = min(low, key)
             n += np.uint16(np.uint16(h - np.uint16(1)) < np.uint16(0x7C00))
         key_high[u] = max(key_high[u], high)
         key_low[u] = min(key_low[u], low)
@@ -255,6 +289,7 @@ def _moments_f16c(bits, values, total, squares, high, low, active):  # pragma: n
             _fold_active(act16, act)
             since = 0
     _fold_active(act16, act)
+    _extremes_without_nan(bits, key_high, key_low)
     _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, high, low, active)
 
 
@@ -275,6 +310,7 @@ def _moments_widened(bits, values, total, squares, high, low, active):  # pragma
         if r % _ACTIVE_ROWS == _ACTIVE_ROWS - 1:
             _fold_active(act16, act)
     _fold_active(act16, act)
+    _extremes_without_nan(bits, key_high, key_low)
     _merge_f16(sums, sums_sq, key_high, key_low, act, values, total, squares, high, low, active)
 
 
