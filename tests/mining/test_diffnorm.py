@@ -9,6 +9,7 @@ import pytest
 
 from neurolake.errors import SpecError
 from neurolake.mining import _diffnorm_kernels as kernels
+from neurolake.mining import diffnorm as diffnorm_module
 from neurolake.mining.diffnorm import (
     BitMatrix,
     DiffNorm,
@@ -160,13 +161,19 @@ def test_csr_read_off_packed_bits_equals_the_dense_rows():
         np.testing.assert_array_equal(indices, np.nonzero(dense_rows)[1])
 
 
-def test_closed_candidates_on_threads_equal_mining_each_subset_whole():
-    """The candidates mined from the groups' CSR rows, one subset after the other or on two
-    threads, equal closed itemsets mined from each subset's dense rows, in the same order."""
+@pytest.mark.parametrize("n_groups", [2, 3])
+def test_closed_candidates_on_threads_equal_mining_each_subset_whole(n_groups, monkeypatch):
+    """The candidates mined from the groups' CSR rows (read off in blocks of 97 rows, so
+    that blocks end inside groups and at their ends), one subset after the other or on two
+    threads, equal closed itemsets mined from each subset's dense rows, in the same order;
+    with three groups, subset (0, 2) (given) is not a slice of the groups' rows."""
+    monkeypatch.setattr(diffnorm_module, "_CSR_BLOCK", 97)
     a, b, *_ = planted_groups(3, n_rows=700, n_items=90)
-    groups = [a, b[:400]]
+    c = planted_groups(4, n_rows=194, n_items=90)[1]
+    groups = [a, b[:400], c][:n_groups]
+    subsets = default_subsets(n_groups) + ([(0, 2)] if n_groups == 3 else [])
     expected: dict[tuple[int, ...], float] = {}
-    for subset in default_subsets(2):
+    for subset in subsets:
         rows = np.concatenate([groups[i] for i in subset])
         for itemset, support in closed_itemsets(rows, 0.05):
             if len(itemset) >= 2:
@@ -174,7 +181,7 @@ def test_closed_candidates_on_threads_equal_mining_each_subset_whole():
     order = sorted(expected, key=lambda x: (-expected[x], -len(x), x))[:50]
     packed = [BitMatrix.from_dense(g) for g in groups]
     for workers in (1, 2):
-        model = DiffNorm(min_support=0.05, max_candidates=50, workers=workers)
+        model = DiffNorm(min_support=0.05, max_candidates=50, workers=workers, subsets=subsets)
         model._setup(packed)
         assert model._closed_candidates(packed) == order
     assert len(expected) > len(order) == 50  # the cap cuts the list
