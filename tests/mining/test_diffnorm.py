@@ -549,12 +549,19 @@ def test_ray_search_with_many_merges_and_prunes_equals_single_process(local_ray)
             np.testing.assert_array_equal(on_ray._co[i], fresh)
 
 
-@pytest.mark.parametrize("hosted", ["none", "some", "all"])
-def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted):
+@pytest.mark.parametrize(("hosted", "direct"), [("none", True), ("some", True), ("all", True), ("none", False)])
+def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct, monkeypatch):
     """Usages, supports and co-usage changes (a pattern in, then another out) summed over the
     actors' row partitions equal the counts over whole groups: with every partition on an
     actor (the first twice the others), with the first counted in this process (as the actor hosting a search counts
-    its own), and with all rows in this process."""
+    its own), and with all rows in this process; the actors reached over direct channels, or
+    over Ray's calls where no channel opens."""
+    if not direct:
+
+        def refused(address, key):
+            raise ConnectionRefusedError(f"nothing listens at {address}")
+
+        monkeypatch.setattr(diffnorm_module, "Channel", refused)
     from neurolake.mining.diffnorm import LocalUsageCounter, PartitionedUsageCounter, _itemset_bits, _RowPartition
 
     groups = [BitMatrix.from_dense(g).words for g in _slim_heavy_groups(5)]
@@ -592,6 +599,8 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted):
             removed = remote.co_usage_change(i, added.copy(), new, new[[0, 1]], bits[(11, 19)], 2, False)
             np.testing.assert_array_equal(removed, kernels.co_usage(groups[i], new[[0, 1]], 60))
         np.testing.assert_array_equal(remote.co_usages([(1, new)])[0], kernels.co_usage(groups[1], new, 60))
+        actors = {"none": 3, "some": 2, "all": 0}[hosted]
+        assert len(remote._channels or []) == (actors if direct else 0)
     finally:
         remote.close()
         if hosted == "some":

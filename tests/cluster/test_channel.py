@@ -1,0 +1,108 @@
+"""Direct channels to pool actors: answers as Ray's calls give them, errors as RemoteError,
+only the one client holding the key, no hang when the actor is gone."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import numpy as np
+import pytest
+import ray
+
+from neurolake.cluster.channel import Channel, ChannelHost
+from neurolake.cluster.pool import ActorPool, RemoteError
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+class _Cells(ChannelHost):
+    def __init__(self, seed: int) -> None:
+        self.values = np.random.default_rng(seed).random(700_000)  # 5.6 MB: a large answer
+        self.calls = 0
+
+    def take(self, start: int, stop: int) -> np.ndarray:
+        self.calls += 1
+        return self.values[start:stop]
+
+    def count(self) -> int:
+        return self.calls
+
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    def unsendable(self):
+        return lambda: None  # a closure cannot be pickled
+
+
+@pytest.fixture
+def pool(local_ray):
+    pool = ActorPool(_Cells, [(1,), (2,)], num_cpus=0)
+    yield pool
+    pool.close()
+
+
+def test_a_channel_answers_as_the_actor_does_over_ray(pool):
+    channels = [Channel(address, key) for address, key in pool.broadcast("neurolake_open_channel")]
+    try:
+        whole = pool.broadcast("take", 0, 700_000)
+        pending = [channel.call_later("take", 10, 700_000) for channel in channels]  # both actors at once
+        for answer, expected in zip(pending, whole, strict=True):
+            np.testing.assert_array_equal(answer(), expected[10:])
+        assert [channel.call("take", 3, 5).tolist() for channel in channels] == [w[3:5].tolist() for w in whole]
+        # The channel's calls reach the same instance as Ray's: 1 call over Ray, 2 over the channel.
+        assert pool.broadcast("count") == [3, 3]
+        assert whole[0][:5].tolist() != whole[1][:5].tolist()
+    finally:
+        for channel in channels:
+            channel.close()
+
+
+def test_errors_come_back_as_remote_errors_and_the_channel_goes_on(pool):
+    address, key = pool.call(0, "neurolake_open_channel")
+    channel = Channel(address, key)
+    try:
+        with pytest.raises(RemoteError, match="no such rows") as caught:
+            channel.call("fail", "no such rows")
+        assert isinstance(caught.value.cause, ValueError)
+        with pytest.raises(RemoteError, match="could not be sent back"):
+            channel.call("unsendable")
+        with pytest.raises(RemoteError, match="nothing"):
+            channel.call("nothing")
+        answer = channel.call_later("take", 0, 2)
+        with pytest.raises(RuntimeError, match="one call at a time"):
+            channel.call_later("take", 0, 2)
+        assert answer().shape == (2,)
+        assert channel.call("take", 5, 6).shape == (1,)
+    finally:
+        channel.close()
+
+
+def test_only_the_key_opens_a_channel(pool):
+    address, key = pool.call(0, "neurolake_open_channel")
+    with pytest.raises(multiprocessing.AuthenticationError):
+        Channel(address, bytes(32))
+    with pytest.raises(OSError):  # the one connection was refused: nothing listens any more
+        Channel(address, key, timeout=5)
+
+
+def test_a_call_to_an_actor_gone_fails_instead_of_waiting(local_ray):
+    pool = ActorPool(_Cells, [(1,)], num_cpus=0)
+    try:
+        channel = Channel(*pool.call(0, "neurolake_open_channel"))
+        assert channel.call("take", 0, 1).shape == (1,)
+        ray.kill(pool._actors[0])
+        with pytest.raises(RemoteError, match="channel broke"):
+            for _ in range(50):  # the socket may take one send to notice
+                channel.call("take", 0, 1)
+        with pytest.raises(RemoteError, match="closed"):
+            channel.call("take", 0, 1)
+    finally:
+        pool.close()
