@@ -183,3 +183,16 @@ def shared_target(request, tmp_path):
         return str(tmp_path / "lake"), {}
     bucket, options = request.getfixturevalue("s3_bucket")
     return f"s3://{bucket}/lake", options
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A local Ray for the module, unless one is already running."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    if started:
+        ray.shutdown()

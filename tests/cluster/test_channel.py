@@ -13,16 +13,6 @@ from neurolake.cluster.channel import Channel, ChannelHost
 from neurolake.cluster.pool import ActorPool, RemoteError
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 class _Cells(ChannelHost):
     def __init__(self, seed: int) -> None:
         self.values = np.random.default_rng(seed).random(700_000)  # 5.6 MB: a large answer
