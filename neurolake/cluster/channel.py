@@ -95,7 +95,7 @@ class Channel:
         timeout: seconds to connect.
     """
 
-    def __init__(self, address: tuple[str, int], key: bytes, timeout: float = 30) -> None:
+    def __init__(self, address: tuple[str, int], key: bytes, timeout: float = 10) -> None:
         sock = socket.create_connection((address[0], address[1]), timeout=timeout)
         sock.settimeout(None)  # blocking from here on: Connection reads the descriptor itself
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
