@@ -1340,7 +1340,11 @@ class DiffNorm:
             np.cumsum(indptr, out=indptr)
             indices = np.empty(indptr[-1], np.int64)
             list(run(fill, blocks))
-            order = sorted(self._subsets, key=lambda s: -sum(self._n_rows[i] for i in s)) if pool else self._subsets
+            order = (
+                sorted(self._subsets, key=lambda s: -sum(self._n_rows[i] for i in s))
+                if pool is not None
+                else self._subsets
+            )
             found = list(run(mine, order))
         frequency: dict[Itemset, float] = {}
         for n_rows, closed in found:

@@ -622,7 +622,7 @@ def histogram(bits, shift, hist):  # pragma: no cover - numba
                 zeros = np.int32(0)
                 for j in range(n):
                     h = column[j]
-                    b = np.uint16(h ^ np.uint16(np.uint16(np.int16(h) >> 15) >> 1 | np.uint16(0x8000))) >> shift16
+                    b = _order_key(h) >> shift16
                     column[j] = b
                     zeros += np.int32(b == zero_bin)
                 if zeros * 8 > n:
