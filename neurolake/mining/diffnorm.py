@@ -105,7 +105,9 @@ until Slim's list is built next and are then made in one round, each matrix renu
 (:meth:`UsageCounter.co_usage_sequence`; on Ray every actor sends the sparse changes of its
 partition's counts). The estimated gains of all pairs come from one numba pass
 (:func:`~neurolake.mining._diffnorm_kernels.slim_gains_tabled`) with ``x log2 x`` read from a
-table of the integer usages made once per search, keeping only the pairs that can make the list.
+table of the integer usages made once per search (up to the largest group's rows) and, for the
+usages' total less a pair's co-usage, from a window made per list, keeping only the pairs that
+can make the list.
 
 On Ray (``workers > 1``) every actor holds a partition of each group's rows and the search
 itself runs on the first actor (:meth:`_RowPartition.search`): it counts its own partition in
@@ -1222,7 +1224,6 @@ class DiffNorm:
         # Table changes not yet applied to ``_co`` (CoUsageChange, in order).
         self._co_pending: list[CoUsageChange] = []
         self._logs = None
-        self._largest_total = int(item_support.sum(axis=1).max()) if k else 0
 
     def _search(self, candidates: list[Itemset]) -> None:
         singleton_length = self._singleton_length
@@ -1407,11 +1408,10 @@ class DiffNorm:
         return _best_unions(pairs, names, self._placed, self._subsets, self.max_candidates)
 
     def _log_tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """``log2 v`` and ``v log2 v`` for the usage totals of the search, made once: a cover
-        with patterns uses fewer elements than the singletons alone, so no group's total
-        exceeds its rows' items."""
+        """``log2 v`` and ``v log2 v`` for the usages of the search, made once: a cover uses
+        an element at most once per row, so no usage exceeds its group's rows."""
         if self._logs is None:
-            self._logs = kernels.log_tables(self._largest_total)
+            self._logs = kernels.log_tables(max(self._n_rows, default=0))
         return self._logs
 
     def _slim_step(self, limit: int) -> int:

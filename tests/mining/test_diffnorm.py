@@ -498,12 +498,18 @@ def test_slim_gains_kernel_equals_the_formula_and_top_k_is_a_stable_sort():
     np.testing.assert_array_equal(b, ib[keep])
     np.testing.assert_allclose(gain, expected[keep], rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(cost, 1.5 + st_el[a] + st_el[b] + length_cost[sizes[a] + sizes[b] - 1])
-    # tables made once for a larger total (as a search makes them) give the same answer, bit for bit
-    tabled = kernels.slim_gains_tabled(
-        co, usage, sizes, st_el, singleton_st, length_cost, 1.5, *kernels.log_tables(int(usage.sum()) + 500)
-    )
-    for got, expected_part in zip(tabled, (a, b, gain, cost), strict=True):
-        assert np.array_equal(got, expected_part)
+    # tables made once up to any bound reaching the largest usage (a search makes them up to
+    # its largest group's rows) give the same answer, bit for bit; the total is never looked up
+    for bound in (int(usage.max()), int(usage.max()) + 7, int(usage.sum()) + 500):
+        tabled = kernels.slim_gains_tabled(
+            co, usage, sizes, st_el, singleton_st, length_cost, 1.5, *kernels.log_tables(bound)
+        )
+        for got, expected_part in zip(tabled, (a, b, gain, cost), strict=True):
+            assert np.array_equal(got, expected_part)
+    with pytest.raises(ValueError, match="do not reach"):
+        kernels.slim_gains_tabled(
+            co, usage, sizes, st_el, singleton_st, length_cost, 1.5, *kernels.log_tables(int(usage.max()) - 1)
+        )
     values = np.array([3.0, 1.0, 3.0, 2.0, 3.0, 0.5])
     for k in range(0, 8):
         assert _top_stable(values, k).tolist() == np.argsort(-values, kind="stable")[:k].tolist()
