@@ -10,7 +10,9 @@ one-process run before it (interleave them: this machine's speed drifts), the ti
 search's steps (in the process or the actor that searched) and, for each actor, the compute
 time of every method it ran; the counting methods of the searching actor include its share
 of the rows, and ``usages_held`` / ``co_usage_deltas_held`` are the other actors' trips
-(their counting is inside them). The runs must find the same model.
+(their counting is inside them). The runs must find the same model. Each run also prints its
+CPU seconds (this process and the actors' processes) and what they leave possible on this
+machine's cores against the one-process run; the next run starts once its actors have exited.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import gc
+import os
+import resource
 import sys
 import time
 from pathlib import Path
@@ -106,8 +111,34 @@ class TimedPartition(dn._RowPartition):
         instrument(self.steps, self.step_calls)
         return self._timed("search", *args)
 
-    def times(self) -> tuple[dict[str, float], dict[str, int], dict[str, float], dict[str, int]]:
-        return dict(self.spent), dict(self.calls), dict(self.steps), dict(self.step_calls)
+    def times(self) -> tuple[dict[str, float], dict[str, int], dict[str, float], dict[str, int], float, int]:
+        """The times above, the CPU seconds of this process in its life (Ray's worker start
+        included) and its pid."""
+        return dict(self.spent), dict(self.calls), dict(self.steps), dict(self.step_calls), cpu_seconds(), os.getpid()
+
+
+def cpu_seconds() -> float:
+    """CPU seconds (user and system, every thread) this process has used."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wait_gone(pids: list[int], limit_s: float = 60.0) -> float:
+    """Wait until the processes ``pids`` (the last run's actors, killed at its end) have
+    exited: until then their memory is being freed on the CPUs the next run times."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < limit_s:
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, 0)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            break
+        time.sleep(0.05)
+    return time.perf_counter() - start
 
 
 class OnRay(dn.DiffNorm):
@@ -155,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         model = (OnRay if workers else dn.DiffNorm)(
             min_support=0.05, max_iterations=args.iterations, workers=max(workers, 1)
         )
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         try:
             model.fit(packed)
         finally:
             dn._RowPartition = hosted  # type: ignore[misc]
             dn.PartitionedUsageCounter.close = closing  # type: ignore[method-assign]
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         alone = elapsed if workers == 0 or alone is None else alone
         result = model.discover()
         first = first or result
@@ -172,11 +203,26 @@ def main(argv: list[str] | None = None) -> int:
             f" L% {result.l_percent:.3f} ({'same model' if same else 'MODEL DIFFERS'})",
             flush=True,
         )
+        # Work on 2 cores takes at least half its CPU seconds: with the one-process run's
+        # time, what this run's CPU leaves possible.
+        actors_cpu = sum(t[-2] for t in actor_times)
+        cores = os.cpu_count() or 1
+        floor = (cpu + actors_cpu) / cores
+        where = f" + {actors_cpu:.1f} s in the actors (their processes' lives)" if actor_times else ""
+        print(
+            f"   CPU: {cpu:.1f} s here{where} = {cpu + actors_cpu:.1f} core-seconds: on {cores} cores at least"
+            f" {floor:.1f} s, at most {alone / floor:.2f}x the last one-process run",
+            flush=True,
+        )
         print_steps(spent, calls)
-        for a, (own, own_calls, steps, step_calls) in enumerate(actor_times):
+        for a, (own, own_calls, steps, step_calls, *_) in enumerate(actor_times):
             print(f"   actor {a}: " + ", ".join(f"{k} {v:.2f} s / {own_calls[k]}" for k, v in own.items()), flush=True)
             if steps:
                 print_steps(steps, step_calls)
+        del model, result
+        gc.collect()
+        if actor_times:
+            print(f"   (its actors exited {wait_gone([t[-1] for t in actor_times]):.1f} s after it)", flush=True)
     return 0
 
 
