@@ -12,9 +12,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
     """Initialise Ray once per process; returns the cluster's resources.
 
     ``address`` (or ``$RAY_ADDRESS``) joins an existing cluster; otherwise a local Ray
-    starts with this machine's CPUs (and GPUs, which Ray detects itself).
+    starts with the CPUs this process can keep busy (its affinity within a container's CPU
+    limit: :func:`~neurolake.store.pools.usable_cpus`) and the GPUs Ray detects itself.
     """
     import ray
+
+    from neurolake.store.pools import usable_cpus
 
     if not log.isEnabledFor(logging.DEBUG):
         # Ray's own loggers print a start-up banner (token authentication, dashboard, ...) at
@@ -47,7 +50,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
             ray.init(
                 address="local",
                 _node_ip_address="127.0.0.1",
-                num_cpus=num_cpus or os.cpu_count() or 1,
+                num_cpus=num_cpus or usable_cpus(),
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,

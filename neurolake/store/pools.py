@@ -7,6 +7,16 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 
+def usable_cpus() -> int:
+    """The CPUs this process can keep busy, as joblib counts them: its CPU affinity, capped by
+    a container's CPU limit (a Kubernetes pod's ``limits.cpu`` is a CFS quota, and the
+    affinity still holds every core of the node) and by ``LOKY_MAX_CPU_COUNT`` where set.
+    The readers' and writers' threads and a local Ray follow it."""
+    from joblib import cpu_count
+
+    return max(1, int(cpu_count()))
+
+
 class SharedPool:
     """A thread pool started on first use and shared by the process.
 

@@ -38,7 +38,7 @@ import zstandard
 from neurolake.errors import IntegrityError
 from neurolake.store import zeromask
 from neurolake.store.location import Location
-from neurolake.store.pools import SharedPool
+from neurolake.store.pools import SharedPool, usable_cpus
 
 _NO_CHUNK = 2**64 - 1
 # Decoded bytes per read-and-decode task: enough to amortise a read and the task's Python
@@ -59,11 +59,8 @@ def task_chunks(chunk_bytes: int, chunks_per_shard: int) -> int:
 
 
 def read_threads() -> int:
-    """Decoding threads: the cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    """Decoding threads: the CPUs this process can keep busy (:func:`~neurolake.store.pools.usable_cpus`)."""
+    return usable_cpus()
 
 
 _decode_pool = SharedPool(read_threads(), "neurolake-read")

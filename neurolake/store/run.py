@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import platform
 import re
 from collections import deque
@@ -46,7 +45,7 @@ from neurolake.store.derived import Derived
 from neurolake.store.lease import LeaseToken
 from neurolake.store.location import Location, canonical_json
 from neurolake.store.plan import Part, Plan
-from neurolake.store.pools import SharedPool
+from neurolake.store.pools import SharedPool, usable_cpus
 from neurolake.store.reader import LayerReader, read_threads
 from neurolake.store.zeromask import ZeroMaskCodec
 
@@ -63,7 +62,7 @@ _INCIDENTAL_KEYS = ("created_at", "software")
 
 # Shards are compressed and written on a pool shared by every writer of the process
 # (zstd, CRC32C and file I/O release the GIL).
-_WRITE_THREADS = max(2, os.cpu_count() or 2)
+_WRITE_THREADS = max(2, usable_cpus())
 _write_pool = SharedPool(_WRITE_THREADS, "neurolake-shard")
 # Table files are fetched this many at a time (small objects: latency, not bandwidth, bounds them).
 _READ_THREADS = 16
