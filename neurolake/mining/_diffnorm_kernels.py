@@ -429,7 +429,7 @@ def slim_gains_tabled(
     often than its group has rows), instead of a log per usage for every list. The usages'
     total ``U`` and what a pair leaves of it, ``U - e``, are read from a window made here of
     ``log2`` and ``x log2 x`` over ``U - max(e) .. U`` (a table up to the total, made once, was
-    1.3 GB and 3 s at a million rows of a hundred active items, and the search waited on it).
+    1.2 GB and 0.8-3 s at a million rows of a hundred active items, and the search waited on it).
 
     With ``top >= 0`` only pairs that can be among the ``top`` best are returned (still in
     row-major order, a superset of them): whenever the output fills, it keeps its ``top``
