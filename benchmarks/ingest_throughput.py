@@ -29,6 +29,7 @@ import json
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import tempfile
 import time
 
@@ -201,7 +202,8 @@ def main() -> None:
         help="'wav2vec2-base' (default: wav2vec 2.0 base, "
         "WAV2VEC2_ASR_BASE_960H's architecture), 'wav2vec2-large' (24 layers of 1024), "
         "'wav2letter-full' (torchaudio's full-size Wav2Letter "
-        "on waveforms), both with random weights, or any model spec such as 'demo'",
+        "on waveforms), both with random weights, 'standin' (wav2vec 2.0 base's outputs from "
+        "table look-ups: the CPU side of a GPU sweep, see standin_model.py), or any model spec such as 'demo'",
     )
     ap.add_argument(
         "--utterances",
@@ -233,6 +235,13 @@ def main() -> None:
             args.model = f"wav2letter:{full_wav2letter(base)}"
         elif args.model in ("wav2vec2-base", "wav2vec2-large"):
             args.model = f"wav2vec2:{base_wav2vec2(base, large=args.model == 'wav2vec2-large')}"
+        elif args.model == "standin":
+            # Ray's workers inherit the environment of the local Ray this process starts.
+            here = os.path.dirname(os.path.abspath(__file__))
+            os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+            sys.path.insert(0, here)
+            args.model = "python:standin_model:build"
+            args.layers = args.layers or "layers.*"
         resources = connect()
         cpus = int(resources.get("CPU", 1))
         gpus = int(resources.get("GPU", 0))
