@@ -5,6 +5,9 @@
 # captured as float16, and prints for each: frames and audio hours per second per GPU, the ratio
 # to the bare forward on the same GPU, the activations written per second, and the time 960 h of
 # LibriSpeech would take (target: under 1 hour for base on one H100-class GPU, ratio >= 0.9).
+# Base runs twice: one model actor on the GPU, then two sharing it (`--actors 2`: two processes,
+# each with its own interpreter lock, so one part's labels and writes run while the other's
+# forward has the GPU).
 #
 #   bash benchmarks/gpu_check.sh [--quick]     # --quick: fewer utterances (a smoke run, ~2 min)
 set -euo pipefail
@@ -32,5 +35,7 @@ else
 fi
 echo "== wav2vec 2.0 base, all 12 encoder layers =="
 $python benchmarks/ingest_throughput.py --model wav2vec2-base --layers 'encoder.transformer.layers.?,encoder.transformer.layers.??' --max-batch 32 "${base[@]}"
+echo "== wav2vec 2.0 base, all 12 encoder layers, two actors sharing the GPU =="
+$python benchmarks/ingest_throughput.py --model wav2vec2-base --layers 'encoder.transformer.layers.?,encoder.transformer.layers.??' --max-batch 32 --actors 2 "${base[@]}"
 echo "== wav2vec 2.0 large, all 24 encoder layers =="
 $python benchmarks/ingest_throughput.py --model wav2vec2-large --layers 'encoder.transformer.layers.?,encoder.transformer.layers.??' --max-batch 16 "${large[@]}"

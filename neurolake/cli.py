@@ -125,6 +125,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         actors=args.actors,
         threads=args.threads,
+        gpus=args.gpus,
         part_rows=args.part_rows,
         progress=None if not args.quiet else False,
         max_duration_s=args.max_duration,
@@ -781,12 +782,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run", metavar="ID", help="run id (default: <model>-<corpus>); an existing run resumes")
     p.add_argument("--ray-address", metavar="A", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--actors", type=int, metavar="N", help="model actors (default: one per GPU, else half the CPUs)")
+    p.add_argument(
+        "--actors",
+        type=int,
+        metavar="N",
+        help="model actors (default: one per GPU, else half the CPUs); more than the GPUs share them",
+    )
     p.add_argument(
         "--threads",
         type=int,
         metavar="N",
         help="torch threads per actor (default: the CPUs shared out among the actors; 1 on GPU)",
+    )
+    p.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="GPUs the model actors use in all (default: those the cluster has now; give it where "
+        "an autoscaler adds GPU nodes on demand; 0: the models run on CPUs)",
     )
     p.add_argument("--part-rows", type=int, metavar="ROWS", help="frames per part (default: ~256 MB of activations)")
     p.add_argument(

@@ -14,6 +14,7 @@ part rewrites identical bytes, and resuming runs only uncommitted parts.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import time
@@ -156,6 +157,10 @@ class ModelWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def device(self) -> str:
+        """Where the model runs: ``cpu`` or ``cuda``."""
+        return self.adapter.device.type
+
 
 def _warm_up_labels(adapter) -> None:
     """Load the compiled labelling kernels before the first part (numba's cache takes ~0.3 s)."""
@@ -184,6 +189,7 @@ def ingest(
     storage_options: Mapping[str, Any] | None = None,
     actors: int | None = None,
     threads: int | None = None,
+    gpus: int | None = None,
     part_rows: int | None = None,
     max_batch: int = 16,
     progress: bool | None = None,
@@ -202,10 +208,15 @@ def ingest(
     part's activations; ``None`` keeps what an existing run has (none for a new run).
     ``only_parts`` limits the work to those pending parts (``verify --repair`` re-does the
     damaged ones and nothing else). ``alignments``: a directory of forced-aligner TextGrids
-    (:func:`~neurolake.ingest.planning.plan_corpus`)."""
+    (:func:`~neurolake.ingest.planning.plan_corpus`). ``gpus``: the GPUs the model actors use
+    in all (see :func:`actor_shares`); by default those the cluster has when the ingest starts,
+    so a cluster that adds GPU nodes on demand (KubeRay's or the cluster launcher's autoscaler,
+    which start with none) needs it given, 0 runs the models on CPUs."""
     for name, value in (("actors", actors), ("threads", threads), ("max_batch", max_batch)):
         if value is not None and value < 1:
             raise PlanError(f"{name} must be at least 1, got {value}")
+    if gpus is not None and gpus < 0:
+        raise PlanError(f"gpus must be at least 0, got {gpus}")
     t0 = time.perf_counter()
     # One Location (URL and storage options) for the lake from here on; ``storage_options``
     # also open the corpus and its audio.
@@ -226,7 +237,7 @@ def ingest(
     outage = False
     try:
         if not finished:
-            pool = _start_actors(actors, threads, ray_address, lake.loc, run_id, model, layer_names, max_batch)
+            pool = _start_actors(actors, threads, gpus, ray_address, lake.loc, run_id, model, layer_names, max_batch)
         planned = plan_corpus(
             corpus,
             adapter,
@@ -257,7 +268,7 @@ def ingest(
             utterances_skipped=planned.skipped,
         )
         if pending and not pool:  # finished a moment ago, and since then parts were lost
-            pool = _start_actors(actors, threads, ray_address, lake.loc, run_id, model, layer_names, max_batch)
+            pool = _start_actors(actors, threads, gpus, ray_address, lake.loc, run_id, model, layer_names, max_batch)
         if pending:
             _run_parts(
                 summary,
@@ -317,12 +328,18 @@ def _layer_specs(chosen) -> list[LayerSpec]:
     return [LayerSpec(layer.name, layer.units, module=layer.module_path) for layer in chosen]
 
 
-def _start_actors(actors, threads, ray_address, lake: Location, run_id, model, layer_names, max_batch) -> ActorPool:
-    """Connect to Ray and start the model actors: one per GPU, else one per two CPUs."""
-    resources = connect(ray_address)
-    cpus = int(resources.get("CPU", 1))
-    gpus = int(resources.get("GPU", 0))
+def actor_shares(actors: int | None, threads: int | None, cpus: int, gpus: int) -> tuple[int, float, int]:
+    """``(actors, GPUs each, torch threads each)`` for a cluster of ``cpus`` CPUs and ``gpus`` GPUs.
+
+    By default one actor per GPU, else one per two CPUs. More actors than GPUs share them:
+    each gets ``1 / k`` of a GPU where ``k`` actors must share one, so that every actor fits
+    (three actors on two GPUs take half a GPU each, not two thirds, which would leave the third
+    waiting for ever). Two actors on one GPU are two processes with an interpreter lock each:
+    the labels, the cube rows and the commits of one part run while the other's forward has
+    the GPU (one actor's lock caps the CPU side, see the README's ingest figures).
+    """
     n_actors = actors or (gpus if gpus else max(1, cpus // 2))
+    share = 1.0 / math.ceil(n_actors / gpus) if gpus else 0.0
     # On CPU the models get every core: decoding and writing are a smaller share of the
     # work. (One single-threaded actor per core was tried: on real batches of the demo
     # model it is no faster than one actor with two threads, and it doubles start-up and
@@ -330,7 +347,25 @@ def _start_actors(actors, threads, ray_address, lake: Location, run_id, model, l
     # The thread count can change the last bits of a forward pass (the order of sums), so a
     # lake is byte-for-byte reproducible for a given number of threads per actor.
     threads = threads or (max(1, cpus // n_actors) if not gpus else 1)
-    log.info("%d model actors, %d torch threads each", n_actors, threads)
+    return n_actors, share, threads
+
+
+def _start_actors(
+    actors, threads, gpus, ray_address, lake: Location, run_id, model, layer_names, max_batch
+) -> ActorPool:
+    """Connect to Ray and start the model actors (see :func:`actor_shares`); ``gpus``: in all,
+    else the cluster's now."""
+    resources = connect(ray_address)
+    cpus = int(resources.get("CPU", 0))
+    if gpus is None:
+        gpus = int(resources.get("GPU", 0))
+        if not gpus and not cpus:
+            log.warning(
+                "the Ray cluster has no CPU or GPU to run models on yet (one that adds nodes on demand?): "
+                "one model actor on the CPU is asked for; give --gpus N for N GPU actors"
+            )
+    n_actors, gpu_share, threads = actor_shares(actors, threads, max(1, cpus), gpus)
+    log.info("%d model actors, %d torch threads each, %g GPU each", n_actors, threads, gpu_share)
     # SPREAD: one model per node first, so a cluster's nodes all work from the start.
     return ActorPool(
         ModelWorker,
@@ -342,7 +377,7 @@ def _start_actors(actors, threads, ray_address, lake: Location, run_id, model, l
         },
         per_actor=2,
         num_cpus=1,
-        num_gpus=1 if gpus else 0,
+        num_gpus=gpu_share,
         max_restarts=-1,
         max_task_retries=MAX_PART_ATTEMPTS - 1,
         spread=True,

@@ -35,6 +35,23 @@ def test_every_neurolake_command_in_the_guide_parses():
     assert verbs.count("ingest") >= 4 and {"runs", "verify", "sql"} <= set(verbs)
 
 
+def test_every_sweep_on_an_autoscaling_cluster_asks_for_its_gpus():
+    """The clusters start with no GPU worker, so an ingest run on one (``ray exec``, ``kubectl
+    exec``) gives ``--gpus``: the GPU workers' maximum, one GPU each."""
+    from tests.infra.test_cluster_launcher import _config
+
+    most = {_config(cloud)["available_node_types"]["gpu"]["max_workers"] for cloud in ("aws", "gcp")}
+    (gpu,) = load_yaml_documents(REPO / "infra" / "k8s" / "raycluster.yaml")[0]["spec"]["workerGroupSpecs"]
+    assert most == {gpu["maxReplicas"]}
+    sweeps = [
+        parse_neurolake(argv)
+        for argv in _commands()
+        if program(argv) == "neurolake" and argv[1] == "ingest" and "--dry-run" not in argv and "--corpus" in argv
+    ]
+    remote = [args for args in sweeps if args.model == "wav2vec2:WAV2VEC2_ASR_BASE_960H"]
+    assert len(remote) == 3 and all(args.gpus == gpu["maxReplicas"] for args in remote)
+
+
 def test_the_files_the_guide_hands_to_tools_exist_and_the_images_are_the_manifests():
     commands = _commands()
     builds = {

@@ -165,4 +165,10 @@ def test_the_jobs_entrypoint_is_an_ingest_of_the_configured_corpus():
     # The corpus comes from the head's environment (the ConfigMap), the lake from NEUROLAKE_LAKE.
     assert args.corpus == "$NEUROLAKE_CORPUS" and args.lake is None
     assert args.model == "wav2vec2:WAV2VEC2_ASR_BASE_960H" and args.run == "librispeech-960h"
+    # The cluster starts with no GPU worker: the ingest asks for one actor per GPU the
+    # autoscaler may add (else it would see none and run the model on a CPU).
+    (gpu,) = job["rayClusterSpec"]["workerGroupSpecs"]
+    (worker,) = gpu["template"]["spec"]["containers"]
+    assert gpu["minReplicas"] == 0
+    assert args.gpus == gpu["maxReplicas"] * int(worker["resources"]["limits"]["nvidia.com/gpu"])
     assert job["shutdownAfterJobFinishes"] is True and job["backoffLimit"] >= 1  # a retry resumes
