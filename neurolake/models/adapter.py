@@ -322,9 +322,10 @@ class ModelAdapter(abc.ABC):
             waveforms: ``[B, S]`` float32 16 kHz mono, zero-padded past each length.
             lengths: ``[B]`` valid samples per utterance, each in ``[1, S]``.
             layers: layer names (or :class:`LayerInfo` s) from :meth:`capturable_layers`.
-            capture_dtype: dtype of the captured tensors. Pooling onto the output grid is
-                done in float32 first; ``torch.float16`` (what the lake stores) then converts
-                in torch, ~15x faster than numpy's float16 conversion.
+            capture_dtype: dtype of the captured tensors. A layer on the output grid is
+                recorded in it (the hook's copy converts); pooling onto the grid is done in
+                float32 first. ``torch.float16`` (what the lake stores) converts in torch,
+                ~15x faster than numpy's float16 conversion.
             edits: layer name -> :class:`UnitEdit`: those units of the layer's output are
                 replaced (on every frame, padding included) before the rest of the network
                 sees them; a captured layer shows the edited values. Run one utterance per
@@ -350,7 +351,7 @@ class ModelAdapter(abc.ABC):
         hooks = (
             self._masking_hooks(lengths)
             + self._edit_hooks(edits or {})
-            + [(modules[name], _recorder(outputs[name])) for name in names]
+            + [(modules[name], _recorder(outputs[name], self._recording_dtype(name, capture_dtype))) for name in names]
         )
         log_probs = self._hooked_run(waveforms, lengths, hooks)
         frames = max(counts)
@@ -574,7 +575,9 @@ class ModelAdapter(abc.ABC):
             )
         grids = []
         for output, count in parts:
-            values = output.float()
+            # The recorder converted the output to ``dtype`` already where nothing is pooled
+            # (see :meth:`_recording_dtype`); pooling averages in float32 first.
+            values = output if output.dtype == dtype and geometry.pool == 1 else output.float()
             if geometry.time_axis == 2:
                 values = values.transpose(1, 2)
             if values.dim() != 3 or values.shape[2] != geometry.units:
@@ -582,14 +585,38 @@ class ModelAdapter(abc.ABC):
                     f"layer {name!r} of {self._spec!r} changed shape: {tuple(output.shape)}, "
                     f"expected {geometry.units} units on axis {3 - geometry.time_axis}"
                 )
-            # C order ([B, T, units] rows contiguous): the store compresses row blocks, and a
-            # transposing copy is several times cheaper here in torch than later in numpy.
-            grids.append(
-                _pad_frames(_resampled(values, geometry, count), frames).to(
-                    dtype, memory_format=torch.contiguous_format
-                )
-            )
-        return zero_beyond(torch.cat(grids, dim=0) if len(grids) > 1 else grids[0], frame_lengths, dim=1)
+            grids.append(_resampled(values, geometry, count))
+        return _framed(grids, frame_lengths, frames, dtype)
+
+    def _recording_dtype(self, name: str, capture_dtype: torch.dtype) -> torch.dtype | None:
+        """The dtype a layer's output is recorded in: ``capture_dtype`` where no frames are
+        pooled (the conversion is then exact there and saves a copy), else the output's own."""
+        return capture_dtype if self._geometries[name].pool == 1 else None
+
+
+def _framed(grids: list[torch.Tensor], frame_lengths: torch.Tensor, frames: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[B, frames, units]`` ``dtype``, C order (the store compresses row blocks), from one
+    ``[b, <=frames, units]`` tensor per run of the layer: each copied once, converted on the
+    way, and zero on every frame past its utterance's length.
+
+    The recorded outputs are the adapter's own copies, so one already in place (a layer on
+    the output grid, recorded in ``dtype``) is zeroed where it stands: one copy of each
+    captured layer in all, where padding, converting and masking made three more.
+    """
+    first = grids[0]
+    batch, units = int(frame_lengths.shape[0]), first.shape[2]
+    if len(grids) == 1 and first.shape[:2] == (batch, frames) and first.dtype == dtype and first.is_contiguous():
+        grid = first
+    else:
+        grid = torch.empty((batch, frames, units), dtype=dtype, device=first.device)
+        row = 0
+        for values in grids:
+            rows, n = values.shape[0], values.shape[1]
+            grid[row : row + rows, :n] = values
+            grid[row : row + rows, n:] = 0
+            row += rows
+    beyond = torch.arange(frames, device=grid.device)[None, :] >= frame_lengths.to(grid.device)[:, None]
+    return grid.masked_fill_(beyond[:, :, None], 0)
 
 
 def read_checkpoint(url: str, spec: str, required: Sequence[str]) -> tuple[dict[str, Any], str]:
@@ -683,13 +710,28 @@ def _editing_hook(unit_axis: int, index: torch.Tensor, values: torch.Tensor | No
     return hook
 
 
-def _recorder(store: list[torch.Tensor | None]) -> Hook:
+def _recorder(store: list[torch.Tensor | None], dtype: torch.dtype | None = None) -> Hook:
+    """A hook that stores a copy of the module's (first tensor) output, converted to ``dtype``
+    on the way where the output is float16, bfloat16 or float32 (a conversion as exact as
+    through float32; None: the output's own dtype)."""
+
     def hook(module: nn.Module, inputs: Any, output: Any) -> None:
         tensor = _first_tensor(output)
-        # Clone: an in-place activation after this module would overwrite the tensor.
-        store.append(None if tensor is None else tensor.detach().clone())
+        if tensor is None:
+            store.append(None)
+            return
+        # A copy: an in-place activation after this module would overwrite the tensor.
+        tensor = tensor.detach()
+        if dtype is not None and tensor.dtype in _EXACTLY_CONVERTED:
+            store.append(tensor.to(dtype, copy=True))
+        else:
+            store.append(tensor.clone())
 
     return hook
+
+
+#: Output dtypes whose conversion to a capture dtype gives what converting through float32 gives.
+_EXACTLY_CONVERTED = (torch.float16, torch.bfloat16, torch.float32)
 
 
 def _shape_recorder(store: list[tuple[tuple[int, ...], bool] | None]) -> Hook:
@@ -743,11 +785,6 @@ def _resampled(values: torch.Tensor, geometry: _Geometry, frames: int) -> torch.
     # batch, so a window cut short by the end averages the same alone as in a batch.
     padded = nn.functional.pad(values, (0, 0, 0, windows * k - values.shape[1]))
     return padded.reshape(values.shape[0], windows, k, values.shape[2]).mean(dim=2)
-
-
-def _pad_frames(values: torch.Tensor, frames: int) -> torch.Tensor:
-    """Zero-pad ``[b, L, units]`` to ``frames`` frames along time."""
-    return nn.functional.pad(values, (0, 0, 0, frames - values.shape[1]))
 
 
 def _padded(sequences: Sequence[torch.Tensor]) -> torch.Tensor:

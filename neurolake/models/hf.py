@@ -244,7 +244,9 @@ class WhisperAdapter(ModelAdapter):
         names = self._capture_names(layers)
         modules = dict(self.module.named_modules())
         outputs: dict[str, list[torch.Tensor | None]] = {name: [] for name in names}
-        hooks = self._edit_hooks(edits or {}) + [(modules[name], _recorder(outputs[name])) for name in names]
+        hooks = self._edit_hooks(edits or {}) + [
+            (modules[name], _recorder(outputs[name], self._recording_dtype(name, capture_dtype))) for name in names
+        ]
         features = self.features(waveforms, lengths)
         with torch.no_grad(), _installed(hooks):
             encoded = self.module.get_encoder()(features)

@@ -186,6 +186,24 @@ def test_padded_batch_equals_one_by_one_on_valid_frames(adapters, name):
             assert not captured[row, frames:].any()  # padding frames are zero
 
 
+@pytest.mark.parametrize("name", ADAPTERS)
+def test_float16_capture_is_the_float32_capture_converted(adapters, name):
+    """What the lake stores: each layer recorded in float16 where its frames are not pooled
+    (one copy), else pooled in float32 first, equals the float32 capture converted, bit for
+    bit; C order, zero past every utterance's frames."""
+    adapter = adapters[name]
+    layers = adapter.capturable_layers()
+    lengths = [9_001, 3_333, adapter.min_samples + 5, 6_400]
+    waveforms, lens = _batch(lengths)
+    wide = adapter.forward(waveforms, lens, layers)
+    half = adapter.forward(waveforms, lens, layers, capture_dtype=torch.float16)
+    for layer in layers:
+        got, want = half.captured[layer.name], wide.captured[layer.name].to(torch.float16)
+        assert got.dtype == torch.float16 and got.is_contiguous() and torch.equal(got, want), layer.name
+        for row, frames in enumerate(half.frame_lengths.tolist()):
+            assert not got[row, frames:].any()
+
+
 # ------------------------------------------------------ captured = manual forward
 
 
