@@ -47,6 +47,9 @@ BLOCK_ROWS = 65_536
 _THREADS = read_threads()
 # Threads for the sums kernel (it releases the interpreter lock); a forked child starts its own.
 _POOL = SharedPool(_THREADS, "neurolake-naps")
+# Float16 rows are widened by the CPU's conversion where it has F16C, else in integer code.
+_SLOT_SUMS_F16 = _kernels.slot_sums_f16c if _kernels.F16C else _kernels.slot_sums_f16
+_SPLIT_SUMS_F16 = _kernels.split_slot_sums_f16c if _kernels.F16C else _kernels.split_slot_sums_f16
 # Sums of at most this many bytes get a copy per reading thread (summed as rows are decoded);
 # more slots than that (a probe's utterances) are summed into one shared copy (see _summing).
 _PRIVATE_SUMS_BYTES = 64 << 20
@@ -307,7 +310,7 @@ def _block_sums(
         if progress is not None:
             progress.update(block.size)
         values = np.ascontiguousarray(x).view(np.uint16) if x.dtype == np.float16 else np.ascontiguousarray(x)
-        kernel = _kernels.slot_sums_f16 if x.dtype == np.float16 else _kernels.slot_sums
+        kernel = _SLOT_SUMS_F16 if x.dtype == np.float16 else _kernels.slot_sums
         cuts = np.searchsorted(
             slots_in_order, slots_in_order[np.linspace(0, slots_in_order.size, _THREADS + 1)[1:-1].astype(int)]
         )
@@ -350,7 +353,7 @@ def _streamed_sums(
                 )
         lo, hi = first[d], first[d + rows.shape[0]]
         if rows.dtype == np.float16:
-            _kernels.slot_sums_f16(rows.view(np.uint16), pair_rows[lo:hi], d, slots[lo:hi], *mine)
+            _SLOT_SUMS_F16(rows.view(np.uint16), pair_rows[lo:hi], d, slots[lo:hi], *mine)
         else:
             _kernels.slot_sums(rows, pair_rows[lo:hi], d, slots[lo:hi], *mine)
         if progress is not None:
@@ -418,7 +421,7 @@ def _shared_sums(
             local_slots,
         )
         if rows.dtype == np.float16:
-            k = _kernels.split_slot_sums_f16(rows.view(np.uint16), *args)
+            k = _SPLIT_SUMS_F16(rows.view(np.uint16), *args)
         else:
             k = _kernels.split_slot_sums(rows, *args)
         with lock:

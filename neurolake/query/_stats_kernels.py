@@ -362,6 +362,15 @@ def slot_sums_f16(bits, pair_rows, row_offset, pair_slots, sums, sums2):  # prag
 
 
 @numba.njit(nogil=True, cache=True)
+def slot_sums_f16c(bits, pair_rows, row_offset, pair_slots, sums, sums2):  # pragma: no cover - numba
+    """:func:`slot_sums_f16` with float16 widened by the CPU's conversion (:func:`_f16_to_f64`;
+    only where it has F16C): on one core of an Intel Xeon with AVX-512, 65,536 rows of 768
+    units into 20,000 slots (pairs in slot order) 25.5 -> 18.5 ms, with squares 36.6 -> 29.5."""
+    for p in range(pair_rows.size):
+        _add_row_f16c(bits[pair_rows[p] - row_offset], sums, sums2, pair_slots[p])
+
+
+@numba.njit(nogil=True, cache=True)
 def slot_sums(values, pair_rows, row_offset, pair_slots, sums, sums2):  # pragma: no cover - numba
     """The same for float32 or float64 ``values``."""
     units = values.shape[1]
@@ -439,6 +448,21 @@ def _add_row(row, scale, t, t2, i):  # pragma: no cover - numba
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
+def _add_row_f16c(bits, t, t2, i):  # pragma: no cover - numba
+    """Add the float16 row ``bits`` (``uint16`` patterns), widened by :func:`_f16_to_f64`, to
+    row ``i`` of ``t``, and its square to ``t2`` unless that has no rows (a loop of its own
+    each way, so that neither tests for the squares per value)."""
+    if t2.shape[0] > 0:
+        for u in range(bits.size):
+            v = np.float64(_f16_to_f64(bits[u]))  # type: ignore[call-arg]  # typed by numba
+            t[i, u] += v
+            t2[i, u] += v * v
+    else:
+        for u in range(bits.size):
+            t[i, u] += np.float64(_f16_to_f64(bits[u]))  # type: ignore[call-arg]  # typed by numba
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
 def _release(local_of, local_slots, k):  # pragma: no cover - numba
     """Mark the ``k`` slots given local rows as having none again."""
     for j in range(k):
@@ -465,6 +489,22 @@ def split_slot_sums_f16(
         )
         _widen_f16(bits[pair_rows[p] - row_offset], wide)
         _add_row(values, _F16_SCALE, t, t2, i)
+    _release(local_of, local_slots, k)
+    return k
+
+
+@numba.njit(nogil=True, cache=True)
+def split_slot_sums_f16c(
+    bits, pair_rows, row_offset, pair_slots, first, last, sums, sums2, local, local2, local_of, local_slots
+):  # pragma: no cover - numba
+    """:func:`split_slot_sums_f16` with the CPU's conversion (:func:`_add_row_f16c`)."""
+    stop = row_offset + bits.shape[0]
+    k = 0
+    for p in range(pair_rows.size):
+        t, t2, i, k = _split_target(
+            pair_slots[p], row_offset, stop, first, last, sums, sums2, local, local2, local_of, local_slots, k
+        )
+        _add_row_f16c(bits[pair_rows[p] - row_offset], t, t2, i)
     _release(local_of, local_slots, k)
     return k
 

@@ -159,11 +159,13 @@ def test_histogram_counts_each_row_in_its_order_key_bin(units):
     assert np.all(np.diff(values[order]) >= 0)
 
 
-def test_slot_sums_equal_numpy_in_float64():
+@pytest.mark.parametrize("f16c", WIDENINGS)
+def test_slot_sums_equal_numpy_in_float64(f16c):
     """Rows added to their slots, and their squares: the same float64 sums as numpy's ``add.at``
     over the rows widened from float16 (pairs in the same order), subnormals and repeats
     included; pair rows counted from an offset (rows of a block that starts there); float32
     rows through the generic kernel."""
+    slot_sums_f16 = kernels.slot_sums_f16c if _widening(f16c) else kernels.slot_sums_f16
     rng = np.random.default_rng(9)
     values = (rng.standard_normal((300, 37)) * rng.choice([1e-6, 1.0, 300.0], (300, 37))).astype(np.float16)
     values[5, :3] = [np.float16(2**-24), -np.float16(0.0), np.float16(65504)]
@@ -175,10 +177,10 @@ def test_slot_sums_equal_numpy_in_float64():
     np.add.at(want2, pair_slots, wide[pair_rows] ** 2)
     for offset in (0, 1000):
         sums, sums2 = np.zeros((7, 37)), np.zeros((7, 37))
-        kernels.slot_sums_f16(values.view(np.uint16), pair_rows + offset, offset, pair_slots, sums, sums2)
+        slot_sums_f16(values.view(np.uint16), pair_rows + offset, offset, pair_slots, sums, sums2)
         assert np.array_equal(sums, want) and np.array_equal(sums2, want2)
     alone = np.zeros((7, 37))
-    kernels.slot_sums_f16(values.view(np.uint16), pair_rows, 0, pair_slots, alone, np.zeros((0, 37)))
+    slot_sums_f16(values.view(np.uint16), pair_rows, 0, pair_slots, alone, np.zeros((0, 37)))
     assert np.array_equal(alone, want)
     floats = values.astype(np.float32) * np.float32(1.5)
     sums, sums2 = np.zeros((7, 37)), np.zeros((7, 37))
@@ -189,8 +191,12 @@ def test_slot_sums_equal_numpy_in_float64():
     assert np.array_equal(sums, want) and np.array_equal(sums2, want2)
 
 
-@pytest.mark.parametrize("dtype", [np.float16, np.float32])
-def test_split_slot_sums_add_only_the_slots_a_block_holds_whole(dtype):
+@pytest.mark.parametrize(
+    ("dtype", "f16c"),
+    [(np.float16, True), (np.float16, False), (np.float32, False)],
+    ids=["float16-f16c", "float16-integer", "float32"],
+)
+def test_split_slot_sums_add_only_the_slots_a_block_holds_whole(dtype, f16c):
     """A block of rows 100..109 (pairs counted in rows of the whole pass): slots whose every row
     lies in it go straight into the shared sums; a slot with a row before or after the block,
     even one row (the block's edges are in), is summed into a local row, numbered in order of
@@ -210,7 +216,10 @@ def test_split_slot_sums_add_only_the_slots_a_block_holds_whole(dtype):
     sums, sums2 = np.zeros((6, 5)), np.zeros((6, 5))
     local, local2 = np.full((4, 5), np.nan), np.full((4, 5), np.nan)  # rows taken are zeroed first
     local_of, local_slots = np.full(6, -1, np.int64), np.zeros(4, np.int64)
-    kernel = kernels.split_slot_sums_f16 if dtype == np.float16 else kernels.split_slot_sums
+    if dtype == np.float16:
+        kernel = kernels.split_slot_sums_f16c if _widening(f16c) else kernels.split_slot_sums_f16
+    else:
+        kernel = kernels.split_slot_sums
     values = block.view(np.uint16) if dtype == np.float16 else block
     k = kernel(values, rows, 100, slots, first, last, sums, sums2, local, local2, local_of, local_slots)
     wide = block.astype(np.float64)
