@@ -16,7 +16,7 @@ second, and the time 960 h of LibriSpeech would take at that rate on this machin
 The default model is wav2vec 2.0 base (the architecture of WAV2VEC2_ASR_BASE_960H, random
 weights: the compute of a real ASR model, ~550 frames/s on 2 cores). ``--model demo`` runs
 the bundled model, which is ~60x cheaper per frame: there decoding, labels and compression
-(on the same cores) weigh as much as the model and the ratio is ~0.5 on 2 cores.
+(on the same cores) weigh as much as the model and the ratio is about 0.35 on 2 cores.
 ``--model standin`` (``standin_model.py``) gives wav2vec 2.0 base's outputs from table
 look-ups: the pipeline's rate is then what the CPUs sustain around a GPU's forward (run it
 with ``--actors 1``, one actor as beside one GPU, and under ``taskset`` for fewer cores).
