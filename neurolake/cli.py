@@ -372,6 +372,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
         controls=args.controls,
         max_utterances=args.max_utterances,
         workers=args.workers,
+        gpus=args.gpus,
         seed=args.seed,
         out_dir=args.out,
     )
@@ -678,6 +679,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         controls=args.controls,
         seed=args.seed,
         workers=args.workers,
+        gpus=args.gpus,
     )
     print(format_ablation(result))
     return 0
@@ -921,7 +923,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controls", type=int, default=5, metavar="N", help="random unit sets of the same size (default 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--workers", type=int, metavar="N", help="decode on N Ray model actors (one per GPU on a GPU cluster)"
+        "--workers",
+        type=int,
+        metavar="N",
+        help="decode on N Ray model actors (default with --gpus: one per GPU; more than the GPUs share them)",
+    )
+    p.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="GPUs the decoding actors use in all (default: those the cluster has now; give it where "
+        "an autoscaler adds GPU nodes on demand; 0: the models run on CPUs)",
     )
     p.add_argument(
         "--ray-address", metavar="A", help="Ray cluster for --workers (default: $RAY_ADDRESS, else a local Ray)"
@@ -1115,6 +1127,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controls", type=int, default=5, metavar="N", help="random unit sets for --ablate (default 5)")
     p.add_argument("--max-utterances", type=int, default=50, metavar="N", help="utterances --ablate decodes")
     p.add_argument("--workers", type=int, metavar="N", help="decode --ablate on N Ray actors")
+    p.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help="GPUs the decoding actors use in all (default: those the cluster has now; give it where "
+        "an autoscaler adds GPU nodes on demand; 0: the models run on CPUs)",
+    )
     p.add_argument("--top", type=int, default=10, metavar="N", help="units shown per ranking (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="write the accuracy-against-k curve per layer (PNG) here")

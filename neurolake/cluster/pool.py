@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -276,6 +277,21 @@ def task_map(
             ray.cancel(ref)
         raise RemoteError(exc) from exc
     return [results[i] for i in range(len(items))]
+
+
+def gpu_share(actors: int, gpus: int) -> float:
+    """The share of a GPU each of ``actors`` model actors reserves on ``gpus`` GPUs: 1 while
+    there are enough, else ``1 / k`` where ``k`` actors must share one, so that every actor
+    fits (three actors on two GPUs take half a GPU each, not two thirds, which would leave the
+    third waiting for ever); 0 without GPUs."""
+    return 1.0 / math.ceil(actors / gpus) if gpus else 0.0
+
+
+def cluster_gpus(gpus: int | None, address: str | None = None) -> int:
+    """``gpus`` when given (a cluster that adds GPU nodes on demand has none at first),
+    else the GPUs the Ray cluster has now (connecting first)."""
+    resources = connect(address)
+    return int(resources.get("GPU", 0)) if gpus is None else gpus
 
 
 def cluster_cpus(address: str | None = None) -> int:

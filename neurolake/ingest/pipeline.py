@@ -14,7 +14,6 @@ part rewrites identical bytes, and resuming runs only uncommitted parts.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import time
@@ -22,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from neurolake.cluster.pool import ActorPool, RemoteError
+from neurolake.cluster.pool import ActorPool, RemoteError, gpu_share
 from neurolake.cluster.progress import progress_bar
 from neurolake.cluster.ray_env import connect
 from neurolake.errors import LakeError, PlanError, is_storage_error, one_line
@@ -331,15 +330,13 @@ def _layer_specs(chosen) -> list[LayerSpec]:
 def actor_shares(actors: int | None, threads: int | None, cpus: int, gpus: int) -> tuple[int, float, int]:
     """``(actors, GPUs each, torch threads each)`` for a cluster of ``cpus`` CPUs and ``gpus`` GPUs.
 
-    By default one actor per GPU, else one per two CPUs. More actors than GPUs share them:
-    each gets ``1 / k`` of a GPU where ``k`` actors must share one, so that every actor fits
-    (three actors on two GPUs take half a GPU each, not two thirds, which would leave the third
-    waiting for ever). Two actors on one GPU are two processes with an interpreter lock each:
+    By default one actor per GPU, else one per two CPUs. More actors than GPUs share them
+    (:func:`~neurolake.cluster.pool.gpu_share`). Two actors on one GPU are two processes with an interpreter lock each:
     the labels, the cube rows and the commits of one part run while the other's forward has
     the GPU (one actor's lock caps the CPU side, see the README's ingest figures).
     """
     n_actors = actors or (gpus if gpus else max(1, cpus // 2))
-    share = 1.0 / math.ceil(n_actors / gpus) if gpus else 0.0
+    share = gpu_share(n_actors, gpus)
     # On CPU the models get every core: decoding and writing are a smaller share of the
     # work. (One single-threaded actor per core was tried: on real batches of the demo
     # model it is no faster than one actor with two threads, and it doubles start-up and

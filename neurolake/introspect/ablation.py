@@ -234,6 +234,7 @@ def ablate(
     seed: int = 0,
     adapter: ModelAdapter | None = None,
     workers: int | None = None,
+    gpus: int | None = None,
 ) -> AblationResult:
     """Decode utterances of ``run_id`` with ``units`` ablated, and with ``controls`` random sets.
 
@@ -250,11 +251,15 @@ def ablate(
         utterances: ids to decode; default the first ``max_utterances`` of the run by id.
         controls: random unit sets (same count per layer, drawn from the other units).
         adapter: the model, if already loaded (it must have the run's weights).
-        workers: decode on this many Ray actors (one per GPU where the cluster has GPUs),
-            the utterances split between them; ``None``/1: in this process.
+        workers: decode on this many Ray actors, the utterances split between them (default
+            with ``gpus``: one per GPU; more than the GPUs share them); ``None``/1: in this process.
+        gpus: the GPUs the actors use in all (default: those the Ray cluster has now; give it
+            on a cluster whose autoscaler adds GPU nodes on demand; 0: the models run on CPUs).
     """
     if mode not in MODES:
         raise SpecError(f"ablation mode {mode!r} unknown; use one of {', '.join(MODES)}")
+    if gpus is not None and gpus < 0:
+        raise SpecError(f"--gpus must be at least 0, got {gpus}")
     if (mode == "patch") != (patch_group is not None):
         raise SpecError("--mode patch takes --patch-group NAME (the frames whose mean the units get), other modes none")
     if controls < 0 or max_utterances < 1:
@@ -303,8 +308,8 @@ def ablate(
             draw[layer] = sorted(int(u) for u in rng.choice(others, size=len(idx), replace=False))
         draws.append(draw)
     conditions = [{}, edits_of(chosen), *(edits_of(d) for d in draws)]
-    if workers and workers > 1:
-        tallies = _decode_on_ray(str(run.manifest["model"]["spec"]), conditions, records, counter, workers)
+    if (workers and workers > 1) or gpus:
+        tallies = _decode_on_ray(str(run.manifest["model"]["spec"]), conditions, records, counter, workers, gpus)
     else:
         audio = {r["utterance_id"]: load_audio(r["audio_uri"], adapter.sample_rate) for r in records}
         references = {r["utterance_id"]: r["reference"] for r in records}
@@ -542,20 +547,23 @@ class DecodeWorker:
 
 
 def _decode_on_ray(
-    spec: str, conditions: Sequence[Mapping[str, UnitEdit]], records: Sequence[Mapping], counter, workers: int
+    spec: str,
+    conditions: Sequence[Mapping[str, UnitEdit]],
+    records: Sequence[Mapping],
+    counter,
+    workers: int | None,
+    gpus: int | None = None,
 ) -> list[_Tally]:
-    """Every condition's tally, the utterances split over ``workers`` model actors (one per GPU
-    when the cluster has GPUs)."""
-    from neurolake.cluster.pool import ActorPool
-    from neurolake.cluster.ray_env import connect
+    """Every condition's tally, the utterances split over ``workers`` model actors (by default
+    one per GPU; see :func:`decode_actors`)."""
+    from neurolake.cluster.pool import ActorPool, cluster_gpus
 
-    gpus = int(connect().get("GPU", 0))
-    n_actors = min(workers, gpus) if gpus else workers
+    n_actors, share = decode_actors(workers, cluster_gpus(gpus))
     chunks = [list(records[i::n_actors]) for i in range(n_actors) if records[i::n_actors]]
     pending = [(c, j) for c in range(len(conditions)) for j in range(len(chunks))]
     tallies = [_Tally() for _ in conditions]
-    args = [(spec, "cuda" if gpus else "cpu", counter)] * len(chunks)
-    with ActorPool(DecodeWorker, args, num_gpus=1 if gpus else 0) as pool:
+    args = [(spec, "cuda" if share else "cpu", counter)] * len(chunks)
+    with ActorPool(DecodeWorker, args, num_gpus=share) as pool:
         while pending or pool.busy:
             while pending and (a := pool.free_actor()) is not None:
                 c, j = pending.pop(0)
@@ -565,3 +573,12 @@ def _decode_on_ray(
                 raise error
             tallies[c] = tallies[c].add(value)
     return tallies
+
+
+def decode_actors(workers: int | None, gpus: int) -> tuple[int, float]:
+    """``(actors, GPUs each)`` for :func:`ablate`'s decoding on ``gpus`` GPUs: ``workers``
+    actors (default one per GPU, at least one), sharing the GPUs where they outnumber them."""
+    from neurolake.cluster.pool import gpu_share
+
+    n_actors = workers or max(1, gpus)
+    return n_actors, gpu_share(n_actors, gpus)

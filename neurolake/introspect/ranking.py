@@ -355,6 +355,7 @@ def rank_neurons(
     controls: int = 5,
     max_utterances: int = 50,
     workers: int | None = None,
+    gpus: int | None = None,
     seed: int = 0,
     out_dir: str | Path | None = None,
     progress: bool | None = None,
@@ -445,6 +446,7 @@ def rank_neurons(
                 max_utterances=max_utterances,
                 seed=seed,
                 workers=workers,
+                gpus=gpus,
             )
             summary["ablation"] = {
                 "ablation_id": done.ablation_id,

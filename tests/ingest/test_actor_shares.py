@@ -94,3 +94,29 @@ def test_gpus_0_runs_the_models_on_cpus_on_a_cluster_with_a_gpu(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == [1, "cpu"]
+
+
+@pytest.mark.parametrize(
+    ("workers", "gpus", "expected"),
+    [
+        (None, 0, (1, 0.0)),
+        (2, 0, (2, 0.0)),
+        (None, 4, (4, 1.0)),  # one per GPU, the cluster's or --gpus
+        (2, 4, (2, 1.0)),
+        (4, 2, (4, 0.5)),  # more actors than GPUs share them (before: capped at the GPUs)
+        (3, 2, (3, 0.5)),
+    ],
+)
+def test_an_ablations_decoding_actors_and_their_gpu_shares(workers, gpus, expected):
+    from neurolake.introspect.ablation import decode_actors
+
+    assert decode_actors(workers, gpus) == pytest.approx(expected)
+
+
+def test_a_negative_gpu_count_for_an_ablation_is_a_clear_error(tmp_path):
+    from neurolake.errors import SpecError
+    from neurolake.introspect.ablation import ablate
+    from neurolake.store import Lake
+
+    with pytest.raises(SpecError, match="--gpus must be at least 0, got -2"):
+        ablate(Lake.create(str(tmp_path / "lake")), "r", ["conv1:0"], gpus=-2)
