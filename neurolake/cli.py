@@ -37,6 +37,16 @@ def _add_limit_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_gpus_arg(p: argparse.ArgumentParser, actors: str) -> None:
+    p.add_argument(
+        "--gpus",
+        type=int,
+        metavar="N",
+        help=f"GPUs the {actors} actors use in all (default: those the cluster has now; give it where "
+        "an autoscaler adds GPU nodes on demand; 0: the models run on CPUs)",
+    )
+
+
 def _add_lake_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--lake",
@@ -796,13 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="torch threads per actor (default: the CPUs shared out among the actors; 1 on GPU)",
     )
-    p.add_argument(
-        "--gpus",
-        type=int,
-        metavar="N",
-        help="GPUs the model actors use in all (default: those the cluster has now; give it where "
-        "an autoscaler adds GPU nodes on demand; 0: the models run on CPUs)",
-    )
+    _add_gpus_arg(p, "model")
     p.add_argument("--part-rows", type=int, metavar="ROWS", help="frames per part (default: ~256 MB of activations)")
     p.add_argument(
         "--max-duration",
@@ -928,13 +932,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="decode on N Ray model actors (default with --gpus: one per GPU; more than the GPUs share them)",
     )
-    p.add_argument(
-        "--gpus",
-        type=int,
-        metavar="N",
-        help="GPUs the decoding actors use in all (default: those the cluster has now; give it where "
-        "an autoscaler adds GPU nodes on demand; 0: the models run on CPUs)",
-    )
+    _add_gpus_arg(p, "decoding")
     p.add_argument(
         "--ray-address", metavar="A", help="Ray cluster for --workers (default: $RAY_ADDRESS, else a local Ray)"
     )
@@ -1127,13 +1125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--controls", type=int, default=5, metavar="N", help="random unit sets for --ablate (default 5)")
     p.add_argument("--max-utterances", type=int, default=50, metavar="N", help="utterances --ablate decodes")
     p.add_argument("--workers", type=int, metavar="N", help="decode --ablate on N Ray actors")
-    p.add_argument(
-        "--gpus",
-        type=int,
-        metavar="N",
-        help="GPUs the decoding actors use in all (default: those the cluster has now; give it where "
-        "an autoscaler adds GPU nodes on demand; 0: the models run on CPUs)",
-    )
+    _add_gpus_arg(p, "decoding")
     p.add_argument("--top", type=int, default=10, metavar="N", help="units shown per ranking (default 10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="write the accuracy-against-k curve per layer (PNG) here")
