@@ -10,7 +10,10 @@ one-process run before it (interleave them: this machine's speed drifts), the ti
 search's steps (in the process or the actor that searched) and, for each actor, the compute
 time of every method it ran; the counting methods of the searching actor include its share
 of the rows, and ``usages_held`` / ``co_usage_deltas_held`` are the other actors' trips
-(their counting is inside them). The runs must find the same model. Each run also prints its
+(their counting is inside them), and on the searching actor "waits for the other actors"
+is the time it spent waiting for their answers after counting its own rows (the rest of
+the search, less its counting and these waits, is what the other actors idle through).
+The runs must find the same model. Each run also prints its
 CPU seconds (this process and the actors' processes) and what they leave possible on this
 machine's cores against the one-process run; the next run starts once its actors have exited.
 """
@@ -45,6 +48,7 @@ STEPS = [
     (dn.DiffNorm, "_first_improving", "candidates evaluated"),
     (kernels, "slim_gains_tabled", "pair gains (kernel)"),
     (dn.LocalUsageCounter, "usages", "usages (one-process counter)"),
+    (dn.LocalUsageCounter, "co_usages", "first co-usages (one-process counter)"),
     (dn.LocalUsageCounter, "co_usage_sequence", "co-usage changes (one-process counter)"),
     (dn.PartitionedUsageCounter, "usages", "usages (partitioned counter)"),
     (dn.PartitionedUsageCounter, "co_usage_sequence", "co-usage changes (partitioned counter)"),
@@ -68,6 +72,27 @@ def instrument(spent: dict[str, float], calls: collections.Counter) -> None:
         functools.update_wrapper(wrapper, original)
         wrapper.untimed = original  # type: ignore[attr-defined]
         setattr(owner, name, wrapper)
+
+
+def wait_timed(spent: dict[str, float], calls: collections.Counter) -> None:
+    """Time, in this process, the waits for the other actors' answers once this process
+    has counted its own rows (``PartitionedUsageCounter._parts``)."""
+    original = dn.PartitionedUsageCounter._parts
+
+    def parts(self: dn.PartitionedUsageCounter, *args: Any) -> Any:
+        answers = original(self, *args)
+
+        def waited() -> Any:
+            start = time.perf_counter()
+            try:
+                return answers()
+            finally:
+                spent["waits for the other actors"] += time.perf_counter() - start
+                calls["waits for the other actors"] += 1
+
+        return waited
+
+    dn.PartitionedUsageCounter._parts = parts  # type: ignore[method-assign]
 
 
 class TimedPartition(dn._RowPartition):
@@ -109,6 +134,7 @@ class TimedPartition(dn._RowPartition):
 
     def search(self, *args: Any) -> Any:
         instrument(self.steps, self.step_calls)
+        wait_timed(self.steps, self.step_calls)
         return self._timed("search", *args)
 
     def times(self) -> tuple[dict[str, float], dict[str, int], dict[str, float], dict[str, int], float, int]:
