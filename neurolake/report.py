@@ -122,7 +122,6 @@ def section_run(ctx: _Context) -> Section:
         ("frames", f"{info.frames_committed:,}"),
         ("layers", ", ".join(f"{layer.name} ({layer.units})" for layer in run.layers)),
         ("utterances that failed", f"{n_errors:,}"),
-        ("ingest time", f"{corpus['seconds']:.0f} s" if "seconds" in corpus else "not recorded"),
         ("created", manifest.get("created_at")),
     ]
     section = Section("run", f"Run {html.escape(run.run_id)}", _table(None, facts, "facts"))

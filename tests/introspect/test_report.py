@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from neurolake.errors import SpecError
+from neurolake.query.engine import QueryEngine
 from neurolake.report import report
 from neurolake.store import Lake
 from tests.browser import check_in_browser
@@ -62,6 +63,26 @@ def test_a_run_without_analyses_gets_its_run_section_only(tmp_path):
     _assert_images_drawn(tmp_path / "out", page.images)
     text = result.path.read_text()
     assert "30" in text and "SELECT speaker_id, avg(wer)" in text
+    # the run's facts, each against the lake's own tables
+    facts = dict(
+        re.findall(r"<tr><td>([^<]*)</td><td>([^<]*)</td></tr>", text.split('class="facts"')[1].split("</table>")[0])
+    )
+    with QueryEngine(lake) as q:
+        table = q.sql("SELECT count(*), sum(duration_s) FROM utterances")
+    utterances = [table.column(i)[0].as_py() for i in range(2)]
+    assert utterances[0] > 0 and utterances[1] > 60
+    assert facts["utterances"] == f"{utterances[0]:,}" and facts["audio"] == f"{utterances[1] / 60:.1f} min"
+    assert facts["frames"] == f"{run.info().frames_committed:,}" and facts["utterances that failed"] == "0"
+    assert set(facts) == {
+        "model",
+        "corpus",
+        "utterances",
+        "audio",
+        "frames",
+        "layers",
+        "utterances that failed",
+        "created",
+    }
     embedded = report(lake, "r1", tmp_path / "one", embed=True)
     assert _parse(embedded.path).images[0].startswith("data:image/png;base64,")
     assert not (tmp_path / "one" / "figures" / "error-rates.png").exists()
