@@ -22,6 +22,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import duckdb
@@ -35,7 +36,7 @@ from neurolake.query.guard import check_select, parse_predicate
 from neurolake.query.registry import visible_groups
 from neurolake.schemas import PATTERNS, SCHEMAS
 from neurolake.store import Lake, Run
-from neurolake.store.derived import list_derived
+from neurolake.store.derived import Derived, list_derived
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,9 @@ VIEWS = (
 )
 
 DEFAULT_TIMEOUT_S = 300.0
+
+# Listings of derived results in object storage at once, at the engine's start.
+_LISTING_THREADS = 16
 
 #: How httpfs retries a request to S3 that failed (an error answer such as 500 or 503 SlowDown, a
 #: reset connection): 8 more tries, after 0.1 s and twice as long each time (25 s at most in all),
@@ -288,13 +292,13 @@ class QueryEngine:
         neuron_files, group_files, group_rows = [], [], []
         neuron_layers: list[list[str]] = []
         derived_files: dict[str, list[str]] = {view: [] for view, _, _, _ in DERIVED_VIEWS}
+        listed = self._list_derived(runs, ["neurons", *dict.fromkeys(kind for _, kind, _, _ in DERIVED_VIEWS)])
         for run in runs:
-            base = run.loc.child("derived")
             current = commits_fingerprint(run, snapshots[run.run_id].markers)
             # Statistics of an earlier state of a growing run are left out; of those left, each
             # layer's most precise (every frame histogrammed before a sample, then most bins).
             best: dict[str, tuple[tuple[int, int, str], str]] = {}
-            for d in list_derived(base, "neurons"):
+            for d in listed[run.run_id, "neurons"]:
                 if d.spec.get("commits") != current:
                     continue
                 sample = int(d.spec.get("quantile_rows", 0))
@@ -309,7 +313,7 @@ class QueryEngine:
                 neuron_files.append(self._url(run, f"derived/neurons/{h}/neurons.parquet"))
                 neuron_layers.append(layers)
             for view, kind, file_name, _ in DERIVED_VIEWS:
-                for d in list_derived(base, kind):
+                for d in listed[run.run_id, kind]:
                     derived_files[view].append(self._url(run, f"derived/{kind}/{d.spec_hash}/{file_name}"))
         by_id = {run.run_id: run for run in runs}
         for run_id, d in visible_groups(self.lake, runs):  # the group each name points at
@@ -331,6 +335,22 @@ class QueryEngine:
             self._parquet_view(con, view, derived_files[view], schema)
         con.register("_nl_groups", pa.Table.from_pylist(group_rows, schema=schemas.GROUPS))
         con.execute("CREATE VIEW groups AS SELECT * FROM _nl_groups")
+
+    def _list_derived(self, runs: list[Run], kinds: list[str]) -> dict[tuple[str, str], list[Derived]]:
+        """The complete derived results of each kind of each run, by ``(run_id, kind)``. In
+        object storage each listing is a round trip or two (a run's 13 kinds took 28 one after
+        the other, most finding nothing): they go out together, on threads."""
+        pairs = [(run, kind) for run in runs for kind in kinds]
+
+        def listing(pair: tuple[Run, str]) -> list[Derived]:
+            return list_derived(pair[0].loc.child("derived"), pair[1])
+
+        if self.lake.loc.is_local or len(pairs) < 2:
+            found = [listing(pair) for pair in pairs]
+        else:
+            with ThreadPoolExecutor(min(len(pairs), _LISTING_THREADS), thread_name_prefix="neurolake-list") as pool:
+                found = list(pool.map(listing, pairs))
+        return {(run.run_id, kind): result for (run, kind), result in zip(pairs, found, strict=True)}
 
     @staticmethod
     def _parquet_view(

@@ -66,6 +66,8 @@ _WRITE_THREADS = max(2, usable_cpus())
 _write_pool = SharedPool(_WRITE_THREADS, "neurolake-shard")
 # Table files are fetched this many at a time (small objects: latency, not bandwidth, bounds them).
 _READ_THREADS = 16
+# Parts whose files verify reads ahead of the part whose problems it collects.
+_VERIFY_PARTS_AHEAD = 32
 
 
 def check_run_id(run_id: str) -> str:
@@ -94,6 +96,17 @@ def _identity(manifest: Mapping[str, Any]) -> dict:
     if isinstance(same.get("storage"), dict):
         same["storage"] = {k: v for k, v in same["storage"].items() if k != "codec"}
     return same
+
+
+# One check of verify on a part: a problem found already (str), a table file's problem to come
+# (a future of str or None), or a layer's shard digests to come with its checksum and the
+# problem should they differ.
+_Check = str | Future | tuple[list[Future], str, str]
+
+
+def _shard_digest(loc: Location, key: str) -> bytes:
+    """The digest of a stored shard file (see :func:`cube.bytes_digest`)."""
+    return cube.bytes_digest(loc.read_bytes(key))
 
 
 @dataclass(frozen=True)
@@ -818,7 +831,12 @@ class Run:
         """``part_id -> problems`` of the committed parts whose files are missing or differ from
         their commit marker's checksums (empty when every committed part is intact). A part a
         compaction covers is checked against the compacted files that hold its rows (each read
-        once), not its own table files."""
+        once), not its own table files.
+
+        Files are read and checksummed on a pool of threads, the parts a few dozen ahead of the
+        one whose problems are collected (in object storage each read is a round trip: one at
+        a time, a run of thousands of parts took as many round trips end to end).
+        """
         damaged: dict[str, list[str]] = {}
         self._shards_seen.clear()
         markers, compaction = self.snapshot()
@@ -828,44 +846,70 @@ class Run:
                 for f in files:
                     for s in compaction.slices(f):
                         compacted.setdefault(s.part_id, []).append(f)
-        checked: dict[str, str | None] = {}  # compacted file -> its problem, if any
+        rps = self.plan.rows_per_shard
+        with ThreadPoolExecutor(max_workers=_READ_THREADS, thread_name_prefix="neurolake-verify") as pool:
+            table_checks: dict[str, Future] = {}  # a file's problem, each file read once
 
-        def check(key: str, sha256: str) -> str | None:
-            if key not in checked:
-                try:
-                    self._read_table_bytes(key, sha256, verify=True)
-                    checked[key] = None
-                except IntegrityError as exc:
-                    checked[key] = str(exc)
-            return checked[key]
+            def table_check(key: str, sha256: str) -> Future:
+                if key not in table_checks:
+                    table_checks[key] = pool.submit(self._table_problem, key, sha256)
+                return table_checks[key]
 
-        for marker in sorted(markers.values(), key=lambda m: m.row_start):
-            problems = damaged.setdefault(marker.part_id, [])
-            if compaction is not None and marker.part_id in compaction.parts:
-                found = [check(f.key, f.sha256) for f in compacted.get(marker.part_id, [])]
-            else:
-                found = [check(entry.key, entry.sha256) for entry in marker.tables.values()]
-            problems += [p for p in found if p is not None]
-            entries = [(name, entry, False) for name, entry in marker.layers.items()]
-            entries += [(name, entry, True) for name, entry in marker.relevance.items()]
-            for layer_name, layer_entry, relevance in entries:
-                rps = self.plan.rows_per_shard
-                shards = range(marker.row_start // rps, marker.row_stop // rps)
-                loc = self.relevance_loc if relevance else self.cube_loc
-                try:
-                    self._check_shards(layer_name, shards, relevance)
-                except IntegrityError as exc:
-                    problems.append(str(exc))
-                    continue
-                digests = [cube.bytes_digest(loc.read_bytes(cube.shard_key(layer_name, i))) for i in shards]
-                if cube.combine_digests(digests) != layer_entry.sha256:
+            def start(marker: CommitMarker) -> list[_Check]:
+                checks: list[_Check] = []
+                if compaction is not None and marker.part_id in compaction.parts:
+                    checks += [table_check(f.key, f.sha256) for f in compacted.get(marker.part_id, [])]
+                else:
+                    checks += [table_check(entry.key, entry.sha256) for entry in marker.tables.values()]
+                entries = [(name, entry, False) for name, entry in marker.layers.items()]
+                entries += [(name, entry, True) for name, entry in marker.relevance.items()]
+                for layer_name, layer_entry, relevance in entries:
+                    shards = range(marker.row_start // rps, marker.row_stop // rps)
+                    loc = self.relevance_loc if relevance else self.cube_loc
+                    try:
+                        self._check_shards(layer_name, shards, relevance)
+                    except IntegrityError as exc:
+                        checks.append(str(exc))
+                        continue
+                    digests = [pool.submit(_shard_digest, loc, cube.shard_key(layer_name, i)) for i in shards]
                     what = "relevance of layer" if relevance else "layer"
-                    problems.append(
+                    problem = (
                         f"checksum mismatch for {what} {layer_name!r} rows [{marker.row_start}, {marker.row_stop}) "
                         f"of part {marker.part_id} in {loc.describe(layer_name)}; "
                         "`neurolake verify --repair` re-does the part"
                     )
+                    checks.append((digests, layer_entry.sha256, problem))
+                return checks
+
+            def finish(marker: CommitMarker, checks: list[_Check]) -> None:
+                problems = damaged.setdefault(marker.part_id, [])
+                for check in checks:
+                    if isinstance(check, str):
+                        problems.append(check)
+                    elif isinstance(check, Future):
+                        if (found := check.result()) is not None:
+                            problems.append(found)
+                    else:
+                        digests, sha256, problem = check
+                        if cube.combine_digests([d.result() for d in digests]) != sha256:
+                            problems.append(problem)
+
+            pending: deque[tuple[CommitMarker, list[_Check]]] = deque()
+            for marker in sorted(markers.values(), key=lambda m: m.row_start):
+                pending.append((marker, start(marker)))
+                if len(pending) > _VERIFY_PARTS_AHEAD:
+                    finish(*pending.popleft())
+            while pending:
+                finish(*pending.popleft())
         return {part: problems for part, problems in damaged.items() if problems}
+
+    def _table_problem(self, key: str, sha256: str) -> str | None:
+        """What is wrong with a committed table file (missing, or not its checksum), or None."""
+        try:
+            self._read_table_bytes(key, sha256, verify=True)
+        except IntegrityError as exc:
+            return str(exc)
+        return None
 
     def uncommit(self, *part_ids: str) -> None:
         """Remove parts' commit markers (they become pending: invisible, and re-done by ingest).

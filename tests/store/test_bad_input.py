@@ -131,3 +131,32 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "lk" / "lake.json").write_text(json.dumps({"format": "neurolake", "version": 9}))
     assert main(["runs", "--lake", str(tmp_path / "lk")]) == 2
     assert "newer than this neurolake reads" in capsys.readouterr().err
+
+
+def test_verify_names_each_damaged_part_once_with_its_problems(tmp_path, monkeypatch):
+    """Verify reads ahead on threads (here two parts ahead, of ten): each part's problems still
+    come out under that part, and intact parts have none."""
+    import neurolake.store.run as run_module
+
+    monkeypatch.setattr(run_module, "_VERIFY_PARTS_AHEAD", 2)
+    run = create_run(Lake.create(str(tmp_path)))
+    parts = run.plan.parts
+    assert len(parts) >= 8
+    for part in parts:
+        write_part(run, part.part_id)
+    root = tmp_path / "runs" / "r1"
+    table = root / "tables" / "utterances" / f"{parts[2].part_id}.parquet"
+    table.write_bytes(table.read_bytes()[:-10])  # truncated
+    rps = run.plan.rows_per_shard
+    missing = root / "activations.zarr" / "enc.conv2" / "c" / str(parts[5].row_start // rps) / "0"
+    os.remove(missing)
+    swapped = root / "activations.zarr" / "enc.conv1" / "c"
+    last = parts[-1].row_start // rps
+    (swapped / str(last) / "0").write_bytes((swapped / str(parts[0].row_start // rps) / "0").read_bytes())
+
+    damaged = Lake.open(str(tmp_path)).run("r1").damaged_parts()
+    assert list(damaged) == [parts[2].part_id, parts[5].part_id, parts[-1].part_id]
+    assert [len(p) for p in damaged.values()] == [1, 1, 1]
+    assert f"checksum mismatch for {table}" in damaged[parts[2].part_id][0]
+    assert "missing" in damaged[parts[5].part_id][0] and "enc.conv2" in damaged[parts[5].part_id][0]
+    assert "checksum mismatch for layer 'enc.conv1'" in damaged[parts[-1].part_id][0]
