@@ -331,9 +331,10 @@ def actor_shares(actors: int | None, threads: int | None, cpus: int, gpus: int) 
     """``(actors, GPUs each, torch threads each)`` for a cluster of ``cpus`` CPUs and ``gpus`` GPUs.
 
     By default one actor per GPU, else one per two CPUs. More actors than GPUs share them
-    (:func:`~neurolake.cluster.pool.gpu_share`). Two actors on one GPU are two processes with an interpreter lock each:
-    the labels, the cube rows and the commits of one part run while the other's forward has
-    the GPU (one actor's lock caps the CPU side, see the README's ingest figures).
+    (:func:`~neurolake.cluster.pool.gpu_share`). Two actors on one GPU are two processes with
+    an interpreter lock each: the labels, the cube rows and the commits of one part run while
+    the other's forward has the GPU (one actor's lock caps the CPU side, see the README's
+    ingest figures).
     """
     n_actors = actors or (gpus if gpus else max(1, cpus // 2))
     share = gpu_share(n_actors, gpus)
@@ -361,8 +362,8 @@ def _start_actors(
                 "the Ray cluster has no CPU or GPU to run models on yet (one that adds nodes on demand?): "
                 "one model actor on the CPU is asked for; give --gpus N for N GPU actors"
             )
-    n_actors, gpu_share, threads = actor_shares(actors, threads, max(1, cpus), gpus)
-    log.info("%d model actors, %d torch threads each, %g GPU each", n_actors, threads, gpu_share)
+    n_actors, share, threads = actor_shares(actors, threads, max(1, cpus), gpus)
+    log.info("%d model actors, %d torch threads each, %g GPU each", n_actors, threads, share)
     # SPREAD: one model per node first, so a cluster's nodes all work from the start.
     return ActorPool(
         ModelWorker,
@@ -374,7 +375,7 @@ def _start_actors(
         },
         per_actor=2,
         num_cpus=1,
-        num_gpus=gpu_share,
+        num_gpus=share,
         max_restarts=-1,
         max_task_retries=MAX_PART_ATTEMPTS - 1,
         spread=True,
