@@ -300,9 +300,13 @@ def _block_sums(
     distinct, first, pair_rows, slots = pairs.distinct, pairs.first, pairs.rows, pairs.slots
     sums = np.zeros((n_slots, units))
     sums2 = np.zeros((n_slots, units)) if squares else np.zeros((0, units))
+    # The first block's rows are the buffer of the others: fresh pages for each block cost as
+    # much as decoding it (20,000 slots spread over 684,493 frames x 768 units: 0.42 -> 0.32 s).
+    buffer: np.ndarray | None = None
     for start in range(0, distinct.size, BLOCK_ROWS):
         block = distinct[start : start + BLOCK_ROWS]
-        x = run.read_rows(layer, block, relevance=relevance)
+        x = run.read_rows(layer, block, relevance=relevance, out=None if buffer is None else buffer[: block.size])
+        buffer = x if buffer is None else buffer
         lo, hi = first[start], first[start + block.size]
         by_slot = np.argsort(slots[lo:hi], kind="stable")
         rows_in_order = np.ascontiguousarray(pair_rows[lo:hi][by_slot])

@@ -184,10 +184,12 @@ class LayerReader:
         self._run(self._tasks(pieces), out, parallel)
         return out
 
-    def read_rows(self, ids: np.ndarray, parallel: bool = True) -> np.ndarray:
-        """Rows at ``ids`` (sorted, unique), ``[len(ids), units]``; each touched chunk is read once."""
+    def read_rows(self, ids: np.ndarray, out: np.ndarray | None = None, parallel: bool = True) -> np.ndarray:
+        """Rows at ``ids`` (sorted, unique), ``[len(ids), units]``, into ``out`` if given; each
+        touched chunk is read once."""
         ids = np.asarray(ids, dtype=np.int64)
-        out = np.empty((ids.size, self.units), dtype=self.dtype)
+        if out is None:
+            out = np.empty((ids.size, self.units), dtype=self.dtype)
         if ids.size == 0:
             return out
         self._run(self._row_tasks(ids), out, parallel)

@@ -572,23 +572,43 @@ class Run:
                 f"{int((stops - starts).sum())} committed)"
             )
 
-    def read_rows(self, layer: str, frame_ids: Sequence[int] | np.ndarray, relevance: bool = False) -> np.ndarray:
+    def read_rows(
+        self,
+        layer: str,
+        frame_ids: Sequence[int] | np.ndarray,
+        relevance: bool = False,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Activations of ``layer`` at the given frames, in the order given. ``[n, units]``
 
         Rows are gathered chunk by chunk (each touched chunk is decoded once, whatever
         the number of rows taken from it). Frames outside committed parts are refused.
-        With ``relevance``, the layer's stored relevance (float32) instead.
+        With ``relevance``, the layer's stored relevance (float32) instead. ``out`` (C-contiguous,
+        ``[n, units]`` of the layer's dtype; the frames sorted and distinct) receives the rows
+        and is returned: a pass reading block after block into one buffer skips the fresh
+        pages of a new array per block, which cost about as much as decoding the rows.
         """
         ids = np.asarray(frame_ids, dtype=np.int64).reshape(-1)
         spec = self._spec(layer, relevance)
+        if out is not None:
+            if out.shape != (ids.size, spec.units) or out.dtype != np.dtype(spec.dtype) or not out.flags.c_contiguous:
+                raise ValueError(
+                    f"read_rows: out must be a C-contiguous {spec.dtype} array of shape {(ids.size, spec.units)}, "
+                    f"not {out.dtype} {out.shape}"
+                )
+            if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+                raise ValueError("read_rows into out takes sorted, distinct frame ids")
         if ids.size == 0:
-            return np.zeros((0, spec.units), dtype=spec.dtype)
+            return np.zeros((0, spec.units), dtype=spec.dtype) if out is None else out
         self.check_frame_ids(ids)
         uniq, inverse = np.unique(ids, return_inverse=True)
         self._check_shards(layer, self._shards_of(uniq), relevance)
         reader = self._reader(layer, relevance)
         if reader is not None:
-            data = reader.read_rows(uniq)
+            data = reader.read_rows(uniq, out=out)
+        elif out is not None:
+            out[...] = self._array(layer, relevance).get_orthogonal_selection((uniq, slice(None)))
+            data = out
         else:
             data = self._array(layer, relevance).get_orthogonal_selection((uniq, slice(None)))
         return data if uniq.size == ids.size and np.array_equal(uniq, ids) else data[inverse]

@@ -82,6 +82,16 @@ def test_reads_equal_zarr_on_every_backend(gap_run, monkeypatch):
         shuffled = rng.choice(ids, 200, replace=True)
         np.testing.assert_array_equal(run.read_rows(layer.name, shuffled), whole[shuffled])
         np.testing.assert_array_equal(run.read_rows(layer.name, ids[:1]), whole[ids[:1]])
+        # Into a buffer the caller reuses (what block passes do): the same rows, in place.
+        buffer = np.full((clustered.size, layer.units), 7, dtype=whole.dtype)
+        for wanted in (clustered, scattered):
+            got = run.read_rows(layer.name, wanted, out=buffer[: wanted.size])
+            assert np.shares_memory(got, buffer)
+            np.testing.assert_array_equal(buffer[: wanted.size], whole[wanted])
+        with pytest.raises(ValueError, match="sorted, distinct"):
+            run.read_rows(layer.name, scattered[::-1], out=buffer[: scattered.size])
+        with pytest.raises(ValueError, match="C-contiguous"):
+            run.read_rows(layer.name, scattered, out=buffer[: scattered.size + 1])
         lo, hi = int(ids[5]), int(ids[5]) + 50
         np.testing.assert_array_equal(run.read_range(layer.name, lo, hi), whole[lo:hi])
         # From object storage a few tasks are fetched at a time: with one task per fetch, the same.
