@@ -601,7 +601,7 @@ class Run:
         if ids.size == 0:
             return np.zeros((0, spec.units), dtype=spec.dtype) if out is None else out
         self.check_frame_ids(ids)
-        uniq, inverse = np.unique(ids, return_inverse=True)
+        uniq, inverse = (ids, None) if out is not None else np.unique(ids, return_inverse=True)
         self._check_shards(layer, self._shards_of(uniq), relevance)
         reader = self._reader(layer, relevance)
         if reader is not None:
@@ -611,7 +611,7 @@ class Run:
             data = out
         else:
             data = self._array(layer, relevance).get_orthogonal_selection((uniq, slice(None)))
-        return data if uniq.size == ids.size and np.array_equal(uniq, ids) else data[inverse]
+        return data if inverse is None or (uniq.size == ids.size and np.array_equal(uniq, ids)) else data[inverse]
 
     def visit_rows(
         self,
