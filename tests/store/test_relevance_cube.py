@@ -59,6 +59,11 @@ def test_relevance_round_trip_verify_and_the_commit_protocol(tmp_path):
     ids = np.concatenate([np.arange(p.row_start, p.used_stop) for p in (first, second)])[::7]
     np.testing.assert_array_equal(run.read_rows("enc.conv2", ids, relevance=True), _relevance(ids, 10))
     np.testing.assert_array_equal(run.read_rows("enc.conv2", ids), expected_rows(1, 10, ids))
+    into = np.zeros((ids.size, 10), np.float32)  # into a buffer of the relevance's dtype, not the layer's
+    run.read_rows("enc.conv2", ids, relevance=True, out=into)
+    np.testing.assert_array_equal(into, _relevance(ids, 10))
+    with pytest.raises(ValueError, match="float32"):
+        run.read_rows("enc.conv2", ids, relevance=True, out=into.astype(np.float16))
     marker = json.loads((tmp_path / "lake/runs/r1/commits" / f"{first.part_id}.json").read_text())
     assert set(marker["relevance"]) == {"enc.conv2"} and set(marker["layers"]) == {"enc.conv1", "enc.conv2"}
     with pytest.raises(LayerNotFoundError, match="stores no relevance of layer 'enc.conv1'"):
