@@ -64,10 +64,13 @@ def default_run_id(corpus_spec: str, model_spec: str) -> str:
 def default_layers(adapter) -> list:
     """What to capture when no ``--layers`` is given: the model's blocks, not every sub-module.
 
-    The longest run of numbered sibling modules when there is one of three or more (the
-    transformer layers of wav2vec2, the convolutions of Wav2Letter), else the capturable
-    top-level modules (``frontend, conv1..conv7, head`` of the demo model). Dropout and
-    activation-only modules are left out: they repeat their neighbour's values.
+    The transformer layers where the model has a run of numbered sibling modules that hold
+    attention (the longest such run: wav2vec2's, HuBERT's or Whisper's encoder layers, however
+    few, and not the seven convolutions of their feature encoder, which outnumber the layers
+    of a small or distilled model); else the longest run of numbered siblings when there is
+    one of three or more (the convolutions of Wav2Letter); else the capturable top-level
+    modules (``frontend, conv1..conv7, head`` of the demo model). Dropout and activation-only
+    modules are left out: they repeat their neighbour's values.
     """
     layers = adapter.capturable_layers()
     modules = dict(adapter.module.named_modules())
@@ -78,10 +81,18 @@ def default_layers(adapter) -> list:
         parent, _, last = layer.name.rpartition(".")
         if parent and last.isdigit():
             runs.setdefault(parent, []).append(layer)
+    blocks = [run for run in runs.values() if all(_holds_attention(modules.get(layer.name)) for layer in run)]
+    if blocks:
+        return max(blocks, key=len)
     longest = max(runs.values(), key=len, default=[])
     if len(longest) >= 3:
         return longest
     return [layer for layer in layers if "." not in layer.name] or layers
+
+
+def _holds_attention(module: Any) -> bool:
+    """Whether ``module`` is or holds an attention module (a transformer or conformer layer)."""
+    return module is not None and any("attention" in type(m).__name__.lower() for m in module.modules())
 
 
 def plan_ingest(

@@ -58,3 +58,51 @@ def test_default_layers_pick_blocks(tmp_path):
     assert [layer.name for layer in default_layers(load_model(f"wav2vec2:{tmp_path / 'v.pt'}"))] == [
         f"encoder.transformer.layers.{i}" for i in range(3)
     ]
+
+
+def test_default_layers_are_the_transformer_layers_however_few(tmp_path):
+    """A small or distilled model has fewer transformer layers than its feature encoder has
+    convolutions: the transformer layers (they hold attention) are still its blocks."""
+    from tests.models.test_hf import _save
+
+    _, path = _save(tmp_path, stable=True)  # three convolutions, two transformer layers
+    adapter = load_model(f"hf:{path}")
+    modules = dict(adapter.module.named_modules())
+    assert len([n for n in modules if n.rpartition(".")[0] == "wav2vec2.feature_extractor.conv_layers"]) == 3
+    assert [layer.name for layer in default_layers(adapter)] == [
+        "wav2vec2.encoder.layers.0",
+        "wav2vec2.encoder.layers.1",
+    ]
+    cfg = dict(
+        extractor_mode="group_norm",
+        extractor_conv_layer_config=[(16, 10, 5), (16, 3, 2), (16, 3, 2), (16, 2, 2)],
+        extractor_conv_bias=False,
+        encoder_embed_dim=32,
+        encoder_projection_dropout=0.0,
+        encoder_pos_conv_kernel=8,
+        encoder_pos_conv_groups=4,
+        encoder_num_layers=2,
+        encoder_num_heads=2,
+        encoder_attention_dropout=0.0,
+        encoder_ff_interm_features=64,
+        encoder_ff_interm_dropout=0.0,
+        encoder_dropout=0.0,
+        encoder_layer_norm_first=False,
+        encoder_layer_drop=0.0,
+        aux_num_out=29,
+    )
+    torch.save(
+        {
+            "config": cfg,
+            "tokens": ["-", "|"] + LETTERS,
+            "state_dict": torchaudio.models.wav2vec2_model(**cfg).state_dict(),
+        },
+        tmp_path / "v.pt",
+    )
+    adapter = load_model(f"wav2vec2:{tmp_path / 'v.pt'}")
+    convs = [n for n in dict(adapter.module.named_modules()) if n.rpartition(".")[0] == "feature_extractor.conv_layers"]
+    assert len(convs) == 4
+    assert [layer.name for layer in default_layers(adapter)] == [
+        "encoder.transformer.layers.0",
+        "encoder.transformer.layers.1",
+    ]
