@@ -193,6 +193,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
         max_size=args.max_size,
         min_frames=args.min_frames,
         max_slices=args.max_slices,
+        confident=args.confident,
+        low=args.low,
         columns=args.columns,
         workers=args.workers,
     )
@@ -992,6 +994,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=["speaker_id"],
         metavar="C1,C2",
         help="utterance columns whose values may form slices (default speaker_id)",
+    )
+    p.add_argument(
+        "--confident",
+        type=float,
+        default=0.8,
+        metavar="P",
+        help="least greedy-token probability of a background frame (right, and confident; default 0.8)",
+    )
+    p.add_argument(
+        "--low",
+        type=float,
+        default=0.5,
+        metavar="P",
+        help="greedy-token probability under which a speech frame is in the low-confidence slice (default 0.5)",
     )
     p.add_argument("--workers", type=int, metavar="N", help="N Ray workers mining slices in parallel")
     p.add_argument(

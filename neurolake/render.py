@@ -244,6 +244,12 @@ def format_scan(result: ScanResult, top: int = 10) -> str:
         + (" [reused]" if result.reused else f" in {result.seconds:.1f} s")
     )
     lines = [head, ""]
+    if not result.slices.num_rows:
+        lines.append(
+            result.no_slices
+            or "no slice: no candidate slice has enough frames in it and in its background; try --min-frames or --confident"
+        )
+        return "\n".join(lines)
     if not f.num_rows:
         lines.append("no finding: no slice has a pattern that sets it apart; try --min-support, --binarize or --layers")
         return "\n".join(lines)

@@ -96,6 +96,8 @@ class ScanResult:
     n_error_frames: int
     seconds: float
     reused: bool
+    #: Why no slice was mined, when none was (what the run lacks and which option to change).
+    no_slices: str = ""
 
     def _repr_html_(self) -> str:
         from neurolake.notebook import card, html_table
@@ -107,6 +109,8 @@ class ScanResult:
             ("tests (Holm over all)", f"{self.n_tests:,}"),
             ("findings", f"{self.findings.num_rows:,}"),
         ]
+        if self.no_slices:
+            facts.append(("why no slice", self.no_slices))
         columns = ["finding_id", "kind", "slice", "items", "support_target", "n_target", "excess_frames", "p_value"]
         return card(f"scan {self.scan_id}", facts, html_table(self.findings, columns=columns))
 
@@ -399,6 +403,8 @@ def scan(
         raise SpecError(f"min_support is a fraction of a slice's frames in (0, 1], got {min_support}")
     if min_frames < 1 or max_slices < 1 or max_frames < min_frames:
         raise SpecError("min_frames and max_slices must be >= 1 and max_frames >= min_frames")
+    if not (0 <= float(confident) <= 1 and 0 <= float(low) <= 1):
+        raise SpecError(f"confident and low are probabilities in [0, 1], got {confident} and {low}")
     spec = as_spec(binarization)
     run = lake.run(run_id)
     layers = list(layers) if layers else run.layer_names
@@ -434,13 +440,15 @@ def scan(
             int(info["n_error_frames"]),
             time.perf_counter() - t0,
             True,
+            str(info.get("no_slices", "")),
         )
 
     with QueryEngine(lake) as engine:
         labelled = engine.sql(
-            "SELECT count(segment_error) AS labelled, count(*) FILTER (WHERE segment_error) AS errors "
+            "SELECT count(segment_error) AS labelled, count(*) FILTER (WHERE segment_error) AS errors, "
+            "count(*) FILTER (WHERE NOT segment_error AND pred_prob >= ?) AS good, max(pred_prob) AS top "
             "FROM frames WHERE run_id = ?",
-            [run_id],
+            [float(confident), run_id],
         ).to_pylist()[0]
         if not labelled["labelled"]:
             raise SpecError(
@@ -451,6 +459,7 @@ def scan(
             engine, run_id, min_frames=min_frames, confident=confident, low=low, columns=columns, kinds=kinds
         )
         slices: list[tuple[Slice, np.ndarray, np.ndarray, int, int]] = []
+        small = {"target": 0, "background": 0}
         pending = iter(candidates)
         # The first max_slices candidates with enough frames on both sides, their frames
         # found for as many candidates as are still wanted at a time, in one pass of the run.
@@ -458,6 +467,7 @@ def scan(
             found = group_frame_ids_many(engine, run_id, [p for s in batch for p in (s.target, s.background)])
             for s, target, background in zip(batch, found[::2], found[1::2], strict=True):
                 if target.size < min_frames or background.size < min_frames:
+                    small["target" if target.size < min_frames else "background"] += 1
                     continue
                 k = len(slices)
                 slices.append(
@@ -567,10 +577,44 @@ def scan(
     slice_table = pa.Table.from_pylist(slice_rows, schema=SLICES)
     derived.write_bytes(encode_parquet(findings), "findings.parquet")
     derived.write_bytes(encode_parquet(slice_table), "slices.parquet")
-    derived.write_json({"n_tests": n_tests, "n_error_frames": n_errors}, "scan.json")
+    no_slices = (
+        ""
+        if slices
+        else _no_slices(len(candidates), small, n_errors, int(labelled["good"]), labelled["top"], min_frames, confident)
+    )
+    derived.write_json({"n_tests": n_tests, "n_error_frames": n_errors, "no_slices": no_slices}, "scan.json")
     derived.commit()
     return ScanResult(
-        run_id, derived.spec_hash, findings, slice_table, n_tests, n_errors, time.perf_counter() - t0, False
+        run_id, derived.spec_hash, findings, slice_table, n_tests, n_errors, time.perf_counter() - t0, False, no_slices
+    )
+
+
+def _no_slices(
+    n_candidates: int,
+    small: Mapping[str, int],
+    n_errors: int,
+    n_good: int,
+    top: float | None,
+    min_frames: int,
+    confident: float,
+) -> str:
+    """Why a scan mined no slice: no kind of error with ``min_frames`` frames, or candidates
+    whose backgrounds (frames right and confident) or targets came out smaller than that."""
+    if n_candidates == 0:
+        return (
+            f"no slice: no kind of error reaches {min_frames} frames (the run has {n_errors:,} frames in errors); "
+            "lower --min-frames"
+        )
+    if small["background"] >= small["target"]:
+        highest = "no frame has a probability" if top is None else f"its frames' highest is {top:.2f}"
+        return (
+            f"no slice: {small['background']} of the {n_candidates} candidate slices have fewer than {min_frames} "
+            f"frames in their background, drawn from the frames the model got right with greedy-token probability "
+            f">= {confident:g}; the run has {n_good:,} such frames ({highest}); lower --confident"
+        )
+    return (
+        f"no slice: {small['target']} of the {n_candidates} candidate slices have fewer than {min_frames} frames "
+        "of their own; lower --min-frames"
     )
 
 

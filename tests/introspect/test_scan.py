@@ -168,10 +168,49 @@ def test_scan_and_ablate_cli(scanned_lake, capsys):
         (["ablate", "--lake", lake, "--finding", f"{scan_id}/1", "--run", "clean"], "belongs to run 'z'"),
         (["scan", "--lake", lake, "--run", "z", "--layers", "conv3"], "conv3"),
         (["scan", "--lake", lake, "--run", "nope"], "no run 'nope'"),
+        (["scan", "--lake", lake, "--run", "z", "--confident", "2"], "probabilities in [0, 1]"),
     ):
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.slow
+def test_a_scan_that_mines_no_slice_says_why(scanned_lake, capsys):
+    """No background is large enough (frames right and confident), or no kind of error has enough
+    frames: the scan says which, with the run's own figures and the option to change, not "no
+    pattern"."""
+    from neurolake.cli import main
+    from neurolake.render import format_scan
+
+    with QueryEngine(scanned_lake) as engine:
+        good, largest, errors = (
+            engine.sql(
+                "WITH g AS (SELECT phoneme, count(*) AS n FROM frames WHERE run_id = 'z' AND NOT segment_error "
+                "AND pred_prob >= 1.0 AND phoneme IS NOT NULL GROUP BY phoneme) "
+                "SELECT (SELECT count(*) FROM frames WHERE run_id = 'z' AND NOT segment_error AND pred_prob >= 1.0), "
+                "(SELECT max(n) FROM g), (SELECT count(*) FROM frames WHERE run_id = 'z' AND segment_error)"
+            )
+            .to_pylist()[0]
+            .values()
+        )
+        # Phonemes' error slices with more frames than any phoneme has right at probability 1.
+        candidates = candidate_slices(engine, "z", min_frames=largest + 1, confident=1.0, kinds=("phoneme",))
+    assert len(candidates) >= 3
+    result = scan(scanned_lake, "z", confident=1.0, min_frames=largest + 1, kinds=("phoneme",))
+    assert result.slices.num_rows == 0
+    assert result.no_slices == (
+        f"no slice: {len(candidates)} of the {len(candidates)} candidate slices have fewer than {largest + 1} frames "
+        "in their background, drawn from the frames the model got right with greedy-token probability >= 1; "
+        f"the run has {good:,} such frames (its frames' highest is 1.00); lower --confident"
+    )
+    assert result.no_slices in format_scan(result) and "no pattern" not in format_scan(result)
+    lake = str(scanned_lake.loc.url)
+    for reused in (False, True):
+        assert main(["scan", "--lake", lake, "--run", "z", "--min-frames", "20000"]) == 0
+        out = capsys.readouterr().out
+        assert ("[reused]" in out) == reused and "0 slices mined" in out
+        assert f"no slice: no kind of error reaches 20000 frames (the run has {errors:,} frames in errors)" in out
 
 
 def test_attribution_through_a_linear_map_is_weights_times_activations():
