@@ -610,18 +610,22 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: .85em; margin: .8em 0; }
-td, th { border: 1px solid #ddd; padding: .25em .5em; text-align: left; vertical-align: top; }
+td, th { border: 1px solid #ddd; padding: .25em .5em; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
 th { background: #f4f4f4; } figure { margin: 1.2em 0; } img { max-width: 100%; }
 figcaption { font-size: .9em; } .cmd { font-family: monospace; font-size: .8em; color: #555; }
 nav a { margin-right: 1em; }
 """
 
-# Marks, once everything has loaded, how many images decoded, for checks in a browser.
+# Marks, once everything has loaded, how many images decoded and whether the page is wider than
+# the window (a hypothesis without spaces, from a model early in training, once was), for checks
+# in a browser.
 _SCRIPT = """
 window.addEventListener("load", function () {
   var images = Array.prototype.slice.call(document.images);
   var loaded = images.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
   document.body.setAttribute("data-images", loaded + "/" + images.length);
+  var page = document.documentElement;
+  document.body.setAttribute("data-wider", String(page.scrollWidth > page.clientWidth));
 });
 """
 

@@ -21,8 +21,8 @@ def browser() -> str | None:
 
 
 def check_in_browser(page: Path, sections: Sequence[str], n_images: int, scratch: Path) -> None:
-    """Every section is in the rendered page, every image decoded, the console is empty, and a
-    screenshot is not blank."""
+    """Every section is in the rendered page, every image decoded, the page no wider than a
+    1280-pixel window, the console is empty, and a screenshot is not blank."""
     from matplotlib.image import imread
 
     found = browser()
@@ -33,13 +33,22 @@ def check_in_browser(page: Path, sections: Sequence[str], n_images: int, scratch
     flags = [found, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={scratch / 'profile'}"]
     url = page.resolve().as_uri()
     dumped = subprocess.run(
-        [*flags, "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom", url],
+        [
+            *flags,
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1280,3000",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            url,
+        ],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert dumped.returncode == 0, dumped.stderr[-2000:]
     assert f'data-images="{n_images}/{n_images}"' in dumped.stdout  # every image decoded
+    assert 'data-wider="false"' in dumped.stdout  # no sideways scrolling
     for key in sections:
         assert f'<section id="{key}">' in dumped.stdout
     console = [line for line in dumped.stderr.splitlines() if ":CONSOLE" in line]

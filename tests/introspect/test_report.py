@@ -49,11 +49,21 @@ def _assert_images_drawn(root: Path, sources: list[str]) -> None:
         assert pixels.shape[0] > 100 and pixels.std() > 0.01, src  # not blank
 
 
-def test_a_run_without_analyses_gets_its_run_section_only(tmp_path):
+def test_a_run_without_analyses_gets_its_run_section_only(tmp_path, monkeypatch):
+    from tests.store import partdata
+
     lake = Lake.create(str(tmp_path / "lake"))
     run = create_run(lake)
     with pytest.raises(SpecError, match="no committed part"):
         report(lake, "r1", tmp_path / "empty")
+
+    def unbroken(run, part):
+        """The part's tables, each hypothesis 300 letters without a space (a model early in training)."""
+        utterances, frames = tables(run, part)
+        return {**utterances, "hypothesis": ["QX" * 150] * len(utterances["hypothesis"])}, frames
+
+    tables = partdata.part_tables
+    monkeypatch.setattr(partdata, "part_tables", unbroken)
     for part in run.plan.parts:
         write_part(run, part.part_id)
     result = report(lake, "r1", tmp_path / "out")
@@ -86,6 +96,8 @@ def test_a_run_without_analyses_gets_its_run_section_only(tmp_path):
     embedded = report(lake, "r1", tmp_path / "one", embed=True)
     assert _parse(embedded.path).images[0].startswith("data:image/png;base64,")
     assert not (tmp_path / "one" / "figures" / "error-rates.png").exists()
+    assert "QX" * 150 in text  # the worst utterances' hypotheses, wrapped inside the window:
+    check_in_browser(result.path, page.sections, len(page.images), tmp_path)
 
 
 @pytest.mark.slow
