@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -320,10 +321,16 @@ def format_naps(result: NapResult, top: int = 5) -> str:
     ]
     for layer, contrast in result.contrastive.items():
         rows = []
+        # Two decimals, or three significant digits where every value is under 0.05, as
+        # relevance (gradient x activation) often is: otherwise they would all read +0.00.
+        largest = float(np.nanmax(np.abs(contrast[:, centre]))) if contrast.size else 0.0
+        shown = "{:+.2f}" if largest >= 0.05 or not largest > 0 else "{:+.2e}"
         for g, name in enumerate(result.groups):
             values = contrast[g, centre]
             best = [int(u) for u in values.argsort()[::-1][:top]]
-            rows.append((name, int(result.counts[g, centre]), " ".join(f"{u} ({values[u]:+.2f})" for u in best)))
+            rows.append(
+                (name, int(result.counts[g, centre]), " ".join(f"{u} ({shown.format(values[u])})" for u in best))
+            )
         lines += ["", f"{layer}:", format_table(("group", "frames", f"top {top} units (contrastive NAP)"), rows)]
     lines.append(f"\nall profiles: neurolake sql \"SELECT * FROM naps WHERE nap_id = '{result.nap_id}'\"")
     return "\n".join(lines)

@@ -477,4 +477,13 @@ def test_ingest_with_relevance_stores_the_models_relevance_and_gradnaps_read_it(
     assert (
         main(["naps", "--lake", url, "--run", "g", "--groups", "first,errors", "--layers", "conv3", "--relevance"]) == 0
     )
-    assert "relevance read from the lake" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "relevance read from the lake" in out
+    # Relevance is small: each top unit's contrastive value is printed readably, not as +0.00.
+    contrast = stored.contrastive["conv3"][:, stored.offsets.index(0)]
+    assert np.abs(contrast).max() < 0.05
+    for g, name in enumerate(stored.groups):
+        top = int(contrast[g].argmax())
+        line = next(row for row in out.splitlines() if row.startswith(f"{name} "))
+        printed = float(line.split(f" {top} (", 1)[1].split(")", 1)[0])
+        assert printed == pytest.approx(contrast[g, top], rel=0.01) and printed != 0
