@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import posixpath
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -107,6 +108,12 @@ def part_rows_for(layers: Sequence[LayerSpec], rows_per_shard: int = DEFAULT_ROW
 
     row_bytes = max(1, sum(layer.units * np.dtype(layer.dtype).itemsize for layer in layers))
     return max(rows_per_shard, (TARGET_PART_BYTES // row_bytes) // rows_per_shard * rows_per_shard)
+
+
+def _located(spec: str) -> str:
+    """A local corpus path made absolute, so that the run records a path that holds from any
+    directory; URLs as given."""
+    return spec if "://" in spec else os.path.abspath(os.path.expanduser(spec))
 
 
 def plan_corpus(
@@ -245,7 +252,7 @@ def plan_corpus(
         planned, rows_per_shard=rows_per_shard, part_rows=part_rows or part_rows_for(layers, rows_per_shard)
     )
     return PlannedCorpus(
-        corpus_spec=str(corpus_spec),
+        corpus_spec=_located(str(corpus_spec)),
         plan=plan,
         layers=list(layers),
         utterances=utterances,

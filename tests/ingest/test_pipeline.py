@@ -42,9 +42,11 @@ def _run_files(lake_dir: Path, run_id: str) -> dict[str, bytes]:
     }
 
 
-def test_ingest_resume_and_conflicts(ray_session, corpus, tmp_path):
+def test_ingest_resume_and_conflicts(ray_session, corpus, tmp_path, monkeypatch):
     lake_dir = tmp_path / "lake"
-    s = ingest(str(lake_dir), str(corpus), MODEL, run_id="r", part_rows=300, progress=False)
+    monkeypatch.chdir(corpus.parent)  # the corpus named relative to the working directory
+    s = ingest(str(lake_dir), corpus.name, MODEL, run_id="r", part_rows=300, progress=False)
+    assert Lake.open(str(lake_dir)).run("r").manifest["corpus"]["spec"] == str(corpus)  # recorded absolute
     run = Lake.open(str(lake_dir)).run("r")
     info = run.info()
     assert info.status == "complete" and s.parts_run == info.parts_total > 2
@@ -74,8 +76,11 @@ def test_ingest_resume_and_conflicts(ray_session, corpus, tmp_path):
     np.testing.assert_array_equal(got.layers["conv2"], run.read_rows("conv2", err_ids))
     before = _run_files(lake_dir, "r")
 
-    # Resume: nothing to do; a lost part is redone byte for byte.
+    # Resume: nothing to do, from another directory too; a lost part is redone byte for byte.
     assert ingest(str(lake_dir), str(corpus), MODEL, run_id="r", part_rows=300, progress=False).parts_run == 0
+    monkeypatch.chdir(tmp_path)
+    relative = os.path.relpath(corpus, tmp_path)
+    assert ingest(str(lake_dir), relative, MODEL, run_id="r", part_rows=300, progress=False).parts_run == 0
     victim = run.plan.parts[1].part_id
     (lake_dir / "runs" / "r" / "commits" / f"{victim}.json").unlink()
     again = ingest(str(lake_dir), str(corpus), MODEL, run_id="r", part_rows=300, progress=False)

@@ -107,6 +107,27 @@ def test_create_run_again(lake_target):
             layers=[LayerSpec("enc.conv1", 24, module="enc.0")],
             plan=first.plan,
         )
+    # The same corpus and weights named by other paths (another directory, moved): the same run.
+    # The weights are the same where their digests are; a model without one is its spec.
+    corpus = first.manifest["corpus"]
+    model = {"spec": "hf:./model", "weights_sha256": "a" * 64, "tokens": ["-", " ", "A"], "frame_rate_hz": 50}
+    second = lake.create_run("r2", model=model, corpus=corpus, layers=LAYERS, plan=first.plan)
+    elsewhere = lake.create_run(
+        "r2",
+        model={**model, "spec": "hf:/home/me/model"},
+        corpus={**corpus, "spec": "/data/moved/corpus"},
+        layers=LAYERS,
+        plan=first.plan,
+    )
+    assert elsewhere.manifest == second.manifest  # the run as first written
+    with pytest.raises(RunConflictError, match="model"):  # other weights
+        lake.create_run(
+            "r2", model={**model, "weights_sha256": "b" * 64}, corpus=corpus, layers=LAYERS, plan=first.plan
+        )
+    with pytest.raises(RunConflictError, match="model"):  # no digest: another spec is another model
+        lake.create_run(
+            "r1", model={**first.manifest["model"], "spec": "other"}, corpus=corpus, layers=LAYERS, plan=first.plan
+        )
     assert Lake.open(url, opts).run("r1").manifest == first.manifest
 
 
