@@ -451,6 +451,12 @@ def scan(
             [float(confident), run_id],
         ).to_pylist()[0]
         if not labelled["labelled"]:
+            if run.manifest.get("model", {}).get("transcribes"):
+                raise SpecError(
+                    f"run {run_id!r} has no per-frame error labels: its model transcribes with a decoder (Whisper), "
+                    "so no frame emits a token; scan needs a CTC model (naps, probe, topomap and mine over groups "
+                    "of words or phonemes work on this run)"
+                )
             raise SpecError(
                 f"run {run_id!r} has no segment labels (it was ingested before them); ingest it again to scan it"
             )

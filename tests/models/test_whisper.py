@@ -210,3 +210,10 @@ def test_ingest_through_whisper_stores_trimmed_frames_transcripts_and_timed_labe
         out = adapter.forward(torch.from_numpy(audio)[None, :], [audio.shape[0]], edits=edit)
         ablated[u["utterance_id"]] = normalise_transcript(out.hypotheses[0])
     assert result.ablated.cer == pytest.approx(pooled_cer(ablated))
+
+    # A scan needs frames that emit tokens: one line that says so, not "ingest it again".
+    from neurolake.errors import SpecError
+    from neurolake.introspect.scan import scan
+
+    with pytest.raises(SpecError, match=r"its model transcribes with a decoder \(Whisper\).*scan needs a CTC model"):
+        scan(Lake.open(str(tmp_path / "lake")), "w")
