@@ -741,7 +741,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--utterances", type=int, default=100, metavar="N", help="synthetic utterances (default 100)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("corpus", help="make or inspect speech corpora")
+    p = sub.add_parser(
+        "corpus", help="make synthetic speech corpora with ground-truth timings (ingest --dry-run inspects any corpus)"
+    )
     corpus = p.add_subparsers(dest="corpus_verb", metavar="VERB")
     corpus.required = True
     p = corpus.add_parser(
