@@ -700,6 +700,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def cmd_neurons(args: argparse.Namespace) -> int:
     from neurolake.errors import SpecError
     from neurolake.query.neurons import neuron_statistics
+    from neurolake.render import format_neurons
     from neurolake.store import Lake
 
     options = {}
@@ -710,9 +711,7 @@ def cmd_neurons(args: argparse.Namespace) -> int:
             )
         options["quantile_rows"] = args.quantile_frames
     table = neuron_statistics(Lake.open(_lake_url(args)), args.run, args.layers, **options)
-    print(
-        f"neuron statistics of {table.num_rows} units; query them with: neurolake sql \"SELECT * FROM neurons WHERE run_id = '{args.run}'\""
-    )
+    print(format_neurons(table, args.run))
     return 0
 
 

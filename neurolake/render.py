@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -302,6 +303,37 @@ def format_block(block: Block) -> str:
     if block.ablation is not None:
         lines += ["", "the whole block, zeroed in the model:", format_ablation(block.ablation)]
     return "\n".join(lines)
+
+
+def format_neurons(table: pa.Table, run_id: str) -> str:
+    """Per layer, what a glance at its units should catch: units never active (value > 0 on no
+    frame, dead after a ReLU), always active, or constant (standard deviation 0), beside the
+    layer's typical mean, spread and largest value."""
+    rows = []
+    for layer in dict.fromkeys(table.column("layer").to_pylist()):
+        mine = table.filter(pc.equal(table.column("layer"), layer))
+        mean, std = (mine.column(c).to_numpy(zero_copy_only=False) for c in ("mean", "std"))
+        active, peak = (mine.column(c).to_numpy(zero_copy_only=False) for c in ("active_rate", "max"))
+        rows.append(
+            (
+                layer,
+                mine.num_rows,
+                f"{np.median(mean):+.3g}",
+                f"{np.median(std):.3g}",
+                f"{np.max(peak):.3g}",
+                int(np.sum(active == 0)),
+                int(np.sum(active == 1)),
+                int(np.sum(std == 0)),
+            )
+        )
+    header = ("layer", "units", "median mean", "median std", "largest", "never active", "always active", "constant")
+    return "\n".join(
+        [
+            f"neuron statistics of {table.num_rows:,} units of run {run_id} (active: value > 0)",
+            format_table(header, rows),
+            f"\nevery unit: neurolake sql \"SELECT * FROM neurons WHERE run_id = '{run_id}'\"",
+        ]
+    )
 
 
 def format_naps(result: NapResult, top: int = 5) -> str:

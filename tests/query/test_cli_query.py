@@ -86,14 +86,16 @@ def test_group_verbs_and_export(url, tmp_path, capsys):
 
 
 def test_neurons_verb(url, capsys):
+    import numpy as np
+
+    from neurolake.query.neurons import neuron_statistics
+    from neurolake.store import Lake
+
     assert main(["neurons", "--run", "r1", "--layers", "enc.conv2", "--lake", url]) == 0
     assert "10 units" in capsys.readouterr().out
     assert main(["sql", "SELECT count(*) AS n FROM neurons", "--lake", url, "--format", "json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"n": 10}
     # Quantiles from a 7-frame sample: the same figures as the API's, not the default's.
-    from neurolake.query.neurons import neuron_statistics
-    from neurolake.store import Lake
-
     assert main(["neurons", "--run", "r1", "--layers", "enc.conv2", "--quantile-frames", "7", "--lake", url]) == 0
     capsys.readouterr()
     query = "SELECT q50, q90 FROM neurons WHERE layer = 'enc.conv2' ORDER BY unit"
@@ -110,6 +112,26 @@ def test_neurons_verb(url, capsys):
     assert json.loads(capsys.readouterr().out) == {"n": 10}
     assert main(["neurons", "--run", "r1", "--quantile-frames", "-1", "--lake", url]) == 2
     assert "--quantile-frames must be 0" in capsys.readouterr().err
+    assert main(["neurons", "--run", "r1", "--lake", url]) == 0
+    out = capsys.readouterr().out
+    # A line per layer: units, median mean and std, largest value, never / always active, constant.
+    table = neuron_statistics(Lake.open(url), "r1")
+    for layer in dict.fromkeys(table.column("layer").to_pylist()):
+        rows = [r for r in table.to_pylist() if r["layer"] == layer]
+        active = np.array([r["active_rate"] for r in rows])
+        std = np.array([r["std"] for r in rows])
+        expected = [
+            layer,
+            str(len(rows)),
+            f"{np.median([r['mean'] for r in rows]):+.3g}",
+            f"{np.median(std):.3g}",
+            f"{max(r['max'] for r in rows):.3g}",
+            str(int((active == 0).sum())),
+            str(int((active == 1).sum())),
+            str(int((std == 0).sum())),
+        ]
+        assert next(line.split() for line in out.splitlines() if line.startswith(layer + " ")) == expected
+    assert f"neuron statistics of {table.num_rows} units of run r1" in out
 
 
 def test_csv_of_a_list_column_and_full_schemas_on_an_empty_lake(tmp_path, capsys):
