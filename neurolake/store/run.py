@@ -94,15 +94,15 @@ def _identity(manifest: Mapping[str, Any]) -> dict:
     keeps its own codec (the writers read it from the manifest; either decodes the same rows).
     Nor are the corpus's spec and, for a model whose weights have a digest, the model's."""
     same = {k: v for k, v in manifest.items() if k not in _INCIDENTAL_KEYS}
-    if isinstance(same.get("storage"), dict):
-        same["storage"] = {k: v for k, v in same["storage"].items() if k != "codec"}
     # Where the corpus and the weights were read from is not what they are: the plan pins the
     # corpus's utterances and their frames, and the weights' digest the model. So the same corpus
     # named by another path (relative from another directory, absolute, moved) resumes the run.
-    if isinstance(same.get("corpus"), dict):
-        same["corpus"] = {k: v for k, v in same["corpus"].items() if k != "spec"}
+    dropped = {"storage": "codec", "corpus": "spec"}
     if isinstance(same.get("model"), dict) and same["model"].get("weights_sha256"):
-        same["model"] = {k: v for k, v in same["model"].items() if k != "spec"}
+        dropped["model"] = "spec"
+    for section, key in dropped.items():
+        if isinstance(same.get(section), dict):
+            same[section] = {k: v for k, v in same[section].items() if k != key}
     return same
 
 
