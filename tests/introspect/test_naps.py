@@ -43,9 +43,12 @@ def _frames(lake):
         ).to_pydict()
 
 
-@pytest.mark.parametrize("block_rows", [65_536, 97])  # one block, and many blocks cutting groups
+# One block; many blocks cutting groups; blocks sized by the sums (3 groups' float64 sums twice
+# over: 24 float16 rows).
+@pytest.mark.parametrize("block_rows", [65_536, 97, 1])
 def test_naps_by_a_column_equal_numpy(lake, monkeypatch, block_rows):
     monkeypatch.setattr(naps_module, "BLOCK_ROWS", block_rows)
+    assert naps_module._block_rows(3 * 10 * 8, 10 * 2) == max(block_rows, 24)
     f = _frames(lake)
     ids, speakers = np.array(f["frame_id"]), np.array(f["speaker_id"])
     result = naps(lake, "r1", by="speaker_id", progress=False)
