@@ -10,10 +10,12 @@ from functools import partial
 import dask
 import numpy as np
 import pytest
+from dask.callbacks import Callback
 
 from neurolake.errors import IntegrityError
 from neurolake.store import Lake, cube
 from neurolake.store.reader import LayerReader, read_threads
+from neurolake.store.run import LayerArray
 from tests.store.partdata import CHUNK_ROWS, ROWS_PER_SHARD, create_run, expected_rows, write_part
 
 
@@ -59,6 +61,7 @@ def test_reads_equal_zarr_on_every_backend(gap_run, monkeypatch):
                 shards = math.ceil(whole.shape[0] / rps)
                 assert blocks[0] == rps * math.ceil(shards / (4 * read_threads()))
             np.testing.assert_array_equal(lazy.compute(), whole)
+            np.testing.assert_array_equal(dask.compute(lazy)[0], whole)  # the graph, block by block
         np.testing.assert_array_equal(reader.read_range(0, whole.shape[0]), whole)
         np.testing.assert_array_equal(reader.read_range(0, whole.shape[0], parallel=False), whole)
         for _ in range(20 if run.loc.is_local else 4):  # ranges that start and stop inside chunks and shards
@@ -75,6 +78,7 @@ def test_reads_equal_zarr_on_every_backend(gap_run, monkeypatch):
                 lazy = run.layer_dask(layer.name, frame_ids=wanted)
             assert len(lazy.chunks[0]) == np.unique(wanted // rps).size
             np.testing.assert_array_equal(lazy.compute(), whole[wanted])
+            np.testing.assert_array_equal(dask.compute(lazy)[0], whole[wanted])
             np.testing.assert_array_equal(run.layer_dask(layer.name, frame_ids=wanted).compute(), whole[wanted])
         assert run.layer_dask(layer.name, frame_ids=ids[:0]).compute().shape == (0, layer.units)
         with pytest.raises(ValueError, match="sorted, distinct"):
@@ -124,6 +128,58 @@ def _visited(run, layer, ids):
     run.visit_rows(layer, ids, visit)
     assert (seen == 1).all()
     return out
+
+
+class _Tasks(Callback):
+    """Counts the tasks a dask scheduler runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def _pretask(self, key, dsk, state):
+        self.n += 1
+
+
+def test_layer_dask_compute_decodes_into_its_result(tmp_path):
+    """``compute()`` and ``np.asarray`` of ``layer_dask``'s array and of its row slices read
+    the rows at once, running no task; dask's own compute, other selections and other
+    schedulers run the graph; both give the same rows."""
+    run = _run_with_gap(str(tmp_path / "lake"), {})
+    layer = run.layers[0].name
+    whole = run._array(layer)[:]
+    ids = run.committed_frame_ids()
+    wanted = ids[(ids % 300) < 40]
+    lazy, gathered = run.layer_dask(layer), run.layer_dask(layer, frame_ids=wanted)
+    n = whole.shape[0]
+    cases = [
+        (lazy, whole),
+        (lazy[5 : n - 7], whole[5 : n - 7]),
+        (lazy[300:1200, :], whole[300:1200]),
+        (lazy[-50:], whole[-50:]),
+        (lazy[10:5], whole[10:5]),
+        (lazy[100:900][17:400], whole[100:900][17:400]),
+        (gathered, whole[wanted]),
+        (gathered[3:60], whole[wanted][3:60]),
+    ]
+    for array, want in cases:
+        assert type(array) is LayerArray
+        with _Tasks() as tasks:
+            np.testing.assert_array_equal(array.compute(), want)
+            np.testing.assert_array_equal(np.asarray(array), want)
+            with dask.config.set(scheduler="synchronous"):
+                np.testing.assert_array_equal(array.compute(), want)
+        assert tasks.n == 0
+        with _Tasks() as tasks:
+            np.testing.assert_array_equal(dask.compute(array)[0], want)
+            np.testing.assert_array_equal(array.compute(scheduler="threads"), want)
+        assert tasks.n > 0 or want.size == 0
+    # Not whole rows, or not a slice: a plain dask array, computed by its graph.
+    for array, want in [(lazy[::2], whole[::2]), (lazy[:, 1:3], whole[:, 1:3]), (lazy + 1, whole + 1)]:
+        assert type(array) is not LayerArray
+        with _Tasks() as tasks:
+            np.testing.assert_array_equal(array.compute(), want)
+        assert tasks.n > 0
 
 
 def test_a_gather_reads_only_the_chunks_it_touches(tmp_path, monkeypatch):
