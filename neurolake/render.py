@@ -216,10 +216,10 @@ def format_mining(result: MiningResult, top: int = 10) -> str:
         )
     else:
         lines.append("no pattern reaches the minimum support; lower --min-support or change --binarize")
-    lines += ["", "per layer (significant patterns):"]
+    lines += ["", "per layer (significant patterns: how many touch it, the share of their units that it holds):"]
     lines.append(
         format_table(
-            ("layer", "patterns", "share of items", "best WRAcc"),
+            ("layer", "patterns", "share of their units", "best WRAcc"),
             [
                 (
                     r["layer"],
