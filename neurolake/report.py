@@ -4,8 +4,9 @@ A report is a list of sections; each section is a small function of the lake tha
 ``None`` when the run has none of its results (no scan yet, no probes yet), so the page grows as
 the analyses are run. Every figure is a PNG drawn with matplotlib next to ``index.html`` (or, with
 ``embed``, inlined as a data URI) and carries the ``neurolake`` command that reproduces its data.
-Nothing is fetched from the network when the page is viewed; local audio of the worst utterances
-is copied beside it for the page's players.
+Nothing is fetched from the network when the page is viewed: the worst utterances' audio is
+put beside it for the page's players (a local file copied, audio elsewhere, such as object storage
+or a dataset's rows, decoded and written as 16 kHz WAV).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import html
 import io
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -22,11 +24,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import soundfile as sf
 
-from neurolake.errors import SpecError
+from neurolake.corpora.audio import SAMPLE_RATE, load_audio
+from neurolake.errors import InputError, SpecError
 from neurolake.introspect.figures import pyplot
 from neurolake.query.engine import QueryEngine
 from neurolake.store import Lake, Run
+from neurolake.store.derived import list_derived
 
 __all__ = ["SECTIONS", "Figure", "Report", "Section", "report"]
 
@@ -81,9 +86,22 @@ def _png(fig: Any) -> bytes:
 
 def _table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header) if header else ""
-    body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(_td(v) for v in row) + "</tr>" for row in rows)
     thead = f"<thead><tr>{head}</tr></thead>" if head else ""
     return f'<table class="{cls}">{thead}<tbody>{body}</tbody></table>'
+
+
+def _td(value: Any) -> str:
+    """A table cell; long text (a hypothesis, a list of units) may break anywhere, so that a
+    word longer than the window (a model early in training emits some) cannot widen the page,
+    while numbers and ids keep whole."""
+    text = _cell(value)
+    long = not isinstance(value, _Raw) and len(text) > _UNBROKEN_CHARS
+    return f'<td class="text">{text}</td>' if long else f"<td>{text}</td>"
+
+
+# Cells of more characters than this may break inside a word.
+_UNBROKEN_CHARS = 30
 
 
 def _cell(value: Any) -> str:
@@ -196,15 +214,26 @@ def _splits(corpus: str | None, uris: Sequence[str | None]) -> np.ndarray | None
 
 
 def _audio(ctx: _Context, uri: str | None, utterance_id: str) -> str:
-    """An audio player for a local file (copied beside the report), else nothing."""
-    if not uri or "://" in uri:
+    """An audio player for an utterance: its local file copied beside the report; audio
+    elsewhere (object storage, a dataset's row) decoded and written there as 16 kHz WAV; nothing
+    where the audio cannot be read (a corpus moved or deleted since the run)."""
+    if not uri:
         return ""
+    folder = ctx.out / "audio"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", utterance_id)
     source = Path(uri)
-    if not source.is_file():
-        return ""
-    target = ctx.out / "audio" / f"{utterance_id}{source.suffix}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
+    if "://" not in uri and source.is_file():
+        target = folder / f"{name}{source.suffix}"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    else:
+        try:
+            samples = load_audio(uri, SAMPLE_RATE, storage_options=ctx.lake.loc.storage_options)
+        except (InputError, OSError):
+            return ""
+        target = folder / f"{name}.wav"
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(target, samples, SAMPLE_RATE, subtype="PCM_16")
     return f'<audio controls preload="none" src="audio/{html.escape(target.name)}"></audio>'
 
 
@@ -268,13 +297,12 @@ def section_phonemes(ctx: _Context) -> Section | None:
 
 def section_findings(ctx: _Context) -> Section | None:
     """The latest scan's findings, each with its ablation against random controls when it has one."""
-    findings = ctx.sql(
-        "SELECT * FROM findings WHERE run_id = ? AND scan_id = (SELECT scan_id FROM findings WHERE run_id = ? "
-        "ORDER BY finding_id LIMIT 1) ORDER BY finding_id LIMIT 15",
-        [ctx.run.run_id],
-    ).to_pylist()
-    if not findings:
+    scan_id = _latest_scan(ctx)
+    if scan_id is None:
         return None
+    findings = ctx.sql(
+        "SELECT * FROM findings WHERE run_id = ? AND scan_id = ? ORDER BY finding_id LIMIT 15", [scan_id]
+    ).to_pylist()
     ablations = ctx.sql(
         "SELECT ablation_id, slice, condition, units, slice_frames FROM ablations WHERE run_id = ? "
         "AND slice IS NOT NULL AND mode = 'zero' ORDER BY ablation_id, condition, draw"
@@ -375,7 +403,7 @@ def section_findings(ctx: _Context) -> Section | None:
                 "ablations",
                 _png(fig),
                 "Each finding's units zeroed in the model: the change of its slice's frames against random units.",
-                ctx.cmd("ablate", "--finding", f"{findings[0]['scan_id']}/{findings[0]['finding_id']}"),
+                ctx.cmd("ablate", "--finding", f"{scan_id}/{effects[0][0]}"),
             )
         )
     return section
@@ -383,13 +411,12 @@ def section_findings(ctx: _Context) -> Section | None:
 
 def section_naps(ctx: _Context) -> Section | None:
     """The latest NAPs: contrastive profiles of the groups (rows in dendrogram order) per layer."""
-    latest = ctx.sql(
-        'SELECT nap_id, any_value(measure) AS measure, count(DISTINCT "group") AS groups FROM naps '
-        'WHERE run_id = ? AND "offset" = 0 GROUP BY 1 HAVING count(DISTINCT "group") >= 3 ORDER BY 1 LIMIT 1'
-    ).to_pylist()
-    if not latest:
+    profiled = ctx.sql(
+        'SELECT nap_id FROM naps WHERE run_id = ? AND "offset" = 0 GROUP BY 1 HAVING count(DISTINCT "group") >= 3'
+    )
+    nap_id = _latest(ctx, "naps", profiled.column(0).to_pylist())
+    if nap_id is None:
         return None
-    nap_id = latest[0]["nap_id"]
     rows = ctx.sql(
         'SELECT layer, "group", unit, contrastive FROM naps WHERE run_id = ? AND nap_id = ? AND "offset" = 0',
         [nap_id],
@@ -427,9 +454,21 @@ def section_naps(ctx: _Context) -> Section | None:
     return section
 
 
-def _nap_spec(ctx: _Context, nap_id: str) -> dict:
-    from neurolake.store.derived import list_derived
+def _latest(ctx: _Context, kind: str, ids: Sequence[str]) -> str | None:
+    """Of the run's results of ``kind`` with these ids, the one committed last (None if none)."""
+    wanted = set(ids)
+    found = [d for d in list_derived(ctx.run.loc.child("derived"), kind) if d.spec_hash in wanted]
+    return max(found, key=lambda d: (d.committed_at(), d.spec_hash)).spec_hash if found else None
 
+
+def _latest_scan(ctx: _Context) -> str | None:
+    """The run's scan committed last among those that found something."""
+    return _latest(
+        ctx, "scans", ctx.sql("SELECT DISTINCT scan_id FROM findings WHERE run_id = ?").column(0).to_pylist()
+    )
+
+
+def _nap_spec(ctx: _Context, nap_id: str) -> dict:
     return next((d.spec for d in list_derived(ctx.run.loc.child("derived"), "naps") if d.spec_hash == nap_id), {})
 
 
@@ -496,8 +535,9 @@ def section_maps(ctx: _Context) -> Section | None:
     if layouts:
         from neurolake.introspect.topomap import _maps, _render_maps
 
+        scan_id = _latest_scan(ctx)
         findings = ctx.sql(
-            "SELECT items FROM findings WHERE run_id = ? ORDER BY scan_id, finding_id LIMIT 1"
+            "SELECT items FROM findings WHERE run_id = ? AND scan_id = ? ORDER BY finding_id LIMIT 1", [scan_id]
         ).to_pylist()
         top_items = findings[0]["items"] if findings else []
         for m in layouts:
@@ -610,7 +650,8 @@ _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; font-size: .85em; margin: .8em 0; }
-td, th { border: 1px solid #ddd; padding: .25em .5em; text-align: left; vertical-align: top; overflow-wrap: anywhere; }
+td, th { border: 1px solid #ddd; padding: .25em .5em; text-align: left; vertical-align: top; }
+td.text { overflow-wrap: anywhere; }
 th { background: #f4f4f4; } figure { margin: 1.2em 0; } img { max-width: 100%; }
 figcaption { font-size: .9em; } .cmd { font-family: monospace; font-size: .8em; color: #555; }
 nav a { margin-right: 1em; }

@@ -7,6 +7,7 @@ asking again with an equal spec finds and reuses it.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import re
@@ -68,6 +69,11 @@ class Derived:
     def commit(self) -> None:
         """Mark the result complete; call after every file of it is written."""
         self.loc.write_json(self.spec, "spec.json")
+
+    def committed_at(self) -> datetime.datetime:
+        """When the result was committed (its ``spec.json`` written), by the storage's clock."""
+        modified: datetime.datetime = self.loc.fs.modified(self.loc.join("spec.json"))
+        return modified
 
 
 def list_derived(base: Location, kind: str) -> list[Derived]:

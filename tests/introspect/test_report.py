@@ -3,6 +3,7 @@ command, a finding's own ablation beside it, and the page checked in a real brow
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from html.parser import HTMLParser
@@ -98,6 +99,101 @@ def test_a_run_without_analyses_gets_its_run_section_only(tmp_path, monkeypatch)
     assert not (tmp_path / "one" / "figures" / "error-rates.png").exists()
     assert "QX" * 150 in text  # the worst utterances' hypotheses, wrapped inside the window:
     check_in_browser(result.path, page.sections, len(page.images), tmp_path)
+
+
+def test_the_report_shows_the_scan_and_the_naps_committed_last(tmp_path):
+    """Of several scans (and NAPs), the report shows the one committed last, whatever its id."""
+    import pyarrow as pa
+
+    from neurolake.schemas import FINDINGS, NAPS, SLICES
+    from neurolake.store.tables import encode_parquet
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    layer = run.layers[0]
+    results = {}
+    for label in ("a", "b", "c"):
+        scan = run.derived("scans", {"label": label})
+        finding = {name: None for name in FINDINGS.names}
+        finding.update(run_id="r1", scan_id=scan.spec_hash, finding_id=1, kind="utterance", slice=f"slice {label}")
+        finding.update(items=[f"{layer.name}:1"], support_target=3, n_target=9, support_background=1, n_background=9)
+        finding.update(effect=0.2, p_value=0.01)
+        scan.write_bytes(encode_parquet(pa.Table.from_pylist([finding], schema=FINDINGS)), "findings.parquet")
+        scan.write_bytes(encode_parquet(SLICES.empty_table()), "slices.parquet")
+        scan.commit()
+        naps = run.derived("naps", {"by": f"column_{label}", "layers": [layer.name]})
+        rows = [
+            dict(run_id="r1", nap_id=naps.spec_hash, measure="activation", layer=layer.name, group=f"{label}{g}")
+            | dict(offset=0, unit=u, mean=float(g + u), contrastive=float(g - u), n_frames=5)
+            for g in range(3)
+            for u in range(layer.units)
+        ]
+        naps.write_bytes(encode_parquet(pa.Table.from_pylist(rows, schema=NAPS)), "naps.parquet")
+        naps.commit()
+        results[label] = scan, naps
+    # Committed in the order of their ids, the last one last (ids first in order were shown before).
+    newest = []
+    for kind in range(2):
+        by_id = sorted(results, key=lambda label: results[label][kind].spec_hash)
+        for when, label in enumerate(by_id, start=1):
+            os.utime(results[label][kind].loc.join("spec.json"), (1000 * when, 1000 * when))
+        assert results[by_id[-1]][kind].committed_at().timestamp() == 3000
+        newest.append(by_id[-1])
+    text = report(lake, "r1", tmp_path / "out").path.read_text()
+    assert [label for label in results if f"slice {label}<" in text] == [newest[0]]
+    assert [label for label in results if f"--by column_{label} --layers {layer.name}<" in text] == [
+        newest[1]
+    ]  # the NAP figures' command
+
+
+def test_audio_in_object_storage_is_decoded_beside_the_report(s3_bucket, tmp_path, monkeypatch):
+    """A run whose corpus is in S3 (a real endpoint on loopback): the worst utterances' players
+    play WAV files written beside the page, holding the stored audio's samples; an utterance
+    whose audio is gone gets no player and the report is still written."""
+    import fsspec
+    import numpy as np
+    import soundfile as sf
+
+    from tests.store import partdata
+
+    bucket, options = s3_bucket
+    lake = Lake.create(f"s3://{bucket}/lake", options)
+    run = create_run(lake)
+    fs = fsspec.filesystem("s3", **options)
+    rng = np.random.default_rng(0)
+    stored = {}
+    for part in run.plan.parts:
+        for u in part.utterances:
+            stored[u.utterance_id] = (rng.integers(-20000, 20000, 8000) / 32768).astype(np.float32)
+            encoded = io.BytesIO()
+            sf.write(encoded, stored[u.utterance_id], 16000, format="FLAC", subtype="PCM_16")
+            fs.pipe(f"{bucket}/corpus/{u.utterance_id}.flac", encoded.getvalue())
+    gone = sorted(stored)[0]
+    fs.rm(f"{bucket}/corpus/{gone}.flac")
+    tables = partdata.part_tables
+
+    def in_s3(run, part):
+        utterances, frames = tables(run, part)
+        ids = utterances["utterance_id"]
+        return {**utterances, "audio_uri": [f"s3://{bucket}/corpus/{u}.flac" for u in ids]}, frames
+
+    monkeypatch.setattr(partdata, "part_tables", in_s3)
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    out = tmp_path / "out"
+    result = report(Lake.open(f"s3://{bucket}/lake", options), "r1", out)
+    with QueryEngine(lake) as q:
+        worst = q.sql("SELECT utterance_id FROM utterances ORDER BY wer DESC, utterance_id LIMIT 10")
+    shown = worst.column(0).to_pylist()
+    page = _parse(result.path)
+    want = [f"audio/{u}.wav" for u in shown if u != gone]
+    assert sorted(page.audio) == sorted(want) and len(want) >= 9
+    for src in page.audio:
+        samples, rate = sf.read(out / src, dtype="float32")
+        assert rate == 16000
+        np.testing.assert_array_equal(samples, stored[Path(src).stem])  # 16-bit samples, kept exactly
 
 
 @pytest.mark.slow
