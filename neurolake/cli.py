@@ -21,7 +21,7 @@ def _lake_url(args: argparse.Namespace) -> str:
 
 
 def _add_limit_args(p: argparse.ArgumentParser) -> None:
-    from neurolake.query.engine import DEFAULT_TIMEOUT_S
+    from neurolake.query import DEFAULT_TIMEOUT_S
 
     p.add_argument(
         "--timeout",

@@ -446,7 +446,15 @@ def run_doctor(lake_url: str, out: TextIO, constraints: str | None = None, skip:
     for name, check in checks:
         if name in skip:
             continue
-        result = check()
+        try:
+            result = check()
+        except ImportError as exc:  # a package missing or broken: this check fails, the others run
+            result = Finding(
+                name,
+                FAIL,
+                f"cannot import {exc.name or 'a module'}: {_first_line(exc)}",
+                "reinstall with the lock: pip install -c constraints.txt -e .",
+            )
         for finding in result if isinstance(result, list) else [result]:
             findings.append(finding)
             out.write(finding.line() + "\n")

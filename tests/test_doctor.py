@@ -149,3 +149,25 @@ def test_zarr_check_fails_without_the_codec_entry_point(monkeypatch):
     assert finding.status == FAIL
     assert "no entry point for the lake's codec 'neurolake.zeromask'" in finding.detail
     assert "reinstall neurolake with pip" in finding.fix
+
+
+def test_a_missing_package_fails_its_check_and_the_others_still_run(tmp_path):
+    """Without DuckDB (a GPU machine's bundle of ingest's packages has none), the command line
+    still builds its parser, and the doctor prints a FAIL line for DuckDB's check and goes on."""
+    code = (
+        "import sys\n"
+        "sys.modules['duckdb'] = None  # import duckdb now raises ImportError\n"
+        "import neurolake.cli, neurolake.doctor as d\n"
+        "neurolake.cli.build_parser()\n"
+        "skip = ('packages', 'torchaudio', 'ray', 'espeak-ng', 'numba', 'gpu')\n"
+        f"findings = d.run_doctor({str(tmp_path / 'lake')!r}, sys.stdout, skip=skip)\n"
+        "sys.exit(d.main_exit_code(findings))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    statuses = {line.split()[1]: line.split()[0] for line in lines[:-1]}
+    assert statuses == {"python": OK, "duckdb": FAIL, "zarr": OK, "lake": OK}, proc.stdout
+    duckdb_line = next(line for line in lines if line.split()[1] == "duckdb")
+    assert "cannot import duckdb" in duckdb_line and "pip install -c constraints.txt" in duckdb_line
+    assert lines[-1] == "1 problem(s): duckdb"

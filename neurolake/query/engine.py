@@ -30,6 +30,7 @@ import pyarrow as pa
 
 from neurolake import schemas
 from neurolake.errors import QueryError, one_line
+from neurolake.query import DEFAULT_TIMEOUT_S
 from neurolake.query import rows as view_rows
 from neurolake.query.fingerprint import commits_fingerprint
 from neurolake.query.guard import check_select, parse_predicate
@@ -62,8 +63,6 @@ VIEWS = (
     "nap_clusters",
     "phonetics",
 )
-
-DEFAULT_TIMEOUT_S = 300.0
 
 # Listings of derived results in object storage at once, at the engine's start.
 _LISTING_THREADS = 16
