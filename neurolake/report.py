@@ -91,6 +91,10 @@ def _table(header: Sequence[str] | None, rows: Sequence[Sequence[Any]], cls: str
     return f'<table class="{cls}">{thead}<tbody>{body}</tbody></table>'
 
 
+# Cells of more characters than this may break inside a word.
+_UNBROKEN_CHARS = 30
+
+
 def _td(value: Any) -> str:
     """A table cell; long text (a hypothesis, a list of units) may break anywhere, so that a
     word longer than the window (a model early in training emits some) cannot widen the page,
@@ -98,10 +102,6 @@ def _td(value: Any) -> str:
     text = _cell(value)
     long = not isinstance(value, _Raw) and len(text) > _UNBROKEN_CHARS
     return f'<td class="text">{text}</td>' if long else f"<td>{text}</td>"
-
-
-# Cells of more characters than this may break inside a word.
-_UNBROKEN_CHARS = 30
 
 
 def _cell(value: Any) -> str:
