@@ -41,7 +41,8 @@ else
   .venv/bin/pip install -q -c constraints.txt -e .
   python=.venv/bin/python
 fi
-$python -m neurolake doctor || true  # prints the stack and whether a GPU is visible
+# The stack and the GPU (not `neurolake doctor`: its numba and Ray checks cost half a minute).
+$python -c 'import torch, ray, zarr, numba, neurolake; print(f"torch {torch.__version__} (CUDA {torch.version.cuda}, GPU: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}), ray {ray.__version__}, zarr {zarr.__version__}, numba {numba.__version__}")'
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi: running on CPU"
 
 if [ "$quick" = 1 ]; then
