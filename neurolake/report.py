@@ -499,8 +499,16 @@ def section_maps(ctx: _Context) -> Section | None:
     layouts = ctx.sql(
         "SELECT topomap_id, any_value(nap_id) AS nap_id, any_value(layer) AS layer, any_value(method) AS method, "
         "any_value(refine) AS refine, any_value(smoothness) AS smoothness FROM topomaps WHERE run_id = ? "
-        "GROUP BY 1 ORDER BY layer, method, refine NULLS FIRST LIMIT 3"
+        "GROUP BY 1 ORDER BY layer, method, refine NULLS FIRST"
     ).to_pylist()
+    scan_id = _latest_scan(ctx)
+    findings = ctx.sql(
+        "SELECT items FROM findings WHERE run_id = ? AND scan_id = ? ORDER BY finding_id LIMIT 1", [scan_id]
+    ).to_pylist()
+    top_items = findings[0]["items"] if findings else []
+    # The maps of the layers that hold the top finding's units first (where they are circled).
+    top_layers = {item.rsplit(":", 1)[0] for item in top_items}
+    layouts = sorted(layouts, key=lambda m: m["layer"] not in top_layers)[:3]
     if not phonetics and not layouts:
         return None
     plt = pyplot()
@@ -535,11 +543,6 @@ def section_maps(ctx: _Context) -> Section | None:
     if layouts:
         from neurolake.introspect.topomap import _maps, _render_maps
 
-        scan_id = _latest_scan(ctx)
-        findings = ctx.sql(
-            "SELECT items FROM findings WHERE run_id = ? AND scan_id = ? ORDER BY finding_id LIMIT 1", [scan_id]
-        ).to_pylist()
-        top_items = findings[0]["items"] if findings else []
         for m in layouts:
             stored = ctx.sql(
                 "SELECT unit, x, y FROM topomaps WHERE run_id = ? AND topomap_id = ? ORDER BY unit", [m["topomap_id"]]
@@ -556,7 +559,7 @@ def section_maps(ctx: _Context) -> Section | None:
             groups = [str(g) for g in table.index][:18]
             values = table.loc[table.index[:18], units].to_numpy(dtype=np.float64)
             maps = _maps(positions, values, 32)
-            mine = [int(i.split(":")[1]) for i in top_items if i.startswith(m["layer"] + ":")]
+            mine = [int(i.rsplit(":", 1)[1]) for i in top_items if i.rsplit(":", 1)[0] == m["layer"]]
             marked = positions[np.isin(units, mine)] * 32 - 0.5
             name = m["method"] + (f"-{m['refine']}" if m["refine"] else "")
             path = _render_maps(

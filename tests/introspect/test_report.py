@@ -3,6 +3,7 @@ command, a finding's own ablation beside it, and the page checked in a real brow
 
 from __future__ import annotations
 
+import html
 import io
 import os
 import re
@@ -146,6 +147,42 @@ def test_the_report_shows_the_scan_and_the_naps_committed_last(tmp_path):
     assert [label for label in results if f"--by column_{label} --layers {layer.name}<" in text] == [
         newest[1]
     ]  # the NAP figures' command
+
+
+def test_the_maps_of_the_top_findings_layer_come_first(tmp_path):
+    """Of more layouts than the report shows (three), those of the layer holding the latest
+    scan's top finding come first, its units circled."""
+    import pyarrow as pa
+
+    from neurolake.introspect.topomap import topomap
+    from neurolake.schemas import FINDINGS, SLICES
+    from neurolake.store.tables import encode_parquet
+
+    lake = Lake.create(str(tmp_path / "lake"))
+    run = create_run(lake)
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    first, second = (layer.name for layer in run.layers)
+    topomap(lake, "r1", first, by="speaker_id", methods=["pca", "force", "som"], progress=False)
+    topomap(lake, "r1", second, by="speaker_id", methods=["pca"], progress=False)
+    scan = run.derived("scans", {"label": "one"})
+    finding = {name: None for name in FINDINGS.names}
+    finding.update(run_id="r1", scan_id=scan.spec_hash, finding_id=1, kind="utterance", slice="a slice")
+    finding.update(items=[f"{second}:3"], support_target=3, n_target=9, support_background=1, n_background=9)
+    finding.update(effect=0.2, p_value=0.01)
+    scan.write_bytes(encode_parquet(pa.Table.from_pylist([finding], schema=FINDINGS)), "findings.parquet")
+    scan.write_bytes(encode_parquet(SLICES.empty_table()), "slices.parquet")
+    scan.commit()
+    page = _parse(report(lake, "r1", tmp_path / "out").path)
+    maps = [src for src in page.images if "topomap-" in src]
+    assert maps == [
+        f"figures/topomap-{second}-pca.png",
+        f"figures/topomap-{first}-force.png",
+        f"figures/topomap-{first}-pca.png",
+    ]
+    text = html.unescape((tmp_path / "out" / "index.html").read_text())
+    assert f"{second}: units laid out by their profiles (pca, smoothness" in text
+    assert text.count("circled: the top finding's units") == 2  # its figure's alt text and caption
 
 
 def test_audio_in_object_storage_is_decoded_beside_the_report(s3_bucket, tmp_path, monkeypatch):
