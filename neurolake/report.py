@@ -488,6 +488,10 @@ def _nap_command(ctx: _Context, nap_id: str) -> str:
     return ctx.cmd("naps", *args)
 
 
+# Panels of a topographic map figure in the report.
+_MAP_GROUPS = 18
+
+
 def section_maps(ctx: _Context) -> Section | None:
     """The per-layer phonetic agreement of phoneme NAPs, and the stored topographic maps with the
     top finding's units circled."""
@@ -548,7 +552,8 @@ def section_maps(ctx: _Context) -> Section | None:
                 "SELECT unit, x, y FROM topomaps WHERE run_id = ? AND topomap_id = ? ORDER BY unit", [m["topomap_id"]]
             )
             naps = ctx.sql(
-                'SELECT "group", unit, mean FROM naps WHERE run_id = ? AND nap_id = ? AND layer = ? AND "offset" = 0',
+                'SELECT "group", unit, mean, n_frames FROM naps WHERE run_id = ? AND nap_id = ? AND layer = ? '
+                'AND "offset" = 0',
                 [m["nap_id"], m["layer"]],
             ).to_pandas()
             if naps.empty:
@@ -556,8 +561,11 @@ def section_maps(ctx: _Context) -> Section | None:
             table = naps.pivot(index="group", columns="unit", values="mean")
             units = stored.column("unit").to_numpy()
             positions = np.column_stack([stored.column("x").to_numpy(), stored.column("y").to_numpy()])
-            groups = [str(g) for g in table.index][:18]
-            values = table.loc[table.index[:18], units].to_numpy(dtype=np.float64)
+            # At most _MAP_GROUPS panels: the groups with the most frames, in name order.
+            frames = naps.groupby("group")["n_frames"].first()
+            shown = sorted(sorted(frames.index, key=lambda g: (-int(frames[g]), str(g)))[:_MAP_GROUPS], key=str)
+            groups = [str(g) for g in shown]
+            values = table.loc[shown, units].to_numpy(dtype=np.float64)
             maps = _maps(positions, values, 32)
             mine = [int(i.rsplit(":", 1)[1]) for i in top_items if i.rsplit(":", 1)[0] == m["layer"]]
             marked = positions[np.isin(units, mine)] * 32 - 0.5
@@ -572,6 +580,11 @@ def section_maps(ctx: _Context) -> Section | None:
                     path.read_bytes(),
                     f"{m['layer']}: units laid out by their profiles ({name}, smoothness {m['smoothness']:.3f}), "
                     "each group's mean activation painted on the layout"
+                    + (
+                        f" (the {len(shown)} of {len(frames)} groups with the most frames)"
+                        if len(shown) < len(frames)
+                        else ""
+                    )
                     + ("; circled: the top finding's units." if marked.size else "."),
                     ctx.cmd("topomap", *args, *(["--refine", m["refine"]] if m["refine"] else [])),
                 )

@@ -149,11 +149,13 @@ def test_the_report_shows_the_scan_and_the_naps_committed_last(tmp_path):
     ]  # the NAP figures' command
 
 
-def test_the_maps_of_the_top_findings_layer_come_first(tmp_path):
+def test_the_maps_of_the_top_findings_layer_come_first(tmp_path, monkeypatch):
     """Of more layouts than the report shows (three), those of the layer holding the latest
-    scan's top finding come first, its units circled."""
+    scan's top finding come first, its units circled; of more groups than a figure's 18 panels
+    (30 utterances), those with the most frames, in name order."""
     import pyarrow as pa
 
+    import neurolake.introspect.topomap as topomap_module
     from neurolake.introspect.topomap import topomap
     from neurolake.schemas import FINDINGS, SLICES
     from neurolake.store.tables import encode_parquet
@@ -164,7 +166,7 @@ def test_the_maps_of_the_top_findings_layer_come_first(tmp_path):
         write_part(run, part.part_id)
     first, second = (layer.name for layer in run.layers)
     topomap(lake, "r1", first, by="speaker_id", methods=["pca", "force", "som"], progress=False)
-    topomap(lake, "r1", second, by="speaker_id", methods=["pca"], progress=False)
+    topomap(lake, "r1", second, by="utterance_id", methods=["pca"], progress=False)
     scan = run.derived("scans", {"label": "one"})
     finding = {name: None for name in FINDINGS.names}
     finding.update(run_id="r1", scan_id=scan.spec_hash, finding_id=1, kind="utterance", slice="a slice")
@@ -173,8 +175,21 @@ def test_the_maps_of_the_top_findings_layer_come_first(tmp_path):
     scan.write_bytes(encode_parquet(pa.Table.from_pylist([finding], schema=FINDINGS)), "findings.parquet")
     scan.write_bytes(encode_parquet(SLICES.empty_table()), "slices.parquet")
     scan.commit()
+    panels = {}
+    render = topomap_module._render_maps
+
+    def noted(maps, groups, path, layer, *args):
+        panels[layer, path.name] = groups
+        return render(maps, groups, path, layer, *args)
+
+    monkeypatch.setattr(topomap_module, "_render_maps", noted)
     page = _parse(report(lake, "r1", tmp_path / "out").path)
     maps = [src for src in page.images if "topomap-" in src]
+    with QueryEngine(lake) as q:
+        counts = q.sql("SELECT utterance_id, count(*) AS n FROM frames GROUP BY 1 ORDER BY n DESC, 1").to_pylist()
+    assert len(counts) == 30 and counts[17]["n"] > counts[18]["n"]  # no tie at the cut
+    assert panels[second, f"topomap-{second}-pca.png"] == sorted(r["utterance_id"] for r in counts[:18])
+    assert panels[first, f"topomap-{first}-pca.png"] == ["spk0", "spk1", "spk2"]
     assert maps == [
         f"figures/topomap-{second}-pca.png",
         f"figures/topomap-{first}-force.png",
@@ -182,6 +197,7 @@ def test_the_maps_of_the_top_findings_layer_come_first(tmp_path):
     ]
     text = html.unescape((tmp_path / "out" / "index.html").read_text())
     assert f"{second}: units laid out by their profiles (pca, smoothness" in text
+    assert text.count("(the 18 of 30 groups with the most frames)") == 2
     assert text.count("circled: the top finding's units") == 2  # its figure's alt text and caption
 
 
