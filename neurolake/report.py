@@ -19,6 +19,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from neurolake.errors import InputError, SpecError
 from neurolake.introspect.figures import pyplot
 from neurolake.query.engine import QueryEngine
 from neurolake.store import Lake, Run
-from neurolake.store.derived import list_derived
+from neurolake.store.derived import Derived, list_derived
 
 __all__ = ["SECTIONS", "Figure", "Report", "Section", "report"]
 
@@ -67,12 +68,26 @@ class _Context:
     q: QueryEngine
     lake_arg: str
     out: Path
+    _results: dict[str, list[Derived]] = field(default_factory=dict)
 
     def sql(self, query: str, params: Sequence[Any] = ()) -> pa.Table:
         return self.q.sql(query, [self.run.run_id, *params])
 
     def cmd(self, verb: str, *args: str) -> str:
         return " ".join(["neurolake", verb, "--lake", self.lake_arg, "--run", self.run.run_id, *args])
+
+    def results(self, kind: str) -> list[Derived]:
+        """The run's complete derived results of ``kind``, listed once per report."""
+        if kind not in self._results:
+            self._results[kind] = list_derived(self.run.loc.child("derived"), kind)
+        return self._results[kind]
+
+    @cached_property
+    def latest_scan(self) -> str | None:
+        """The run's scan committed last among those that found something."""
+        return _latest(
+            self, "scans", self.sql("SELECT DISTINCT scan_id FROM findings WHERE run_id = ?").column(0).to_pylist()
+        )
 
 
 def _png(fig: Any) -> bytes:
@@ -297,7 +312,7 @@ def section_phonemes(ctx: _Context) -> Section | None:
 
 def section_findings(ctx: _Context) -> Section | None:
     """The latest scan's findings, each with its ablation against random controls when it has one."""
-    scan_id = _latest_scan(ctx)
+    scan_id = ctx.latest_scan
     if scan_id is None:
         return None
     findings = ctx.sql(
@@ -457,19 +472,12 @@ def section_naps(ctx: _Context) -> Section | None:
 def _latest(ctx: _Context, kind: str, ids: Sequence[str]) -> str | None:
     """Of the run's results of ``kind`` with these ids, the one committed last (None if none)."""
     wanted = set(ids)
-    found = [d for d in list_derived(ctx.run.loc.child("derived"), kind) if d.spec_hash in wanted]
+    found = [d for d in ctx.results(kind) if d.spec_hash in wanted]
     return max(found, key=lambda d: (d.committed_at(), d.spec_hash)).spec_hash if found else None
 
 
-def _latest_scan(ctx: _Context) -> str | None:
-    """The run's scan committed last among those that found something."""
-    return _latest(
-        ctx, "scans", ctx.sql("SELECT DISTINCT scan_id FROM findings WHERE run_id = ?").column(0).to_pylist()
-    )
-
-
 def _nap_spec(ctx: _Context, nap_id: str) -> dict:
-    return next((d.spec for d in list_derived(ctx.run.loc.child("derived"), "naps") if d.spec_hash == nap_id), {})
+    return next((d.spec for d in ctx.results("naps") if d.spec_hash == nap_id), {})
 
 
 def _group_args(spec: dict) -> list[str]:
@@ -505,7 +513,7 @@ def section_maps(ctx: _Context) -> Section | None:
         "any_value(refine) AS refine, any_value(smoothness) AS smoothness FROM topomaps WHERE run_id = ? "
         "GROUP BY 1 ORDER BY layer, method, refine NULLS FIRST"
     ).to_pylist()
-    scan_id = _latest_scan(ctx)
+    scan_id = ctx.latest_scan
     findings = ctx.sql(
         "SELECT items FROM findings WHERE run_id = ? AND scan_id = ? ORDER BY finding_id LIMIT 1", [scan_id]
     ).to_pylist()

@@ -39,6 +39,7 @@ from neurolake.schemas import NAPS, SCHEMAS
 from neurolake.store import Lake, Run
 from neurolake.store.pools import SharedPool
 from neurolake.store.reader import read_threads, task_chunks
+from neurolake.store.run import RELEVANCE_DTYPE
 from neurolake.store.tables import decode_parquet, encode_parquet
 
 __all__ = ["NapResult", "Pairs", "gradnaps", "layer_sums", "naps", "separation"]
@@ -264,12 +265,13 @@ def layer_sums(
     (:func:`_block_sums`)."""
     spec = run.layer(layer)
     units = spec.units
-    how, spans = _summing(run, pairs, n_slots, units * 8 * (2 if squares else 1), units * np.dtype(spec.dtype).itemsize)
+    row_bytes = units * np.dtype(RELEVANCE_DTYPE if relevance else spec.dtype).itemsize  # the rows read
+    how, spans = _summing(run, pairs, n_slots, units * 8 * (2 if squares else 1), row_bytes)
     if how == "private":
         return _streamed_sums(run, layer, pairs, n_slots, units, progress, squares, relevance)
     if how == "shared":
         return _shared_sums(run, layer, pairs, n_slots, units, progress, squares, relevance, spans)
-    return _block_sums(run, layer, pairs, n_slots, units, progress, squares, relevance)
+    return _block_sums(run, layer, pairs, n_slots, units, row_bytes, progress, squares, relevance)
 
 
 def _summing(run: Run, pairs: Pairs, n_slots: int, slot_bytes: int, row_bytes: int) -> tuple[str, Any]:
@@ -294,6 +296,7 @@ def _block_sums(
     pairs: Pairs,
     n_slots: int,
     units: int,
+    row_bytes: int,
     progress: Any,
     squares: bool,
     relevance: bool,
@@ -306,7 +309,6 @@ def _block_sums(
     # The first block's rows are the buffer of the others: fresh pages for each block cost as
     # much as decoding it (20,000 slots spread over 684,493 frames x 768 units: 0.42 -> 0.33-0.35 s).
     buffer: np.ndarray | None = None
-    row_bytes = units * (4 if relevance else np.dtype(run.layer(layer).dtype).itemsize)  # relevance: float32
     block_rows = _block_rows(sums.nbytes + sums2.nbytes, row_bytes)
     for start in range(0, distinct.size, block_rows):
         block = distinct[start : start + block_rows]

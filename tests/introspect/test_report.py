@@ -102,11 +102,30 @@ def test_a_run_without_analyses_gets_its_run_section_only(tmp_path, monkeypatch)
     check_in_browser(result.path, page.sections, len(page.images), tmp_path)
 
 
+def _committed_scan(run, label, items, slice_text):
+    """A scan result of ``run`` (its spec named by ``label``) holding one finding: ``items`` in
+    ``slice_text``; committed, and returned."""
+    import pyarrow as pa
+
+    from neurolake.schemas import FINDINGS, SLICES
+    from neurolake.store.tables import encode_parquet
+
+    scan = run.derived("scans", {"label": label})
+    finding = {name: None for name in FINDINGS.names}
+    finding.update(run_id=run.run_id, scan_id=scan.spec_hash, finding_id=1, kind="utterance", slice=slice_text)
+    finding.update(items=items, support_target=3, n_target=9, support_background=1, n_background=9)
+    finding.update(effect=0.2, p_value=0.01)
+    scan.write_bytes(encode_parquet(pa.Table.from_pylist([finding], schema=FINDINGS)), "findings.parquet")
+    scan.write_bytes(encode_parquet(SLICES.empty_table()), "slices.parquet")
+    scan.commit()
+    return scan
+
+
 def test_the_report_shows_the_scan_and_the_naps_committed_last(tmp_path):
     """Of several scans (and NAPs), the report shows the one committed last, whatever its id."""
     import pyarrow as pa
 
-    from neurolake.schemas import FINDINGS, NAPS, SLICES
+    from neurolake.schemas import NAPS
     from neurolake.store.tables import encode_parquet
 
     lake = Lake.create(str(tmp_path / "lake"))
@@ -116,14 +135,7 @@ def test_the_report_shows_the_scan_and_the_naps_committed_last(tmp_path):
     layer = run.layers[0]
     results = {}
     for label in ("a", "b", "c"):
-        scan = run.derived("scans", {"label": label})
-        finding = {name: None for name in FINDINGS.names}
-        finding.update(run_id="r1", scan_id=scan.spec_hash, finding_id=1, kind="utterance", slice=f"slice {label}")
-        finding.update(items=[f"{layer.name}:1"], support_target=3, n_target=9, support_background=1, n_background=9)
-        finding.update(effect=0.2, p_value=0.01)
-        scan.write_bytes(encode_parquet(pa.Table.from_pylist([finding], schema=FINDINGS)), "findings.parquet")
-        scan.write_bytes(encode_parquet(SLICES.empty_table()), "slices.parquet")
-        scan.commit()
+        scan = _committed_scan(run, label, [f"{layer.name}:1"], f"slice {label}")
         naps = run.derived("naps", {"by": f"column_{label}", "layers": [layer.name]})
         rows = [
             dict(run_id="r1", nap_id=naps.spec_hash, measure="activation", layer=layer.name, group=f"{label}{g}")
@@ -153,12 +165,8 @@ def test_the_maps_of_the_top_findings_layer_come_first(tmp_path, monkeypatch):
     """Of more layouts than the report shows (three), those of the layer holding the latest
     scan's top finding come first, its units circled; of more groups than a figure's 18 panels
     (30 utterances), those with the most frames, in name order."""
-    import pyarrow as pa
-
     import neurolake.introspect.topomap as topomap_module
     from neurolake.introspect.topomap import topomap
-    from neurolake.schemas import FINDINGS, SLICES
-    from neurolake.store.tables import encode_parquet
 
     lake = Lake.create(str(tmp_path / "lake"))
     run = create_run(lake)
@@ -167,14 +175,7 @@ def test_the_maps_of_the_top_findings_layer_come_first(tmp_path, monkeypatch):
     first, second = (layer.name for layer in run.layers)
     topomap(lake, "r1", first, by="speaker_id", methods=["pca", "force", "som"], progress=False)
     topomap(lake, "r1", second, by="utterance_id", methods=["pca"], progress=False)
-    scan = run.derived("scans", {"label": "one"})
-    finding = {name: None for name in FINDINGS.names}
-    finding.update(run_id="r1", scan_id=scan.spec_hash, finding_id=1, kind="utterance", slice="a slice")
-    finding.update(items=[f"{second}:3"], support_target=3, n_target=9, support_background=1, n_background=9)
-    finding.update(effect=0.2, p_value=0.01)
-    scan.write_bytes(encode_parquet(pa.Table.from_pylist([finding], schema=FINDINGS)), "findings.parquet")
-    scan.write_bytes(encode_parquet(SLICES.empty_table()), "slices.parquet")
-    scan.commit()
+    _committed_scan(run, "one", [f"{second}:3"], "a slice")
     panels = {}
     render = topomap_module._render_maps
 
