@@ -13,7 +13,11 @@ of the rows, and ``usages_held`` / ``co_usage_deltas_held`` are the other actors
 (their counting is inside them), and on the searching actor "waits for the other actors"
 is the time it spent waiting for their answers after counting its own rows (the rest of
 the search, less its counting and these waits, is what the other actors idle through).
-The runs must find the same model. Each run also prints its
+The runs must find the same model. Each run prints its counting, the time the search spent
+in its counter's calls (every part of the rows counted and summed, trips and waits
+included), against the one-process run's: the scaling target for DiffNorm's counting
+(2 workers >= 1.8x, 1 worker within 1.1x; the closed candidates and the search's own steps
+are not counting). Each run also prints its
 CPU seconds (this process and the actors' processes) and what they leave possible on this
 machine's cores against the one-process run; the next run starts once its actors have exited.
 """
@@ -54,6 +58,11 @@ STEPS = [
     (dn.PartitionedUsageCounter, "co_usage_sequence", "co-usage changes (partitioned counter)"),
 ]
 
+# The counter's methods the search calls: their time, outermost calls only, is the search's
+# counting (every part of the rows counted and summed, trips and waits included).
+COUNTER_METHODS = ("supports", "usages", "co_usages", "co_usage_sequence")
+COUNTING = "counting (the counter's calls)"
+
 
 def instrument(spent: dict[str, float], calls: collections.Counter) -> None:
     """Wrap every step of ``STEPS`` (in this process) to add its time to ``spent``."""
@@ -72,6 +81,24 @@ def instrument(spent: dict[str, float], calls: collections.Counter) -> None:
         functools.update_wrapper(wrapper, original)
         wrapper.untimed = original  # type: ignore[attr-defined]
         setattr(owner, name, wrapper)
+    depth = [0]
+    for owner in (dn.LocalUsageCounter, dn.PartitionedUsageCounter):
+        for name in COUNTER_METHODS:
+            original = getattr(owner, name)
+
+            def counted(*args: Any, __original: Any = original, **kwargs: Any) -> Any:
+                depth[0] += 1
+                start = time.perf_counter()
+                try:
+                    return __original(*args, **kwargs)
+                finally:
+                    depth[0] -= 1
+                    if depth[0] == 0:
+                        spent[COUNTING] += time.perf_counter() - start
+                        calls[COUNTING] += 1
+
+            functools.update_wrapper(counted, original)
+            setattr(owner, name, counted)
 
 
 def wait_timed(spent: dict[str, float], calls: collections.Counter) -> None:
@@ -196,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     calls: collections.Counter = collections.Counter()
     instrument(spent, calls)
     hosted, closing = dn._RowPartition, dn.PartitionedUsageCounter.close
-    first, alone = None, None
+    first, alone, alone_counting = None, None, None
     for workers in args.workers:
         spent.clear()
         calls.clear()
@@ -238,6 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"   CPU: {cpu:.1f} s here{where} = {cpu + actors_cpu:.1f} core-seconds: on {cores} cores at least"
             f" {floor:.1f} s, at most {alone / floor:.2f}x the last one-process run",
+            flush=True,
+        )
+        counting = spent.get(COUNTING, 0.0) + sum(t[2].get(COUNTING, 0.0) for t in actor_times)
+        alone_counting = counting if workers == 0 or alone_counting is None else alone_counting
+        print(
+            f"   counting: {counting:.2f} s in the search's counter calls, {alone_counting / counting:.2f}x"
+            " the last one-process run's",
             flush=True,
         )
         print_steps(spent, calls)

@@ -31,9 +31,6 @@ __all__ = [
     "rows_within",
     "supports_of_columns",
     "pack_rows",
-    "packed_fill_csr",
-    "packed_row_sizes",
-    "packed_to_csr",
     "log_tables",
     "slim_gains",
     "slim_gains_tabled",
@@ -68,56 +65,6 @@ def pack_rows(dense: np.ndarray) -> np.ndarray:
         padded[:, : packed.shape[1]] = packed
         packed = padded
     return np.ascontiguousarray(packed).view("<u8").astype(np.uint64, copy=False)
-
-
-@numba.njit(cache=True, nogil=True)
-def _universe_masks(n_words: int, n_items: int) -> np.ndarray:
-    """The universe's bits of each word."""
-    masks = np.zeros(n_words, np.uint64)
-    for w in range(n_words):
-        inside = min(64, max(0, n_items - 64 * w))
-        masks[w] = ~_ZERO if inside == 64 else (_ONE << np.uint64(inside)) - _ONE
-    return masks
-
-
-@numba.njit(cache=True, nogil=True)
-def packed_row_sizes(rows: np.ndarray, n_items: int) -> np.ndarray:
-    """``[n] int64``: the items of each row of a packed matrix (bits past ``n_items`` ignored)."""
-    n, n_words = rows.shape
-    masks = _universe_masks(n_words, n_items)
-    sizes = np.zeros(n, np.int64)
-    for r in range(n):
-        c = 0
-        for w in range(n_words):
-            c += np.int64(_popcount(rows[r, w] & masks[w]))
-        sizes[r] = c
-    return sizes
-
-
-@numba.njit(cache=True, nogil=True)
-def packed_fill_csr(rows: np.ndarray, n_items: int, starts: np.ndarray, indices: np.ndarray) -> None:
-    """Write row ``r``'s items, increasing, to ``indices[starts[r]:]`` (its CSR row)."""
-    n, n_words = rows.shape
-    masks = _universe_masks(n_words, n_items)
-    for r in range(n):
-        pos = starts[r]
-        for w in range(n_words):
-            bits = rows[r, w] & masks[w]
-            while bits != _ZERO:
-                indices[pos] = w * 64 + np.int64(_lowest_bit(bits))
-                pos += 1
-                bits &= bits - _ONE
-
-
-def packed_to_csr(rows: np.ndarray, n_items: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR rows of a packed matrix: ``(indptr [n + 1] int64, indices [nnz] int64)``, items
-    increasing in each row (the form :mod:`~neurolake.mining.lcm` mines), read off the set
-    bits without unpacking the matrix; bits past ``n_items`` are ignored."""
-    indptr = np.zeros(rows.shape[0] + 1, np.int64)
-    np.cumsum(packed_row_sizes(rows, n_items), out=indptr[1:])
-    indices = np.empty(indptr[-1], np.int64)
-    packed_fill_csr(rows, n_items, indptr, indices)
-    return indptr, indices
 
 
 @numba.njit(cache=True, nogil=True)

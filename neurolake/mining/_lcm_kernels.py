@@ -252,6 +252,22 @@ def _project_rows_by_item(indptr, indices, remap, n_items):
     return ptr[: n_out + 1].copy(), items, np.ones(n_out, np.int64)
 
 
+@njit(cache=True, inline="always")
+def _drain_mask(mask, lo, hi, items, pos):
+    """Write the set bits of ``mask[lo:hi + 1]`` (item ids) to ``items`` from ``pos`` on, in
+    increasing order, clearing the mask; the position after the last one written."""
+    for w in range(lo, hi + 1):
+        x = mask[w]
+        if x != 0:
+            mask[w] = 0
+            base = np.int32(w << 6)
+            while x != 0:
+                items[pos] = base + np.int32(_lowest_bit(x))
+                pos += 1
+                x &= x - np.uint64(1)
+    return pos
+
+
 @njit(cache=True, nogil=True)
 def _project_rows_by_mask(indptr, indices, remap, n_items):
     """:func:`project_rows` for long rows over few items: each row's internal ids are set as
@@ -281,15 +297,7 @@ def _project_rows_by_mask(indptr, indices, remap, n_items):
         # Rows left empty are dropped, as in project_rows.
         if hi < 0:
             continue
-        for w in range(lo, hi + 1):
-            x = mask[w]
-            if x != 0:
-                mask[w] = 0
-                base = np.int32(w << 6)
-                while x != 0:
-                    items[pos] = base + np.int32(_lowest_bit(x))
-                    pos += 1
-                    x &= x - np.uint64(1)
+        pos = _drain_mask(mask, lo, hi, items, pos)
         n_out += 1
         ptr[n_out] = pos
     return ptr[: n_out + 1].copy(), items[:pos].copy(), np.ones(n_out, np.int64)
@@ -360,6 +368,95 @@ def project_rows(indptr, indices, remap, n_items):
                 rank += np.int64(tmp[y] < v)
             items[start + rank] = v
     return ptr[: n_out + 1].copy(), items[: ptr[n_out]], np.ones(n_out, np.int64)
+
+
+def _byte_spreads() -> np.ndarray:
+    """``[256] uint64``: bit ``b`` of each byte value moved to the lowest bit of byte ``b``."""
+    values = np.arange(256, dtype=np.uint64)
+    out = np.zeros(256, np.uint64)
+    for b in range(8):
+        out |= ((values >> np.uint64(b)) & np.uint64(1)) << np.uint64(8 * b)
+    return out
+
+
+_BYTE_SPREADS = _byte_spreads()
+# Rows added into the byte-wide counters before they are emptied into the counts.
+_SPREAD_ROWS = 255
+
+
+@njit(cache=True, nogil=True)
+def _spread_counts(rows, spreads):
+    n, n_words = rows.shape
+    n_bytes = n_words * 8
+    counts = np.zeros(n_bytes * 8, np.int64)
+    lanes = np.zeros(n_bytes, np.uint64)
+    as_bytes = rows.reshape(-1).view(np.uint8)
+    for r0 in range(0, n, _SPREAD_ROWS):
+        for r in range(r0, min(n, r0 + _SPREAD_ROWS)):
+            row = as_bytes[r * n_bytes : (r + 1) * n_bytes]
+            for j in range(n_bytes):
+                lanes[j] += spreads[row[j]]
+        for j in range(n_bytes):
+            x = lanes[j]
+            for b in range(8):
+                counts[8 * j + b] += np.int64((x >> np.uint64(8 * b)) & np.uint64(0xFF))
+            lanes[j] = 0
+    return counts
+
+
+def packed_item_counts(rows: np.ndarray, n_items: int) -> np.ndarray:
+    """``[n_items] int64``: the rows of a packed matrix (``[n, words] uint64``, C order, item
+    ``x`` at bit ``x % 64`` of word ``x // 64``) that hold each item; bits past ``n_items``
+    ignored. Every byte of a row adds, through a table, its eight bits to eight byte-wide
+    counters in one 64-bit addition, emptied every 255 rows: no branch per set bit (a loop
+    over the set bits took 0.20 s for 800,000 rows of 2,000 items at 5 %)."""
+    if rows.shape[0] == 0:
+        return np.zeros(n_items, np.int64)
+    little = np.ascontiguousarray(rows, dtype=np.dtype("<u8"))
+    return _spread_counts(little, _BYTE_SPREADS)[:n_items].copy()
+
+
+@njit(cache=True, nogil=True)
+def packed_kept_sizes(rows, keep):
+    """``[n] int64``: the items of each row of a packed matrix that ``keep`` (``[words]
+    uint64``, a mask of items) holds."""
+    n, n_words = rows.shape
+    sizes = np.zeros(n, np.int64)
+    for r in range(n):
+        c = 0
+        for w in range(n_words):
+            c += np.int64(_popcount(rows[r, w] & keep[w]))
+        sizes[r] = c
+    return sizes
+
+
+@njit(cache=True, nogil=True)
+def packed_project(rows, keep, remap, n_items, sizes, items, pos):
+    """:func:`project_rows` for a packed matrix: the items ``keep`` holds of every row with
+    any (``sizes``: :func:`packed_kept_sizes`), mapped by ``remap`` and written in increasing
+    order to ``items`` from ``pos`` on, one row after the other (through a bit mask of the
+    internal ids, as :func:`_project_rows_by_mask`); rows with none are left out. No CSR of
+    the original items is made. Returns the position after the last item written."""
+    n, n_words = rows.shape
+    mask = np.zeros((n_items + 63) // 64 + 1, np.uint64)
+    one = np.uint64(1)
+    for r in range(n):
+        if sizes[r] == 0:
+            continue
+        lo = mask.shape[0]
+        hi = -1
+        for w in range(n_words):
+            x = rows[r, w] & keep[w]
+            base = w * 64
+            while x != 0:
+                k = remap[base + np.int64(_lowest_bit(x))]
+                x &= x - one
+                m = k >> 6
+                mask[m] |= one << np.uint64(k & 63)
+                lo = min(lo, m)
+                hi = max(hi, m)
+        pos = _drain_mask(mask, lo, hi, items, pos)
+    return pos
 
 
 @njit(cache=True)

@@ -139,7 +139,7 @@ import pyarrow as pa
 from neurolake.cluster.channel import Channel, ChannelHost
 from neurolake.errors import NeurolakeError, SpecError
 from neurolake.mining import _diffnorm_kernels as kernels
-from neurolake.mining.lcm import ClosedItemsets, Transactions, absolute_support, closed_itemsets
+from neurolake.mining.lcm import ClosedItemsets, PackedRows, absolute_support, closed_itemsets
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +167,6 @@ _LOG2_C0 = math.log2(2.865064)
 # 2 workers: 1.3 took 18.5 / 18.7 s, 1 took 20.9 / 20.2 s, 1.6 took 19.9 / 19.0 s
 # (interleaved), so t = 0.13 at 100k rows.
 _TRIP_SHARE_ROWS = 0.13 * 100_000
-
-
-# Rows of a group turned into CSR by one task of the closed candidates' threads.
-_CSR_BLOCK = 1 << 17
 
 
 def _searcher_share(n_rows: int) -> float:
@@ -1292,61 +1288,23 @@ class DiffNorm:
         """
         if self.max_candidates == 0:
             return []
-        # Every row of every group as one CSR matrix, group after group, read off the bits
-        # once: a subset of consecutive groups (a group alone, all of them) mines a slice of
-        # it as it is; others join their groups' slices. (Joining copies: 1M rows of 2,000
-        # items at 5 % are 320 MB of item ids.)
-        first = np.concatenate([[0], np.cumsum(self._n_rows)])
-        indptr = np.zeros(first[-1] + 1, np.int64)
-        blocks = [
-            (i, a, min(a + _CSR_BLOCK, len(p))) for i, p in enumerate(packed) for a in range(0, len(p), _CSR_BLOCK)
-        ]
-
-        def sizes(block: tuple[int, int, int]) -> None:
-            i, a, b = block
-            indptr[first[i] + a + 1 : first[i] + b + 1] = kernels.packed_row_sizes(packed[i].words[a:b], self._n_items)
-
-        def fill(block: tuple[int, int, int]) -> None:
-            i, a, b = block
-            kernels.packed_fill_csr(packed[i].words[a:b], self._n_items, indptr[first[i] + a : first[i] + b], indices)
-
-        def rows_of(i: int, j: int) -> Transactions:
-            """Groups ``i..j-1`` as CSR: views of the whole, the row starts shifted to 0."""
-            lo, hi = indptr[first[i]], indptr[first[j]]
-            return Transactions(indptr[first[i] : first[j] + 1] - lo, indices[lo:hi])
 
         def mine(subset: Subset) -> tuple[int, ClosedItemsets]:
-            if list(subset) == list(range(subset[0], subset[-1] + 1)):
-                rows = rows_of(subset[0], subset[-1] + 1)
-            else:
-                parts = [rows_of(i, i + 1) for i in subset]
-                starts = np.cumsum([0] + [len(part.indices) for part in parts])
-                rows = Transactions(
-                    np.concatenate(
-                        [[0]] + [part.indptr[1:] + start for part, start in zip(parts, starts[:-1], strict=True)]
-                    ),
-                    np.concatenate([part.indices for part in parts]),
-                )
+            # LCM prepares the subset's rows from their packed bits (no CSR of their items).
+            rows = PackedRows(tuple(packed[i].words for i in subset), self._n_items)
             if len(rows) == 0:
                 return 0, ClosedItemsets.empty()
             return len(rows), closed_itemsets(rows, self.min_support, workers=self.mine_workers)
 
-        # The blocks' CSR and the subsets' mining are independent: with more than one worker,
-        # up to that many at once on threads (the kernels release the GIL), largest subsets
-        # first.
+        # The subsets' mining is independent: with more than one worker, up to that many at
+        # once on threads (the kernels release the GIL), largest subsets first.
         threads = min(self.workers, len(self._subsets))
-        with ThreadPoolExecutor(threads) if threads > 1 else contextlib.nullcontext() as pool:
-            run = pool.map if pool is not None else map
-            list(run(sizes, blocks))
-            np.cumsum(indptr, out=indptr)
-            indices = np.empty(indptr[-1], np.int64)
-            list(run(fill, blocks))
-            order = (
-                sorted(self._subsets, key=lambda s: -sum(self._n_rows[i] for i in s))
-                if pool is not None
-                else self._subsets
-            )
-            found = list(run(mine, order))
+        if threads > 1:
+            order = sorted(self._subsets, key=lambda s: -sum(self._n_rows[i] for i in s))
+            with ThreadPoolExecutor(threads) as pool:
+                found = list(pool.map(mine, order))
+        else:
+            found = [mine(subset) for subset in self._subsets]
         frequency: dict[Itemset, float] = {}
         for n_rows, closed in found:
             for itemset, support in closed:

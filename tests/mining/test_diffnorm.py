@@ -144,30 +144,11 @@ def test_item_columns_find_the_rows_a_row_scan_finds():
         np.testing.assert_array_equal(kernels.supports_of_columns(cols, patterns, n), kernels.supports(rows, patterns))
 
 
-def test_csr_read_off_packed_bits_equals_the_dense_rows():
-    """CSR rows from the packed words equal ``np.nonzero`` of the dense rows, items
-    increasing per row, for universes ending inside, at the end of and beyond a word (stray
-    bits past the universe ignored), and for empty rows."""
-    rng = np.random.default_rng(11)
-    for m in (0, 1, 63, 64, 65, 130, 200):
-        n = int(rng.integers(0, 150))
-        dense_rows = rng.random((n, m)) < rng.uniform(0.0, 0.7)
-        dense_rows[: n // 5] = False
-        rows = kernels.pack_rows(dense_rows)
-        if m % 64:
-            rows[:, -1] |= np.uint64(1) << np.uint64(63)  # a bit past the universe
-        indptr, indices = kernels.packed_to_csr(rows, m)
-        np.testing.assert_array_equal(indptr, np.concatenate([[0], np.cumsum(dense_rows.sum(axis=1))]))
-        np.testing.assert_array_equal(indices, np.nonzero(dense_rows)[1])
-
-
 @pytest.mark.parametrize("n_groups", [2, 3])
-def test_closed_candidates_on_threads_equal_mining_each_subset_whole(n_groups, monkeypatch):
-    """The candidates mined from the groups' CSR rows (read off in blocks of 97 rows, so
-    that blocks end inside groups and at their ends), one subset after the other or on two
-    threads, equal closed itemsets mined from each subset's dense rows, in the same order;
-    with three groups, subset (0, 2) (given) is not a slice of the groups' rows."""
-    monkeypatch.setattr(diffnorm_module, "_CSR_BLOCK", 97)
+def test_closed_candidates_on_threads_equal_mining_each_subset_whole(n_groups):
+    """The candidates mined from the groups' packed rows, one subset after the other or on
+    two threads, equal closed itemsets mined from each subset's dense rows, in the same order;
+    with three groups, subset (0, 2) (given) is not a run of consecutive groups."""
     a, b, *_ = planted_groups(3, n_rows=700, n_items=90)
     c = planted_groups(4, n_rows=194, n_items=90)[1]
     groups = [a, b[:400], c][:n_groups]

@@ -19,6 +19,7 @@ from neurolake.mining._lcm_kernels import BITS_ALWAYS, BITS_AUTO, BITS_NEVER, BI
 from neurolake.mining.lcm import (
     LCM,
     ClosedItemsets,
+    PackedRows,
     Transactions,
     _mine_prepared,
     _prepare,
@@ -426,6 +427,59 @@ def test_project_rows_every_path_against_numpy(n_items, row_len):
             and items2.tolist() == items.tolist()
             and weights2.tolist() == weights.tolist()
         )
+
+
+def _packed(dense: np.ndarray) -> np.ndarray:
+    """``[rows, words] uint64`` with item ``x`` at bit ``x % 64`` of word ``x // 64`` (at least
+    one word), packed here with numpy."""
+    n, m = dense.shape
+    width = max(1, -(-m // 64)) * 64
+    padded = np.zeros((n, width), bool)
+    padded[:, :m] = dense
+    return np.packbits(padded, axis=1, bitorder="little").view("<u8").astype(np.uint64)
+
+
+@pytest.mark.parametrize("m", [0, 1, 63, 64, 65, 130, 2_000])
+def test_packed_rows_prepare_as_their_csr(m):
+    """Rows given as packed bits (in blocks, some empty; stray bits past the universe) give
+    the very database LCM prepares from the same rows' CSR: item supports, common and
+    frequent items, their order, the projected rows with emptied ones dropped. Blocks of
+    more than 255 rows cross the item counters' emptying."""
+    rng = np.random.default_rng(m)
+    for trial in range(6):
+        blocks = []
+        for _ in range(int(rng.integers(1, 4))):
+            n = int(rng.integers(0, 700 if trial % 2 else 40))
+            block = rng.random((n, m)) < rng.uniform(0.0, 0.5)
+            if m and n and trial % 3 == 0:
+                block[:, rng.integers(0, m)] = True  # an item in every row: a common item
+            blocks.append(block)
+        dense = np.concatenate(blocks)
+        packed = [_packed(b) for b in blocks]
+        if m % 64:
+            for words in packed:
+                words[:, -1] |= np.uint64(1) << np.uint64(63)  # a bit past the universe
+        np.testing.assert_array_equal(sum(kernels.packed_item_counts(words, m) for words in packed), dense.sum(axis=0))
+        for minsup in (1, 3, 0.2):
+            ours = _prepare(PackedRows(tuple(packed), m), minsup, None)
+            theirs = _prepare(dense, minsup, None)
+            for name in ("ptr", "items", "weights", "labels", "common"):
+                a, b = getattr(ours, name), getattr(theirs, name)
+                assert a.dtype == b.dtype and a.tolist() == b.tolist(), name
+            assert (ours.n_rows, ours.min_support) == (theirs.n_rows, theirs.min_support)
+
+
+def test_packed_rows_mine_as_pyfim():
+    """Binarised-activation-like rows mined from packed bits, in two blocks, find pyfim's
+    closed sets; a block of the wrong width is a spec error."""
+    rng = np.random.default_rng(5)
+    dense = rng.random((3_000, 70)) < 0.3
+    dense[rng.random(3_000) < 0.2, 10:15] = True  # a planted co-active group
+    packed = PackedRows((_packed(dense[:1_234]), _packed(dense[1_234:])), 70)
+    rows = [np.flatnonzero(r).tolist() for r in dense]
+    assert as_set(closed_itemsets(packed, 0.1)) == as_set(closed_itemsets(rows, 0.1)) == pyfim_closed(rows, 300)
+    with pytest.raises(SpecError, match="uint64"):
+        PackedRows((np.zeros((3, 3), np.uint64),), 70)
 
 
 @pytest.mark.parametrize("m", [1, 3, 4, 7, 13])
