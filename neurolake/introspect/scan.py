@@ -309,10 +309,12 @@ def _union_bits(
 
 def _mine_slice(job: Mapping[str, Any]) -> dict[str, Any]:
     """One slice's LCM patterns and their supports (runs in this process or as a Ray task)."""
-    from neurolake.mining.lcm import closed_itemsets
+    from neurolake.mining.diffnorm import BitMatrix
+    from neurolake.mining.lcm import PackedRows, closed_itemsets
 
-    T = np.unpackbits(job["target"], axis=1, count=job["n_items"]).astype(bool)
-    itemsets = [tuple(s) for s in closed_itemsets(T, job["min_support"], job["max_size"]).items if len(s) > 0]
+    T = BitMatrix.from_packbits(job["target"], job["n_items"])
+    rows = PackedRows((T.words,), T.n_items)
+    itemsets = [tuple(s) for s in closed_itemsets(rows, job["min_support"], job["max_size"]).items if len(s) > 0]
     return {
         "itemsets": itemsets,
         "a": packed_supports(job["target"], itemsets),
@@ -325,15 +327,11 @@ def _diffnorm_slices(
 ) -> list[dict[str, Any]]:
     """DiffNorm over every slice at once (the slices and their pooled backgrounds): each slice's
     own patterns, with supports in the slice and in its own background."""
-    from neurolake.mining.diffnorm import DiffNorm
+    from neurolake.mining.diffnorm import BitMatrix, DiffNorm
 
     n_items = jobs[0]["n_items"]
-
-    def dense(bits: np.ndarray) -> np.ndarray:
-        return np.unpackbits(bits, axis=1, count=n_items).astype(bool)
-
-    targets = [dense(job["target"]) for job in jobs]
-    model = DiffNorm(min_support=min_support, workers=workers).fit([*targets, dense(pooled)])
+    targets = [BitMatrix.from_packbits(job["target"], n_items) for job in jobs]
+    model = DiffNorm(min_support=min_support, workers=workers).fit([*targets, BitMatrix.from_packbits(pooled, n_items)])
     out = []
     for i, job in enumerate(jobs):
         itemsets = [tuple(s) for s in model.patterns_for((i,)) if len(s) > 0]

@@ -202,6 +202,12 @@ def default_subsets(n_groups: int) -> list[Subset]:
     return subsets
 
 
+# Every byte with its bits in reverse order (``np.packbits``' default order to the words').
+_REVERSED_BITS = np.packbits(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1), axis=1, bitorder="little")[
+    :, 0
+]
+
+
 @dataclass(frozen=True, eq=False)
 class BitMatrix:
     """A boolean matrix packed 64 items to a word: item ``x`` is bit ``x % 64`` of word
@@ -234,14 +240,19 @@ class BitMatrix:
 
     @classmethod
     def from_packbits(cls, packed: np.ndarray, n_items: int, bitorder: Literal["big", "little"] = "big") -> BitMatrix:
-        """Take ``np.packbits(dense, axis=1, bitorder=bitorder)`` output of ``n_items`` columns."""
+        """Take ``np.packbits(dense, axis=1, bitorder=bitorder)`` output of ``n_items`` columns:
+        its bytes become the words' (bits reversed within each byte for ``"big"``), with no
+        ``[rows, items]`` matrix on the way; bits past ``n_items`` are cleared."""
         packed = np.asarray(packed, dtype=np.uint8)
         if packed.ndim != 2 or packed.shape[1] != (n_items + 7) // 8:
             raise SpecError(
                 f"packed bits of {n_items} items need [rows, {(n_items + 7) // 8}] uint8, got shape {packed.shape}"
             )
-        dense = np.unpackbits(packed, axis=1, count=n_items, bitorder=bitorder)
-        return cls.from_dense(dense)
+        out = np.zeros((packed.shape[0], kernels.words_for(n_items) * 8), np.uint8)
+        out[:, : packed.shape[1]] = _REVERSED_BITS[packed] if bitorder == "big" else packed
+        if n_items % 8:
+            out[:, n_items // 8] &= np.uint8((1 << (n_items % 8)) - 1)
+        return cls(out.view("<u8").astype(np.uint64, copy=False), n_items)
 
     def to_dense(self) -> np.ndarray:
         """``[rows, n_items] bool``."""

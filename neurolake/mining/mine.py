@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,6 +31,9 @@ from neurolake.query.neurons import neuron_statistics
 from neurolake.schemas import PATTERNS
 from neurolake.store import Lake, Run
 from neurolake.store.tables import decode_parquet, encode_parquet
+
+if TYPE_CHECKING:
+    from neurolake.mining.diffnorm import BitMatrix as Words
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,13 @@ class BitMatrix:
     def dense(self) -> np.ndarray:
         """``[frames, items]`` bool."""
         return np.unpackbits(self.bits, axis=1, count=len(self.items)).astype(bool)
+
+    def words(self) -> Words:
+        """The frames packed 64 items to a word (:class:`neurolake.mining.diffnorm.BitMatrix`,
+        the form DiffNorm counts and LCM prepares without a ``[frames, items]`` matrix)."""
+        from neurolake.mining.diffnorm import BitMatrix
+
+        return BitMatrix.from_packbits(self.bits, len(self.items))
 
 
 @dataclass(frozen=True)
@@ -274,7 +284,7 @@ def mine(
     stats = neuron_statistics(lake, run.run_id, layers) if spec["method"] in ("quantile", "zscore") else None
     bt = binarised_group(lake, run, g_t, layers, spec, stats)
     bb = binarised_group(lake, run, g_b, layers, spec, stats)
-    T, B = bt.dense(), bb.dense()
+    T, B = bt.words(), bb.words()
     details: dict = {}
     if algo == "lcm":
         itemsets = _lcm(T, float(min_support), max_size, workers)
@@ -283,7 +293,7 @@ def mine(
     itemsets = [tuple(s) for s in itemsets if len(s) > 0]
     a = packed_supports(bt.bits, itemsets)
     c = packed_supports(bb.bits, itemsets)
-    n_t, n_b = T.shape[0], B.shape[0]
+    n_t, n_b = len(T), len(B)
     p_raw = np.array([fisher_greater(int(x), n_t, int(y), n_b) for x, y in zip(a, c, strict=False)])
     p_adj = holm(p_raw)
     scores = wracc(a, n_t, c, n_b)
@@ -362,14 +372,15 @@ def layer_summary(patterns: pa.Table, layers: Sequence[str], alpha: float = 0.05
     )
 
 
-def _lcm(T: np.ndarray, min_support: float, max_size: int | None, workers: int | None) -> list[tuple[int, ...]]:
-    from neurolake.mining.lcm import closed_itemsets
+def _lcm(T: Words, min_support: float, max_size: int | None, workers: int | None) -> list[tuple[int, ...]]:
+    """LCM's closed itemsets of ``T`` (packed rows, :class:`neurolake.mining.diffnorm.BitMatrix`)."""
+    from neurolake.mining.lcm import PackedRows, closed_itemsets
 
-    return closed_itemsets(T, min_support, max_size, workers=workers or 1).items
+    return closed_itemsets(PackedRows((T.words,), T.n_items), min_support, max_size, workers=workers or 1).items
 
 
 def _diffnorm(
-    T: np.ndarray, B: np.ndarray, min_support: float, params: Mapping[str, Any], workers: int | None
+    T: Words, B: Words, min_support: float, params: Mapping[str, Any], workers: int | None
 ) -> tuple[list[tuple[int, ...]], dict]:
     """Patterns of DiffNorm's target-only pattern set (what characterises the target), and
     the model's figures: L% (total length relative to singletons only) and set sizes.

@@ -47,6 +47,25 @@ def test_pack_rows_sets_the_bit_of_every_non_zero_item(n_items):
         np.testing.assert_array_equal(packed, want)
 
 
+@pytest.mark.parametrize("n_items", [0, 1, 8, 13, 63, 64, 65, 130])
+def test_bit_matrix_from_packbits_equals_packing_the_rows(n_items):
+    """``np.packbits`` rows in either bit order become the words :func:`pack_rows` makes of
+    the same rows; bits past the items in the last byte are cleared."""
+    rng = np.random.default_rng(n_items)
+    dense = rng.random((41, n_items)) < 0.4
+    want = kernels.pack_rows(dense)
+    for bitorder in ("big", "little"):
+        bits = np.packbits(dense, axis=1, bitorder=bitorder)
+        if n_items % 8:
+            bits[:, -1] |= np.uint8(1 if bitorder == "big" else 0x80)  # a bit past the items
+        got = BitMatrix.from_packbits(bits, n_items, bitorder=bitorder)
+        assert got.words.dtype == np.uint64 and got.n_items == n_items
+        np.testing.assert_array_equal(got.words, want)
+        np.testing.assert_array_equal(got.to_dense(), dense)
+    with pytest.raises(SpecError, match="uint8"):
+        BitMatrix.from_packbits(np.zeros((2, n_items // 8 + 2), np.uint8), n_items)
+
+
 # The 4-transaction example used by the hand-computed tests.
 #   row 0 {0,1,2,3}: (0,1,2) fits, then (2,3) does not (2 is taken) -> singleton 3
 #   row 1 {0,1,2}:   (0,1,2)
