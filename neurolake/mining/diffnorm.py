@@ -203,9 +203,8 @@ def default_subsets(n_groups: int) -> list[Subset]:
 
 
 # Every byte with its bits in reverse order (``np.packbits``' default order to the words').
-_REVERSED_BITS = np.packbits(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1), axis=1, bitorder="little")[
-    :, 0
-]
+_REVERSED_BITS = np.packbits(np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1), axis=1, bitorder="little")
+_REVERSED_BITS = _REVERSED_BITS[:, 0]
 
 
 @dataclass(frozen=True, eq=False)

@@ -138,8 +138,9 @@ class Transactions:
 class PackedRows:
     """Transactions as packed bits: the rows of ``blocks``, one block after the other, each
     ``[rows, words] uint64`` with item ``x`` at bit ``x % 64`` of word ``x // 64``
-    (``words = ceil(n_items / 64)``, at least one; bits past ``n_items`` are ignored). LCM prepares them without a CSR matrix of
-    their items: binarised activations and DiffNorm's groups come this way.
+    (``words = ceil(n_items / 64)``, at least one; bits past ``n_items`` are ignored). LCM
+    prepares them without a CSR matrix of their items: binarised activations and DiffNorm's
+    groups come this way.
 
     Attributes:
         blocks: the packed rows, in blocks (a subset of groups mined as one database).

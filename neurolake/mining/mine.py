@@ -380,7 +380,7 @@ def _lcm(T: Words, min_support: float, max_size: int | None, workers: int | None
 
 
 def _diffnorm(
-    T: Words, B: Words, min_support: float, params: Mapping[str, Any], workers: int | None
+    T: Words | np.ndarray, B: Words | np.ndarray, min_support: float, params: Mapping[str, Any], workers: int | None
 ) -> tuple[list[tuple[int, ...]], dict]:
     """Patterns of DiffNorm's target-only pattern set (what characterises the target), and
     the model's figures: L% (total length relative to singletons only) and set sizes.
