@@ -106,8 +106,8 @@ def wait_timed(spent: dict[str, float], calls: collections.Counter) -> None:
     has counted its own rows (``PartitionedUsageCounter._parts``)."""
     original = dn.PartitionedUsageCounter._parts
 
-    def parts(self: dn.PartitionedUsageCounter, *args: Any) -> Any:
-        answers = original(self, *args)
+    def parts(self: dn.PartitionedUsageCounter, *args: Any, **kwargs: Any) -> Any:
+        answers = original(self, *args, **kwargs)
 
         def waited() -> Any:
             start = time.perf_counter()

@@ -514,6 +514,8 @@ class PartitionedUsageCounter(UsageCounter):
         self._held: list[np.ndarray | None] = [None] * self.n_groups
         # A direct connection to each actor, opened at the first trip (empty: Ray's calls).
         self._channels: list[Channel] | None = None
+        # The thread that counts this process's rows beside the caller (see _parts).
+        self._beside: ThreadPoolExecutor | None = None
         logger.debug("DiffNorm on %d workers, rows per group %s", workers, [g.shape[0] for g in groups])
 
     @classmethod
@@ -528,6 +530,7 @@ class PartitionedUsageCounter(UsageCounter):
         counter._local = local
         counter._held = [None] * local.n_groups
         counter._channels = None
+        counter._beside = None
         if others is None:
             counter.batch_size = 1
         return counter
@@ -539,13 +542,23 @@ class PartitionedUsageCounter(UsageCounter):
         fitted: DiffNorm = self._pool.call(0, "search", model, candidates, others)
         return fitted
 
-    def _parts(self, method: str, args: tuple, here: Callable[[_RowPartition], Any]) -> Callable[[], list[Any]]:
+    def _parts(
+        self, method: str, args: tuple, here: Callable[[_RowPartition], Any], beside: bool = False
+    ) -> Callable[[], list[Any]]:
         """Start ``method(*args)`` on the actors and run ``here`` on the partition of this
         process meanwhile; a function that waits for the actors and returns every part's
-        answer."""
+        answer. ``beside``: ``here`` runs on a thread of its own, so that the caller can
+        work until it calls that function."""
         remote = self._broadcast(method, *args, later=True) if self._pool is not None else list
-        mine = [here(self._local)] if self._local is not None else []
-        return lambda: mine + remote()
+        if self._local is None:
+            return remote
+        if beside:
+            if self._beside is None:
+                self._beside = ThreadPoolExecutor(1, thread_name_prefix="neurolake-diffnorm")
+            mine = self._beside.submit(here, self._local)
+            return lambda: [mine.result(), *remote()]
+        answer = here(self._local)
+        return lambda: [answer, *remote()]
 
     def supports(self, patterns: np.ndarray) -> np.ndarray:
         parts = self._parts("supports", (patterns,), lambda part: part.supports(patterns))()
@@ -614,8 +627,10 @@ class PartitionedUsageCounter(UsageCounter):
             "co_usage_deltas_held",
             (requests,),
             lambda part: [part.co_usage_delta(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes],
+            beside=True,
         )
-        # The matrices are renumbered here while the actors count.
+        # The matrices are renumbered here while the actors and this process's thread count
+        # (renumbered after this process's own counting, the other actors waited for it).
         return _co_usages_after(changes, parts)
 
     def _spec(self, group: int, table: np.ndarray, keep: bool) -> TableSpec:
@@ -688,6 +703,9 @@ class PartitionedUsageCounter(UsageCounter):
 
     def close(self) -> None:
         self._close_channels()
+        if self._beside is not None:
+            self._beside.shutdown()
+            self._beside = None
         if self._pool is not None:
             self._pool.close()
 
