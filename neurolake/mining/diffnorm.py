@@ -629,8 +629,8 @@ class PartitionedUsageCounter(UsageCounter):
             lambda part: [part.co_usage_delta(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes],
             beside=True,
         )
-        # The matrices are renumbered here while the actors and this process's thread count
-        # (renumbered after this process's own counting, the other actors waited for it).
+        # The matrices are renumbered here while the actors, and this process's rows on a
+        # thread of their own, count.
         return _co_usages_after(changes, parts)
 
     def _spec(self, group: int, table: np.ndarray, keep: bool) -> TableSpec:
