@@ -26,12 +26,12 @@ level 1 shrinks by under 10 %; ``--codec zstd``: zstd frames only; 256-row chunk
   that releases the interpreter lock) and the rest, Python code that holds it; that share
   bounds how far the writer's threads can scale on a machine with many cores (Amdahl);
 - **streaming statistics**: ``neurolake neurons`` statistics of the layer (one pass:
-  moments, extremes and quantile histograms) in GB/s against the layer read (target >= 0.8),
-  at the default (quantiles from an even sample of 65,536 frames), with every frame
-  histogrammed and with 1 % histogrammed; and how far the default's quantiles are from
-  every frame's;
+  moments, extremes and quantile histograms) in GB/s against the layer read timed beside it
+  (one after the other in each repeat; target >= 0.8), at the default (quantiles from an
+  even sample of 65,536 frames), with every frame histogrammed and with 1 % histogrammed;
+  and how far the default's quantiles are from every frame's;
 - **slot sums** (the pass of NAPs, GradNAPs, separation and utterance-level probes:
-  ``neurolake.introspect.naps.layer_sums``) against the layer read (target >= 0.8): 100
+  ``neurolake.introspect.naps.layer_sums``) against the layer read, likewise (target >= 0.8): 100
   groups, one slot per utterance, slots of 32 frames (more than fit a copy per thread),
   20,000 slots spread over the run, each the way ``layer_sums`` chooses (``private``: a copy
   per thread; ``shared``: one copy, slots cut by a read task summed apart; ``blocks``: blocks
@@ -143,6 +143,19 @@ def best(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def best_beside(fn, baseline, repeats: int) -> tuple[float, float]:
+    """The best times of ``fn`` and of ``baseline``, run one after the other ``repeats``
+    times: their ratio compares them at the same moment, where this machine's speed drifts
+    over a run."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for f, out in ((baseline, times[1]), (fn, times[0])):
+            t0 = time.perf_counter()
+            f()
+            out.append(time.perf_counter() - t0)
+    return min(times[0]), min(times[1])
 
 
 class NpyRows:
@@ -368,16 +381,22 @@ def measure(kind: str, args: argparse.Namespace) -> None:
         # ---- streaming statistics
         commits = run.commits()
         layer_statistics(run, "layer", commits, quantile_rows=4096)  # compiles the kernels
+
+        def read_layer() -> None:
+            run.read_range("layer", 0, n)
+
         sample = min(n, DEFAULT_QUANTILE_ROWS)
         for label, rows in (
             (f"default ({sample / n:.0%} of frames histogrammed)", DEFAULT_QUANTILE_ROWS),
             ("every frame histogrammed", 0),
             ("1 % of frames histogrammed", n // 100),
         ):
-            t_stats = best(lambda rows=rows: layer_statistics(run, "layer", commits, quantile_rows=rows), args.repeats)
+            t_stats, t_read = best_beside(
+                lambda rows=rows: layer_statistics(run, "layer", commits, quantile_rows=rows), read_layer, args.repeats
+            )
             print(
-                f"  neuron statistics, {label:33s}: {gbs(t_stats):5.2f} GB/s = {t_numpy / t_stats:.2f} of the layer read"
-                " (target >= 0.8)"
+                f"  neuron statistics, {label:33s}: {gbs(t_stats):5.2f} GB/s = {t_read / t_stats:.2f} of the layer read"
+                f" ({gbs(t_read):.2f} GB/s beside it; target >= 0.8)"
             )
         exact = layer_statistics(run, "layer", commits, quantile_rows=0)
         sampled = layer_statistics(run, "layer", commits)
@@ -389,7 +408,6 @@ def measure(kind: str, args: argparse.Namespace) -> None:
 
         # ---- slot sums: the pass of NAPs, GradNAPs, separation and utterance-level probes
         ids = run.committed_frame_ids()
-        t_read = best(lambda: run.read_range("layer", 0, n), args.repeats)  # again: this machine's speed drifts
         starts = np.sort(np.fromiter(firsts.values(), dtype=np.int64))
         cases = [
             ("100 groups (frame id % 100)", ids % 100, None),
@@ -405,8 +423,10 @@ def measure(kind: str, args: argparse.Namespace) -> None:
             with forced_summing(force):
                 how = naps_module._summing(run, pairs, n_slots, UNITS * 8, UNITS * 2)[0]
                 got = layer_sums(run, "layer", pairs, n_slots)
-                t_sums = best(
-                    lambda pairs=pairs, n_slots=n_slots: layer_sums(run, "layer", pairs, n_slots), args.repeats
+                t_sums, t_read = best_beside(
+                    lambda pairs=pairs, n_slots=n_slots: layer_sums(run, "layer", pairs, n_slots),
+                    read_layer,
+                    args.repeats,
                 )
             one = slots[slots.size // 2]  # a slot checked against numpy
             want = reference[ids[slots == one]].astype(np.float64).sum(axis=0)
