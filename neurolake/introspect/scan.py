@@ -57,7 +57,7 @@ import pyarrow as pa
 from neurolake.errors import SpecError
 from neurolake.labels.frames import DELETED, INSERTED
 from neurolake.mining.binarize import as_spec
-from neurolake.mining.mine import items_for, packed_binarised, packed_supports
+from neurolake.mining.mine import items_for, lcm_patterns, packed_binarised, packed_supports
 from neurolake.mining.significance import fisher_greater, holm, relative_risk
 from neurolake.query.engine import QueryEngine
 from neurolake.query.fingerprint import commits_fingerprint
@@ -310,11 +310,9 @@ def _union_bits(
 def _mine_slice(job: Mapping[str, Any]) -> dict[str, Any]:
     """One slice's LCM patterns and their supports (runs in this process or as a Ray task)."""
     from neurolake.mining.diffnorm import BitMatrix
-    from neurolake.mining.lcm import PackedRows, closed_itemsets
 
     T = BitMatrix.from_packbits(job["target"], job["n_items"])
-    rows = PackedRows((T.words,), T.n_items)
-    itemsets = [tuple(s) for s in closed_itemsets(rows, job["min_support"], job["max_size"]).items if len(s) > 0]
+    itemsets = [tuple(s) for s in lcm_patterns(T, job["min_support"], job["max_size"]) if len(s) > 0]
     return {
         "itemsets": itemsets,
         "a": packed_supports(job["target"], itemsets),

@@ -287,7 +287,7 @@ def mine(
     T, B = bt.words(), bb.words()
     details: dict = {}
     if algo == "lcm":
-        itemsets = _lcm(T, float(min_support), max_size, workers)
+        itemsets = lcm_patterns(T, float(min_support), max_size, workers)
     else:
         itemsets, details = _diffnorm(T, B, float(min_support), params, workers)
     itemsets = [tuple(s) for s in itemsets if len(s) > 0]
@@ -372,8 +372,11 @@ def layer_summary(patterns: pa.Table, layers: Sequence[str], alpha: float = 0.05
     )
 
 
-def _lcm(T: Words, min_support: float, max_size: int | None, workers: int | None) -> list[tuple[int, ...]]:
-    """LCM's closed itemsets of ``T`` (packed rows, :class:`neurolake.mining.diffnorm.BitMatrix`)."""
+def lcm_patterns(
+    T: Words, min_support: float, max_size: int | None, workers: int | None = None
+) -> list[tuple[int, ...]]:
+    """LCM's closed itemsets of ``T`` (packed rows, :class:`neurolake.mining.diffnorm.BitMatrix`),
+    prepared from their bits (no ``[frames, items]`` matrix or CSR of their items)."""
     from neurolake.mining.lcm import PackedRows, closed_itemsets
 
     return closed_itemsets(PackedRows((T.words,), T.n_items), min_support, max_size, workers=workers or 1).items
