@@ -30,11 +30,10 @@ import pyarrow as pa
 
 from neurolake import schemas
 from neurolake.errors import QueryError, one_line
-from neurolake.query import DEFAULT_TIMEOUT_S
+from neurolake.query import DEFAULT_TIMEOUT_S, registry
 from neurolake.query import rows as view_rows
 from neurolake.query.fingerprint import commits_fingerprint
 from neurolake.query.guard import check_select, parse_predicate
-from neurolake.query.registry import visible_groups
 from neurolake.schemas import PATTERNS, SCHEMAS
 from neurolake.store import Lake, Run
 from neurolake.store.derived import Derived, list_derived
@@ -291,7 +290,9 @@ class QueryEngine:
         neuron_files, group_files, group_rows = [], [], []
         neuron_layers: list[list[str]] = []
         derived_files: dict[str, list[str]] = {view: [] for view, _, _, _ in DERIVED_VIEWS}
-        listed = self._list_derived(runs, ["neurons", *dict.fromkeys(kind for _, kind, _, _ in DERIVED_VIEWS)])
+        listed = self._list_derived(
+            runs, ["neurons", registry.KIND, *dict.fromkeys(kind for _, kind, _, _ in DERIVED_VIEWS)]
+        )
         for run in runs:
             current = commits_fingerprint(run, snapshots[run.run_id].markers)
             # Statistics of an earlier state of a growing run are left out; of those left, each
@@ -315,7 +316,8 @@ class QueryEngine:
                 for d in listed[run.run_id, kind]:
                     derived_files[view].append(self._url(run, f"derived/{kind}/{d.spec_hash}/{file_name}"))
         by_id = {run.run_id: run for run in runs}
-        for run_id, d in visible_groups(self.lake, runs):  # the group each name points at
+        stored_groups = {run.run_id: listed[run.run_id, registry.KIND] for run in runs}
+        for run_id, d in registry.visible_groups(self.lake, runs, stored_groups):  # the group each name points at
             group_files.append(self._url(by_id[run_id], f"derived/groups/{d.spec_hash}/frames.parquet"))
             group_rows.append(view_rows.group_row(d))
         self._files += neuron_files + group_files + [f for files in derived_files.values() for f in files]
@@ -337,19 +339,23 @@ class QueryEngine:
 
     def _list_derived(self, runs: list[Run], kinds: list[str]) -> dict[tuple[str, str], list[Derived]]:
         """The complete derived results of each kind of each run, by ``(run_id, kind)``. In
-        object storage each listing is a round trip or two (a run's 13 kinds took 28 one after
-        the other, most finding nothing): they go out together, on threads."""
-        pairs = [(run, kind) for run in runs for kind in kinds]
+        object storage each listing is a round trip, and a kind that is not there two (a run's
+        13 kinds took 28 one after the other, most finding nothing): each run's ``derived``
+        folder is listed first, then only the kinds in it, on threads."""
+        if self.lake.loc.is_local:
+            return {(run.run_id, kind): list_derived(run.loc.child("derived"), kind) for run in runs for kind in kinds}
+
+        def present(run: Run) -> list[str]:
+            return run.loc.child("derived").list_names()
 
         def listing(pair: tuple[Run, str]) -> list[Derived]:
             return list_derived(pair[0].loc.child("derived"), pair[1])
 
-        if self.lake.loc.is_local or len(pairs) < 2:
-            found = [listing(pair) for pair in pairs]
-        else:
-            with ThreadPoolExecutor(min(len(pairs), _LISTING_THREADS), thread_name_prefix="neurolake-list") as pool:
-                found = list(pool.map(listing, pairs))
-        return {(run.run_id, kind): result for (run, kind), result in zip(pairs, found, strict=True)}
+        with ThreadPoolExecutor(_LISTING_THREADS, thread_name_prefix="neurolake-list") as pool:
+            there = dict(zip((run.run_id for run in runs), pool.map(present, runs), strict=True))
+            pairs = [(run, kind) for run in runs for kind in kinds if kind in there[run.run_id]]
+            found = dict(zip(((run.run_id, kind) for run, kind in pairs), pool.map(listing, pairs), strict=True))
+        return {(run.run_id, kind): found.get((run.run_id, kind), []) for run in runs for kind in kinds}
 
     @staticmethod
     def _parquet_view(

@@ -13,7 +13,7 @@ name as long as no pointer claims that name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from neurolake.store import Derived, Lake, Run
@@ -46,10 +46,13 @@ def switch(lake: Lake, run_id: str, derived: Derived) -> None:
     lake.loc.write_bytes(pointer_bytes(run_id, derived), POINTERS, f"{derived.spec['name']}.json")
 
 
-def visible_groups(lake: Lake, runs: Sequence[Run] | None = None) -> list[tuple[str, Derived]]:
+def visible_groups(
+    lake: Lake, runs: Sequence[Run] | None = None, stored: Mapping[str, list[Derived]] | None = None
+) -> list[tuple[str, Derived]]:
     """``(run_id, derived)`` of every group a reader sees: the one each pointer names, and
     stored groups of names no pointer claims. ``runs``: the lake's runs, where the caller has
-    loaded them already."""
+    loaded them already; ``stored``: each run's stored groups by run id, where the caller has
+    listed them already."""
     pointers = {}
     for entry in lake.loc.list_names(POINTERS):
         if entry.endswith(".json"):
@@ -57,7 +60,8 @@ def visible_groups(lake: Lake, runs: Sequence[Run] | None = None) -> list[tuple[
             pointers[str(p.get("name"))] = (str(p.get("run_id")), str(p.get("spec_hash")))
     out = []
     for run in runs if runs is not None else [lake.run(r) for r in lake.list_runs()]:
-        for d in list_derived(run.loc.child("derived"), KIND):
+        groups = stored[run.run_id] if stored is not None else list_derived(run.loc.child("derived"), KIND)
+        for d in groups:
             held = pointers.get(str(d.spec.get("name")))
             if held is None or held == (run.run_id, d.spec_hash):
                 out.append((run.run_id, d))
