@@ -191,48 +191,6 @@ def test_a_lake_location_carries_its_storage_options_to_the_actors(ray_session, 
     assert redone.parts_run == 1 and Lake.open(loc).run("l").verify() == []
 
 
-def test_two_node_cluster(corpus, tmp_path):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    cluster.add_node(num_cpus=2)
-    try:
-        ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}, log_to_driver=False)
-        s = ingest(str(tmp_path / "lake"), str(corpus), MODEL, run_id="two", part_rows=200, actors=2, progress=False)
-        assert len(s.nodes) == 2 and sum(s.nodes.values()) == s.parts_run
-        assert Lake.open(str(tmp_path / "lake")).run("two").info().status == "complete"
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-
-
-def test_killed_driver_converges(corpus, tmp_path):
-    import signal
-    import time
-
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    clean, killed = tmp_path / "clean", tmp_path / "killed"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run(_ingest_cli(corpus, "d", str(clean)), env=env, check=True, cwd=REPO)
-    proc = subprocess.Popen(_ingest_cli(corpus, "d", str(killed)), env=env, cwd=REPO, start_new_session=True)
-    commits = killed / "runs" / "d" / "commits"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (commits.exists() and any(commits.glob("*.json"))):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    partial = Lake.open(str(killed)).run("d").info()
-    assert 1 <= partial.parts_committed < partial.parts_total
-    subprocess.run(_ingest_cli(corpus, "d", str(killed)), env=env, check=True, cwd=REPO)
-    assert _run_files(killed, "d") == _run_files(clean, "d")
-
-
 def test_length_batches_by_hand():
     from neurolake.ingest.part import length_batches
 
@@ -293,39 +251,6 @@ def test_verify_repair_redoes_exactly_the_damaged_units(ray_session, corpus, tmp
         assert (lake_dir / "runs" / "r" / "commits" / f"{part_id}.json").stat().st_mtime_ns == mtime
 
 
-def test_a_second_ingest_of_a_run_stops_and_the_run_never_shrinks(corpus, tmp_path):
-    import time
-
-    import ray
-
-    if ray.is_initialized():
-        ray.shutdown()
-    lake_dir = tmp_path / "lake"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    cmd = _ingest_cli(corpus, "d", str(lake_dir))
-    first = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lease_dir = lake_dir / "runs" / "d" / "lease"
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(lease_dir.glob("*.json")):
-        time.sleep(0.05)
-    second = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 2, second.stderr
-    assert second.stderr.count("\n") == 1 and "being written by another ingest" in second.stderr
-    assert f"pid {first.pid}" in second.stderr
-    seen = []
-    while first.poll() is None:
-        if (lake_dir / "runs" / "d" / "run.json").exists():
-            seen.append(Lake.open(str(lake_dir)).run("d").info().frames_committed)
-        time.sleep(0.2)
-    assert first.returncode == 0, first.stderr
-    assert seen == sorted(seen)  # readers never saw the run shrink
-    run = Lake.open(str(lake_dir)).run("d")
-    assert run.info().status == "complete" and run.verify() == []
-    # the lease was released: a third ingest (nothing left to do) runs at once
-    third = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert third.returncode == 0, third.stderr
-
-
 def _plant_faults(corpus: Path, target: Path, n: int = 2) -> set[str]:
     """A copy of the corpus whose n chosen utterances start with the faulty model's marker."""
     import shutil
@@ -377,6 +302,137 @@ def test_overlong_utterances_are_error_rows(ray_session, corpus, tmp_path):
     errors = {e["utterance_id"]: e for e in run.read_table("errors").to_pylist()}
     assert set(errors) == {u for u, d in lengths.items() if d > limit} and len(errors) == 2
     assert all(e["stage"] == "header" and "--max-duration" in e["message"] for e in errors.values())
+
+
+def test_ingest_with_relevance_stores_the_models_relevance_and_gradnaps_read_it(ray_session, tmp_path, capsys):
+    import torch
+
+    from neurolake.cli import main
+    from neurolake.corpora.audio import load_audio
+    from neurolake.introspect.naps import gradnaps
+    from neurolake.models import load_model
+    from neurolake.query.groups import create_group
+
+    synthesize_corpus(str(tmp_path / "c"), n_utterances=4, seed=9, holdout_accent=None, test_fraction=0.0)
+    lake_dir = tmp_path / "lake"
+    argv = ["ingest", "--lake", str(lake_dir), "--corpus", str(tmp_path / "c" / "train"), "--model", MODEL]
+    assert main([*argv, "--run", "g", "--layers", "conv1,conv3", "--part-rows", "300", "--quiet", "--relevance"]) == 0
+    lake = Lake.open(str(lake_dir))
+    run = lake.run("g")
+    # conv1 is pooled onto the output grid, so only conv3 has a per-frame relevance
+    assert run.manifest["relevance"] == ["conv3"] and run.info().status == "complete" and run.verify() == []
+    adapter = load_model(MODEL)
+    utterances = sorted(run.read_table("utterances").to_pylist(), key=lambda r: r["first_frame_id"])
+    for row in utterances[:2]:
+        wave = torch.from_numpy(load_audio(row["audio_uri"], adapter.sample_rate))
+        targets = adapter.forward(wave[None], [wave.numel()]).log_probs[0].argmax(dim=-1).tolist()
+        expected = adapter.relevance(wave, "conv3", targets).numpy()
+        stored = run.read_rows("conv3", np.arange(row["n_frames"]) + row["first_frame_id"], relevance=True)
+        assert stored.dtype == np.float32 and np.abs(expected).max() > 0
+        np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
+    create_group(lake, "first", "g", f"utterance_id = '{utterances[0]['utterance_id']}'")
+    create_group(lake, "errors", "g", "segment_error")
+    stored = gradnaps(lake, "g", groups=["first", "errors"], layers=["conv3"], progress=False)
+    recomputed = gradnaps(lake, "g", groups=["first", "errors"], layers=["conv3"], from_model=True, progress=False)
+    assert (stored.source, recomputed.source) == ("lake", "model") and stored.nap_id != recomputed.nap_id
+    scale = np.abs(recomputed.mean["conv3"]).max()
+    np.testing.assert_allclose(stored.mean["conv3"], recomputed.mean["conv3"], rtol=1e-5, atol=1e-7 * scale)
+    np.testing.assert_array_equal(stored.counts, recomputed.counts)
+    with pytest.raises(Exception, match="stores no relevance of layer 'conv1'"):
+        run.read_rows("conv1", [0], relevance=True)
+    url = str(lake_dir)
+    assert (
+        main(["naps", "--lake", url, "--run", "g", "--groups", "first,errors", "--layers", "conv3", "--relevance"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "relevance read from the lake" in out
+    # Relevance is small: each top unit's contrastive value is printed readably, not as +0.00.
+    contrast = stored.contrastive["conv3"][:, stored.offsets.index(0)]
+    assert np.abs(contrast).max() < 0.05
+    for g, name in enumerate(stored.groups):
+        top = int(contrast[g].argmax())
+        line = next(row for row in out.splitlines() if row.startswith(f"{name} "))
+        printed = float(line.split(f" {top} (", 1)[1].split(")", 1)[0])
+        assert printed == pytest.approx(contrast[g, top], rel=0.01) and printed != 0
+
+
+# Tests that start Ray themselves (a cluster of two nodes, the CLI in processes of its own) shut
+# down the module's shared instance: they come last, so that the tests above share one.
+
+
+def test_two_node_cluster(corpus, tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    cluster.add_node(num_cpus=2)
+    try:
+        ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}}, log_to_driver=False)
+        s = ingest(str(tmp_path / "lake"), str(corpus), MODEL, run_id="two", part_rows=200, actors=2, progress=False)
+        assert len(s.nodes) == 2 and sum(s.nodes.values()) == s.parts_run
+        assert Lake.open(str(tmp_path / "lake")).run("two").info().status == "complete"
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+def test_killed_driver_converges(corpus, tmp_path):
+    import signal
+    import time
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    subprocess.run(_ingest_cli(corpus, "d", str(clean)), env=env, check=True, cwd=REPO)
+    proc = subprocess.Popen(_ingest_cli(corpus, "d", str(killed)), env=env, cwd=REPO, start_new_session=True)
+    commits = killed / "runs" / "d" / "commits"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (commits.exists() and any(commits.glob("*.json"))):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = Lake.open(str(killed)).run("d").info()
+    assert 1 <= partial.parts_committed < partial.parts_total
+    subprocess.run(_ingest_cli(corpus, "d", str(killed)), env=env, check=True, cwd=REPO)
+    assert _run_files(killed, "d") == _run_files(clean, "d")
+
+
+def test_a_second_ingest_of_a_run_stops_and_the_run_never_shrinks(corpus, tmp_path):
+    import time
+
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    lake_dir = tmp_path / "lake"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    cmd = _ingest_cli(corpus, "d", str(lake_dir))
+    first = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lease_dir = lake_dir / "runs" / "d" / "lease"
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(lease_dir.glob("*.json")):
+        time.sleep(0.05)
+    second = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.count("\n") == 1 and "being written by another ingest" in second.stderr
+    assert f"pid {first.pid}" in second.stderr
+    seen = []
+    while first.poll() is None:
+        if (lake_dir / "runs" / "d" / "run.json").exists():
+            seen.append(Lake.open(str(lake_dir)).run("d").info().frames_committed)
+        time.sleep(0.2)
+    assert first.returncode == 0, first.stderr
+    assert seen == sorted(seen)  # readers never saw the run shrink
+    run = Lake.open(str(lake_dir)).run("d")
+    assert run.info().status == "complete" and run.verify() == []
+    # the lease was released: a third ingest (nothing left to do) runs at once
+    third = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert third.returncode == 0, third.stderr
 
 
 def test_storage_outage_mid_ingest_is_one_line_and_keeps_the_commits(corpus, tmp_path):
@@ -440,55 +496,3 @@ def test_storage_outage_mid_ingest_is_one_line_and_keeps_the_commits(corpus, tmp
     assert proc.returncode == 2, err
     assert err.count("\n") == 1 and "the lake's storage failed" in err and "run the same ingest again" in err
     assert "Traceback" not in err
-
-
-def test_ingest_with_relevance_stores_the_models_relevance_and_gradnaps_read_it(ray_session, tmp_path, capsys):
-    import torch
-
-    from neurolake.cli import main
-    from neurolake.corpora.audio import load_audio
-    from neurolake.introspect.naps import gradnaps
-    from neurolake.models import load_model
-    from neurolake.query.groups import create_group
-
-    synthesize_corpus(str(tmp_path / "c"), n_utterances=4, seed=9, holdout_accent=None, test_fraction=0.0)
-    lake_dir = tmp_path / "lake"
-    argv = ["ingest", "--lake", str(lake_dir), "--corpus", str(tmp_path / "c" / "train"), "--model", MODEL]
-    assert main([*argv, "--run", "g", "--layers", "conv1,conv3", "--part-rows", "300", "--quiet", "--relevance"]) == 0
-    lake = Lake.open(str(lake_dir))
-    run = lake.run("g")
-    # conv1 is pooled onto the output grid, so only conv3 has a per-frame relevance
-    assert run.manifest["relevance"] == ["conv3"] and run.info().status == "complete" and run.verify() == []
-    adapter = load_model(MODEL)
-    utterances = sorted(run.read_table("utterances").to_pylist(), key=lambda r: r["first_frame_id"])
-    for row in utterances[:2]:
-        wave = torch.from_numpy(load_audio(row["audio_uri"], adapter.sample_rate))
-        targets = adapter.forward(wave[None], [wave.numel()]).log_probs[0].argmax(dim=-1).tolist()
-        expected = adapter.relevance(wave, "conv3", targets).numpy()
-        stored = run.read_rows("conv3", np.arange(row["n_frames"]) + row["first_frame_id"], relevance=True)
-        assert stored.dtype == np.float32 and np.abs(expected).max() > 0
-        np.testing.assert_allclose(stored, expected, rtol=1e-5, atol=1e-7 * np.abs(expected).max())
-    create_group(lake, "first", "g", f"utterance_id = '{utterances[0]['utterance_id']}'")
-    create_group(lake, "errors", "g", "segment_error")
-    stored = gradnaps(lake, "g", groups=["first", "errors"], layers=["conv3"], progress=False)
-    recomputed = gradnaps(lake, "g", groups=["first", "errors"], layers=["conv3"], from_model=True, progress=False)
-    assert (stored.source, recomputed.source) == ("lake", "model") and stored.nap_id != recomputed.nap_id
-    scale = np.abs(recomputed.mean["conv3"]).max()
-    np.testing.assert_allclose(stored.mean["conv3"], recomputed.mean["conv3"], rtol=1e-5, atol=1e-7 * scale)
-    np.testing.assert_array_equal(stored.counts, recomputed.counts)
-    with pytest.raises(Exception, match="stores no relevance of layer 'conv1'"):
-        run.read_rows("conv1", [0], relevance=True)
-    url = str(lake_dir)
-    assert (
-        main(["naps", "--lake", url, "--run", "g", "--groups", "first,errors", "--layers", "conv3", "--relevance"]) == 0
-    )
-    out = capsys.readouterr().out
-    assert "relevance read from the lake" in out
-    # Relevance is small: each top unit's contrastive value is printed readably, not as +0.00.
-    contrast = stored.contrastive["conv3"][:, stored.offsets.index(0)]
-    assert np.abs(contrast).max() < 0.05
-    for g, name in enumerate(stored.groups):
-        top = int(contrast[g].argmax())
-        line = next(row for row in out.splitlines() if row.startswith(f"{name} "))
-        printed = float(line.split(f" {top} (", 1)[1].split(")", 1)[0])
-        assert printed == pytest.approx(contrast[g, top], rel=0.01) and printed != 0
