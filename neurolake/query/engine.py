@@ -339,9 +339,10 @@ class QueryEngine:
 
     def _list_derived(self, runs: list[Run], kinds: list[str]) -> dict[tuple[str, str], list[Derived]]:
         """The complete derived results of each kind of each run, by ``(run_id, kind)``. In
-        object storage each listing is a round trip, and a kind that is not there two (a run's
-        13 kinds took 28 one after the other, most finding nothing): each run's ``derived``
-        folder is listed first, then only the kinds in it, on threads."""
+        object storage each listing is a round trip, and a kind that is not there two (the
+        engine's start made 29 listings for a run without derived results when it listed every
+        kind): each run's ``derived`` folder is listed first, then only the kinds in it, on
+        threads."""
         if self.lake.loc.is_local:
             return {(run.run_id, kind): list_derived(run.loc.child("derived"), kind) for run in runs for kind in kinds}
 

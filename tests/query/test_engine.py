@@ -123,6 +123,38 @@ def test_s3_through_fsspec_fallback(s3_bucket):
     assert n == run.plan.parts[0].rows_used
 
 
+def test_the_engine_lists_only_the_derived_kinds_a_run_has(s3_bucket, s3_server):
+    """On object storage each listing is a round trip, and one of a folder that is not there two:
+    the engine's start lists a run's ``derived`` folder, then only the kinds in it (none here),
+    not each of the kinds its views read."""
+    from neurolake.query.engine import DERIVED_VIEWS
+    from tests.faults import FaultProxy
+
+    bucket, opts = s3_bucket
+    lake = Lake.create(f"s3://{bucket}/lake", opts)
+    run = create_run(lake, n_utterances=6)
+    for part in run.plan.parts:
+        write_part(run, part.part_id)
+    listings: list[str] = []
+
+    class Recording(FaultProxy):
+        def draw(self, method: str, path: str) -> tuple[str | None, bool]:
+            if method == "GET" and path.strip("/") == bucket:
+                listings.append(path)
+            return super().draw(method, path)
+
+    with Recording(s3_server) as proxy:
+        through = dict(opts, client_kwargs=dict(opts["client_kwargs"], endpoint_url=proxy.endpoint))
+        with QueryEngine(Lake.open(f"s3://{bucket}/lake", through), use_httpfs=False) as q:
+            n = q.arrow("SELECT count(*) AS n FROM frames").column("n")[0].as_py()
+            assert q.arrow("SELECT count(*) AS n FROM groups").column("n")[0].as_py() == 0
+    assert n == run.plan.n_frames
+    kinds = {kind for _, kind, _, _ in DERIVED_VIEWS} | {"neurons", "groups"}
+    # the lake's runs, the run's commits and compaction record, its derived folder, the group
+    # name pointers: 10 at most, where listing each kind took two listings a kind and more
+    assert 0 < len(listings) <= 10 < 2 * len(kinds), listings
+
+
 def test_s3_wrong_credentials_is_one_clear_error(s3_auth_server, monkeypatch, capsys):
     import s3fs
 
