@@ -343,14 +343,15 @@ class QueryEngine:
         engine's start made 29 listings for a run without derived results when it listed every
         kind): each run's ``derived`` folder is listed first, then only the kinds in it, on
         threads."""
-        if self.lake.loc.is_local:
-            return {(run.run_id, kind): list_derived(run.loc.child("derived"), kind) for run in runs for kind in kinds}
-
-        def present(run: Run) -> list[str]:
-            return run.loc.child("derived").list_names()
 
         def listing(pair: tuple[Run, str]) -> list[Derived]:
             return list_derived(pair[0].loc.child("derived"), pair[1])
+
+        if self.lake.loc.is_local:
+            return {(run.run_id, kind): listing((run, kind)) for run in runs for kind in kinds}
+
+        def present(run: Run) -> list[str]:
+            return run.loc.child("derived").list_names()
 
         with ThreadPoolExecutor(_LISTING_THREADS, thread_name_prefix="neurolake-list") as pool:
             there = dict(zip((run.run_id for run in runs), pool.map(present, runs), strict=True))
