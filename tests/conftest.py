@@ -8,6 +8,21 @@ import uuid
 import pytest
 
 
+def pytest_configure(config):
+    """With test workers (``-n``), a local Ray that starts first on this machine writes its token
+    (``~/.ray/auth_token``) while the other worker's may read it half written: the token is written
+    here, in the controller, before the workers start."""
+    import os
+    from pathlib import Path
+
+    if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
+        return
+    if not (Path.home() / ".ray" / "auth_token").exists():
+        from ray._private.authentication.authentication_token_setup import generate_and_save_token
+
+        generate_and_save_token()
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -251,7 +251,7 @@ def test_audio_in_object_storage_is_decoded_beside_the_report(s3_bucket, tmp_pat
 
 
 @pytest.mark.slow
-def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_lake, tmp_path):
+def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(own_scanned_lake, tmp_path):
     from neurolake.cli import main
     from neurolake.introspect.ablation import ablate
     from neurolake.introspect.blocks import blocks
@@ -262,19 +262,19 @@ def test_the_report_of_an_analysed_run_shows_every_section_in_a_browser(scanned_
     from neurolake.introspect.scan import scan
     from neurolake.introspect.topomap import topomap
 
-    found = scan(scanned_lake, "z", progress=False).findings.to_pylist()
+    found = scan(own_scanned_lake, "z", progress=False).findings.to_pylist()
     first = found[0]
-    ablate(scanned_lake, "z", first["items"], slice=first["target"], controls=2, max_utterances=6)
-    blocks(scanned_lake, f"{first['scan_id']}/1", controls=2, with_ablation=False)
+    ablate(own_scanned_lake, "z", first["items"], slice=first["target"], controls=2, max_utterances=6)
+    blocks(own_scanned_lake, f"{first['scan_id']}/1", controls=2, with_ablation=False)
     # every analysis on a sample of frames: the report's sections are under test, not their figures
-    probe(scanned_lake, "z", "phoneme", layers=["conv6", "conv7"], max_frames=2000, min_per_class=5, progress=False)
-    naps(scanned_lake, "z", by="phoneme", layers=["conv7"], progress=False)
-    rank_neurons(scanned_lake, "z", "phoneme", layers=["conv7"], max_frames=800, draws=1, min_per_class=5)
-    phonetic_layers(scanned_lake, "z", permutations=49)
-    topomap(scanned_lake, "z", "conv7", by="phoneme", methods=["pca"], progress=False)
+    probe(own_scanned_lake, "z", "phoneme", layers=["conv6", "conv7"], max_frames=2000, min_per_class=5, progress=False)
+    naps(own_scanned_lake, "z", by="phoneme", layers=["conv7"], progress=False)
+    rank_neurons(own_scanned_lake, "z", "phoneme", layers=["conv7"], max_frames=800, draws=1, min_per_class=5)
+    phonetic_layers(own_scanned_lake, "z", permutations=49)
+    topomap(own_scanned_lake, "z", "conv7", by="phoneme", methods=["pca"], progress=False)
 
     out = tmp_path / "report"
-    lake_url = str(scanned_lake.loc.url)
+    lake_url = str(own_scanned_lake.loc.url)
     assert main(["report", "--lake", lake_url, "--run", "z", "--out", str(out)]) == 0
     page = _parse(out / "index.html")
     assert page.sections == ["run", "phonemes", "findings", "naps", "maps", "probes"]
