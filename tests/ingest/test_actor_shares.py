@@ -47,6 +47,14 @@ def test_a_negative_gpu_count_is_a_clear_error_before_anything_starts(tmp_path):
     assert not (tmp_path / "lake").exists()
 
 
+def _answer(stdout: str):
+    """The JSON a test script printed after ``answer:``. Ray may print a line of its own after it
+    (once: an actor's call failing as the pool's close killed it)."""
+    return json.loads(
+        next(line for line in stdout.splitlines() if line.startswith("answer: ")).removeprefix("answer: ")
+    )
+
+
 def test_shared_gpus_place_every_actor_on_a_real_ray():
     """Five actors on a Ray node with two (logical) GPUs all start, three or two on a GPU."""
     script = textwrap.dedent(
@@ -69,9 +77,7 @@ def test_shared_gpus_place_every_actor_on_a_real_ray():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    ids = json.loads(
-        next(line for line in done.stdout.splitlines() if line.startswith("answer: ")).removeprefix("answer: ")
-    )
+    ids = _answer(done.stdout)
     assert len(ids) == 5 and all(len(each) == 1 for each in ids)
     counts = sorted([each[0] for each in ids].count(g) for g in {each[0] for each in ids})
     assert counts == [2, 3]
@@ -95,9 +101,7 @@ def test_gpus_0_runs_the_models_on_cpus_on_a_cluster_with_a_gpu(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    # Ray may print a line of its own after the answer (the actors are killed at the pool's close)
-    answer = next(line for line in done.stdout.splitlines() if line.startswith("answer: "))
-    assert json.loads(answer.removeprefix("answer: ")) == [1, "cpu"]
+    assert _answer(done.stdout) == [1, "cpu"]
 
 
 @pytest.mark.parametrize(
