@@ -165,6 +165,8 @@ def main() -> None:
         "--skip-before", action="store_true", help="do not time (a), the many-part run before compaction (slow)"
     )
     args = ap.parse_args()
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     if args.units % 100 or args.units < 100:
         ap.error("--units must be a multiple of 100")
     base = Path(tempfile.mkdtemp(prefix="nl-compact-", dir=args.dir))

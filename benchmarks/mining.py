@@ -181,16 +181,23 @@ def _spin(n: int) -> int:
 
 def available_parallelism() -> float:
     """Speed-up of 2 processes over 1 on a pure-Python busy loop: what this machine can
-    give a 2-worker run right now (below 2 when other work shares the cores)."""
-    n = 10_000_000
-    start = time.perf_counter()
-    _spin(n)
-    _spin(n)
-    serial = time.perf_counter() - start
-    start = time.perf_counter()
-    with multiprocessing.Pool(2) as pool:
-        pool.map(_spin, [n, n])
-    return serial / (time.perf_counter() - start)
+    give a 2-worker run right now (below 2 when other work shares the cores). The best of
+    three rounds of each, interleaved, since this machine's speed drifts from one second to
+    the next. The processes are spawned, not forked (a fork of a process running Ray
+    inherits its signal handlers), and started before the timing."""
+    n = 5_000_000
+    serial, parallel = math.inf, math.inf
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        pool.map(time.sleep, [0.5, 0.5], chunksize=1)  # both processes up
+        for _ in range(3):
+            start = time.perf_counter()
+            _spin(n)
+            _spin(n)
+            serial = min(serial, time.perf_counter() - start)
+            start = time.perf_counter()
+            pool.map(_spin, [n, n], chunksize=1)
+            parallel = min(parallel, time.perf_counter() - start)
+    return serial / parallel
 
 
 def part_distributed(quick: bool) -> None:

@@ -60,6 +60,8 @@ def main() -> None:
     ap.add_argument("--groups", type=int, default=100)
     ap.add_argument("--dir", default=None, help="directory for the lake (default: a temp dir)")
     args = ap.parse_args()
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="nl-naps-", dir=args.dir))
     try:
         from neurolake.query.groups import create_group

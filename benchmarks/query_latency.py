@@ -182,6 +182,8 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="directory for the lakes (default: a temp dir)")
     ap.add_argument("--compact", action="store_true", help="time the group ids again after compacting each run")
     args = ap.parse_args()
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="nl-query-", dir=args.dir))
     try:
         lake = Lake.create(str(base / "lake"))

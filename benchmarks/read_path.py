@@ -450,6 +450,8 @@ def main() -> None:
     )
     ap.add_argument("--dir", default=None, help="directory for the lake (default: a temp dir)")
     args = ap.parse_args()
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     for kind in args.data.split(","):
         if kind not in ("dense", "relu"):
             raise SystemExit(f"unknown --data {kind!r}: give dense, relu or both, comma-separated")

@@ -169,6 +169,8 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=250)
     ap.add_argument("--dir", default=None, help="directory for the lake (default: a temp dir)")
     args = ap.parse_args()
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     base = Path(tempfile.mkdtemp(prefix="nl-scan-", dir=args.dir))
     try:
         lake = Lake.create(str(base / "lake"))

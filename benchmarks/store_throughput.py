@@ -149,6 +149,8 @@ def main() -> None:
         "zeros, random mantissas (a hard case for compression)",
     )
     args = ap.parse_args()
+    if args.dir:
+        Path(args.dir).mkdir(parents=True, exist_ok=True)
     for kind in args.data.split(","):
         measure(kind.strip(), args)
 
