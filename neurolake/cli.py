@@ -1205,6 +1205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     func: Callable[[argparse.Namespace], int] = args.func
+    from neurolake.cluster.progress import announce_compiles
+
+    announce_compiles()
     try:
         return func(args)
     except NeurolakeError as exc:
