@@ -5,6 +5,11 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # no file locks (Windows): each test process ingests its own
+    fcntl = None  # type: ignore[assignment]
+
 import pytest
 
 from neurolake.store import Lake
@@ -14,11 +19,31 @@ CONFUSION = "python:tests.introspect.faulty_demo:build_confusion"
 BLOCK = "python:tests.introspect.faulty_demo:build_block"
 
 
-@pytest.fixture(scope="session")
-def _scanned_template(tmp_path_factory) -> Path:
-    """The ingested lake, never written to again: each fixture below hands out a copy."""
-    root = tmp_path_factory.mktemp("scan")
+def _ingest(root: Path) -> None:
     synthetic_lake(root, 24, {"z": CONFUSION, "clean": "demo", "b": BLOCK}, ["conv6", "conv7"])
+
+
+@pytest.fixture(scope="session")
+def _scanned_template(tmp_path_factory, worker_id) -> Path:
+    """The ingested lake, never written to again: each fixture below hands out a copy. The
+    test processes of ``pytest -n`` share one, made by the first that needs it under a lock in
+    their common temporary folder: ``test_scan.py`` and ``test_report.py`` usually run in
+    different processes, minutes apart, and the ingest takes about 26 s."""
+    if worker_id == "master" or fcntl is None:
+        root = tmp_path_factory.mktemp("scan")
+        _ingest(root)
+        return root / "lake"
+    root = tmp_path_factory.getbasetemp().parent / "scanned-template"
+    with open(f"{root}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not (root / "ingested").exists():
+                shutil.rmtree(root, ignore_errors=True)  # what a process that failed half-way left
+                root.mkdir()
+                _ingest(root)
+                (root / "ingested").touch()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
     return root / "lake"
 
 
