@@ -27,8 +27,8 @@ def _ingest(root: Path) -> None:
 def _scanned_template(tmp_path_factory, worker_id) -> Path:
     """The ingested lake, never written to again: each fixture below hands out a copy. The
     test processes of ``pytest -n`` share one, made by the first that needs it under a lock in
-    their common temporary folder: ``test_scan.py`` and ``test_report.py`` usually run in
-    different processes, minutes apart, and the ingest takes about 26 s."""
+    their common temporary folder: ``test_scan.py`` and ``test_report.py`` often run in
+    different processes, minutes apart (two of three logged runs), and the ingest takes about 26 s."""
     if worker_id == "master" or fcntl is None:
         root = tmp_path_factory.mktemp("scan")
         _ingest(root)
