@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -12,9 +14,6 @@ def pytest_configure(config):
     """With test workers (``-n``), a local Ray that starts first on this machine writes its token
     (``~/.ray/auth_token``) while the other worker's may read it half written: the token is written
     here, in the controller, before the workers start."""
-    import os
-    from pathlib import Path
-
     if os.environ.get("PYTEST_XDIST_WORKER") or not config.getoption("numprocesses", None):
         return
     if not (Path.home() / ".ray" / "auth_token").exists():
@@ -46,7 +45,6 @@ def gcs_server():
     """A GCS emulator (``gcp-storage-emulator``'s handlers) in this process, on 127.0.0.1 only, in memory;
     yields the storage options that point gcsfs at it. gcsfs's probe of a bucket's layout goes
     over gRPC, which the emulator does not speak: it is turned off (before gcsfs is imported)."""
-    import os
     import threading
     from functools import partial
     from http.server import ThreadingHTTPServer
@@ -138,7 +136,6 @@ def s3_auth_server(tmp_path_factory):
     bucket made with its keys; any other key is refused.
     """
     import json
-    import os
     import subprocess
     import sys
     import time

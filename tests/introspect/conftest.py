@@ -23,6 +23,11 @@ def _ingest(root: Path) -> None:
     synthetic_lake(root, 24, {"z": CONFUSION, "clean": "demo", "b": BLOCK}, ["conv6", "conv7"])
 
 
+def _copy(template: Path, to: Path) -> Lake:
+    shutil.copytree(template, to)
+    return Lake.open(str(to))
+
+
 @pytest.fixture(scope="session")
 def _scanned_template(tmp_path_factory, worker_id) -> Path:
     """The ingested lake, never written to again: each fixture below hands out a copy. The
@@ -51,15 +56,11 @@ def _scanned_template(tmp_path_factory, worker_id) -> Path:
 def scanned_lake(_scanned_template, tmp_path_factory) -> Lake:
     """24 synthetic utterances through the faulty model (run ``z``), the clean one (``clean``) and
     the model whose fault reaches down into conv6 (``b``); shared by the tests that only add results."""
-    copy = tmp_path_factory.mktemp("scanned") / "lake"
-    shutil.copytree(_scanned_template, copy)
-    return Lake.open(str(copy))
+    return _copy(_scanned_template, tmp_path_factory.mktemp("scanned") / "lake")
 
 
 @pytest.fixture
 def own_scanned_lake(_scanned_template, tmp_path) -> Lake:
     """The same lake, as ingested, for one test whose outcome depends on what else is in it (the
     latest scan, the latest NAPs): whichever tests ran before it in this process."""
-    copy = tmp_path / "scanned"
-    shutil.copytree(_scanned_template, copy)
-    return Lake.open(str(copy))
+    return _copy(_scanned_template, tmp_path / "scanned")
