@@ -68,6 +68,8 @@ MIN_DENSE_ROWS = 4096
 # largest tree, as a fraction of the root's items, worth using.
 TRIE_MAX_ITEMS = 256
 TRIE_MAX_FRACTION = 0.5
+# Rows of an occurrence list whose bounds and weights _count reads ahead of counting them.
+_COUNT_BATCH = 8
 # Most rows of a node mined from bit masks (a word per item and 64 rows; a child occurring
 # in at most 64 rows is squeezed to one word), and how much more a pass over all its items
 # per extension may cost than counting its rows. Against 64 rows, 1024 took the search of
@@ -1011,8 +1013,19 @@ def _prefix_shared(iarena, larena, ptr_off, b0, b1, j, buf):
 
 
 @njit(cache=True)
-def _count(iarena, larena, ptr_off, w_off, b0, b1, cnt, touched):
+def _count(iarena, larena, ptr_off, w_off, b0, b1, cnt, touched, batch):
     """Weighted item counts over the occurrence list ``iarena[b0:b1]`` of a candidate.
+
+    The rows lie anywhere in the arena, so each costs a wait on memory: their bounds and
+    weights are read ``_COUNT_BATCH`` rows at a time into ``batch`` (``[3, _COUNT_BATCH]``
+    int64), loads that do not wait for each other, before their items are counted. An item
+    is listed in ``touched`` by writing it at the end of the list whatever its count and
+    moving the end when the count was zero, not by a branch that the processor mispredicts
+    once per new item (``touched`` holds one more than the items). On retail at 0.1 % (one
+    core of an Intel Xeon), counting every frequent item's occurrences took 67.7 ms one row
+    at a time with a branch, 39.5 ms without it and 31-33 ms with the batches; the whole
+    search 116.2 -> 83.7 ms, Quest T10I4D100K 161.8 -> 143.8 ms (best of 11, interleaved;
+    chess and mushroom, mined from bits, unchanged).
 
     Returns:
         ``(support, n_touched)``; ``cnt[k]`` holds the support of the candidate extended
@@ -1020,16 +1033,24 @@ def _count(iarena, larena, ptr_off, w_off, b0, b1, cnt, touched):
     """
     supp = 0
     ntouch = 0
-    for q in range(b0, b1):
-        t = iarena[q]
-        wt = larena[w_off + t]
-        supp += wt
-        for p in range(larena[ptr_off + t], larena[ptr_off + t + 1]):
-            k = iarena[p]
-            if cnt[k] == 0:
+    starts = batch[0]
+    ends = batch[1]
+    weights = batch[2]
+    for q0 in range(b0, b1, _COUNT_BATCH):
+        nb = min(_COUNT_BATCH, b1 - q0)
+        for i in range(nb):
+            t = iarena[q0 + i]
+            starts[i] = larena[ptr_off + t]
+            ends[i] = larena[ptr_off + t + 1]
+            weights[i] = larena[w_off + t]
+        for i in range(nb):
+            wt = weights[i]
+            supp += wt
+            for p in range(starts[i], ends[i]):
+                k = iarena[p]
                 touched[ntouch] = k
-                ntouch += 1
-            cnt[k] += wt
+                ntouch += cnt[k] == 0
+                cnt[k] += wt
     return supp, ntouch
 
 
@@ -1697,7 +1718,8 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
         tsize *= 2
     table = np.zeros(tsize, np.int64)
     cnt = np.zeros(n_items, np.int64)
-    touched = np.empty(n_items, np.int32)
+    touched = np.empty(n_items + 1, np.int32)  # _count writes one past its last item
+    batch = np.empty((3, _COUNT_BATCH), np.int64)
     cand_buf = np.empty(n_items, np.int32)
     keep = np.empty(n_items, np.int64)
     rank = np.empty((n0 + 63) // 64 + 1, np.int64)
@@ -1863,7 +1885,7 @@ def enumerate_closed(ptr0, items0, w0, n_items, core0, iset0, minsup, max_size, 
             b1 = larena[f_bptr[d] + c + 1]
             if _prefix_shared(iarena, larena, f_ptr[d], b0, b1, j, touched):
                 continue
-            supp, ntouch = _count(iarena, larena, f_ptr[d], f_w[d], b0, b1, cnt, touched)
+            supp, ntouch = _count(iarena, larena, f_ptr[d], f_w[d], b0, b1, cnt, touched, batch)
         ilen = f_len[d]
         nclo, nc = _close(cnt, touched, ntouch, supp, j, minsup, iset, ilen, cand_buf)
         size = ilen + nclo
