@@ -395,6 +395,18 @@ def _common_closure(prep: _Prepared) -> ClosedItemsets:
     )
 
 
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """``values`` as an array that cannot be written (a view where it can be). The search's
+    kernel gets its database so everywhere, as a Ray worker gets it from the object store:
+    numba compiles a kernel once per kind of array, and the search's takes 30-40 s to
+    compile on one core (a writable and a read-only database compiled it twice)."""
+    if not values.flags.writeable:
+        return values
+    view = values.view()
+    view.flags.writeable = False
+    return view
+
+
 def _enumerate_from_root(
     prep: _Prepared, keep_children: bool, bits_mode: int = kernels.BITS_AUTO, only: np.ndarray | None = None
 ) -> tuple:
@@ -402,12 +414,12 @@ def _enumerate_from_root(
     branches' conditional databases instead of descending into them; ``only`` (``[n_items]
     bool``) restricts the search to the first-level branches of those items."""
     return kernels.enumerate_closed(
-        prep.ptr,
-        prep.items,
-        prep.weights,
+        _read_only(prep.ptr),
+        _read_only(prep.items),
+        _read_only(prep.weights),
         prep.labels.size,
         -1,
-        np.zeros(0, np.int32),
+        _read_only(np.zeros(0, np.int32)),
         prep.min_support,
         prep.kernel_max_size,
         keep_children,
@@ -618,12 +630,12 @@ def mine_branch(branch: Branch) -> ClosedItemsets:
     if branch.weights.size == 0:
         return own
     out_items, out_ptr, out_supp, *_ = kernels.enumerate_closed(
-        branch.ptr,
-        branch.items,
-        branch.weights,
+        _read_only(branch.ptr),
+        _read_only(branch.items),
+        _read_only(branch.weights),
         branch.labels.size,
         branch.core,
-        branch.itemset,
+        _read_only(branch.itemset),
         branch.min_support,
         _kernel_max_size(branch.max_size, branch.common),
         False,

@@ -353,6 +353,35 @@ def test_branches_partition_the_result(max_size):
     assert as_set(merged) == as_set(full)
 
 
+def test_the_search_kernel_gets_one_kind_of_array_from_every_caller(monkeypatch):
+    """numba compiles the search once per kind of argument (30-40 s): a search in this
+    process, the branches of a plan, and branches as a Ray worker gets them (read-only, from
+    the object store) must all call it with the same kinds."""
+    import numba
+
+    kinds = []
+    compiled = kernels.enumerate_closed
+
+    def spy(*args):
+        kinds.append(tuple(numba.typeof(a) for a in args))
+        return compiled(*args)
+
+    monkeypatch.setattr(kernels, "enumerate_closed", spy)
+    db = fimi("mushroom")
+    closed_itemsets(db, 0.1)
+    closed_itemsets([[1, 2], [1, 2, 3], [2]], 1)
+    plan = first_level_branches(db, 0.1)
+    branches = [b for b in plan.branches if b.weights.size][:3]
+    assert branches
+    for branch in branches:
+        mine_branch(branch)
+        for name in ("ptr", "items", "weights", "itemset"):
+            getattr(branch, name).flags.writeable = False  # as Ray hands them over
+        mine_branch(branch)
+    assert len(kinds) == 3 + 2 * len(branches)  # two searches, the plan, the branches twice
+    assert len(set(kinds)) == 1, set(kinds)
+
+
 medium_rows = st.integers(0, 2**32 - 1).flatmap(
     lambda seed: st.tuples(st.just(seed), st.integers(20, 300), st.integers(5, 40), st.floats(0.05, 0.6))
 )
