@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import fim
+import numba
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -357,8 +358,6 @@ def test_the_search_kernel_gets_one_kind_of_array_from_every_caller(monkeypatch)
     """numba compiles the search once per kind of argument (30-40 s): a search in this
     process, the branches of a plan, and branches as a Ray worker gets them (read-only, from
     the object store) must all call it with the same kinds."""
-    import numba
-
     kinds = []
     compiled = kernels.enumerate_closed
 
