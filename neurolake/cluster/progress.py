@@ -50,9 +50,7 @@ class CompileNotice(event.Listener):
         name = self._name(ev.data)
         if name is None:
             return
-        if not self.told and self.stream is not None:
-            self.told = True
-            tqdm.write(COMPILE_NOTICE, file=self.stream)
+        self.tell()
         self._open.append((name, time.perf_counter()))
 
     def on_end(self, ev: event.Event) -> None:
@@ -61,6 +59,13 @@ class CompileNotice(event.Listener):
         name, start = self._open.pop()
         if not self._open:
             log.debug("numba compiled %s in %.1f s", name, time.perf_counter() - start)
+
+    def tell(self) -> None:
+        """Write the notice unless it was written (also for a wait on kernels that another
+        process compiles)."""
+        if not self.told and self.stream is not None:
+            self.told = True
+            tqdm.write(COMPILE_NOTICE, file=self.stream)
 
     def install(self) -> CompileNotice:
         event.register("numba:compile", self)
@@ -79,3 +84,10 @@ def announce_compiles() -> None:
     global _notice
     if _notice is None:
         _notice = CompileNotice(sys.stderr if sys.stderr.isatty() else None).install()
+
+
+def tell_compiling() -> None:
+    """The command line's notice now (see :meth:`CompileNotice.tell`), installing it if need be."""
+    announce_compiles()
+    if _notice is not None:
+        _notice.tell()

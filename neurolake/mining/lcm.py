@@ -70,6 +70,7 @@ __all__ = [
     "Transactions",
     "absolute_support",
     "closed_itemsets",
+    "compile_kernels",
     "first_level_branches",
     "mine_branch",
     "read_fimi",
@@ -453,6 +454,18 @@ def closed_itemsets(
         The closed itemsets, each once; the empty set is not reported.
     """
     return LCM(min_support, max_size, workers=workers).fit(transactions).discover()
+
+
+def compile_kernels() -> None:
+    """Compile the search's kernels for the argument types every search gives them (or load
+    them from numba's disk cache, where a process compiled them before): searches of rows and
+    of packed bits, on a tiny database. A process that mines later then loads them instead
+    of compiling them (the search's kernel takes 30-40 s on one core), so a command can have
+    this done in a process of its own while it does other work (``neurolake demo``)."""
+    closed_itemsets([[0, 1], [0, 1, 2], [1], [1, 2]], 1)
+    packed = np.zeros((4, 1), np.uint64)
+    packed[:, 0] = [0b011, 0b111, 0b010, 0b110]
+    closed_itemsets(PackedRows((packed,), 3), 1)
 
 
 class LCM:

@@ -51,6 +51,21 @@ def test_the_notice_is_written_once_for_the_package_and_never_for_others(caplog)
     assert stream.getvalue() == COMPILE_NOTICE + "\n"  # removed: told nothing more
 
 
+def test_a_notice_told_beforehand_is_not_written_again_when_numba_compiles():
+    """The demo tells the notice while it waits for kernels another process compiles; the
+    compiles in this process that follow do not repeat it."""
+    stream = io.StringIO()
+    notice = CompileNotice(stream, package="toldpkg").install()
+    try:
+        notice.tell()
+        assert stream.getvalue() == COMPILE_NOTICE + "\n"
+        assert _kernel("toldpkg.k", "f")(np.ones(2)) == 2.0
+        notice.tell()
+    finally:
+        notice.remove()
+    assert stream.getvalue() == COMPILE_NOTICE + "\n"
+
+
 def test_a_notice_without_a_stream_only_logs(caplog):
     notice = CompileNotice(None, package="quietpkg").install()
     try:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import fim
@@ -379,6 +382,63 @@ def test_the_search_kernel_gets_one_kind_of_array_from_every_caller(monkeypatch)
         mine_branch(branch)
     assert len(kinds) == 3 + 2 * len(branches)  # two searches, the plan, the branches twice
     assert len(set(kinds)) == 1, set(kinds)
+
+
+# Searches as the command line runs them, in a process of their own; prints how many kernels of
+# the search numba compiled (not loaded from its cache), and how many of this script's own.
+_LATER_SEARCHES = """
+import sys
+import numba
+import numpy as np
+from numba.core import event
+from neurolake.mining.lcm import PackedRows, closed_itemsets, read_fimi
+
+compiled = {"search": 0, "script": 0}
+
+class Count(event.Listener):
+    def on_start(self, ev):
+        module = ev.data["dispatcher"].py_func.__module__
+        if module == "neurolake.mining._lcm_kernels":
+            compiled["search"] += 1
+        elif module == "__main__":
+            compiled["script"] += 1
+
+    def on_end(self, ev):
+        pass
+
+event.register("numba:compile", Count())
+closed_itemsets(read_fimi(sys.argv[1]), 0.2)
+rows = np.random.default_rng(0).random((2000, 128)) < 0.2
+closed_itemsets(PackedRows((np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64),), 128), 0.02)
+
+@numba.njit
+def own(x):
+    return x + 1
+
+own(1)
+print(compiled["search"], compiled["script"])
+"""
+
+
+@pytest.mark.slow
+def test_compile_kernels_leaves_a_later_search_nothing_to_compile(tmp_path):
+    """What ``neurolake demo`` has compiled in a process of its own while it ingests
+    (:func:`compile_kernels`, on a tiny database) is what later searches of rows and of packed
+    bits load from numba's cache: none of the search's kernels compiles again."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    code = "from neurolake.mining.lcm import compile_kernels; compile_kernels()"
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=600)
+    later = subprocess.run(
+        [sys.executable, "-c", _LATER_SEARCHES, str(FIMI_DIR / "mushroom.dat")],
+        env=env,
+        check=True,
+        timeout=600,
+        capture_output=True,
+        text=True,
+    )
+    search, script = map(int, later.stdout.split())
+    assert script == 1  # the listener sees compiles
+    assert search == 0
 
 
 medium_rows = st.integers(0, 2**32 - 1).flatmap(
