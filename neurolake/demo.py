@@ -107,7 +107,7 @@ def compiling_in_background() -> subprocess.Popen | None:
         return None
 
 
-def compiled(process: subprocess.Popen | None, timeout: float = 600) -> None:
+def wait_for_compiling(process: subprocess.Popen | None, timeout: float = 600) -> None:
     """Wait for :func:`compiling_in_background`'s process (telling a terminal why, if it is not
     done); should it fail or outlast ``timeout``, the kernels are compiled when first used."""
     if process is None:
@@ -208,7 +208,7 @@ def _run_demo(
         )
         + "\n"
     )
-    compiled(warming)
+    wait_for_compiling(warming)
     mined, _ = mining_step(lake)
     out.write("\n" + mined + "\n")
     scanned, top = scan_step(lake, progress)
