@@ -385,28 +385,27 @@ def test_the_search_kernel_gets_one_kind_of_array_from_every_caller(monkeypatch)
 
 
 # Searches as the command line runs them, in a process of their own; prints how many kernels of
-# the search numba compiled (not loaded from its cache), and how many of this script's own.
+# the search numba compiled (not loaded from its cache), and how many of this script's own, as
+# the command line's compile listener logs them (outermost compiles).
 _LATER_SEARCHES = """
+import logging
 import sys
 import numba
 import numpy as np
-from numba.core import event
+from neurolake.cluster.progress import CompileNotice
 from neurolake.mining.lcm import PackedRows, closed_itemsets, read_fimi
 
-compiled = {"search": 0, "script": 0}
+compiled = []
 
-class Count(event.Listener):
-    def on_start(self, ev):
-        module = ev.data["dispatcher"].py_func.__module__
-        if module == "neurolake.mining._lcm_kernels":
-            compiled["search"] += 1
-        elif module == "__main__":
-            compiled["script"] += 1
+class Names(logging.Handler):
+    def emit(self, record):
+        compiled.append(record.getMessage().split(" in ")[0])
 
-    def on_end(self, ev):
-        pass
-
-event.register("numba:compile", Count())
+log = logging.getLogger("neurolake.cluster.progress")
+log.setLevel(logging.DEBUG)
+log.addHandler(Names())
+for package in ("neurolake.mining._lcm_kernels", "__main__"):
+    CompileNotice(None, package).install()
 closed_itemsets(read_fimi(sys.argv[1]), 0.2)
 rows = np.random.default_rng(0).random((2000, 128)) < 0.2
 closed_itemsets(PackedRows((np.packbits(rows, axis=1, bitorder="little").view("<u8").astype(np.uint64),), 128), 0.02)
@@ -416,7 +415,7 @@ def own(x):
     return x + 1
 
 own(1)
-print(compiled["search"], compiled["script"])
+print(sum(".mining." in name for name in compiled), compiled.count("numba compiled __main__.own"))
 """
 
 
