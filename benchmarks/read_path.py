@@ -35,7 +35,8 @@ level 1 shrinks by under 10 %; ``--codec zstd``: zstd frames only; 256-row chunk
   groups, one slot per utterance, slots of 32 frames (more than fit a copy per thread),
   20,000 slots spread over the run, each the way ``layer_sums`` chooses (``private``: a copy
   per thread; ``shared``: one copy, slots cut by a read task summed apart; ``blocks``: blocks
-  of rows split by slot), and some forced the other way to compare.
+  of rows split by slot; the block is kept for the next pass, and a process's first pass,
+  whose block is fresh memory, is timed too), and some forced the other way to compare.
 
 ``--data dense`` is transformer-like output (every value non-zero, per-unit scales;
 hardly compressible); ``--data relu`` half zeros with random mantissas. Both by default.
@@ -435,6 +436,15 @@ def measure(kind: str, args: argparse.Namespace) -> None:
                 f"  slot sums, {label:42s} ({n_slots * UNITS * 8 / 2**20:5.0f} MB, {how:7s}): {t_read / t_sums:.2f} of the layer read"
                 " (target >= 0.8)"
             )
+            if how == "blocks":  # a process's first pass, without the block kept by the last one
+
+                def first_pass(pairs=pairs, n_slots=n_slots) -> None:
+                    naps_module._SCRATCH.release()
+                    layer_sums(run, "layer", pairs, n_slots)
+
+                with forced_summing(force):
+                    t_first, t_read = best_beside(first_pass, read_layer, args.repeats)
+                print(f"  {'':53s}the first pass of a process (its block fresh): {t_read / t_first:.2f}")
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -12,6 +12,7 @@ from neurolake.introspect.naps import naps
 from neurolake.query.engine import QueryEngine
 from neurolake.query.groups import create_group
 from neurolake.store import Lake
+from neurolake.store.pools import KeptScratch
 from tests.store.partdata import LAYERS, create_run, expected_rows, write_part
 
 
@@ -187,3 +188,33 @@ def test_layer_sums_choose_shared_sums_for_slots_that_follow_the_frames(lake, mo
             np.add.at(expected2, slots, x * x)
             np.testing.assert_allclose(sums, expected, rtol=1e-12, atol=1e-9)
             np.testing.assert_allclose(squares, expected2, rtol=1e-12, atol=1e-9)
+
+
+def test_blocks_of_rows_reuse_one_kept_block_and_sum_right_after_a_larger_pass(lake, monkeypatch, sums_path):
+    """A pass by blocks of rows gives its block back; the next pass (another layer, fewer
+    frames, so the block's tail holds the last pass's rows) reads into the same memory and
+    still gives numpy's sums."""
+    from neurolake.introspect.naps import Pairs, layer_sums
+
+    if sums_path != "blocks of rows":
+        pytest.skip("the kept block is the blocks' buffer")
+    taken = []
+
+    class Recorded(KeptScratch):
+        def take(self, nbytes):
+            taken.append(super().take(nbytes))
+            return taken[-1]
+
+    monkeypatch.setattr(naps_module, "_SCRATCH", Recorded(naps_module._BLOCK_BYTES))
+    monkeypatch.setattr(naps_module, "BLOCK_ROWS", 64)
+    f = _frames(lake)
+    ids = np.array(f["frame_id"])
+    run = lake.run("r1")
+    for li, frames in [(0, ids), (1, ids[: ids.size // 3])]:
+        spec = LAYERS[li]
+        slots = frames % 7
+        sums = layer_sums(run, spec.name, Pairs.of(frames, slots), 7)
+        expected = np.zeros((7, spec.units))
+        np.add.at(expected, slots, expected_rows(li, spec.units, frames).astype(np.float64))
+        np.testing.assert_allclose(sums, expected, rtol=1e-12, atol=1e-9)
+    assert len(taken) == 2 and taken[1].nbytes < taken[0].nbytes and np.shares_memory(taken[0], taken[1])
