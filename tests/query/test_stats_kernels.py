@@ -163,8 +163,9 @@ def test_histogram_counts_each_row_in_its_order_key_bin(units):
 def test_slot_sums_equal_numpy_in_float64(f16c):
     """Rows added to their slots, and their squares: the same float64 sums as numpy's ``add.at``
     over the rows widened from float16 (pairs in the same order), subnormals and repeats
-    included; pair rows counted from an offset (rows of a block that starts there); float32
-    rows through the generic kernel."""
+    included; pair rows counted from an offset (rows of a block that starts there); rows of a
+    slot scattered (added four at a time), following each other (one at a time) and pairs in no
+    slot order; float32 rows through the generic kernel."""
     slot_sums_f16 = kernels.slot_sums_f16c if _widening(f16c) else kernels.slot_sums_f16
     rng = np.random.default_rng(9)
     values = (rng.standard_normal((300, 37)) * rng.choice([1e-6, 1.0, 300.0], (300, 37))).astype(np.float16)
@@ -182,6 +183,21 @@ def test_slot_sums_equal_numpy_in_float64(f16c):
     alone = np.zeros((7, 37))
     slot_sums_f16(values.view(np.uint16), pair_rows, 0, pair_slots, alone, np.zeros((0, 37)))
     assert np.array_equal(alone, want)
+    # Slots of 43 rows in a row; then scattered rows, in slot order; then in no order, as pairs
+    # sorted by frame come (a frame in two slots, slots alternating).
+    following = np.arange(300)
+    scattered = np.concatenate([following, pair_rows])
+    for rows, slots in [
+        (following, following // 43),
+        (scattered, np.sort(rng.integers(0, 7, scattered.size))),
+        (scattered, np.tile([0, 1, 0, 0, 2, 2, 2, 2], scattered.size // 8 + 1)[: scattered.size]),
+    ]:
+        want, want2 = np.zeros((7, 37)), np.zeros((7, 37))
+        np.add.at(want, slots, wide[rows])
+        np.add.at(want2, slots, wide[rows] ** 2)
+        sums, sums2 = np.zeros((7, 37)), np.zeros((7, 37))
+        slot_sums_f16(values.view(np.uint16), rows, 0, slots, sums, sums2)
+        assert np.array_equal(sums, want) and np.array_equal(sums2, want2)
     floats = values.astype(np.float32) * np.float32(1.5)
     sums, sums2 = np.zeros((7, 37)), np.zeros((7, 37))
     kernels.slot_sums(floats, pair_rows + 7, 7, pair_slots, sums, sums2)
