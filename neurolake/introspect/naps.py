@@ -311,8 +311,8 @@ def _block_sums(
     block_rows = min(_block_rows(sums.nbytes + sums2.nbytes, row_bytes), distinct.size)
     # Every block is read into one buffer, kept for the next pass: fresh pages for each block
     # cost as much as decoding it (20,000 slots spread over 684,493 frames x 768 units: 0.42
-    # -> 0.33-0.35 s), and the next layer's pass skips the first block's too (0.78 -> 0.85 of
-    # the layer read, interleaved rounds).
+    # -> 0.33-0.35 s), and the next layer's pass skips the first block's too (0.77 -> 0.84 of
+    # the layer read, best of 12 interleaved rounds).
     scratch = _SCRATCH.take(block_rows * row_bytes)
     buffer = scratch.view(RELEVANCE_DTYPE if relevance else run.layer(layer).dtype).reshape(block_rows, units)
     for start in range(0, distinct.size, block_rows):
