@@ -190,14 +190,13 @@ def test_layer_sums_choose_shared_sums_for_slots_that_follow_the_frames(lake, mo
             np.testing.assert_allclose(squares, expected2, rtol=1e-12, atol=1e-9)
 
 
+@pytest.mark.parametrize("sums_path", ["blocks of rows"], indirect=True)  # the kept block is the blocks' buffer
 def test_blocks_of_rows_reuse_one_kept_block_and_sum_right_after_a_larger_pass(lake, monkeypatch, sums_path):
     """A pass by blocks of rows gives its block back; the next pass (another layer, fewer
     frames, so the block's tail holds the last pass's rows) reads into the same memory and
     still gives numpy's sums."""
     from neurolake.introspect.naps import Pairs, layer_sums
 
-    if sums_path != "blocks of rows":
-        pytest.skip("the kept block is the blocks' buffer")
     taken = []
 
     class Recorded(KeptScratch):
