@@ -589,7 +589,7 @@ def co_usage_delta(
     becomes ``new``, one pattern inserted at (``add``) or removed from position ``pos``,
     sparse and in the numbering of ``new``: ``co_usage(rows, new)`` is
     ``co_usage_renumbered(co_usage(rows, old), pos, add)`` with ``increments`` added at the
-    flat positions ``where`` (increasing, no zero increment).
+    flat positions ``where`` (each once, in no set order; no zero increment).
 
     Only rows containing ``within`` (the pattern) change their cover. In such a row, a pair
     of elements used under both tables counts under both and does not change; only the pairs
@@ -695,38 +695,33 @@ def co_usage_delta_of(
             gone[was[gone_at[g]]] = False
         for g in range(n_came):
             came[now[came_at[g]]] = False
-    # A pair may have been counted from either of its elements: flat keys, sorted and merged.
+    # A pair of two changed elements may have been counted from either of them: its count
+    # from the higher one is folded into the lower one's slot, so that each pair is in one
+    # slot and the flat keys come out distinct with no sort (sorting them and merging equal
+    # keys cost 0.3-0.5 ms a call, about a sixth of the call on half of 1 M rows).
+    for t in range(n_slots):
+        x = slot_el[t]
+        for t2 in range(n_slots):
+            y = slot_el[t2]
+            if x < y and counts[t2, x] != 0:
+                counts[t, y] += counts[t2, x]
+                counts[t2, x] = 0
     found = 0
     for t in range(n_slots):
         for y in range(n_new):
             if counts[t, y] != 0:
                 found += 1
-    keys = np.empty(found, np.int64)
-    values = np.empty(found, np.int32)
+    where = np.empty(found, np.int64)
+    increments = np.empty(found, np.int32)
     found = 0
     for t in range(n_slots):
         x = slot_el[t]
         for y in range(n_new):
             if counts[t, y] != 0:
-                keys[found] = x * n_new + y if x < y else y * n_new + x
-                values[found] = counts[t, y]
+                where[found] = x * n_new + y if x < y else y * n_new + x
+                increments[found] = counts[t, y]
                 found += 1
-    order = np.argsort(keys)
-    where = np.empty(found, np.int64)
-    increments = np.empty(found, np.int32)
-    d = 0
-    t = 0
-    while t < found:
-        key = keys[order[t]]
-        total = 0
-        while t < found and keys[order[t]] == key:
-            total += values[order[t]]
-            t += 1
-        if total != 0:
-            where[d] = key
-            increments[d] = total
-            d += 1
-    return where[:d], increments[:d]
+    return where, increments
 
 
 def co_usage_renumbered(counts: np.ndarray, pos: int, insert: bool) -> np.ndarray:
