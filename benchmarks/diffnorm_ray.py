@@ -13,7 +13,8 @@ of the rows, and ``usages_held`` / ``co_usage_deltas_held`` are the other actors
 (their counting is inside them), and on the searching actor "waits for the other actors"
 is the time it spent waiting for their answers after counting its own rows (the rest of
 the search, less its counting and these waits, is what the other actors idle through).
-The runs must find the same model. Each run prints its counting, the time the search spent
+The runs must find the same model; at the end, a summary of the counting ratios (each
+against the one-process run before it, their median, and the fastest runs'). Each run prints its counting, the time the search spent
 in its counter's calls (every part of the rows counted and summed, trips and waits
 included), against the one-process run's: the scaling target for DiffNorm's counting
 (2 workers >= 1.8x, 1 worker within 1.1x; the closed candidates and the search's own steps
@@ -227,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     instrument(spent, calls)
     hosted, closing = dn._RowPartition, dn.PartitionedUsageCounter.close
     first, alone, alone_counting = None, None, None
+    # Each run's counting and the ratio to the one-process run before it, by workers.
+    countings: dict[int, list[tuple[float, float]]] = collections.defaultdict(list)
     for workers in args.workers:
         spent.clear()
         calls.clear()
@@ -274,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         counting = spent.get(COUNTING, 0.0) + sum(t[2].get(COUNTING, 0.0) for t in actor_times)
         alone_counting = counting if workers == 0 or alone_counting is None else alone_counting
+        countings[workers].append((counting, alone_counting / counting))
         print(
             f"   counting: {counting:.2f} s in the search's counter calls, {alone_counting / counting:.2f}x"
             " the last one-process run's",
@@ -288,7 +292,26 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         if actor_times:
             print(f"   (its actors exited {wait_gone([t[-1] for t in actor_times]):.1f} s after it)", flush=True)
+    print_summary(countings)
     return 0
+
+
+def print_summary(countings: dict[int, list[tuple[float, float]]]) -> None:
+    """The counting of every Ray run against the one-process run before it (the pairs
+    compare at one moment), their median, and the fastest runs against each other."""
+    if 0 not in countings:
+        return
+    print("== counting (target: 2 workers >= 1.8x, 1 worker within 1.1x of one process)", flush=True)
+    best_alone = min(c for c, _ in countings[0])
+    for workers in sorted(k for k in countings if k):
+        ratios = [r for _, r in countings[workers]]
+        print(
+            f"   {workers} worker{'s' if workers > 1 else ''}: {', '.join(f'{r:.2f}x' for r in ratios)} against the"
+            f" one-process run before each (median {float(np.median(ratios)):.2f}x); fastest one-process counting"
+            f" {best_alone:.2f} s against fastest {min(c for c, _ in countings[workers]):.2f} s:"
+            f" {best_alone / min(c for c, _ in countings[workers]):.2f}x",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
