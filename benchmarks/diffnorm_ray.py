@@ -306,11 +306,11 @@ def print_summary(countings: dict[int, list[tuple[float, float]]]) -> None:
     best_alone = min(c for c, _ in countings[0])
     for workers in sorted(k for k in countings if k):
         ratios = [r for _, r in countings[workers]]
+        best = min(c for c, _ in countings[workers])
         print(
             f"   {workers} worker{'s' if workers > 1 else ''}: {', '.join(f'{r:.2f}x' for r in ratios)} against the"
             f" one-process run before each (median {float(np.median(ratios)):.2f}x); fastest one-process counting"
-            f" {best_alone:.2f} s against fastest {min(c for c, _ in countings[workers]):.2f} s:"
-            f" {best_alone / min(c for c, _ in countings[workers]):.2f}x",
+            f" {best_alone:.2f} s against fastest {best:.2f} s: {best_alone / best:.2f}x",
             flush=True,
         )
 
