@@ -1,11 +1,13 @@
 """Where a DiffNorm search's time goes: one process against the search on Ray workers.
 
-    python benchmarks/diffnorm_ray.py [--frames N] [--iterations N] [--workers 0 1 2 0 1 2]
+    python benchmarks/diffnorm_ray.py [--frames N] [--iterations N] [--speakers S] [--workers 0 1 2 2b]
 
 Runs the ``--large`` contrast of ``benchmarks/diffnorm.py`` (N frames x 2,000 units, 5 %
-active, target-only groups planted) once per entry of ``--workers``: 0 is one process; k
-splits the rows over k Ray actors, the first of which runs the search (even for k = 1,
-where it holds every row). For each run it prints its time and the ratio to the
+active, target-only groups planted; with ``--speakers S``, its rows in a corpus's order:
+S runs of frames, each unit's rate varying by run, ``speaker_contrast``) once per entry of
+``--workers``: 0 is one process; k deals the rows out to k Ray actors, the first of which
+runs the search (even for k = 1, where it holds every row); ``kb`` gives each actor one
+contiguous block of rows instead, as before they were dealt. For each run it prints its time and the ratio to the
 one-process run before it (interleave them: this machine's speed drifts), the time of the
 search's steps (in the process or the actor that searched) and, for each actor, the compute
 time of every method it ran; the counting methods of the searching actor include its share
@@ -42,7 +44,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from diffnorm import large_contrast
+from diffnorm import large_contrast, speaker_contrast
 from mining import available_parallelism
 
 import neurolake.mining.diffnorm as dn
@@ -206,6 +208,29 @@ class OnRay(dn.DiffNorm):
         return self.workers
 
 
+def run_kind(text: str) -> str:
+    """An entry of ``--workers``: a number of workers, ``b`` after it for contiguous blocks."""
+    if not text.rstrip("b").isdigit() or text.count("b") > 1 or (text.endswith("b") and int(text[:-1]) < 2):
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of workers (0: one process), 'b' after 2 or more")
+    return text
+
+
+def in_blocks(n_rows: int, weights: np.ndarray) -> np.ndarray:
+    """Rows to actors in contiguous blocks, as the actors held them before rows were dealt
+    (:func:`neurolake.mining.diffnorm._row_owners`)."""
+    ends = np.cumsum(weights, dtype=np.float64)
+    cuts = np.round(ends[:-1] / ends[-1] * n_rows).astype(np.int64)
+    return np.searchsorted(cuts, np.arange(n_rows), side="right")
+
+
+def label_of(kind: str) -> str:
+    workers = int(kind.rstrip("b"))
+    if workers == 0:
+        return "one process"
+    label = f"{workers} Ray worker{'s' if workers > 1 else ''}"
+    return label + " (contiguous blocks of rows)" if kind.endswith("b") else label
+
+
 def print_steps(spent: dict[str, float], calls: dict[str, int]) -> None:
     for key in sorted(spent, key=lambda k: -spent[k]):
         print(f"   {key:<45} {spent[key]:7.2f} s {calls[key]:6d} calls {1000 * spent[key] / calls[key]:8.2f} ms/call")
@@ -215,10 +240,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=100_000)
     parser.add_argument("--iterations", type=int, default=500)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--workers",
+        type=run_kind,
+        nargs="+",
+        default=["0", "1", "2"],
+        help="0: one process; k: k Ray workers; kb: k Ray workers holding contiguous blocks of rows",
+    )
+    parser.add_argument(
+        "--speakers", type=int, default=0, help="rows in a corpus's order, N speakers (speaker_contrast)"
+    )
     args = parser.parse_args(argv)
     connect(num_cpus=2)  # a local Ray as neurolake starts one (its workers not reniced)
-    groups, _ = large_contrast(args.frames)
+    groups, _ = speaker_contrast(args.frames, speakers=args.speakers) if args.speakers else large_contrast(args.frames)
     packed = [dn.BitMatrix.from_dense(g) for g in groups]
     del groups
     # Start Ray's workers and load the kernels outside the timings.
@@ -227,11 +261,12 @@ def main(argv: list[str] | None = None) -> int:
     spent: dict[str, float] = collections.defaultdict(float)
     calls: collections.Counter = collections.Counter()
     instrument(spent, calls)
-    hosted, closing = dn._RowPartition, dn.PartitionedUsageCounter.close
+    hosted, closing, dealt = dn._RowPartition, dn.PartitionedUsageCounter.close, dn._row_owners
     first, alone, alone_counting = None, None, None
     # Each run's counting and the ratio to the one-process run before it, by workers.
-    countings: dict[int, list[tuple[float, float]]] = collections.defaultdict(list)
-    for workers in args.workers:
+    countings: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    for kind in args.workers:
+        workers = int(kind.rstrip("b"))
         spent.clear()
         calls.clear()
         actor_times: list[Any] = []
@@ -245,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   machine check: 2 busy processes run {available_parallelism():.2f}x faster than 1", flush=True)
         dn.PartitionedUsageCounter.close = close  # type: ignore[method-assign]
         dn._RowPartition = TimedPartition  # type: ignore[misc]
+        dn._row_owners = in_blocks if kind.endswith("b") else dealt
         model = (OnRay if workers else dn.DiffNorm)(
             min_support=0.05, max_iterations=args.iterations, workers=max(workers, 1)
         )
@@ -253,13 +289,14 @@ def main(argv: list[str] | None = None) -> int:
             model.fit(packed)
         finally:
             dn._RowPartition = hosted  # type: ignore[misc]
+            dn._row_owners = dealt
             dn.PartitionedUsageCounter.close = closing  # type: ignore[method-assign]
         elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         alone = elapsed if workers == 0 or alone is None else alone
         result = model.discover()
         first = first or result
         same = result.patterns == first.patterns and result.total_length == first.total_length
-        label = "one process" if workers == 0 else f"{workers} Ray worker{'s' if workers > 1 else ''}"
+        label = label_of(kind)
         print(
             f"== {label}: {elapsed:.1f} s ({elapsed / alone:.2f} of the last one-process run), {result.n_accepted} accepted,"
             f" L% {result.l_percent:.3f} ({'same model' if same else 'MODEL DIFFERS'})",
@@ -278,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         counting = spent.get(COUNTING, 0.0) + sum(t[2].get(COUNTING, 0.0) for t in actor_times)
         alone_counting = counting if workers == 0 or alone_counting is None else alone_counting
-        countings[workers].append((counting, alone_counting / counting))
+        countings[kind].append((counting, alone_counting / counting))
         print(
             f"   counting: {counting:.2f} s in the search's counter calls, {alone_counting / counting:.2f}x"
             " the last one-process run's",
@@ -297,18 +334,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_summary(countings: dict[int, list[tuple[float, float]]]) -> None:
+def print_summary(countings: dict[str, list[tuple[float, float]]]) -> None:
     """The counting of every Ray run against the one-process run before it (the pairs
     compare at one moment), their median, and the fastest runs against each other."""
-    if 0 not in countings:
+    if "0" not in countings:
         return
     print("== counting (target: 2 workers >= 1.8x, 1 worker within 1.1x of one process)", flush=True)
-    best_alone = min(c for c, _ in countings[0])
-    for workers in sorted(k for k in countings if k):
-        ratios = [r for _, r in countings[workers]]
-        best = min(c for c, _ in countings[workers])
+    best_alone = min(c for c, _ in countings["0"])
+    for kind in sorted((k for k in countings if k != "0"), key=lambda k: (int(k.rstrip("b")), k)):
+        ratios = [r for _, r in countings[kind]]
+        best = min(c for c, _ in countings[kind])
         print(
-            f"   {workers} worker{'s' if workers > 1 else ''}: {', '.join(f'{r:.2f}x' for r in ratios)} against the"
+            f"   {label_of(kind)}: {', '.join(f'{r:.2f}x' for r in ratios)} against the"
             f" one-process run before each (median {float(np.median(ratios)):.2f}x); fastest one-process counting"
             f" {best_alone:.2f} s against fastest {best:.2f} s: {best_alone / best:.2f}x",
             flush=True,

@@ -176,6 +176,22 @@ def _searcher_share(n_rows: int) -> float:
     return (1 + t) / (1 - t)
 
 
+# 1 / golden ratio: the step of the sequence that deals rows to the actors (see _row_owners).
+_DEAL_STEP = (math.sqrt(5) - 1) / 2
+
+
+def _row_owners(n_rows: int, weights: np.ndarray) -> np.ndarray:
+    """``[n_rows] int64``: the partition each row goes to, in proportion to ``weights``. Row
+    ``r`` goes to the partition whose share of ``[0, 1)`` holds ``r / golden ratio mod 1``,
+    a sequence that spreads every run of consecutive rows over the shares within a few rows
+    of their size. Rows in the order of a corpus (by utterance, speaker, chapter) hold the
+    same patterns in long runs; cut into contiguous blocks, one actor would hold most of such
+    a pattern's rows and count them while the others wait."""
+    ends = np.cumsum(weights, dtype=np.float64)
+    ends = ends[:-1] / ends[-1]
+    return np.searchsorted(ends, (np.arange(n_rows, dtype=np.float64) * _DEAL_STEP) % 1.0, side="right")
+
+
 Itemset = tuple[int, ...]
 Subset = tuple[int, ...]
 UsageRequest = tuple[int, np.ndarray, np.ndarray]
@@ -484,7 +500,8 @@ class PartitionedUsageCounter(UsageCounter):
     Args:
         groups: one ``[rows, W] uint64`` packed matrix per group.
         n_items: size of the item universe.
-        workers: actors (each holds about ``1 / workers`` of every group's rows).
+        workers: actors (each holds about ``1 / workers`` of every group's rows, dealt out
+            as :func:`_row_owners` does, not in contiguous blocks).
         first_weight: the first actor's partition is this many times as large as each
             other's (the actor that runs a search counts its share without a trip).
     """
@@ -501,8 +518,10 @@ class PartitionedUsageCounter(UsageCounter):
         self.n_groups = len(groups)
         weights = np.ones(workers)
         weights[0] = first_weight
-        ends = np.cumsum(weights)[:-1] / weights.sum()
-        splits = [np.split(g, np.round(ends * g.shape[0]).astype(np.int64), axis=0) for g in groups]
+        splits = []
+        for g in groups:
+            owners = _row_owners(g.shape[0], weights)
+            splits.append([g[owners == w] for w in range(workers)])
         # The actors reserve no CPU, so that more partitions than CPUs still start (and
         # share the CPUs) instead of waiting for resources.
         self._pool = ActorPool(

@@ -14,6 +14,7 @@ from neurolake.mining.diffnorm import (
     BitMatrix,
     DiffNorm,
     _best_unions,
+    _row_owners,
     _searcher_share,
     default_subsets,
     diffnorm,
@@ -611,6 +612,37 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct,
         remote.close()
         if hosted == "some":
             others.close()
+
+
+def test_rows_are_dealt_to_the_actors_along_the_whole_run(local_ray):
+    """Rows in a corpus's order hold a pattern in long runs (an utterance, a speaker): every
+    run, whatever its length, is dealt to the actors in proportion to their shares (within
+    two rows), so each actor counts its share of such a pattern's rows. Planted: a pattern
+    held by the first 40 % of the rows only, where contiguous blocks would give all of them
+    to the first actor."""
+    weights = np.array([1.3, 1.0])
+    owners = _row_owners(20_000, weights)
+    share = weights / weights.sum()
+    np.testing.assert_allclose(np.bincount(owners, minlength=2), 20_000 * share, atol=2)
+    for start, stop in [(0, 8_000), (8_000, 8_013), (123, 1_123), (19_900, 20_000)]:
+        counts = np.bincount(owners[start:stop], minlength=2)
+        np.testing.assert_allclose(counts, (stop - start) * share, atol=2)
+    assert set(np.unique(_row_owners(1_000, np.array([2.0, 1.0, 1.0])))) == {0, 1, 2}
+
+    from neurolake.mining.diffnorm import PartitionedUsageCounter, _itemset_bits
+
+    rng = np.random.default_rng(3)
+    rows = rng.random((2_000, 24)) < 0.1
+    rows[:800, [4, 9]] = True
+    rows[800:, 9] = False
+    pattern = _itemset_bits((4, 9), 1)[None, :]
+    counter = PartitionedUsageCounter([BitMatrix.from_dense(rows).words], 24, workers=2)
+    try:
+        per_actor = [int(s[0, 0]) for s in counter._pool.broadcast("supports", pattern)]
+    finally:
+        counter.close()
+    assert sum(per_actor) == 800
+    assert abs(per_actor[0] - 400) <= 2 and abs(per_actor[1] - 400) <= 2
 
 
 class _Cell:
