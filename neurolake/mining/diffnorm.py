@@ -521,7 +521,7 @@ class PartitionedUsageCounter(UsageCounter):
         splits = []
         for g in groups:
             owners = _row_owners(g.shape[0], weights)
-            splits.append([g[owners == w] for w in range(workers)])
+            splits.append([g[owners == w] for w in range(workers)] if workers > 1 else [g])
         # The actors reserve no CPU, so that more partitions than CPUs still start (and
         # share the CPUs) instead of waiting for resources.
         self._pool = ActorPool(
