@@ -162,20 +162,26 @@ def demo_contrast(lake_dir: Path | None) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
+def plant_target_groups(target: np.ndarray, rng: np.random.Generator) -> list[tuple[int, ...]]:
+    """Plant 6 groups of 5 units (drawn by ``rng``) that fire together in 8 % of the
+    ``target`` frames; the groups, each as increasing units."""
+    units = rng.permutation(target.shape[1])
+    planted = []
+    for g in range(6):
+        members = units[5 * g : 5 * g + 5]
+        on = np.flatnonzero(rng.random(target.shape[0]) < 0.08)
+        target[np.ix_(on, members)] = True
+        planted.append(tuple(sorted(int(u) for u in members)))
+    return planted
+
+
 def large_contrast(n_frames: int, n_units: int = 2000, seed: int = 0) -> tuple[list[np.ndarray], list[tuple[int, ...]]]:
     """``n_frames`` x ``n_units`` at 5 % activity; 6 groups of 5 units fire together in 8 % of
     the target frames (a fifth of all) only."""
     rng = np.random.default_rng(seed)
     n_target = n_frames // 5
     groups = [rng.random((n, n_units), dtype=np.float32) < 0.05 for n in (n_target, n_frames - n_target)]
-    units = rng.permutation(n_units)
-    planted = []
-    for g in range(6):
-        members = units[5 * g : 5 * g + 5]
-        on = np.flatnonzero(rng.random(n_target) < 0.08)
-        groups[0][np.ix_(on, members)] = True
-        planted.append(tuple(sorted(int(u) for u in members)))
-    return groups, planted
+    return groups, plant_target_groups(groups[0], rng)
 
 
 def speaker_contrast(
@@ -196,14 +202,7 @@ def speaker_contrast(
         for k in range(speakers):
             g[bounds[k] : bounds[k + 1]] = rng.random((bounds[k + 1] - bounds[k], n_units), dtype=np.float32) < rates[k]
         groups.append(g)
-    units = rng.permutation(n_units)
-    planted = []
-    for g in range(6):
-        members = units[5 * g : 5 * g + 5]
-        on = np.flatnonzero(rng.random(n_target) < 0.08)
-        groups[0][np.ix_(on, members)] = True
-        planted.append(tuple(sorted(int(u) for u in members)))
-    return groups, planted
+    return groups, plant_target_groups(groups[0], rng)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -208,11 +208,14 @@ class OnRay(dn.DiffNorm):
         return self.workers
 
 
-def run_kind(text: str) -> str:
-    """An entry of ``--workers``: a number of workers, ``b`` after it for contiguous blocks."""
-    if not text.rstrip("b").isdigit() or text.count("b") > 1 or (text.endswith("b") and int(text[:-1]) < 2):
+def run_kind(text: str) -> tuple[int, bool]:
+    """An entry of ``--workers``, ``(workers, contiguous blocks)``: a number of workers, ``b``
+    after it for contiguous blocks."""
+    blocks = text.endswith("b")
+    number = text[:-1] if blocks else text
+    if not number.isdigit() or (blocks and int(number) < 2):
         raise argparse.ArgumentTypeError(f"{text!r}: a number of workers (0: one process), 'b' after 2 or more")
-    return text
+    return int(number), blocks
 
 
 def in_blocks(n_rows: int, weights: np.ndarray) -> np.ndarray:
@@ -223,12 +226,12 @@ def in_blocks(n_rows: int, weights: np.ndarray) -> np.ndarray:
     return np.searchsorted(cuts, np.arange(n_rows), side="right")
 
 
-def label_of(kind: str) -> str:
-    workers = int(kind.rstrip("b"))
+def label_of(kind: tuple[int, bool]) -> str:
+    workers, blocks = kind
     if workers == 0:
         return "one process"
     label = f"{workers} Ray worker{'s' if workers > 1 else ''}"
-    return label + " (contiguous blocks of rows)" if kind.endswith("b") else label
+    return label + " (contiguous blocks of rows)" if blocks else label
 
 
 def print_steps(spent: dict[str, float], calls: dict[str, int]) -> None:
@@ -244,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=run_kind,
         nargs="+",
-        default=["0", "1", "2"],
+        default=[(0, False), (1, False), (2, False)],
         help="0: one process; k: k Ray workers; kb: k Ray workers holding contiguous blocks of rows",
     )
     parser.add_argument(
@@ -264,9 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     hosted, closing, dealt = dn._RowPartition, dn.PartitionedUsageCounter.close, dn._row_owners
     first, alone, alone_counting = None, None, None
     # Each run's counting and the ratio to the one-process run before it, by workers.
-    countings: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+    countings: dict[tuple[int, bool], list[tuple[float, float]]] = collections.defaultdict(list)
     for kind in args.workers:
-        workers = int(kind.rstrip("b"))
+        workers, blocks = kind
         spent.clear()
         calls.clear()
         actor_times: list[Any] = []
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   machine check: 2 busy processes run {available_parallelism():.2f}x faster than 1", flush=True)
         dn.PartitionedUsageCounter.close = close  # type: ignore[method-assign]
         dn._RowPartition = TimedPartition  # type: ignore[misc]
-        dn._row_owners = in_blocks if kind.endswith("b") else dealt
+        dn._row_owners = in_blocks if blocks else dealt
         model = (OnRay if workers else dn.DiffNorm)(
             min_support=0.05, max_iterations=args.iterations, workers=max(workers, 1)
         )
@@ -334,14 +337,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def print_summary(countings: dict[str, list[tuple[float, float]]]) -> None:
+def print_summary(countings: dict[tuple[int, bool], list[tuple[float, float]]]) -> None:
     """The counting of every Ray run against the one-process run before it (the pairs
     compare at one moment), their median, and the fastest runs against each other."""
-    if "0" not in countings:
+    if (0, False) not in countings:
         return
     print("== counting (target: 2 workers >= 1.8x, 1 worker within 1.1x of one process)", flush=True)
-    best_alone = min(c for c, _ in countings["0"])
-    for kind in sorted((k for k in countings if k != "0"), key=lambda k: (int(k.rstrip("b")), k)):
+    best_alone = min(c for c, _ in countings[(0, False)])
+    for kind in sorted(k for k in countings if k[0]):
         ratios = [r for _, r in countings[kind]]
         best = min(c for c, _ in countings[kind])
         print(

@@ -518,10 +518,11 @@ class PartitionedUsageCounter(UsageCounter):
         self.n_groups = len(groups)
         weights = np.ones(workers)
         weights[0] = first_weight
-        splits = []
-        for g in groups:
-            owners = _row_owners(g.shape[0], weights)
-            splits.append([g[owners == w] for w in range(workers)] if workers > 1 else [g])
+        splits = [[g] for g in groups]
+        if workers > 1:
+            for i, g in enumerate(groups):
+                owners = _row_owners(g.shape[0], weights)
+                splits[i] = [g[owners == w] for w in range(workers)]
         # The actors reserve no CPU, so that more partitions than CPUs still start (and
         # share the CPUs) instead of waiting for resources.
         self._pool = ActorPool(
