@@ -23,9 +23,12 @@ against the one-process run's: the scaling target for DiffNorm's counting (2 wor
 1.8x, 1 worker within 1.1x; the closed candidates and the search's own steps are not
 counting). Each run also prints its CPU seconds (this process and the actors' processes) and
 what they leave possible on this machine's cores against the one-process run; the next run
-starts once its actors have exited. Before each run on several workers, a machine check
-prints what 2 busy processes gain over 1 at that moment (below 2x when other work shares the
-cores, which caps the run's ratio).
+starts once its actors have exited. Before and after each run on several workers, the machine
+checks print what 2 busy processes gain over 1 at that moment (below 2x when other work shares
+the cores, which caps the run's ratio) and what 2 threads counting the halves of the rows with
+the usage kernels gain over 1 counting them all (``CountingCheck``: the memory the counting
+streams, which the busy loop does not touch); checks that differ bracket a run during which the
+machine's speed changed, and a run can change more than a check of a few seconds sees.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import os
 import resource
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +205,52 @@ def wait_gone(pids: list[int], limit_s: float = 60.0) -> float:
     return time.perf_counter() - start
 
 
+class CountingCheck:
+    """What two threads counting the two halves of the rows at once (dealt as the actors get
+    them) gain over one thread counting every row, with DiffNorm's own usage kernels (they
+    release the interpreter lock) on the benchmark's rows: the machine check for this work,
+    which streams memory where the busy loop of :func:`available_parallelism` does not, so a
+    machine whose memory other work shares scores lower here than there. The requests are
+    fixed: ``requests`` item supports' rows each covered by ``patterns`` random pairs of items.
+    """
+
+    def __init__(self, packed: list[dn.BitMatrix], requests: int = 8, patterns: int = 30, seed: int = 0) -> None:
+        words = [p.words for p in packed]
+        n_items, n_words = packed[0].n_items, words[0].shape[1]
+        self.whole = dn.LocalUsageCounter(words, n_items)
+        owners = [dn._row_owners(w.shape[0], np.ones(2)) for w in words]
+        self.halves = [
+            dn.LocalUsageCounter([w[o == h] for w, o in zip(words, owners, strict=True)], n_items) for h in range(2)
+        ]
+        rng = np.random.default_rng(seed)
+        pairs = [tuple(sorted(rng.choice(n_items, 2, replace=False).tolist())) for _ in range(patterns)]
+        table = np.stack([dn._itemset_bits(x, n_words) for x in pairs])
+        self.requests = [
+            (i, table, dn._itemset_bits((int(x),), n_words))
+            for i in range(len(words))
+            for x in rng.choice(n_items, requests, replace=False)
+        ]
+
+    def _count(self, counter: dn.LocalUsageCounter) -> None:
+        # The kernels themselves: the counter's methods are timed as the search's counting.
+        for i, table, within in self.requests:
+            kernels.cover_usage_of(counter.groups[i], counter._within(i, within), table, counter.n_items)
+
+    def __call__(self, rounds: int = 5) -> float:
+        """The speed-up, best of ``rounds`` of each (interleaved)."""
+        one, two = float("inf"), float("inf")
+        with ThreadPoolExecutor(2) as pool:
+            self._count(self.halves[0])  # compiled and the threads up
+            for _ in range(rounds):
+                start = time.perf_counter()
+                self._count(self.whole)
+                one = min(one, time.perf_counter() - start)
+                start = time.perf_counter()
+                list(pool.map(self._count, self.halves))
+                two = min(two, time.perf_counter() - start)
+        return one / two
+
+
 class OnRay(dn.DiffNorm):
     """The search on ``workers`` Ray actors, even for one."""
 
@@ -261,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     # Start Ray's workers and load the kernels outside the timings.
     dn.DiffNorm(workers=2).fit([np.eye(4, dtype=bool)] * 2)
     dn.DiffNorm().fit([np.eye(4, dtype=bool)] * 2)
+    check = CountingCheck(packed) if any(workers > 1 for workers, _ in args.workers) else None
     spent: dict[str, float] = collections.defaultdict(float)
     calls: collections.Counter = collections.Counter()
     instrument(spent, calls)
@@ -280,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             closing(self)
 
         if workers > 1:
-            print(f"   machine check: 2 busy processes run {available_parallelism():.2f}x faster than 1", flush=True)
+            print_checks(check)
         dn.PartitionedUsageCounter.close = close  # type: ignore[method-assign]
         dn._RowPartition = TimedPartition  # type: ignore[misc]
         dn._row_owners = in_blocks if blocks else dealt
@@ -333,8 +384,21 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         if actor_times:
             print(f"   (its actors exited {wait_gone([t[-1] for t in actor_times]):.1f} s after it)", flush=True)
+        if workers > 1:
+            print_checks(check, "after it")
     print_summary(countings)
     return 0
+
+
+def print_checks(check: CountingCheck | None, when: str = "") -> None:
+    """The machine checks: the busy loop's and the counting kernels' (see CountingCheck)."""
+    label = f"machine check {when}:" if when else "machine check:"
+    print(f"   {label} 2 busy processes run {available_parallelism():.2f}x faster than 1", flush=True)
+    if check is not None:
+        print(
+            f"   {label} 2 threads counting halves of the rows run {check():.2f}x faster than 1 counting all",
+            flush=True,
+        )
 
 
 def print_summary(countings: dict[tuple[int, bool], list[tuple[float, float]]]) -> None:
