@@ -218,10 +218,8 @@ class CountingCheck:
         words = [p.words for p in packed]
         n_items, n_words = packed[0].n_items, words[0].shape[1]
         self.whole = dn.LocalUsageCounter(words, n_items)
-        owners = [dn._row_owners(w.shape[0], np.ones(2)) for w in words]
-        self.halves = [
-            dn.LocalUsageCounter([w[o == h] for w, o in zip(words, owners, strict=True)], n_items) for h in range(2)
-        ]
+        dealt = [dn._deal(w, np.ones(2)) for w in words]
+        self.halves = [dn.LocalUsageCounter([parts[h] for parts in dealt], n_items) for h in range(2)]
         rng = np.random.default_rng(seed)
         pairs = [tuple(sorted(rng.choice(n_items, 2, replace=False).tolist())) for _ in range(patterns)]
         table = np.stack([dn._itemset_bits(x, n_words) for x in pairs])

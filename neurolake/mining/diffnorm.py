@@ -192,6 +192,15 @@ def _row_owners(n_rows: int, weights: np.ndarray) -> np.ndarray:
     return np.searchsorted(ends, (np.arange(n_rows, dtype=np.float64) * _DEAL_STEP) % 1.0, side="right")
 
 
+def _deal(rows: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
+    """``rows`` dealt into ``len(weights)`` partitions as :func:`_row_owners` assigns them,
+    each in the rows' order; one partition is ``rows`` itself, not a copy."""
+    if len(weights) == 1:
+        return [rows]
+    owners = _row_owners(rows.shape[0], weights)
+    return [rows[owners == w] for w in range(len(weights))]
+
+
 Itemset = tuple[int, ...]
 Subset = tuple[int, ...]
 UsageRequest = tuple[int, np.ndarray, np.ndarray]
@@ -518,11 +527,7 @@ class PartitionedUsageCounter(UsageCounter):
         self.n_groups = len(groups)
         weights = np.ones(workers)
         weights[0] = first_weight
-        splits = [[g] for g in groups]
-        if workers > 1:
-            for i, g in enumerate(groups):
-                owners = _row_owners(g.shape[0], weights)
-                splits[i] = [g[owners == w] for w in range(workers)]
+        splits = [_deal(g, weights) for g in groups]
         # The actors reserve no CPU, so that more partitions than CPUs still start (and
         # share the CPUs) instead of waiting for resources.
         self._pool = ActorPool(
