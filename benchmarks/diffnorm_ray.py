@@ -11,7 +11,7 @@ contiguous block of rows instead, as before they were dealt. For each run it pri
 and the ratio to the one-process run before it (interleave them: this machine's speed
 drifts), the time of the search's steps (in the process or the actor that searched) and, for
 each actor, the compute time of every method it ran; the counting methods of the searching
-actor include its share of the rows, and ``usages_held`` / ``co_usage_deltas_held`` are the
+actor include its share of the rows, and ``usage_changes_held`` / ``co_usage_deltas_held`` are the
 other actors' trips (their counting is inside them), and on the searching actor "waits for
 the other actors" is the time it spent waiting for their answers after counting its own rows
 (the rest of the search, less its counting and these waits, is what the other actors idle
@@ -63,15 +63,17 @@ STEPS = [
     (dn.DiffNorm, "_first_improving", "candidates evaluated"),
     (kernels, "slim_gains_tabled", "pair gains (kernel)"),
     (dn.LocalUsageCounter, "usages", "usages (one-process counter)"),
+    (dn.LocalUsageCounter, "usage_changes", "usage changes (one-process counter)"),
     (dn.LocalUsageCounter, "co_usages", "first co-usages (one-process counter)"),
     (dn.LocalUsageCounter, "co_usage_sequence", "co-usage changes (one-process counter)"),
     (dn.PartitionedUsageCounter, "usages", "usages (partitioned counter)"),
+    (dn.PartitionedUsageCounter, "usage_changes", "usage changes (partitioned counter)"),
     (dn.PartitionedUsageCounter, "co_usage_sequence", "co-usage changes (partitioned counter)"),
 ]
 
 # The counter's methods the search calls: their time, outermost calls only, is the search's
 # counting (every part of the rows counted and summed, trips and waits included).
-COUNTER_METHODS = ("supports", "usages", "co_usages", "co_usage_sequence")
+COUNTER_METHODS = ("supports", "usages", "usage_changes", "co_usages", "co_usage_sequence")
 COUNTING = "counting (the counter's calls)"
 
 
@@ -160,6 +162,12 @@ class TimedPartition(dn._RowPartition):
 
     def usages_held(self, *args: Any) -> Any:
         return self._timed("usages_held", *args)
+
+    def usage_changes_stacked(self, *args: Any) -> Any:
+        return self._timed("usage_changes_stacked", *args)
+
+    def usage_changes_held(self, *args: Any) -> Any:
+        return self._timed("usage_changes_held", *args)
 
     def co_usages(self, *args: Any) -> Any:
         return self._timed("co_usages", *args)

@@ -25,6 +25,7 @@ __all__ = [
     "co_usage_renumbered",
     "cover_usage",
     "cover_usage_of",
+    "cover_usage_change_of",
     "co_usage_delta_of",
     "item_columns",
     "rows_containing",
@@ -221,6 +222,57 @@ def cover_usage_of(
                 item_usage[w * 64 + np.int64(_lowest_bit(bits))] += 1
                 bits &= bits - _ONE
     return pat_usage, item_usage
+
+
+@numba.njit(cache=True, nogil=True)
+def cover_usage_change_of(
+    rows: np.ndarray, selected: np.ndarray, old: np.ndarray, new: np.ndarray, n_items: int, pos: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The usages of the rows ``selected`` under two tables that agree before ``pos`` (one
+    pattern inserted at ``pos`` into ``old``, or removed from it there), each row read and
+    its shared cover prefix made once.
+
+    Returns:
+        ``([p_old] int64, [p_new] int64, [n_items] int64)``: the pattern usages of
+        :func:`cover_usage_of` under ``old`` and under ``new``, and the singleton usages
+        under ``new`` minus those under ``old``: only the items covered differently in a
+        row are visited (the bits where the two covers' leftovers differ), not every
+        leftover item twice.
+    """
+    n_words = rows.shape[1]
+    n_old, n_new = old.shape[0], new.shape[0]
+    old_pat = np.zeros(n_old, np.int64)
+    new_pat = np.zeros(n_new, np.int64)
+    item_change = np.zeros(n_items, np.int64)
+    rest = np.empty(n_words, np.uint64)
+    rest_new = np.empty(n_words, np.uint64)
+    used = np.empty(max(n_old, n_new), np.int64)
+    o_ptr, o_word, o_mask = _sparse(old)
+    n_ptr, n_word, n_mask = _sparse(new)
+    for r in selected:
+        row = rows[r]
+        for w in range(n_words):
+            rest[w] = row[w]
+        n_same = _cover_patterns(o_ptr, o_word, o_mask, 0, pos, rest, used, 0)
+        for u in range(n_same):
+            old_pat[used[u]] += 1
+            new_pat[used[u]] += 1
+        for w in range(n_words):
+            rest_new[w] = rest[w]
+        for u in range(_cover_patterns(o_ptr, o_word, o_mask, pos, n_old, rest, used, 0)):
+            old_pat[used[u]] += 1
+        for u in range(_cover_patterns(n_ptr, n_word, n_mask, pos, n_new, rest_new, used, 0)):
+            new_pat[used[u]] += 1
+        for w in range(n_words):
+            bits = rest[w] ^ rest_new[w]
+            while bits != _ZERO:
+                x = w * 64 + np.int64(_lowest_bit(bits))
+                if rest_new[w] & (bits & (~bits + _ONE)) != _ZERO:
+                    item_change[x] += 1
+                else:
+                    item_change[x] -= 1
+                bits &= bits - _ONE
+    return old_pat, new_pat, item_change
 
 
 @numba.njit(cache=True, nogil=True)

@@ -204,6 +204,8 @@ def _deal(rows: np.ndarray, weights: np.ndarray) -> list[np.ndarray]:
 Itemset = tuple[int, ...]
 Subset = tuple[int, ...]
 UsageRequest = tuple[int, np.ndarray, np.ndarray]
+# ``(group, old table, new table, within, pos)``: see UsageCounter.usage_changes.
+UsageChange = tuple[int, np.ndarray, np.ndarray, np.ndarray, int]
 
 
 def universal_code_length(n: int) -> float:
@@ -316,7 +318,7 @@ class UsageCounter(ABC):
 
     n_items: int
     n_groups: int
-    #: How many candidate evaluations the search should send per call of :meth:`usages`.
+    #: How many candidate evaluations the search should send per call of :meth:`usage_changes`.
     batch_size: int = 1
 
     @abstractmethod
@@ -328,6 +330,20 @@ class UsageCounter(ABC):
         """For each ``(group, table, within)``: the pattern and singleton usages
         (``[p] int64``, ``[n_items] int64``) of the cover of the group's rows that contain
         the itemset ``within [W]`` (all zeros: every row)."""
+
+    def usage_changes(self, requests: Sequence[UsageChange]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """For each ``(group, old, new, within, pos)``, ``new`` being ``old`` with one pattern
+        inserted at or removed from position ``pos``: the pattern usages (``[p_old] int64``,
+        ``[p_new] int64``) of the covers under ``old`` and under ``new`` of the group's rows
+        that contain ``within``, and the singleton usages under ``new`` minus those under
+        ``old`` (``[n_items] int64``). Counted here as two :meth:`usages`; a counter holding
+        the rows covers each row under both tables at once."""
+        pairs = [request for i, old, new, within, _ in requests for request in ((i, old, within), (i, new, within))]
+        answers = self.usages(pairs)
+        return [
+            (old_pat, new_pat, new_items - old_items)
+            for (old_pat, old_items), (new_pat, new_items) in zip(answers[::2], answers[1::2], strict=True)
+        ]
 
     @abstractmethod
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
@@ -388,6 +404,14 @@ class LocalUsageCounter(UsageCounter):
             for i, table, within in requests
         ]
 
+    def usage_changes(self, requests: Sequence[UsageChange]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Each row containing ``within`` is read once and covered under both tables, the
+        prefix they share once (:func:`~neurolake.mining._diffnorm_kernels.cover_usage_change_of`)."""
+        return [
+            kernels.cover_usage_change_of(self.groups[i], self._within(i, within), old, new, self.n_items, pos)
+            for i, old, new, within, pos in requests
+        ]
+
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         return [kernels.co_usage(self.groups[i], table, self.n_items) for i, table in requests]
 
@@ -419,6 +443,22 @@ class LocalUsageCounter(UsageCounter):
         pat = np.concatenate(patterns).astype(np.int32) if patterns else np.zeros(0, np.int32)
         items = np.stack([items for _, items in answers]).astype(np.int32) if answers else np.zeros((0, 0), np.int32)
         return pat, items
+
+    def usage_changes_stacked(
+        self, tables: Sequence[np.ndarray], requests: Sequence[tuple[int, int, int, np.ndarray, int]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`usage_changes` for ``(group, old, new, within, pos)`` requests whose tables
+        are indices into ``tables``, stacked for the trip back: the old tables' pattern usages
+        one request after the other, the new ones' likewise (``int32``), and ``[requests,
+        n_items] int32`` singleton changes (counts of rows of one partition)."""
+        answers = self.usage_changes([(i, tables[o], tables[n], within, pos) for i, o, n, within, pos in requests])
+        if not answers:
+            return np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros((0, self.n_items), np.int32)
+        return (
+            np.concatenate([old for old, _, _ in answers]).astype(np.int32),
+            np.concatenate([new for _, new, _ in answers]).astype(np.int32),
+            np.stack([items for _, _, items in answers]).astype(np.int32),
+        )
 
     def co_usage_delta(
         self, group: int, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
@@ -473,6 +513,12 @@ class _RowPartition(LocalUsageCounter, ChannelHost):
     ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`usages_stacked` with the tables named by ``(group, spec)``, in order."""
         return self.usages_stacked([self.resolve(i, spec) for i, spec in tables], requests)
+
+    def usage_changes_held(
+        self, tables: Sequence[tuple[int, TableSpec]], requests: Sequence[tuple[int, int, int, np.ndarray, int]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`usage_changes_stacked` with the tables named by ``(group, spec)``, in order."""
+        return self.usage_changes_stacked([self.resolve(i, spec) for i, spec in tables], requests)
 
     def co_usage_deltas_held(self, requests: Sequence[tuple]) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`co_usage_delta` for each ``(group, old spec, new spec, within, pos, add)``."""
@@ -589,24 +635,33 @@ class PartitionedUsageCounter(UsageCounter):
         parts = self._parts("supports", (patterns,), lambda part: part.supports(patterns))()
         return np.asarray(np.sum(parts, axis=0, dtype=np.int64))
 
-    def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
-        if not requests:
-            return []
-        # A table is named once per trip however many requests use it (a candidate's
-        # requests share the group's current table), mostly by its difference from the one
-        # the actors hold: the first of a group in a trip (its current table) is held from
-        # then on. The answers come back as two arrays.
+    def _named(
+        self, tables_of: Sequence[tuple[int, np.ndarray]]
+    ) -> tuple[list[np.ndarray], list[tuple[int, TableSpec]], list[int]]:
+        """The distinct tables of ``(group, table)`` entries, how the actors get each, and
+        each entry's index into them. A table is named once per trip however many requests
+        use it (a candidate's requests share the group's current table), mostly by its
+        difference from the one the actors hold: the first of a group in a trip (its current
+        table) is held from then on."""
         index: dict[int, int] = {}
         tables: list[np.ndarray] = []
         specs: list[tuple[int, TableSpec]] = []
-        compact = []
-        for i, table, within in requests:
+        at = []
+        for i, table in tables_of:
             if id(table) not in index:
                 index[id(table)] = len(tables)
                 tables.append(table)
                 if self._pool is not None:
                     specs.append((i, self._spec(i, table, keep=all(g != i for g, _ in specs))))
-            compact.append((i, index[id(table)], within))
+            at.append(index[id(table)])
+        return tables, specs, at
+
+    def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
+        if not requests:
+            return []
+        tables, specs, at = self._named([(i, table) for i, table, _ in requests])
+        compact = [(i, t, within) for (i, _, within), t in zip(requests, at, strict=True)]
+        # The answers come back as two arrays.
         parts = self._parts(
             "usages_held",
             (specs, compact),
@@ -614,8 +669,27 @@ class PartitionedUsageCounter(UsageCounter):
         )()
         pat = np.asarray(np.sum([p for p, _ in parts], axis=0, dtype=np.int64))
         items = np.asarray(np.sum([x for _, x in parts], axis=0, dtype=np.int64))
-        bounds = np.cumsum([0] + [tables[t].shape[0] for _, t, _ in compact])
+        bounds = np.cumsum([0] + [tables[t].shape[0] for t in at])
         return [(pat[bounds[r] : bounds[r + 1]], items[r]) for r in range(len(compact))]
+
+    def usage_changes(self, requests: Sequence[UsageChange]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        if not requests:
+            return []
+        tables, specs, at = self._named([(i, table) for i, old, new, _, _ in requests for table in (old, new)])
+        compact = [(i, at[2 * r], at[2 * r + 1], within, pos) for r, (i, _, _, within, pos) in enumerate(requests)]
+        # The answers come back as three arrays, half the singleton counts of two usages.
+        parts = self._parts(
+            "usage_changes_held",
+            (specs, compact),
+            lambda part: part.usage_changes_stacked(tables, compact),
+        )()
+        old_pat, new_pat, items = (np.asarray(np.sum([p[a] for p in parts], axis=0, dtype=np.int64)) for a in range(3))
+        old_bounds = np.cumsum([0] + [tables[at[2 * r]].shape[0] for r in range(len(requests))])
+        new_bounds = np.cumsum([0] + [tables[at[2 * r + 1]].shape[0] for r in range(len(requests))])
+        return [
+            (old_pat[old_bounds[r] : old_bounds[r + 1]], new_pat[new_bounds[r] : new_bounds[r + 1]], items[r])
+            for r in range(len(requests))
+        ]
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         requests = list(requests)
@@ -1456,14 +1530,14 @@ class DiffNorm:
             parts.append(table.column)
         return math.fsum(parts)
 
-    def _plan_change(self, itemset: Itemset, groups: list[int], add: bool) -> tuple[list[tuple], list[UsageRequest]]:
+    def _plan_change(self, itemset: Itemset, groups: list[int], add: bool) -> tuple[list[tuple], list[UsageChange]]:
         """The new table layouts of ``groups`` with ``itemset`` added (or removed), and the
         usage requests that update them: the rows containing the itemset, covered under the
         old and the new table (no request where its support is 0: nothing changes there)."""
         within = self._bits[itemset]
         support = self._support[itemset]
         plans = []
-        requests: list[UsageRequest] = []
+        requests: list[UsageChange] = []
         for i in groups:
             old = self._tables[i]
             if add:
@@ -1479,12 +1553,11 @@ class DiffNorm:
                 bits = np.delete(old.bits, pos, axis=0)
             plans.append((i, pos, itemsets, keys, bits, bool(support[i] > 0)))
             if support[i] > 0:
-                requests.append((i, old.bits, within))
-                requests.append((i, bits, within))
+                requests.append((i, old.bits, bits, within, pos))
         return plans, requests
 
     def _finish_change(
-        self, plans: list[tuple], counts: Iterator[tuple[np.ndarray, np.ndarray]], add: bool
+        self, plans: list[tuple], counts: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], add: bool
     ) -> dict[int, _Table]:
         """The tables of :meth:`_plan_change`, given the answers to its requests in order."""
         out = {}
@@ -1494,12 +1567,12 @@ class DiffNorm:
                 pat_usage = np.insert(old.pat_usage, pos, 0) if add else np.delete(old.pat_usage, pos)
                 out[i] = _Table(itemsets, keys, bits, pat_usage, old.item_usage, old.data, old.column)
                 continue
-            (old_pat, old_items), (new_pat, new_items) = next(counts), next(counts)
+            old_pat, new_pat, item_change = next(counts)
             if add:
                 pat_usage = np.insert(old.pat_usage - old_pat, pos, 0) + new_pat
             else:
                 pat_usage = np.delete(old.pat_usage - old_pat, pos) + new_pat
-            item_usage = old.item_usage - old_items + new_items
+            item_usage = old.item_usage + item_change
             data, column = _group_lengths(pat_usage, item_usage, self._st)
             out[i] = _Table(itemsets, keys, bits, pat_usage, item_usage, data, column)
         return out
@@ -1507,14 +1580,14 @@ class DiffNorm:
     def _changed_tables(self, itemset: Itemset, groups: list[int], add: bool) -> dict[int, _Table]:
         """The tables of ``groups`` with ``itemset`` added (or removed)."""
         plans, requests = self._plan_change(itemset, groups, add)
-        return self._finish_change(plans, iter(self._live_counter().usages(requests)), add)
+        return self._finish_change(plans, iter(self._live_counter().usage_changes(requests)), add)
 
     def _propose_additions(self, itemsets: list[Itemset]) -> list[_Proposal | None]:
         """For each itemset (against the current model), the best subset and the total it
         would give, None when it occurs in no group. One round of counting for all."""
         self._register(itemsets)
         planned: list[Any] = []
-        requests: list[UsageRequest] = []
+        requests: list[UsageChange] = []
         for itemset in itemsets:
             if np.any(self._support[itemset] > 0):
                 plans, more = self._plan_change(itemset, list(range(self._k)), add=True)
@@ -1522,7 +1595,7 @@ class DiffNorm:
                 requests.extend(more)
             else:
                 planned.append(None)
-        counts = iter(self._live_counter().usages(requests))
+        counts = iter(self._live_counter().usage_changes(requests))
         current = [self._content[x] for x in self._placed]
         # Fewer groups first on equal totals: a pattern that no other group uses belongs to
         # the most specific set.
@@ -1576,12 +1649,12 @@ class DiffNorm:
         """The model without each of ``itemsets`` (each alone, against the current model),
         in one round of counting."""
         planned = []
-        requests: list[UsageRequest] = []
+        requests: list[UsageChange] = []
         for itemset in itemsets:
             plans, more = self._plan_change(itemset, list(self._subsets[self._placed[itemset]]), add=False)
             planned.append(plans)
             requests.extend(more)
-        counts = iter(self._live_counter().usages(requests))
+        counts = iter(self._live_counter().usage_changes(requests))
         proposals = []
         for itemset, plans in zip(itemsets, planned, strict=True):
             tables = self._finish_change(plans, counts, add=False)

@@ -569,7 +569,13 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct,
             raise ConnectionRefusedError(f"nothing listens at {address}")
 
         monkeypatch.setattr(diffnorm_module, "Channel", refused)
-    from neurolake.mining.diffnorm import LocalUsageCounter, PartitionedUsageCounter, _itemset_bits, _RowPartition
+    from neurolake.mining.diffnorm import (
+        LocalUsageCounter,
+        PartitionedUsageCounter,
+        UsageCounter,
+        _itemset_bits,
+        _RowPartition,
+    )
 
     groups = [BitMatrix.from_dense(g).words for g in _slim_heavy_groups(5)]
     bits = {x: _itemset_bits(x, 1) for x in [(3, 7), (3, 7, 11), (11, 19), (2, 5)]}
@@ -596,6 +602,17 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct,
         for (rp, ri), (lp, li) in zip(remote.usages(requests), local.usages(requests), strict=True):
             np.testing.assert_array_equal(rp, lp)
             np.testing.assert_array_equal(ri, li)
+        # A pattern in at 1 and out at 1; the counter's answers against two usages each.
+        changes = [
+            (0, old, new, bits[(3, 7)], 1),
+            (1, old, new, bits[(3, 7)], 1),
+            (1, new, old, bits[(3, 7)], 1),
+            (0, old, old[[0]], bits[(11, 19)], 1),
+        ]
+        for got, want in zip(remote.usage_changes(changes), UsageCounter.usage_changes(local, changes), strict=True):
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w)
+            assert np.any(got[2] != 0)
         for i in range(2):
             counts = local.co_usages([(i, old)])[0]
             added = remote.co_usage_change(i, counts.copy(), old, new, bits[(3, 7)], 1, True)
@@ -712,7 +729,7 @@ def test_ray_batches_grow_from_one_candidate(planted, local_ray, monkeypatch):
     from neurolake.mining.diffnorm import PartitionedUsageCounter
 
     sizes = []
-    original = PartitionedUsageCounter.usages
+    original = PartitionedUsageCounter.usage_changes
 
     def recording(self, requests):
         sizes.append(len(requests))
@@ -722,13 +739,13 @@ def test_ray_batches_grow_from_one_candidate(planted, local_ray, monkeypatch):
         def _search_workers(self):
             return 0  # the search stays in this process, its counter on 2 actors
 
-    monkeypatch.setattr(PartitionedUsageCounter, "usages", recording)
+    monkeypatch.setattr(PartitionedUsageCounter, "usage_changes", recording)
     a, b, *_, expected = planted
     got = SearchHere(min_support=0.05, workers=2).fit([a, b]).discover()
     assert got.patterns == expected.patterns and got.total_length == expected.total_length
-    # Two requests (old and new table) per group holding the candidate: one candidate is at
-    # most 4 requests, and the largest batch of 16 at most 64.
-    assert min(sizes) <= 4 and max(sizes) <= 4 * PartitionedUsageCounter.batch_size
+    # A request (old and new table) per group holding the candidate: one candidate is at
+    # most 2 requests, and the largest batch of 16 at most 32; batches of several were sent.
+    assert min(sizes) <= 2 < max(sizes) <= 2 * PartitionedUsageCounter.batch_size
 
 
 def test_a_sequence_of_co_usage_changes_equals_them_one_by_one():
@@ -838,6 +855,42 @@ def test_searcher_share_falls_towards_even_as_rows_grow():
     assert shares == sorted(shares, reverse=True) and shares[-1] > 1.0
 
 
+def _random_rows_and_patterns(
+    rng: np.random.Generator, most_items: int, longest: int, fewest: int
+) -> tuple[int, np.ndarray, list[list[int]]]:
+    """``(m, [n, m] bool rows, patterns)``: up to 200 rows of up to ``most_items`` items at a
+    random density, and ``fewest`` to 39 patterns of 2 to ``longest`` items (sorted lists)."""
+    n, m = int(rng.integers(1, 200)), int(rng.integers(2, most_items))
+    dense_rows = rng.random((n, m)) < rng.uniform(0.1, 0.7)
+    sets = [
+        sorted(rng.choice(m, int(rng.integers(2, min(m, longest) + 1)), replace=False).tolist())
+        for _ in range(int(rng.integers(fewest, 40)))
+    ]
+    return m, dense_rows, sets
+
+
+def _packed(sets: list[list[int]], m: int) -> np.ndarray:
+    """Patterns as a packed table (``[0, W]`` for none)."""
+    return kernels.pack_rows(dense(sets, m)) if sets else np.zeros((0, kernels.words_for(m)), np.uint64)
+
+
+def _greedy_usages(dense_rows: np.ndarray, table_sets: list, within_set: list, m: int) -> tuple[list, list]:
+    """Pattern and singleton usages of the greedy covers of the rows holding ``within_set``,
+    written out in Python."""
+    pat, items = [0] * len(table_sets), [0] * m
+    for row in dense_rows:
+        rest = set(np.flatnonzero(row).tolist())
+        if not set(within_set) <= rest:
+            continue
+        for t, pattern in enumerate(table_sets):
+            if set(pattern) <= rest:
+                pat[t] += 1
+                rest -= set(pattern)
+        for x in rest:
+            items[x] += 1
+    return pat, items
+
+
 def test_cover_usage_equals_a_greedy_cover_in_python():
     """Pattern and singleton usages of the cover kernel (each pattern's rows found from its
     key word first) against the greedy cover written out in Python: random rows and tables
@@ -845,28 +898,37 @@ def test_cover_usage_equals_a_greedy_cover_in_python():
     holding an itemset."""
     rng = np.random.default_rng(11)
     for _ in range(30):
-        n, m = int(rng.integers(1, 200)), int(rng.integers(2, 260))
-        dense_rows = rng.random((n, m)) < rng.uniform(0.1, 0.7)
-        table_sets = [
-            sorted(rng.choice(m, int(rng.integers(2, min(m, 7) + 1)), replace=False).tolist())
-            for _ in range(int(rng.integers(0, 40)))
-        ]
+        m, dense_rows, table_sets = _random_rows_and_patterns(rng, 260, 7, 0)
         within_set = rng.choice(m, int(rng.integers(0, 3)), replace=False).tolist()
         rows = kernels.pack_rows(dense_rows)
-        table = (
-            kernels.pack_rows(dense(table_sets, m)) if table_sets else np.zeros((0, kernels.words_for(m)), np.uint64)
-        )
         within = kernels.pack_rows(dense([within_set], m))[0]
-        pat, items = kernels.cover_usage(rows, table, within, m)
-        want_pat, want_items = [0] * len(table_sets), [0] * m
-        for r in range(n):
-            rest = set(np.flatnonzero(dense_rows[r]).tolist())
-            if not set(within_set) <= rest:
-                continue
-            for t, pattern in enumerate(table_sets):
-                if set(pattern) <= rest:
-                    want_pat[t] += 1
-                    rest -= set(pattern)
-            for x in rest:
-                want_items[x] += 1
-        assert pat.tolist() == want_pat and items.tolist() == want_items
+        pat, items = kernels.cover_usage(rows, _packed(table_sets, m), within, m)
+        assert (pat.tolist(), items.tolist()) == _greedy_usages(dense_rows, table_sets, within_set, m)
+
+
+def test_a_usage_change_equals_the_greedy_covers_under_both_tables():
+    """The fused kernel (each row covered under the table before and after one pattern
+    enters or leaves at a position, the shared prefix once, only the items whose cover
+    differs visited) against both covers written out in Python: random rows, tables of
+    overlapping multi-word patterns, the pattern in or out anywhere, rows restricted to
+    those holding it."""
+    rng = np.random.default_rng(23)
+    changed = 0
+    for _ in range(40):
+        m, dense_rows, sets = _random_rows_and_patterns(rng, 200, 6, 1)
+        pos = int(rng.integers(0, len(sets)))
+        add = bool(rng.random() < 0.5)
+        old_sets, new_sets = (sets[:pos] + sets[pos + 1 :], sets) if add else (sets, sets[:pos] + sets[pos + 1 :])
+        within_set = sets[pos]
+
+        rows = kernels.pack_rows(dense_rows)
+        selected = kernels.rows_containing(rows, kernels.pack_rows(dense([within_set], m))[0])
+        old_pat, new_pat, item_change = kernels.cover_usage_change_of(
+            rows, selected, _packed(old_sets, m), _packed(new_sets, m), m, pos
+        )
+        want_old, old_items = _greedy_usages(dense_rows, old_sets, within_set, m)
+        want_new, new_items = _greedy_usages(dense_rows, new_sets, within_set, m)
+        assert old_pat.tolist() == want_old and new_pat.tolist() == want_new
+        assert item_change.tolist() == (np.array(new_items) - np.array(old_items)).tolist()
+        changed += int(np.any(item_change != 0))
+    assert changed > 10  # the covers did differ in most cases
