@@ -11,11 +11,11 @@ contiguous block of rows instead, as before they were dealt. For each run it pri
 and the ratio to the one-process run before it (interleave them: this machine's speed
 drifts), the time of the search's steps (in the process or the actor that searched) and, for
 each actor, the compute time of every method it ran; the counting methods of the searching
-actor include its share of the rows, and ``usage_changes_held`` / ``co_usage_deltas_held`` are the
-other actors' trips (their counting is inside them), and on the searching actor "waits for
-the other actors" is the time it spent waiting for their answers after counting its own rows
-(the rest of the search, less its counting and these waits, is what the other actors idle
-through). The runs must find the same model; the script ends with a summary of the counting
+actor include its share of the rows, and ``usage_changes_held`` / ``co_usage_deltas_held``
+are the other actors' trips (their counting is inside them), and on the searching actor
+"waits for the other actors" is the time it spent waiting for their answers after counting
+its own rows (the rest of the search, less its counting and these waits, is what the other
+actors idle through). The runs must find the same model; the script ends with a summary of the counting
 ratios (each against the one-process run before it, their median, and the fastest run of
 each kind against each other). Each run prints its counting, the time the search spent in
 its counter's calls (every part of the rows counted and summed, trips and waits included),
