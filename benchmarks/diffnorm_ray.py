@@ -15,9 +15,9 @@ actor include its share of the rows, and ``usage_changes_held`` / ``co_usage_del
 are the other actors' trips (their counting is inside them), and on the searching actor
 "waits for the other actors" is the time it spent waiting for their answers after counting
 its own rows (the rest of the search, less its counting and these waits, is what the other
-actors idle through). The runs must find the same model; the script ends with a summary of the counting
-ratios (each against the one-process run before it, their median, and the fastest run of
-each kind against each other). Each run prints its counting, the time the search spent in
+actors idle through). The runs must find the same model; the script ends with a summary of
+the counting ratios (each against the one-process run before it, their median, and the
+fastest run of each kind against each other). Each run prints its counting, the time the search spent in
 its counter's calls (every part of the rows counted and summed, trips and waits included),
 against the one-process run's: the scaling target for DiffNorm's counting (2 workers >=
 1.8x, 1 worker within 1.1x; the closed candidates and the search's own steps are not

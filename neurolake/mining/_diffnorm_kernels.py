@@ -250,15 +250,10 @@ def cover_usage_change_of(
     o_ptr, o_word, o_mask = _sparse(old)
     n_ptr, n_word, n_mask = _sparse(new)
     for r in selected:
-        row = rows[r]
-        for w in range(n_words):
-            rest[w] = row[w]
-        n_same = _cover_patterns(o_ptr, o_word, o_mask, 0, pos, rest, used, 0)
+        n_same = _cover_prefix(rows[r], o_ptr, o_word, o_mask, pos, rest, rest_new, used)
         for u in range(n_same):
             old_pat[used[u]] += 1
             new_pat[used[u]] += 1
-        for w in range(n_words):
-            rest_new[w] = rest[w]
         for u in range(_cover_patterns(o_ptr, o_word, o_mask, pos, n_old, rest, used, 0)):
             old_pat[used[u]] += 1
         for u in range(_cover_patterns(n_ptr, n_word, n_mask, pos, n_new, rest_new, used, 0)):
@@ -595,6 +590,29 @@ def _cover_patterns(
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _cover_prefix(
+    row: np.ndarray,
+    ptr: np.ndarray,
+    word: np.ndarray,
+    mask: np.ndarray,
+    pos: int,
+    rest: np.ndarray,
+    rest_new: np.ndarray,
+    used: np.ndarray,
+) -> int:
+    """Start the covers of ``row`` under two tables that agree before ``pos`` (one pattern
+    inserted or removed there): the patterns ``0..pos-1`` of the first (:func:`_sparse`), the
+    part the covers share, written to ``used[:n]``; ``rest`` and ``rest_new`` both hold what
+    it leaves, for each cover to go on from. ``n``."""
+    for w in range(row.shape[0]):
+        rest[w] = row[w]
+    n_same = _cover_patterns(ptr, word, mask, 0, pos, rest, used, 0)
+    for w in range(row.shape[0]):
+        rest_new[w] = rest[w]
+    return n_same
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _cover_singletons(n_pat: int, rest: np.ndarray, used: np.ndarray, n_used: int) -> int:
     """End a cover with the singletons of what ``rest`` leaves (``n_pat + x``)."""
     for w in range(rest.shape[0]):
@@ -680,14 +698,7 @@ def co_usage_delta_of(
     n_slots = 0
     counts = np.zeros((16, n_new), np.int32)
     for r in selected:
-        row = rows[r]
-        # The two tables agree before ``pos``: the covers share that part, and the new one
-        # goes on from where the old one was there.
-        for w in range(n_words):
-            rest[w] = row[w]
-        n_same = _cover_patterns(o_ptr, o_word, o_mask, 0, pos, rest, was, 0)
-        for w in range(n_words):
-            rest_new[w] = rest[w]
+        n_same = _cover_prefix(rows[r], o_ptr, o_word, o_mask, pos, rest, rest_new, was)
         n_was = _cover_singletons(
             old.shape[0], rest, was, _cover_patterns(o_ptr, o_word, o_mask, pos, old.shape[0], rest, was, n_same)
         )
