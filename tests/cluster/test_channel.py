@@ -1,5 +1,6 @@
 """Direct channels to pool actors: answers as Ray's calls give them, errors as RemoteError,
-only the one client holding the key, no hang when the actor is gone."""
+only the one client holding the key, no hang when the actor is gone, spinning for as long as
+told and no longer."""
 
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ class _Cells(ChannelHost):
 
     def count(self) -> int:
         return self.calls
+
+    def slow(self, seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    def cpu(self) -> float:
+        """CPU seconds of this process, every thread (a channel's serving thread among them)."""
+        return time.process_time()
 
     def fail(self, message: str) -> None:
         raise ValueError(message)
@@ -101,3 +110,32 @@ def test_a_call_to_an_actor_gone_fails_instead_of_waiting(local_ray):
             channel.call("take", 0, 1)
     finally:
         pool.close()
+
+
+def test_a_spinning_channel_spins_as_long_as_told_and_then_blocks(pool):
+    spinning, still = (
+        Channel(*pool.call(a, "neurolake_open_channel", None, spin), spin=spin) for a, spin in ((0, 0.3), (1, 0.0))
+    )
+    try:
+        for channel in (spinning, still):
+            assert channel.call("take", 3, 5).shape == (2,)
+        cpu = pool.broadcast("cpu")
+        time.sleep(0.6)
+        after = pool.broadcast("cpu")
+        # After the call, the spinning actor looked for the next one for 0.3 s of CPU, the
+        # other slept (both actors' other threads use a little).
+        assert after[0] - cpu[0] > 0.1
+        assert after[1] - cpu[1] < 0.05
+        # Then it sleeps too: idle for 1.5 s, it uses about as little as the other.
+        time.sleep(1.5)
+        idle = pool.broadcast("cpu")
+        assert idle[0] - after[0] < 0.1
+        # An answer that takes longer than the client spins still comes back; the client
+        # spun 0.3 s of the 1 s it waited.
+        start = time.process_time()
+        assert spinning.call("slow", 1.0) == 1.0
+        assert 0.1 < time.process_time() - start < 0.6
+        assert still.call("take", 0, 1).shape == (1,)
+    finally:
+        spinning.close()
+        still.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -561,15 +562,17 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct,
     """Usages, supports and co-usage changes (a pattern in, then another out) summed over the
     actors' row partitions equal the counts over whole groups: with every partition on an
     actor (the first twice the others), with the first counted in this process (as the actor hosting a search counts
-    its own), and with all rows in this process; the actors reached over direct channels, or
-    over Ray's calls where no channel opens."""
+    its own) and the rest on an actor, and with all rows in this process; the actors reached
+    over direct channels, or over Ray's calls where no channel opens. The channels spin
+    between trips only where every process that counts has a core."""
     if not direct:
 
-        def refused(address, key):
+        def refused(address, key, spin=0.0):
             raise ConnectionRefusedError(f"nothing listens at {address}")
 
         monkeypatch.setattr(diffnorm_module, "Channel", refused)
     from neurolake.mining.diffnorm import (
+        _TRIP_SPIN_S,
         LocalUsageCounter,
         PartitionedUsageCounter,
         UsageCounter,
@@ -585,7 +588,7 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct,
     if hosted == "none":
         remote = PartitionedUsageCounter(groups, 60, workers=3, first_weight=2.0)  # 300 / 150 / 150 rows
     elif hosted == "some":
-        others = PartitionedUsageCounter([g[100:] for g in groups], 60, workers=2)
+        others = PartitionedUsageCounter([g[100:] for g in groups], 60, workers=1)
         remote = PartitionedUsageCounter.hosting(_RowPartition([g[:100] for g in groups], 60), others._pool)
         assert remote.batch_size > 1
     else:
@@ -623,8 +626,11 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct,
             removed = remote.co_usage_change(i, added.copy(), new, new[[0, 1]], bits[(11, 19)], 2, False)
             np.testing.assert_array_equal(removed, kernels.co_usage(groups[i], new[[0, 1]], 60))
         np.testing.assert_array_equal(remote.co_usages([(1, new)])[0], kernels.co_usage(groups[1], new, 60))
-        actors = {"none": 3, "some": 2, "all": 0}[hosted]
+        actors = {"none": 3, "some": 1, "all": 0}[hosted]
         assert len(remote._channels or []) == (actors if direct else 0)
+        counting = actors + (hosted != "none")
+        spin = _TRIP_SPIN_S if counting <= len(os.sched_getaffinity(0)) else 0.0
+        assert [channel._spin for channel in remote._channels or []] == [spin] * len(remote._channels or [])
     finally:
         remote.close()
         if hosted == "some":
