@@ -126,7 +126,6 @@ import bisect
 import contextlib
 import logging
 import math
-import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -761,11 +760,14 @@ class PartitionedUsageCounter(UsageCounter):
         actors' counting of a candidate on 1M rows, two actors on 2 cores), opened once;
         none where the actors cannot be reached directly, and the trips go through Ray. Both
         ends spin between trips (see :mod:`~neurolake.cluster.channel`) where every process
-        that counts has a core of this node's."""
+        that counts has a CPU of this node's (as joblib counts them: a container's CPU limit
+        holds)."""
         if self._channels is None:
+            from joblib import cpu_count
+
             self._channels = []
             counting = len(self._pool) + (self._local is not None)
-            spin = _TRIP_SPIN_S if counting <= len(os.sched_getaffinity(0)) else 0.0
+            spin = _TRIP_SPIN_S if counting <= cpu_count() else 0.0
             try:
                 for address, key in self._pool.broadcast("neurolake_open_channel", None, spin):
                     self._channels.append(Channel(address, key, spin=spin))

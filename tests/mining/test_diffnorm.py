@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
@@ -22,6 +21,7 @@ from neurolake.mining.diffnorm import (
     universal_code_length,
 )
 from neurolake.mining.lcm import closed_itemsets
+from neurolake.store.pools import usable_cpus
 
 LOG2_C0 = math.log2(2.865064)
 
@@ -629,7 +629,7 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct,
         actors = {"none": 3, "some": 1, "all": 0}[hosted]
         assert len(remote._channels or []) == (actors if direct else 0)
         counting = actors + (hosted != "none")
-        spin = _TRIP_SPIN_S if counting <= len(os.sched_getaffinity(0)) else 0.0
+        spin = _TRIP_SPIN_S if counting <= usable_cpus() else 0.0
         assert [channel._spin for channel in remote._channels or []] == [spin] * len(remote._channels or [])
     finally:
         remote.close()
