@@ -52,7 +52,7 @@ def _no_delay(fileno: int) -> None:
         sock.detach()
 
 
-def _spin(fileno: int, seconds: float) -> None:
+def _spin_until_readable(fileno: int, seconds: float) -> None:
     """Return once ``fileno`` has something to read, or after ``seconds``, without sleeping
     (the caller's read then blocks if nothing came)."""
     if seconds <= 0:
@@ -93,7 +93,7 @@ class ChannelHost:
         with conn:
             while True:
                 try:
-                    _spin(conn.fileno(), spin)
+                    _spin_until_readable(conn.fileno(), spin)
                     message = conn.recv()
                 except (OSError, EOFError):
                     return
@@ -156,7 +156,7 @@ class Channel:
             if conn is None:
                 raise _failed(ConnectionError("the channel is closed"))
             try:
-                _spin(conn.fileno(), self._spin)
+                _spin_until_readable(conn.fileno(), self._spin)
                 ok, answer = conn.recv()
             except (OSError, EOFError) as exc:
                 self.close()

@@ -176,8 +176,9 @@ def _searcher_share(n_rows: int) -> float:
     return (1 + t) / (1 - t)
 
 
-# How long both ends of a trip spin for the next message before they sleep: most of a search's
-# trips follow the last within a few milliseconds (its own steps between them).
+# How long both ends of a trip spin for the next message before they sleep: a search's own
+# steps between its trips took 4.3 ms on average at 2 M frames on 2 workers (3.5 s over 823
+# trips).
 _TRIP_SPIN_S = 0.02
 
 # 1 / golden ratio: the step of the sequence that deals rows to the actors (see _row_owners).
