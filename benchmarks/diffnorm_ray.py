@@ -1,13 +1,14 @@
 """Where a DiffNorm search's time goes: one process against the search on Ray workers.
 
-    python benchmarks/diffnorm_ray.py [--frames N] [--iterations N] [--speakers S] [--workers 0 1 2 2b]
+    python benchmarks/diffnorm_ray.py [--frames N] [--iterations N] [--speakers S] [--workers 0 1 2 2b 2n]
 
 Runs the ``--large`` contrast of ``benchmarks/diffnorm.py`` (N frames x 2,000 units, 5 %
 active, target-only groups planted; with ``--speakers S``, its rows in a corpus's order: S
 runs of frames, each unit's rate varying by run, ``speaker_contrast``) once per entry of
 ``--workers``: 0 is one process; k deals the rows out to k Ray actors, the first of which
 runs the search (even for k = 1, where it holds every row); ``kb`` gives each actor one
-contiguous block of rows instead, as before they were dealt. For each run it prints its time
+contiguous block of rows instead, as before they were dealt, and ``kn`` runs the search with
+channels that do not spin between trips (see :mod:`neurolake.cluster.channel`). For each run it prints its time
 and the ratio to the one-process run before it (interleave them: this machine's speed
 drifts), the time of the search's steps (in the process or the actor that searched) and, for
 each actor, the compute time of every method it ran; the counting methods of the searching
@@ -43,7 +44,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -139,6 +140,10 @@ class TimedPartition(dn._RowPartition):
     """The actors' partition, timing its methods (and, on the actor that searches, the
     search's steps)."""
 
+    # The channels' spin in seconds for the search (0: an ``n`` run), set before each run's
+    # actors start: the class travels to them by value.
+    spin = dn._TRIP_SPIN_S
+
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.spent: dict[str, float] = collections.defaultdict(float)
@@ -179,6 +184,7 @@ class TimedPartition(dn._RowPartition):
         return self._timed("co_usage_deltas_held", *args)
 
     def search(self, *args: Any) -> Any:
+        dn._TRIP_SPIN_S = self.spin  # read where the search opens its channels, in this process
         instrument(self.steps, self.step_calls)
         wait_timed(self.steps, self.step_calls)
         return self._timed("search", *args)
@@ -264,14 +270,22 @@ class OnRay(dn.DiffNorm):
         return self.workers
 
 
-def run_kind(text: str) -> tuple[int, bool]:
-    """An entry of ``--workers``, ``(workers, contiguous blocks)``: a number of workers, ``b``
-    after it for contiguous blocks."""
-    blocks = text.endswith("b")
-    number = text[:-1] if blocks else text
-    if not number.isdigit() or (blocks and int(number) < 2):
-        raise argparse.ArgumentTypeError(f"{text!r}: a number of workers (0: one process), 'b' after 2 or more")
-    return int(number), blocks
+class Kind(NamedTuple):
+    """An entry of ``--workers``."""
+
+    workers: int
+    blocks: bool = False  # contiguous blocks of rows instead of dealt
+    still: bool = False  # channels that do not spin between trips
+
+
+def run_kind(text: str) -> Kind:
+    """An entry of ``--workers``: a number of workers, then ``b`` for contiguous blocks or
+    ``n`` for channels that do not spin."""
+    suffix = text[-1] if text[-1:] in ("b", "n") else ""
+    number = text[: len(text) - len(suffix)]
+    if not number.isdigit() or (suffix and int(number) < 2):
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of workers (0: one process), 'b' or 'n' after 2 or more")
+    return Kind(int(number), suffix == "b", suffix == "n")
 
 
 def in_blocks(n_rows: int, weights: np.ndarray) -> np.ndarray:
@@ -282,12 +296,14 @@ def in_blocks(n_rows: int, weights: np.ndarray) -> np.ndarray:
     return np.searchsorted(cuts, np.arange(n_rows), side="right")
 
 
-def label_of(kind: tuple[int, bool]) -> str:
-    workers, blocks = kind
+def label_of(kind: Kind) -> str:
+    workers, blocks, still = kind
     if workers == 0:
         return "one process"
     label = f"{workers} Ray worker{'s' if workers > 1 else ''}"
-    return label + " (contiguous blocks of rows)" if blocks else label
+    if blocks:
+        return label + " (contiguous blocks of rows)"
+    return label + " (channels not spinning)" if still else label
 
 
 def print_steps(spent: dict[str, float], calls: dict[str, int]) -> None:
@@ -303,8 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         "--workers",
         type=run_kind,
         nargs="+",
-        default=[(0, False), (1, False), (2, False)],
-        help="0: one process; k: k Ray workers; kb: k Ray workers holding contiguous blocks of rows",
+        default=[Kind(0), Kind(1), Kind(2)],
+        help="0: one process; k: k Ray workers; kb: k Ray workers holding contiguous blocks of rows;"
+        " kn: k Ray workers whose channels do not spin",
     )
     parser.add_argument(
         "--speakers", type=int, default=0, help="rows in a corpus's order, N speakers (speaker_contrast)"
@@ -317,16 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     # Start Ray's workers and load the kernels outside the timings.
     dn.DiffNorm(workers=2).fit([np.eye(4, dtype=bool)] * 2)
     dn.DiffNorm().fit([np.eye(4, dtype=bool)] * 2)
-    check = CountingCheck(packed) if any(workers > 1 for workers, _ in args.workers) else None
+    check = CountingCheck(packed) if any(kind.workers > 1 for kind in args.workers) else None
     spent: dict[str, float] = collections.defaultdict(float)
     calls: collections.Counter = collections.Counter()
     instrument(spent, calls)
     hosted, closing, dealt = dn._RowPartition, dn.PartitionedUsageCounter.close, dn._row_owners
     first, alone, alone_counting = None, None, None
     # Each run's counting and the ratio to the one-process run before it, by workers.
-    countings: dict[tuple[int, bool], list[tuple[float, float]]] = collections.defaultdict(list)
+    countings: dict[Kind, list[tuple[float, float]]] = collections.defaultdict(list)
     for kind in args.workers:
-        workers, blocks = kind
+        workers, blocks, still = kind
         spent.clear()
         calls.clear()
         actor_times: list[Any] = []
@@ -341,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         dn.PartitionedUsageCounter.close = close  # type: ignore[method-assign]
         dn._RowPartition = TimedPartition  # type: ignore[misc]
         dn._row_owners = in_blocks if blocks else dealt
+        TimedPartition.spin = 0.0 if still else dn._TRIP_SPIN_S
         model = (OnRay if workers else dn.DiffNorm)(
             min_support=0.05, max_iterations=args.iterations, workers=max(workers, 1)
         )
@@ -407,13 +425,13 @@ def print_checks(check: CountingCheck | None, when: str = "") -> None:
         )
 
 
-def print_summary(countings: dict[tuple[int, bool], list[tuple[float, float]]]) -> None:
+def print_summary(countings: dict[Kind, list[tuple[float, float]]]) -> None:
     """The counting of every Ray run against the one-process run before it (the pairs
     compare at one moment), their median, and the fastest runs against each other."""
-    if (0, False) not in countings:
+    if Kind(0) not in countings:
         return
     print("== counting (target: 2 workers >= 1.8x, 1 worker within 1.1x of one process)", flush=True)
-    best_alone = min(c for c, _ in countings[(0, False)])
+    best_alone = min(c for c, _ in countings[Kind(0)])
     for kind in sorted(k for k in countings if k[0]):
         ratios = [r for _, r in countings[kind]]
         best = min(c for c, _ in countings[kind])
