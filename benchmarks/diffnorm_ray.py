@@ -3,33 +3,33 @@
     python benchmarks/diffnorm_ray.py [--frames N] [--iterations N] [--speakers S] [--workers 0 1 2 2b 2n]
 
 Runs the ``--large`` contrast of ``benchmarks/diffnorm.py`` (N frames x 2,000 units, 5 %
-active, target-only groups planted; with ``--speakers S``, its rows in a corpus's order: S
-runs of frames, each unit's rate varying by run, ``speaker_contrast``) once per entry of
-``--workers``: 0 is one process; k deals the rows out to k Ray actors, the first of which
-runs the search (even for k = 1, where it holds every row); ``kb`` gives each actor one
-contiguous block of rows instead, as before they were dealt, and ``kn`` runs the search with
-channels that do not spin between trips (see :mod:`neurolake.cluster.channel`). For each run it prints its time
-and the ratio to the one-process run before it (interleave them: this machine's speed
+active, target-only groups planted; with ``--speakers S``, its rows in a corpus's order: S runs
+of frames, each unit's rate varying by run, ``speaker_contrast``) once per entry of
+``--workers``: 0 is one process; k deals the rows out to k Ray actors, the first of which runs
+the search (even for k = 1, where it holds every row); ``kb`` gives each actor one contiguous
+block of rows instead, as before they were dealt, and ``kn`` runs the search with channels that
+do not spin between trips (see :mod:`neurolake.cluster.channel`). For each run it prints its
+time and the ratio to the one-process run before it (interleave them: this machine's speed
 drifts), the time of the search's steps (in the process or the actor that searched) and, for
 each actor, the compute time of every method it ran; the counting methods of the searching
-actor include its share of the rows, and ``usage_changes_held`` / ``co_usage_deltas_held``
-are the other actors' trips (their counting is inside them), and on the searching actor
-"waits for the other actors" is the time it spent waiting for their answers after counting
-its own rows (the rest of the search, less its counting and these waits, is what the other
-actors idle through). The runs must find the same model; the script ends with a summary of
-the counting ratios (each against the one-process run before it, their median, and the
-fastest run of each kind against each other). Each run prints its counting, the time the search spent in
-its counter's calls (every part of the rows counted and summed, trips and waits included),
-against the one-process run's: the scaling target for DiffNorm's counting (2 workers >=
-1.8x, 1 worker within 1.1x; the closed candidates and the search's own steps are not
-counting). Each run also prints its CPU seconds (this process and the actors' processes) and
-what they leave possible on this machine's cores against the one-process run; the next run
-starts once its actors have exited. Before and after each run on several workers, the machine
-checks print what 2 busy processes gain over 1 at that moment (below 2x when other work shares
-the cores, which caps the run's ratio) and what 2 threads counting the halves of the rows with
-the usage kernels gain over 1 counting them all (``CountingCheck``: the memory the counting
-streams, which the busy loop does not touch); checks that differ bracket a run during which the
-machine's speed changed, and a run can change more than a check of a few seconds sees.
+actor include its share of the rows, and ``usage_changes_held`` / ``co_usage_deltas_held`` are
+the other actors' trips (their counting is inside them), and on the searching actor "waits for
+the other actors" is the time it spent waiting for their answers after counting its own rows
+(the rest of the search, less its counting and these waits, is what the other actors idle
+through). The runs must find the same model; the script ends with a summary of the counting
+ratios (each against the one-process run before it, their median, and the fastest run of each
+kind against each other). Each run prints its counting, the time the search spent in its
+counter's calls (every part of the rows counted and summed, trips and waits included), against
+the one-process run's: the scaling target for DiffNorm's counting (2 workers >= 1.8x, 1 worker
+within 1.1x; the closed candidates and the search's own steps are not counting). Each run also
+prints its CPU seconds (this process and the actors' processes) and what they leave possible on
+this machine's cores against the one-process run; the next run starts once its actors have
+exited. Before and after each run on several workers, the machine checks print what 2 busy
+processes gain over 1 at that moment (below 2x when other work shares the cores, which caps the
+run's ratio) and what 2 threads counting the halves of the rows with the usage kernels gain
+over 1 counting them all (``CountingCheck``: the memory the counting streams, which the busy
+loop does not touch); checks that differ bracket a run during which the machine's speed
+changed, and a run can change more than a check of a few seconds sees.
 """
 
 from __future__ import annotations

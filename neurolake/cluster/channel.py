@@ -31,7 +31,7 @@ from multiprocessing import AuthenticationError
 from multiprocessing.connection import Connection, Listener, answer_challenge, deliver_challenge
 from typing import Any
 
-__all__ = ["Channel", "ChannelHost"]
+__all__ = ["Channel", "ChannelHost", "spin_where_cores"]
 
 
 def _failed(exc: BaseException) -> Exception:
@@ -50,6 +50,14 @@ def _no_delay(fileno: int) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     finally:
         sock.detach()
+
+
+def spin_where_cores(processes: int, seconds: float) -> float:
+    """``seconds`` where ``processes`` that spin can each have a CPU of this node
+    (:func:`~neurolake.store.pools.usable_cpus`: a container's CPU limit holds), else 0."""
+    from neurolake.store.pools import usable_cpus
+
+    return seconds if processes <= usable_cpus() else 0.0
 
 
 def _spin_until_readable(fileno: int, seconds: float) -> None:

@@ -136,7 +136,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from neurolake.cluster.channel import Channel, ChannelHost
+from neurolake.cluster.channel import Channel, ChannelHost, spin_where_cores
 from neurolake.errors import NeurolakeError, SpecError
 from neurolake.mining import _diffnorm_kernels as kernels
 from neurolake.mining.lcm import ClosedItemsets, PackedRows, absolute_support, closed_itemsets
@@ -761,14 +761,10 @@ class PartitionedUsageCounter(UsageCounter):
         actors' counting of a candidate on 1M rows, two actors on 2 cores), opened once;
         none where the actors cannot be reached directly, and the trips go through Ray. Both
         ends spin between trips (see :mod:`~neurolake.cluster.channel`) where every process
-        that counts has a CPU of this node's (as joblib counts them: a container's CPU limit
-        holds)."""
+        that counts has a CPU of this node's."""
         if self._channels is None:
-            from joblib import cpu_count
-
             self._channels = []
-            counting = len(self._pool) + (self._local is not None)
-            spin = _TRIP_SPIN_S if counting <= cpu_count() else 0.0
+            spin = spin_where_cores(len(self._pool) + (self._local is not None), _TRIP_SPIN_S)
             try:
                 for address, key in self._pool.broadcast("neurolake_open_channel", None, spin):
                     self._channels.append(Channel(address, key, spin=spin))
