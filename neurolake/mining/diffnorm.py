@@ -598,7 +598,9 @@ class PartitionedUsageCounter(UsageCounter):
     def hosting(cls, local: _RowPartition, others: Any) -> PartitionedUsageCounter:
         """The counter of the rows of ``local`` (counted in this process) and of the actors of
         ``others`` (an :class:`~neurolake.cluster.pool.ActorPool` over the other partitions, or
-        None). Without other actors there are no trips, so candidates go one at a time."""
+        None). Without other actors there are no trips, so candidates go one at a time; with
+        them, the channels to them open here, before the search counts (opening them took
+        0.5 s on the benchmarks' 2-core machine, most of it the CPU count's imports)."""
         counter = object.__new__(cls)
         counter.n_items = local.n_items
         counter.n_groups = local.n_groups
@@ -609,6 +611,8 @@ class PartitionedUsageCounter(UsageCounter):
         counter._beside = None
         if others is None:
             counter.batch_size = 1
+        else:
+            counter._direct()
         return counter
 
     def search(self, model: DiffNorm, candidates: list[Itemset]) -> DiffNorm:

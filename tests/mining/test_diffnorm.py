@@ -591,6 +591,8 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct,
         others = PartitionedUsageCounter([g[100:] for g in groups], 60, workers=1)
         remote = PartitionedUsageCounter.hosting(_RowPartition([g[:100] for g in groups], 60), others._pool)
         assert remote.batch_size > 1
+        # Opened with the counter, before its first count.
+        assert remote._channels is not None and len(remote._channels) == (1 if direct else 0)
     else:
         remote = PartitionedUsageCounter.hosting(_RowPartition(groups, 60), None)
         assert remote.batch_size == 1

@@ -1,4 +1,4 @@
-"""Threads follow the CPUs a process can keep busy: its affinity, a container's CPU limit."""
+"""Threads, and whether channels spin, follow the CPUs a process can keep busy: its affinity, a container's CPU limit."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 # What a fresh process sizes its pools to (importing the modules that make them).
 REPORT = """
 import json
-from neurolake.cluster import ray_env  # noqa: F401  (imports cleanly)
+from neurolake.cluster import channel, ray_env  # noqa: F401  (ray_env: imports cleanly)
 from neurolake.introspect import naps
 from neurolake.query import neurons
 from neurolake.store import pools, reader, run
@@ -25,6 +25,8 @@ print(json.dumps({
     "write": run._WRITE_THREADS,
     "naps": naps._POOL.threads,
     "stats": neurons._POOL.threads,
+    # the most processes whose channels spin
+    "spin": sum(channel.spin_where_cores(k, 0.02) > 0 for k in range(1, 257)),
 }))
 """
 
@@ -40,9 +42,16 @@ def _sizes(prefix: list[str] | None = None, **env: str) -> dict[str, int]:
 
 def test_pools_take_the_cpus_of_the_affinity_and_the_configured_cap():
     cores = len(os.sched_getaffinity(0))
-    assert _sizes() == {"usable": cores, "decode": cores, "write": max(2, cores), "naps": cores, "stats": cores}
+    assert _sizes() == {
+        "usable": cores,
+        "decode": cores,
+        "write": max(2, cores),
+        "naps": cores,
+        "stats": cores,
+        "spin": cores,
+    }
     capped = _sizes(LOKY_MAX_CPU_COUNT="1")
-    assert capped == {"usable": 1, "decode": 1, "write": 2, "naps": 1, "stats": 1}
+    assert capped == {"usable": 1, "decode": 1, "write": 2, "naps": 1, "stats": 1, "spin": 1}
     if cores > 1:
         pinned = _sizes(["taskset", "-c", "0"]) if shutil.which("taskset") else None
         assert pinned is None or pinned["decode"] == 1
@@ -76,7 +85,7 @@ def test_pools_keep_within_a_container_cpu_limit():
             f'exec unshare --mount sh -c \'mount --bind {group} {root} && exec "$@"\' sh "$0" "$@"'
         )
         limited = _sizes(["sh", "-c", enter])
-        assert limited == {"usable": 1, "decode": 1, "write": 2, "naps": 1, "stats": 1}
+        assert limited == {"usable": 1, "decode": 1, "write": 2, "naps": 1, "stats": 1, "spin": 1}
         # the same cgroup without its quota: the affinity's cores again
         (group / "cpu.cfs_quota_us").write_text("-1")
         assert _sizes(["sh", "-c", enter])["decode"] == cores
