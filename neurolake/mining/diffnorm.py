@@ -645,30 +645,31 @@ class PartitionedUsageCounter(UsageCounter):
         return np.asarray(np.sum(parts, axis=0, dtype=np.int64))
 
     def _named(
-        self, tables_of: Sequence[tuple[int, np.ndarray]]
+        self, tables_of: Sequence[tuple[int, np.ndarray, np.ndarray | None, int]]
     ) -> tuple[list[np.ndarray], list[tuple[int, TableSpec]], list[int]]:
-        """The distinct tables of ``(group, table)`` entries, how the actors get each, and
-        each entry's index into them. A table is named once per trip however many requests
-        use it (a candidate's requests share the group's current table), mostly by its
-        difference from the one the actors hold: the first of a group in a trip (its current
-        table) is held from then on."""
+        """The distinct tables of ``(group, table, base, pos)`` entries, how the actors get
+        each, and each entry's index into them. A table is named once per trip however many
+        requests use it (a candidate's requests share the group's current table), mostly by
+        its difference from the one the actors hold: the first of a group in a trip (its
+        current table) is held from then on. ``base``: the table is it with one row inserted
+        at or removed from ``pos`` (None: not known)."""
         index: dict[int, int] = {}
         tables: list[np.ndarray] = []
         specs: list[tuple[int, TableSpec]] = []
         at = []
-        for i, table in tables_of:
+        for i, table, base, pos in tables_of:
             if id(table) not in index:
                 index[id(table)] = len(tables)
                 tables.append(table)
                 if self._pool is not None:
-                    specs.append((i, self._spec(i, table, keep=all(g != i for g, _ in specs))))
+                    specs.append((i, self._spec(i, table, all(g != i for g, _ in specs), base, pos)))
             at.append(index[id(table)])
         return tables, specs, at
 
     def usages(self, requests: Sequence[UsageRequest]) -> list[tuple[np.ndarray, np.ndarray]]:
         if not requests:
             return []
-        tables, specs, at = self._named([(i, table) for i, table, _ in requests])
+        tables, specs, at = self._named([(i, table, None, 0) for i, table, _ in requests])
         compact = [(i, t, within) for (i, _, within), t in zip(requests, at, strict=True)]
         # The answers come back as two arrays.
         parts = self._parts(
@@ -684,7 +685,9 @@ class PartitionedUsageCounter(UsageCounter):
     def usage_changes(self, requests: Sequence[UsageChange]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         if not requests:
             return []
-        tables, specs, at = self._named([(i, table) for i, old, new, _, _ in requests for table in (old, new)])
+        tables, specs, at = self._named(
+            [entry for i, old, new, _, pos in requests for entry in ((i, old, None, 0), (i, new, old, pos))]
+        )
         compact = [(i, at[2 * r], at[2 * r + 1], within, pos) for r, (i, _, _, within, pos) in enumerate(requests)]
         # The answers come back as three arrays, half the singleton counts of two usages.
         parts = self._parts(
@@ -724,7 +727,7 @@ class PartitionedUsageCounter(UsageCounter):
                 (
                     c.group,
                     self._spec(c.group, c.old, keep=True),
-                    self._spec(c.group, c.new, keep=True),
+                    self._spec(c.group, c.new, True, c.old, c.pos),
                     c.within,
                     c.pos,
                     c.add,
@@ -741,14 +744,20 @@ class PartitionedUsageCounter(UsageCounter):
         # thread of their own, count.
         return _co_usages_after(changes, parts)
 
-    def _spec(self, group: int, table: np.ndarray, keep: bool) -> TableSpec:
+    def _spec(
+        self, group: int, table: np.ndarray, keep: bool, base: np.ndarray | None = None, pos: int = 0
+    ) -> TableSpec:
         """How the actors get ``table`` of ``group`` (see :meth:`_RowPartition.resolve`);
-        what they hold afterwards is noted here as they will note it."""
+        what they hold afterwards is noted here as they will note it. ``base``: ``table``
+        is it with one row inserted at or removed from ``pos``, so where the actors hold
+        ``base`` the tables are not compared."""
         held = self._held[group]
         spec: TableSpec = (keep, "table", table)
         if held is not None:
             grown = table.shape[0] - held.shape[0]
-            if grown == 0 and (table is held or np.array_equal(table, held)):
+            if base is held and abs(grown) == 1:
+                spec = (keep, "insert", pos, table[pos]) if grown == 1 else (keep, "delete", pos)
+            elif grown == 0 and (table is held or np.array_equal(table, held)):
                 spec = (keep, "held")
             elif abs(grown) == 1:
                 longer, shorter = (table, held) if grown == 1 else (held, table)

@@ -822,7 +822,8 @@ def test_slim_gains_keep_the_best_pairs_as_a_stable_sort_of_all(top):
 
 def test_tables_named_by_their_difference_from_the_one_the_actors_hold():
     """The coordinator's names for tables (held, one row in or out, else the table) resolve on
-    a row partition to the very tables, through a run of changes, kept or not."""
+    a row partition to the very tables, through a run of changes, kept or not, and whether
+    or not the coordinator is told which row went in or out."""
     from neurolake.mining.diffnorm import PartitionedUsageCounter, _RowPartition
 
     rng = np.random.default_rng(8)
@@ -831,26 +832,35 @@ def test_tables_named_by_their_difference_from_the_one_the_actors_hold():
     coordinator._held = [None, None]
     partition = _RowPartition([np.zeros((1, 2), np.uint64)] * 2, 100)
     tables = [np.zeros((0, 2), np.uint64), rng.integers(0, 2**63, (5, 2)).astype(np.uint64)]
-    kinds = []
-    for _ in range(200):
+    kinds, told = [], []
+    for _ in range(300):
         i = int(rng.integers(0, 2))
         table = tables[i]
         choice = rng.random()
+        change: tuple = ()
         if choice < 0.4:
             pos = int(rng.integers(0, table.shape[0] + 1))
             table = np.insert(table, pos, rng.integers(0, 2**63, 2).astype(np.uint64), axis=0)
+            change = (tables[i], pos)
         elif choice < 0.7 and table.shape[0]:
-            table = np.delete(table, int(rng.integers(0, table.shape[0])), axis=0)
+            pos = int(rng.integers(0, table.shape[0]))
+            table = np.delete(table, pos, axis=0)
+            change = (tables[i], pos)
         elif choice < 0.8:
             table = rng.integers(0, 2**63, (int(rng.integers(0, 6)), 2)).astype(np.uint64)
         keep = bool(rng.random() < 0.7)
-        spec = coordinator._spec(i, table, keep)
+        if rng.random() < 0.5:
+            change = ()
+        spec = coordinator._spec(i, table, keep, *change)
         kinds.append(spec[1])
+        if change:
+            told.append(spec[1])
         np.testing.assert_array_equal(partition.resolve(i, spec), table)
         if keep:
             tables[i] = table
     assert {"held", "insert", "delete", "table"} <= set(kinds)
     assert kinds.count("table") < len(kinds) / 3
+    assert {"insert", "delete"} <= set(told)
 
 
 def test_searcher_share_falls_towards_even_as_rows_grow():
