@@ -599,8 +599,8 @@ class PartitionedUsageCounter(UsageCounter):
         """The counter of the rows of ``local`` (counted in this process) and of the actors of
         ``others`` (an :class:`~neurolake.cluster.pool.ActorPool` over the other partitions, or
         None). Without other actors there are no trips, so candidates go one at a time; with
-        them, the channels to them open here, before the search counts (opening them took
-        0.5 s on the benchmarks' 2-core machine, most of it the CPU count's imports)."""
+        them, the channels to them open here, so that the search's first count does not wait
+        for them to connect."""
         counter = object.__new__(cls)
         counter.n_items = local.n_items
         counter.n_groups = local.n_groups
@@ -662,7 +662,8 @@ class PartitionedUsageCounter(UsageCounter):
                 index[id(table)] = len(tables)
                 tables.append(table)
                 if self._pool is not None:
-                    specs.append((i, self._spec(i, table, all(g != i for g, _ in specs), base, pos)))
+                    keep = all(g != i for g, _ in specs)
+                    specs.append((i, self._spec(i, table, keep=keep, base=base, pos=pos)))
             at.append(index[id(table)])
         return tables, specs, at
 
@@ -727,7 +728,7 @@ class PartitionedUsageCounter(UsageCounter):
                 (
                     c.group,
                     self._spec(c.group, c.old, keep=True),
-                    self._spec(c.group, c.new, True, c.old, c.pos),
+                    self._spec(c.group, c.new, keep=True, base=c.old, pos=c.pos),
                     c.within,
                     c.pos,
                     c.add,
