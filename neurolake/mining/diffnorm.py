@@ -756,15 +756,17 @@ class PartitionedUsageCounter(UsageCounter):
         spec: TableSpec = (keep, "table", table)
         if held is not None:
             grown = table.shape[0] - held.shape[0]
-            if base is held and abs(grown) == 1:
-                spec = (keep, "insert", pos, table[pos]) if grown == 1 else (keep, "delete", pos)
-            elif grown == 0 and (table is held or np.array_equal(table, held)):
+            if grown == 0 and (table is held or np.array_equal(table, held)):
                 spec = (keep, "held")
             elif abs(grown) == 1:
-                longer, shorter = (table, held) if grown == 1 else (held, table)
-                differ = np.flatnonzero(np.any(longer[:-1] != shorter, axis=1))
-                pos = int(differ[0]) if differ.size else shorter.shape[0]
-                if np.array_equal(longer[pos + 1 :], shorter[pos:]):
+                if base is not held:
+                    # The first row where the two differ, if the rest is the same shifted by one.
+                    longer, shorter = (table, held) if grown == 1 else (held, table)
+                    differ = np.flatnonzero(np.any(longer[:-1] != shorter, axis=1))
+                    pos = int(differ[0]) if differ.size else shorter.shape[0]
+                    if not np.array_equal(longer[pos + 1 :], shorter[pos:]):
+                        pos = -1
+                if pos >= 0:
                     spec = (keep, "insert", pos, table[pos]) if grown == 1 else (keep, "delete", pos)
         if keep:
             self._held[group] = table
