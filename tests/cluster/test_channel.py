@@ -5,6 +5,7 @@ told and no longer."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 
 import numpy as np
@@ -19,6 +20,16 @@ class _Cells(ChannelHost):
     def __init__(self, seed: int) -> None:
         self.values = np.random.default_rng(seed).random(700_000)  # 5.6 MB: a large answer
         self.calls = 0
+        # A spinning channel yields its CPU between looks for the next message: count them in
+        # this actor's process (CPU seconds would undercount a spin that other work shares).
+        self.looks = 0
+        real = os.sched_yield
+
+        def counted() -> None:
+            self.looks += 1
+            real()
+
+        os.sched_yield = counted
 
     def take(self, start: int, stop: int) -> np.ndarray:
         self.calls += 1
@@ -30,6 +41,9 @@ class _Cells(ChannelHost):
     def slow(self, seconds: float) -> float:
         time.sleep(seconds)
         return seconds
+
+    def looked(self) -> int:
+        return self.looks
 
     def cpu(self) -> float:
         """CPU seconds of this process, every thread (a channel's serving thread among them)."""
@@ -112,30 +126,44 @@ def test_a_call_to_an_actor_gone_fails_instead_of_waiting(local_ray):
         pool.close()
 
 
-def test_a_spinning_channel_spins_as_long_as_told_and_then_blocks(pool):
+def test_a_spinning_channel_spins_as_long_as_told_and_then_blocks(pool, monkeypatch):
+    """Spinning is counted in looks for the next message (each yields the CPU), not in CPU
+    seconds, which another process sharing the CPU would take from the spin."""
+    here = [0]
+    real = os.sched_yield
+
+    def counted() -> None:
+        here[0] += 1
+        real()
+
+    monkeypatch.setattr(os, "sched_yield", counted)
     spinning, still = (
         Channel(*pool.call(a, "neurolake_open_channel", None, spin), spin=spin) for a, spin in ((0, 0.3), (1, 0.0))
     )
     try:
         for channel in (spinning, still):
             assert channel.call("take", 3, 5).shape == (2,)
-        cpu = pool.broadcast("cpu")
-        time.sleep(0.6)
-        after = pool.broadcast("cpu")
-        # After the call, the spinning actor looked for the next one for 0.3 s of CPU, the
-        # other slept (both actors' other threads use a little).
-        assert after[0] - cpu[0] > 0.1
-        assert after[1] - cpu[1] < 0.05
-        # Then it sleeps too: idle for 1.5 s, it uses about as little as the other.
+        time.sleep(1.0)
+        after, cpu = pool.broadcast("looked"), pool.broadcast("cpu")
+        # After the call, the spinning actor looked for the next one again and again for 0.3 s;
+        # the other did not look, it slept.
+        assert after[0] > 10
+        assert after[1] == 0
+        # Then it sleeps too: idle for 1.5 s, it looks no more and uses little CPU.
         time.sleep(1.5)
-        idle = pool.broadcast("cpu")
-        assert idle[0] - after[0] < 0.1
+        idle = pool.broadcast("looked")
+        assert idle[0] == after[0]
+        assert pool.call(0, "cpu") - cpu[0] < 0.1
         # An answer that takes longer than the client spins still comes back; the client
-        # spun 0.3 s of the 1 s it waited.
+        # looked for it for 0.3 s of the 1 s it waited, then slept.
+        here[0] = 0
         start = time.process_time()
         assert spinning.call("slow", 1.0) == 1.0
-        assert 0.1 < time.process_time() - start < 0.6
+        assert here[0] > 10
+        assert time.process_time() - start < 0.6
+        looked = here[0]
         assert still.call("take", 0, 1).shape == (1,)
+        assert here[0] == looked
     finally:
         spinning.close()
         still.close()
