@@ -756,6 +756,77 @@ def test_ray_batches_grow_from_one_candidate(planted, local_ray, monkeypatch):
     assert min(sizes) <= 2 < max(sizes) <= 2 * PartitionedUsageCounter.batch_size
 
 
+def test_co_usages_renumbered_into_a_spare_matrix_equal_a_fresh_one():
+    """A renumbered matrix takes the memory of a spare one (full of other counts here) and
+    equals the matrix made afresh; a spare that is the counts' own memory, too small or of
+    another type is left alone. A fresh matrix has room for a few more elements, so that it
+    can be the spare of the next update of a growing table."""
+    from neurolake.mining.diffnorm import _renumbered_once, _renumberings
+
+    rng = np.random.default_rng(5)
+    for _ in range(30):
+        n = int(rng.integers(3, 60))
+        counts = np.triu(rng.integers(0, 50, (n, n))).astype(np.int32)
+        steps = []
+        for _ in range(int(rng.integers(1, 6))):
+            size = n + sum(1 if add else -1 for _, add in steps)
+            add = bool(size < 2 or rng.random() < 0.6)
+            steps.append((int(rng.integers(0, size + (1 if add else 0))), add))
+        maps = _renumberings(n, steps)
+        to, n_after = maps[0], maps[-1].size
+        fresh = _renumbered_once(counts, to, n_after)
+        expected = np.zeros((n_after, n_after), np.int32)
+        kept = np.flatnonzero(to >= 0)
+        expected[np.ix_(to[kept], to[kept])] = counts[np.ix_(kept, kept)]
+        np.testing.assert_array_equal(fresh, expected)
+        before = counts.copy()
+        for spare in (
+            rng.integers(-9, 9, (n_after + 2) ** 2).astype(np.int32),
+            rng.integers(-9, 9, (n_after + 4, n_after + 4)).astype(np.int32)[:n_after, :n_after],
+        ):
+            got = _renumbered_once(counts, to, n_after, spare)
+            np.testing.assert_array_equal(got, expected)
+            assert np.shares_memory(got, spare)
+        for unusable in (
+            counts,
+            counts[1:, 1:],
+            np.zeros(n_after * n_after - 1, np.int32),
+            np.zeros(n_after * n_after, np.int64),
+        ):
+            got = _renumbered_once(counts, to, n_after, unusable)
+            np.testing.assert_array_equal(got, expected)
+            assert not np.shares_memory(got, unusable)
+        np.testing.assert_array_equal(counts, before)
+        # The fresh matrix as the spare of a later update with three more elements.
+        grown = _renumbered_once(expected, np.arange(n_after) + 3, n_after + 3, fresh)
+        assert np.shares_memory(grown, fresh)
+        np.testing.assert_array_equal(grown[3:, 3:], expected)
+        assert not grown[:3].any() and not grown[:, :3].any()
+
+
+def test_a_search_updates_co_usages_in_the_memory_of_the_ones_before(monkeypatch):
+    """Each update of a group's co-usages after its first takes the memory of the matrix the
+    update before replaced, and the search ends holding no spare matrices."""
+    taken = []
+    original = diffnorm_module._renumbered_once
+
+    def renumbered(counts, to, n_after, spare=None):
+        out = original(counts, to, n_after, spare)
+        taken.append(spare is not None and np.shares_memory(out, spare))
+        return out
+
+    monkeypatch.setattr(diffnorm_module, "_renumbered_once", renumbered)
+    rng = np.random.default_rng(4)
+    a = rng.random((600, 60)) < 0.15
+    b = rng.random((600, 60)) < 0.15
+    a[np.ix_(rng.random(600) < 0.2, [3, 7, 11, 19])] = True
+    model = DiffNorm(min_support=0.05, max_iterations=60).fit([a, b])
+    # The first update of a group has no spare; the second's is the first counts (no room
+    # to grow); from the third on, a matrix made with room: 2 groups.
+    assert taken.count(False) == 4 and taken.count(True) >= 2
+    assert model._co_spare == [None, None]
+
+
 def test_a_sequence_of_co_usage_changes_equals_them_one_by_one():
     """Changes of two groups, interleaved, patterns in and out: renumbering each matrix once and
     adding every step's sparse change gives the counts of step-by-step updates and of a full
