@@ -964,7 +964,7 @@ def _renumberings(n_before: int, steps: Sequence[tuple[int, bool]]) -> list[np.n
     return maps[::-1]
 
 
-# The fewest elements more than its matrix a fresh co-usage matrix has room for (see
+# A fresh co-usage matrix has room for at least this many elements more than it holds (see
 # _renumbered_once).
 _CO_USAGE_ROOM = 64
 
