@@ -304,7 +304,8 @@ class CoUsageChange(NamedTuple):
     ``counts`` under table ``old``, which becomes ``new`` with the pattern ``within`` inserted
     at (``add``) or removed from position ``pos``. ``spare``: a matrix of the group's co-usages
     that the caller holds no more, whose memory the new co-usages may take (see
-    :func:`_renumbered_once`); the new ones are then a view of it."""
+    :func:`_renumbered_once`); the new ones are then a view of it. Like ``counts``, it is read
+    from a group's first change of a sequence only."""
 
     group: int
     counts: np.ndarray

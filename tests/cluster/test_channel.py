@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,20 +17,26 @@ from neurolake.cluster.channel import Channel, ChannelHost
 from neurolake.cluster.pool import ActorPool, RemoteError
 
 
+def _counting_yields(looks: list[int]) -> Callable[[], None]:
+    """``os.sched_yield`` adding one to ``looks[0]`` at each call: a spinning channel yields
+    its CPU between looks for the next message (CPU seconds would undercount a spin that other
+    work shares)."""
+    real = os.sched_yield
+
+    def counted() -> None:
+        looks[0] += 1
+        real()
+
+    return counted
+
+
 class _Cells(ChannelHost):
     def __init__(self, seed: int) -> None:
         self.values = np.random.default_rng(seed).random(700_000)  # 5.6 MB: a large answer
         self.calls = 0
-        # A spinning channel yields its CPU between looks for the next message: count them in
-        # this actor's process (CPU seconds would undercount a spin that other work shares).
-        self.looks = 0
-        real = os.sched_yield
-
-        def counted() -> None:
-            self.looks += 1
-            real()
-
-        os.sched_yield = counted
+        # The looks for the next message in this actor's process.
+        self.looks = [0]
+        os.sched_yield = _counting_yields(self.looks)
 
     def take(self, start: int, stop: int) -> np.ndarray:
         self.calls += 1
@@ -43,7 +50,7 @@ class _Cells(ChannelHost):
         return seconds
 
     def looked(self) -> int:
-        return self.looks
+        return self.looks[0]
 
     def cpu(self) -> float:
         """CPU seconds of this process, every thread (a channel's serving thread among them)."""
@@ -130,13 +137,7 @@ def test_a_spinning_channel_spins_as_long_as_told_and_then_blocks(pool, monkeypa
     """Spinning is counted in looks for the next message (each yields the CPU), not in CPU
     seconds, which another process sharing the CPU would take from the spin."""
     here = [0]
-    real = os.sched_yield
-
-    def counted() -> None:
-        here[0] += 1
-        real()
-
-    monkeypatch.setattr(os, "sched_yield", counted)
+    monkeypatch.setattr(os, "sched_yield", _counting_yields(here))
     spinning, still = (
         Channel(*pool.call(a, "neurolake_open_channel", None, spin), spin=spin) for a, spin in ((0, 0.3), (1, 0.0))
     )
