@@ -50,7 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from diffnorm import large_contrast, speaker_contrast
-from mining import available_parallelism
+from mining import available_parallelism, stolen_seconds
 
 import neurolake.mining.diffnorm as dn
 from neurolake.cluster.ray_env import connect
@@ -362,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         model = (OnRay if workers else dn.DiffNorm)(
             min_support=0.05, max_iterations=args.iterations, workers=max(workers, 1)
         )
-        start, cpu_start = time.perf_counter(), cpu_seconds()
+        start, cpu_start, stolen_start = time.perf_counter(), cpu_seconds(), stolen_seconds()
         try:
             model.fit(packed)
         finally:
@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             dn._row_owners = dealt
             dn.PartitionedUsageCounter.close = closing  # type: ignore[method-assign]
         elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+        stolen_end = stolen_seconds()
+        stolen = None if stolen_start is None or stolen_end is None else stolen_end - stolen_start
         alone = elapsed if workers == 0 or alone is None else alone
         result = model.discover()
         first = first or result
@@ -391,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
             f" {floor:.1f} s, at most {alone / floor:.2f}x the last one-process run",
             flush=True,
         )
+        if stolen is not None:
+            print(
+                f"   steal: the host took {stolen:.2f} s of this machine's CPUs during it, {stolen / elapsed / cores:.1%}"
+                f" of each of its {cores} cores",
+                flush=True,
+            )
         counting = spent.get(COUNTING, 0.0) + sum(t[2].get(COUNTING, 0.0) for t in actor_times)
         alone_counting = counting if workers == 0 or alone_counting is None else alone_counting
         countings[kind].append((counting, alone_counting / counting))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -198,6 +199,22 @@ def available_parallelism() -> float:
             pool.map(_spin, [n, n], chunksize=1)
             parallel = min(parallel, time.perf_counter() - start)
     return serial / parallel
+
+
+def stolen_seconds() -> float | None:
+    """Seconds of CPU time the host has taken from this virtual machine's CPUs since it
+    booted, all CPUs together (the steal column of ``/proc/stat``): time a CPU of this machine
+    wanted to run and the hypervisor ran something else. None where the kernel does not say.
+    A run's share of it, against its time on every core, is what the machine lost under it
+    (the busy loop of :func:`available_parallelism` can run in a moment without any)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    if fields[:1] != ["cpu"] or len(fields) < 9:
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK")
 
 
 def part_distributed(quick: bool) -> None:

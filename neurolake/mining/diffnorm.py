@@ -1037,10 +1037,7 @@ def _co_usages_after(
             to = maps[i][t]
             for part in parts:
                 where, increments = part[r]
-                where = where.astype(np.int64)
-                a, b = to[where // to.size], to[where % to.size]
-                keep = (a >= 0) & (b >= 0)
-                flat[a[keep] * n_after + b[keep]] += increments[keep]
+                kernels.co_usage_add(flat, n_after, to, where, increments)
     return out
 
 

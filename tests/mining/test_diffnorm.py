@@ -266,9 +266,15 @@ def test_co_usage_counts_the_pairs_of_every_cover():
             for a in range(len(used)):
                 for b in range(a + 1, len(used)):
                     expected[used[a], used[b]] += 1
-        got = kernels.co_usage(kernels.pack_rows(dense_rows), table, m)
-        np.testing.assert_array_equal(got, expected)
+        packed = kernels.pack_rows(dense_rows)
+        np.testing.assert_array_equal(kernels.co_usage(packed, table, m), expected)
         assert expected.sum() > 0
+        # In bands of one and of seven rows of the matrix, and in blocks of one row, of
+        # covers of 37 elements at most and of 1,000 (a block holds at least one whole row).
+        for band_rows in (1, 7):
+            for block_elements in (1, 37, 1000):
+                got = kernels.co_usage(packed, table, m, 4 * n_el * band_rows, 4 * block_elements)
+                np.testing.assert_array_equal(got, expected)
 
 
 def test_encoded_length_by_hand():
@@ -729,6 +735,32 @@ def test_sparse_co_usage_delta_equals_the_difference_of_two_full_counts(cases, i
             got = kernels.co_usage_renumbered(kernels.co_usage(packed, old, m), pos, add)
             got.reshape(-1)[where] += increments
             np.testing.assert_array_equal(got, kernels.co_usage(packed, new, m))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint32, np.int64])
+def test_sparse_changes_are_added_in_the_numbering_after_later_steps(dtype):
+    """Changes counted in one numbering land where the numbering after later steps puts their
+    pairs, and the pairs of an element a later step removes are dropped, as one by one."""
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        n = int(rng.integers(2, 40))
+        # A later numbering: some elements removed (-1), the others in order with gaps.
+        kept = rng.random(n) < 0.8
+        n_after = int(kept.sum()) + int(rng.integers(0, 4))
+        to = np.full(n, -1, np.int64)
+        to[kept] = np.sort(rng.choice(n_after, int(kept.sum()), replace=False))
+        a = rng.integers(0, n, 50)
+        b = rng.integers(0, n, 50)
+        where = np.unique(np.minimum(a, b) * n + np.maximum(a, b)).astype(dtype)
+        increments = rng.integers(-5, 6, where.size).astype(np.int32)
+        flat = rng.integers(0, 100, n_after * n_after).astype(np.int32)
+        expected = flat.copy()
+        for w, inc in zip(where.tolist(), increments.tolist(), strict=True):
+            x, y = to[w // n], to[w % n]
+            if x >= 0 and y >= 0:
+                expected[x * n_after + y] += inc
+        kernels.co_usage_add(flat, n_after, to, where, increments)
+        np.testing.assert_array_equal(flat, expected)
 
 
 def test_ray_batches_grow_from_one_candidate(planted, local_ray, monkeypatch):
