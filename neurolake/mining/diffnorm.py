@@ -129,7 +129,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -596,7 +596,7 @@ class PartitionedUsageCounter(UsageCounter):
         self._held: list[np.ndarray | None] = [None] * self.n_groups
         # A direct connection to each actor, opened at the first trip (empty: Ray's calls).
         self._channels: list[Channel] | None = None
-        # The thread that counts this process's rows beside the caller (see _parts).
+        # The thread that renumbers co-usage matrices beside this one (see co_usage_sequence).
         self._beside: ThreadPoolExecutor | None = None
         logger.debug("DiffNorm on %d workers, rows per group %s", workers, [g.shape[0] for g in groups])
 
@@ -628,21 +628,13 @@ class PartitionedUsageCounter(UsageCounter):
         fitted: DiffNorm = self._pool.call(0, "search", model, candidates, others)
         return fitted
 
-    def _parts(
-        self, method: str, args: tuple, here: Callable[[_RowPartition], Any], beside: bool = False
-    ) -> Callable[[], list[Any]]:
+    def _parts(self, method: str, args: tuple, here: Callable[[_RowPartition], Any]) -> Callable[[], list[Any]]:
         """Start ``method(*args)`` on the actors and run ``here`` on the partition of this
         process meanwhile; a function that waits for the actors and returns every part's
-        answer. ``beside``: ``here`` runs on a thread of its own, so that the caller can
-        work until it calls that function."""
+        answer."""
         remote = self._broadcast(method, *args, later=True) if self._pool is not None else list
         if self._local is None:
             return remote
-        if beside:
-            if self._beside is None:
-                self._beside = ThreadPoolExecutor(1, thread_name_prefix="neurolake-diffnorm")
-            mine = self._beside.submit(here, self._local)
-            return lambda: [mine.result(), *remote()]
         answer = here(self._local)
         return lambda: [answer, *remote()]
 
@@ -745,11 +737,14 @@ class PartitionedUsageCounter(UsageCounter):
             "co_usage_deltas_held",
             (requests,),
             lambda part: [part.co_usage_delta(c.group, c.old, c.new, c.within, c.pos, c.add) for c in changes],
-            beside=True,
         )
-        # The matrices are renumbered here while the actors, and this process's rows on a
-        # thread of their own, count.
-        return _co_usages_after(changes, parts)
+        # This process's rows were counted while the actors counted theirs; the groups'
+        # matrices are renumbered at once, each on a thread, as their answers come. Renumbered
+        # beside the counting, three threads on two cores, the renumbering slowed the counting
+        # of this process's rows, on which the update waited.
+        if self._beside is None:
+            self._beside = ThreadPoolExecutor(1, thread_name_prefix="neurolake-diffnorm")
+        return _co_usages_after(changes, parts, self._beside)
 
     def _spec(
         self, group: int, table: np.ndarray, keep: bool, base: np.ndarray | None = None, pos: int = 0
@@ -1011,23 +1006,33 @@ def _renumbered_once(counts: np.ndarray, to: np.ndarray, n_after: int, spare: np
 
 
 def _co_usages_after(
-    changes: Sequence[CoUsageChange], parts: Sequence[Any] | Callable[[], Sequence[Any]]
+    changes: Sequence[CoUsageChange],
+    parts: Sequence[Any] | Callable[[], Sequence[Any]],
+    beside: Executor | None = None,
 ) -> dict[int, np.ndarray]:
     """Each group's co-usages after ``changes`` (in order; the first change of a group holds its
     counts), given the sparse change of every step (``(where, increments)`` in the numbering
     after that step) from each part of the rows: ``parts`` is a list, one entry a list of the
     steps' changes, or a function that returns that list (called once the matrices are
     renumbered). The renumberings compose and the counts are integers, so this equals
-    renumbering and adding step by step."""
+    renumbering and adding step by step. ``beside``: every group's matrix but the last is
+    renumbered there meanwhile (numpy's copies release the interpreter lock)."""
     by_group: dict[int, list[int]] = {}
     for r, change in enumerate(changes):
         by_group.setdefault(change.group, []).append(r)
-    out: dict[int, np.ndarray] = {}
     maps: dict[int, list[np.ndarray]] = {}
     for i, steps in by_group.items():
-        first = changes[steps[0]].counts
-        maps[i] = _renumberings(first.shape[0], [(changes[r].pos, changes[r].add) for r in steps])
-        out[i] = _renumbered_once(first, maps[i][0], maps[i][-1].size, changes[steps[0]].spare)
+        maps[i] = _renumberings(changes[steps[0]].counts.shape[0], [(changes[r].pos, changes[r].add) for r in steps])
+
+    def renumbered(i: int) -> np.ndarray:
+        first = changes[by_group[i][0]]
+        return _renumbered_once(first.counts, maps[i][0], maps[i][-1].size, first.spare)
+
+    groups = list(by_group)
+    later = {i: beside.submit(renumbered, i) for i in groups[:-1]} if beside is not None else {}
+    out = {i: renumbered(i) for i in groups if i not in later}
+    out.update({i: later[i].result() for i in later})
+    out = {i: out[i] for i in groups}
     if callable(parts):
         parts = parts()
     for i, steps in by_group.items():
