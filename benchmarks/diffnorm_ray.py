@@ -25,10 +25,10 @@ within 1.1x; the closed candidates and the search's own steps are not counting).
 prints its CPU seconds (this process and the actors' processes) and what they leave possible on
 this machine's cores against the one-process run, and, on Linux, the CPU time the host took
 from this (virtual) machine while it ran (``stolen_seconds``); the next run starts once its
-actors have exited. Before and after each run on several workers, the machine checks print what 2 busy
-processes gain over 1 at that moment (below 2x when other work shares the cores, which caps the
-run's ratio) and what 2 threads counting the halves of the rows with the usage kernels gain
-over 1 counting them all (``CountingCheck``: the memory the counting streams, which the busy
+actors have exited. Before and after each run on several workers, the machine checks print
+what 2 busy processes gain over 1 at that moment (below 2x when other work shares the cores,
+which caps the run's ratio) and what 2 threads counting the halves of the rows with the usage
+kernels gain over 1 counting them all (``CountingCheck``: the memory the counting streams, which the busy
 loop does not touch); checks that differ bracket a run during which the machine's speed
 changed, and a run can change more than a check of a few seconds sees.
 """

@@ -375,15 +375,16 @@ def co_usage(
     band = max(1, band_bytes // (4 * n_el))
     block = max(1, block_bytes // 4)
     # A block closes once it holds ``block`` elements or rows; one more cover always fits.
-    elements = np.empty(block + n_el, np.int32)
-    ptr = np.empty(block + 2, np.int64)
-    cursor = np.empty(block + 1, np.int64)
+    block_rows = min(block, n_rows)
+    elements = np.empty(min(block, n_rows * n_el) + n_el, np.int32)
+    ptr = np.empty(block_rows + 2, np.int64)
+    cursor = np.empty(block_rows + 1, np.int64)
     width = np.uint64(n_el)
     r0 = 0
     while r0 < n_rows:
         n_block = 0
         ptr[0] = 0
-        while r0 + n_block < n_rows and n_block < block and ptr[n_block] < block:
+        while r0 + n_block < n_rows and n_block < block_rows and ptr[n_block] < block:
             n_used = _cover_elements(rows[r0 + n_block], sparse, n_pat, rest, used)
             at = ptr[n_block]
             for a in range(n_used):

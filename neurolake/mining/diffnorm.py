@@ -1030,9 +1030,8 @@ def _co_usages_after(
 
     groups = list(by_group)
     later = {i: beside.submit(renumbered, i) for i in groups[:-1]} if beside is not None else {}
-    out = {i: renumbered(i) for i in groups if i not in later}
-    out.update({i: later[i].result() for i in later})
-    out = {i: out[i] for i in groups}
+    here = {i: renumbered(i) for i in groups if i not in later}
+    out = {i: later[i].result() if i in later else here[i] for i in groups}
     if callable(parts):
         parts = parts()
     for i, steps in by_group.items():
