@@ -95,6 +95,17 @@ def _prefetch_row(rows: np.ndarray, r: int) -> None:
         _prefetch(rows, r, w)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _fetch_ahead(rows: np.ndarray, selected: np.ndarray, k: int) -> None:
+    """Before covering row ``selected[k]``: ask for the row ``_PREFETCH_ROWS`` further on (and,
+    at the first, for those before it)."""
+    if k == 0:
+        for j in range(1, min(_PREFETCH_ROWS, selected.size)):
+            _prefetch_row(rows, selected[j])
+    if k + _PREFETCH_ROWS < selected.size:
+        _prefetch_row(rows, selected[k + _PREFETCH_ROWS])
+
+
 def words_for(n_items: int) -> int:
     """Words per row for ``n_items`` items (at least one, so empty universes still pack)."""
     return max(1, (n_items + 63) // 64)
@@ -260,11 +271,8 @@ def cover_usage_of(
     rest = np.empty(n_words, np.uint64)
     used = np.empty(n_pat, np.int64)
     ptr, word, mask = _sparse(table)
-    for k in range(min(_PREFETCH_ROWS, selected.size)):
-        _prefetch_row(rows, selected[k])
     for k in range(selected.size):
-        if k + _PREFETCH_ROWS < selected.size:
-            _prefetch_row(rows, selected[k + _PREFETCH_ROWS])
+        _fetch_ahead(rows, selected, k)
         row = rows[selected[k]]
         for w in range(n_words):
             rest[w] = row[w]
@@ -303,11 +311,8 @@ def cover_usage_change_of(
     used = np.empty(max(n_old, n_new), np.int64)
     o_ptr, o_word, o_mask = _sparse(old)
     n_ptr, n_word, n_mask = _sparse(new)
-    for k in range(min(_PREFETCH_ROWS, selected.size)):
-        _prefetch_row(rows, selected[k])
     for k in range(selected.size):
-        if k + _PREFETCH_ROWS < selected.size:
-            _prefetch_row(rows, selected[k + _PREFETCH_ROWS])
+        _fetch_ahead(rows, selected, k)
         r = selected[k]
         n_same = _cover_prefix(rows[r], o_ptr, o_word, o_mask, pos, rest, rest_new, used)
         for u in range(n_same):
@@ -774,11 +779,8 @@ def co_usage_delta_of(
     slot_el = np.empty(n_new, np.int64)
     n_slots = 0
     counts = np.zeros((16, n_new), np.int32)
-    for k in range(min(_PREFETCH_ROWS, selected.size)):
-        _prefetch_row(rows, selected[k])
     for k in range(selected.size):
-        if k + _PREFETCH_ROWS < selected.size:
-            _prefetch_row(rows, selected[k + _PREFETCH_ROWS])
+        _fetch_ahead(rows, selected, k)
         n_same = _cover_prefix(rows[selected[k]], o_ptr, o_word, o_mask, pos, rest, rest_new, was)
         n_was = _cover_singletons(
             old.shape[0], rest, was, _cover_patterns(o_ptr, o_word, o_mask, pos, old.shape[0], rest, was, n_same)
