@@ -96,7 +96,10 @@ adding or removing ``X`` changes only the covers of rows that contain ``X``, so 
 rows are covered again, under the old and the new coding set, and the difference of the two
 usage vectors updates the whole-group usages exactly. The counters find those rows from
 each group's item columns (one bit per row for each item, as many bytes as the rows): the
-AND of the pattern's items' columns, instead of a test of every row. Slim's pair statistics (how many covers
+AND of the pattern's items' columns, instead of a test of every row. They keep each row's
+cover under the current table (the few patterns it uses, :class:`_Covers`), so a row is
+covered again from its cover before the pattern's position, and not at all where the
+pattern inserted does not fit there or the one removed was not used. Slim's pair statistics (how many covers
 use two elements together) are kept the same way: counted once per group (band by band of the
 matrix, whose rows for a band stay in cache while every cover adds its pairs), then updated from
 the rows holding every accepted or pruned pattern, only for the pairs holding an element whose
@@ -383,6 +386,111 @@ class UsageCounter(ABC):
         """Release whatever the counter holds (nothing for the local one)."""
 
 
+def _same_table(a: np.ndarray, b: np.ndarray) -> bool:
+    return a is b or (a.shape == b.shape and np.array_equal(a, b))
+
+
+class _CountedChange(NamedTuple):
+    """A change counted by :meth:`LocalUsageCounter.usage_changes` with covers kept: the
+    covers of ``selected`` under ``new`` it made, kept if the search takes the change."""
+
+    version: int
+    new: np.ndarray
+    pos: int
+    add: bool
+    selected: np.ndarray
+    new_cov: np.ndarray
+    new_n: np.ndarray
+
+
+class _Covers:
+    """The cover of every row of a group under one table (the group's current one, to the
+    search's counts) by the patterns it uses, each as a slot that stays its own while the
+    pattern is in the table: a count of a change at position ``pos`` starts each row from
+    what it keeps (:func:`~neurolake.mining._diffnorm_kernels.cover_usage_change_cached`)
+    instead of testing the patterns before ``pos`` again, which was most of the work.
+
+    A search counts every change it then makes, so the covers move to a new table by
+    keeping those the count made (:meth:`take`); any other table is reached by covering
+    afresh the rows holding a pattern it gains or loses (:meth:`move`).
+    """
+
+    def __init__(self, rows: np.ndarray, columns: np.ndarray, table: np.ndarray, width: int) -> None:
+        self.rows = rows
+        self.columns = columns
+        self.slots = np.zeros((rows.shape[0], width), np.uint16)
+        self.n_used = np.zeros(rows.shape[0], np.uint8)
+        self.table = table
+        self.slot_at = np.arange(table.shape[0], dtype=np.int64)
+        self.free: list[int] = []
+        self.n_slots = table.shape[0]
+        self.slot_pos = np.empty(0, np.int64)
+        self._index_slots()
+        # Counted changes are taken only by the covers they were counted from.
+        self.version = 0
+        kernels.covers_recount(rows, np.arange(rows.shape[0]), table, self.slot_at, self.slots, self.n_used)
+
+    # Slots are uint16 and positions are kept as such: a larger table is counted afresh.
+    most_patterns = np.iinfo(np.uint16).max
+
+    def _index_slots(self) -> None:
+        """``slot_pos``: the position of each slot's pattern in the table, -1 for a free slot."""
+        self.slot_pos = np.full(max(self.n_slots, 1), -1, np.int64)
+        self.slot_pos[self.slot_at] = np.arange(self.slot_at.size)
+
+    def _slot(self) -> int:
+        if self.free:
+            return self.free.pop()
+        self.n_slots += 1
+        return self.n_slots - 1
+
+    def holds(self, table: np.ndarray) -> bool:
+        return _same_table(table, self.table)
+
+    def take(self, change: _CountedChange) -> None:
+        """Move to ``change.new``, keeping the covers its count made (the rows it did not
+        count hold neither pattern that differs, and keep theirs)."""
+        if change.add:
+            slot_at = np.insert(self.slot_at, change.pos, self._slot())
+        else:
+            self.free.append(int(self.slot_at[change.pos]))
+            slot_at = np.delete(self.slot_at, change.pos)
+        kernels.covers_write(self.slots, self.n_used, change.selected, change.new_cov, change.new_n, slot_at)
+        self._moved(change.new, slot_at)
+
+    def move(self, table: np.ndarray) -> None:
+        """Move to ``table``: the patterns both tables hold keep their slots and the rows
+        holding a pattern gained or lost are covered afresh; every row, where the patterns
+        kept come in another order."""
+        keys = {self.table[t].tobytes(): t for t in range(self.table.shape[0])}
+        kept = np.array([keys.get(table[t].tobytes(), -1) for t in range(table.shape[0])], np.int64)
+        found = kept[kept >= 0]
+        gone = np.setdiff1d(np.arange(self.table.shape[0]), found)
+        slot_at = np.empty(table.shape[0], np.int64)
+        slot_at[kept >= 0] = self.slot_at[found]
+        self.free.extend(int(s) for s in self.slot_at[gone])
+        for t in np.flatnonzero(kept < 0):
+            slot_at[t] = self._slot()
+        if np.all(np.diff(found) > 0):
+            changed = [table[t] for t in np.flatnonzero(kept < 0)] + [self.table[t] for t in gone]
+            rows = np.unique(
+                np.concatenate(
+                    [np.zeros(0, np.int64)]
+                    + [kernels.rows_within(self.columns, bits, self.rows.shape[0]) for bits in changed]
+                )
+            )
+        else:
+            rows = np.arange(self.rows.shape[0])
+        kernels.covers_recount(self.rows, rows, table, slot_at, self.slots, self.n_used)
+        self._moved(table, slot_at)
+
+    def _moved(self, table: np.ndarray, slot_at: np.ndarray) -> None:
+        self.table = table
+        self.slot_at = slot_at
+        self._index_slots()
+        self.version += 1
+
+
 class LocalUsageCounter(UsageCounter):
     """Counts in this process with the numba kernels.
 
@@ -398,6 +506,10 @@ class LocalUsageCounter(UsageCounter):
         # Each group by item (as many bytes as its rows): the rows holding a pattern are the
         # AND of its items' columns, so a count visits those rows only.
         self.columns = [kernels.item_columns(g, n_items) for g in self.groups]
+        # Each group's covers under its current table, made at its first usage change, and the
+        # changes of the last count of each group that they may move to (see _Covers).
+        self._covers: list[_Covers | None] = [None] * self.n_groups
+        self._counted: dict[int, list[_CountedChange]] = {}
 
     def _within(self, group: int, within: np.ndarray) -> np.ndarray:
         """The rows of ``group`` that contain ``within`` (all rows for the empty itemset)."""
@@ -415,13 +527,57 @@ class LocalUsageCounter(UsageCounter):
             for i, table, within in requests
         ]
 
+    # Patterns a row's kept cover holds at most (16 uint16 slots: half a cache line); at
+    # 500,000 frames the rows' covers under a search's final tables used at most 8.
+    cover_slots = 16
+
     def usage_changes(self, requests: Sequence[UsageChange]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Each row containing ``within`` is read once and covered under both tables, the
-        prefix they share once (:func:`~neurolake.mining._diffnorm_kernels.cover_usage_change_of`)."""
-        return [
-            kernels.cover_usage_change_of(self.groups[i], self._within(i, within), old, new, self.n_items, pos)
-            for i, old, new, within, pos in requests
-        ]
+        """Each row containing ``within`` is read once and covered under both tables from its
+        cover under ``old``, kept from the counts before (see :class:`_Covers`); its new
+        cover is kept in turn, for the table the search takes next."""
+        out = []
+        counted: dict[int, list[_CountedChange]] = {}
+        for i, old, new, within, pos in requests:
+            rows, selected = self.groups[i], self._within(i, within)
+            covers = self._covers_at(i, old)
+            if covers is None:
+                out.append(kernels.cover_usage_change_of(rows, selected, old, new, self.n_items, pos))
+                continue
+            add = new.shape[0] > old.shape[0]
+            old_pat, new_pat, items, new_cov, new_n = kernels.cover_usage_change_cached(
+                rows, selected, old, new, self.n_items, pos, add, covers.slots, covers.n_used, covers.slot_pos
+            )
+            out.append((old_pat, new_pat, items))
+            changed = new[pos] if add else old[pos]
+            # The new covers stand for the table only if every row holding the pattern that
+            # differs was covered.
+            if np.array_equal(within & changed, within):
+                counted.setdefault(i, []).append(
+                    _CountedChange(covers.version, new, pos, add, selected, new_cov, new_n)
+                )
+        self._counted.update(counted)
+        return out
+
+    def _covers_at(self, group: int, table: np.ndarray) -> _Covers | None:
+        """The covers of ``group`` moved to ``table`` (made at the first call); None for a
+        table too large to keep covers for."""
+        if table.shape[0] >= _Covers.most_patterns:
+            return None
+        covers = self._covers[group]
+        if covers is None:
+            covers = _Covers(self.groups[group], self.columns[group], table, self.cover_slots)
+            self._covers[group] = covers
+        elif not covers.holds(table):
+            taken = [
+                change
+                for change in self._counted.get(group, [])
+                if change.version == covers.version and _same_table(change.new, table)
+            ]
+            if taken:
+                covers.take(taken[0])
+            else:
+                covers.move(table)
+        return covers
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         return [kernels.co_usage(self.groups[i], table, self.n_items) for i, table in requests]

@@ -1034,7 +1034,7 @@ def test_a_usage_change_equals_the_greedy_covers_under_both_tables():
     overlapping multi-word patterns, the pattern in or out anywhere, rows restricted to
     those holding it."""
     rng = np.random.default_rng(23)
-    changed = 0
+    changed = overflowed = 0
     for _ in range(40):
         m, dense_rows, sets = _random_rows_and_patterns(rng, 200, 6, 1)
         pos = int(rng.integers(0, len(sets)))
@@ -1052,4 +1052,91 @@ def test_a_usage_change_equals_the_greedy_covers_under_both_tables():
         assert old_pat.tolist() == want_old and new_pat.tolist() == want_new
         assert item_change.tolist() == (np.array(new_items) - np.array(old_items)).tolist()
         changed += int(np.any(item_change != 0))
+        # The same from the covers under the old table kept (slots numbered backwards, some
+        # rows' covers too long to keep), and the new covers it makes are the recounted ones.
+        width = int(rng.integers(1, 4))
+        old_table, new_table = _packed(old_sets, m), _packed(new_sets, m)
+        slots, n_used = np.zeros((len(rows), width), np.uint16), np.zeros(len(rows), np.uint8)
+        old_slots = np.arange(len(old_sets))[::-1].copy()
+        kernels.covers_recount(rows, np.arange(len(rows)), old_table, old_slots, slots, n_used)
+        slot_pos = np.empty(max(1, len(old_sets)), np.int64)
+        slot_pos[old_slots] = np.arange(len(old_sets))
+        *counts, new_cov, new_n = kernels.cover_usage_change_cached(
+            rows, selected, old_table, new_table, m, pos, add, slots, n_used, slot_pos
+        )
+        assert [c.tolist() for c in counts] == [old_pat.tolist(), new_pat.tolist(), item_change.tolist()]
+        want_slots, want_n = np.zeros_like(slots), np.zeros_like(n_used)
+        kernels.covers_recount(rows, selected, new_table, np.arange(len(new_sets)), want_slots, want_n)
+        assert new_n.tolist() == want_n[selected].tolist()
+        for k, r in enumerate(selected):
+            if new_n[k] != kernels.COVER_OVERFLOW:
+                assert new_cov[k, : new_n[k]].tolist() == want_slots[r, : new_n[k]].tolist()
+        overflowed += int(np.sum(n_used == kernels.COVER_OVERFLOW))
     assert changed > 10  # the covers did differ in most cases
+    assert overflowed > 0
+
+
+@pytest.mark.parametrize("width", [1, 2, 16])
+def test_usage_changes_from_kept_covers_equal_counting_both_tables(monkeypatch, width):
+    """The local counter keeps each row's cover between counts and starts the next count
+    from it: along a random walk of tables (each step one of the changes just counted, or
+    changes it never counted: a pattern dropped, the table reversed), every answer equals
+    covering the rows under both tables from scratch (two usages), and the covers kept at the
+    end equal covers made afresh, whether they moved by the new covers counted, by covering
+    again the rows a change touches, or overflowed the slots of a row."""
+    rng = np.random.default_rng(width)
+    m, n = 150, 400
+    rows_dense = rng.random((n, m)) < 0.15
+    pool = [sorted(rng.choice(m, int(rng.integers(2, 5)), replace=False).tolist()) for _ in range(25)]
+    for pattern in pool:
+        rows_dense[np.ix_(rng.random(n) < 0.2, pattern)] = True
+    rows = kernels.pack_rows(rows_dense)
+    counter = diffnorm_module.LocalUsageCounter([rows], m)
+    counter.cover_slots = width
+    moved = {"take": 0, "move": 0}
+    for name in moved:
+        original = getattr(diffnorm_module._Covers, name)
+
+        def spied(self, arg, __original=original, __name=name):
+            moved[__name] += 1
+            return __original(self, arg)
+
+        monkeypatch.setattr(diffnorm_module._Covers, name, spied)
+    table: list[list[int]] = []
+    for _ in range(60):
+        old = _packed(table, m)
+        changes, requests = [], []
+        for _ in range(3):
+            if table and rng.random() < 0.3:
+                pos = int(rng.integers(0, len(table)))
+                pattern, after = table[pos], table[:pos] + table[pos + 1 :]
+            else:
+                pattern = pool[int(rng.integers(0, len(pool)))]
+                if pattern in table:
+                    continue
+                pos = int(rng.integers(0, len(table) + 1))
+                after = table[:pos] + [pattern] + table[pos:]
+            # Mostly the rows holding the pattern; some counts cover every row.
+            within = _packed([pattern], m)[0] if rng.random() < 0.9 else np.zeros(kernels.words_for(m), np.uint64)
+            changes.append(after)
+            requests.append((0, old, _packed(after, m), within, pos))
+        got = counter.usage_changes(requests)
+        want = diffnorm_module.UsageCounter.usage_changes(counter, requests)
+        for answer, expected in zip(got, want, strict=True):
+            for a, b in zip(answer, expected, strict=True):
+                np.testing.assert_array_equal(a, b)
+        if changes:
+            table = changes[int(rng.integers(0, len(changes)))]
+        if rng.random() < 0.1 and len(table) > 2:
+            table = table[1:]
+        if rng.random() < 0.05:
+            table = table[::-1]
+    covers = counter._covers[0]
+    slots, n_used = np.zeros_like(covers.slots), np.zeros_like(covers.n_used)
+    kernels.covers_recount(rows, np.arange(n), covers.table, covers.slot_at, slots, n_used)
+    np.testing.assert_array_equal(covers.n_used, n_used)
+    kept = n_used != kernels.COVER_OVERFLOW
+    for r in np.flatnonzero(kept):
+        np.testing.assert_array_equal(covers.slots[r, : n_used[r]], slots[r, : n_used[r]])
+    assert moved["take"] > 20 and moved["move"] > 3
+    assert np.any(~kept) == (width < 16)
