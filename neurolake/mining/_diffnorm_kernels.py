@@ -34,7 +34,9 @@ __all__ = [
     "cover_usage_change_of",
     "covers_recount",
     "covers_write",
+    "co_usage_delta_kept",
     "co_usage_delta_of",
+    "covers_gather",
     "item_columns",
     "rows_containing",
     "rows_within",
@@ -461,6 +463,24 @@ def cover_usage_change_cached(
             for u in range(n_now):
                 new_cov[k, u] = now[u]
     return old_pat, new_pat, item_change, new_cov, new_n
+
+
+@numba.njit(cache=True, nogil=True)
+def covers_gather(
+    slots: np.ndarray, n_used: np.ndarray, selected: np.ndarray, slot_pos: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The covers kept of the rows ``selected`` as positions in their table (``slot_pos``:
+    the position of each slot): ``[k, slots.shape[1]] uint16`` and ``[k] uint8`` their
+    number, as :func:`co_usage_delta_kept` reads them."""
+    cov = np.zeros((selected.size, slots.shape[1]), np.uint16)
+    n = np.empty(selected.size, np.uint8)
+    for k in range(selected.size):
+        r = selected[k]
+        n[k] = n_used[r]
+        if n_used[r] != COVER_OVERFLOW:
+            for u in range(n_used[r]):
+                cov[k, u] = slot_pos[slots[r, u]]
+    return cov, n
 
 
 @numba.njit(cache=True, nogil=True)
@@ -933,6 +953,30 @@ def co_usage_delta_of(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`co_usage_delta` over the rows ``selected`` (``[k] int64``: those holding the
     pattern)."""
+    none = np.full(selected.size, COVER_OVERFLOW, np.uint8)
+    nothing = np.zeros((selected.size, 0), np.uint16)
+    return co_usage_delta_kept(rows, selected, old, new, n_items, pos, add, nothing, none, nothing, none)
+
+
+@numba.njit(cache=True, nogil=True)
+def co_usage_delta_kept(
+    rows: np.ndarray,
+    selected: np.ndarray,
+    old: np.ndarray,
+    new: np.ndarray,
+    n_items: int,
+    pos: int,
+    add: bool,
+    was_cov: np.ndarray,
+    was_n: np.ndarray,
+    now_cov: np.ndarray,
+    now_n: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`co_usage_delta_of` given the patterns of each row's covers under ``old`` and
+    ``new`` (``[k, s] uint16`` positions in increasing order and ``[k] uint8`` their number,
+    as :func:`cover_usage_change_cached` gives the new ones), kept when the count of the
+    change made them: only the singletons are found, no pattern tested. A row whose either
+    cover was too long to keep (:data:`COVER_OVERFLOW`) is covered afresh."""
     n_words = rows.shape[1]
     n_old = old.shape[0] + n_items
     n_new = new.shape[0] + n_items
@@ -954,18 +998,32 @@ def co_usage_delta_of(
     counts = np.zeros((16, n_new), np.int32)
     for k in range(selected.size):
         _fetch_ahead(rows, selected, k)
-        n_same = _cover_prefix(rows[selected[k]], o_ptr, o_word, o_mask, pos, rest, rest_new, was)
-        n_was = _cover_singletons(
-            old.shape[0], rest, was, _cover_patterns(o_ptr, o_word, o_mask, pos, old.shape[0], rest, was, n_same)
-        )
-        for a in range(n_same):
-            now[a] = was[a]
-        n_now = _cover_singletons(
-            new.shape[0],
-            rest_new,
-            now,
-            _cover_patterns(n_ptr, n_word, n_mask, pos, new.shape[0], rest_new, now, n_same),
-        )
+        r = selected[k]
+        if was_n[k] != COVER_OVERFLOW and now_n[k] != COVER_OVERFLOW:
+            for w in range(n_words):
+                rest[w] = rows[r, w]
+                rest_new[w] = rest[w]
+            for u in range(was_n[k]):
+                was[u] = was_cov[k, u]
+                _clear_pattern(rest, o_ptr, o_word, o_mask, was[u])
+            for u in range(now_n[k]):
+                now[u] = now_cov[k, u]
+                _clear_pattern(rest_new, n_ptr, n_word, n_mask, now[u])
+            n_was = _cover_singletons(old.shape[0], rest, was, np.int64(was_n[k]))
+            n_now = _cover_singletons(new.shape[0], rest_new, now, np.int64(now_n[k]))
+        else:
+            n_same = _cover_prefix(rows[r], o_ptr, o_word, o_mask, pos, rest, rest_new, was)
+            n_was = _cover_singletons(
+                old.shape[0], rest, was, _cover_patterns(o_ptr, o_word, o_mask, pos, old.shape[0], rest, was, n_same)
+            )
+            for a in range(n_same):
+                now[a] = was[a]
+            n_now = _cover_singletons(
+                new.shape[0],
+                rest_new,
+                now,
+                _cover_patterns(n_ptr, n_word, n_mask, pos, new.shape[0], rest_new, now, n_same),
+            )
         # The old cover in the new numbering (increasing still); the removed pattern's pairs
         # leave the matrix with its row and column.
         kept = 0

@@ -392,15 +392,28 @@ def _same_table(a: np.ndarray, b: np.ndarray) -> bool:
 
 class _CountedChange(NamedTuple):
     """A change counted by :meth:`LocalUsageCounter.usage_changes` with covers kept: the
-    covers of ``selected`` under ``new`` it made, kept if the search takes the change."""
+    covers of ``selected`` (the rows holding ``within``) under ``new`` it made, kept if the
+    search takes the change."""
 
     version: int
     new: np.ndarray
     pos: int
     add: bool
+    within: np.ndarray
     selected: np.ndarray
     new_cov: np.ndarray
     new_n: np.ndarray
+
+
+class _TakenStep(NamedTuple):
+    """A change the covers of a group moved by (:meth:`_Covers.take`), kept until its
+    co-usage change is counted: the covers of its rows under ``old`` (``was_*``) and under
+    its ``change.new`` (``change.new_*``), so that count tests no pattern."""
+
+    old: np.ndarray
+    change: _CountedChange
+    was_cov: np.ndarray
+    was_n: np.ndarray
 
 
 class _Covers:
@@ -447,9 +460,14 @@ class _Covers:
     def holds(self, table: np.ndarray) -> bool:
         return _same_table(table, self.table)
 
-    def take(self, change: _CountedChange) -> None:
+    def take(self, change: _CountedChange, step: bool = False) -> _TakenStep | None:
         """Move to ``change.new``, keeping the covers its count made (the rows it did not
-        count hold neither pattern that differs, and keep theirs)."""
+        count hold neither pattern that differs, and keep theirs); with ``step``, the step
+        with its rows' covers before."""
+        taken = None
+        if step:
+            was_cov, was_n = kernels.covers_gather(self.slots, self.n_used, change.selected, self.slot_pos)
+            taken = _TakenStep(self.table, change, was_cov, was_n)
         if change.add:
             slot_at = np.insert(self.slot_at, change.pos, self._slot())
         else:
@@ -457,6 +475,7 @@ class _Covers:
             slot_at = np.delete(self.slot_at, change.pos)
         kernels.covers_write(self.slots, self.n_used, change.selected, change.new_cov, change.new_n, slot_at)
         self._moved(change.new, slot_at)
+        return taken
 
     def move(self, table: np.ndarray) -> None:
         """Move to ``table``: the patterns both tables hold keep their slots and the rows
@@ -510,6 +529,9 @@ class LocalUsageCounter(UsageCounter):
         # changes of the last count of each group that they may move to (see _Covers).
         self._covers: list[_Covers | None] = [None] * self.n_groups
         self._counted: dict[int, list[_CountedChange]] = {}
+        # The steps the covers of each group moved by since its co-usages were last counted
+        # afresh, until their co-usage changes are counted (at most _MOST_STEPS each).
+        self._steps: dict[int, list[_TakenStep]] = {}
 
     def _within(self, group: int, within: np.ndarray) -> np.ndarray:
         """The rows of ``group`` that contain ``within`` (all rows for the empty itemset)."""
@@ -553,7 +575,7 @@ class LocalUsageCounter(UsageCounter):
             # differs was covered.
             if np.array_equal(within & changed, within):
                 counted.setdefault(i, []).append(
-                    _CountedChange(covers.version, new, pos, add, selected, new_cov, new_n)
+                    _CountedChange(covers.version, new, pos, add, within, selected, new_cov, new_n)
                 )
         self._counted.update(counted)
         return out
@@ -567,19 +589,32 @@ class LocalUsageCounter(UsageCounter):
         if covers is None:
             covers = _Covers(self.groups[group], self.columns[group], table, self.cover_slots)
             self._covers[group] = covers
-        elif not covers.holds(table):
-            taken = [
-                change
-                for change in self._counted.get(group, [])
-                if change.version == covers.version and _same_table(change.new, table)
-            ]
-            if taken:
-                covers.take(taken[0])
-            else:
-                covers.move(table)
+        elif not covers.holds(table) and not self._take(group, covers, table):
+            covers.move(table)
         return covers
 
+    def _take(self, group: int, covers: _Covers, table: np.ndarray) -> bool:
+        """Move ``covers`` to ``table`` by a change the group's last count counted (kept as a
+        step where the group's co-usages are kept); whether one led there."""
+        for change in self._counted.get(group, []):
+            if change.version == covers.version and _same_table(change.new, table):
+                step = covers.take(change, step=group in self._steps)
+                if step is not None:
+                    steps = self._steps[group]
+                    steps.append(step)
+                    del steps[: -self._MOST_STEPS]
+                return True
+        return False
+
+    # Steps kept per group at most for its co-usage changes (a search counts them every few
+    # acceptances; one not counted is counted afresh).
+    _MOST_STEPS = 64
+
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
+        """Counted afresh; each group's steps from there on are kept for its co-usage
+        changes (see :meth:`co_usage_delta`)."""
+        for i, _ in requests:
+            self._steps[i] = []
         return [kernels.co_usage(self.groups[i], table, self.n_items) for i, table in requests]
 
     def co_usage_change(
@@ -633,13 +668,54 @@ class LocalUsageCounter(UsageCounter):
         """What :meth:`co_usage_change` adds to the renumbered co-usages, sparse: the flat
         positions in the ``[p + n_items, p + n_items]`` matrix of table ``new`` that change,
         and their increments (``int32``). Only the elements whose use changed in the rows
-        holding the pattern have pairs that change, so this is small beside the matrix."""
+        holding the pattern have pairs that change, so this is small beside the matrix.
+        Where the covers moved by this change (:meth:`usage_changes` counted it), both
+        covers of those rows are known and no pattern is tested."""
         rows = self.groups[group]
-        where, increments = kernels.co_usage_delta_of(
-            rows, self._within(group, within), old, new, self.n_items, pos, add
-        )
+        step = self._step(group, old, new, within, pos, add)
+        if step is None:
+            where, increments = kernels.co_usage_delta_of(
+                rows, self._within(group, within), old, new, self.n_items, pos, add
+            )
+        else:
+            change = step.change
+            where, increments = kernels.co_usage_delta_kept(
+                rows,
+                change.selected,
+                old,
+                new,
+                self.n_items,
+                pos,
+                add,
+                step.was_cov,
+                step.was_n,
+                change.new_cov,
+                change.new_n,
+            )
         size = (new.shape[0] + self.n_items) ** 2
         return where.astype(np.min_scalar_type(size)), increments
+
+    def _step(
+        self, group: int, old: np.ndarray, new: np.ndarray, within: np.ndarray, pos: int, add: bool
+    ) -> _TakenStep | None:
+        """The step kept of this change (the covers move by it now if they are at ``old`` and
+        counted it), taken out with those before it; None if none was kept."""
+        covers = self._covers[group]
+        if covers is not None and covers.holds(old):
+            self._take(group, covers, new)
+        steps = self._steps.get(group, [])
+        for k, step in enumerate(steps):
+            change = step.change
+            if (
+                change.pos == pos
+                and change.add == add
+                and np.array_equal(change.within, within)
+                and _same_table(step.old, old)
+                and _same_table(change.new, new)
+            ):
+                del steps[: k + 1]
+                return step
+        return None
 
 
 # How a trip names a table to the actors (see ``_RowPartition.resolve``): the one they hold

@@ -1097,9 +1097,9 @@ def test_usage_changes_from_kept_covers_equal_counting_both_tables(monkeypatch, 
     for name in moved:
         original = getattr(diffnorm_module._Covers, name)
 
-        def spied(self, arg, __original=original, __name=name):
+        def spied(self, *args, __original=original, __name=name, **kwargs):
             moved[__name] += 1
-            return __original(self, arg)
+            return __original(self, *args, **kwargs)
 
         monkeypatch.setattr(diffnorm_module._Covers, name, spied)
     table: list[list[int]] = []
@@ -1140,3 +1140,55 @@ def test_usage_changes_from_kept_covers_equal_counting_both_tables(monkeypatch, 
         np.testing.assert_array_equal(covers.slots[r, : n_used[r]], slots[r, : n_used[r]])
     assert moved["take"] > 20 and moved["move"] > 3
     assert np.any(~kept) == (width < 16)
+
+
+@pytest.mark.parametrize("width", [1, 3, 16])
+def test_co_usage_changes_from_the_covers_a_count_kept_equal_a_full_recount(monkeypatch, width):
+    """Once a group's co-usages are counted, the local counter keeps the covers of every step
+    its covers move by (a change it counted, then took), and counts that step's co-usage
+    change from them without testing a pattern; steps it never counted are counted afresh.
+    Along a random walk of tables, every sequence of changes brings the co-usages to those
+    of a full count of the current table, both ways of counting a step being used."""
+    rng = np.random.default_rng(5 + width)
+    m, n = 120, 500
+    rows_dense = rng.random((n, m)) < 0.15
+    pool = [sorted(rng.choice(m, int(rng.integers(2, 5)), replace=False).tolist()) for _ in range(25)]
+    for pattern in pool:
+        rows_dense[np.ix_(rng.random(n) < 0.2, pattern)] = True
+    rows = kernels.pack_rows(rows_dense)
+    counter = diffnorm_module.LocalUsageCounter([rows], m)
+    counter.cover_slots = width
+    found = {True: 0, False: 0}
+    original = diffnorm_module.LocalUsageCounter._step
+
+    def spied(self, *args):
+        step = original(self, *args)
+        found[step is not None] += 1
+        return step
+
+    monkeypatch.setattr(diffnorm_module.LocalUsageCounter, "_step", spied)
+    table: list[list[int]] = []
+    counts = counter.co_usages([(0, _packed(table, m))])[0]
+    pending, checked = [], 0
+    for _ in range(80):
+        old = _packed(table, m)
+        if table and rng.random() < 0.3:
+            pos, add = int(rng.integers(0, len(table))), False
+            pattern, after = table[pos], table[:pos] + table[pos + 1 :]
+        else:
+            pattern, add = pool[int(rng.integers(0, len(pool)))], True
+            if pattern in table:
+                continue
+            pos = int(rng.integers(0, len(table) + 1))
+            after = table[:pos] + [pattern] + table[pos:]
+        new, within = _packed(after, m), _packed([pattern], m)[0]
+        if rng.random() < 0.8:  # the search counts the change before it takes it
+            counter.usage_changes([(0, old, new, within, pos)])
+        pending.append(diffnorm_module.CoUsageChange(0, counts, old, new, within, pos, add))
+        table = after
+        if rng.random() < 0.2:
+            counts = counter.co_usage_sequence(pending)[0]
+            pending = []
+            np.testing.assert_array_equal(counts, kernels.co_usage(rows, _packed(table, m), m))
+            checked += 1
+    assert checked > 5 and found[True] > 20 and found[False] > 5
