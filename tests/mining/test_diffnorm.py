@@ -1076,6 +1076,16 @@ def test_a_usage_change_equals_the_greedy_covers_under_both_tables():
     assert overflowed > 0
 
 
+def _rows_with_patterns(rng: np.random.Generator, m: int, n: int) -> tuple[np.ndarray, list[list[int]]]:
+    """``n`` packed rows of ``m`` items at 15 %, and 25 patterns of 2-4 items each planted
+    in a fifth of them."""
+    rows_dense = rng.random((n, m)) < 0.15
+    pool = [sorted(rng.choice(m, int(rng.integers(2, 5)), replace=False).tolist()) for _ in range(25)]
+    for pattern in pool:
+        rows_dense[np.ix_(rng.random(n) < 0.2, pattern)] = True
+    return kernels.pack_rows(rows_dense), pool
+
+
 @pytest.mark.parametrize("width", [1, 2, 16])
 def test_usage_changes_from_kept_covers_equal_counting_both_tables(monkeypatch, width):
     """The local counter keeps each row's cover between counts and starts the next count
@@ -1086,11 +1096,7 @@ def test_usage_changes_from_kept_covers_equal_counting_both_tables(monkeypatch, 
     again the rows a change touches, or overflowed the slots of a row."""
     rng = np.random.default_rng(width)
     m, n = 150, 400
-    rows_dense = rng.random((n, m)) < 0.15
-    pool = [sorted(rng.choice(m, int(rng.integers(2, 5)), replace=False).tolist()) for _ in range(25)]
-    for pattern in pool:
-        rows_dense[np.ix_(rng.random(n) < 0.2, pattern)] = True
-    rows = kernels.pack_rows(rows_dense)
+    rows, pool = _rows_with_patterns(rng, m, n)
     counter = diffnorm_module.LocalUsageCounter([rows], m)
     counter.cover_slots = width
     moved = {"take": 0, "move": 0}
@@ -1151,11 +1157,7 @@ def test_co_usage_changes_from_the_covers_a_count_kept_equal_a_full_recount(monk
     of a full count of the current table, both ways of counting a step being used."""
     rng = np.random.default_rng(5 + width)
     m, n = 120, 500
-    rows_dense = rng.random((n, m)) < 0.15
-    pool = [sorted(rng.choice(m, int(rng.integers(2, 5)), replace=False).tolist()) for _ in range(25)]
-    for pattern in pool:
-        rows_dense[np.ix_(rng.random(n) < 0.2, pattern)] = True
-    rows = kernels.pack_rows(rows_dense)
+    rows, pool = _rows_with_patterns(rng, m, n)
     counter = diffnorm_module.LocalUsageCounter([rows], m)
     counter.cover_slots = width
     found = {True: 0, False: 0}
