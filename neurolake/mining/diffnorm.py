@@ -99,11 +99,13 @@ each group's item columns (one bit per row for each item, as many bytes as the r
 AND of the pattern's items' columns, instead of a test of every row. They keep each row's
 cover under the current table (the few patterns it uses, :class:`_Covers`), so a row is
 covered again from its cover before the pattern's position, and not at all where the
-pattern inserted does not fit there or the one removed was not used. Slim's pair statistics (how many covers
-use two elements together) are kept the same way: counted once per group (band by band of the
-matrix, whose rows for a band stay in cache while every cover adds its pairs), then updated from
-the rows holding every accepted or pruned pattern, only for the pairs holding an element whose
-use changed (:func:`~neurolake.mining._diffnorm_kernels.co_usage_delta`); the updates wait
+pattern inserted does not fit there or the one removed was not used. Slim's pair
+statistics (how many covers use two elements together) are kept the same way: counted once
+per group (band by band of the matrix, whose rows for a band stay in cache while every
+cover adds its pairs), then updated from the rows holding every accepted or pruned pattern,
+only for the pairs holding an element whose use changed
+(:func:`~neurolake.mining._diffnorm_kernels.co_usage_delta`, from the covers kept before and
+after the change where the counter has them); the updates wait
 until Slim's list is built next and are then made in one round, each matrix renumbered once
 (:meth:`UsageCounter.co_usage_sequence`; on Ray every actor sends the sparse changes of its
 partition's counts). The estimated gains of all pairs come from one numba pass
