@@ -417,6 +417,11 @@ class _TakenStep(NamedTuple):
     was_cov: np.ndarray
     was_n: np.ndarray
 
+    @property
+    def nbytes(self) -> int:
+        change = self.change
+        return sum(a.nbytes for a in (change.selected, change.new_cov, change.new_n, self.was_cov, self.was_n))
+
 
 class _Covers:
     """The cover of every row of a group under one table (the group's current one, to the
@@ -532,7 +537,7 @@ class LocalUsageCounter(UsageCounter):
         self._covers: list[_Covers | None] = [None] * self.n_groups
         self._counted: dict[int, list[_CountedChange]] = {}
         # The steps the covers of each group moved by since its co-usages were last counted
-        # afresh, until their co-usage changes are counted (at most _MOST_STEPS each).
+        # afresh, until their co-usage changes are counted (the latest _STEP_BYTES of them).
         self._steps: dict[int, list[_TakenStep]] = {}
 
     def _within(self, group: int, within: np.ndarray) -> np.ndarray:
@@ -604,13 +609,15 @@ class LocalUsageCounter(UsageCounter):
                 if step is not None:
                     steps = self._steps[group]
                     steps.append(step)
-                    del steps[: -self._MOST_STEPS]
+                    held = np.cumsum([s.nbytes for s in reversed(steps)])
+                    del steps[: len(steps) - max(1, int(np.searchsorted(held, self._STEP_BYTES, side="right")))]
                 return True
         return False
 
-    # Steps kept per group at most for its co-usage changes (a search counts them every few
-    # acceptances; one not counted is counted afresh).
-    _MOST_STEPS = 64
+    # Bytes of steps kept per group at most for its co-usage changes, the latest first (a
+    # search counts them every few acceptances; a step not kept is counted afresh). A step
+    # holds 74 bytes for each row of its pattern.
+    _STEP_BYTES = 256 << 20
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         """Counted afresh; each group's steps from there on are kept for its co-usage

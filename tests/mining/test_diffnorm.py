@@ -1148,13 +1148,16 @@ def test_usage_changes_from_kept_covers_equal_counting_both_tables(monkeypatch, 
     assert np.any(~kept) == (width < 16)
 
 
-@pytest.mark.parametrize("width", [1, 3, 16])
-def test_co_usage_changes_from_the_covers_a_count_kept_equal_a_full_recount(monkeypatch, width):
+@pytest.mark.parametrize(("width", "step_bytes"), [(1, None), (3, None), (16, None), (16, 1)])
+def test_co_usage_changes_from_the_covers_a_count_kept_equal_a_full_recount(monkeypatch, width, step_bytes):
     """Once a group's co-usages are counted, the local counter keeps the covers of every step
     its covers move by (a change it counted, then took), and counts that step's co-usage
-    change from them without testing a pattern; steps it never counted are counted afresh.
-    Along a random walk of tables, every sequence of changes brings the co-usages to those
-    of a full count of the current table, both ways of counting a step being used."""
+    change from them without testing a pattern; steps it never counted, or dropped to keep
+    within its bytes (here also one byte: the latest step only), are counted afresh. Along a
+    random walk of tables, every sequence of changes brings the co-usages to those of a full
+    count of the current table, both ways of counting a step being used."""
+    if step_bytes is not None:
+        monkeypatch.setattr(diffnorm_module.LocalUsageCounter, "_STEP_BYTES", step_bytes)
     rng = np.random.default_rng(5 + width)
     m, n = 120, 500
     rows, pool = _rows_with_patterns(rng, m, n)
@@ -1193,4 +1196,4 @@ def test_co_usage_changes_from_the_covers_a_count_kept_equal_a_full_recount(monk
             pending = []
             np.testing.assert_array_equal(counts, kernels.co_usage(rows, _packed(table, m), m))
             checked += 1
-    assert checked > 5 and found[True] > 20 and found[False] > 5
+    assert checked > 5 and found[True] > (10 if step_bytes else 20) and found[False] > (15 if step_bytes else 5)
