@@ -444,7 +444,6 @@ class _Covers:
         self.slot_at = np.arange(table.shape[0], dtype=np.int64)
         self.free: list[int] = []
         self.n_slots = table.shape[0]
-        self.slot_pos = np.empty(0, np.int64)
         self._index_slots()
         # Counted changes are taken only by the covers they were counted from.
         self.version = 0
