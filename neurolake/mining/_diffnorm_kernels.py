@@ -428,14 +428,14 @@ def cover_usage_change_cached(
             for j in range(o_ptr[t], o_ptr[t + 1]):
                 if new[pos, o_word[j]] & o_mask[j] != _ZERO:
                     clash[t] = True
-    counts = n_used.reshape((n_used.size, 1))
+    n_used_rows = n_used.reshape((n_used.size, 1))  # 2-D, as the prefetch takes it
     shift = 1 if add else -1
     read = np.empty(selected.size, np.int64)
     n_read = 0
     for k in range(selected.size):
         if k + _PREFETCH_ROWS < selected.size:
             _prefetch(slots, selected[k + _PREFETCH_ROWS], 0)
-            _prefetch(counts, selected[k + _PREFETCH_ROWS], 0)
+            _prefetch(n_used_rows, selected[k + _PREFETCH_ROWS], 0)
         r = selected[k]
         n_was = np.int64(n_used[r])
         changes = add or n_was == COVER_OVERFLOW
