@@ -386,18 +386,16 @@ def cover_usage_change_cached(
     ``pos``, else with the one there removed), each row started from its cover under ``old``
     as :func:`covers_recount` keeps it (``slot_pos``: the position in ``old`` of each slot)
     instead of testing the patterns before ``pos``: what they leave is the row less those
-    its cover uses. Where the pattern inserted does not fit what they leave, or the one
-    removed is not used, the new cover is the old one and nothing is tested at all; else
-    the new cover goes on from ``pos``. At 500,000 frames the rows' covers under a search's
-    final tables used 1.2-1.6 patterns each (at most 8); at 1.5 M frames the tables its
-    counts were of held 180 patterns on average, and ``pos`` was 121.
+    its cover uses. At 500,000 frames the rows' covers under a search's final tables used
+    1.2-1.6 patterns each (at most 8); at 1.5 M frames the tables its counts were of held
+    180 patterns on average, and ``pos`` was 121.
 
-    The covers are read first, alone: those that cannot change (the pattern inserted
-    shares an item with one they use before ``pos``, or the one removed is not among
-    theirs) are counted there, and only the other rows are then read and covered. At
-    1.5 M frames that left a third of the rows to read, and the usage changes of a search
-    (its 778 counts replayed) took 1.57-1.67 s against 1.85-2.18 s reading every row, in
-    interleaved runs.
+    The covers are read first, alone: a cover that cannot change (the pattern inserted
+    shares an item with one it uses before ``pos``, or the one removed is not among those
+    it uses) is the old one renumbered, and its row is not read. Only the other rows are
+    then read, their new cover going on from ``pos``. At 1.5 M frames that left a third of
+    the rows to read, and the usage changes of a search (its 778 counts replayed) took
+    1.57-1.67 s against 1.85-2.18 s reading every row, in interleaved runs.
 
     Returns:
         The three counts of :func:`cover_usage_change_of`, then each row's new cover as
@@ -418,10 +416,8 @@ def cover_usage_change_cached(
     new_n = np.zeros(selected.size, np.uint8)
     o_ptr, o_word, o_mask = _sparse(old)
     n_ptr, n_word, n_mask = _sparse(new)
-    # First the kept covers alone: a cover that cannot change is the old one renumbered, and
-    # its row is not read. The inserted pattern has no room in a cover that uses a pattern
-    # before ``pos`` sharing an item with it; the removed one changes only the covers that
-    # use it.
+    # First the kept covers alone; ``clash``: the patterns before ``pos`` that share an item
+    # with the one inserted.
     clash = np.zeros(max(1, pos), np.bool_)
     if add:
         for t in range(pos):
