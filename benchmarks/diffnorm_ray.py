@@ -70,6 +70,7 @@ STEPS = [
     (dn.LocalUsageCounter, "co_usage_sequence", "co-usage changes (one-process counter)"),
     (dn.PartitionedUsageCounter, "usages", "usages (partitioned counter)"),
     (dn.PartitionedUsageCounter, "usage_changes", "usage changes (partitioned counter)"),
+    (dn.PartitionedUsageCounter, "co_usages", "first co-usages (partitioned counter)"),
     (dn.PartitionedUsageCounter, "co_usage_sequence", "co-usage changes (partitioned counter)"),
 ]
 
@@ -151,6 +152,8 @@ class TimedPartition(dn._RowPartition):
         self.calls: collections.Counter = collections.Counter()
         self.steps: dict[str, float] = collections.defaultdict(float)
         self.step_calls: collections.Counter = collections.Counter()
+        # The chunks of each partition this actor counted, summed over its claimed counts.
+        self.claimed: np.ndarray | None = None
 
     def _timed(self, name: str, *args: Any) -> Any:
         start = time.perf_counter()
@@ -178,6 +181,11 @@ class TimedPartition(dn._RowPartition):
     def co_usages(self, *args: Any) -> Any:
         return self._timed("co_usages", *args)
 
+    def co_usages_claimed(self, *args: Any) -> Any:
+        answer = self._timed("co_usages_claimed", *args)
+        self.claimed = answer[1] if self.claimed is None else self.claimed + answer[1]
+        return answer
+
     def co_usage_delta(self, *args: Any) -> Any:
         return self._timed("co_usage_delta", *args)
 
@@ -190,10 +198,18 @@ class TimedPartition(dn._RowPartition):
         wait_timed(self.steps, self.step_calls)
         return self._timed("search", *args)
 
-    def times(self) -> tuple[dict[str, float], dict[str, int], dict[str, float], dict[str, int], float, int]:
-        """The times above, the CPU seconds of this process in its life (Ray's worker start
-        included) and its pid."""
-        return dict(self.spent), dict(self.calls), dict(self.steps), dict(self.step_calls), cpu_seconds(), os.getpid()
+    def times(self) -> tuple[dict[str, float], dict[str, int], dict[str, float], dict[str, int], Any, float, int]:
+        """The times above, the chunks it claimed, the CPU seconds of this process in its
+        life (Ray's worker start included) and its pid."""
+        return (
+            dict(self.spent),
+            dict(self.calls),
+            dict(self.steps),
+            dict(self.step_calls),
+            self.claimed,
+            cpu_seconds(),
+            os.getpid(),
+        )
 
 
 def cpu_seconds() -> float:
@@ -277,16 +293,27 @@ class Kind(NamedTuple):
     workers: int
     blocks: bool = False  # contiguous blocks of rows instead of dealt
     still: bool = False  # channels that do not spin between trips
+    share: float | None = None  # the searching actor's share of rows (None: _searcher_share's)
 
 
 def run_kind(text: str) -> Kind:
     """An entry of ``--workers``: a number of workers, then ``b`` for contiguous blocks or
-    ``n`` for channels that do not spin."""
+    ``n`` for channels that do not spin, then ``@s`` for a share of rows ``s`` times each
+    other actor's on the searching actor (``2@1.1``)."""
+    text, _, share = text.partition("@")
     suffix = text[-1] if text[-1:] in ("b", "n") else ""
     number = text[: len(text) - len(suffix)]
-    if not number.isdigit() or (suffix and int(number) < 2):
-        raise argparse.ArgumentTypeError(f"{text!r}: a number of workers (0: one process), 'b' or 'n' after 2 or more")
-    return Kind(int(number), suffix == "b", suffix == "n")
+    if not number.isdigit() or ((suffix or share) and int(number) < 2):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: a number of workers (0: one process), 'b' or 'n' and '@share' after 2 or more"
+        )
+    try:
+        weight = float(share) if share else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{share!r}: a share is a number (1: as many rows as each other actor)"
+        ) from None
+    return Kind(int(number), suffix == "b", suffix == "n", weight)
 
 
 def in_blocks(n_rows: int, weights: np.ndarray) -> np.ndarray:
@@ -298,10 +325,12 @@ def in_blocks(n_rows: int, weights: np.ndarray) -> np.ndarray:
 
 
 def label_of(kind: Kind) -> str:
-    workers, blocks, still = kind
+    workers, blocks, still, share = kind
     if workers == 0:
         return "one process"
     label = f"{workers} Ray worker{'s' if workers > 1 else ''}"
+    if share is not None:
+        label += f" (the searching actor's share {share:g})"
     if blocks:
         return label + " (contiguous blocks of rows)"
     return label + " (channels not spinning)" if still else label
@@ -340,11 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     calls: collections.Counter = collections.Counter()
     instrument(spent, calls)
     hosted, closing, dealt = dn._RowPartition, dn.PartitionedUsageCounter.close, dn._row_owners
+    searcher_share = dn._searcher_share
     first, alone, alone_counting = None, None, None
     # Each run's counting and the ratio to the one-process run before it, by workers.
     countings: dict[Kind, list[tuple[float, float]]] = collections.defaultdict(list)
     for kind in args.workers:
-        workers, blocks, still = kind
+        workers, blocks, still, share = kind
         spent.clear()
         calls.clear()
         actor_times: list[Any] = []
@@ -359,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         dn.PartitionedUsageCounter.close = close  # type: ignore[method-assign]
         dn._RowPartition = TimedPartition  # type: ignore[misc]
         dn._row_owners = in_blocks if blocks else dealt
+        dn._searcher_share = searcher_share if share is None else lambda _, share=share: share  # type: ignore[misc]
         TimedPartition.spin = 0.0 if still else dn._TRIP_SPIN_S
         model = (OnRay if workers else dn.DiffNorm)(
             min_support=0.05, max_iterations=args.iterations, workers=max(workers, 1)
@@ -369,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             dn._RowPartition = hosted  # type: ignore[misc]
             dn._row_owners = dealt
+            dn._searcher_share = searcher_share
             dn.PartitionedUsageCounter.close = closing  # type: ignore[method-assign]
         elapsed, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
         stolen_end = stolen_seconds()
@@ -409,8 +441,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print_steps(spent, calls)
-        for a, (own, own_calls, steps, step_calls, *_) in enumerate(actor_times):
+        for a, (own, own_calls, steps, step_calls, claimed, *_) in enumerate(actor_times):
             print(f"   actor {a}: " + ", ".join(f"{k} {v:.2f} s / {own_calls[k]}" for k, v in own.items()), flush=True)
+            if claimed is not None:
+                chunks = ", ".join(f"{n} of actor {w}'s" for w, n in enumerate(claimed.tolist()))
+                print(f"   actor {a} counted the first co-usages' chunks: {chunks}", flush=True)
             if steps:
                 print_steps(steps, step_calls)
         del model, result
@@ -441,7 +476,7 @@ def print_summary(countings: dict[Kind, list[tuple[float, float]]]) -> None:
         return
     print("== counting (target: 2 workers >= 1.8x, 1 worker within 1.1x of one process)", flush=True)
     best_alone = min(c for c, _ in countings[Kind(0)])
-    for kind in sorted(k for k in countings if k[0]):
+    for kind in sorted((k for k in countings if k.workers), key=lambda k: (*k[:3], k.share or 0.0)):
         ratios = [r for _, r in countings[kind]]
         best = min(c for c, _ in countings[kind])
         print(

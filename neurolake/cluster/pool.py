@@ -16,7 +16,7 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from neurolake.cluster.ray_env import connect
+from neurolake.cluster.ray_env import connect, node_id
 from neurolake.errors import NeurolakeError, root_cause
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class _Node:
     """Mixed into every pool actor: the id of the node it runs on."""
 
     def neurolake_node_id(self) -> str:
-        return ray.get_runtime_context().get_node_id()
+        return node_id()
 
 
 class ActorPool:

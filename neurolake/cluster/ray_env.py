@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +73,25 @@ def disconnect() -> None:
     import ray
 
     ray.shutdown()
+
+
+def put(value: Any) -> Any:
+    """``value`` in the object store, once: its reference, which other processes of the
+    cluster read (those of its node as views of shared memory, not copies)."""
+    import ray
+
+    return ray.put(value)
+
+
+def get(ref: Any) -> Any:
+    """The value of a reference :func:`put` made."""
+    import ray
+
+    return ray.get(ref)
+
+
+def node_id() -> str:
+    """The id of the Ray node this process runs on."""
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from neurolake.cluster.claims import claims_possible
 from neurolake.errors import SpecError
 from neurolake.mining import _diffnorm_kernels as kernels
 from neurolake.mining import diffnorm as diffnorm_module
@@ -543,11 +544,17 @@ def _slim_heavy_groups(seed: int = 4) -> list[np.ndarray]:
     return [a, b]
 
 
-def test_ray_search_with_many_merges_and_prunes_equals_single_process(local_ray):
+@pytest.mark.parametrize("claim_rows", [None, 7])
+def test_ray_search_with_many_merges_and_prunes_equals_single_process(local_ray, claim_rows, monkeypatch):
     """The search on Ray (on the first actor, counting its rows there and the other actor's
     through trips) updates Slim's pair counts from the sparse changes of both partitions; it
     takes the same steps as in one process, and the counts of the state it sends back equal
-    a full count."""
+    a full count. Also with the first co-usages in chunks of 7 rows that the two actors
+    claim as they go (about 43 chunks a partition)."""
+    from neurolake.mining.diffnorm import PartitionedUsageCounter
+
+    if claim_rows is not None:
+        monkeypatch.setattr(PartitionedUsageCounter, "claim_rows", claim_rows)
     groups = _slim_heavy_groups()
     single = DiffNorm(min_support=0.05, max_iterations=60).fit(groups)
     on_ray = DiffNorm(min_support=0.05, max_iterations=60, workers=2).fit(groups)
@@ -634,6 +641,9 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct,
             removed = remote.co_usage_change(i, added.copy(), new, new[[0, 1]], bits[(11, 19)], 2, False)
             np.testing.assert_array_equal(removed, kernels.co_usage(groups[i], new[[0, 1]], 60))
         np.testing.assert_array_equal(remote.co_usages([(1, new)])[0], kernels.co_usage(groups[1], new, 60))
+        if hosted == "none" and claims_possible():
+            # The actors claimed the chunks (one a partition here): each counted once.
+            assert remote.claimed.sum(axis=0).tolist() == [1, 1, 1]
         actors = {"none": 3, "some": 1, "all": 0}[hosted]
         assert len(remote._channels or []) == (actors if direct else 0)
         counting = actors + (hosted != "none")
@@ -643,6 +653,45 @@ def test_partitioned_counter_answers_as_the_local_one(local_ray, hosted, direct,
         remote.close()
         if hosted == "some":
             others.close()
+
+
+def test_a_partition_counts_the_chunks_the_others_leave(local_ray):
+    """A partition claiming alone counts its own chunks and then every chunk of the other
+    partition (read from the object store): its co-usages are those of all the rows. With
+    two of the other's chunks claimed first, it leaves exactly those, and its counts plus
+    theirs are again those of all the rows."""
+    import ray
+
+    from neurolake.cluster.claims import ClaimBoard
+    from neurolake.mining.diffnorm import _RowPartition, _SharedRows
+
+    if not claims_possible():
+        pytest.skip("claim boards need POSIX file locks")
+    groups = [BitMatrix.from_dense(g).words for g in _slim_heavy_groups(6)]
+    table = np.stack([diffnorm_module._itemset_bits(x, 1) for x in [(3, 7, 11), (3, 7), (2, 5)]])
+    splits = [[g[:250] for g in groups], [g[250:] for g in groups]]
+    rows = np.array([[s.shape[0] for s in split] for split in splits])
+    shared = _SharedRows([ray.put(split) for split in splits], rows, 40)
+    parts = [_RowPartition(split, 60, part=w, shared=shared) for w, split in enumerate(splits)]
+    requests = [(0, table), (1, table[:2])]
+    board_rows = rows.T  # [requests, parts]
+    chunks = -(-board_rows // 40)
+    for claimed_first in (0, 2):
+        path = ClaimBoard.create(board_rows, 40)
+        try:
+            with ClaimBoard(path, board_rows, 40) as board:
+                first = [board.claim(0) for _ in range(claimed_first)]
+            counts, counted = parts[1].co_usages_claimed(requests, (path, board_rows, 40))
+            rest, none = parts[0].co_usages_claimed(requests, (path, board_rows, 40))
+        finally:
+            ClaimBoard.remove(path)
+        assert rest == [None, None] and none.tolist() == [0, 0]
+        assert counted.tolist() == [chunks[:, 0].sum() - claimed_first, chunks[:, 1].sum()]
+        for r, (i, t) in enumerate(requests):
+            want = kernels.co_usage(groups[i], t, 60)
+            by_hand = [kernels.co_usage(splits[0][i][c.start : c.stop], t, 60) for c in first if c.request == r]
+            np.testing.assert_array_equal(counts[r] + sum(by_hand, np.zeros_like(want)), want)
+        assert [c.chunk for c in first] == list(range(claimed_first))
 
 
 def test_rows_are_dealt_to_the_actors_along_the_whole_run(local_ray):
