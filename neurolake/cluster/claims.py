@@ -78,14 +78,13 @@ class ClaimBoard:
         left = np.zeros((*rows.shape, 2), np.int64)
         left[..., 1] = -(-rows // chunk_rows)
         fd, path = tempfile.mkstemp(prefix="neurolake-claims-", dir=_board_dir())
-        try:
-            os.write(fd, left.tobytes())
-        finally:
-            os.close(fd)
+        with os.fdopen(fd, "wb") as board:
+            board.write(left.tobytes())
         return path
 
     @staticmethod
     def remove(path: str) -> None:
+        """Remove a board's file (once every process that counts has closed it)."""
         try:
             os.unlink(path)
         except FileNotFoundError:

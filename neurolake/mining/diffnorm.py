@@ -1020,9 +1020,9 @@ class PartitionedUsageCounter(UsageCounter):
 
     def co_usages(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[np.ndarray]:
         """Where every process that counts runs on this node, the rows go in chunks that the
-        processes claim (see :meth:`_RowPartition.co_usages_claimed`): one of the longest
-        counts of a search (half the counting at 3.5 M frames), which ended up to 2 s apart
-        on the two actors when each counted its own rows. Elsewhere each counts its own."""
+        processes claim (see :meth:`_RowPartition.co_usages_claimed`): the longest count of a
+        search (more than half the counting at 3.5 M frames), which ended up to 2 s apart on
+        the two actors when each counted its own rows. Elsewhere each counts its own."""
         requests = list(requests)
         if not requests:
             return []
