@@ -68,6 +68,9 @@ STEPS = [
     (dn.LocalUsageCounter, "usage_changes", "usage changes (one-process counter)"),
     (dn.LocalUsageCounter, "co_usages", "first co-usages (one-process counter)"),
     (dn.LocalUsageCounter, "co_usage_sequence", "co-usage changes (one-process counter)"),
+    # Each step's sparse change over the rows this process holds (all of them in one process;
+    # on Ray, the searching actor's partition).
+    (dn.LocalUsageCounter, "co_usage_delta", "co-usage deltas (the rows of this process)"),
     (dn.PartitionedUsageCounter, "usages", "usages (partitioned counter)"),
     (dn.PartitionedUsageCounter, "usage_changes", "usage changes (partitioned counter)"),
     (dn.PartitionedUsageCounter, "co_usages", "first co-usages (partitioned counter)"),
