@@ -1,11 +1,12 @@
-"""Direct channels to pool actors: answers as Ray's calls give them, errors as RemoteError,
-only the one client holding the key, no hang when the actor is gone, spinning for as long as
-told and no longer."""
+"""Direct channels to pool actors: answers as Ray's calls give them, large arrays out of band,
+errors as RemoteError, only the one client holding the key, no hang when the actor is gone,
+spinning for as long as told and no longer."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import ray
 
-from neurolake.cluster.channel import Channel, ChannelHost
+from neurolake.cluster.channel import _OUT_OF_BAND_BYTES, Channel, ChannelHost, _receive, _send
 from neurolake.cluster.pool import ActorPool, RemoteError
 
 
@@ -44,6 +45,10 @@ class _Cells(ChannelHost):
 
     def count(self) -> int:
         return self.calls
+
+    def weigh(self, values: np.ndarray) -> tuple[float, bool]:
+        """The sum of ``values`` sent here, and whether this process may write to them."""
+        return float(values.sum()), bool(values.flags.writeable)
 
     def slow(self, seconds: float) -> float:
         time.sleep(seconds)
@@ -84,6 +89,58 @@ def test_a_channel_answers_as_the_actor_does_over_ray(pool):
     finally:
         for channel in channels:
             channel.close()
+
+
+def test_large_arrays_go_out_of_band_and_arrive_whole_and_writable():
+    """Over a socket pair (as a channel's): the buffers of contiguous arrays of at least
+    ``_OUT_OF_BAND_BYTES`` are sent apart from the pickle, the rest in it; either way each
+    value arrives equal, with its dtype, shape and order, in memory the receiver may write."""
+    rng = np.random.default_rng(7)
+    matrix = rng.integers(0, 1 << 30, (2_000, 900), dtype=np.int32)  # 7.2 MB
+    fortran = np.asfortranarray(rng.random((300, 200)))
+    value = {
+        "matrices": [matrix, fortran],
+        "strided": matrix[::3, ::2],  # not contiguous: pickled in band
+        "small": np.arange(10, dtype=np.int16),  # under the threshold: in band
+        "text": "co-usages",
+    }
+    assert np.arange(10, dtype=np.int16).nbytes < _OUT_OF_BAND_BYTES
+    here, there = multiprocessing.Pipe()
+    sent: list[int] = []
+    # The socket's buffer holds far less than the message: the reader runs meanwhile.
+    writer = threading.Thread(target=lambda: sent.append(_send(here, value)))
+    writer.start()
+    got = _receive(there)
+    writer.join()
+    assert sent == [matrix.nbytes + fortran.nbytes]
+    np.testing.assert_array_equal(got["matrices"][0], matrix)
+    np.testing.assert_array_equal(got["matrices"][1], fortran)
+    np.testing.assert_array_equal(got["strided"], matrix[::3, ::2])
+    assert got["matrices"][0].dtype == np.int32 and got["matrices"][1].flags.f_contiguous
+    assert got["small"].dtype == np.int16 and got["small"].tolist() == list(range(10))
+    assert got["text"] == "co-usages"
+    got["matrices"][0] += 1  # its own memory: writable, and the sender's is untouched
+    assert int(got["matrices"][0][0, 0]) == int(matrix[0, 0]) + 1
+    # A value with no large buffer is one message; the next one follows it on the same pair.
+    writer = threading.Thread(target=lambda: sent.append(_send(here, (True, 3))))
+    writer.start()
+    assert _receive(there) == (True, 3)
+    writer.join()
+    assert sent[-1] == 0
+    here.close()
+    with pytest.raises(EOFError):
+        _receive(there)
+
+
+def test_a_large_request_reaches_the_actor_whole(pool):
+    channel = Channel(*pool.call(0, "neurolake_open_channel"))
+    try:
+        values = np.random.default_rng(3).random(1_000_000)  # 8 MB: sent out of band
+        total, writable = channel.call("weigh", values)
+        assert total == float(values.sum())
+        assert writable
+    finally:
+        channel.close()
 
 
 def test_errors_come_back_as_remote_errors_and_the_channel_goes_on(pool):
