@@ -43,6 +43,9 @@ __all__ = ["Channel", "ChannelHost", "spin_where_cores"]
 # matrices of 2,143 x 2,143 (DiffNorm's first co-usages, 37 MB) took 148-179 ms a trip
 # between two processes in band.
 _OUT_OF_BAND_BYTES = 1 << 16
+# Whether a socket's descriptor takes os.write and os.readv (POSIX); elsewhere everything goes
+# in band.
+_RAW_SOCKET_IO = hasattr(os, "readv")
 
 
 def _failed(exc: BaseException) -> Exception:
@@ -81,18 +84,19 @@ def _send(conn: Connection, obj: Any) -> int:
     large: list[pickle.PickleBuffer] = []
 
     def in_band(buffer: pickle.PickleBuffer) -> bool:
-        if buffer.raw().nbytes < _OUT_OF_BAND_BYTES:
+        if not _RAW_SOCKET_IO or buffer.raw().nbytes < _OUT_OF_BAND_BYTES:
             return True
         large.append(buffer)
         return False
 
     data = pickle.dumps(obj, protocol=5, buffer_callback=in_band)
     views = [buffer.raw() for buffer in large]
-    conn.send(([view.nbytes for view in views], data))
+    sizes = [view.nbytes for view in views]
+    conn.send((sizes, data))
     for view in views:
         while view.nbytes:
             view = view[os.write(conn.fileno(), view) :]
-    return sum(buffer.raw().nbytes for buffer in large)
+    return sum(sizes)
 
 
 def _receive(conn: Connection) -> Any:

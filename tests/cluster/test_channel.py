@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import ray
 
+import neurolake.cluster.channel as channel_module
 from neurolake.cluster.channel import _OUT_OF_BAND_BYTES, Channel, ChannelHost, _receive, _send
 from neurolake.cluster.pool import ActorPool, RemoteError
 
@@ -130,6 +131,21 @@ def test_large_arrays_go_out_of_band_and_arrive_whole_and_writable():
     here.close()
     with pytest.raises(EOFError):
         _receive(there)
+
+
+def test_without_raw_socket_io_everything_goes_in_band(monkeypatch):
+    """Where a socket's descriptor takes no os.write and os.readv (not POSIX), large arrays
+    travel inside the pickle, and arrive the same."""
+    monkeypatch.setattr(channel_module, "_RAW_SOCKET_IO", False)
+    matrix = np.arange(200_000, dtype=np.int64).reshape(400, 500)
+    here, there = multiprocessing.Pipe()
+    sent: list[int] = []
+    writer = threading.Thread(target=lambda: sent.append(_send(here, [matrix])))
+    writer.start()
+    got = _receive(there)
+    writer.join()
+    assert sent == [0]
+    np.testing.assert_array_equal(got[0], matrix)
 
 
 def test_a_large_request_reaches_the_actor_whole(pool):
