@@ -131,6 +131,7 @@ def test_large_arrays_go_out_of_band_and_arrive_whole_and_writable():
     here.close()
     with pytest.raises(EOFError):
         _receive(there)
+    there.close()
 
 
 def test_without_raw_socket_io_everything_goes_in_band(monkeypatch):
@@ -146,6 +147,8 @@ def test_without_raw_socket_io_everything_goes_in_band(monkeypatch):
     writer.join()
     assert sent == [0]
     np.testing.assert_array_equal(got[0], matrix)
+    here.close()
+    there.close()
 
 
 def test_a_large_request_reaches_the_actor_whole(pool):
