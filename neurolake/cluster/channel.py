@@ -81,16 +81,16 @@ def _send(conn: Connection, obj: Any) -> int:
     ``_OUT_OF_BAND_BYTES`` left out and their sizes, then those buffers as they lie in
     memory. Nothing is sent if ``obj`` cannot be pickled. Returns the bytes sent out of
     band."""
-    large: list[pickle.PickleBuffer] = []
+    views: list[memoryview] = []
 
     def in_band(buffer: pickle.PickleBuffer) -> bool:
-        if not _RAW_SOCKET_IO or buffer.raw().nbytes < _OUT_OF_BAND_BYTES:
+        view = buffer.raw()
+        if not _RAW_SOCKET_IO or view.nbytes < _OUT_OF_BAND_BYTES:
             return True
-        large.append(buffer)
+        views.append(view)
         return False
 
     data = pickle.dumps(obj, protocol=5, buffer_callback=in_band)
-    views = [buffer.raw() for buffer in large]
     sizes = [view.nbytes for view in views]
     conn.send((sizes, data))
     for view in views:

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
 
 import numpy as np
 import pytest
@@ -92,6 +93,18 @@ def test_a_channel_answers_as_the_actor_does_over_ray(pool):
             channel.close()
 
 
+def _through(here: Connection, there: Connection, value: object) -> tuple[int, object]:
+    """``value`` sent on ``here`` and received on ``there`` (the other end of a socket pair):
+    the bytes sent out of band, and what arrived. The socket's buffer holds far less than a
+    large message, so the writer runs on a thread while this one reads."""
+    sent: list[int] = []
+    writer = threading.Thread(target=lambda: sent.append(_send(here, value)))
+    writer.start()
+    got = _receive(there)
+    writer.join()
+    return sent[0], got
+
+
 def test_large_arrays_go_out_of_band_and_arrive_whole_and_writable():
     """Over a socket pair (as a channel's): the buffers of contiguous arrays of at least
     ``_OUT_OF_BAND_BYTES`` are sent apart from the pickle, the rest in it; either way each
@@ -107,13 +120,8 @@ def test_large_arrays_go_out_of_band_and_arrive_whole_and_writable():
     }
     assert np.arange(10, dtype=np.int16).nbytes < _OUT_OF_BAND_BYTES
     here, there = multiprocessing.Pipe()
-    sent: list[int] = []
-    # The socket's buffer holds far less than the message: the reader runs meanwhile.
-    writer = threading.Thread(target=lambda: sent.append(_send(here, value)))
-    writer.start()
-    got = _receive(there)
-    writer.join()
-    assert sent == [matrix.nbytes + fortran.nbytes]
+    sent, got = _through(here, there, value)
+    assert sent == matrix.nbytes + fortran.nbytes
     np.testing.assert_array_equal(got["matrices"][0], matrix)
     np.testing.assert_array_equal(got["matrices"][1], fortran)
     np.testing.assert_array_equal(got["strided"], matrix[::3, ::2])
@@ -123,11 +131,7 @@ def test_large_arrays_go_out_of_band_and_arrive_whole_and_writable():
     got["matrices"][0] += 1  # its own memory: writable, and the sender's is untouched
     assert int(got["matrices"][0][0, 0]) == int(matrix[0, 0]) + 1
     # A value with no large buffer is one message; the next one follows it on the same pair.
-    writer = threading.Thread(target=lambda: sent.append(_send(here, (True, 3))))
-    writer.start()
-    assert _receive(there) == (True, 3)
-    writer.join()
-    assert sent[-1] == 0
+    assert _through(here, there, (True, 3)) == (0, (True, 3))
     here.close()
     with pytest.raises(EOFError):
         _receive(there)
@@ -140,12 +144,8 @@ def test_without_raw_socket_io_everything_goes_in_band(monkeypatch):
     monkeypatch.setattr(channel_module, "_RAW_SOCKET_IO", False)
     matrix = np.arange(200_000, dtype=np.int64).reshape(400, 500)
     here, there = multiprocessing.Pipe()
-    sent: list[int] = []
-    writer = threading.Thread(target=lambda: sent.append(_send(here, [matrix])))
-    writer.start()
-    got = _receive(there)
-    writer.join()
-    assert sent == [0]
+    sent, got = _through(here, there, [matrix])
+    assert sent == 0
     np.testing.assert_array_equal(got[0], matrix)
     here.close()
     there.close()
